@@ -1,0 +1,29 @@
+"""``lcr``: longest-prefix routing, least-cost carrier ordering and exact call rating.
+
+The classes here are the Rust core (``lcr._core``); ``lcr.reference`` has the same API in
+plain Python and is the specification the core is tested against.
+"""
+
+from __future__ import annotations
+
+from ._core import Candidate, Rate, RateBatch, RateDeck, Rejection, RouteResult, RouteTable
+from .errors import DeckError, LcrError, NoRateError
+from .plan import RouteEntry, Strategy, Target
+
+__all__ = [
+    "Candidate",
+    "DeckError",
+    "LcrError",
+    "NoRateError",
+    "Rate",
+    "RateBatch",
+    "RateDeck",
+    "Rejection",
+    "RouteEntry",
+    "RouteResult",
+    "RouteTable",
+    "Strategy",
+    "Target",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,539 @@
+//! A rate deck: effective-dated tariffs behind a longest-prefix index.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::money::{self, Rounding};
+use crate::number;
+use crate::rate::{Tariff, OPEN_END, OPEN_START};
+use crate::timefmt;
+use crate::trie::PrefixIndex;
+
+/// The columns of a deck row, in the documented default CSV order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    Prefix,
+    Destination,
+    Rate,
+    ConnectFee,
+    InitialIncrement,
+    SubsequentIncrement,
+    EffectiveFrom,
+    EffectiveTo,
+}
+
+impl Field {
+    pub const ALL: [Field; 8] = [
+        Field::Prefix,
+        Field::Destination,
+        Field::Rate,
+        Field::ConnectFee,
+        Field::InitialIncrement,
+        Field::SubsequentIncrement,
+        Field::EffectiveFrom,
+        Field::EffectiveTo,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Prefix => "prefix",
+            Field::Destination => "destination",
+            Field::Rate => "rate",
+            Field::ConnectFee => "connect_fee",
+            Field::InitialIncrement => "initial_increment",
+            Field::SubsequentIncrement => "subsequent_increment",
+            Field::EffectiveFrom => "effective_from",
+            Field::EffectiveTo => "effective_to",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Fields a row cannot do without; the others have documented defaults.
+    pub fn required(self) -> bool {
+        matches!(self, Field::Prefix | Field::Rate)
+    }
+}
+
+/// Billing increment used when a row leaves it empty: per-minute billing, "60/60".
+pub const DEFAULT_INCREMENT: u32 = 60;
+/// The longest increment accepted, one day; anything longer is a typo.
+pub const MAX_INCREMENT: u32 = 86_400;
+
+/// A problem with one row: the field (by our name) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub line: u64,
+    pub field: Option<Field>,
+    pub reason: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "line {}: {}: {}", self.line, field.name(), self.reason),
+            None => write!(f, "line {}: {}", self.line, self.reason),
+        }
+    }
+}
+
+/// How amounts in a deck are read and costs rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeckOptions {
+    pub precision: u32,
+    pub rounding: Rounding,
+}
+
+impl Default for DeckOptions {
+    fn default() -> Self {
+        Self {
+            precision: 6,
+            rounding: Rounding::Up,
+        }
+    }
+}
+
+struct PendingRow {
+    prefix_start: u32,
+    prefix_len: u32,
+    effective_from: i64,
+    tariff: u32,
+    line: u64,
+}
+
+/// Collects rows (validating each) and builds an immutable [`Deck`].
+pub struct DeckBuilder {
+    options: DeckOptions,
+    arena: Vec<u8>,
+    rows: Vec<PendingRow>,
+    tariffs: Vec<Tariff>,
+    tariff_ids: HashMap<Tariff, u32>,
+    destinations: Vec<String>,
+    destination_ids: HashMap<String, u32>,
+}
+
+fn field_error(line: u64, field: Field, reason: impl Into<String>) -> RowError {
+    RowError {
+        line,
+        field: Some(field),
+        reason: reason.into(),
+    }
+}
+
+fn parse_increment(line: u64, field: Field, text: &str) -> Result<u32, RowError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(DEFAULT_INCREMENT);
+    }
+    match text.parse::<u32>() {
+        Ok(v) if (1..=MAX_INCREMENT).contains(&v) => Ok(v),
+        _ => Err(field_error(
+            line,
+            field,
+            format!("expected whole seconds from 1 to {MAX_INCREMENT}, got {text:?}"),
+        )),
+    }
+}
+
+fn parse_date(line: u64, field: Field, text: &str, open: i64) -> Result<i64, RowError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(open);
+    }
+    timefmt::parse_timestamp(text).ok_or_else(|| {
+        field_error(
+            line,
+            field,
+            format!("not an ISO 8601 date or date-time: {text:?}"),
+        )
+    })
+}
+
+impl DeckBuilder {
+    pub fn new(options: DeckOptions) -> Self {
+        assert!(options.precision <= money::MAX_PRECISION);
+        Self {
+            options,
+            arena: Vec::new(),
+            rows: Vec::new(),
+            tariffs: Vec::new(),
+            tariff_ids: HashMap::new(),
+            destinations: Vec::new(),
+            destination_ids: HashMap::new(),
+        }
+    }
+
+    /// Validates one row given as text in [`Field::ALL`] order (empty = absent).
+    pub fn push(&mut self, line: u64, fields: [&str; 8]) -> Result<(), RowError> {
+        let [prefix, destination, rate, connect_fee, initial, subsequent, from, to] = fields;
+        let prefix = prefix.trim();
+        let digits = number::digits(prefix).map_err(|e| {
+            field_error(
+                line,
+                Field::Prefix,
+                format!(
+                    "not a digit string: {:?} at position {}",
+                    e.found, e.position
+                ),
+            )
+        })?;
+        let precision = self.options.precision;
+        let amount = |field: Field, text: &str, default_zero: bool| {
+            if default_zero && text.trim().is_empty() {
+                return Ok(0);
+            }
+            money::parse_amount(text, precision)
+                .map_err(|e| field_error(line, field, format!("{e}: {:?}", text.trim())))
+        };
+        let rate = amount(Field::Rate, rate, false)?;
+        let connect_fee = amount(Field::ConnectFee, connect_fee, true)?;
+        let initial_increment = parse_increment(line, Field::InitialIncrement, initial)?;
+        let subsequent_increment = parse_increment(line, Field::SubsequentIncrement, subsequent)?;
+        let effective_from = parse_date(line, Field::EffectiveFrom, from, OPEN_START)?;
+        let effective_to = parse_date(line, Field::EffectiveTo, to, OPEN_END)?;
+        if effective_to <= effective_from {
+            return Err(field_error(
+                line,
+                Field::EffectiveTo,
+                "must be later than effective_from",
+            ));
+        }
+        let destination = destination.trim();
+        let destination = match self.destination_ids.get(destination) {
+            Some(&id) => id,
+            None => {
+                let id = self.destinations.len() as u32;
+                self.destinations.push(destination.to_owned());
+                self.destination_ids.insert(destination.to_owned(), id);
+                id
+            }
+        };
+        let tariff = Tariff {
+            destination,
+            rate,
+            connect_fee,
+            initial_increment,
+            subsequent_increment,
+            effective_from,
+            effective_to,
+        };
+        let next_id = self.tariffs.len() as u32;
+        let tariff_id = *self.tariff_ids.entry(tariff).or_insert(next_id);
+        if tariff_id == next_id {
+            self.tariffs.push(tariff);
+        }
+        let prefix_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(digits);
+        self.rows.push(PendingRow {
+            prefix_start,
+            prefix_len: digits.len() as u32,
+            effective_from,
+            tariff: tariff_id,
+            line,
+        });
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Builds the deck. Rows repeating a prefix and effective_from are reported (the first by
+    /// line is kept), sorted by line.
+    pub fn finish(self) -> (Deck, Vec<RowError>) {
+        let DeckBuilder {
+            options,
+            arena,
+            mut rows,
+            tariffs,
+            destinations,
+            ..
+        } = self;
+        let key = |r: &PendingRow| {
+            &arena[r.prefix_start as usize..(r.prefix_start + r.prefix_len) as usize]
+        };
+        // Prefix ascending, then newest version first, then by line so the first row wins.
+        rows.sort_unstable_by(|a, b| {
+            key(a)
+                .cmp(key(b))
+                .then(b.effective_from.cmp(&a.effective_from))
+                .then(a.line.cmp(&b.line))
+        });
+        let mut duplicates = Vec::new();
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let mut starts: Vec<u32> = Vec::new();
+        let mut versions: Vec<u32> = Vec::with_capacity(rows.len());
+        let mut timeless = true;
+        for (i, row) in rows.iter().enumerate() {
+            let prefix = key(row);
+            let same_prefix = i > 0 && key(&rows[i - 1]) == prefix;
+            if same_prefix && rows[i - 1].effective_from == row.effective_from {
+                let kept = rows[..i]
+                    .iter()
+                    .rev()
+                    .take_while(|r| key(r) == prefix && r.effective_from == row.effective_from)
+                    .last()
+                    .map_or(0, |r| r.line);
+                duplicates.push(field_error(
+                    row.line,
+                    Field::Prefix,
+                    format!(
+                        "duplicate of line {kept}: same prefix {:?} and effective_from",
+                        String::from_utf8_lossy(prefix)
+                    ),
+                ));
+                continue;
+            }
+            if same_prefix {
+                *versions.last_mut().expect("a run is open") &= !LAST_IN_RUN;
+                timeless = false;
+            } else {
+                keys.push(prefix);
+                starts.push(versions.len() as u32);
+            }
+            let t = &tariffs[row.tariff as usize];
+            if t.effective_from != OPEN_START || t.effective_to != OPEN_END {
+                timeless = false;
+            }
+            versions.push(row.tariff | LAST_IN_RUN);
+        }
+        duplicates.sort_by_key(|e| e.line);
+        let index = PrefixIndex::build(&keys, &starts);
+        let deck = Deck {
+            options,
+            destinations,
+            tariffs,
+            index,
+            version_count: versions.len(),
+            versions,
+            prefix_count: keys.len(),
+            timeless,
+        };
+        (deck, duplicates)
+    }
+}
+
+/// High bit of a version slot: the last version of its prefix.
+const LAST_IN_RUN: u32 = 1 << 31;
+
+/// A rate found for a number: how many of its digits matched, and which tariff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    pub prefix_len: usize,
+    pub tariff: u32,
+}
+
+/// An immutable rate deck. Share it behind an `Arc`; a new deck version is a new `Deck`.
+#[derive(Debug, Clone)]
+pub struct Deck {
+    options: DeckOptions,
+    destinations: Vec<String>,
+    tariffs: Vec<Tariff>,
+    index: PrefixIndex,
+    /// Tariff ids per prefix, newest `effective_from` first, [`LAST_IN_RUN`] closing a run.
+    versions: Vec<u32>,
+    version_count: usize,
+    prefix_count: usize,
+    /// Every prefix has one version valid forever: lookups can skip the date checks.
+    timeless: bool,
+}
+
+impl Deck {
+    pub fn options(&self) -> DeckOptions {
+        self.options
+    }
+
+    /// The tariff of the run starting at `start` in force at `at`: the newest whose window
+    /// holds `at`, so a new version supersedes an older one left without an end date.
+    #[inline]
+    fn in_force(&self, start: u32, at: i64) -> Option<u32> {
+        for &slot in &self.versions[start as usize..] {
+            let id = slot & !LAST_IN_RUN;
+            if self.tariffs[id as usize].in_force(at) {
+                return Some(id);
+            }
+            if slot & LAST_IN_RUN != 0 {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Longest prefix of `digits` with a rate in force at `at` (seconds since the epoch).
+    #[inline]
+    pub fn lookup(&self, digits: &[u8], at: i64) -> Option<Match> {
+        let found = if self.timeless {
+            self.index.longest(digits, |start| {
+                Some(self.versions[start as usize] & !LAST_IN_RUN)
+            })
+        } else {
+            self.index.longest(digits, |start| self.in_force(start, at))
+        };
+        found.map(|(prefix_len, tariff)| Match { prefix_len, tariff })
+    }
+
+    pub fn tariff(&self, id: u32) -> &Tariff {
+        &self.tariffs[id as usize]
+    }
+
+    pub fn destination(&self, tariff: &Tariff) -> &str {
+        &self.destinations[tariff.destination as usize]
+    }
+
+    /// Cost in sub-units of a call of `duration` seconds under tariff `id`.
+    pub fn cost(&self, id: u32, duration: u64) -> i64 {
+        self.tariff(id).cost(duration, self.options.rounding)
+    }
+
+    /// Every row as (prefix digits, tariff id), prefixes ascending, newest version first.
+    pub fn rows(&self) -> Vec<(Vec<u8>, u32)> {
+        let mut out = Vec::with_capacity(self.version_count);
+        for (prefix, start) in self.index.entries() {
+            for &slot in &self.versions[start as usize..] {
+                out.push((prefix.clone(), slot & !LAST_IN_RUN));
+                if slot & LAST_IN_RUN != 0 {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of rows (prefix versions).
+    pub fn len(&self) -> usize {
+        self.version_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.version_count == 0
+    }
+
+    pub fn prefix_count(&self) -> usize {
+        self.prefix_count
+    }
+
+    /// Heap bytes held by the deck's structures (not counting allocator overhead).
+    pub fn memory_bytes(&self) -> usize {
+        self.index.memory_bytes()
+            + self.versions.capacity() * 4
+            + self.tariffs.capacity() * std::mem::size_of::<Tariff>()
+            + self
+                .destinations
+                .iter()
+                .map(|d| d.capacity() + std::mem::size_of::<String>())
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deck(rows: &[[&str; 8]]) -> (Deck, Vec<RowError>) {
+        let mut b = DeckBuilder::new(DeckOptions::default());
+        for (i, r) in rows.iter().enumerate() {
+            b.push(i as u64 + 2, *r).unwrap();
+        }
+        b.finish()
+    }
+
+    const JAN: &str = "2026-01-01";
+    const FEB: &str = "2026-02-01";
+
+    #[test]
+    fn longest_prefix_in_force() {
+        let (d, errors) = deck(&[
+            ["44", "UK", "0.01", "", "1", "1", "", ""],
+            ["447", "UK Mobile", "0.05", "", "1", "1", "", FEB],
+            ["447", "UK Mobile", "0.04", "", "1", "1", FEB, ""],
+            ["4479", "UK Mobile X", "0.09", "", "1", "1", FEB, ""],
+        ]);
+        assert!(errors.is_empty());
+        let jan = timefmt::parse_timestamp(JAN).unwrap();
+        let feb = timefmt::parse_timestamp(FEB).unwrap();
+        let m = d.lookup(b"447912", jan).unwrap();
+        assert_eq!((m.prefix_len, d.tariff(m.tariff).rate), (3, 50_000));
+        let m = d.lookup(b"447912", feb).unwrap();
+        assert_eq!((m.prefix_len, d.tariff(m.tariff).rate), (4, 90_000));
+        let m = d.lookup(b"447812", feb).unwrap();
+        assert_eq!((m.prefix_len, d.tariff(m.tariff).rate), (3, 40_000));
+        assert_eq!(d.lookup(b"33", jan), None);
+        assert_eq!(d.len(), 4);
+        assert_eq!(d.prefix_count(), 3);
+        assert_eq!(d.rows().len(), 4);
+    }
+
+    #[test]
+    fn newest_open_version_supersedes() {
+        let (d, _) = deck(&[
+            ["1", "US", "0.01", "", "", "", JAN, ""],
+            ["1", "US", "0.02", "", "", "", FEB, ""],
+        ]);
+        let feb = timefmt::parse_timestamp(FEB).unwrap();
+        assert_eq!(d.tariff(d.lookup(b"1", feb).unwrap().tariff).rate, 20_000);
+        assert_eq!(
+            d.tariff(d.lookup(b"1", feb - 1).unwrap().tariff).rate,
+            10_000
+        );
+        assert_eq!(
+            d.lookup(b"1", timefmt::parse_timestamp(JAN).unwrap() - 1),
+            None
+        );
+        assert_eq!(d.tariff(0).initial_increment, DEFAULT_INCREMENT);
+    }
+
+    #[test]
+    fn duplicates_are_reported_and_first_kept() {
+        let (d, errors) = deck(&[
+            ["1", "US", "0.01", "", "", "", JAN, ""],
+            ["1", "US", "0.02", "", "", "", JAN, ""],
+        ]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 3);
+        assert!(
+            errors[0].reason.contains("duplicate of line 2"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d.tariff(d.lookup(b"1", i64::MAX - 1).unwrap().tariff).rate,
+            10_000
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut b = DeckBuilder::new(DeckOptions::default());
+        let cases: [([&str; 8], Field); 6] = [
+            (["4a", "", "1", "", "", "", "", ""], Field::Prefix),
+            (["4", "", "x", "", "", "", "", ""], Field::Rate),
+            (["4", "", "1", "-1", "", "", "", ""], Field::ConnectFee),
+            (["4", "", "1", "", "0", "", "", ""], Field::InitialIncrement),
+            (
+                ["4", "", "1", "", "", "", "2026-02-30", ""],
+                Field::EffectiveFrom,
+            ),
+            (["4", "", "1", "", "", "", FEB, JAN], Field::EffectiveTo),
+        ];
+        for (row, field) in cases {
+            assert_eq!(b.push(7, row).unwrap_err().field, Some(field));
+        }
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn identical_terms_share_one_tariff() {
+        let (d, _) = deck(&[
+            ["4471", "UK Mobile", "0.05", "", "1", "1", "", ""],
+            ["4472", "UK Mobile", "0.05", "", "1", "1", "", ""],
+        ]);
+        assert_eq!(d.tariffs.len(), 1);
+    }
+}

@@ -1,0 +1,149 @@
+//! Conversions at the Python edge: Decimal, datetime, numbers, and our exception classes.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyInt, PyString, PyType};
+
+use crate::load::DeckError as CoreDeckError;
+use crate::money::{format_amount, parse_amount, MAX_PRECISION};
+use crate::number;
+use crate::timefmt::format_timestamp;
+
+static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static DATETIME_FROM_ISO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+fn errors(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    ERRORS
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("lcr.errors")?.unbind()))
+        .map(|m| m.bind(py))
+}
+
+/// An `lcr.LcrError` (or subclass `name`) with `message`.
+pub fn lcr_error(py: Python<'_>, name: &str, message: String) -> PyErr {
+    match errors(py).and_then(|m| m.getattr(name)) {
+        Ok(class) => match class.call1((message,)) {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
+}
+
+/// The core's deck error as an `lcr.DeckError` instance.
+pub fn deck_error_object<'py>(py: Python<'py>, e: &CoreDeckError) -> PyResult<Bound<'py, PyAny>> {
+    errors(py)?.getattr("DeckError")?.call1((
+        e.path.clone(),
+        e.line,
+        e.column.clone(),
+        e.reason.clone(),
+    ))
+}
+
+pub fn deck_error(py: Python<'_>, e: &CoreDeckError) -> PyErr {
+    match deck_error_object(py, e) {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(err) => err,
+    }
+}
+
+pub fn decimal<'py>(py: Python<'py>, units: i64, precision: u32) -> PyResult<Bound<'py, PyAny>> {
+    DECIMAL
+        .import(py, "decimal", "Decimal")?
+        .call1((format_amount(units, precision),))
+}
+
+/// Seconds since the epoch as an aware UTC datetime; `None` for the open ends of a window.
+pub fn datetime_or_none<'py>(py: Python<'py>, seconds: i64) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if seconds == i64::MIN || seconds == i64::MAX {
+        return Ok(None);
+    }
+    let from_iso = DATETIME_FROM_ISO.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("datetime")?
+                .getattr("datetime")?
+                .getattr("fromisoformat")?
+                .unbind(),
+        )
+    })?;
+    from_iso
+        .bind(py)
+        .call1((format_timestamp(seconds).replace('Z', "+00:00"),))
+        .map(Some)
+}
+
+/// `at` as seconds since the epoch: an aware datetime, a naive one taken as UTC, or now.
+pub fn seconds_at(at: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
+    let Some(at) = at.filter(|a| !a.is_none()) else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        return Ok(now.as_secs() as i64);
+    };
+    let py = at.py();
+    let datetime = py.import("datetime")?;
+    if !at.is_instance(&datetime.getattr("datetime")?)? {
+        return Err(PyTypeError::new_err(format!(
+            "at must be a datetime or None, not {}",
+            at.get_type().name()?
+        )));
+    }
+    let aware = if at.getattr("tzinfo")?.is_none() {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("tzinfo", datetime.getattr("timezone")?.getattr("utc")?)?;
+        at.call_method("replace", (), Some(&kwargs))?
+    } else {
+        at.clone()
+    };
+    let timestamp: f64 = aware.call_method0("timestamp")?.extract()?;
+    Ok(timestamp.floor() as i64)
+}
+
+/// The digits of a dialed number, or `lcr.LcrError` naming the offending character.
+pub fn digits<'a>(py: Python<'_>, number: &'a str) -> PyResult<&'a [u8]> {
+    number::digits(number).map_err(|e| lcr_error(py, "LcrError", e.to_string()))
+}
+
+/// A Decimal / int / str amount (possibly negative) onto the 1e-9 scale.
+pub fn nano_amount(value: &Bound<'_, PyAny>, what: &str) -> PyResult<i128> {
+    let py = value.py();
+    let text = if value.is_instance_of::<PyString>() {
+        value.extract::<String>()?
+    } else {
+        py.import("builtins")?
+            .getattr("format")?
+            .call1((value, "f"))?
+            .extract::<String>()?
+    };
+    let (negative, body) = match text.trim().strip_prefix('-') {
+        Some(rest) => (true, rest.to_owned()),
+        None => (false, text.trim().to_owned()),
+    };
+    let units = parse_amount(&body, MAX_PRECISION)
+        .map_err(|e| lcr_error(py, "LcrError", format!("{what}: {e}: {text:?}")))?;
+    Ok(if negative {
+        -i128::from(units)
+    } else {
+        i128::from(units)
+    })
+}
+
+/// A routing seed: an int (taken modulo 2**64) or a text such as a Call-ID.
+pub fn seed_value(seed: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+    match seed.filter(|s| !s.is_none()) {
+        None => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0);
+            Ok(h.finish())
+        }
+        Some(s) if s.is_instance_of::<PyString>() => {
+            Ok(crate::seed::fnv1a64(s.extract::<String>()?.as_bytes()))
+        }
+        Some(s) if s.is_instance_of::<PyInt>() => {
+            s.call_method1("__and__", (u64::MAX,))?.extract::<u64>()
+        }
+        Some(_) => Err(PyTypeError::new_err("seed must be an int, a str or None")),
+    }
+}

@@ -1,0 +1,588 @@
+//! `RateDeck`, `Rate` and `RateBatch` for Python.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList, PyString};
+use rayon::prelude::*;
+
+use super::convert::{
+    datetime_or_none, decimal, deck_error, deck_error_object, digits, lcr_error, seconds_at,
+};
+use crate::deck::{Deck, DeckOptions, Field, Match};
+use crate::load::{self, ColumnRef, CsvOptions, DeckError as CoreDeckError};
+use crate::money::{Rounding, MAX_PRECISION};
+use crate::rate::{billed_seconds, call_cost};
+
+/// One rate of a deck as matched for a number.
+#[pyclass(module = "lcr._core", frozen, name = "Rate")]
+pub struct Rate {
+    prefix: String,
+    destination: String,
+    rate: i64,
+    connect_fee: i64,
+    initial: u32,
+    subsequent: u32,
+    from: i64,
+    to: i64,
+    precision: u32,
+    rounding: Rounding,
+}
+
+impl Rate {
+    pub fn new(deck: &Deck, prefix: &[u8], tariff: u32) -> Self {
+        let t = deck.tariff(tariff);
+        let options = deck.options();
+        Self {
+            prefix: String::from_utf8_lossy(prefix).into_owned(),
+            destination: deck.destination(t).to_owned(),
+            rate: t.rate,
+            connect_fee: t.connect_fee,
+            initial: t.initial_increment,
+            subsequent: t.subsequent_increment,
+            from: t.effective_from,
+            to: t.effective_to,
+            precision: options.precision,
+            rounding: options.rounding,
+        }
+    }
+
+    fn key(&self) -> (&str, &str, i64, i64, u32, u32, i64, i64, u32) {
+        (
+            &self.prefix,
+            &self.destination,
+            self.rate,
+            self.connect_fee,
+            self.initial,
+            self.subsequent,
+            self.from,
+            self.to,
+            self.precision,
+        )
+    }
+}
+
+fn duration(py: Python<'_>, duration_s: i64) -> PyResult<u64> {
+    u64::try_from(duration_s).map_err(|_| {
+        lcr_error(
+            py,
+            "LcrError",
+            format!("duration_s must be >= 0, got {duration_s}"),
+        )
+    })
+}
+
+#[pymethods]
+impl Rate {
+    #[getter]
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    #[getter]
+    fn destination(&self) -> &str {
+        &self.destination
+    }
+    #[getter]
+    fn rate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        decimal(py, self.rate, self.precision)
+    }
+    #[getter]
+    fn connect_fee<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        decimal(py, self.connect_fee, self.precision)
+    }
+    #[getter]
+    fn initial_increment(&self) -> u32 {
+        self.initial
+    }
+    #[getter]
+    fn subsequent_increment(&self) -> u32 {
+        self.subsequent
+    }
+    #[getter]
+    fn effective_from<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        datetime_or_none(py, self.from)
+    }
+    #[getter]
+    fn effective_to<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        datetime_or_none(py, self.to)
+    }
+    #[getter]
+    fn precision(&self) -> u32 {
+        self.precision
+    }
+
+    fn billed_seconds(&self, py: Python<'_>, duration_s: i64) -> PyResult<u64> {
+        Ok(billed_seconds(
+            duration(py, duration_s)?,
+            self.initial,
+            self.subsequent,
+        ))
+    }
+
+    fn cost<'py>(&self, py: Python<'py>, duration_s: i64) -> PyResult<Bound<'py, PyAny>> {
+        let billed = billed_seconds(duration(py, duration_s)?, self.initial, self.subsequent);
+        decimal(
+            py,
+            call_cost(self.rate, self.connect_fee, billed, self.rounding),
+            self.precision,
+        )
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<Rate>()
+            .is_ok_and(|o| o.get().key() == self.key())
+    }
+
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.key().hash(&mut h);
+        h.finish()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Rate(prefix={:?}, destination={:?}, rate=Decimal('{}'), connect_fee=Decimal('{}'), \
+             initial_increment={}, subsequent_increment={}, effective_from={}, effective_to={})",
+            self.prefix,
+            self.destination,
+            decimal(py, self.rate, self.precision)?.str()?,
+            decimal(py, self.connect_fee, self.precision)?.str()?,
+            self.initial,
+            self.subsequent,
+            datetime_or_none(py, self.from)?
+                .map_or(Ok("None".to_owned()), |d| d.repr().map(|r| r.to_string()))?,
+            datetime_or_none(py, self.to)?
+                .map_or(Ok("None".to_owned()), |d| d.repr().map(|r| r.to_string()))?,
+        ))
+    }
+}
+
+/// Dialed numbers copied out of Python so the lookups can run without the GIL.
+pub struct Numbers {
+    arena: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Numbers {
+    pub fn collect(numbers: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = numbers.py();
+        let list = numbers.cast::<PyList>().ok();
+        let mut out = Self {
+            arena: Vec::new(),
+            ends: Vec::with_capacity(list.map_or(0, |l| l.len())),
+        };
+        let mut push = |index: usize, item: &Bound<'_, PyAny>| -> PyResult<()> {
+            let text = item
+                .cast::<PyString>()
+                .map_err(|_| PyTypeError::new_err(format!("numbers[{index}] is not a str")))?;
+            let text = text.to_str()?;
+            let d = digits(py, text).map_err(|_| {
+                lcr_error(
+                    py,
+                    "LcrError",
+                    format!(
+                        "numbers[{index}]: {}",
+                        crate::number::digits(text).unwrap_err()
+                    ),
+                )
+            })?;
+            out.arena.extend_from_slice(d);
+            out.ends.push(out.arena.len() as u32);
+            Ok(())
+        };
+        if let Some(list) = list {
+            for (i, item) in list.iter().enumerate() {
+                push(i, &item)?;
+            }
+        } else {
+            for (i, item) in numbers.try_iter()?.enumerate() {
+                push(i, &item?)?;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.arena[start..self.ends[i] as usize]
+    }
+
+    /// `f` applied to every number, in parallel, in order.
+    pub fn map<T: Send, F: Fn(&[u8]) -> T + Sync>(&self, f: F) -> Vec<T> {
+        (0..self.len())
+            .into_par_iter()
+            .with_min_len(4096)
+            .map(|i| f(self.get(i)))
+            .collect()
+    }
+}
+
+/// The matches of a `lookup_many`, kept in Rust; `Rate` objects are made on access.
+#[pyclass(module = "lcr._core", frozen, name = "RateBatch", sequence)]
+pub struct RateBatch {
+    deck: Arc<Deck>,
+    numbers: Numbers,
+    matches: Vec<Option<Match>>,
+}
+
+#[pymethods]
+impl RateBatch {
+    fn __len__(&self) -> usize {
+        self.matches.len()
+    }
+
+    fn __getitem__(&self, index: isize) -> PyResult<Option<Rate>> {
+        let len = self.matches.len() as isize;
+        let i = if index < 0 { index + len } else { index };
+        if !(0..len).contains(&i) {
+            return Err(PyIndexError::new_err("RateBatch index out of range"));
+        }
+        let i = i as usize;
+        Ok(self.matches[i]
+            .map(|m| Rate::new(&self.deck, &self.numbers.get(i)[..m.prefix_len], m.tariff)))
+    }
+
+    /// How many numbers found a rate.
+    fn matched(&self) -> usize {
+        self.matches.iter().filter(|m| m.is_some()).count()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<RateBatch {} numbers, {} matched>",
+            self.matches.len(),
+            self.matched()
+        )
+    }
+}
+
+/// An immutable rate deck.
+#[pyclass(module = "lcr._core", frozen, name = "RateDeck")]
+pub struct RateDeck {
+    pub deck: Arc<Deck>,
+    errors: Vec<CoreDeckError>,
+    path: Option<String>,
+}
+
+fn deck_options(py: Python<'_>, precision: u32, rounding: &str) -> PyResult<DeckOptions> {
+    if precision > MAX_PRECISION {
+        return Err(lcr_error(
+            py,
+            "LcrError",
+            format!("precision must be 0..={MAX_PRECISION}, got {precision}"),
+        ));
+    }
+    let rounding = Rounding::parse(rounding).ok_or_else(|| {
+        lcr_error(
+            py,
+            "LcrError",
+            format!("rounding must be 'up', 'down' or 'half_up', got {rounding:?}"),
+        )
+    })?;
+    Ok(DeckOptions {
+        precision,
+        rounding,
+    })
+}
+
+impl RateDeck {
+    fn number_at(
+        &self,
+        py: Python<'_>,
+        number: &str,
+        at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<(Vec<u8>, Match)>> {
+        let d = digits(py, number)?;
+        let at = seconds_at(at)?;
+        Ok(self.deck.lookup(d, at).map(|m| (d.to_vec(), m)))
+    }
+}
+
+#[pymethods]
+impl RateDeck {
+    #[staticmethod]
+    #[pyo3(signature = (path, *, columns=None, strict=true, precision=6, rounding="up", delimiter=",", has_header=true, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_csv(
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+        columns: Option<&Bound<'_, PyDict>>,
+        strict: bool,
+        precision: u32,
+        rounding: &str,
+        delimiter: &str,
+        has_header: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let path: String = py
+            .import("os")?
+            .getattr("fspath")?
+            .call1((path,))?
+            .extract()?;
+        let mut mapping = Vec::new();
+        if let Some(columns) = columns {
+            for (key, value) in columns.iter() {
+                let key: String = key.extract()?;
+                let field = Field::from_name(&key).ok_or_else(|| {
+                    lcr_error(py, "LcrError", format!("columns: unknown field {key:?} (expected one of prefix, destination, rate, connect_fee, initial_increment, subsequent_increment, effective_from, effective_to)"))
+                })?;
+                let column = if value.is_instance_of::<PyInt>() {
+                    ColumnRef::Index(value.extract()?)
+                } else {
+                    ColumnRef::Name(value.extract()?)
+                };
+                mapping.push((field, column));
+            }
+        }
+        let delimiter = match delimiter.as_bytes() {
+            [b] => *b,
+            _ => {
+                return Err(lcr_error(
+                    py,
+                    "LcrError",
+                    format!("delimiter must be one ASCII character, got {delimiter:?}"),
+                ))
+            }
+        };
+        let options = CsvOptions {
+            columns: mapping,
+            has_header,
+            delimiter,
+            strict,
+            deck: deck_options(py, precision, rounding)?,
+        };
+        let result = py.detach(|| {
+            let mut report = |rows: u64, done: u64, total: u64| {
+                if let Some(callback) = &progress {
+                    Python::attach(|py| {
+                        // A failing progress display must not lose the load.
+                        let _ = callback.call1(py, (rows, done, total));
+                    });
+                }
+            };
+            load::load_csv(&path, &options, &mut report)
+        });
+        let (deck, errors) = result.map_err(|e| deck_error(py, &e))?;
+        Ok(Self {
+            deck: Arc::new(deck),
+            errors,
+            path: Some(path),
+        })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (rows, *, strict=true, precision=6, rounding="up"))]
+    fn from_rows(
+        py: Python<'_>,
+        rows: &Bound<'_, PyAny>,
+        strict: bool,
+        precision: u32,
+        rounding: &str,
+    ) -> PyResult<Self> {
+        let normalise = py.import("lcr._rows")?.getattr("row_fields")?;
+        let mut texts: Vec<[String; 8]> = Vec::new();
+        for (i, row) in rows.try_iter()?.enumerate() {
+            let fields: Vec<String> = normalise.call1((row?, i + 1))?.extract()?;
+            let fields: [String; 8] = fields
+                .try_into()
+                .map_err(|_| PyTypeError::new_err("row_fields must return 8 strings"))?;
+            texts.push(fields);
+        }
+        let options = CsvOptions {
+            strict,
+            deck: deck_options(py, precision, rounding)?,
+            ..CsvOptions::default()
+        };
+        let result = py.detach(|| {
+            load::load_rows(
+                texts.iter().map(|r| std::array::from_fn(|i| r[i].as_str())),
+                &options,
+                "<rows>",
+            )
+        });
+        let (deck, errors) = result.map_err(|e| deck_error(py, &e))?;
+        Ok(Self {
+            deck: Arc::new(deck),
+            errors,
+            path: None,
+        })
+    }
+
+    #[pyo3(signature = (number, at=None))]
+    fn lookup(
+        &self,
+        py: Python<'_>,
+        number: &str,
+        at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Rate>> {
+        Ok(self
+            .number_at(py, number, at)?
+            .map(|(d, m)| Rate::new(&self.deck, &d[..m.prefix_len], m.tariff)))
+    }
+
+    #[pyo3(signature = (number, duration_s, at=None))]
+    fn cost<'py>(
+        &self,
+        py: Python<'py>,
+        number: &str,
+        duration_s: i64,
+        at: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let seconds = duration(py, duration_s)?;
+        match self.number_at(py, number, at)? {
+            Some((_, m)) => decimal(
+                py,
+                self.deck.cost(m.tariff, seconds),
+                self.deck.options().precision,
+            ),
+            None => Err(lcr_error(
+                py,
+                "NoRateError",
+                format!("no rate in force for {number:?}"),
+            )),
+        }
+    }
+
+    #[pyo3(signature = (numbers, at=None))]
+    fn lookup_many(
+        &self,
+        py: Python<'_>,
+        numbers: &Bound<'_, PyAny>,
+        at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<RateBatch> {
+        let at = seconds_at(at)?;
+        let numbers = Numbers::collect(numbers)?;
+        let deck = Arc::clone(&self.deck);
+        let matches = py.detach(|| numbers.map(|d| deck.lookup(d, at)));
+        Ok(RateBatch {
+            deck,
+            numbers,
+            matches,
+        })
+    }
+
+    #[pyo3(signature = (numbers, durations, at=None))]
+    fn cost_many<'py>(
+        &self,
+        py: Python<'py>,
+        numbers: &Bound<'py, PyAny>,
+        durations: &Bound<'py, PyAny>,
+        at: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let at = seconds_at(at)?;
+        let numbers = Numbers::collect(numbers)?;
+        let mut seconds = Vec::with_capacity(numbers.len());
+        for (i, d) in durations.try_iter()?.enumerate() {
+            let d: i64 = d?.extract()?;
+            seconds.push(duration(py, d).map_err(|_| {
+                lcr_error(
+                    py,
+                    "LcrError",
+                    format!("durations[{i}] must be >= 0, got {d}"),
+                )
+            })?);
+        }
+        if seconds.len() != numbers.len() {
+            return Err(lcr_error(
+                py,
+                "LcrError",
+                format!("{} numbers but {} durations", numbers.len(), seconds.len()),
+            ));
+        }
+        let deck = &self.deck;
+        let costs: Vec<Option<i64>> = py.detach(|| {
+            (0..numbers.len())
+                .into_par_iter()
+                .with_min_len(4096)
+                .map(|i| {
+                    deck.lookup(numbers.get(i), at)
+                        .map(|m| deck.cost(m.tariff, seconds[i]))
+                })
+                .collect()
+        });
+        let precision = deck.options().precision;
+        let mut made: HashMap<i64, Bound<'py, PyAny>> = HashMap::new();
+        let out = PyList::empty(py);
+        for cost in costs {
+            match cost {
+                None => out.append(py.None())?,
+                Some(units) => {
+                    if let Some(obj) = made.get(&units) {
+                        out.append(obj)?;
+                    } else {
+                        let obj = decimal(py, units, precision)?;
+                        out.append(&obj)?;
+                        made.insert(units, obj);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every row, prefixes ascending and the newest version of a prefix first.
+    fn rows(&self) -> Vec<Rate> {
+        self.deck
+            .rows()
+            .into_iter()
+            .map(|(prefix, tariff)| Rate::new(&self.deck, &prefix, tariff))
+            .collect()
+    }
+
+    #[getter]
+    fn errors<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        self.errors
+            .iter()
+            .map(|e| deck_error_object(py, e))
+            .collect()
+    }
+
+    #[getter]
+    fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    #[getter]
+    fn precision(&self) -> u32 {
+        self.deck.options().precision
+    }
+
+    #[getter]
+    fn rounding(&self) -> &'static str {
+        self.deck.options().rounding.name()
+    }
+
+    #[getter]
+    fn prefix_count(&self) -> usize {
+        self.deck.prefix_count()
+    }
+
+    /// Bytes held by the deck's own structures, for capacity planning.
+    #[getter]
+    fn memory_bytes(&self) -> usize {
+        self.deck.memory_bytes()
+    }
+
+    fn __len__(&self) -> usize {
+        self.deck.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<RateDeck {} rows, {} prefixes{}>",
+            self.deck.len(),
+            self.deck.prefix_count(),
+            self.path
+                .as_ref()
+                .map_or(String::new(), |p| format!(" from {p:?}"))
+        )
+    }
+}
