@@ -82,5 +82,7 @@ def render(result: _Result) -> str:
         for r in result.rejected:
             rate = "" if r.rate is None else f" (rate {r.rate})"
             why = REASONS.get(r.reason, r.reason)
-            lines.append(f"    - {r.gateway:<16} {r.reason}: {why}{rate} [route {r.route_prefix!r}]")
+            lines.append(
+                f"    - {r.gateway:<16} {r.reason}: {why}{rate} [route {r.route_prefix!r}]"
+            )
     return "\n".join(lines) + "\n"

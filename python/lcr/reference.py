@@ -90,10 +90,7 @@ def parse_amount(text: str, precision: int) -> int:
     frac = frac_part.rstrip("0")
     if len(frac) > precision:
         raise ValueError(f"more than {precision} decimal places (the deck's precision)")
-    value = int(int_part + frac or "0")
-    if value > I64_MAX:
-        raise ValueError("too large")
-    value *= 10 ** (precision - len(frac))
+    value = int(int_part + frac + "0" * (precision - len(frac)) or "0")
     if value > I64_MAX:
         raise ValueError("too large")
     return value
@@ -158,7 +155,9 @@ def _days_in_month(year: int, month: int) -> int:
 
 
 def _number(text: str) -> int | None:
-    return int(text) if text and all("0" <= c <= "9" for c in text) else None
+    if not text or not all("0" <= c <= "9" for c in text):
+        return None
+    return int(text)
 
 
 def parse_timestamp(text: str) -> int | None:
@@ -224,6 +223,16 @@ def _datetime(seconds: int) -> _dt.datetime | None:
     if seconds in (OPEN_START, OPEN_END):
         return None
     return _EPOCH + _dt.timedelta(seconds=seconds)
+
+
+def _moments(at: _dt.datetime | Iterable[_dt.datetime] | None, count: int) -> list[int]:
+    """One moment for a whole batch, or one per number (re-rating CDRs at their start times)."""
+    if at is None or isinstance(at, _dt.datetime):
+        return [seconds_at(at)] * count
+    moments = [seconds_at(a) for a in at]
+    if len(moments) != count:
+        raise LcrError(f"{count} numbers but {len(moments)} moments in at")
+    return moments
 
 
 # --- rates and decks --------------------------------------------------------------------------
@@ -497,7 +506,8 @@ class RateDeck:
             if key not in FIELDS:
                 raise LcrError(f"columns: unknown field {key!r}")
         try:
-            handle = open(name, newline="", encoding="utf-8-sig", errors="surrogateescape")
+            # Closed by the `with` below; opened here so a missing file is a DeckError.
+            handle = open(name, newline="", encoding="utf-8-sig", errors="surrogateescape")  # noqa: SIM115
         except OSError as e:
             raise DeckError(name, 0, None, f"cannot open: {e}") from None
         with handle:
@@ -523,7 +533,10 @@ class RateDeck:
                         )
                     if chosen not in header:
                         raise DeckError(
-                            name, 1, chosen, f"column {chosen!r} (mapped to {field}) is not in the header"
+                            name,
+                            1,
+                            chosen,
+                            f"column {chosen!r} (mapped to {field}) is not in the header",
                         )
                     positions[field], labels[field] = header.index(chosen), chosen
                 elif header is not None:
@@ -600,9 +613,12 @@ class RateDeck:
         return rate.cost(duration_s)
 
     def lookup_many(
-        self, numbers: Iterable[str], at: _dt.datetime | None = None
+        self,
+        numbers: Iterable[str],
+        at: _dt.datetime | Iterable[_dt.datetime] | None = None,
     ) -> list[Rate | None]:
-        moment = seconds_at(at)
+        numbers = list(numbers)
+        moments = _moments(at, len(numbers))
         out = []
         for i, number in enumerate(numbers):
             if not isinstance(number, str):
@@ -611,11 +627,14 @@ class RateDeck:
                 d = digits(number)
             except LcrError as e:
                 raise LcrError(f"numbers[{i}]: {e}") from None
-            out.append(self._rate(self._find(d, moment)))
+            out.append(self._rate(self._find(d, moments[i])))
         return out
 
     def cost_many(
-        self, numbers: Iterable[str], durations: Iterable[int], at: _dt.datetime | None = None
+        self,
+        numbers: Iterable[str],
+        durations: Iterable[int],
+        at: _dt.datetime | Iterable[_dt.datetime] | None = None,
     ) -> list[Decimal | None]:
         rates = self.lookup_many(numbers, at)
         seconds = list(durations)

@@ -1,0 +1,305 @@
+"""The ``lcr`` command: look up, cost and route numbers, check decks, re-rate CDR files."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import sys
+import tomllib
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from . import reference
+from ._core import RateDeck
+from .errors import DeckError, LcrError
+from .plan import RouteEntry, Target
+from .progress import Progress
+
+__all__ = ["main"]
+
+Deck = RateDeck | reference.RateDeck
+
+
+def _parse_time(text: str) -> _dt.datetime:
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise LcrError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)
+
+
+def _columns(pairs: Sequence[str]) -> dict[str, str | int]:
+    mapping: dict[str, str | int] = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep:
+            raise LcrError(f"--column expects FIELD=COLUMN, got {pair!r}")
+        mapping[field] = int(column) if column.isdigit() else column
+    return mapping
+
+
+def _load(path: str, args: argparse.Namespace, **overrides: Any) -> Deck:
+    options: dict[str, Any] = {
+        "columns": _columns(args.column) or None,
+        "strict": not args.lenient,
+        "precision": args.precision,
+        "rounding": args.rounding,
+        "delimiter": args.delimiter,
+    }
+    options.update(overrides)
+    progress = Progress(f"loading {path}", enabled=True if args.progress else None)
+    try:
+        if args.reference:
+            return reference.RateDeck.from_csv(path, progress=progress, **options)
+        deck: Deck = RateDeck.from_csv(path, progress=progress, **options)
+        return deck
+    finally:
+        progress.close()
+
+
+def _report_errors(deck: Deck) -> None:
+    for error in deck.errors:
+        print(f"warning: {error}", file=sys.stderr)
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    deck = _load(args.deck, args)
+    _report_errors(deck)
+    rate = deck.lookup(args.number, _parse_time(args.at) if args.at else None)
+    if rate is None:
+        print(f"{args.number}: no rate in force")
+        return 1
+    to = rate.effective_to.isoformat() if rate.effective_to else "-"
+    since = rate.effective_from.isoformat() if rate.effective_from else "-"
+    print(
+        f"prefix={rate.prefix} destination={rate.destination!r} rate={rate.rate} "
+        f"connect_fee={rate.connect_fee} increments={rate.initial_increment}/"
+        f"{rate.subsequent_increment} effective={since}..{to}"
+    )
+    if args.duration is not None:
+        print(f"billed={rate.billed_seconds(args.duration)}s cost={rate.cost(args.duration)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    deck = _load(args.deck, args)
+    _report_errors(deck)
+    print(f"{args.deck}: {len(deck)} rows, {deck.prefix_count} prefixes, {len(deck.errors)} errors")
+    return 1 if deck.errors else 0
+
+
+def _table_from_toml(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Deck]]:
+    with path.open("rb") as handle:
+        doc = tomllib.load(handle, parse_float=Decimal)
+    decks: dict[str, Deck] = {}
+    for name, spec in doc.get("decks", {}).items():
+        if "file" not in spec:
+            raise LcrError(f"{path}: decks.{name}: missing key 'file'")
+        file = (path.parent / spec["file"]).as_posix()
+        overrides = {k: spec[k] for k in ("precision", "rounding", "delimiter") if k in spec}
+        if "columns" in spec:
+            overrides["columns"] = dict(spec["columns"])
+        decks[name] = _load(file, args, **overrides)
+    entries = []
+    for i, route in enumerate(doc.get("routes", [])):
+        try:
+            targets = [Target(**t) for t in route.get("targets", [])]
+            options = {k: v for k, v in route.items() if k != "targets"}
+            entries.append(RouteEntry(targets=targets, **options))
+        except TypeError as e:
+            raise LcrError(f"{path}: routes[{i}]: {e}") from None
+    impl: Any = reference if args.reference else sys.modules[__package__]
+    return impl.RouteTable(entries, decks, min_margin=doc.get("min_margin")), decks
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    if args.table:
+        table, _ = _table_from_toml(Path(args.table), args)
+    else:
+        if not args.deck:
+            raise LcrError(
+                "give a routing table (--table FILE.toml) or carriers' decks (--deck GW=FILE)"
+            )
+        decks: dict[str, Deck] = {}
+        for pair in args.deck:
+            gateway, sep, file = pair.partition("=")
+            if not sep:
+                raise LcrError(f"--deck expects GATEWAY=FILE, got {pair!r}")
+            decks[gateway] = _load(file, args)
+        entry = RouteEntry("", [Target(g, deck=g) for g in decks], strategy="lcr")
+        impl: Any = reference if args.reference else sys.modules[__package__]
+        table = impl.RouteTable([entry], decks)
+    result = table.route(
+        args.number,
+        _parse_time(args.at) if args.at else None,
+        args.seed,
+        exclude=args.exclude,
+        sell_rate=Decimal(args.sell_rate) if args.sell_rate else None,
+    )
+    if args.explain:
+        print(result.explain(), end="")
+    else:
+        for c in result.candidates:
+            print(f"{c.gateway}\t{'' if c.rate is None else c.rate}")
+    return 0 if result.candidates else 1
+
+
+def cmd_rate(args: argparse.Namespace) -> int:
+    deck = _load(args.deck, args)
+    _report_errors(deck)
+    cdrs = Path(args.cdrs)
+    total = cdrs.stat().st_size
+    progress = Progress(f"rating {cdrs}", enabled=True if args.progress else None)
+    rated = failed = 0
+    with cdrs.open(newline="", encoding="utf-8") as src, open(args.output, "w", newline="") as dst:
+        reader = csv.DictReader(src)
+        fields = list(reader.fieldnames or [])
+        for needed in (args.number_column, args.start_column, args.duration_column):
+            if needed not in fields:
+                raise LcrError(f"{cdrs}: column {needed!r} not in the header {fields}")
+        extra = ["prefix", "destination", "rate", "billed_seconds", "cost", "error"]
+        writer = csv.DictWriter(dst, fieldnames=fields + [f for f in extra if f not in fields])
+        writer.writeheader()
+        chunk: list[dict[str, str]] = []
+
+        def flush() -> None:
+            nonlocal rated, failed
+            good: list[tuple[dict[str, str], str, int, _dt.datetime]] = []
+            for row in chunk:
+                try:
+                    number = row[args.number_column].strip()
+                    reference.digits(number)
+                    duration = int(row[args.duration_column])
+                    if duration < 0:
+                        raise ValueError("negative duration")
+                    good.append((row, number, duration, _parse_time(row[args.start_column])))
+                except (LcrError, ValueError) as e:
+                    row["error"] = str(e)
+            if good:
+                numbers = [g[1] for g in good]
+                moments = [g[3] for g in good]
+                rates = deck.lookup_many(numbers, moments)
+                costs = deck.cost_many(numbers, [g[2] for g in good], moments)
+                for (row, _, duration, _), rate, cost in zip(good, rates, costs, strict=True):
+                    if rate is None or cost is None:
+                        row["error"] = "no rate in force"
+                        continue
+                    row.update(
+                        prefix=rate.prefix,
+                        destination=rate.destination,
+                        rate=str(rate.rate),
+                        billed_seconds=str(rate.billed_seconds(duration)),
+                        cost=str(cost),
+                        error="",
+                    )
+            for row in chunk:
+                if row.get("error"):
+                    failed += 1
+                else:
+                    rated += 1
+                writer.writerow(row)
+            chunk.clear()
+            progress(rated + failed, src.tell() if not src.closed else total, total)
+
+        for row in reader:
+            chunk.append(row)
+            if len(chunk) >= 50_000:
+                flush()
+        flush()
+    progress.close()
+    print(f"rated {rated} CDRs, {failed} not rated -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _deck_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("deck options")
+    group.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="map a deck field to the file's column name (or 0-based index)",
+    )
+    group.add_argument(
+        "--precision", type=int, default=6, help="decimal places of money (default 6)"
+    )
+    group.add_argument("--rounding", default="up", choices=["up", "down", "half_up"])
+    group.add_argument("--delimiter", default=",")
+    group.add_argument(
+        "--lenient", action="store_true", help="skip bad rows (reported) instead of stopping"
+    )
+    group.add_argument(
+        "--progress", action="store_true", help="show progress even when not on a terminal"
+    )
+    group.add_argument(
+        "--reference", action="store_true", help="use the pure-Python reference implementation"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lcr", description="Longest-prefix routing, least-cost ordering and call rating."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("lookup", help="the rate a deck applies to a number")
+    p.add_argument("deck")
+    p.add_argument("number")
+    p.add_argument("--at", help="ISO 8601 time (default: now; no offset means UTC)")
+    p.add_argument("--duration", type=int, help="also cost a call of this many seconds")
+    _deck_options(p)
+    p.set_defaults(run=cmd_lookup)
+
+    p = commands.add_parser("check", help="validate a deck and report every bad row")
+    p.add_argument("deck")
+    _deck_options(p)
+    p.set_defaults(run=cmd_check, lenient=True)
+
+    p = commands.add_parser("route", help="order the carriers for a number (with --explain: why)")
+    p.add_argument("number")
+    p.add_argument("--table", help="routing table TOML ([decks.NAME] file=..., [[routes]] ...)")
+    p.add_argument(
+        "--deck",
+        action="append",
+        default=[],
+        metavar="GATEWAY=FILE",
+        help="a carrier's deck; without --table, all decks compete on LCR",
+    )
+    p.add_argument("--explain", action="store_true")
+    p.add_argument("--at")
+    p.add_argument("--seed", help="seed for weighted routing (e.g. a Call-ID)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GATEWAY")
+    p.add_argument("--sell-rate", help="the customer's rate, for min_margin checks")
+    _deck_options(p)
+    p.set_defaults(run=cmd_route)
+
+    p = commands.add_parser("rate", help="re-rate a CDR file (number, start, duration) in bulk")
+    p.add_argument("cdrs")
+    p.add_argument("--deck", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--number-column", default="number")
+    p.add_argument("--start-column", default="start")
+    p.add_argument("--duration-column", default="duration")
+    _deck_options(p)
+    p.set_defaults(run=cmd_rate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except DeckError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (LcrError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
