@@ -1,0 +1,129 @@
+"""The ``lcr`` command, run as a user runs it: a real process with real files."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEADER = (
+    "prefix,destination,rate,connect_fee,initial_increment,subsequent_increment,"
+    "effective_from,effective_to\n"
+)
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lcr.cli", *args], capture_output=True, text=True, check=check
+    )
+
+
+@pytest.fixture
+def decks(tmp_path: Path) -> dict[str, Path]:
+    a = tmp_path / "carrier_a.csv"
+    a.write_text(HEADER + "44,UK,0.010,,1,1,,\n447,UK Mobile,0.080,,1,1,,2026-03-01\n")
+    b = tmp_path / "carrier_b.csv"
+    b.write_text(HEADER + "44,UK,0.020,,1,1,,\n447,UK Mobile,0.050,,1,1,,\n")
+    return {"a": a, "b": b}
+
+
+def test_help_lists_commands() -> None:
+    out = run("--help").stdout
+    for command in ("lookup", "route", "rate", "check"):
+        assert command in out
+
+
+def test_lookup_with_time_and_cost(decks: dict[str, Path]) -> None:
+    out = run("lookup", str(decks["a"]), "+447911", "--at", "2026-01-15", "--duration", "61").stdout
+    assert "prefix=447" in out
+    assert "rate=0.080000" in out
+    assert "billed=61s cost=0.081334" in out
+    later = run("lookup", str(decks["a"]), "447911", "--at", "2026-03-01T00:00:00Z").stdout
+    assert "prefix=44 " in later
+    missing = run("lookup", str(decks["a"]), "33", check=False)
+    assert missing.returncode == 1
+    assert "no rate" in missing.stdout
+
+
+def test_route_explain_from_decks_and_toml(decks: dict[str, Path], tmp_path: Path) -> None:
+    out = run(
+        "route",
+        "447911",
+        "--deck",
+        f"A={decks['a']}",
+        "--deck",
+        f"B={decks['b']}",
+        "--at",
+        "2026-01-15",
+        "--explain",
+    ).stdout
+    assert out.index("1. B") < out.index("2. A")
+    table = tmp_path / "table.toml"
+    table.write_text(
+        f"""
+[decks.a]
+file = "{decks["a"].name}"
+[decks.b]
+file = "{decks["b"].name}"
+
+[[routes]]
+prefix = "44"
+strategy = "lcr"
+max_rate = 0.06
+targets = [{{ gateway = "A", deck = "a" }}, {{ gateway = "B", deck = "b" }},
+           {{ gateway = "C", enabled = false }}]
+"""
+    )
+    out = run("route", "447911", "--table", str(table), "--at", "2026-01-15", "--explain").stdout
+    assert "1. B" in out
+    assert "A                above_max_rate" in out
+    assert "C                disabled" in out
+    reference = run(
+        "route",
+        "447911",
+        "--table",
+        str(table),
+        "--at",
+        "2026-01-15",
+        "--explain",
+        "--reference",
+    ).stdout
+    assert reference == out
+
+
+def test_rate_job_rerates_cdrs_with_progress(decks: dict[str, Path], tmp_path: Path) -> None:
+    cdrs = tmp_path / "cdrs.csv"
+    cdrs.write_text(
+        "call_id,number,start,duration\n"
+        "c1,447911,2026-01-15T10:00:00Z,61\n"
+        "c2,447911,2026-03-15T10:00:00Z,61\n"
+        "c3,33,2026-01-15T10:00:00Z,10\n"
+        "c4,44x,2026-01-15T10:00:00Z,10\n"
+        "c5,4420,2026-01-15T10:00:00Z,-5\n"
+    )
+    out = tmp_path / "rated.csv"
+    result = run("rate", str(cdrs), "--deck", str(decks["a"]), "-o", str(out), "--progress")
+    assert "rating" in result.stderr
+    assert "rated 2 CDRs, 3 not rated" in result.stderr
+    with out.open(newline="") as handle:
+        rows = {r["call_id"]: r for r in csv.DictReader(handle)}
+    assert (rows["c1"]["prefix"], rows["c1"]["cost"]) == ("447", "0.081334")
+    assert (rows["c2"]["prefix"], rows["c2"]["cost"]) == ("44", "0.010167")
+    assert rows["c3"]["error"] == "no rate in force"
+    assert "invalid number" in rows["c4"]["error"]
+    assert "negative duration" in rows["c5"]["error"]
+
+
+def test_bad_deck_is_reported_with_file_line_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "44,UK,0.01,,,,,\n45,X,zero,,,,,\n46,Y,0.1,,0,,,\n")
+    strict = run("lookup", str(bad), "44", check=False)
+    assert strict.returncode == 2
+    assert f"{bad}:3: column 'rate': not a decimal number: 'zero'" in strict.stderr
+    check = run("check", str(bad), check=False)
+    assert check.returncode == 1
+    assert f"{bad}:4: column 'initial_increment'" in check.stderr
+    assert "1 rows, 1 prefixes, 2 errors" in check.stdout
