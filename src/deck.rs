@@ -132,7 +132,7 @@ fn parse_increment(line: u64, field: Field, text: &str) -> Result<u32, RowError>
         _ => Err(field_error(
             line,
             field,
-            format!("expected whole seconds from 1 to {MAX_INCREMENT}, got {text:?}"),
+            format!("expected whole seconds from 1 to {MAX_INCREMENT}, got '{text}'"),
         )),
     }
 }
@@ -146,7 +146,7 @@ fn parse_date(line: u64, field: Field, text: &str, open: i64) -> Result<i64, Row
         field_error(
             line,
             field,
-            format!("not an ISO 8601 date or date-time: {text:?}"),
+            format!("not an ISO 8601 date or date-time: '{text}'"),
         )
     })
 }
@@ -185,7 +185,7 @@ impl DeckBuilder {
                 return Ok(0);
             }
             money::parse_amount(text, precision)
-                .map_err(|e| field_error(line, field, format!("{e}: {:?}", text.trim())))
+                .map_err(|e| field_error(line, field, format!("{e}: '{}'", text.trim())))
         };
         let rate = amount(Field::Rate, rate, false)?;
         let connect_fee = amount(Field::ConnectFee, connect_fee, true)?;

@@ -51,7 +51,7 @@ impl fmt::Display for DeckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: ", self.path, self.line)?;
         if let Some(column) = &self.column {
-            write!(f, "column {column:?}: ")?;
+            write!(f, "column '{column}': ")?;
         }
         f.write_str(&self.reason)
     }
@@ -103,7 +103,7 @@ impl Layout {
                                 line: 1,
                                 column: Some(name.clone()),
                                 reason: format!(
-                                    "column {name:?} (mapped to {}) is not in the header",
+                                    "column '{name}' (mapped to {}) is not in the header",
                                     field.name()
                                 ),
                             })
@@ -130,7 +130,7 @@ impl Layout {
                     line: 1,
                     column: Some(field.name().to_owned()),
                     reason: format!(
-                        "required column {:?} is missing from the header",
+                        "required column '{}' is missing from the header",
                         field.name()
                     ),
                 });
@@ -379,7 +379,7 @@ mod tests {
         assert_eq!((err.line, err.column.as_deref()), (3, Some("Price")));
         assert_eq!(
             err.to_string(),
-            "deck.csv:3: column \"Price\": not a decimal number: \"abc\""
+            "deck.csv:3: column 'Price': not a decimal number: 'abc'"
         );
         let lenient = CsvOptions {
             strict: false,

@@ -14,7 +14,7 @@ impl fmt::Display for NumberError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid number {:?}: non-digit character {:?} at position {}",
+            "invalid number '{}': non-digit character {:?} at position {}",
             self.input, self.found, self.position
         )
     }

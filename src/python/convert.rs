@@ -1,6 +1,7 @@
 //! Conversions at the Python edge: Decimal, datetime, numbers, and our exception classes.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyInt, PyString, PyType};
@@ -11,6 +12,8 @@ use crate::number;
 use crate::timefmt::format_timestamp;
 
 static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static DATETIME: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static UTC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static DATETIME_FROM_ISO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -82,21 +85,24 @@ pub fn seconds_at(at: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
         return Ok(now.as_secs() as i64);
     };
     let py = at.py();
-    let datetime = py.import("datetime")?;
-    if !at.is_instance(&datetime.getattr("datetime")?)? {
+    let datetime = DATETIME.import(py, "datetime", "datetime")?;
+    if !at.is_instance(datetime)? {
         return Err(PyTypeError::new_err(format!(
             "at must be a datetime or None, not {}",
             at.get_type().name()?
         )));
     }
-    let aware = if at.getattr("tzinfo")?.is_none() {
+    let aware = if at.getattr(intern!(py, "tzinfo"))?.is_none() {
         let kwargs = pyo3::types::PyDict::new(py);
-        kwargs.set_item("tzinfo", datetime.getattr("timezone")?.getattr("utc")?)?;
+        let utc = UTC.get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("datetime")?.getattr("timezone")?.getattr("utc")?.unbind())
+        })?;
+        kwargs.set_item("tzinfo", utc.bind(py))?;
         at.call_method("replace", (), Some(&kwargs))?
     } else {
         at.clone()
     };
-    let timestamp: f64 = aware.call_method0("timestamp")?.extract()?;
+    let timestamp: f64 = aware.call_method0(intern!(py, "timestamp"))?.extract()?;
     Ok(timestamp.floor() as i64)
 }
 

@@ -215,13 +215,37 @@ impl Numbers {
         &self.arena[start..self.ends[i] as usize]
     }
 
-    /// `f` applied to every number, in parallel, in order.
-    pub fn map<T: Send, F: Fn(&[u8]) -> T + Sync>(&self, f: F) -> Vec<T> {
-        (0..self.len())
-            .into_par_iter()
-            .with_min_len(4096)
-            .map(|i| f(self.get(i)))
-            .collect()
+}
+
+/// The moment(s) of a batch: one for all numbers, or one per number (re-rating CDRs).
+pub enum Moments {
+    One(i64),
+    Each(Vec<i64>),
+}
+
+impl Moments {
+    pub fn collect(py: Python<'_>, at: Option<&Bound<'_, PyAny>>, count: usize) -> PyResult<Self> {
+        let datetime = py.import("datetime")?.getattr("datetime")?;
+        match at {
+            Some(a) if !a.is_none() && !a.is_instance(&datetime)? => {
+                let mut each = Vec::with_capacity(count);
+                for item in a.try_iter()? {
+                    each.push(seconds_at(Some(&item?))?);
+                }
+                if each.len() != count {
+                    return Err(lcr_error(py, "LcrError", format!("{count} numbers but {} moments in at", each.len())));
+                }
+                Ok(Self::Each(each))
+            }
+            _ => Ok(Self::One(seconds_at(at)?)),
+        }
+    }
+
+    pub fn get(&self, i: usize) -> i64 {
+        match self {
+            Self::One(t) => *t,
+            Self::Each(ts) => ts[i],
+        }
     }
 }
 
@@ -458,10 +482,16 @@ impl RateDeck {
         numbers: &Bound<'_, PyAny>,
         at: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RateBatch> {
-        let at = seconds_at(at)?;
         let numbers = Numbers::collect(numbers)?;
+        let at = Moments::collect(py, at, numbers.len())?;
         let deck = Arc::clone(&self.deck);
-        let matches = py.detach(|| numbers.map(|d| deck.lookup(d, at)));
+        let matches = py.detach(|| {
+            (0..numbers.len())
+                .into_par_iter()
+                .with_min_len(4096)
+                .map(|i| deck.lookup(numbers.get(i), at.get(i)))
+                .collect()
+        });
         Ok(RateBatch {
             deck,
             numbers,
@@ -477,8 +507,8 @@ impl RateDeck {
         durations: &Bound<'py, PyAny>,
         at: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let at = seconds_at(at)?;
         let numbers = Numbers::collect(numbers)?;
+        let at = Moments::collect(py, at, numbers.len())?;
         let mut seconds = Vec::with_capacity(numbers.len());
         for (i, d) in durations.try_iter()?.enumerate() {
             let d: i64 = d?.extract()?;
@@ -503,7 +533,7 @@ impl RateDeck {
                 .into_par_iter()
                 .with_min_len(4096)
                 .map(|i| {
-                    deck.lookup(numbers.get(i), at)
+                    deck.lookup(numbers.get(i), at.get(i))
                         .map(|m| deck.cost(m.tariff, seconds[i]))
                 })
                 .collect()
