@@ -1,0 +1,429 @@
+"""Typed header field values: Via, name-addr, CSeq, auth challenges/credentials, Reason.
+
+Each parser takes one (already unfolded, comma-split where the field is a list) value and
+raises SipParseError with a reason fit for ``400 <reason>``.  Each class prints back with
+``str()`` in a normalised form: only fields a proxy adds or rewrites are printed, the
+others travel as their received bytes (see ``headers.Headers``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from . import grammar as g
+from .errors import SipParseError
+from .uri import URI, parse_uri
+
+__all__ = [
+    "BRANCH_MAGIC_COOKIE",
+    "AuthHeader",
+    "CSeq",
+    "NameAddr",
+    "Reason",
+    "Via",
+    "make_branch",
+    "make_tag",
+    "parse_auth",
+    "parse_cseq",
+    "parse_name_addr",
+    "parse_params",
+    "parse_reason",
+    "parse_via",
+]
+
+# RFC 3261 8.1.1.7: "The branch ID inserted by an element compliant with this
+# specification MUST always begin with the characters "z9hG4bK"".
+BRANCH_MAGIC_COOKIE: Final = "z9hG4bK"
+
+
+def make_branch() -> str:
+    """A fresh RFC 3261 branch: the magic cookie and 64 random bits (unique over space/time)."""
+    return BRANCH_MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def make_tag() -> str:
+    """A From/To tag with the 32 bits of randomness RFC 3261 19.3 asks for (we give 64)."""
+    return secrets.token_hex(8)
+
+
+def small_int(text: str, max_digits: int = 10) -> int | None:
+    """``1*DIGIT`` as an int, or None if not ASCII digits or absurdly long.
+
+    The length cap keeps a hostile 5,000-digit value from reaching ``int()`` (which
+    refuses more than 4,300 digits) or from costing quadratic time.
+    """
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def _lookup(params: Mapping[str, str | None], name: str) -> str | None:
+    """Case-insensitive parameter look-up: '' for a flag, None if absent."""
+    v = params.get(name, "\0")
+    if v != "\0":
+        return "" if v is None else v
+    for k, val in params.items():
+        if k.lower() == name:
+            return "" if val is None else val
+    return None
+
+
+def _format_params(params: Mapping[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
+    """``*( SEMI generic-param )`` from ``pos`` to the end of ``text``.
+
+    Values are kept as written (quoted strings with their quotes) so that printing the
+    parameters back gives the same meaning.
+    """
+    params: dict[str, str | None] = {}
+    n = len(text)
+    while pos < n:
+        m = g.GENERIC_PARAM_RE.match(text, pos)
+        if m is None or m.end() == pos:
+            raise SipParseError(f"Bad {what} parameter")
+        params[m.group(1)] = m.group(2)
+        pos = m.end()
+    return params
+
+
+# ---------------------------------------------------------------------------------------
+# Via
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class Via:
+    """One via-parm (RFC 3261 20.42, 25.1).
+
+    ``params`` holds every parameter as written; ``branch``, ``received``, ``rport``,
+    ``maddr`` and ``ttl`` read it (so a Via printed back keeps parameter order).
+    ``rport`` is None when absent, True when present without a value (a client asking
+    for symmetric response routing, RFC 3581), else the port number.
+    """
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Mapping[str, str | None] = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
+
+    @classmethod
+    def new(
+        cls,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        *,
+        branch: str | None = None,
+        rport: bool = False,
+        **params: str | None,
+    ) -> Via:
+        """A Via for a request we send: fresh branch unless given, bare ``rport`` if asked."""
+        p: dict[str, str | None] = {"branch": branch or make_branch()}
+        if rport:
+            p["rport"] = None
+        p.update(params)
+        return cls(transport.upper(), host, port, p)
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"{self.protocol}/{self.transport} {self.host}{port}{_format_params(self.params)}"
+
+    def param(self, name: str) -> str | None:
+        return _lookup(self.params, name.lower())
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.param("received")
+
+    @property
+    def maddr(self) -> str | None:
+        return self.param("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        t = self.param("ttl")
+        return int(t) if t else None
+
+    @property
+    def rport(self) -> int | bool | None:
+        r = self.param("rport")
+        if r is None:
+            return None
+        return int(r) if r else True
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return self.host, self.port
+
+    @property
+    def is_rfc3261_branch(self) -> bool:
+        """Whether the branch carries the magic cookie *and* something after it.
+
+        RFC 4475 badbranch (``branch=z9hG4bK``) fails this: fall back to RFC 2543 matching.
+        """
+        b = self.branch
+        return b is not None and b.startswith(BRANCH_MAGIC_COOKIE) and len(b) > 7
+
+    def with_params(self, **params: str | None) -> Via:
+        new = dict(self.params)
+        new.update(params)
+        return dataclasses.replace(self, params=new)
+
+    def with_(self, **changes: Any) -> Via:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_via(value: str) -> Via:
+    """One via-parm; LWS around '/', ':', ';' and '=' allowed (RFC 4475 wsinv)."""
+    m = g.SENT_PROTOCOL_RE.match(value)
+    if m is None:
+        raise SipParseError("Bad Via header")
+    name, version, transport, host, port = m.groups()
+    params = parse_params(value, m.end(), "Via")
+    p = None
+    if port is not None:
+        p = int(port)
+        if p > 65535:
+            raise SipParseError("Bad Via port")
+    if params:
+        low = {k.lower(): v for k, v in params.items()}
+        ttl = low.get("ttl", "")
+        if ttl != "" and (ttl is None or (t := small_int(ttl, 3)) is None or t > 255):
+            raise SipParseError("Bad Via ttl")
+        rport = low.get("rport")
+        if rport is not None and ((r := small_int(rport, 5)) is None or r > 65535):
+            raise SipParseError("Bad Via rport")
+        if "branch" in low and not low["branch"]:
+            raise SipParseError("Bad Via branch")
+    return Via(transport.upper(), host, p, params, f"{name}/{version}")
+
+
+def parse_via_list(values: list[str]) -> tuple[Via, ...]:
+    return tuple(parse_via(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------
+# name-addr / addr-spec (From, To, Contact, Route, Record-Route, ...)
+
+
+def _unquote(q: str) -> str:
+    """Body of a quoted-string with quoted-pairs resolved."""
+    body = q[1:-1]
+    if "\\" not in body:
+        return body
+    out = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            i += 1
+            c = body[i]
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class NameAddr:
+    """``[display-name] <URI> *(;param)`` or addr-spec (RFC 3261 20.10, 20.20, 20.39).
+
+    ``display`` is the display name's text (quotes removed, quoted-pairs resolved), None
+    when there is none.  ``params`` are the header parameters after the URI (tag, expires,
+    q ...), never the URI's own parameters: RFC 4475 cparam01/cparam02.
+    """
+
+    uri: URI
+    display: str | None = None
+    params: Mapping[str, str | None] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        disp = "" if self.display is None else _quote(self.display) + " "
+        return f"{disp}<{self.uri}>{_format_params(self.params)}"
+
+    def param(self, name: str) -> str | None:
+        return _lookup(self.params, name.lower())
+
+    @property
+    def tag(self) -> str | None:
+        return self.param("tag")
+
+    def with_tag(self, tag: str) -> NameAddr:
+        new = {k: v for k, v in self.params.items() if k.lower() != "tag"}
+        new["tag"] = tag
+        return dataclasses.replace(self, params=new)
+
+    def with_(self, **changes: Any) -> NameAddr:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    """One ``(name-addr / addr-spec) *(SEMI param)`` element."""
+    v = value
+    display: str | None = None
+    if v.startswith('"'):
+        m = g.QUOTED_STRING_RE.match(v)
+        if m is None:
+            raise SipParseError("Unbalanced quotes in display name")
+        display = _unquote(m.group(0))
+        rest = v[m.end() :].lstrip(" \t")
+        if not rest.startswith("<"):
+            raise SipParseError("Bad name-addr")
+        lt = m.end() + (len(v) - m.end() - len(rest))
+    else:
+        lt = v.find("<")
+    if lt >= 0:
+        if display is None:
+            d = v[:lt].rstrip(" \t")
+            if d:
+                if g.DISPLAY_TOKENS_RE.fullmatch(d) is None:
+                    raise SipParseError("Bad display name")
+                display = d
+        gt = v.find(">", lt)
+        if gt < 0:
+            raise SipParseError("Missing '>' in name-addr")
+        # No LWS inside the brackets: RFC 4475 badaspec.
+        uri = parse_uri(v[lt + 1 : gt])
+        pos = gt + 1
+    else:
+        # addr-spec: RFC 3261 20.10: "if the URI contains a comma, question mark or
+        # semicolon, the URI MUST be enclosed in angle brackets" -- the ';' starts the
+        # header parameters, and a '?' is an error (RFC 4475 regbadct).
+        semi = v.find(";")
+        text = v if semi < 0 else v[:semi]
+        text = text.rstrip(" \t")
+        if not text or "?" in text or " " in text or "\t" in text or '"' in text:
+            raise SipParseError("Bad addr-spec")
+        uri = parse_uri(text)
+        pos = len(v) if semi < 0 else semi
+    return NameAddr(uri, display, parse_params(v, pos, "header"))
+
+
+def parse_name_addr_list(values: list[str]) -> tuple[NameAddr, ...]:
+    return tuple(parse_name_addr(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------
+# CSeq
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """CSeq (RFC 3261 20.16): sequence number and method."""
+
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    m = g.CSEQ_RE.fullmatch(value)
+    if m is None:
+        raise SipParseError("Bad CSeq header")
+    if len(m.group(1)) > 12 or int(m.group(1)) > g.CSEQ_MAX:
+        raise SipParseError("CSeq number too large")
+    return CSeq(int(m.group(1)), m.group(2))
+
+
+# ---------------------------------------------------------------------------------------
+# Authorization / Proxy-Authorization / WWW-Authenticate / Proxy-Authenticate
+
+
+@dataclass(frozen=True, slots=True)
+class AuthHeader:
+    """A challenge or credentials (RFC 3261 20.7, 20.27, 20.28, 20.44, 25.1).
+
+    ``params`` maps lower-cased parameter names to their values with quotes removed;
+    ``quoted`` remembers which ones were quoted, since digest needs that to print them.
+    """
+
+    scheme: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    quoted: frozenset[str] = frozenset()
+
+    def __str__(self) -> str:
+        parts = [f"{k}={_quote(v) if k in self.quoted else v}" for k, v in self.params.items()]
+        return f"{self.scheme} {', '.join(parts)}"
+
+
+def parse_auth(value: str) -> AuthHeader:
+    m = g.TOKEN_RE.match(value)
+    if m is None:
+        raise SipParseError("Bad authentication header")
+    scheme = m.group(0)
+    pos = m.end()
+    params: dict[str, str] = {}
+    quoted: set[str] = set()
+    rest = value[pos:]
+    if rest and rest[0] not in " \t":
+        raise SipParseError("Bad authentication header")
+    n = len(value)
+    while pos < n:
+        pm = g.AUTH_PARAM_RE.match(value, pos)
+        if pm is None or pm.end() == pos:
+            raise SipParseError("Bad authentication parameter")
+        name, v = pm.group(1).lower(), pm.group(2)
+        if v.startswith('"'):
+            v = _unquote(v)
+            quoted.add(name)
+        params[name] = v
+        pos = pm.end()
+        if value[pos - 1] == "," and pos >= n:
+            raise SipParseError("Bad authentication parameter")
+    return AuthHeader(scheme, params, frozenset(quoted))
+
+
+def parse_auth_list(values: list[str]) -> tuple[AuthHeader, ...]:
+    return tuple(parse_auth(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------
+# Reason (RFC 3326)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """``protocol ;cause=N ;text="..."`` (RFC 3326), e.g. ``Q.850;cause=16``."""
+
+    protocol: str
+    cause: int | None = None
+    text: str | None = None
+    params: Mapping[str, str | None] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.protocol + _format_params(self.params)
+
+
+def parse_reason(value: str) -> Reason:
+    m = g.TOKEN_RE.match(value)
+    if m is None:
+        raise SipParseError("Bad Reason header")
+    params = parse_params(value, m.end(), "Reason")
+    cause = _lookup(params, "cause")
+    cause_n = None if cause is None else small_int(cause, 5)
+    if cause is not None and cause_n is None:
+        raise SipParseError("Bad Reason cause")
+    text = _lookup(params, "text")
+    if text and text.startswith('"') and len(text) >= 2:
+        text = _unquote(text)
+    return Reason(m.group(0), cause_n, text, params)
+
+
+def parse_reason_list(values: list[str]) -> tuple[Reason, ...]:
+    return tuple(parse_reason(v) for v in values)

@@ -1,0 +1,241 @@
+"""Bytes to ``Request``/``Response``: framing, start line and header lines (RFC 3261 7, 18.3).
+
+The parser does the work every message needs and nothing more: split start line, header
+lines and body with ``bytes.find``/``split``, read the start line and the Request-URI,
+name and unfold each header line, frame the body.  Header *values* are parsed lazily by
+the message's typed properties; ``validate.validate_request`` forces the ones a proxy
+relies on.
+
+Framing (RFC 3261 18.3): over a stream (``stream=True``) Content-Length is mandatory and
+must match the bytes given; over UDP the body is the rest of the datagram when it is
+absent (RFC 4475 inv2543), octets beyond Content-Length are discarded (dblreq) and a
+Content-Length larger than the datagram is an error (clerr).  ``frame_length`` tells a
+stream transport where one message ends in its buffer.
+
+Liberal in what it accepts where RFC 4475/5118 ask for it: CRLFs before the start line
+(7.5 keep-alives), bare LF line ends, a header section that ends at the end of the
+datagram without its empty line.  Anything else malformed raises ``SipParseError``, the
+only exception ``parse_message`` raises for any input bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from . import grammar as g
+from .errors import SipParseError
+from .headers import Headers
+from .message import Request, Response
+from .uri import SipURI, parse_uri
+
+__all__ = ["frame_length", "parse_message"]
+
+_COMPACT: Final = g.COMPACT_FORMS
+_TOKENS_RE: Final = re.compile(g.TOKEN)
+_FOLD_RE: Final = re.compile(r"[ \t]*\r?\n[ \t]+")
+_REQUEST_LINE_RE: Final = g.REQUEST_LINE_RE
+_STATUS_LINE_RE: Final = g.STATUS_LINE_RE
+_BLANK_LINE_RE: Final = re.compile(rb"\r?\n\r?\n")
+_PARTIAL_NAMES: Final = {
+    "via": "Via",
+    "from": "From",
+    "to": "To",
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+}
+
+
+def _split_head(data: bytes, stream: bool) -> tuple[int, int, int]:
+    """Offsets (start of message, end of header section, start of body)."""
+    start = 0
+    n = len(data)
+    while start < n and data[start] in (10, 13):
+        start += 1
+    if start == n:
+        raise SipParseError("Empty message")
+    end = data.find(b"\r\n\r\n", start)
+    if end >= 0:
+        # A bare-LF blank line earlier than the first CRLFCRLF? (mixed line ends)
+        lf = data.find(b"\n\n", start, end)
+        if lf < 0:
+            return start, end, end + 4
+    m = _BLANK_LINE_RE.search(data, start)
+    if m is not None:
+        return start, m.start(), m.end()
+    if stream:
+        raise SipParseError("Incomplete message header")
+    # RFC 5118 4.10 and RFC 4475 baddn end at the end of the datagram without the empty
+    # line: accept the header section as complete, with no body.
+    if data.endswith(b"\n"):
+        stop = n - 2 if data.endswith(b"\r\n") else n - 1
+        return start, max(stop, start), n
+    raise SipParseError("Truncated message")
+
+
+def _header_lines(head: bytes) -> tuple[list[bytes | None], list[str], bool]:
+    """Raw and decoded lines of the header section, folded lines already joined."""
+    raw = head.split(b"\r\n")
+    nl = len(raw) - 1
+    if head.count(b"\n") != nl or head.count(b"\r") != nl:
+        # Bare LF line ends (tolerated); a CR anywhere else is an error.
+        raw = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+        for line in raw:
+            if b"\r" in line:
+                raise SipParseError("Bare CR in header section")
+    folded = b"\n " in head or b"\n\t" in head
+    if folded:
+        joined: list[bytes] = [raw[0]]
+        for line in raw[1:]:
+            if line[:1] in (b" ", b"\t"):
+                if len(joined) == 1:
+                    raise SipParseError("Continuation line before first header")
+                # Joined with CRLF even after bare-LF input, so what we forward is
+                # clean CRLF throughout.
+                joined[-1] = joined[-1] + b"\r\n" + line
+            else:
+                joined.append(line)
+        raw = joined
+    text = [line.decode("utf-8", "surrogateescape") for line in raw]
+    return list(raw), text, folded
+
+
+def _parse(data: bytes, stream: bool) -> Request | Response:
+    start, head_end, body_start = _split_head(data, stream)
+    raw, text, folded = _header_lines(data[start:head_end])
+
+    keys: list[str] = []
+    names: list[str] = []
+    values: list[str] = []
+    for line in text[1:]:
+        c = line.find(":")
+        if c <= 0:
+            raise SipParseError("Malformed header line", partial=_salvage(keys, values))
+        name = line[:c]
+        if name[-1] in " \t":
+            name = name.rstrip(" \t")
+        low = name.lower()
+        keys.append(_COMPACT.get(low, low))
+        names.append(name)
+        value = line[c + 1 :]
+        if folded and "\n" in value:
+            value = _FOLD_RE.sub(" ", value)
+        values.append(value.strip(" \t"))
+    if names and _TOKENS_RE.fullmatch("".join(names)) is None:
+        raise SipParseError("Bad header field name", partial=_salvage(keys, values))
+    try:
+        return _build(data, stream, raw, text, keys, names, values, body_start)
+    except SipParseError as e:
+        if not e.partial:
+            e.partial = _salvage(keys, values)
+        raise
+
+
+def _build(
+    data: bytes,
+    stream: bool,
+    raw: list[bytes | None],
+    text: list[str],
+    keys: list[str],
+    names: list[str],
+    values: list[str],
+    body_start: int,
+) -> Request | Response:
+    # -- body framing
+    rest_len = len(data) - body_start
+    try:
+        i = keys.index("content-length")
+    except ValueError:
+        if stream:
+            raise SipParseError("Missing Content-Length") from None
+        body = data[body_start:]
+    else:
+        if keys.count("content-length") > 1:
+            raise SipParseError("Multiple Content-Length header fields")
+        cl_text = values[i]
+        if not (0 < len(cl_text) <= 10 and cl_text.isascii() and cl_text.isdigit()):
+            raise SipParseError("Bad Content-Length")
+        cl = int(cl_text)
+        if cl > rest_len:
+            raise SipParseError("Incomplete body" if stream else "Content-Length too large")
+        if stream and cl < rest_len:
+            raise SipParseError("Octets after message body")
+        body = data[body_start:] if cl == rest_len else data[body_start : body_start + cl]
+
+    headers = Headers._from_wire(keys, names, values, raw[1:])
+    line = text[0]
+    if line[:4].upper() == "SIP/":
+        m = _STATUS_LINE_RE.fullmatch(line)
+        if m is None:
+            raise SipParseError("Bad Status-Line")
+        version, status_text, reason = m.groups()
+        if version.upper() != g.SUPPORTED_VERSION:
+            raise SipParseError("Version Not Supported", 505)
+        status = int(status_text)
+        if not 100 <= status <= 699:  # RFC 4475 bigcode: classes are 1xx to 6xx
+            raise SipParseError("Bad Status-Code")
+        return Response._from_wire(status, reason or "", version, headers, body, raw[0] or b"")
+    m = _REQUEST_LINE_RE.fullmatch(line)
+    if m is None:
+        raise SipParseError("Bad Request-Line")
+    method, uri_text, version = m.groups()
+    if version.upper() != g.SUPPORTED_VERSION:
+        raise SipParseError("Version Not Supported", 505)
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipURI) and uri.headers:
+        # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI (RFC 4475 escruri).
+        raise SipParseError("Headers not allowed in Request-URI")
+    return Request._from_wire(method, uri, version, headers, body, raw[0] or b"")
+
+
+def _salvage(keys: list[str], values: list[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (_PARTIAL_NAMES[k], v) for k, v in zip(keys, values, strict=False) if k in _PARTIAL_NAMES
+    )
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+    """Parse one SIP message.
+
+    ``stream=False`` (UDP): ``data`` is one datagram.  ``stream=True`` (TCP/TLS): ``data``
+    is exactly one message as delimited by ``frame_length``; Content-Length is required.
+    Raises SipParseError, and only that, for malformed input; its ``partial`` carries the
+    Via/From/To/Call-ID/CSeq lines read so far for a stateless 400.
+    """
+    return _parse(bytes(data), stream)
+
+
+def frame_length(buffer: bytes, max_header: int = 65536) -> int | None:
+    """Length of the first complete message in a stream buffer, None if more is needed.
+
+    Leading CRLFs (keep-alives, RFC 5626 3.5.1) count towards the length, so the caller
+    can slice them off with the message.  Raises SipParseError when the stream cannot be
+    resynchronised (missing or bad Content-Length, header section over ``max_header``):
+    the connection should then be closed (RFC 4475 ncl, mcl01).
+    """
+    start = 0
+    n = len(buffer)
+    while start < n and buffer[start] in (10, 13):
+        start += 1
+    end = buffer.find(b"\r\n\r\n", start)
+    if end < 0:
+        if n - start > max_header:
+            raise SipParseError("Header section too large")
+        return None
+    body_start = end + 4
+    cl: int | None = None
+    for line in buffer[start:end].split(b"\r\n")[1:]:
+        c = line.find(b":")
+        if c <= 0:
+            continue
+        name = line[:c].strip(b" \t").lower()
+        if name in (b"content-length", b"l"):
+            v = line[c + 1 :].strip(b" \t")
+            if cl is not None or not (0 < len(v) <= 10 and v.isdigit()):
+                raise SipParseError("Bad Content-Length")
+            cl = int(v)
+    if cl is None:
+        raise SipParseError("Missing Content-Length")
+    if n - body_start < cl:
+        return None
+    return body_start + cl

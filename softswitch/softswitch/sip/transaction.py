@@ -1,0 +1,907 @@
+"""RFC 3261 section 17 transactions as pure state machines, and the layer that routes to them.
+
+Sans-I/O in the manner of h11 and aioquic: a transaction is fed *events* (a message
+received, a response from the TU, a timer that fired, a transport error) together with the
+current time ``now``, and returns *actions* (send this, start or stop that timer, pass this
+up, tell the TU it timed out, I am terminated). Nothing here reads a clock or touches a
+socket; the asyncio layer asks :meth:`TransactionLayer.next_deadline` and calls
+:meth:`TransactionLayer.handle_timers` with ``loop.time()``.
+
+The whole behaviour of the four machines is the table :data:`TRANSITIONS` below (h11's
+``_state.py`` style): for a kind, a state and a trigger it gives the next state and the
+effects, in order. Two rules complete it:
+
+* each state declares which timers run in it (:data:`STATE_TIMERS`); entering a state
+  starts the ones not yet running and stops the rest, so no timer outlives its state;
+* a trigger missing from the table is ignored when it comes from the network or a timer
+  (stray retransmissions are normal), and is a :class:`TransactionUsageError` when it comes
+  from our own TU (sending a response twice is our bug, DESIGN.md principle 6).
+
+Timers whose duration is zero (D, I, J, K on a reliable transport) fire within the same
+call, so a TCP transaction goes straight through Completed to Terminated.
+
+Decisions where RFC 3261 is silent or later RFCs differ:
+
+* This is RFC 3261 as written, not RFC 6026: a 2xx terminates both INVITE transactions.
+  Retransmitted 2xx then match nothing, and the layer reports them as unmatched so the
+  proxy core forwards them statelessly (RFC 3261 16.7 step 5, 16.11).
+* Timer B runs in Calling only; once a provisional response arrives the TU's Timer C
+  (RFC 3261 16.6 step 11) bounds the wait.
+* A server INVITE transaction sends ``100 Trying`` itself on creation (17.2.1) unless the
+  layer is built with ``auto_trying=False`` (a TU that always answers within 200 ms).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from .headers import Headers
+from .message import Request, Response
+from .timers import Timer, TimerConfig
+from .uri import URI
+
+__all__ = [
+    "MAGIC_COOKIE",
+    "STATE_TIMERS",
+    "TRANSITIONS",
+    "Action",
+    "ClientTransaction",
+    "Effect",
+    "Event",
+    "Kind",
+    "Matched",
+    "PassUp",
+    "RequestReceived",
+    "ResponseReceived",
+    "Send",
+    "SendResponse",
+    "ServerTransaction",
+    "StartTimer",
+    "State",
+    "StopTimer",
+    "Terminated",
+    "Timeout",
+    "TimerFired",
+    "Transaction",
+    "TransactionLayer",
+    "TransactionOutput",
+    "TransactionUsageError",
+    "TransportError",
+    "TransportFailure",
+    "Trigger",
+    "Unmatched",
+    "make_ack",
+    "make_cancel",
+]
+
+MAGIC_COOKIE: Final = "z9hG4bK"
+
+
+class TransactionUsageError(RuntimeError):
+    """Our own code misused a transaction (e.g. a second final response): a bug, not a peer."""
+
+
+# ======================================================================================
+# Events in, actions out
+# ======================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """A response from the network, already matched to this client transaction."""
+
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A retransmitted request (or the ACK) matched to this server transaction."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class SendResponse:
+    """The TU answers the request of this server transaction."""
+
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class TransportError:
+    """The transport could not send something this transaction asked it to send."""
+
+    reason: str = ""
+
+
+Event: TypeAlias = ResponseReceived | RequestReceived | SendResponse | TimerFired | TransportError
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Hand ``message`` to the transport (destination: the transaction's ``peer``)."""
+
+    message: Request | Response
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    timer: Timer
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopTimer:
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class PassUp:
+    """Deliver to the TU: a response (client) or the new request (server)."""
+
+    message: Request | Response
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Tell the TU the transaction timed out (B, F: treat as 408; H: no ACK came)."""
+
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class TransportFailure:
+    """Tell the TU the transport failed (RFC 3261 8.1.3.1: treat as 503)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Terminated:
+    """The transaction is over; the layer forgets it."""
+
+
+Action: TypeAlias = Send | StartTimer | StopTimer | PassUp | Timeout | TransportFailure | Terminated
+
+
+# ======================================================================================
+# The state table
+# ======================================================================================
+
+
+class Kind(enum.Enum):
+    CLIENT_INVITE = "client INVITE"  # RFC 3261 17.1.1, figure 5
+    CLIENT_NON_INVITE = "client non-INVITE"  # 17.1.2, figure 6
+    SERVER_INVITE = "server INVITE"  # 17.2.1, figure 7
+    SERVER_NON_INVITE = "server non-INVITE"  # 17.2.2, figure 8
+
+
+class State(enum.Enum):
+    CALLING = "Calling"
+    TRYING = "Trying"
+    PROCEEDING = "Proceeding"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"
+    TERMINATED = "Terminated"
+
+
+class Trigger(enum.Enum):
+    RECV_1XX = "1xx received"
+    RECV_2XX = "2xx received"
+    RECV_FAIL = "300-699 received"
+    RECV_REQUEST = "request retransmission received"
+    RECV_ACK = "ACK received"
+    TU_1XX = "TU sends 1xx"
+    TU_2XX = "TU sends 2xx"
+    TU_FAIL = "TU sends 300-699"
+    TRANSPORT_ERROR = "transport error"
+    TIMER_A = "Timer A"
+    TIMER_B = "Timer B"
+    TIMER_D = "Timer D"
+    TIMER_E = "Timer E"
+    TIMER_F = "Timer F"
+    TIMER_G = "Timer G"
+    TIMER_H = "Timer H"
+    TIMER_I = "Timer I"
+    TIMER_J = "Timer J"
+    TIMER_K = "Timer K"
+
+
+class Effect(enum.Enum):
+    PASS_UP = "pass the message up to the TU"
+    RETRANSMIT = "retransmit the request"
+    SEND_ACK = "send (again) the ACK for the non-2xx final response"
+    SEND = "send the TU's response, remembering it"
+    RESEND_LAST = "resend the most recent response, if any"
+    BACKOFF = "restart the fired timer with the next (doubled, maybe capped) interval"
+    RESTART_T2 = "restart the fired timer with T2"
+    NOTIFY_TIMEOUT = "tell the TU about the timeout"
+    NOTIFY_TRANSPORT = "tell the TU about the transport error"
+
+
+S = State
+T = Trigger
+E = Effect
+_Row: TypeAlias = dict[Trigger, tuple[State, tuple[Effect, ...]]]
+
+#: kind -> state -> trigger -> (next state, effects in order). Figures 5-8 of RFC 3261.
+TRANSITIONS: Final[dict[Kind, dict[State, _Row]]] = {
+    Kind.CLIENT_INVITE: {
+        S.CALLING: {
+            T.TIMER_A: (S.CALLING, (E.RETRANSMIT, E.BACKOFF)),
+            T.TIMER_B: (S.TERMINATED, (E.NOTIFY_TIMEOUT,)),
+            T.TRANSPORT_ERROR: (S.TERMINATED, (E.NOTIFY_TRANSPORT,)),
+            T.RECV_1XX: (S.PROCEEDING, (E.PASS_UP,)),
+            T.RECV_2XX: (S.TERMINATED, (E.PASS_UP,)),
+            T.RECV_FAIL: (S.COMPLETED, (E.PASS_UP, E.SEND_ACK)),
+        },
+        S.PROCEEDING: {
+            T.RECV_1XX: (S.PROCEEDING, (E.PASS_UP,)),
+            T.RECV_2XX: (S.TERMINATED, (E.PASS_UP,)),
+            T.RECV_FAIL: (S.COMPLETED, (E.PASS_UP, E.SEND_ACK)),
+        },
+        S.COMPLETED: {
+            T.RECV_FAIL: (S.COMPLETED, (E.SEND_ACK,)),
+            T.TRANSPORT_ERROR: (S.TERMINATED, (E.NOTIFY_TRANSPORT,)),
+            T.TIMER_D: (S.TERMINATED, ()),
+        },
+        S.TERMINATED: {},
+    },
+    Kind.CLIENT_NON_INVITE: {
+        S.TRYING: {
+            T.TIMER_E: (S.TRYING, (E.RETRANSMIT, E.BACKOFF)),
+            T.TIMER_F: (S.TERMINATED, (E.NOTIFY_TIMEOUT,)),
+            T.TRANSPORT_ERROR: (S.TERMINATED, (E.NOTIFY_TRANSPORT,)),
+            T.RECV_1XX: (S.PROCEEDING, (E.PASS_UP,)),
+            T.RECV_2XX: (S.COMPLETED, (E.PASS_UP,)),
+            T.RECV_FAIL: (S.COMPLETED, (E.PASS_UP,)),
+        },
+        S.PROCEEDING: {
+            T.TIMER_E: (S.PROCEEDING, (E.RETRANSMIT, E.RESTART_T2)),
+            T.TIMER_F: (S.TERMINATED, (E.NOTIFY_TIMEOUT,)),
+            T.TRANSPORT_ERROR: (S.TERMINATED, (E.NOTIFY_TRANSPORT,)),
+            T.RECV_1XX: (S.PROCEEDING, (E.PASS_UP,)),
+            T.RECV_2XX: (S.COMPLETED, (E.PASS_UP,)),
+            T.RECV_FAIL: (S.COMPLETED, (E.PASS_UP,)),
+        },
+        S.COMPLETED: {
+            T.TIMER_K: (S.TERMINATED, ()),
+        },
+        S.TERMINATED: {},
+    },
+    Kind.SERVER_INVITE: {
+        S.PROCEEDING: {
+            T.RECV_REQUEST: (S.PROCEEDING, (E.RESEND_LAST,)),
+            T.TU_1XX: (S.PROCEEDING, (E.SEND,)),
+            T.TU_2XX: (S.TERMINATED, (E.SEND,)),
+            T.TU_FAIL: (S.COMPLETED, (E.SEND,)),
+            T.TRANSPORT_ERROR: (S.TERMINATED, (E.NOTIFY_TRANSPORT,)),
+        },
+        S.COMPLETED: {
+            T.RECV_REQUEST: (S.COMPLETED, (E.RESEND_LAST,)),
+            T.RECV_ACK: (S.CONFIRMED, ()),
+            T.TIMER_G: (S.COMPLETED, (E.RESEND_LAST, E.BACKOFF)),
+            T.TIMER_H: (S.TERMINATED, (E.NOTIFY_TIMEOUT,)),
+            T.TRANSPORT_ERROR: (S.TERMINATED, (E.NOTIFY_TRANSPORT,)),
+        },
+        S.CONFIRMED: {
+            T.TIMER_I: (S.TERMINATED, ()),
+        },
+        S.TERMINATED: {},
+    },
+    Kind.SERVER_NON_INVITE: {
+        S.TRYING: {
+            T.TU_1XX: (S.PROCEEDING, (E.SEND,)),
+            T.TU_2XX: (S.COMPLETED, (E.SEND,)),
+            T.TU_FAIL: (S.COMPLETED, (E.SEND,)),
+        },
+        S.PROCEEDING: {
+            T.RECV_REQUEST: (S.PROCEEDING, (E.RESEND_LAST,)),
+            T.TU_1XX: (S.PROCEEDING, (E.SEND,)),
+            T.TU_2XX: (S.COMPLETED, (E.SEND,)),
+            T.TU_FAIL: (S.COMPLETED, (E.SEND,)),
+            T.TRANSPORT_ERROR: (S.TERMINATED, (E.NOTIFY_TRANSPORT,)),
+        },
+        S.COMPLETED: {
+            T.RECV_REQUEST: (S.COMPLETED, (E.RESEND_LAST,)),
+            T.TIMER_J: (S.TERMINATED, ()),
+            T.TRANSPORT_ERROR: (S.TERMINATED, (E.NOTIFY_TRANSPORT,)),
+        },
+        S.TERMINATED: {},
+    },
+}
+
+#: The timers that run while a transaction is in a state (started on entry if unused).
+STATE_TIMERS: Final[dict[Kind, dict[State, tuple[Timer, ...]]]] = {
+    Kind.CLIENT_INVITE: {
+        S.CALLING: (Timer.A, Timer.B),
+        S.PROCEEDING: (),
+        S.COMPLETED: (Timer.D,),
+        S.TERMINATED: (),
+    },
+    Kind.CLIENT_NON_INVITE: {
+        S.TRYING: (Timer.E, Timer.F),
+        S.PROCEEDING: (Timer.E, Timer.F),
+        S.COMPLETED: (Timer.K,),
+        S.TERMINATED: (),
+    },
+    Kind.SERVER_INVITE: {
+        S.PROCEEDING: (),
+        S.COMPLETED: (Timer.G, Timer.H),
+        S.CONFIRMED: (Timer.I,),
+        S.TERMINATED: (),
+    },
+    Kind.SERVER_NON_INVITE: {
+        S.TRYING: (),
+        S.PROCEEDING: (),
+        S.COMPLETED: (Timer.J,),
+        S.TERMINATED: (),
+    },
+}
+
+INITIAL_STATE: Final[dict[Kind, State]] = {
+    Kind.CLIENT_INVITE: S.CALLING,
+    Kind.CLIENT_NON_INVITE: S.TRYING,
+    Kind.SERVER_INVITE: S.PROCEEDING,
+    Kind.SERVER_NON_INVITE: S.TRYING,
+}
+
+
+def _status_trigger(status: int, *, tu: bool) -> Trigger:
+    if 100 <= status < 200:
+        return T.TU_1XX if tu else T.RECV_1XX
+    if 200 <= status < 300:
+        return T.TU_2XX if tu else T.RECV_2XX
+    if 300 <= status < 700:
+        return T.TU_FAIL if tu else T.RECV_FAIL
+    raise ValueError(f"status {status} outside 100-699")
+
+
+def _trigger(event: Event) -> Trigger:
+    if isinstance(event, ResponseReceived):
+        return _status_trigger(event.response.status, tu=False)
+    if isinstance(event, SendResponse):
+        return _status_trigger(event.response.status, tu=True)
+    if isinstance(event, RequestReceived):
+        return T.RECV_ACK if event.request.method == "ACK" else T.RECV_REQUEST
+    if isinstance(event, TimerFired):
+        return Trigger[f"TIMER_{event.timer.value}"]
+    return T.TRANSPORT_ERROR
+
+
+# ======================================================================================
+# Message helpers the machines need (RFC 3261 17.1.1.3 and 9.1)
+# ======================================================================================
+
+
+def _hop_headers(request: Request, method: str, to: str) -> Headers:
+    """The headers an ACK or CANCEL copies from the request it follows (same hop, branch)."""
+    h = request.headers
+    items: list[tuple[str, str]] = []
+    top_via = h.get("Via")
+    if top_via is not None:
+        items.append(("Via", top_via))
+    items.extend(("Route", r) for r in h.get_all("Route"))
+    items.append(("Max-Forwards", h.get("Max-Forwards") or "70"))
+    items.append(("From", h.get("From") or ""))
+    items.append(("To", to))
+    items.append(("Call-ID", h.get("Call-ID") or ""))
+    cseq = request.cseq
+    if cseq is None:
+        raise TransactionUsageError("the request has no CSeq")
+    items.append(("CSeq", f"{cseq.seq} {method}"))
+    return Headers(items)
+
+
+def make_ack(invite: Request, response: Response) -> Request:
+    """The ACK a client INVITE transaction sends for a non-2xx final response (17.1.1.3).
+
+    Same Request-URI, top Via (so the same branch), From, Call-ID, CSeq number and Route
+    as the INVITE; the To of the response, which carries the UAS's tag.
+    """
+    return Request(
+        "ACK", invite.uri, _hop_headers(invite, "ACK", response.headers.get("To") or ""), b""
+    )
+
+
+def make_cancel(request: Request) -> Request:
+    """The CANCEL for a pending client request (9.1): same hop, same branch, own transaction."""
+    if request.method in ("ACK", "CANCEL"):
+        raise TransactionUsageError(f"cannot cancel a {request.method}")
+    return Request(
+        "CANCEL", request.uri, _hop_headers(request, "CANCEL", request.headers.get("To") or ""), b""
+    )
+
+
+# ======================================================================================
+# The machines
+# ======================================================================================
+
+
+class Transaction:
+    """One transaction. Use :class:`ClientTransaction` or :class:`ServerTransaction`.
+
+    ``peer`` is opaque to this module: whatever the transport layer needs to send (an
+    address, a connection). It is carried so the core can route :class:`Send` actions.
+    """
+
+    kind: Kind
+
+    def __init__(
+        self,
+        kind: Kind,
+        request: Request,
+        *,
+        reliable: bool,
+        config: TimerConfig,
+        peer: Hashable = None,
+    ) -> None:
+        self.kind = kind
+        self.request = request
+        self.reliable = reliable
+        self.config = config
+        self.peer = peer
+        self.state = INITIAL_STATE[kind]
+        self.last_response: Response | None = None
+        self._ack: Request | None = None
+        self._deadlines: dict[Timer, float] = {}
+        self._intervals: dict[Timer, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind.value} {self.state.value} {self.request.method}>"
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is S.TERMINATED
+
+    def deadlines(self) -> dict[Timer, float]:
+        """The running timers and when they fire (a copy)."""
+        return dict(self._deadlines)
+
+    def next_deadline(self) -> float | None:
+        return min(self._deadlines.values(), default=None)
+
+    def handle_timers(self, now: float) -> list[Action]:
+        """Fire every timer due at ``now``, earliest first."""
+        actions: list[Action] = []
+        while True:
+            due = [(d, t.value, t) for t, d in self._deadlines.items() if d <= now]
+            if not due:
+                return actions
+            actions += self.handle(TimerFired(min(due)[2]), now)
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one event at time ``now``; the returned actions are to be carried out in order."""
+        trigger = _trigger(event)
+        if isinstance(event, TimerFired):
+            if event.timer not in self._deadlines:
+                return []  # stopped already: a late callback from the event loop
+            del self._deadlines[event.timer]
+        row = TRANSITIONS[self.kind][self.state]
+        if trigger not in row:
+            if isinstance(event, SendResponse):
+                raise TransactionUsageError(
+                    f"{self.kind.value} transaction in state {self.state.value} "
+                    f"cannot send a {event.response.status}"
+                )
+            return []
+        new_state, effects = row[trigger]
+        actions: list[Action] = []
+        for effect in effects:
+            self._apply(effect, event, now, actions)
+        return actions + self._enter(new_state, now)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _apply(self, effect: Effect, event: Event, now: float, out: list[Action]) -> None:
+        if effect is E.PASS_UP:
+            assert isinstance(event, ResponseReceived)
+            out.append(PassUp(event.response))
+        elif effect is E.RETRANSMIT:
+            out.append(Send(self.request))
+        elif effect is E.SEND_ACK:
+            assert isinstance(event, ResponseReceived)
+            if self._ack is None:
+                self._ack = make_ack(self.request, event.response)
+            out.append(Send(self._ack))
+        elif effect is E.SEND:
+            assert isinstance(event, SendResponse)
+            self.last_response = event.response
+            out.append(Send(event.response))
+        elif effect is E.RESEND_LAST:
+            if self.last_response is not None:
+                out.append(Send(self.last_response))
+        elif effect is E.BACKOFF or effect is E.RESTART_T2:
+            assert isinstance(event, TimerFired)
+            timer = event.timer
+            if effect is E.BACKOFF:
+                interval = self.config.backoff(timer, self._intervals[timer])
+            else:
+                interval = self.config.t2
+            out.append(self._start(timer, interval, now))
+        elif effect is E.NOTIFY_TIMEOUT:
+            assert isinstance(event, TimerFired)
+            out.append(Timeout(event.timer))
+        else:  # E.NOTIFY_TRANSPORT
+            assert isinstance(event, TransportError)
+            out.append(TransportFailure(event.reason))
+
+    def _start(self, timer: Timer, interval: float, now: float) -> StartTimer:
+        self._intervals[timer] = interval
+        deadline = now + interval
+        self._deadlines[timer] = deadline
+        return StartTimer(timer, deadline)
+
+    def _enter(self, state: State, now: float) -> list[Action]:
+        self.state = state
+        live = STATE_TIMERS[self.kind][state]
+        actions: list[Action] = []
+        for timer in list(self._deadlines):
+            if timer not in live:
+                del self._deadlines[timer]
+                actions.append(StopTimer(timer))
+        immediate: list[Timer] = []
+        for timer in live:
+            if timer in self._deadlines:
+                continue  # already running: E and F carry on from Trying to Proceeding
+            duration = self.config.initial(timer, reliable=self.reliable)
+            if duration is None:
+                continue
+            if duration == 0:
+                immediate.append(timer)
+                self._intervals[timer] = 0.0
+                self._deadlines[timer] = now
+            else:
+                actions.append(self._start(timer, duration, now))
+        if state is S.TERMINATED:
+            actions.append(Terminated())
+        for timer in immediate:
+            actions += self.handle(TimerFired(timer), now)
+        return actions
+
+
+class ClientTransaction(Transaction):
+    """RFC 3261 17.1: sends a request and waits for its final response."""
+
+    def __init__(
+        self,
+        request: Request,
+        *,
+        reliable: bool,
+        config: TimerConfig | None = None,
+        peer: Hashable = None,
+    ) -> None:
+        if request.method == "ACK":
+            raise TransactionUsageError("ACK has no client transaction (17.1)")
+        kind = Kind.CLIENT_INVITE if request.method == "INVITE" else Kind.CLIENT_NON_INVITE
+        super().__init__(
+            kind, request, reliable=reliable, config=config or TimerConfig(), peer=peer
+        )
+        self._started = False
+
+    def start(self, now: float) -> list[Action]:
+        """Send the request and arm A/B or E/F; call once, right after construction."""
+        if self._started:
+            raise TransactionUsageError("client transaction already started")
+        self._started = True
+        return [Send(self.request), *self._enter(self.state, now)]
+
+
+class ServerTransaction(Transaction):
+    """RFC 3261 17.2: absorbs retransmissions of a request and of our responses."""
+
+    def __init__(
+        self,
+        request: Request,
+        *,
+        reliable: bool,
+        config: TimerConfig | None = None,
+        peer: Hashable = None,
+    ) -> None:
+        if request.method == "ACK":
+            raise TransactionUsageError("ACK does not create a server transaction (17.2)")
+        kind = Kind.SERVER_INVITE if request.method == "INVITE" else Kind.SERVER_NON_INVITE
+        super().__init__(
+            kind, request, reliable=reliable, config=config or TimerConfig(), peer=peer
+        )
+        self._started = False
+
+    def start(self, now: float, *, auto_trying: bool = True) -> list[Action]:
+        """Pass the request up; an INVITE also gets ``100 Trying`` unless told otherwise."""
+        if self._started:
+            raise TransactionUsageError("server transaction already started")
+        self._started = True
+        actions: list[Action] = [PassUp(self.request)]
+        if auto_trying and self.kind is Kind.SERVER_INVITE:
+            actions += self.handle(SendResponse(Response.for_request(self.request, 100)), now)
+        return actions
+
+    def respond(self, response: Response, now: float) -> list[Action]:
+        return self.handle(SendResponse(response), now)
+
+
+# ======================================================================================
+# Matching (17.1.3, 17.2.3, 9.2) and the layer
+# ======================================================================================
+
+_ClientKey: TypeAlias = tuple[str, str]
+_ServerKey: TypeAlias = tuple[str, str, int, str]
+_LegacyKey: TypeAlias = tuple[str, URI, str, str, int, tuple[str, str, int, str]]
+
+
+def _default_port(transport: str) -> int:
+    return 5061 if transport.upper() in ("TLS", "WSS") else 5060
+
+
+def _is_rfc3261(message: Request | Response) -> bool:
+    """Magic cookie and something after it; else RFC 2543 matching (RFC 4475 badbranch)."""
+    via = message.top_via
+    return via is not None and via.is_rfc3261_branch
+
+
+def _client_key(message: Request | Response) -> _ClientKey | None:
+    via = message.top_via
+    cseq = message.cseq
+    if via is None or via.branch is None or cseq is None:
+        return None
+    return (via.branch.lower(), cseq.method)
+
+
+def _server_key(request: Request, method: str) -> _ServerKey | None:
+    via = request.top_via
+    if via is None or via.branch is None or not via.is_rfc3261_branch:
+        return None
+    port = via.port if via.port is not None else _default_port(via.transport)
+    return (via.branch.lower(), via.host.lower(), port, method)
+
+
+def _legacy_key(request: Request, method: str) -> _LegacyKey | None:
+    """RFC 2543 matching (17.2.3, last paragraphs): everything but the To tag."""
+    via = request.top_via
+    cseq = request.cseq
+    if via is None or cseq is None:
+        return None
+    port = via.port if via.port is not None else _default_port(via.transport)
+    via_key = (via.transport.upper(), via.host.lower(), port, (via.branch or "").lower())
+    return (
+        method,
+        request.uri,  # compared by RFC 3261 19.1.4 rules, not as text
+        request.from_tag or "",
+        request.call_id or "",
+        cseq.seq,
+        via_key,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """Where the layer filed a transaction, so it can be forgotten in O(1)."""
+
+    client: _ClientKey | None = None
+    server: _ServerKey | None = None
+    legacy: _LegacyKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionOutput:
+    """An action together with the transaction that asked for it."""
+
+    transaction: Transaction
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    transaction: Transaction
+    outputs: tuple[TransactionOutput, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """No transaction wants this message; the core decides (16.11 stateless forwarding of a
+    response, a new server transaction for a request, the TU for an ACK to a 2xx)."""
+
+    message: Request | Response
+
+
+class TransactionLayer:
+    """All live transactions of one switch, routing messages and timers to them.
+
+    Deadlines are kept in a heap with lazy deletion, so ``next_deadline`` stays cheap with
+    tens of thousands of transactions in flight.
+    """
+
+    def __init__(self, config: TimerConfig | None = None, *, auto_trying: bool = True) -> None:
+        self.config = config or TimerConfig()
+        self.auto_trying = auto_trying
+        self._clients: dict[_ClientKey, ClientTransaction] = {}
+        self._servers: dict[_ServerKey, ServerTransaction] = {}
+        self._legacy: dict[_LegacyKey, list[ServerTransaction]] = {}
+        self._keys: dict[Transaction, _Keys] = {}
+        self._heap: list[tuple[float, int, Transaction, Timer]] = []
+        self._seq = itertools.count()
+        self._cancel_pending: set[ClientTransaction] = set()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    # -- creation ---------------------------------------------------------------------
+
+    def send_request(
+        self, request: Request, now: float, *, reliable: bool, peer: Hashable = None
+    ) -> tuple[ClientTransaction, tuple[TransactionOutput, ...]]:
+        """Create and start a client transaction (the request must carry its own branch)."""
+        key = _client_key(request)
+        if key is None or not _is_rfc3261(request):
+            raise TransactionUsageError("our requests need a z9hG4bK branch in the top Via")
+        if key in self._clients:
+            raise TransactionUsageError(f"branch {key[0]!r} already in use for {key[1]}")
+        tx = ClientTransaction(request, reliable=reliable, config=self.config, peer=peer)
+        self._clients[key] = tx
+        self._keys[tx] = _Keys(client=key)
+        return tx, self._track(tx, tx.start(now))
+
+    def create_server(
+        self, request: Request, now: float, *, reliable: bool, peer: Hashable = None
+    ) -> tuple[ServerTransaction, tuple[TransactionOutput, ...]]:
+        """Create a server transaction for a request that :meth:`receive` did not match."""
+        tx = ServerTransaction(request, reliable=reliable, config=self.config, peer=peer)
+        if request.method == "ACK":
+            raise TransactionUsageError("ACK does not create a server transaction (17.2)")
+        if self.match_server(request) is not None:
+            raise TransactionUsageError("a server transaction already matches this request")
+        skey = lkey = None
+        if _is_rfc3261(request):
+            skey = _server_key(request, request.method)
+        else:
+            lkey = _legacy_key(request, request.method)
+        if skey is not None:
+            self._servers[skey] = tx
+        if lkey is not None:
+            self._legacy.setdefault(lkey, []).append(tx)
+        self._keys[tx] = _Keys(server=skey, legacy=lkey)
+        return tx, self._track(tx, tx.start(now, auto_trying=self.auto_trying))
+
+    # -- input ------------------------------------------------------------------------
+
+    def receive(self, message: Request | Response, now: float) -> Matched | Unmatched:
+        """Route a message from the network to its transaction, or report no match."""
+        if isinstance(message, Response):
+            key = _client_key(message)
+            client = self._clients.get(key) if key is not None else None
+            if client is None:
+                return Unmatched(message)
+            out = self._track(client, client.handle(ResponseReceived(message), now))
+            if client in self._cancel_pending and client.state is not S.CALLING:
+                self._cancel_pending.discard(client)
+                if client.state is S.PROCEEDING:
+                    out += self._send_cancel(client, now)
+            return Matched(client, out)
+        server = self.match_server(message)
+        if server is None:
+            return Unmatched(message)
+        out = self._track(server, server.handle(RequestReceived(message), now))
+        return Matched(server, out)
+
+    def match_server(self, request: Request) -> ServerTransaction | None:
+        """The server transaction this request belongs to (17.2.3), ACK included."""
+        method = "INVITE" if request.method == "ACK" else request.method
+        return self._find_server(request, method, ack=request.method == "ACK")
+
+    def match_cancel(self, cancel: Request) -> ServerTransaction | None:
+        """The INVITE server transaction a CANCEL targets (9.2: match as if it were INVITE)."""
+        tx = self._find_server(cancel, "INVITE", ack=False)
+        return tx if tx is not None and tx.kind is Kind.SERVER_INVITE else None
+
+    def _find_server(self, request: Request, method: str, *, ack: bool) -> ServerTransaction | None:
+        if _is_rfc3261(request):
+            skey = _server_key(request, method)
+            return self._servers.get(skey) if skey is not None else None
+        lkey = _legacy_key(request, method)
+        if lkey is None:
+            return None
+        to_tag = request.to_tag
+        for tx in self._legacy.get(lkey, ()):
+            if ack:
+                # The ACK carries the To tag of the response we sent (17.2.3).
+                sent = tx.last_response
+                if sent is not None and sent.to_tag == to_tag:
+                    return tx
+            elif tx.request.to_tag == to_tag:
+                return tx
+        return None
+
+    def cancel(self, invite: ClientTransaction, now: float) -> tuple[TransactionOutput, ...]:
+        """Cancel a pending INVITE (9.1), now or as soon as it may be.
+
+        A CANCEL must not be sent before a provisional response arrived (the INVITE may
+        not have reached the peer; a CANCEL overtaking it would be answered 481 and the
+        INVITE would then ring). So in Calling the CANCEL is remembered and sent by
+        :meth:`receive` with the first 1xx; once a final response arrived there is nothing
+        left to cancel and no CANCEL is sent. The outputs of the CANCEL's own client
+        transaction are returned (attributed to it, not to the INVITE).
+        """
+        if invite.kind is not Kind.CLIENT_INVITE:
+            raise TransactionUsageError("only INVITE client transactions can be cancelled")
+        if invite.state is S.CALLING:
+            if invite in self._keys:
+                self._cancel_pending.add(invite)
+            return ()
+        if invite.state is S.PROCEEDING:
+            return self._send_cancel(invite, now)
+        return ()
+
+    def _send_cancel(self, invite: ClientTransaction, now: float) -> tuple[TransactionOutput, ...]:
+        _, out = self.send_request(
+            make_cancel(invite.request), now, reliable=invite.reliable, peer=invite.peer
+        )
+        return out
+
+    def respond(
+        self, transaction: ServerTransaction, response: Response, now: float
+    ) -> tuple[TransactionOutput, ...]:
+        return self._track(transaction, transaction.respond(response, now))
+
+    def transport_error(
+        self, transaction: Transaction, now: float, reason: str = ""
+    ) -> tuple[TransactionOutput, ...]:
+        return self._track(transaction, transaction.handle(TransportError(reason), now))
+
+    # -- time -------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timers` next has work, or None if no timer runs."""
+        heap = self._heap
+        while heap:
+            deadline, _, tx, timer = heap[0]
+            if tx._deadlines.get(timer) == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timers(self, now: float) -> tuple[TransactionOutput, ...]:
+        out: list[TransactionOutput] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, tx, timer = heapq.heappop(heap)
+            if tx._deadlines.get(timer) != deadline:
+                continue
+            out += self._track(tx, tx.handle(TimerFired(timer), now))
+        return tuple(out)
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    def _track(self, tx: Transaction, actions: list[Action]) -> tuple[TransactionOutput, ...]:
+        for action in actions:
+            if isinstance(action, StartTimer):
+                heapq.heappush(self._heap, (action.deadline, next(self._seq), tx, action.timer))
+            elif isinstance(action, Terminated):
+                self._forget(tx)
+        return tuple(TransactionOutput(tx, a) for a in actions)
+
+    def _forget(self, tx: Transaction) -> None:
+        if isinstance(tx, ClientTransaction):
+            self._cancel_pending.discard(tx)
+        keys = self._keys.pop(tx, None)
+        if keys is None:
+            return
+        if keys.client is not None:
+            self._clients.pop(keys.client, None)
+        if keys.server is not None:
+            self._servers.pop(keys.server, None)
+        if keys.legacy is not None:
+            txs = self._legacy.get(keys.legacy, [])
+            if tx in txs:
+                txs.remove(tx)
+            if not txs:
+                self._legacy.pop(keys.legacy, None)
