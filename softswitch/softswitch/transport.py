@@ -1,0 +1,713 @@
+"""The asyncio edge of the SIP stack: the only module that touches sockets.
+
+Everything above this module (``softswitch.sip``) works on bytes and parsed messages with no
+I/O, so the policies that only make sense next to a socket live here: how a byte stream is cut
+into messages (RFC 3261 18.3), where a response travels (RFC 3261 18.2.2 with RFC 3581),
+which connection is reused for a peer, and how much memory one peer may make us hold.
+
+A peer's garbage is never an exception that leaves this module: a request we can still
+answer gets a stateless error response, anything else is dropped with a log record, and the
+listener keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import importlib
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from softswitch.sip import (
+    Request,
+    Response,
+    SipParseError,
+    frame_length,
+    parse_message,
+    validate_request,
+    validate_response,
+)
+
+__all__ = [
+    "Address",
+    "Flow",
+    "FramingError",
+    "Limits",
+    "MessageHandler",
+    "StreamFramer",
+    "Transport",
+    "TransportLayer",
+    "loop_factory",
+    "response_destination",
+]
+
+logger = logging.getLogger("softswitch.transport")
+
+Address = tuple[str, int]
+"""A socket address as ``(host, port)``; IPv6 hosts are bare (``"::1"``), never bracketed."""
+
+DEFAULT_SIP_PORT: Final = 5060
+DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024
+
+
+class Transport(enum.StrEnum):
+    """The transport names as they appear in a Via header, so they can be written verbatim."""
+
+    UDP = "UDP"
+    TCP = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds that keep one peer (or a crowd of them) from exhausting the process.
+
+    ``max_message_size`` caps a single SIP message on any transport; ``max_connection_buffer``
+    caps the unparsed inbound bytes held for one stream connection, and ``max_write_buffer``
+    the outbound bytes queued for a peer that stopped reading. Connections beyond
+    ``max_connections`` (all peers) or ``max_connections_per_ip`` (one source IP) are refused
+    at accept time. ``idle_timeout`` closes stream connections that carried nothing for that
+    many seconds, so half-dead peers do not hold slots forever.
+    """
+
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_connection_buffer: int = 64 * 1024
+    max_write_buffer: int = 1024 * 1024
+    max_connections: int = 1024
+    max_connections_per_ip: int = 64
+    idle_timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Where a message came from or goes to; answering on the same flow keeps NATs happy."""
+
+    transport: Transport
+    local: Address
+    remote: Address
+
+
+Message = Request | Response
+MessageHandler = Callable[[Message, Flow], None]
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """Return uvloop's loop constructor when the ``speed`` extra is installed.
+
+    uvloop roughly halves per-packet overhead, but it is optional so the pure-Python install
+    keeps working everywhere; callers pass this to ``asyncio.Runner(loop_factory=...)``.
+    """
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _normalise(addr: Any) -> Address:
+    """Reduce asyncio's 2- or 4-tuples (IPv6 adds flowinfo and scope) to ``(host, port)``."""
+    return (str(addr[0]), int(addr[1]))
+
+
+def _unbracket(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def _peer(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(_unbracket(a)) == ipaddress.ip_address(_unbracket(b))
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- stream framing
+
+
+class FramingError(Exception):
+    """A byte stream we cannot cut into messages; the only safe reaction is to close it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StreamFramer:
+    """Buffers a TCP byte stream and hands out whole SIP messages (RFC 3261 18.3).
+
+    Where one message ends is ``softswitch.sip.frame_length``'s business (header section up
+    to CRLFCRLF, then exactly Content-Length octets); this class owns the buffer and its
+    bound: it never holds more than ``max_message_size`` bytes of an unfinished message,
+    which is what stops a slow or hostile sender from growing our memory. CRLFs between
+    messages are keep-alives (RFC 5626 3.5.1) and vanish here.
+    """
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self._max = max_message_size
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Return the messages completed by ``data``; FramingError when the stream is lost."""
+        self._buffer += data
+        frames: list[bytes] = []
+        while True:
+            skip = 0
+            while skip < len(self._buffer) and self._buffer[skip] in b"\r\n":
+                skip += 1
+            if skip:
+                del self._buffer[:skip]
+            if not self._buffer:
+                return frames
+            try:
+                length = frame_length(bytes(self._buffer), max_header=self._max)
+            except SipParseError as exc:
+                raise FramingError(exc.reason) from exc
+            if length is None:
+                if len(self._buffer) > self._max:
+                    raise FramingError(f"message exceeds {self._max} bytes")
+                return frames
+            if length > self._max:
+                raise FramingError(f"message of {length} bytes exceeds {self._max} bytes")
+            frames.append(bytes(self._buffer[:length]))
+            del self._buffer[:length]
+
+
+# ------------------------------------------------------------------------ response routing
+
+
+def response_destination(response: Response) -> tuple[str, int] | None:
+    """Where an unreliable-transport response goes, per RFC 3261 18.2.2 and RFC 3581 4.
+
+    With ``rport`` filled in (we did that on receipt) the response goes back to the exact
+    source address and port of the request, which is what gets it through a NAT. Otherwise
+    to ``received`` (or the sent-by host) at the sent-by port. The host may still be a name,
+    which the caller resolves.
+    """
+    via = response.top_via
+    if via is None:
+        return None
+    host = _unbracket(via.received or via.host)
+    rport = via.rport
+    if isinstance(rport, int) and not isinstance(rport, bool) and via.received:
+        return (host, rport)
+    return (host, via.port or DEFAULT_SIP_PORT)
+
+
+def _stamp_received(request: Request, source: Address) -> None:
+    """Record the request's real source in its top Via (RFC 3261 18.2.1, RFC 3581 4).
+
+    ``received`` is added when the sent-by host is not the source IP, and always when the
+    client asked for ``rport``, whose value becomes the source port.
+    """
+    via = request.top_via
+    if via is None:
+        return
+    wants_rport = via.rport is True
+    if not wants_rport and _same_ip(via.host, source[0]):
+        return
+    params: dict[str, str | None] = {"received": source[0]}
+    if wants_rport:
+        params["rport"] = str(source[1])
+    request.headers.pop_first("Via")
+    request.headers.prepend("Via", str(via.with_params(**params)))
+
+
+# ----------------------------------------------------------------------------- the sockets
+
+
+class _DatagramEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, layer: TransportLayer) -> None:
+        self._layer = layer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # CPython 3.11's selector transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.local = _normalise(transport.get_extra_info("sockname"))
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._layer._on_datagram(self, data, _normalise(addr))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the transaction layer times out on its own.
+        logger.debug("udp error on %s: %s", _peer(self.local), exc, extra={"transport": "UDP"})
+
+    def send(self, data: bytes, dest: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, dest)
+
+
+class _StreamConnection(asyncio.Protocol):
+    def __init__(self, layer: TransportLayer, *, inbound: bool) -> None:
+        self._layer = layer
+        self.inbound = inbound
+        self.transport: asyncio.Transport | None = None
+        self.local: Address = ("", 0)
+        self.remote: Address = ("", 0)
+        self.framer = StreamFramer(layer.limits.max_message_size)
+        self.last_activity = time.monotonic()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.registered = False
+
+    @property
+    def flow(self) -> Flow:
+        return Flow(Transport.TCP, self.local, self.remote)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.local = _normalise(transport.get_extra_info("sockname"))
+        self.remote = _normalise(transport.get_extra_info("peername"))
+        transport.set_write_buffer_limits(high=self._layer.limits.max_write_buffer)
+        self._layer._on_connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as exc:
+            self._layer._log_drop(self.flow, exc.reason, None)
+            self.abort()
+            return
+        for frame in frames:
+            self._layer._on_message_bytes(frame, self.flow, stream=True)
+            if self.transport is None or self.transport.is_closing():
+                return
+        if self.framer.buffered > self._layer.limits.max_connection_buffer:
+            self._layer._log_drop(self.flow, "connection buffer limit exceeded", None)
+            self.abort()
+
+    def pause_writing(self) -> None:
+        # The peer stopped reading while we queued more than max_write_buffer for it.
+        self._layer._log_drop(self.flow, "peer is not reading; write buffer full", None)
+        self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._layer._on_connection_lost(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, data: bytes) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.last_activity = time.monotonic()
+        self.transport.write(data)
+        return True
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class TransportLayer:
+    """UDP and TCP listeners and clients, sharing one message handler and one set of limits.
+
+    Inbound requests get ``received``/``rport`` stamped before the handler sees them, so the
+    layers above can treat the top Via as the truth about where to answer. Outbound stream
+    messages reuse any open connection to the same peer address, whichever side opened it.
+    """
+
+    def __init__(self, on_message: MessageHandler, *, limits: Limits | None = None) -> None:
+        self._on_message = on_message
+        self.limits = limits or Limits()
+        self._udp: dict[Address, _DatagramEndpoint] = {}
+        self._servers: dict[Address, asyncio.Server] = {}
+        self._connections: dict[Address, _StreamConnection] = {}
+        self._per_ip: dict[str, int] = {}
+        self._live: set[_StreamConnection] = set()
+        self._connecting: dict[Address, asyncio.Task[_StreamConnection]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- listening -----------------------------------------------------------------------
+
+    async def listen(self, transport: Transport, local_addr: Address) -> Address:
+        """Start a listener and return its bound address (port 0 picks a free port)."""
+        loop = asyncio.get_running_loop()
+        host, port = _unbracket(local_addr[0]), local_addr[1]
+        if transport is Transport.UDP:
+            _, endpoint = await loop.create_datagram_endpoint(
+                lambda: _DatagramEndpoint(self), local_addr=(host, port)
+            )
+            self._udp[endpoint.local] = endpoint
+            bound = endpoint.local
+        else:
+            server = await loop.create_server(
+                lambda: _StreamConnection(self, inbound=True), host, port, reuse_address=True
+            )
+            bound = _normalise(server.sockets[0].getsockname())
+            self._servers[bound] = server
+            self._schedule_sweep()
+        logger.info(
+            "listening on %s %s", transport, _peer(bound), extra={"transport": str(transport)}
+        )
+        return bound
+
+    @property
+    def listeners(self) -> list[tuple[Transport, Address]]:
+        return [(Transport.UDP, a) for a in self._udp] + [(Transport.TCP, a) for a in self._servers]
+
+    # -- outbound ------------------------------------------------------------------------
+
+    async def connect(
+        self, transport: Transport, remote: Address, *, local_host: str | None = None
+    ) -> Flow:
+        """Return a flow to ``remote``, reusing a listener socket or an open connection."""
+        remote = (_unbracket(remote[0]), remote[1])
+        if not _is_ip(remote[0]):
+            remote = await self._resolve(remote, transport)
+        if transport is Transport.UDP:
+            endpoint = await self._udp_endpoint_for(remote, local_host)
+            return Flow(Transport.UDP, endpoint.local, remote)
+        connection = await self._stream_connection(remote, local_host)
+        return connection.flow
+
+    def send(self, flow: Flow, message: Message) -> bool:
+        """Send on an existing flow without waiting; False when the flow no longer exists.
+
+        Synchronous on purpose: the transaction layer retransmits from timer callbacks.
+        """
+        data = bytes(message)
+        if len(data) > self.limits.max_message_size:
+            self._log_drop(flow, f"outbound message of {len(data)} bytes too large", message)
+            return False
+        if flow.transport is Transport.UDP:
+            endpoint = self._udp.get(flow.local)
+            if endpoint is None:
+                return False
+            endpoint.send(data, flow.remote)
+            sent = True
+        else:
+            connection = self._connections.get(flow.remote)
+            sent = connection is not None and connection.send(data)
+        if sent:
+            logger.debug(
+                "sent %s to %s",
+                _describe(message),
+                _peer(flow.remote),
+                extra={"transport": str(flow.transport), "call_id": _call_id(message)},
+            )
+        return sent
+
+    def send_response(self, response: Response, request_flow: Flow) -> None:
+        """Send a response to the request that arrived on ``request_flow`` (RFC 3261 18.2.2).
+
+        On a stream, the request's connection is used while it is open and a new one is
+        opened to the Via address otherwise; on UDP, the RFC 3581 destination is used, from
+        the same socket the request arrived on. Synchronous like :meth:`send` (transaction
+        timers call it); only the rare case that needs DNS or a new connection runs in the
+        background, in order per call.
+        """
+        if request_flow.transport is Transport.TCP and self.send(request_flow, response):
+            return
+        try:
+            dest = response_destination(response)
+        except SipParseError:
+            dest = None
+        if dest is None:
+            self._log_drop(request_flow, "response without a usable Via", response)
+            return
+        if request_flow.transport is Transport.UDP and _is_ip(dest[0]):
+            self.send(Flow(Transport.UDP, request_flow.local, dest), response)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._send_response_later(response, request_flow, dest)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_response_later(
+        self, response: Response, request_flow: Flow, dest: Address
+    ) -> None:
+        try:
+            if not _is_ip(dest[0]):
+                dest = await self._resolve(dest, request_flow.transport)
+            if request_flow.transport is Transport.UDP:
+                flow = Flow(Transport.UDP, request_flow.local, dest)
+            else:
+                flow = await self.connect(Transport.TCP, dest)
+        except OSError as exc:
+            self._log_drop(request_flow, f"cannot reach {_peer(dest)}: {exc}", response)
+            return
+        self.send(flow, response)
+
+    def sent_by(self, flow: Flow) -> Address:
+        """The host and port to write in our Via so that responses find their way back.
+
+        On TCP this is a listener's port when we have one, because the peer may have to
+        open a fresh connection to answer.
+        """
+        host, port = flow.local
+        if flow.transport is Transport.TCP:
+            family_v6 = ":" in host
+            for listen_host, listen_port in self._servers:
+                if (":" in listen_host) == family_v6 and (
+                    _is_unspecified(listen_host) or listen_host == host
+                ):
+                    port = listen_port
+                    break
+        if _is_unspecified(host):
+            host = _route_source(flow.remote)
+        return (host, port)
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop every listener and connection; pending sends are discarded."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for task in [*self._connecting.values(), *self._tasks]:
+            task.cancel()
+        for server in self._servers.values():
+            server.close()
+        for endpoint in self._udp.values():
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        live = list(self._live)
+        for connection in live:
+            connection.abort()
+        for server in self._servers.values():
+            await server.wait_closed()
+        if live:
+            await asyncio.wait([c.closed for c in live], timeout=1.0)
+        self._servers.clear()
+        self._udp.clear()
+        self._connections.clear()
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _resolve(self, addr: Address, transport: Transport) -> Address:
+        loop = asyncio.get_running_loop()
+        kind = socket.SOCK_DGRAM if transport is Transport.UDP else socket.SOCK_STREAM
+        infos = await loop.getaddrinfo(addr[0], addr[1], type=kind)
+        if not infos:
+            raise OSError(f"cannot resolve {addr[0]}")
+        return _normalise(infos[0][4])
+
+    async def _udp_endpoint_for(self, remote: Address, local_host: str | None) -> _DatagramEndpoint:
+        v6 = ":" in remote[0]
+        for (host, _), endpoint in self._udp.items():
+            if (":" in host) == v6 and (local_host is None or local_host == host):
+                return endpoint
+        # The address the kernel would route from, rather than a wildcard: a client socket
+        # then never listens on interfaces it does not need, and its Via is exact.
+        bind_host = local_host or _route_source(remote)
+        bound = await self.listen(Transport.UDP, (bind_host, 0))
+        return self._udp[bound]
+
+    async def _stream_connection(
+        self, remote: Address, local_host: str | None
+    ) -> _StreamConnection:
+        existing = self._connections.get(remote)
+        if existing is not None and existing.transport and not existing.transport.is_closing():
+            return existing
+        pending = self._connecting.get(remote)
+        if pending is None:
+            pending = asyncio.ensure_future(self._open_connection(remote, local_host))
+            self._connecting[remote] = pending
+            pending.add_done_callback(lambda _: self._connecting.pop(remote, None))
+        return await asyncio.shield(pending)
+
+    async def _open_connection(self, remote: Address, local_host: str | None) -> _StreamConnection:
+        if len(self._live) >= self.limits.max_connections:
+            raise OSError("connection limit reached")
+        loop = asyncio.get_running_loop()
+        local_addr = (local_host, 0) if local_host else None
+        _, connection = await loop.create_connection(
+            lambda: _StreamConnection(self, inbound=False),
+            remote[0],
+            remote[1],
+            local_addr=local_addr,
+        )
+        if not connection.registered:
+            raise OSError(f"connection to {_peer(remote)} was refused by local limits")
+        return connection
+
+    def _on_connection_made(self, connection: _StreamConnection) -> None:
+        ip = connection.remote[0]
+        if connection.inbound and (
+            len(self._live) >= self.limits.max_connections
+            or self._per_ip.get(ip, 0) >= self.limits.max_connections_per_ip
+        ):
+            self._log_drop(connection.flow, "connection limit reached; refusing", None)
+            connection.abort()
+            return
+        connection.registered = True
+        self._schedule_sweep()
+        self._live.add(connection)
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self._connections[connection.remote] = connection
+        logger.debug(
+            "connection %s %s",
+            "from" if connection.inbound else "to",
+            _peer(connection.remote),
+            extra={"transport": "TCP"},
+        )
+
+    def _on_connection_lost(self, connection: _StreamConnection) -> None:
+        if not connection.registered:
+            return
+        connection.registered = False
+        self._live.discard(connection)
+        ip = connection.remote[0]
+        remaining = self._per_ip.get(ip, 1) - 1
+        if remaining > 0:
+            self._per_ip[ip] = remaining
+        else:
+            self._per_ip.pop(ip, None)
+        if self._connections.get(connection.remote) is connection:
+            del self._connections[connection.remote]
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            interval = max(1.0, self.limits.idle_timeout / 4)
+            self._sweeper = loop.call_later(interval, self._sweep_idle)
+
+    def _sweep_idle(self) -> None:
+        self._sweeper = None
+        cutoff = time.monotonic() - self.limits.idle_timeout
+        for connection in [c for c in self._live if c.last_activity < cutoff]:
+            logger.info("closing idle connection %s", _peer(connection.remote))
+            connection.abort()
+        self._schedule_sweep()
+
+    def _on_datagram(self, endpoint: _DatagramEndpoint, data: bytes, source: Address) -> None:
+        flow = Flow(Transport.UDP, endpoint.local, source)
+        if not data.strip(b"\r\n\t "):
+            return  # keep-alive
+        if len(data) > self.limits.max_message_size:
+            self._log_drop(flow, f"datagram of {len(data)} bytes too large", None)
+            return
+        self._on_message_bytes(data, flow, stream=False)
+
+    def _on_message_bytes(self, data: bytes, flow: Flow, *, stream: bool) -> None:
+        try:
+            message = parse_message(data, stream=stream)
+            refusal = (
+                validate_request(message)
+                if isinstance(message, Request)
+                else validate_response(message)
+            )
+        except SipParseError as exc:
+            is_request = not data.lstrip(b"\r\n").startswith(b"SIP/")
+            reply = Response.for_parse_error(exc) if is_request else None
+            self._refuse(flow, exc.reason, reply, None)
+            return
+        except Exception:  # a parser bug must not take the listener down
+            logger.exception("parser failed on %d bytes from %s", len(data), _peer(flow.remote))
+            return
+        if refusal is not None:
+            status, reason = refusal
+            reply = None
+            if isinstance(message, Request) and message.method != "ACK":
+                reply = Response.for_request(message, status, reason)
+            self._refuse(flow, reason, reply, message)
+            return
+        if isinstance(message, Request):
+            _stamp_received(message, flow.remote)
+        logger.debug(
+            "received %s from %s",
+            _describe(message),
+            _peer(flow.remote),
+            extra={"transport": str(flow.transport), "call_id": _call_id(message)},
+        )
+        try:
+            self._on_message(message, flow)
+        except Exception:
+            logger.exception(
+                "message handler failed",
+                extra={"transport": str(flow.transport), "call_id": _call_id(message)},
+            )
+
+    def _refuse(
+        self, flow: Flow, reason: str, reply: Response | None, message: Message | None
+    ) -> None:
+        """Answer a malformed request statelessly, to the address it came from.
+
+        The source address rather than the Via: the Via may be the malformed part, and the
+        source is where RFC 3581 would send it anyway.
+        """
+        self._log_drop(flow, f"malformed message: {reason}", message, answered=reply is not None)
+        if reply is None:
+            return
+        data = bytes(reply)
+        if flow.transport is Transport.UDP:
+            endpoint = self._udp.get(flow.local)
+            if endpoint is not None:
+                endpoint.send(data, flow.remote)
+        else:
+            connection = self._connections.get(flow.remote)
+            if connection is not None:
+                connection.send(data)
+
+    def _log_drop(
+        self, flow: Flow, reason: str, message: Message | None, *, answered: bool = False
+    ) -> None:
+        logger.info(
+            "%s %s from %s: %s",
+            "answered" if answered else "dropped",
+            flow.transport,
+            _peer(flow.remote),
+            reason,
+            extra={
+                "transport": str(flow.transport),
+                "peer": _peer(flow.remote),
+                "call_id": _call_id(message) if message is not None else None,
+                "drop_reason": reason,
+            },
+        )
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _route_source(remote: Address) -> str:
+    """The local IP the kernel would use to reach ``remote``; no packet is sent."""
+    family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(remote)
+        except OSError:
+            return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        return str(probe.getsockname()[0])
+
+
+def _call_id(message: Message | None) -> str | None:
+    try:
+        return None if message is None else message.call_id
+    except Exception:
+        return None
+
+
+def _describe(message: Message) -> str:
+    if isinstance(message, Request):
+        return f"{message.method} request"
+    return f"{message.status} response"

@@ -1,0 +1,66 @@
+"""``softswitch run`` as a user starts it: a real process on loopback, probed over SIP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import softswitch
+from softswitch.aiosip import Application
+from softswitch.cli import parse_listen
+from softswitch.transport import Transport
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_listen_addresses() -> None:
+    assert parse_listen("udp:127.0.0.1:5060") == (Transport.UDP, ("127.0.0.1", 5060))
+    assert parse_listen("tcp:[::1]:5070") == (Transport.TCP, ("::1", 5070))
+    with pytest.raises(ValueError, match="must look like"):
+        parse_listen("sctp:1.2.3.4:5060")
+
+
+def test_run_answers_options_and_refuses_invite_cleanly() -> None:
+    port = free_udp_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "softswitch.cli", "run", "--listen", f"udp:127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        # The repository root would shadow the package with the distribution folder.
+        cwd=Path(softswitch.__file__).parents[1],
+    )
+    try:
+        assert process.stdout is not None
+        assert "listening on udp" in process.stdout.readline()
+
+        async def probe() -> tuple[int, int, str | None]:
+            client = Application()
+            try:
+                peer = await client.connect(("127.0.0.1", port), local_addr=("127.0.0.1", 0))
+                options = await peer.request("OPTIONS")
+                invite = await peer.request("INVITE")
+                return options.status, invite.status, invite.headers.get("Reason")
+            finally:
+                await client.close()
+
+        options, invite, reason = asyncio.run(asyncio.wait_for(probe(), 10))
+        assert options == 200
+        assert invite == 503
+        assert reason is not None
+        assert "not configured" in reason
+    finally:
+        process.terminate()
+        code = process.wait(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
+    assert code == 0
