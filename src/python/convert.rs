@@ -95,7 +95,12 @@ pub fn seconds_at(at: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
     let aware = if at.getattr(intern!(py, "tzinfo"))?.is_none() {
         let kwargs = pyo3::types::PyDict::new(py);
         let utc = UTC.get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("datetime")?.getattr("timezone")?.getattr("utc")?.unbind())
+            Ok::<_, PyErr>(
+                py.import("datetime")?
+                    .getattr("timezone")?
+                    .getattr("utc")?
+                    .unbind(),
+            )
         })?;
         kwargs.set_item("tzinfo", utc.bind(py))?;
         at.call_method("replace", (), Some(&kwargs))?

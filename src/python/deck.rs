@@ -214,7 +214,6 @@ impl Numbers {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.arena[start..self.ends[i] as usize]
     }
-
 }
 
 /// The moment(s) of a batch: one for all numbers, or one per number (re-rating CDRs).
@@ -233,7 +232,11 @@ impl Moments {
                     each.push(seconds_at(Some(&item?))?);
                 }
                 if each.len() != count {
-                    return Err(lcr_error(py, "LcrError", format!("{count} numbers but {} moments in at", each.len())));
+                    return Err(lcr_error(
+                        py,
+                        "LcrError",
+                        format!("{count} numbers but {} moments in at", each.len()),
+                    ));
                 }
                 Ok(Self::Each(each))
             }

@@ -428,7 +428,46 @@ def test_a_refused_reinvite_leaves_the_dialog_up_and_an_accepted_one_is_acked() 
             assert not uas.terminated
             assert (await call.request("INVITE")).status == 200
             await asyncio.sleep(0.1)  # the ACK for the re-INVITE's 2xx stops its retransmission
-            assert uas._retransmit is None or uas._retransmit.cancelled()
+            assert uas._unacked is None
             assert (await call.bye()).status == 200
+
+    run(body)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
+@PROTOCOLS
+def test_options_and_a_call_over_ipv6(protocol: aiosip.Transport) -> None:
+    async def body() -> None:
+        server, client = aiosip.Application(), aiosip.Application()
+
+        @server.route("OPTIONS")
+        async def options(request: aiosip.IncomingRequest, message: aiosip.Request) -> None:
+            await request.reply(200)
+
+        @server.route("INVITE")
+        async def invite(request: aiosip.IncomingRequest, message: aiosip.Request) -> None:
+            await request.prepare(200)
+
+        try:
+            addr = await server.run(local_addr=("::1", 0), protocol=protocol)
+            peer = await client.connect(addr, protocol=protocol, local_addr=("::1", 0))
+            response = await peer.request("OPTIONS")
+            assert response.status == 200
+            assert response.top_via is not None
+            assert response.top_via.host == "[::1]"
+            call = await peer.invite()
+            assert (await call.bye()).status == 200
+        finally:
+            await client.close()
+            await server.close()
 
     run(body)

@@ -21,6 +21,7 @@ from softswitch.transport import (
     StreamFramer,
     Transport,
     TransportLayer,
+    loop_factory,
 )
 
 LOCAL = "127.0.0.1"
@@ -117,12 +118,16 @@ def test_framer_drops_pure_keepalives() -> None:
 
 
 def run(coro: Awaitable[None], timeout: float = 10.0) -> None:
-    """Run one test body on a fresh loop, bounded so a lost datagram fails instead of hanging."""
+    """Run one test body on a fresh loop, bounded so a lost datagram fails instead of hanging.
+
+    The loop is the one production gets (uvloop when the ``speed`` extra is installed).
+    """
 
     async def bounded() -> None:
         await asyncio.wait_for(coro, timeout)
 
-    asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(bounded())
 
 
 class Inbox:
@@ -612,7 +617,5 @@ def test_ipv6_udp_and_tcp() -> None:
 
 
 def test_loop_factory_builds_a_working_loop() -> None:
-    from softswitch.transport import loop_factory
-
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         assert runner.run(asyncio.sleep(0, result=42)) == 42

@@ -415,7 +415,7 @@ class Application:
         if dialog is None:
             logger.debug("ACK matches no dialog", extra={"call_id": ack.call_id})
             return
-        dialog._confirm()
+        dialog._on_ack(ack)
 
     def _new_request(self, request: Request, flow: Flow, now: float) -> None:
         reliable = flow.transport is Transport.TCP

@@ -52,6 +52,7 @@ class Dialog:
         self._closed: asyncio.Future[None] = loop.create_future()
         self._ack: tuple[Request, Flow] | None = None
         self._retransmit: asyncio.TimerHandle | None = None
+        self._unacked: int | None = None  # CSeq of our 2xx still waiting for its ACK
 
     def __repr__(self) -> str:
         return f"<aiosip.Dialog {self.state.role.value} {self.state.state.value} {self.id}>"
@@ -138,11 +139,18 @@ class Dialog:
         self._queue.put_nowait(message)
 
     def _confirm(self) -> None:
-        if self._retransmit is not None:
-            self._retransmit.cancel()
-            self._retransmit = None
         if not self._confirmed.done():
             self._confirmed.set_result(None)
+
+    def _on_ack(self, ack: Request) -> None:
+        """The peer's ACK for our 2xx: stop retransmitting the 2xx it acknowledges."""
+        cseq = ack.cseq
+        if cseq is not None and cseq.seq == self._unacked:
+            self._unacked = None
+            if self._retransmit is not None:
+                self._retransmit.cancel()
+                self._retransmit = None
+        self._confirm()
 
     def _terminate(self) -> None:
         if self._retransmit is not None:
@@ -153,7 +161,10 @@ class Dialog:
             self._closed.set_result(None)
             self._queue.put_nowait(None)
         if not self._confirmed.done():
-            self._confirmed.cancel()
+            self._confirmed.set_exception(
+                ConnectionAbortedError("the dialog ended before it was confirmed")
+            )
+            self._confirmed.exception()  # waiting for it is optional: never log it as lost
         self.app._forget_dialog(self)
 
     def _remember_ack(self, ack: Request, flow: Flow) -> None:
@@ -167,6 +178,13 @@ class Dialog:
 
     def _retransmit_2xx(self, response: Response, flow: Flow) -> None:
         """Resend our 2xx at T1, 2T1 ... capped at T2 until ACK or 64*T1 (13.3.1.4)."""
+        cseq = response.cseq
+        if cseq is None:
+            return
+        self._unacked = cseq.seq
+        if self._retransmit is not None:
+            self._retransmit.cancel()
+            self._retransmit = None
         if flow.transport is not Transport.UDP:
             return
         timers = self.app.transactions.config
@@ -174,7 +192,7 @@ class Dialog:
         give_up = loop.time() + 64 * timers.t1
 
         def fire(interval: float) -> None:
-            if self._confirmed.done() or self.terminated:
+            if self._unacked != cseq.seq or self.terminated:
                 return
             if loop.time() >= give_up:
                 logger.info("no ACK for our 2xx", extra={"call_id": self.call_id})

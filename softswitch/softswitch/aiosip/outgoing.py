@@ -33,7 +33,9 @@ class PendingRequest:
     ``await pending`` gives the final response; ``async for response in pending`` gives every
     response, provisional ones first, ending with the final one. A timeout or transport
     failure is reported the way RFC 3261 8.1.3.1 asks a UAC to treat it: as a locally made
-    ``408`` or ``503`` final response. For an INVITE answered 2xx, :attr:`dialog` is set
+    ``408`` or ``503`` final response. Failing before anything was sent (no route to the
+    peer, TCP connection refused) raises that ``OSError`` from the await instead: there is
+    no request to answer. For an INVITE answered 2xx, :attr:`dialog` is set
     before the final response is delivered and the ACK is sent by the stack.
     """
 
@@ -76,6 +78,7 @@ class PendingRequest:
     def _fail(self, exc: BaseException) -> None:
         if not self._final.done():
             self._final.set_exception(exc)
+            self._final.exception()  # raised to whoever awaits; not logged if nobody does
             self._notify()
 
     def _notify(self) -> None:
