@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::money::{self, Rounding};
 use crate::number;
@@ -110,7 +111,7 @@ pub struct DeckBuilder {
     rows: Vec<PendingRow>,
     tariffs: Vec<Tariff>,
     tariff_ids: HashMap<Tariff, u32>,
-    destinations: Vec<String>,
+    destinations: Vec<Arc<str>>,
     destination_ids: HashMap<String, u32>,
 }
 
@@ -205,7 +206,7 @@ impl DeckBuilder {
             Some(&id) => id,
             None => {
                 let id = self.destinations.len() as u32;
-                self.destinations.push(destination.to_owned());
+                self.destinations.push(Arc::from(destination));
                 self.destination_ids.insert(destination.to_owned(), id);
                 id
             }
@@ -333,7 +334,8 @@ pub struct Match {
 #[derive(Debug, Clone)]
 pub struct Deck {
     options: DeckOptions,
-    destinations: Vec<String>,
+    /// Shared so that a matched rate handed to Python points at its name without copying.
+    destinations: Vec<Arc<str>>,
     tariffs: Vec<Tariff>,
     index: PrefixIndex,
     /// Tariff ids per prefix, newest `effective_from` first, [`LAST_IN_RUN`] closing a run.
@@ -378,12 +380,44 @@ impl Deck {
         found.map(|(prefix_len, tariff)| Match { prefix_len, tariff })
     }
 
+    /// [`Self::lookup`] for the numbers `get(0..count)` at the moments `at(i)`, interleaved.
+    pub fn lookup_many<'a, G, A>(&self, count: usize, get: G, at: A) -> Vec<Option<Match>>
+    where
+        G: Fn(usize) -> &'a [u8],
+        A: Fn(usize) -> i64,
+    {
+        let mut found = Vec::new();
+        if self.timeless {
+            self.index.longest_many(
+                count,
+                get,
+                |_, start| Some(self.versions[start as usize] & !LAST_IN_RUN),
+                &mut found,
+            );
+        } else {
+            self.index.longest_many(
+                count,
+                get,
+                |i, start| self.in_force(start, at(i)),
+                &mut found,
+            );
+        }
+        found
+            .into_iter()
+            .map(|f| f.map(|(prefix_len, tariff)| Match { prefix_len, tariff }))
+            .collect()
+    }
+
     pub fn tariff(&self, id: u32) -> &Tariff {
         &self.tariffs[id as usize]
     }
 
     pub fn destination(&self, tariff: &Tariff) -> &str {
         &self.destinations[tariff.destination as usize]
+    }
+
+    pub fn destination_shared(&self, tariff: &Tariff) -> Arc<str> {
+        Arc::clone(&self.destinations[tariff.destination as usize])
     }
 
     /// Cost in sub-units of a call of `duration` seconds under tariff `id`.
@@ -426,7 +460,7 @@ impl Deck {
             + self
                 .destinations
                 .iter()
-                .map(|d| d.capacity() + std::mem::size_of::<String>())
+                .map(|d| d.len() + std::mem::size_of::<Arc<str>>() + 16)
                 .sum::<usize>()
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! Each node is 12 bytes: a 10-bit child bitmap, the index of its first child (children of a
 //! node are contiguous, so the n-th present digit is `first_child + popcount(lower bits)`),
-//! and a value. Nodes are laid out breadth-first so the top levels, which every lookup
-//! visits, share cache lines. Built once from sorted keys, never mutated: a change builds a
-//! new index.
+//! and a value. Child blocks are laid out depth-first: a node's children follow closely
+//! after it, so the long single-child chains of real decks (number blocks down to 15
+//! digits) sit in one or two cache lines instead of one line per digit. Built once from
+//! sorted keys, never mutated: a change builds a new index.
 
 /// Marks a node that ends no key.
 pub const NO_VALUE: u32 = u32::MAX;
+
+/// How many walks [`PrefixIndex::longest_many`] interleaves.
+pub const LANES: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
@@ -33,10 +37,10 @@ impl PrefixIndex {
             value: NO_VALUE,
             children: 0,
         }];
-        // Breadth-first: (node, key range, depth).
-        let mut queue = std::collections::VecDeque::new();
-        queue.push_back((0_usize, 0_usize, keys.len(), 0_usize));
-        while let Some((node, mut lo, hi, depth)) = queue.pop_front() {
+        // Depth-first (a stack): (node, key range, depth).
+        let mut stack = vec![(0_usize, 0_usize, keys.len(), 0_usize)];
+        let mut block = Vec::new();
+        while let Some((node, mut lo, hi, depth)) = stack.pop() {
             if lo < hi && keys[lo].len() == depth {
                 nodes[node].value = values[lo];
                 lo += 1;
@@ -56,9 +60,11 @@ impl PrefixIndex {
                     value: NO_VALUE,
                     children: 0,
                 });
-                queue.push_back((nodes.len() - 1, i, j, depth + 1));
+                block.push((nodes.len() - 1, i, j, depth + 1));
                 i = j;
             }
+            // The first child is expanded next, so its block lands right after this one.
+            stack.extend(block.drain(..).rev());
             nodes[node].children = children;
             nodes[node].first_child = u32::try_from(first).expect("more than 4G trie nodes");
         }
@@ -95,6 +101,77 @@ impl PrefixIndex {
             }
         }
         best
+    }
+
+    /// [`Self::longest`] for many inputs at once, written into `out` (cleared first).
+    ///
+    /// The walks of [`LANES`] inputs advance in lock-step, one digit each per round, so the
+    /// processor overlaps their cache misses instead of waiting for each in turn: on a deck
+    /// larger than the cache this is several times faster than one walk after another.
+    pub fn longest_many<'a, G, F>(
+        &self,
+        count: usize,
+        get: G,
+        accept: F,
+        out: &mut Vec<Option<(usize, u32)>>,
+    ) where
+        G: Fn(usize) -> &'a [u8],
+        F: Fn(usize, u32) -> Option<u32>,
+    {
+        out.clear();
+        out.resize(count, None);
+        let root = &self.nodes[0];
+        let mut start = 0;
+        while start < count {
+            let lanes = LANES.min(count - start);
+            let mut node = [0_u32; LANES];
+            let mut depth = [0_usize; LANES];
+            let mut digits: [&[u8]; LANES] = [&[]; LANES];
+            let mut alive = [false; LANES];
+            for lane in 0..lanes {
+                let i = start + lane;
+                digits[lane] = get(i);
+                alive[lane] = true;
+                if root.value != NO_VALUE {
+                    if let Some(found) = accept(i, root.value) {
+                        out[i] = Some((0, found));
+                    }
+                }
+            }
+            loop {
+                let mut moved = false;
+                for lane in 0..lanes {
+                    if !alive[lane] {
+                        continue;
+                    }
+                    let d = depth[lane];
+                    let Some(&c) = digits[lane].get(d) else {
+                        alive[lane] = false;
+                        continue;
+                    };
+                    let current = &self.nodes[node[lane] as usize];
+                    let bit = 1_u16 << (c - b'0');
+                    if current.children & bit == 0 {
+                        alive[lane] = false;
+                        continue;
+                    }
+                    let index = current.first_child + (current.children & (bit - 1)).count_ones();
+                    node[lane] = index;
+                    depth[lane] = d + 1;
+                    let child = &self.nodes[index as usize];
+                    if child.value != NO_VALUE {
+                        if let Some(found) = accept(start + lane, child.value) {
+                            out[start + lane] = Some((d + 1, found));
+                        }
+                    }
+                    moved = true;
+                }
+                if !moved {
+                    break;
+                }
+            }
+            start += lanes;
+        }
     }
 
     /// Every key that prefixes `digits`, longest first, as (length, value).
@@ -205,6 +282,43 @@ mod tests {
     fn all_prefixes_longest_first() {
         let idx = index(&["4", "44", "4479"]);
         assert_eq!(idx.all_prefixes(b"44791"), vec![(4, 2), (2, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn batch_walks_agree_with_single_walks() {
+        let idx = index(&["", "4", "44", "447", "4479", "1", "12345678901234"]);
+        let inputs: Vec<&[u8]> = vec![
+            b"447912",
+            b"4470",
+            b"33",
+            b"",
+            b"12345678901234567",
+            b"1234",
+            b"4",
+            b"44",
+            b"447912",
+            b"4470",
+            b"33",
+            b"",
+            b"12345678901234567",
+            b"1234",
+            b"4",
+            b"44",
+            b"9",
+            b"4479",
+        ];
+        let mut out = Vec::new();
+        idx.longest_many(
+            inputs.len(),
+            |i| inputs[i],
+            |_, v| (v != 3).then_some(v),
+            &mut out,
+        );
+        let expected: Vec<_> = inputs
+            .iter()
+            .map(|d| idx.longest(d, |v| (v != 3).then_some(v)))
+            .collect();
+        assert_eq!(out, expected);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::rate::{billed_seconds, call_cost};
 #[pyclass(module = "lcr._core", frozen, name = "Rate")]
 pub struct Rate {
     prefix: String,
-    destination: String,
+    destination: Arc<str>,
     rate: i64,
     connect_fee: i64,
     initial: u32,
@@ -37,7 +37,7 @@ impl Rate {
         let options = deck.options();
         Self {
             prefix: String::from_utf8_lossy(prefix).into_owned(),
-            destination: deck.destination(t).to_owned(),
+            destination: deck.destination_shared(t),
             rate: t.rate,
             connect_fee: t.connect_fee,
             initial: t.initial_increment,
@@ -52,7 +52,7 @@ impl Rate {
     fn key(&self) -> (&str, &str, i64, i64, u32, u32, i64, i64, u32) {
         (
             &self.prefix,
-            &self.destination,
+            &*self.destination,
             self.rate,
             self.connect_fee,
             self.initial,
@@ -208,6 +208,20 @@ impl Numbers {
 
     pub fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Looks every number up in `deck`, chunks spread over the rayon pool.
+    pub fn lookup_all(&self, deck: &Deck, at: &Moments) -> Vec<Option<Match>> {
+        const CHUNK: usize = 8192;
+        let chunks: Vec<Vec<Option<Match>>> = (0..self.len().div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let start = c * CHUNK;
+                let end = (start + CHUNK).min(self.len());
+                deck.lookup_many(end - start, |i| self.get(start + i), |i| at.get(start + i))
+            })
+            .collect();
+        chunks.concat()
     }
 
     pub fn get(&self, i: usize) -> &[u8] {
@@ -488,13 +502,7 @@ impl RateDeck {
         let numbers = Numbers::collect(numbers)?;
         let at = Moments::collect(py, at, numbers.len())?;
         let deck = Arc::clone(&self.deck);
-        let matches = py.detach(|| {
-            (0..numbers.len())
-                .into_par_iter()
-                .with_min_len(4096)
-                .map(|i| deck.lookup(numbers.get(i), at.get(i)))
-                .collect()
-        });
+        let matches = py.detach(|| numbers.lookup_all(&deck, &at));
         Ok(RateBatch {
             deck,
             numbers,
@@ -532,13 +540,11 @@ impl RateDeck {
         }
         let deck = &self.deck;
         let costs: Vec<Option<i64>> = py.detach(|| {
-            (0..numbers.len())
-                .into_par_iter()
-                .with_min_len(4096)
-                .map(|i| {
-                    deck.lookup(numbers.get(i), at.get(i))
-                        .map(|m| deck.cost(m.tariff, seconds[i]))
-                })
+            numbers
+                .lookup_all(deck, &at)
+                .into_iter()
+                .zip(&seconds)
+                .map(|(m, &d)| m.map(|m| deck.cost(m.tariff, d)))
                 .collect()
         });
         let precision = deck.options().precision;
