@@ -370,10 +370,11 @@ impl Deck {
     /// Longest prefix of `digits` with a rate in force at `at` (seconds since the epoch).
     #[inline]
     pub fn lookup(&self, digits: &[u8], at: i64) -> Option<Match> {
+        // Timeless: every key applies, so only the deepest one's version is read.
         let found = if self.timeless {
-            self.index.longest(digits, |start| {
-                Some(self.versions[start as usize] & !LAST_IN_RUN)
-            })
+            self.index
+                .longest(digits, Some)
+                .map(|(len, start)| (len, self.versions[start as usize] & !LAST_IN_RUN))
         } else {
             self.index.longest(digits, |start| self.in_force(start, at))
         };
@@ -388,12 +389,11 @@ impl Deck {
     {
         let mut found = Vec::new();
         if self.timeless {
-            self.index.longest_many(
-                count,
-                get,
-                |_, start| Some(self.versions[start as usize] & !LAST_IN_RUN),
-                &mut found,
-            );
+            self.index
+                .longest_many(count, get, |_, start| Some(start), &mut found);
+            for slot in found.iter_mut().flatten() {
+                slot.1 = self.versions[slot.1 as usize] & !LAST_IN_RUN;
+            }
         } else {
             self.index.longest_many(
                 count,
