@@ -149,6 +149,11 @@ class FramingError(Exception):
         self.reason = reason
 
 
+_PING: Final = b"\r\n\r\n"
+_PONG: Final = b"\r\n"
+_CRLF_BYTES: Final = frozenset(b"\r\n")
+
+
 class StreamFramer:
     """Buffers a TCP byte stream and hands out whole SIP messages (RFC 3261 18.3).
 
@@ -156,12 +161,14 @@ class StreamFramer:
     to CRLFCRLF, then exactly Content-Length octets); this class owns the buffer and its
     bound: it never holds more than ``max_message_size`` bytes of an unfinished message,
     which is what stops a slow or hostile sender from growing our memory. CRLFs between
-    messages are keep-alives (RFC 5626 3.5.1) and vanish here.
+    messages vanish here; each double-CRLF "ping" (RFC 5626 3.5.1) is counted in
+    :attr:`pings` so the connection can answer it with a CRLF "pong".
     """
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
         self._max = max_message_size
+        self.pings = 0
 
     @property
     def buffered(self) -> int:
@@ -172,12 +179,7 @@ class StreamFramer:
         self._buffer += data
         frames: list[bytes] = []
         while True:
-            skip = 0
-            while skip < len(self._buffer) and self._buffer[skip] in b"\r\n":
-                skip += 1
-            if skip:
-                del self._buffer[:skip]
-            if not self._buffer:
+            if not self._skip_keepalives():
                 return frames
             try:
                 length = frame_length(bytes(self._buffer), max_header=self._max)
@@ -191,6 +193,19 @@ class StreamFramer:
                 raise FramingError(f"message of {length} bytes exceeds {self._max} bytes")
             frames.append(bytes(self._buffer[:length]))
             del self._buffer[:length]
+
+    def _skip_keepalives(self) -> bool:
+        """Drop CRLFs before a message; False when nothing (or half a ping) is left."""
+        buffer = self._buffer
+        while buffer and buffer[0] in _CRLF_BYTES:
+            if buffer.startswith(_PING):
+                del buffer[: len(_PING)]
+                self.pings += 1
+            elif len(buffer) < len(_PING) and _PING.startswith(buffer):
+                return False
+            else:
+                del buffer[:1]
+        return bool(buffer)
 
 
 # ------------------------------------------------------------------------ response routing
@@ -291,6 +306,9 @@ class _StreamConnection(asyncio.Protocol):
             self._layer._log_drop(self.flow, exc.reason, None)
             self.abort()
             return
+        if self.framer.pings:
+            self.send(_PONG * self.framer.pings)
+            self.framer.pings = 0
         for frame in frames:
             self._layer._on_message_bytes(frame, self.flow, stream=True)
             if self.transport is None or self.transport.is_closing():
@@ -489,10 +507,13 @@ class TransportLayer:
         live = list(self._live)
         for connection in live:
             connection.abort()
-        for server in self._servers.values():
-            await server.wait_closed()
-        if live:
-            await asyncio.wait([c.closed for c in live], timeout=1.0)
+        # Bounded: a close that runs while its caller is being cancelled must still end.
+        waits: list[asyncio.Future[Any]] = [c.closed for c in live]
+        waits += [asyncio.ensure_future(server.wait_closed()) for server in self._servers.values()]
+        if waits:
+            _, stuck = await asyncio.wait(waits, timeout=1.0)
+            for future in stuck:
+                future.cancel()
         self._servers.clear()
         self._udp.clear()
         self._connections.clear()
@@ -584,7 +605,8 @@ class TransportLayer:
     def _schedule_sweep(self) -> None:
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
-            interval = max(1.0, self.limits.idle_timeout / 4)
+            # A quarter of the timeout: idle connections live at most 25 % longer than asked.
+            interval = self.limits.idle_timeout / 4
             self._sweeper = loop.call_later(interval, self._sweep_idle)
 
     def _sweep_idle(self) -> None:

@@ -108,10 +108,15 @@ def test_framer_bounds_memory_for_headers_and_bodies() -> None:
         framer.feed(b"x" * 100)
 
 
-def test_framer_drops_pure_keepalives() -> None:
+def test_framer_counts_keepalive_pings_even_when_split() -> None:
     framer = StreamFramer()
     assert framer.feed(b"\r\n\r\n\r\n") == []
+    assert framer.pings == 1
+    assert framer.feed(b"\r\n") == []  # the second half of a ping split across reads
+    assert framer.pings == 2
     assert framer.buffered == 0
+    assert framer.feed(b"\r\n" + options()) == [options()]  # a lone CRLF is no ping
+    assert framer.pings == 2
 
 
 # ------------------------------------------------------------------------- live sockets
@@ -372,6 +377,21 @@ def test_tcp_framing_delivers_pipelined_and_split_messages_and_answers_on_the_co
     run(body())
 
 
+def test_tcp_keepalive_ping_gets_a_pong() -> None:
+    async def body() -> None:
+        layer = TransportLayer(Inbox())
+        addr = await layer.listen(Transport.TCP, (LOCAL, 0))
+        reader, writer = await tcp_client(addr)
+        try:
+            writer.write(b"\r\n\r\n")
+            assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
+        finally:
+            writer.close()
+            await layer.close()
+
+    run(body())
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -568,6 +588,51 @@ def test_tcp_response_opens_a_new_connection_when_the_request_connection_is_gone
             await layer.close()
             back.close()
             await back.wait_closed()
+
+    run(body())
+
+
+def test_tcp_peer_that_stops_reading_is_cut_off_at_the_write_buffer_limit() -> None:
+    async def body() -> None:
+        inbox = Inbox()
+        layer = TransportLayer(inbox, limits=Limits(max_write_buffer=64 * 1024))
+        addr = await layer.listen(Transport.TCP, (LOCAL, 0))
+        _, writer = await tcp_client(addr)
+        try:
+            writer.write(options(transport="TCP"))
+            request, flow = await inbox.get()
+            assert isinstance(request, Request)
+            response = Response.for_request(request, 200, body=b"x" * 60_000)
+            # The client never reads: kernel buffers fill, then ours, then we hang up.
+            sent = 0
+            while layer.send(flow, response):
+                sent += 1
+                assert sent < 2000, "a peer that never reads was allowed unbounded buffering"
+                await asyncio.sleep(0)
+            assert sent > 0
+            assert not layer.send(flow, response)  # the connection is gone for good
+        finally:
+            writer.close()
+            await layer.close()
+
+    run(body())
+
+
+def test_idle_tcp_connections_are_closed() -> None:
+    async def body() -> None:
+        inbox = Inbox()
+        layer = TransportLayer(inbox, limits=Limits(idle_timeout=0.2))
+        addr = await layer.listen(Transport.TCP, (LOCAL, 0))
+        reader, writer = await tcp_client(addr)
+        try:
+            writer.write(options(transport="TCP"))
+            await inbox.get()
+            started = asyncio.get_running_loop().time()
+            await assert_closed(reader)
+            assert 0.15 < asyncio.get_running_loop().time() - started < 1.0
+        finally:
+            writer.close()
+            await layer.close()
 
     run(body())
 
