@@ -334,35 +334,16 @@ def test_uas_retransmits_its_2xx_until_the_ack_arrives() -> None:
 
 # ------------------------------------------------------------------ the README examples
 
-UAS_EXAMPLE = """\
-import asyncio
-from softswitch import aiosip
 
-app = aiosip.Application()
+def _readme_example(heading: str) -> str:
+    """The Python block under ``heading`` in the repository README, exactly as published."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    after = readme.split(heading, 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
 
-@app.route("OPTIONS")
-async def options(request, message):
-    await request.reply(200, headers=[("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS")])
 
-async def main():
-    await app.run(local_addr=("127.0.0.1", 5080), protocol=aiosip.UDP)
-    await asyncio.Event().wait()  # serve until cancelled
-
-aiosip.run(main())
-"""
-
-UAC_EXAMPLE = """\
-from softswitch import aiosip
-
-async def main():
-    app = aiosip.Application()
-    peer = await app.connect(("127.0.0.1", 5080), protocol=aiosip.UDP)
-    response = await peer.request("OPTIONS", "sip:ping@127.0.0.1:5080")
-    print(response.status, response.reason)
-    await app.close()
-
-aiosip.run(main())
-"""
+UAS_EXAMPLE = _readme_example("### A UAS that answers OPTIONS")
+UAC_EXAMPLE = _readme_example("### A UAC that sends one")
 
 
 def _free_udp_port() -> int:
