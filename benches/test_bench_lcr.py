@@ -73,6 +73,13 @@ def test_lookup_rust(benchmark: Any, deck: lcr.RateDeck, sample_numbers: list[st
 
 
 @pytest.mark.benchmark(group="single lookup")
+def test_lookup_rust_now(benchmark: Any, deck: lcr.RateDeck, sample_numbers: list[str]) -> None:
+    """``at`` left out (now): the softswitch's call, and the dict probe's terms."""
+    nxt = cycle(sample_numbers)
+    benchmark(lambda: deck.lookup(nxt()))
+
+
+@pytest.mark.benchmark(group="single lookup")
 def test_lookup_dict_probe(
     benchmark: Any, plain_dict: dict[str, str], sample_numbers: list[str]
 ) -> None:
