@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::money::{self, Rounding};
 use crate::number;
+use crate::quote::quoted;
 use crate::rate::{Tariff, OPEN_END, OPEN_START};
 use crate::timefmt;
 use crate::trie::PrefixIndex;
@@ -57,6 +58,10 @@ impl Field {
         matches!(self, Field::Prefix | Field::Rate)
     }
 }
+
+/// The longest prefix a deck accepts. E.164 numbers have at most 15 digits; a longer
+/// "prefix" is a broken file, and refusing it keeps every walk of the index short.
+pub const MAX_PREFIX_DIGITS: usize = 32;
 
 /// Billing increment used when a row leaves it empty: per-minute billing, "60/60".
 pub const DEFAULT_INCREMENT: u32 = 60;
@@ -124,7 +129,7 @@ fn field_error(line: u64, field: Field, reason: impl Into<String>) -> RowError {
 }
 
 fn parse_increment(line: u64, field: Field, text: &str) -> Result<u32, RowError> {
-    let text = text.trim();
+    let text = text.trim_ascii();
     if text.is_empty() {
         return Ok(DEFAULT_INCREMENT);
     }
@@ -133,13 +138,16 @@ fn parse_increment(line: u64, field: Field, text: &str) -> Result<u32, RowError>
         _ => Err(field_error(
             line,
             field,
-            format!("expected whole seconds from 1 to {MAX_INCREMENT}, got '{text}'"),
+            format!(
+                "expected whole seconds from 1 to {MAX_INCREMENT}, got {}",
+                quoted(text)
+            ),
         )),
     }
 }
 
 fn parse_date(line: u64, field: Field, text: &str, open: i64) -> Result<i64, RowError> {
-    let text = text.trim();
+    let text = text.trim_ascii();
     if text.is_empty() {
         return Ok(open);
     }
@@ -147,7 +155,7 @@ fn parse_date(line: u64, field: Field, text: &str, open: i64) -> Result<i64, Row
         field_error(
             line,
             field,
-            format!("not an ISO 8601 date or date-time: '{text}'"),
+            format!("not an ISO 8601 date or date-time: {}", quoted(text)),
         )
     })
 }
@@ -169,24 +177,33 @@ impl DeckBuilder {
     /// Validates one row given as text in [`Field::ALL`] order (empty = absent).
     pub fn push(&mut self, line: u64, fields: [&str; 8]) -> Result<(), RowError> {
         let [prefix, destination, rate, connect_fee, initial, subsequent, from, to] = fields;
-        let prefix = prefix.trim();
+        let prefix = prefix.trim_ascii();
         let digits = number::digits(prefix).map_err(|e| {
             field_error(
                 line,
                 Field::Prefix,
                 format!(
-                    "not a digit string: {:?} at position {}",
-                    e.found, e.position
+                    "not a digit string: {} at position {}",
+                    quoted(&e.found.to_string()),
+                    e.position
                 ),
             )
         })?;
+        if digits.len() > MAX_PREFIX_DIGITS {
+            return Err(field_error(
+                line,
+                Field::Prefix,
+                format!("longer than {MAX_PREFIX_DIGITS} digits"),
+            ));
+        }
         let precision = self.options.precision;
         let amount = |field: Field, text: &str, default_zero: bool| {
-            if default_zero && text.trim().is_empty() {
+            if default_zero && text.trim_ascii().is_empty() {
                 return Ok(0);
             }
-            money::parse_amount(text, precision)
-                .map_err(|e| field_error(line, field, format!("{e}: '{}'", text.trim())))
+            money::parse_amount(text, precision).map_err(|e| {
+                field_error(line, field, format!("{e}: {}", quoted(text.trim_ascii())))
+            })
         };
         let rate = amount(Field::Rate, rate, false)?;
         let connect_fee = amount(Field::ConnectFee, connect_fee, true)?;
@@ -201,7 +218,7 @@ impl DeckBuilder {
                 "must be later than effective_from",
             ));
         }
-        let destination = destination.trim();
+        let destination = destination.trim_ascii();
         let destination = match self.destination_ids.get(destination) {
             Some(&id) => id,
             None => {
@@ -420,8 +437,8 @@ impl Deck {
         Arc::clone(&self.destinations[tariff.destination as usize])
     }
 
-    /// Cost in sub-units of a call of `duration` seconds under tariff `id`.
-    pub fn cost(&self, id: u32, duration: u64) -> i64 {
+    /// Cost in sub-units of a call of `duration` seconds under tariff `id` (`None`: overflow).
+    pub fn cost(&self, id: u32, duration: u64) -> Option<i64> {
         self.tariff(id).cost(duration, self.options.rounding)
     }
 

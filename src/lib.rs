@@ -7,6 +7,7 @@ pub mod deck;
 pub mod load;
 pub mod money;
 pub mod number;
+pub mod quote;
 pub mod rate;
 pub mod route;
 pub mod seed;

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Read;
 
 use crate::deck::{Deck, DeckBuilder, DeckOptions, Field, RowError};
+use crate::quote::quoted;
 
 /// Where a field is found in a carrier's file: by header name or by 0-based position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,13 +52,55 @@ impl fmt::Display for DeckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: ", self.path, self.line)?;
         if let Some(column) = &self.column {
-            write!(f, "column '{column}': ")?;
+            write!(f, "column {}: ", quoted(column))?;
         }
         f.write_str(&self.reason)
     }
 }
 
 impl std::error::Error for DeckError {}
+
+/// Physical line numbers of byte offsets, counted as Python's universal newlines count them
+/// (`\n`, `\r\n` and a lone `\r` each end a line), so blank lines, CRLF files from Excel
+/// and quoted multi-line fields all report the line a record really starts on.
+struct LineCounter<'a> {
+    data: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The 1-based line where the record reported at byte `offset` starts; offsets must not
+    /// decrease between calls. The csv reader reports a record from the start of the blank
+    /// lines it skipped before it, so those are stepped over first.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        let mut end = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.data.len());
+        while matches!(self.data.get(end), Some(b'\n' | b'\r')) {
+            end += 1;
+        }
+        if end > self.offset {
+            let chunk = &self.data[self.offset..end];
+            for i in memchr::memchr2_iter(b'\n', b'\r', chunk) {
+                let at = self.offset + i;
+                if self.data[at] == b'\n' || self.data.get(at + 1) != Some(&b'\n') {
+                    self.line += 1;
+                }
+            }
+            self.offset = end;
+        }
+        self.line
+    }
+}
 
 /// Progress of a long load: rows read, bytes read, total bytes (0 if unknown).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, u64);
@@ -90,6 +133,7 @@ impl Layout {
                     Some(n),
                     names
                         .get(n)
+                        .filter(|name| !name.is_empty())
                         .cloned()
                         .unwrap_or_else(|| format!("#{}", n + 1)),
                 ),
@@ -103,7 +147,8 @@ impl Layout {
                                 line: 1,
                                 column: Some(name.clone()),
                                 reason: format!(
-                                    "column '{name}' (mapped to {}) is not in the header",
+                                    "column {} (mapped to {}) is not in the header",
+                                    quoted(&name),
                                     field.name()
                                 ),
                             })
@@ -175,18 +220,27 @@ pub fn load_csv(
 
 /// Loads a deck from any CSV byte stream; `path` names it in errors.
 pub fn load_reader<R: Read>(
-    reader: R,
+    mut reader: R,
     path: &str,
     total_bytes: u64,
     options: &CsvOptions,
     progress: Progress<'_>,
 ) -> Result<(Deck, Vec<DeckError>), DeckError> {
+    // Read whole: a deck is tens of MB at most, and line numbers need the raw bytes.
+    let mut data = Vec::with_capacity(usize::try_from(total_bytes).unwrap_or(0));
+    reader.read_to_end(&mut data).map_err(|e| DeckError {
+        path: path.to_owned(),
+        line: 0,
+        column: None,
+        reason: format!("cannot read: {e}"),
+    })?;
+    let mut lines = LineCounter::new(&data);
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(options.delimiter)
         .buffer_capacity(1 << 20)
-        .from_reader(reader);
+        .from_reader(data.as_slice());
     let mut record = csv::ByteRecord::new();
     let io_error = |e: csv::Error, line: u64| DeckError {
         path: path.to_owned(),
@@ -216,7 +270,7 @@ pub fn load_reader<R: Read>(
                 } else {
                     &name
                 };
-                name.trim().to_owned()
+                name.trim_ascii().to_owned()
             })
             .collect();
         Some(names)
@@ -233,7 +287,7 @@ pub fn load_reader<R: Read>(
             Ok(true) => {}
             Err(e) => return Err(io_error(e, rows_read + 1)),
         }
-        let line = record.position().map_or(0, |p| p.line());
+        let line = lines.line_at(record.position().map_or(0, |p| p.byte()));
         rows_read += 1;
         if rows_read.is_multiple_of(PROGRESS_EVERY) {
             progress(
@@ -391,6 +445,24 @@ mod tests {
             errors.iter().map(|e| e.line).collect::<Vec<_>>(),
             vec![3, 4]
         );
+    }
+
+    #[test]
+    fn line_numbers_count_blank_lines_crlf_and_cr() {
+        let lenient = CsvOptions {
+            strict: false,
+            ..CsvOptions::default()
+        };
+        for (text, expected) in [
+            ("prefix,rate\nx,1\ny,1\n\nz,1\n\n\nw,1\n", vec![2, 3, 5, 8]),
+            ("prefix,rate\r\nx,1\r\ny,1\r\n\r\nz,1\r\n", vec![2, 3, 5]),
+            ("prefix,rate\rx,1\ry,1\r\rz,1\r", vec![2, 3, 5]),
+            ("\nprefix,rate\n\"x\n\",1\ny,1\n", vec![3, 5]),
+        ] {
+            let (_, errors) = load(text, &lenient).unwrap();
+            let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
+            assert_eq!(lines, expected, "{text:?}");
+        }
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl fmt::Display for AmountError {
 /// Exponents and thousands separators are refused: a rate deck is money, and a value the
 /// reader has to guess at is an error, never a silent rounding.
 pub fn parse_amount(text: &str, precision: u32) -> Result<i64, AmountError> {
-    let text = text.trim();
+    let text = text.trim_ascii();
     if text.starts_with('-') {
         return Err(AmountError::Negative);
     }

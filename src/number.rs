@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::quote::quoted;
+
 /// Why a dialed number (or a prefix) was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumberError {
@@ -14,8 +16,10 @@ impl fmt::Display for NumberError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid number '{}': non-digit character {:?} at position {}",
-            self.input, self.found, self.position
+            "invalid number {}: non-digit character {} at position {}",
+            quoted(&self.input),
+            quoted(&self.found.to_string()),
+            self.position
         )
     }
 }

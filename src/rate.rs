@@ -36,8 +36,9 @@ impl Tariff {
         billed_seconds(duration, self.initial_increment, self.subsequent_increment)
     }
 
-    /// Cost of a call of `duration` seconds, in the deck's sub-units.
-    pub fn cost(&self, duration: u64, rounding: Rounding) -> i64 {
+    /// Cost of a call of `duration` seconds, in the deck's sub-units; `None` if it does not
+    /// fit in 64 bits.
+    pub fn cost(&self, duration: u64, rounding: Rounding) -> Option<i64> {
         call_cost(
             self.rate,
             self.connect_fee,
@@ -65,10 +66,10 @@ pub fn billed_seconds(duration: u64, initial: u32, subsequent: u32) -> u64 {
 ///
 /// The connect fee is charged whenever this is asked, also for 0 billed seconds: a call that
 /// was answered and cleared at once still took the carrier's connection. Callers cost only
-/// answered calls.
-pub fn call_cost(rate: i64, connect_fee: i64, billed: u64, rounding: Rounding) -> i64 {
+/// answered calls. `None` when the cost does not fit in 64 bits: an error, never a cap.
+pub fn call_cost(rate: i64, connect_fee: i64, billed: u64, rounding: Rounding) -> Option<i64> {
     let per_minute = rounding.divide(i128::from(rate) * i128::from(billed), 60);
-    i64::try_from(i128::from(connect_fee) + per_minute).unwrap_or(i64::MAX)
+    i64::try_from(i128::from(connect_fee) + per_minute).ok()
 }
 
 #[cfg(test)]
@@ -89,12 +90,13 @@ mod tests {
     #[test]
     fn cost_rounds_once_per_call() {
         // 0.0123/min for 61 s on 1/1: 0.0123 * 61 / 60 = 0.012505 exactly.
-        assert_eq!(call_cost(12_300, 0, 61, Rounding::Up), 12_505);
+        assert_eq!(call_cost(12_300, 0, 61, Rounding::Up), Some(12_505));
         // 0.01/min for 7 s: 0.0011666.. rounds up to 0.001167 at 1e-6.
-        assert_eq!(call_cost(10_000, 0, 7, Rounding::Up), 1_167);
-        assert_eq!(call_cost(10_000, 0, 7, Rounding::Down), 1_166);
-        assert_eq!(call_cost(10_000, 0, 7, Rounding::HalfUp), 1_167);
-        assert_eq!(call_cost(10_000, 500, 0, Rounding::Up), 500);
+        assert_eq!(call_cost(10_000, 0, 7, Rounding::Up), Some(1_167));
+        assert_eq!(call_cost(10_000, 0, 7, Rounding::Down), Some(1_166));
+        assert_eq!(call_cost(10_000, 0, 7, Rounding::HalfUp), Some(1_167));
+        assert_eq!(call_cost(10_000, 500, 0, Rounding::Up), Some(500));
+        assert_eq!(call_cost(i64::MAX, 0, 61, Rounding::Up), None);
     }
 
     #[test]

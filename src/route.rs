@@ -157,11 +157,21 @@ impl RouteTable {
         decks: Vec<Arc<Deck>>,
         min_margin: Option<i128>,
     ) -> Result<Self, TableError> {
+        if let Some(long) = entries
+            .iter()
+            .find(|e| e.prefix.len() > crate::deck::MAX_PREFIX_DIGITS)
+        {
+            return Err(TableError(format!(
+                "route prefix '{}' is longer than {} digits",
+                String::from_utf8_lossy(&long.prefix),
+                crate::deck::MAX_PREFIX_DIGITS
+            )));
+        }
         entries.sort_by(|a, b| a.prefix.cmp(&b.prefix));
         for pair in entries.windows(2) {
             if pair[0].prefix == pair[1].prefix {
                 return Err(TableError(format!(
-                    "route prefix {:?} is defined twice",
+                    "route prefix '{}' is defined twice",
                     String::from_utf8_lossy(&pair[0].prefix)
                 )));
             }
@@ -171,15 +181,15 @@ impl RouteTable {
             for target in &entry.targets {
                 if !seen.insert(target.gateway.as_str()) {
                     return Err(TableError(format!(
-                        "route prefix {:?} lists gateway {:?} twice",
+                        "route prefix '{}' lists gateway {} twice",
                         String::from_utf8_lossy(&entry.prefix),
-                        target.gateway
+                        crate::quote::quoted(&target.gateway)
                     )));
                 }
                 if target.deck.is_some_and(|d| d >= decks.len()) {
                     return Err(TableError(format!(
-                        "gateway {:?}: no such deck",
-                        target.gateway
+                        "gateway {}: no such deck",
+                        crate::quote::quoted(&target.gateway)
                     )));
                 }
             }

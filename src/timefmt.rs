@@ -56,9 +56,19 @@ fn number(text: &[u8]) -> Option<u32> {
     })
 }
 
-/// Parses an ISO 8601 date or date-time; returns seconds since the epoch (fractions dropped).
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the range every datetime library (and
+/// Python's `datetime`) can show; a date outside it is a typo, not a rate's window.
+pub const EARLIEST: i64 = -62_135_596_800;
+pub const LATEST: i64 = 253_402_300_799;
+
+/// Parses an ISO 8601 date or date-time; returns seconds since the epoch (fractions dropped),
+/// or `None` if it is malformed or outside years 1 to 9999 once taken to UTC.
 pub fn parse_timestamp(text: &str) -> Option<i64> {
-    let s = text.trim().as_bytes();
+    parse_any(text).filter(|t| (EARLIEST..=LATEST).contains(t))
+}
+
+fn parse_any(text: &str) -> Option<i64> {
+    let s = text.trim_ascii().as_bytes();
     if s.len() < 10 || s[4] != b'-' || s[7] != b'-' {
         return None;
     }
@@ -162,6 +172,8 @@ mod tests {
             "2026-01-01T10:00+2",
             "01/02/2026",
             "2026-01-01T10:00:00.Z",
+            "0000-12-31",
+            "9999-12-31T23:00-05:00",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }

@@ -6,9 +6,14 @@ plain Python and is the specification the core is tested against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ._core import Candidate, Rate, RateBatch, RateDeck, Rejection, RouteResult, RouteTable
 from .errors import DeckError, LcrError, NoRateError
 from .plan import RouteEntry, Strategy, Target
+
+# A RateBatch behaves as a read-only sequence; let isinstance() say so.
+Sequence.register(RateBatch)
 
 __all__ = [
     "Candidate",

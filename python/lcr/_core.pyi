@@ -4,7 +4,7 @@ import datetime
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, final
+from typing import Any, final, overload
 
 __all__ = [
     "Candidate",
@@ -44,7 +44,10 @@ class Rate:
 @final
 class RateBatch(Sequence[Rate | None]):
     def __len__(self) -> int: ...
-    def __getitem__(self, key: int, /) -> Rate | None: ...  # type: ignore[override]
+    @overload
+    def __getitem__(self, key: int, /) -> Rate | None: ...
+    @overload
+    def __getitem__(self, key: slice, /) -> list[Rate | None]: ...
     def matched(self) -> int: ...
 
 @final
@@ -168,6 +171,7 @@ class RouteTable:
         seeds: Iterable[int | str] | None = None,
         *,
         exclude: Iterable[str] | None = None,
+        sell_rate: Decimal | str | int | None = None,
     ) -> list[RouteResult]: ...
     @property
     def deck_names(self) -> list[str]: ...

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
+import re
 import sys
 import tomllib
-from collections.abc import Sequence
-from decimal import Decimal
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,13 @@ def _parse_time(text: str) -> _dt.datetime:
     except ValueError:
         raise LcrError(f"not an ISO 8601 time: {text!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)
+
+
+def _money(text: str, what: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise LcrError(f"{what}: not a decimal number: {text!r}") from None
 
 
 def _columns(pairs: Sequence[str]) -> dict[str, str | int]:
@@ -92,8 +100,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _table_from_toml(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Deck]]:
-    with path.open("rb") as handle:
-        doc = tomllib.load(handle, parse_float=Decimal)
+    try:
+        with path.open("rb") as handle:
+            doc = tomllib.load(handle, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as e:
+        raise LcrError(f"{path}: {e}") from None
     decks: dict[str, Deck] = {}
     for name, spec in doc.get("decks", {}).items():
         if "file" not in spec:
@@ -105,6 +116,8 @@ def _table_from_toml(path: Path, args: argparse.Namespace) -> tuple[Any, dict[st
         decks[name] = _load(file, args, **overrides)
     entries = []
     for i, route in enumerate(doc.get("routes", [])):
+        if not isinstance(route.get("prefix"), str):
+            raise LcrError(f'{path}: routes[{i}].prefix must be a quoted string, e.g. "44"')
         try:
             targets = [Target(**t) for t in route.get("targets", [])]
             options = {k: v for k, v in route.items() if k != "targets"}
@@ -137,7 +150,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         _parse_time(args.at) if args.at else None,
         args.seed,
         exclude=args.exclude,
-        sell_rate=Decimal(args.sell_rate) if args.sell_rate else None,
+        sell_rate=_money(args.sell_rate, "--sell-rate") if args.sell_rate else None,
     )
     if args.explain:
         print(result.explain(), end="")
@@ -151,11 +164,22 @@ def cmd_rate(args: argparse.Namespace) -> int:
     deck = _load(args.deck, args)
     _report_errors(deck)
     cdrs = Path(args.cdrs)
+    try:
+        return _rate_file(cdrs, deck, args)
+    except UnicodeDecodeError as e:
+        raise LcrError(f"{cdrs}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _rate_file(cdrs: Path, deck: Deck, args: argparse.Namespace) -> int:
     total = cdrs.stat().st_size
+    read = [0]
     progress = Progress(f"rating {cdrs}", enabled=True if args.progress else None)
     rated = failed = 0
-    with cdrs.open(newline="", encoding="utf-8") as src, open(args.output, "w", newline="") as dst:
-        reader = csv.DictReader(src)
+    with (
+        cdrs.open(newline="", encoding="utf-8-sig") as src,
+        open(args.output, "w", newline="") as dst,
+    ):
+        reader = csv.DictReader(_counted(src, read))
         fields = list(reader.fieldnames or [])
         for needed in (args.number_column, args.start_column, args.duration_column):
             if needed not in fields:
@@ -172,9 +196,12 @@ def cmd_rate(args: argparse.Namespace) -> int:
                 try:
                     number = row[args.number_column].strip()
                     reference.digits(number)
-                    duration = int(row[args.duration_column])
-                    if duration < 0:
+                    text = row[args.duration_column].strip()
+                    if _NEGATIVE.fullmatch(text):
                         raise ValueError("negative duration")
+                    if not _SECONDS.fullmatch(text):
+                        raise ValueError(f"duration is not whole seconds: {text!r}")
+                    duration = int(text)
                     good.append((row, number, duration, _parse_time(row[args.start_column])))
                 except (LcrError, ValueError) as e:
                     row["error"] = str(e)
@@ -202,7 +229,7 @@ def cmd_rate(args: argparse.Namespace) -> int:
                     rated += 1
                 writer.writerow(row)
             chunk.clear()
-            progress(rated + failed, src.tell() if not src.closed else total, total)
+            progress(rated + failed, min(read[0], total), total)
 
         for row in reader:
             chunk.append(row)
@@ -212,6 +239,17 @@ def cmd_rate(args: argparse.Namespace) -> int:
     progress.close()
     print(f"rated {rated} CDRs, {failed} not rated -> {args.output}", file=sys.stderr)
     return 0
+
+
+_SECONDS = re.compile(r"[0-9]+")
+_NEGATIVE = re.compile(r"-[0-9]+")
+
+
+def _counted(lines: Iterable[str], read: list[int]) -> Iterator[str]:
+    """The lines of a file, adding their length to ``read[0]`` for the progress display."""
+    for line in lines:
+        read[0] += len(line)
+        yield line
 
 
 def _deck_options(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ this module. Semantics, in brief:
 
 from __future__ import annotations
 
+import calendar
 import csv
 import datetime as _dt
 import math
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 MAX_PRECISION = 9
+MAX_PREFIX_DIGITS = 32
 OPEN_START = -(2**63)
 OPEN_END = 2**63 - 1
 I64_MAX = 2**63 - 1
@@ -55,6 +57,8 @@ MAX_INCREMENT = 86_400
 ROUNDINGS = ("up", "down", "half_up")
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _ASCII_DIGITS = re.compile(r"[0-9]*")
+#: The whitespace trimmed around deck values: ASCII only, as Rust's ``str::trim_ascii``.
+_WS = " \t\n\x0c\r"
 _INCREMENT = re.compile(r"\+?[0-9]+")
 
 
@@ -75,7 +79,7 @@ def digits(number: str) -> str:
 
 def parse_amount(text: str, precision: int) -> int:
     """A plain non-negative decimal as integer sub-units; raises ValueError with the reason."""
-    text = text.strip()
+    text = text.strip(_WS)
     if text.startswith("-"):
         raise ValueError("must not be negative")
     if text.startswith("+"):
@@ -129,8 +133,10 @@ def billed_seconds(duration: int, initial: int, subsequent: int) -> int:
 
 def nano(value: object, what: str) -> int:
     """A Decimal/int/str amount (possibly negative) on the 1e-9 scale."""
+    if isinstance(value, float):
+        raise LcrError(f"{what}: floats are refused for money; use Decimal or str")
     text = value if isinstance(value, str) else format(value, "f")
-    stripped = text.strip()
+    stripped = text.strip(_WS)
     negative = stripped.startswith("-")
     try:
         units = parse_amount(stripped[1:] if negative else stripped, MAX_PRECISION)
@@ -160,9 +166,19 @@ def _number(text: str) -> int | None:
     return int(text)
 
 
+EARLIEST = -62_135_596_800  # 0001-01-01T00:00:00Z
+LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
 def parse_timestamp(text: str) -> int | None:
-    """ISO 8601 date or date-time to epoch seconds; no offset means UTC; None if invalid."""
-    s = text.strip()
+    """ISO 8601 date or date-time to epoch seconds; no offset means UTC; None if invalid
+    or outside years 1 to 9999 once taken to UTC (what datetime can show)."""
+    seconds = _parse_any(text)
+    return seconds if seconds is not None and EARLIEST <= seconds <= LATEST else None
+
+
+def _parse_any(text: str) -> int | None:
+    s = text.strip(_WS)
     if len(s) < 10 or s[4] != "-" or s[7] != "-":
         return None
     year, month, day = _number(s[0:4]), _number(s[5:7]), _number(s[8:10])
@@ -214,15 +230,30 @@ def seconds_at(at: _dt.datetime | None) -> int:
         return math.floor(_dt.datetime.now(_dt.UTC).timestamp())
     if not isinstance(at, _dt.datetime):
         raise TypeError(f"at must be a datetime or None, not {type(at).__name__}")
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=_dt.UTC)
-    return math.floor(at.timestamp())
+    # Exact integer arithmetic: a naive datetime's utctimetuple() is taken as UTC.
+    return calendar.timegm(at.utctimetuple())
 
 
 def _datetime(seconds: int) -> _dt.datetime | None:
     if seconds in (OPEN_START, OPEN_END):
         return None
     return _EPOCH + _dt.timedelta(seconds=seconds)
+
+
+class _LineCount:
+    """Iterates a file's lines, keeping the count where an error handler can read it."""
+
+    def __init__(self, handle: Iterable[str], count: list[int]) -> None:
+        self._lines = iter(handle)
+        self._count = count
+
+    def __iter__(self) -> _LineCount:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._count[0] += 1
+        return line
 
 
 def _moments(at: _dt.datetime | Iterable[_dt.datetime] | None, count: int) -> list[int]:
@@ -304,7 +335,10 @@ class Rate:
     def _cost_units(self, duration_s: int) -> int:
         billed = self.billed_seconds(duration_s)
         per_minute = divide(self._tariff.rate * billed, 60, self._rounding)
-        return min(self._tariff.connect_fee + per_minute, I64_MAX)
+        units = self._tariff.connect_fee + per_minute
+        if units > I64_MAX:
+            raise LcrError("cost too large to represent")
+        return units
 
     def cost(self, duration_s: int) -> Decimal:
         return to_decimal(self._cost_units(duration_s), self._precision)
@@ -329,7 +363,7 @@ class Rate:
 
 
 def _increment(text: str) -> int:
-    text = text.strip()
+    text = text.strip(_WS)
     if not text:
         return DEFAULT_INCREMENT
     value = int(text) if _INCREMENT.fullmatch(text) else 0
@@ -339,7 +373,7 @@ def _increment(text: str) -> int:
 
 
 def _date(text: str, open_value: int) -> int:
-    text = text.strip()
+    text = text.strip(_WS)
     if not text:
         return open_value
     parsed = parse_timestamp(text)
@@ -355,7 +389,7 @@ def _parse_row(fields: Sequence[str], precision: int) -> tuple[str, _Tariff]:
     def fail(field: str, reason: str) -> ValueError:
         return ValueError(field, reason)
 
-    prefix_text = prefix_text.strip()
+    prefix_text = prefix_text.strip(_WS)
     try:
         prefix = digits(prefix_text)
     except LcrError:
@@ -364,13 +398,16 @@ def _parse_row(fields: Sequence[str], precision: int) -> tuple[str, _Tariff]:
         pos, ch = next((i, c) for i, c in enumerate(body) if not "0" <= c <= "9")
         raise fail("prefix", f"not a digit string: {ch!r} at position {pos + offset}") from None
 
+    if len(prefix) > MAX_PREFIX_DIGITS:
+        raise fail("prefix", f"longer than {MAX_PREFIX_DIGITS} digits")
+
     def amount(field: str, text: str, default_zero: bool) -> int:
-        if default_zero and not text.strip():
+        if default_zero and not text.strip(_WS):
             return 0
         try:
             return parse_amount(text, precision)
         except ValueError as e:
-            raise fail(field, f"{e}: {text.strip()!r}") from None
+            raise fail(field, f"{e}: {text.strip(_WS)!r}") from None
 
     values: dict[str, int] = {}
     values["rate"] = amount("rate", rate, False)
@@ -390,7 +427,7 @@ def _parse_row(fields: Sequence[str], precision: int) -> tuple[str, _Tariff]:
             raise fail(field, str(e)) from None
     if values["effective_to"] <= values["effective_from"]:
         raise fail("effective_to", "must be later than effective_from")
-    return prefix, _Tariff(destination=destination.strip(), **values)
+    return prefix, _Tariff(destination=destination.strip(_WS), **values)
 
 
 def _options(precision: int, rounding: str) -> None:
@@ -502,84 +539,99 @@ class RateDeck:
     ) -> RateDeck:
         name = os.fspath(path)
         _options(precision, rounding)
-        for key in columns or {}:
+        for key, value in (columns or {}).items():
             if key not in FIELDS:
                 raise LcrError(f"columns: unknown field {key!r}")
+            if isinstance(value, int) and value < 0:
+                raise LcrError(f"columns: {key!r} index must be >= 0")
+        if len(delimiter) != 1 or not delimiter.isascii():
+            raise LcrError(f"delimiter must be one ASCII character, got {delimiter!r}")
         try:
             # Closed by the `with` below; opened here so a missing file is a DeckError.
             handle = open(name, newline="", encoding="utf-8-sig", errors="surrogateescape")  # noqa: SIM115
         except OSError as e:
             raise DeckError(name, 0, None, f"cannot open: {e}") from None
-        with handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            header: list[str] | None = None
-            if has_header:
-                first = next(reader, None)
-                if first is None:
-                    raise DeckError(name, 1, None, "empty file: expected a header line")
-                header = [h.strip() for h in first]
-            positions: dict[str, int | None] = {}
-            labels: dict[str, str] = {}
-            for i, field in enumerate(FIELDS):
-                chosen = (columns or {}).get(field)
-                if isinstance(chosen, int):
-                    positions[field] = chosen
-                    label = header[chosen] if header and chosen < len(header) else None
-                    labels[field] = label or f"#{chosen + 1}"
-                elif isinstance(chosen, str):
-                    if header is None:
-                        raise DeckError(
-                            name, 0, chosen, "columns are mapped by name but the file has no header"
-                        )
-                    if chosen not in header:
-                        raise DeckError(
-                            name,
-                            1,
-                            chosen,
-                            f"column {chosen!r} (mapped to {field}) is not in the header",
-                        )
-                    positions[field], labels[field] = header.index(chosen), chosen
-                elif header is not None:
-                    positions[field] = header.index(field) if field in header else None
-                    labels[field] = field
-                else:
-                    positions[field], labels[field] = i, f"#{i + 1}"
-                if positions[field] is None and field in ("prefix", "rate"):
-                    raise DeckError(
-                        name, 1, field, f"required column {field!r} is missing from the header"
-                    )
-
-            def rows() -> Iterable[tuple[int, list[str]]]:
-                # csv.reader counts the lines read so far: a record starts one past the
-                # previous record's end. Blank lines are skipped, as the Rust reader does.
-                previous_end = reader.line_num
-                for record in reader:
-                    start, previous_end = previous_end + 1, reader.line_num
-                    if not record:
-                        continue
-                    fields = []
-                    for field in FIELDS:
-                        p = positions[field]
-                        text = record[p] if p is not None and p < len(record) else ""
-                        if any("\udc80" <= ch <= "\udcff" for ch in text):
-                            raise_or_keep = DeckError(name, start, labels[field], "not valid UTF-8")
-                            if strict:
-                                raise raise_or_keep
-                            undecodable.append(raise_or_keep)
-                            break
-                        fields.append(text)
+        reader_lines = [0]
+        try:
+            with handle:
+                reader = csv.reader(_LineCount(handle, reader_lines), delimiter=delimiter)
+                header: list[str] | None = None
+                if has_header:
+                    first = next(reader, None)
+                    while first == []:  # blank lines before the header, as the Rust reader skips
+                        first = next(reader, None)
+                    if first is None:
+                        raise DeckError(name, 1, None, "empty file: expected a header line")
+                    header = [h.strip(_WS) for h in first]
+                positions: dict[str, int | None] = {}
+                labels: dict[str, str] = {}
+                for i, field in enumerate(FIELDS):
+                    chosen = (columns or {}).get(field)
+                    if isinstance(chosen, int):
+                        positions[field] = chosen
+                        label = header[chosen] if header and chosen < len(header) else None
+                        labels[field] = label or f"#{chosen + 1}"
+                    elif isinstance(chosen, str):
+                        if header is None:
+                            raise DeckError(
+                                name,
+                                0,
+                                chosen,
+                                "columns are mapped by name but the file has no header",
+                            )
+                        if chosen not in header:
+                            raise DeckError(
+                                name,
+                                1,
+                                chosen,
+                                f"column {chosen!r} (mapped to {field}) is not in the header",
+                            )
+                        positions[field], labels[field] = header.index(chosen), chosen
+                    elif header is not None:
+                        positions[field] = header.index(field) if field in header else None
+                        labels[field] = field
                     else:
-                        yield start, fields
+                        positions[field], labels[field] = i, f"#{i + 1}"
+                    if positions[field] is None and field in ("prefix", "rate"):
+                        raise DeckError(
+                            name, 1, field, f"required column {field!r} is missing from the header"
+                        )
 
-            undecodable: list[DeckError] = []
-            deck = cls._build(
-                rows(),
-                path=name,
-                labels=labels,
-                strict=strict,
-                precision=precision,
-                rounding=rounding,
-            )
+                def rows() -> Iterable[tuple[int, list[str]]]:
+                    # csv.reader counts the lines read so far: a record starts one past the
+                    # previous record's end. Blank lines are skipped, as the Rust reader does.
+                    previous_end = reader.line_num
+                    for record in reader:
+                        start, previous_end = previous_end + 1, reader.line_num
+                        if not record:
+                            continue
+                        fields = []
+                        for field in FIELDS:
+                            p = positions[field]
+                            text = record[p] if p is not None and p < len(record) else ""
+                            if any("\udc80" <= ch <= "\udcff" for ch in text):
+                                raise_or_keep = DeckError(
+                                    name, start, labels[field], "not valid UTF-8"
+                                )
+                                if strict:
+                                    raise raise_or_keep
+                                undecodable.append(raise_or_keep)
+                                break
+                            fields.append(text)
+                        else:
+                            yield start, fields
+
+                undecodable: list[DeckError] = []
+                deck = cls._build(
+                    rows(),
+                    path=name,
+                    labels=labels,
+                    strict=strict,
+                    precision=precision,
+                    rounding=rounding,
+                )
+        except csv.Error as e:
+            raise DeckError(name, reader_lines[0], None, f"unreadable CSV: {e}") from None
         if undecodable:
             deck._errors = sorted(deck._errors + undecodable, key=lambda e: e.line)
         if progress is not None:
@@ -772,6 +824,8 @@ class RouteTable:
                 prefix = digits(entry.prefix)
             except LcrError:
                 raise LcrError(f"route prefix {entry.prefix!r} is not a digit string") from None
+            if len(prefix) > MAX_PREFIX_DIGITS:
+                raise LcrError(f"route prefix '{prefix}' is longer than {MAX_PREFIX_DIGITS} digits")
             if entry.strategy not in ("lcr", "priority", "weight"):
                 raise LcrError(
                     f"strategy must be 'lcr', 'priority' or 'weight', got {entry.strategy!r}"
@@ -787,7 +841,8 @@ class RouteTable:
                 raise LcrError(f"route prefix {prefix!r} is defined twice")
             gateways = [t.gateway for t in entry.targets]
             if len(set(gateways)) != len(gateways):
-                raise LcrError(f"route prefix {prefix!r} lists a gateway twice")
+                twice = next(g for g in gateways if gateways.count(g) > 1)
+                raise LcrError(f"route prefix {prefix!r} lists gateway {twice!r} twice")
             self._entries[prefix] = entry
             self._limits[prefix] = (
                 None if entry.max_rate is None else nano(entry.max_rate, "max_rate"),
@@ -895,8 +950,10 @@ class RouteTable:
         seeds: Iterable[int | str] | None = None,
         *,
         exclude: Iterable[str] | None = None,
+        sell_rate: Decimal | None = None,
     ) -> list[RouteResult]:
         numbers = list(numbers)
+        sell = None if sell_rate is None else nano(sell_rate, "sell_rate")
         seed_list = [seed_value(s) for s in seeds] if seeds is not None else None
         if seed_list is not None and len(seed_list) != len(numbers):
             raise LcrError(f"{len(numbers)} numbers but {len(seed_list)} seeds")
@@ -909,7 +966,7 @@ class RouteTable:
             except LcrError as e:
                 raise LcrError(f"numbers[{i}]: {e}") from None
             seed = seed_list[i] if seed_list is not None else seed_value(None)
-            out.append(self._route(d, moment, seed, excluded, None))
+            out.append(self._route(d, moment, seed, excluded, sell))
         return out
 
     @property

@@ -4,7 +4,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyInt, PyString, PyType};
+use pyo3::types::{PyFloat, PyInt, PyString, PyType};
 
 use crate::load::DeckError as CoreDeckError;
 use crate::money::{format_amount, parse_amount, MAX_PRECISION};
@@ -107,8 +107,17 @@ pub fn seconds_at(at: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
     } else {
         at.clone()
     };
+    // A float timestamp keeps microseconds apart from the next second until about 2106;
+    // beyond that, and before 1970, the exact integer path decides.
     let timestamp: f64 = aware.call_method0(intern!(py, "timestamp"))?.extract()?;
-    Ok(timestamp.floor() as i64)
+    if (0.0..4_294_967_296.0).contains(&timestamp) {
+        return Ok(timestamp.floor() as i64);
+    }
+    let utc = aware.call_method0("utctimetuple")?;
+    py.import("calendar")?
+        .getattr("timegm")?
+        .call1((utc,))?
+        .extract()
 }
 
 /// The digits of a dialed number, or `lcr.LcrError` naming the offending character.
@@ -119,6 +128,13 @@ pub fn digits<'a>(py: Python<'_>, number: &'a str) -> PyResult<&'a [u8]> {
 /// A Decimal / int / str amount (possibly negative) onto the 1e-9 scale.
 pub fn nano_amount(value: &Bound<'_, PyAny>, what: &str) -> PyResult<i128> {
     let py = value.py();
+    if value.is_instance_of::<PyFloat>() {
+        return Err(lcr_error(
+            py,
+            "LcrError",
+            format!("{what}: floats are refused for money; use Decimal or str"),
+        ));
+    }
     let text = if value.is_instance_of::<PyString>() {
         value.extract::<String>()?
     } else {
@@ -127,12 +143,17 @@ pub fn nano_amount(value: &Bound<'_, PyAny>, what: &str) -> PyResult<i128> {
             .call1((value, "f"))?
             .extract::<String>()?
     };
-    let (negative, body) = match text.trim().strip_prefix('-') {
+    let (negative, body) = match text.trim_ascii().strip_prefix('-') {
         Some(rest) => (true, rest.to_owned()),
-        None => (false, text.trim().to_owned()),
+        None => (false, text.trim_ascii().to_owned()),
     };
-    let units = parse_amount(&body, MAX_PRECISION)
-        .map_err(|e| lcr_error(py, "LcrError", format!("{what}: {e}: {text:?}")))?;
+    let units = parse_amount(&body, MAX_PRECISION).map_err(|e| {
+        lcr_error(
+            py,
+            "LcrError",
+            format!("{what}: {e}: {}", crate::quote::quoted(&text)),
+        )
+    })?;
     Ok(if negative {
         -i128::from(units)
     } else {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList, PyString};
+use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString};
 use rayon::prelude::*;
 
 use super::convert::{
@@ -62,6 +62,10 @@ impl Rate {
             self.precision,
         )
     }
+}
+
+fn too_costly(py: Python<'_>) -> PyErr {
+    lcr_error(py, "LcrError", "cost too large to represent".to_owned())
 }
 
 fn duration(py: Python<'_>, duration_s: i64) -> PyResult<u64> {
@@ -123,11 +127,9 @@ impl Rate {
 
     fn cost<'py>(&self, py: Python<'py>, duration_s: i64) -> PyResult<Bound<'py, PyAny>> {
         let billed = billed_seconds(duration(py, duration_s)?, self.initial, self.subsequent);
-        decimal(
-            py,
-            call_cost(self.rate, self.connect_fee, billed, self.rounding),
-            self.precision,
-        )
+        let units = call_cost(self.rate, self.connect_fee, billed, self.rounding)
+            .ok_or_else(|| too_costly(py))?;
+        decimal(py, units, self.precision)
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -266,6 +268,13 @@ impl Moments {
     }
 }
 
+impl RateBatch {
+    fn item(&self, i: usize) -> Option<Rate> {
+        self.matches[i]
+            .map(|m| Rate::new(&self.deck, &self.numbers.get(i)[..m.prefix_len], m.tariff))
+    }
+}
+
 /// The matches of a `lookup_many`, kept in Rust; `Rate` objects are made on access.
 #[pyclass(module = "lcr._core", frozen, name = "RateBatch", sequence)]
 pub struct RateBatch {
@@ -280,15 +289,31 @@ impl RateBatch {
         self.matches.len()
     }
 
-    fn __getitem__(&self, index: isize) -> PyResult<Option<Rate>> {
+    /// An item, or a list for a slice (the batch itself stays in Rust).
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(slice) = key.cast::<PySlice>() {
+            let range = slice.indices(self.matches.len() as isize)?;
+            let items = PyList::empty(py);
+            let mut i = range.start;
+            for _ in 0..range.slicelength {
+                items.append(self.item(i as usize))?;
+                i += range.step;
+            }
+            return Ok(items.into_any());
+        }
+        let index: isize = key.extract()?;
         let len = self.matches.len() as isize;
         let i = if index < 0 { index + len } else { index };
         if !(0..len).contains(&i) {
             return Err(PyIndexError::new_err("RateBatch index out of range"));
         }
-        let i = i as usize;
-        Ok(self.matches[i]
-            .map(|m| Rate::new(&self.deck, &self.numbers.get(i)[..m.prefix_len], m.tariff)))
+        self.item(i as usize)
+            .into_pyobject(py)
+            .map(|o| o.into_any())
     }
 
     /// How many numbers found a rate.
@@ -325,7 +350,10 @@ fn deck_options(py: Python<'_>, precision: u32, rounding: &str) -> PyResult<Deck
         lcr_error(
             py,
             "LcrError",
-            format!("rounding must be 'up', 'down' or 'half_up', got {rounding:?}"),
+            format!(
+                "rounding must be 'up', 'down' or 'half_up', got {}",
+                crate::quote::quoted(rounding)
+            ),
         )
     })?;
     Ok(DeckOptions {
@@ -373,10 +401,21 @@ impl RateDeck {
             for (key, value) in columns.iter() {
                 let key: String = key.extract()?;
                 let field = Field::from_name(&key).ok_or_else(|| {
-                    lcr_error(py, "LcrError", format!("columns: unknown field {key:?} (expected one of prefix, destination, rate, connect_fee, initial_increment, subsequent_increment, effective_from, effective_to)"))
+                    lcr_error(
+                        py,
+                        "LcrError",
+                        format!("columns: unknown field {}", crate::quote::quoted(&key)),
+                    )
                 })?;
                 let column = if value.is_instance_of::<PyInt>() {
-                    ColumnRef::Index(value.extract()?)
+                    let index: i64 = value.extract()?;
+                    ColumnRef::Index(usize::try_from(index).map_err(|_| {
+                        lcr_error(
+                            py,
+                            "LcrError",
+                            format!("columns: {} index must be >= 0", crate::quote::quoted(&key)),
+                        )
+                    })?)
                 } else {
                     ColumnRef::Name(value.extract()?)
                 };
@@ -389,7 +428,10 @@ impl RateDeck {
                 return Err(lcr_error(
                     py,
                     "LcrError",
-                    format!("delimiter must be one ASCII character, got {delimiter:?}"),
+                    format!(
+                        "delimiter must be one ASCII character, got {}",
+                        crate::quote::quoted(delimiter)
+                    ),
                 ))
             }
         };
@@ -481,13 +523,15 @@ impl RateDeck {
         match self.number_at(py, number, at)? {
             Some((_, m)) => decimal(
                 py,
-                self.deck.cost(m.tariff, seconds),
+                self.deck
+                    .cost(m.tariff, seconds)
+                    .ok_or_else(|| too_costly(py))?,
                 self.deck.options().precision,
             ),
             None => Err(lcr_error(
                 py,
                 "NoRateError",
-                format!("no rate in force for {number:?}"),
+                format!("no rate in force for {}", crate::quote::quoted(number)),
             )),
         }
     }
@@ -539,7 +583,7 @@ impl RateDeck {
             ));
         }
         let deck = &self.deck;
-        let costs: Vec<Option<i64>> = py.detach(|| {
+        let costs: Vec<Option<Option<i64>>> = py.detach(|| {
             numbers
                 .lookup_all(deck, &at)
                 .into_iter()
@@ -553,7 +597,8 @@ impl RateDeck {
         for cost in costs {
             match cost {
                 None => out.append(py.None())?,
-                Some(units) => {
+                Some(None) => return Err(too_costly(py)),
+                Some(Some(units)) => {
                     if let Some(obj) = made.get(&units) {
                         out.append(obj)?;
                     } else {

@@ -133,7 +133,10 @@ fn build_entry(py: Python<'_>, entry: &Bound<'_, PyAny>, deck_names: &[String]) 
             lcr_error(
                 py,
                 "LcrError",
-                format!("route prefix {prefix:?} is not a digit string"),
+                format!(
+                    "route prefix {} is not a digit string",
+                    crate::quote::quoted(&prefix)
+                ),
             )
         })?
         .to_vec();
@@ -142,7 +145,10 @@ fn build_entry(py: Python<'_>, entry: &Bound<'_, PyAny>, deck_names: &[String]) 
         lcr_error(
             py,
             "LcrError",
-            format!("strategy must be 'lcr', 'priority' or 'weight', got {strategy_name:?}"),
+            format!(
+                "strategy must be 'lcr', 'priority' or 'weight', got {}",
+                crate::quote::quoted(&strategy_name)
+            ),
         )
     })?;
     let optional_amount = |name: &str| -> PyResult<Option<i128>> {
@@ -164,7 +170,11 @@ fn build_entry(py: Python<'_>, entry: &Bound<'_, PyAny>, deck_names: &[String]) 
                 lcr_error(
                     py,
                     "LcrError",
-                    format!("gateway {gateway:?} refers to unknown deck {name:?}"),
+                    format!(
+                        "gateway {} refers to unknown deck {}",
+                        crate::quote::quoted(&gateway),
+                        crate::quote::quoted(&name)
+                    ),
                 )
             })?),
         };
@@ -173,7 +183,10 @@ fn build_entry(py: Python<'_>, entry: &Bound<'_, PyAny>, deck_names: &[String]) 
             lcr_error(
                 py,
                 "LcrError",
-                format!("gateway {gateway:?}: weight must be 0..=4294967295, got {weight}"),
+                format!(
+                    "gateway {}: weight must be 0..=4294967295",
+                    crate::quote::quoted(&gateway)
+                ),
             )
         })?;
         targets.push(Target {
@@ -346,7 +359,7 @@ impl RouteTable {
         self.result(py, d, decision)
     }
 
-    #[pyo3(signature = (numbers, at=None, seeds=None, *, exclude=None))]
+    #[pyo3(signature = (numbers, at=None, seeds=None, *, exclude=None, sell_rate=None))]
     fn route_many(
         &self,
         py: Python<'_>,
@@ -354,8 +367,13 @@ impl RouteTable {
         at: Option<&Bound<'_, PyAny>>,
         seeds: Option<&Bound<'_, PyAny>>,
         exclude: Option<&Bound<'_, PyAny>>,
+        sell_rate: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<RouteResult>> {
         let at = seconds_at(at)?;
+        let sell_rate = match sell_rate.filter(|s| !s.is_none()) {
+            Some(s) => Some(nano_amount(s, "sell_rate")?),
+            None => None,
+        };
         let numbers = Numbers::collect(numbers)?;
         let exclude = exclusions(exclude)?;
         let seeds: Vec<u64> = match seeds.filter(|s| !s.is_none()) {
@@ -391,7 +409,7 @@ impl RouteTable {
                             at,
                             seed: seeds[i],
                             exclude: exclude_ref,
-                            sell_rate: None,
+                            sell_rate,
                         },
                     )
                 })

@@ -127,3 +127,40 @@ def test_bad_deck_is_reported_with_file_line_column(tmp_path: Path) -> None:
     assert check.returncode == 1
     assert f"{bad}:4: column 'initial_increment'" in check.stderr
     assert "1 rows, 1 prefixes, 2 errors" in check.stdout
+
+
+def test_rate_job_handles_large_files_bom_and_bad_input(
+    decks: dict[str, Path], tmp_path: Path
+) -> None:
+    cdrs = tmp_path / "big.csv"
+    lines = ["\ufeffnumber,start,duration"]
+    lines += [f"4420{i:06d},2026-01-15T10:00:00Z,{i % 120}" for i in range(60_000)]
+    lines += ["4420,2026-01-15T10:00:00Z,6_1", "4420,2026-01-15T10:00:00Z,６"]
+    cdrs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "rated.csv"
+    result = run("rate", str(cdrs), "--deck", str(decks["a"]), "-o", str(out))
+    assert "rated 60000 CDRs, 2 not rated" in result.stderr
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 60_002
+    assert rows[61]["cost"] == "0.010167"
+    assert "not whole seconds" in rows[-1]["error"]
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"number,start,duration\n44\xff,2026-01-15,1\n")
+    bad = run("rate", str(binary), "--deck", str(decks["a"]), "-o", str(out), check=False)
+    assert bad.returncode == 2
+    assert "not valid UTF-8" in bad.stderr
+
+
+def test_cli_input_errors_are_reported_not_raised(decks: dict[str, Path], tmp_path: Path) -> None:
+    sell = run("route", "4420", "--deck", f"A={decks['a']}", "--sell-rate", "abc", check=False)
+    assert (sell.returncode, "not a decimal number" in sell.stderr) == (2, True)
+    table = tmp_path / "t.toml"
+    table.write_text("[[routes]]\nprefix = 44\n")
+    numeric = run("route", "4420", "--table", str(table), check=False)
+    assert (numeric.returncode, "must be a quoted string" in numeric.stderr) == (2, True)
+    table.write_text("[[routes]\n")
+    broken = run("route", "4420", "--table", str(table), check=False)
+    assert broken.returncode == 2
+    assert str(table) in broken.stderr
+    assert "Traceback" not in broken.stderr + numeric.stderr + sell.stderr

@@ -245,3 +245,32 @@ def test_progress_is_reported(impl: ModuleType, tmp_path: Path) -> None:
     assert len(deck) == 70_000
     assert calls
     assert calls[-1][1] == calls[-1][2] == path.stat().st_size
+
+
+def test_limits_are_errors_not_crashes(impl: ModuleType) -> None:
+    with pytest.raises(lcr.DeckError, match="longer than 32 digits"):
+        deck_of(impl, ("1" * 2_000_000, "x", "1"))
+    with pytest.raises(lcr.DeckError, match="not an ISO 8601") as info:
+        deck_of(impl, ("1", "x", "1", None, None, None, "0000-01-01"))
+    assert info.value.column == "effective_from"
+    huge = deck_of(impl, ("1", "x", "9000000000000"))
+    with pytest.raises(lcr.LcrError, match="cost too large"):
+        huge.cost("1", 10**9, JAN)
+
+
+def test_batches_are_sequences(impl: ModuleType) -> None:
+    from collections.abc import Sequence
+
+    deck = deck_of(impl, ("1", "US", "0.6"))
+    batch = deck.lookup_many(["1", "2", "15"], JAN)
+    assert isinstance(batch, Sequence)
+    assert [r and r.prefix for r in batch[1:]] == [None, "1"]
+    assert [r and r.prefix for r in batch[::-2]] == ["1", "1"]
+    assert batch[-1] is not None
+
+
+def test_times_are_exact_far_from_1970(impl: ModuleType) -> None:
+    deck = deck_of(impl, ("1", "US", "0.6", None, None, None, None, "2600-01-01"))
+    just_before = dt.datetime(2599, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert deck.lookup("1", just_before) is not None
+    assert deck.lookup("1", just_before + dt.timedelta(microseconds=1)) is None

@@ -10,7 +10,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import assume, given
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import lcr
@@ -225,3 +225,71 @@ def test_routing_agrees(
     assert [candidate_view(r) for r in fast.route_many(nums, at, seeds, exclude=exclude)] == [
         candidate_view(r) for r in slow.route_many(nums, at, seeds, exclude=exclude)
     ]
+
+
+# --- CSV files: quoting, line ends, blank lines, BOM, text grammars ---------------------------
+
+cell = st.sampled_from(
+    ["44", "+447", "4a", "", " 1 ", "0.01", ".5", "1.", "+2", "-1", "1e3", "0.0000001", "007",
+     "60", "+6", "0", "2026-01-01", "2026-01-01T10:00Z", "2026-02-01 00:00:00+01:00",
+     "2026-01-01t10:00:00.5z", "2026-13-01", "UK", "U,K", 'say "hi"', "two\nlines"]
+)  # fmt: skip
+csv_rows = st.lists(st.lists(cell, min_size=0, max_size=8), max_size=12)
+HEADER_FIELDS = (
+    "prefix,destination,rate,connect_fee,initial_increment,subsequent_increment,"
+    "effective_from,effective_to"
+)
+
+
+def csv_text(rows: list[list[str]], newline: str, blank_every: int, bom: bool) -> str:
+    def quote(value: str) -> str:
+        if any(c in value for c in ',"\n'):
+            return '"' + value.replace('"', '""') + '"'
+        return value
+
+    lines = [HEADER_FIELDS]
+    for i, row in enumerate(rows):
+        if blank_every and i % blank_every == 0:
+            lines.append("")
+        lines.append(",".join(quote(v) for v in row))
+    return ("\ufeff" if bom else "") + newline.join(lines) + newline
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    csv_rows,
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.integers(0, 3),
+    st.booleans(),
+    st.sampled_from([(6, "up"), (2, "down"), (9, "half_up"), (0, "up")]),
+)
+def test_csv_decks_agree(
+    tmp_path_factory: Any,
+    rows: list[list[str]],
+    newline: str,
+    blank_every: int,
+    bom: bool,
+    options: tuple[int, str],
+) -> None:
+    precision, rounding = options
+    path = tmp_path_factory.mktemp("csv") / "deck.csv"
+    path.write_bytes(csv_text(rows, newline, blank_every, bom).encode())
+
+    def load(impl: Any, strict: bool) -> Any:
+        try:
+            return impl.RateDeck.from_csv(
+                path, strict=strict, precision=precision, rounding=rounding
+            )
+        except lcr.DeckError as e:
+            return (e.line, e.column, e.reason)
+
+    for strict in (True, False):
+        fast, slow = load(lcr, strict), load(ref, strict)
+        if isinstance(slow, tuple):
+            assert fast == slow
+            continue
+        assert error_view(fast) == error_view(slow)
+        assert [rate_view(r) for r in fast.rows()] == [rate_view(r) for r in slow.rows()]
+        for r in slow.rows():
+            for d in (0, 1, 59, 61, 3601):
+                assert fast.cost(r.prefix, d, MOMENTS[1]) == slow.cost(r.prefix, d, MOMENTS[1])

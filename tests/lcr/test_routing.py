@@ -184,3 +184,13 @@ def test_route_many_matches_route(impl: ModuleType) -> None:
 def test_bad_plans_are_refused(impl: ModuleType, entries: list[RouteEntry], message: str) -> None:
     with pytest.raises(lcr.LcrError, match=message):
         impl.RouteTable(entries, {})
+
+
+def test_money_limits_refuse_floats_and_route_many_checks_margin(impl: ModuleType) -> None:
+    with pytest.raises(lcr.LcrError, match="floats are refused"):
+        impl.RouteTable([RouteEntry("4", [Target("a", deck="a")], max_rate=0.05)], decks(impl))  # type: ignore[arg-type]
+    table = impl.RouteTable(
+        [RouteEntry("4", [Target("a", deck="a")], min_margin=Decimal("0.01"))], decks(impl)
+    )
+    [result] = table.route_many(["4420"], AT, [1], sell_rate=Decimal("0.015"))
+    assert [(r.gateway, r.reason) for r in result.rejected] == [("a", "below_min_margin")]
