@@ -1,9 +1,8 @@
 """The ``softswitch`` command.
 
-``softswitch run`` starts the SIP layer on loopback (the embedded demo default). Until the call
-flow (authorisation, routing, failover, CDRs) lands, it answers OPTIONS, the keep-alive that
-customers' and carriers' equipment probes with, and refuses INVITEs with 503 and a Reason that
-says why, so a caller sees a clean refusal rather than a timeout.
+``softswitch run --config FILE`` starts the switch; without ``--config`` it starts the embedded
+demo on loopback (one account by IP, two carriers, CDRs under ``./var/softswitch`` or
+``$XDG_STATE_HOME/softswitch``) so the first command shows a working switch.
 """
 
 from __future__ import annotations
@@ -11,18 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from softswitch import __version__
-from softswitch.aiosip import Application, IncomingRequest, Request
+from softswitch.commands import add_subcommands, dispatch
 from softswitch.transport import Transport, loop_factory
 
 __all__ = ["main"]
 
 logger = logging.getLogger("softswitch")
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 DEFAULT_LISTEN = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
 
 
@@ -36,69 +35,64 @@ def parse_listen(text: str) -> tuple[Transport, tuple[str, int]]:
     return transport, (host.strip("[]"), int(port))
 
 
-def build_app() -> Application:
-    app = Application(user_agent=f"softswitch/{__version__}")
-
-    @app.route("OPTIONS")
-    async def options(request: IncomingRequest, message: Request) -> None:
-        await request.reply(200, headers=[("Allow", ALLOW), ("Accept", "application/sdp")])
-
-    @app.route("INVITE")
-    async def invite(request: IncomingRequest, message: Request) -> None:
-        logger.info("invite refused: no call flow yet", extra={"call_id": message.call_id})
-        await request.reply(
-            503,
-            headers=[("Reason", 'SIP;cause=503;text="call routing is not configured yet"')],
-        )
-
-    return app
+def state_dir() -> Path:
+    """Where the demo keeps its CDRs: ``$XDG_STATE_HOME/softswitch``, else ``./var/softswitch``."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) / "softswitch" if xdg else Path("var") / "softswitch"
 
 
-async def serve(listen: Sequence[str], ready: asyncio.Event | None = None) -> None:
-    app = build_app()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+def run_switch(args: argparse.Namespace) -> int:
+    """``softswitch run``: the configured switch, or the embedded demo without ``--config``."""
+    from softswitch.config import ConfigError, demo_config, load_config
+    from softswitch.proxy.server import serve
+
+    config_path = Path(args.config) if args.config else None
     try:
-        for item in listen:
-            transport, addr = parse_listen(item)
-            bound = await app.run(local_addr=addr, protocol=transport)
-            logger.info("listening on %s:%s", transport.name.lower(), bound)
-            print(f"softswitch: listening on {transport.name.lower()}:{bound}", flush=True)
-        if ready is not None:
-            ready.set()
-        await stop.wait()
-    finally:
-        await app.close()
+        for item in args.listen or ():
+            parse_listen(item)
+        config = load_config(config_path) if config_path else demo_config(state_dir())
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        print(f"error: configuration refused:\n{e}", file=sys.stderr)
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve(config, config_path=config_path, listen=args.listen))
+    except ConfigError as e:  # a deck that does not load
+        print(f"error: configuration refused:\n{e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="softswitch", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="start the switch (demo defaults on loopback)")
+    run = commands.add_parser("run", help="start the switch (the embedded demo without --config)")
+    run.add_argument("--config", metavar="FILE", help="the switch's TOML configuration")
     run.add_argument(
         "--listen",
         action="append",
         metavar="PROTO:HOST:PORT",
-        help=f"where to listen (repeatable; default {' and '.join(DEFAULT_LISTEN)})",
+        help="where to listen (repeatable; default: [server] listen of the configuration)",
     )
     run.add_argument("--log-level", default="WARNING")
+    add_subcommands(commands)  # check-config, route, cdr
     args = parser.parse_args(argv)
+    if args.command != "run":
+        status = dispatch(args)
+        assert status is not None, f"no handler for {args.command}"
+        return status
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    try:
-        for item in args.listen or DEFAULT_LISTEN:
-            parse_listen(item)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(serve(args.listen or DEFAULT_LISTEN))
-    return 0
+    return run_switch(args)
 
 
 if __name__ == "__main__":

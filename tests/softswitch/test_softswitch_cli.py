@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -30,7 +31,10 @@ def test_listen_addresses() -> None:
         parse_listen("sctp:1.2.3.4:5060")
 
 
-def test_run_answers_options_and_refuses_invite_cleanly() -> None:
+def test_run_without_config_starts_the_demo_switch(tmp_path: Path) -> None:
+    """The README's first command: the embedded demo answers OPTIONS and runs INVITEs
+    through the call flow (here an INVITE without a number: refused 484 with a Reason, and
+    a CDR written under the state folder)."""
     port = free_udp_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "softswitch.cli", "run", "--listen", f"udp:127.0.0.1:{port}"],
@@ -38,10 +42,12 @@ def test_run_answers_options_and_refuses_invite_cleanly() -> None:
         text=True,
         # The repository root would shadow the package with the distribution folder.
         cwd=Path(softswitch.__file__).parents[1],
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
     )
     try:
         assert process.stdout is not None
         assert "listening on udp" in process.stdout.readline()
+        assert "ready" in process.stdout.readline()
 
         async def probe() -> tuple[int, int, str | None]:
             client = Application()
@@ -55,12 +61,27 @@ def test_run_answers_options_and_refuses_invite_cleanly() -> None:
 
         options, invite, reason = asyncio.run(asyncio.wait_for(probe(), 10))
         assert options == 200
-        assert invite == 503
+        assert invite == 484
         assert reason is not None
-        assert "not configured" in reason
+        assert "cause=28" in reason
     finally:
         process.terminate()
         code = process.wait(timeout=10)
         assert process.stdout is not None
         process.stdout.close()
     assert code == 0
+    assert (tmp_path / "softswitch" / "cdr.sqlite").exists()
+
+
+def test_run_refuses_a_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nlisten = 5\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "softswitch.cli", "run", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=Path(softswitch.__file__).parents[1],
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "server.listen" in done.stderr

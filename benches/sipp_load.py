@@ -1,0 +1,314 @@
+"""SIPp load harness: the highest call rate the switch carries with under 0.1% failed calls.
+
+    python benches/sipp_load.py                      # defaults: UDP, 1 s hold, 20 s steps
+    python benches/sipp_load.py --step-seconds 20 --rates 100,200,400,800,1000,1200
+
+One command, bounded, loopback only. For each rate, SIPp UAC -> ``softswitch run`` (IP
+authorisation, LCR routing over two carriers' decks, CDRs to SQLite: the production path)
+-> SIPp UAS, for ``--step-seconds`` at ``-r RATE``; a step passes when under 0.1% of its
+calls failed and under 1% of its messages were retransmitted. The same SIPp pair connected
+directly, in the same run, gives the ceiling the machine allows. The scenarios are the
+end-to-end tests' (``tests/e2e/scenarios/callflow``): the UAS copies Record-Route and the
+UAC follows the route set, so every ACK and BYE crosses the switch.
+
+Every SIPp run is bounded (``-m``, ``-timeout``) and killed by PID if it outlives its step;
+SIPp's control and media sockets stay on 127.0.0.1; ``-buff_size 4194304`` for bursts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCAL = "127.0.0.1"
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "tests" / "e2e" / "scenarios" / "callflow"
+NUMBER = "441234567"
+DEFAULT_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1500, 2000, 3000, 4500, 6000, 9000)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((LOCAL, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Step:
+    rate: int
+    calls: int
+    ok: int
+    failed: int
+    retransmissions: int
+    seconds: float
+
+    @property
+    def failed_ratio(self) -> float:
+        return self.failed / self.calls if self.calls else 1.0
+
+    @property
+    def passed(self) -> bool:
+        # Retransmissions counted per call (each call is 7 messages on the UAC side).
+        return (
+            self.ok > 0
+            and self.failed_ratio < 0.001
+            and self.retransmissions < 0.01 * 7 * max(self.calls, 1)
+        )
+
+
+def sipp(workdir: Path, name: str, scenario: str, extra: list[str]) -> subprocess.Popen[bytes]:
+    argv = [
+        shutil.which("sipp") or "sipp",
+        "-sf",
+        str(SCENARIOS / f"{scenario}.xml"),
+        "-i",
+        LOCAL,
+        "-mi",
+        LOCAL,
+        "-ci",
+        LOCAL,
+        "-cp",
+        str(free_port()),
+        "-buff_size",
+        "4194304",
+        "-nostdin",
+        "-trace_stat",
+        "-stf",
+        str(workdir / f"{name}.csv"),
+        *extra,
+    ]
+    return subprocess.Popen(
+        argv,
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def last_stats(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    rows = list(csv.reader(path.read_text().splitlines(), delimiter=";"))
+    return dict(zip(rows[0], rows[-1], strict=False)) if len(rows) > 1 else {}
+
+
+def run_step(
+    workdir: Path, target_port: int, uas_port: int, rate: int, args: argparse.Namespace
+) -> Step:
+    calls = rate * args.step_seconds
+    name = f"uac_{target_port}_{rate}"
+    bound = args.step_seconds + args.hold_ms / 1000 + 15
+    uac = sipp(
+        workdir,
+        name,
+        "uac_call",
+        [
+            f"{LOCAL}:{target_port}",
+            "-s",
+            NUMBER,
+            "-p",
+            str(free_port()),
+            "-mp",
+            str(free_port()),
+            "-r",
+            str(rate),
+            "-m",
+            str(calls),
+            "-l",
+            str(max(rate * (args.hold_ms // 1000 + 3), 100)),
+            "-d",
+            str(args.hold_ms),
+            "-recv_timeout",
+            "8000",
+            "-timeout",
+            f"{int(bound)}s",
+        ],
+    )
+    started = time.monotonic()
+    try:
+        uac.wait(timeout=bound + 5)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        stop(uac)
+    stats = last_stats(workdir / f"{name}.csv")
+
+    def count(column: str) -> int:
+        try:
+            return int(stats.get(column, "0"))
+        except ValueError:
+            return 0
+
+    ok, failed = count("SuccessfulCall(C)"), count("FailedCall(C)")
+    return Step(
+        rate=rate,
+        calls=calls,
+        ok=ok,
+        failed=calls - ok if ok + failed < calls else failed,
+        retransmissions=count("Retransmissions(C)"),
+        seconds=time.monotonic() - started,
+    )
+
+
+def config(workdir: Path, port: int, gw_port: int, spare_port: int) -> Path:
+    (workdir / "sell.csv").write_text("prefix,rate\n44,0.100000\n")
+    (workdir / "a.csv").write_text("prefix,rate\n44,0.010000\n")
+    (workdir / "b.csv").write_text("prefix,rate\n44,0.020000\n")
+    path = workdir / "bench.toml"
+    path.write_text(
+        f"""
+[server]
+listen = ["udp:{LOCAL}:{port}"]
+database = "cdr.sqlite"
+drain_timeout = 5
+
+[defaults]
+setup_timeout = 5
+max_duration = 60
+call_budget = 20
+
+[[rate_decks]]
+id = "sell"
+file = "sell.csv"
+
+[[rate_decks]]
+id = "a"
+file = "a.csv"
+
+[[rate_decks]]
+id = "b"
+file = "b.csv"
+
+[[accounts]]
+id = "bench"
+ips = ["{LOCAL}"]
+rate_deck = "sell"
+routing_plan = "main"
+
+[[gateways]]
+id = "carrier_a"
+address = "{LOCAL}:{gw_port}"
+rate_deck = "a"
+
+[[gateways]]
+id = "carrier_b"
+address = "{LOCAL}:{spare_port}"
+rate_deck = "b"
+
+[[routes]]
+plan = "main"
+prefix = "44"
+gateways = ["carrier_a", "carrier_b"]
+strategy = "lcr"
+"""
+    )
+    return path
+
+
+def ladder(label: str, workdir: Path, target: int, uas_port: int, args: argparse.Namespace) -> int:
+    best = 0
+    for rate in args.rates:
+        uas = sipp(
+            workdir,
+            f"uas_{target}_{rate}",
+            "uas_answer",
+            [
+                "-p",
+                str(uas_port),
+                "-mp",
+                str(free_port()),
+                "-timeout",
+                f"{args.step_seconds + 30}s",
+            ],
+        )
+        time.sleep(0.3)
+        try:
+            step = run_step(workdir, target, uas_port, rate, args)
+        finally:
+            stop(uas)
+        verdict = "pass" if step.passed else "FAIL"
+        print(
+            f"{label:>8} {rate:>6} cps: {step.ok:>7} ok {step.failed:>6} failed "
+            f"({step.failed_ratio:.3%}) {step.retransmissions:>6} retransmissions  {verdict}",
+            flush=True,
+        )
+        if not step.passed:
+            break
+        best = rate
+        time.sleep(args.hold_ms / 1000 + 1)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default=",".join(map(str, DEFAULT_RATES)))
+    parser.add_argument("--step-seconds", type=int, default=20)
+    parser.add_argument("--hold-ms", type=int, default=1000)
+    parser.add_argument("--skip-direct", action="store_true")
+    args = parser.parse_args(argv)
+    args.rates = [int(r) for r in args.rates.split(",")]
+    if shutil.which("sipp") is None:
+        print("sipp is not on PATH (Debian package sip-tester)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="sipp_load_") as tmp:
+        workdir = Path(tmp)
+        uas_port, spare_port, switch_port = free_port(), free_port(), free_port()
+        direct = 0
+        if not args.skip_direct:
+            direct = ladder("direct", workdir, uas_port, uas_port, args)
+        path = config(workdir, switch_port, uas_port, spare_port)
+        switch = subprocess.Popen(
+            [sys.executable, "-m", "softswitch.cli", "run", "--config", str(path)],
+            cwd=ROOT / "softswitch",
+            stdout=subprocess.PIPE,
+            stderr=(workdir / "switch.log").open("wb"),
+        )
+        try:
+            assert switch.stdout is not None
+            while b"ready" not in switch.stdout.readline():
+                if switch.poll() is not None:
+                    print((workdir / "switch.log").read_text(), file=sys.stderr)
+                    return 1
+            through = ladder("switch", workdir, switch_port, uas_port, args)
+        finally:
+            switch.send_signal(signal.SIGTERM)
+            try:
+                switch.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stop(switch)
+            if switch.stdout is not None:
+                switch.stdout.close()
+        print()
+        print(
+            f"switch: {through} calls/s with <0.1% failed (UDP, {args.hold_ms} ms hold, "
+            f"{args.step_seconds} s steps, IP auth + LCR + CDRs)"
+        )
+        if direct:
+            print(
+                f"direct: {direct} calls/s (SIPp to SIPp, same run); "
+                f"switch/direct = {through / direct:.1%}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

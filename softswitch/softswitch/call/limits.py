@@ -1,0 +1,55 @@
+"""Stage 3: may this account place this call now?
+
+Checked in this order, the first failure wins:
+
+=========================  ======================  =========================================
+check                      end reason              answer
+=========================  ======================  =========================================
+account ``enabled``        ``account_disabled``    403, Q.850 21
+``deny`` prefixes          ``forbidden_destination`` 403, Q.850 21 (deny wins over allow)
+``allow`` prefixes         ``forbidden_destination`` 403 when ``allow`` is set and none match
+``max_calls``              ``limit_exceeded``      503, Q.850 34
+``max_cps``                ``limit_exceeded``      503, Q.850 34
+=========================  ======================  =========================================
+
+Limits answer 503 rather than 486: a limit is the switch's capacity for that customer, not
+the callee being busy, and a customer's own switch should fail over to another carrier on
+503 (it must not on 486).
+
+``number`` is the *normalised* number (see ``normalise``): the lists are written as E.164
+digits. When the checks pass, the call is counted against the account in ``live`` and the
+engine must call ``live.account_release(account.id)`` exactly once when the call ends.
+"""
+
+from __future__ import annotations
+
+from ..config import Account
+from .live import LiveState
+from .refusal import Refusal, refuse
+
+__all__ = ["check_destination", "check_limits"]
+
+
+def check_destination(account: Account, number: str) -> Refusal | None:
+    """The allow/deny prefix lists alone (no counting): for ``softswitch route`` too."""
+    if not account.enabled:
+        return refuse("account_disabled", f"account {account.id} is disabled")
+    for prefix in account.deny:
+        if number.startswith(prefix):
+            return refuse("forbidden_destination", f"{number} matches deny prefix {prefix}")
+    if account.allow and not any(number.startswith(p) for p in account.allow):
+        return refuse("forbidden_destination", f"{number} matches no allow prefix")
+    return None
+
+
+def check_limits(account: Account, number: str, live: LiveState, now: float) -> Refusal | None:
+    """None when the call may proceed (and is now counted), else the refusal."""
+    refusal = check_destination(account, number)
+    if refusal is not None:
+        return refusal
+    hit = live.account_admit(account.id, now, max_calls=account.max_calls, max_cps=account.max_cps)
+    if hit == "max_calls":
+        return refuse("limit_exceeded", f"account {account.id}: max_calls {account.max_calls}")
+    if hit == "max_cps":
+        return refuse("limit_exceeded", f"account {account.id}: max_cps {account.max_cps}")
+    return None

@@ -1,0 +1,213 @@
+"""The switch's mutable runtime state: calls in progress, call rates, gateway health, blocks.
+
+Interface note: ``account_admit``/``gateway_admit`` return ``None`` when admitted and the
+name of the limit hit otherwise (not a bool, so the refusal can say which limit).
+
+Everything else a call consults is immutable (``Snapshot``); this is the one place that
+changes as calls come and go. It is owned by the proxy engine and touched from the event
+loop only (no locks). It is keyed by account and gateway *ids*, not objects, so counters
+survive a configuration reload: a call admitted under the old snapshot is released under the
+new one.
+
+``now`` is seconds on any monotonic clock the engine keeps consistent (``loop.time()`` or
+``time.monotonic()``); nothing here reads a clock.
+
+Admission is check-and-take in one call: ``account_admit``/``gateway_admit`` either count the
+call (and return None) or return which limit stopped it (``"max_calls"``/``"capacity"`` or
+``"max_cps"``) without counting it. Every successful admit must be paired with exactly one
+``*_release`` when that call (or that gateway attempt) ends.
+
+Calls per second are counted over a sliding one-second window of admitted calls: a limit of
+N admits at most N calls in any 1-second interval. Refused calls do not use up the window.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["AccountLimitHit", "GatewayLimitHit", "LiveState"]
+
+AccountLimitHit = Literal["max_calls", "max_cps"]
+GatewayLimitHit = Literal["capacity", "max_cps"]
+
+_CPS_WINDOW = 1.0
+#: Auth-failure entries kept before expired ones are swept (bounds memory under a scan).
+_SWEEP_AT = 4096
+
+
+@dataclass(slots=True)
+class _Counter:
+    calls: int = 0
+    starts: deque[float] = field(default_factory=deque)
+
+    def rate(self, now: float) -> int:
+        """Admissions within the last second (expired ones are dropped)."""
+        starts = self.starts
+        while starts and starts[0] <= now - _CPS_WINDOW:
+            starts.popleft()
+        return len(starts)
+
+
+@dataclass(slots=True)
+class _AuthFailures:
+    times: deque[float] = field(default_factory=deque)
+    blocked_until: float = float("-inf")
+
+
+class LiveState:
+    """Counters per account and gateway, gateway up/down, auth failures and blocks per IP."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, _Counter] = {}
+        self._gateways: dict[str, _Counter] = {}
+        self._down: set[str] = set()
+        self._auth: dict[str, _AuthFailures] = {}
+
+    # -- accounts ----------------------------------------------------------------------
+
+    def account_calls(self, account_id: str) -> int:
+        c = self._accounts.get(account_id)
+        return 0 if c is None else c.calls
+
+    def account_rate(self, account_id: str, now: float) -> int:
+        c = self._accounts.get(account_id)
+        return 0 if c is None else c.rate(now)
+
+    def account_admit(
+        self,
+        account_id: str,
+        now: float,
+        *,
+        max_calls: int | None = None,
+        max_cps: int | None = None,
+    ) -> AccountLimitHit | None:
+        """Count a new call for the account unless a limit stops it (None = admitted)."""
+        c = self._accounts.setdefault(account_id, _Counter())
+        if max_calls is not None and c.calls >= max_calls:
+            return "max_calls"
+        if max_cps is not None and c.rate(now) >= max_cps:
+            return "max_cps"
+        c.calls += 1
+        c.starts.append(now)
+        return None
+
+    def account_release(self, account_id: str) -> None:
+        """The end of a call admitted by ``account_admit``."""
+        c = self._accounts.get(account_id)
+        if c is None or c.calls <= 0:
+            raise RuntimeError(f"account {account_id!r} released more calls than admitted")
+        c.calls -= 1
+
+    # -- gateways ----------------------------------------------------------------------
+
+    def gateway_calls(self, gateway_id: str) -> int:
+        c = self._gateways.get(gateway_id)
+        return 0 if c is None else c.calls
+
+    def gateway_rate(self, gateway_id: str, now: float) -> int:
+        c = self._gateways.get(gateway_id)
+        return 0 if c is None else c.rate(now)
+
+    def gateway_has_room(
+        self,
+        gateway_id: str,
+        now: float,
+        *,
+        capacity: int | None = None,
+        max_cps: int | None = None,
+    ) -> GatewayLimitHit | None:
+        """Which limit a new attempt would hit now, without counting it (None = room)."""
+        c = self._gateways.get(gateway_id)
+        if c is None:
+            return None
+        if capacity is not None and c.calls >= capacity:
+            return "capacity"
+        if max_cps is not None and c.rate(now) >= max_cps:
+            return "max_cps"
+        return None
+
+    def gateway_admit(
+        self,
+        gateway_id: str,
+        now: float,
+        *,
+        capacity: int | None = None,
+        max_cps: int | None = None,
+    ) -> GatewayLimitHit | None:
+        """Count an attempt on the gateway unless a limit stops it (None = admitted)."""
+        hit = self.gateway_has_room(gateway_id, now, capacity=capacity, max_cps=max_cps)
+        if hit is not None:
+            return hit
+        c = self._gateways.setdefault(gateway_id, _Counter())
+        c.calls += 1
+        c.starts.append(now)
+        return None
+
+    def gateway_release(self, gateway_id: str) -> None:
+        """The end of an attempt admitted by ``gateway_admit`` (failed or hung up)."""
+        c = self._gateways.get(gateway_id)
+        if c is None or c.calls <= 0:
+            raise RuntimeError(f"gateway {gateway_id!r} released more calls than admitted")
+        c.calls -= 1
+
+    def mark_gateway(self, gateway_id: str, up: bool) -> None:
+        """The OPTIONS prober's verdict. Gateways are up until marked down."""
+        if up:
+            self._down.discard(gateway_id)
+        else:
+            self._down.add(gateway_id)
+
+    def gateway_is_up(self, gateway_id: str) -> bool:
+        return gateway_id not in self._down
+
+    # -- authentication failures -------------------------------------------------------
+
+    def note_auth_failure(
+        self,
+        ip: str,
+        now: float,
+        *,
+        limit: int = 5,
+        window: float = 60.0,
+        block_for: float = 300.0,
+    ) -> bool:
+        """Record a failed authentication from ``ip``; True if this one blocked it.
+
+        ``limit`` failures within ``window`` seconds block the IP for ``block_for`` seconds.
+        """
+        if len(self._auth) >= _SWEEP_AT:
+            self._sweep(now, window)
+        entry = self._auth.setdefault(ip, _AuthFailures())
+        times = entry.times
+        times.append(now)
+        while times and times[0] <= now - window:
+            times.popleft()
+        if len(times) >= limit and block_for > 0:
+            entry.blocked_until = now + block_for
+            times.clear()
+            return True
+        return False
+
+    def note_auth_success(self, ip: str) -> None:
+        """A success forgives earlier failures (a phone that got its password fixed)."""
+        entry = self._auth.get(ip)
+        if entry is not None:
+            entry.times.clear()
+
+    def is_blocked(self, ip: str, now: float) -> bool:
+        entry = self._auth.get(ip)
+        return entry is not None and now < entry.blocked_until
+
+    def unblock(self, ip: str) -> None:
+        """An operator's override."""
+        self._auth.pop(ip, None)
+
+    def _sweep(self, now: float, window: float) -> None:
+        for ip in [
+            ip
+            for ip, e in self._auth.items()
+            if now >= e.blocked_until and (not e.times or e.times[-1] <= now - window)
+        ]:
+            del self._auth[ip]

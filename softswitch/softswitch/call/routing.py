@@ -1,0 +1,84 @@
+"""Stage 4: which gateways could carry this number, in which order, and why not the others.
+
+The account's routing plan is an ``lcr.RouteTable`` (built once per snapshot). ``lcr`` finds
+the longest matching route prefix, rejects targets with reasons (``disabled``, ``no_rate``,
+``above_max_rate``, ``below_min_margin``, ...) and orders the rest by the route's strategy.
+
+* The sell rate comes from the account's deck at ``at``. An account with a deck but no rate
+  for the number is refused (``no_rate``): the switch does not carry calls it cannot bill.
+  An account without a deck is not rated (no sell cost, no margin filter).
+* ``seed=call_id`` makes ``weight`` routing random across calls but repeatable for one call
+  (a retransmitted INVITE, ``softswitch route --seed``).
+* No candidate left is ``no_route``; the refusal's ``detail`` carries the explanation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+import lcr
+
+from ..config import Account
+from .refusal import Refusal, refuse
+from .snapshot import Snapshot
+
+__all__ = ["RoutePlan", "route_call"]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """The ordered candidates (``lcr.Candidate``: gateway, rate, deck...) and rejections."""
+
+    number: str
+    candidates: tuple[lcr.Candidate, ...]
+    rejected: tuple[tuple[str, str], ...]
+    sell_rate: Decimal | None
+    prefix: str | None
+    explain: str
+
+    @property
+    def gateway_ids(self) -> tuple[str, ...]:
+        return tuple(c.gateway for c in self.candidates)
+
+
+def route_call(
+    snapshot: Snapshot,
+    account: Account,
+    number: str,
+    now: dt.datetime,
+    call_id: str | int,
+) -> RoutePlan | Refusal:
+    """Ask ``lcr`` for the account's routing plan's answer for ``number`` at ``now``.
+
+    ``number`` is normalised (digits only); ``now`` is wall-clock time (rates are dated).
+    """
+    table = snapshot.tables.get(account.routing_plan)
+    if table is None:  # load_config checks this; a hand-built Config may not have
+        return refuse("no_route", f"routing plan {account.routing_plan!r} has no routes")
+    sell_rate: Decimal | None = None
+    try:
+        if account.rate_deck is not None:
+            rate = snapshot.decks[account.rate_deck].lookup(number, now)
+            if rate is None:
+                return refuse("no_rate", f"deck {account.rate_deck!r} has no rate for {number}")
+            sell_rate = rate.rate
+        result = table.route(number, now, call_id, sell_rate=sell_rate)
+    except lcr.LcrError as e:
+        return refuse("invalid_number", str(e))
+    rejected = tuple((r.gateway, r.reason) for r in result.rejected)
+    explain = result.explain()
+    if not result.candidates:
+        detail = f"plan {account.routing_plan!r}: " + (
+            ", ".join(f"{g}: {why}" for g, why in rejected) or f"no route matches {number}"
+        )
+        return refuse("no_route", detail)
+    return RoutePlan(
+        number=number,
+        candidates=result.candidates,
+        rejected=rejected,
+        sell_rate=sell_rate,
+        prefix=result.prefix,
+        explain=explain,
+    )

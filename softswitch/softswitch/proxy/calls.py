@@ -1,0 +1,131 @@
+"""Per-call state: what the switch remembers about one call from INVITE to CDR.
+
+A :class:`Call` is created for each admitted INVITE and lives until its CDR is written. It
+holds the caller's side (the server transaction, the flow, the original INVITE), the branch
+being tried, every attempt with its outcome and timing, and once answered the dialog facts
+the switch needs to relay in-dialog requests and to send its own BYEs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+
+from softswitch.sip import Request, Response
+from softswitch.sip.transaction import ClientTransaction, ServerTransaction
+from softswitch.transport import Address, Flow, Transport
+
+__all__ = ["Admission", "Attempt", "Branch", "Call", "Phase", "Target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One gateway a call may be sent to, resolved from the configuration snapshot."""
+
+    gateway_id: str
+    transport: Transport
+    address: Address
+    request_uri: str
+    number_sent: str
+    setup_timeout: float
+    failover_codes: frozenset[int] | None = None
+
+
+@dataclass(slots=True)
+class Admission:
+    """What stages 2-4 of the pipeline decided about a call (see ``pipeline.admit``).
+
+    ``policy`` is the pipeline's own per-call context (snapshot, account, route plan); the
+    engine carries it without looking inside.
+    """
+
+    account_id: str
+    number_dialed: str
+    number: str
+    max_duration: float
+    attempt_cap: int
+    time_budget: float
+    policy: object = None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One gateway tried, with its outcome (final status or why we gave up on it)."""
+
+    gateway_id: str
+    request_uri: str
+    number_sent: str
+    started_at: float
+    ring_at: float | None = None
+    answer_at: float | None = None
+    ended_at: float | None = None
+    status: int | None = None
+    #: ``answered``, ``failed``, ``timeout``, ``cancelled``, ``transport_error`` (as in
+    #: ``cdr.AttemptRecord``), ``pending`` while the branch runs.
+    outcome: str = "pending"
+
+
+class Phase(enum.Enum):
+    HUNTING = "hunting"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+@dataclass(eq=False, slots=True)
+class Branch:
+    """One INVITE client transaction to one gateway."""
+
+    call: Call
+    target: Target
+    attempt: Attempt
+    flow: Flow | None = None
+    transaction: ClientTransaction | None = None
+    request: Request | None = None
+    got_provisional: bool = False
+    got_ringing: bool = False
+    dead: bool = False
+    setup_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False, slots=True)
+class Call:
+    """One call attempt from a customer, from its INVITE to its single CDR."""
+
+    call_id: str
+    invite: Request
+    caller_flow: Flow
+    server_tx: ServerTransaction
+    admission: Admission
+    invite_at: float
+    started_mono: float
+    phase: Phase = Phase.HUNTING
+    attempts: list[Attempt] = field(default_factory=list)
+    branch: Branch | None = None
+    responses: list[int] = field(default_factory=list)
+    last_response: Response | None = None
+    ring_at: float | None = None
+    answer_at: float | None = None
+    end_at: float | None = None
+    pdd: float | None = None
+    end_reason: str | None = None
+    final_status: int | None = None
+    hangup_side: str | None = None
+    number_sent: str | None = None
+    # dialog facts, once answered
+    caller_tag: str | None = None
+    callee_tag: str | None = None
+    callee_contact: str | None = None
+    callee_routes: tuple[str, ...] = ()
+    callee_flow: Flow | None = None
+    answered_gateway: str | None = None
+    caller_cseq: int = 0
+    callee_cseq: int = 0
+    duration_timer: asyncio.TimerHandle | None = None
+    budget_timer: asyncio.TimerHandle | None = None
+    finished: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The dialog's key on our side: Call-ID and the caller's From tag."""
+        return (self.call_id, self.caller_tag or "")

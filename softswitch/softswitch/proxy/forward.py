@@ -1,0 +1,145 @@
+"""The per-hop edits a record-routing proxy makes to what it relays (RFC 3261 16.3-16.7).
+
+Pure functions over messages: the engine decides *where* a message goes, this module decides
+*what* goes there. A forwarded request is a copy (the original stays intact for the next
+fail-over branch), keeps every header it arrived with byte for byte except the ones a proxy
+owns (Via, Record-Route, Route, Max-Forwards, Proxy-Authorization), and its body untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from softswitch.sip import NameAddr, Request, Response, SipParseError, SipURI, Via, parse_name_addr
+from softswitch.transport import Address, Transport
+
+__all__ = [
+    "DEFAULT_MAX_FORWARDS",
+    "Hop",
+    "check_request",
+    "copy_request",
+    "own_uri",
+    "prepare_branch",
+    "prepare_in_dialog",
+    "relay_response",
+]
+
+DEFAULT_MAX_FORWARDS: Final = 70
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One side of the switch as a peer sees it: the transport and our address on it."""
+
+    transport: Transport
+    host: str
+    port: int
+
+    @property
+    def address(self) -> Address:
+        return (self.host, self.port)
+
+
+def _uri_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def own_uri(hop: Hop) -> SipURI:
+    """The loose-routing URI peers use to reach this hop (Record-Route, our Route entries)."""
+    params: dict[str, str | None] = {"lr": None}
+    if hop.transport is Transport.TCP:
+        params = {"transport": "tcp", "lr": None}
+    return SipURI(host=_uri_host(hop.host), port=hop.port, params=params)
+
+
+def check_request(request: Request, is_ours: Callable[[str, int], bool]) -> tuple[int, str] | None:
+    """The sanity checks of RFC 3261 16.3 that ``validate_request`` leaves to a proxy.
+
+    483 when Max-Forwards is exhausted; 482 when one of our own Via entries is already in
+    the request (the request came back to us: a carrier routes the number to us, or two
+    switches route to each other); 420 for a Proxy-Require we cannot honour. Missing or
+    malformed essential headers were already answered 400 by the transport.
+    """
+    try:
+        max_forwards = request.max_forwards
+        vias = request.via
+    except SipParseError as exc:
+        return 400, exc.reason
+    if max_forwards is not None and max_forwards <= 0 and request.method != "OPTIONS":
+        return 483, "Too Many Hops"
+    for via in vias[1:] if vias else ():
+        if is_ours(via.host.strip("[]"), via.port or 5060):
+            return 482, "Loop Detected"
+    if request.headers.get("Proxy-Require") is not None:
+        return 420, "Bad Extension"
+    return None
+
+
+def copy_request(request: Request) -> Request:
+    """An independent copy that keeps the received header bytes."""
+    return Request(request.method, request.uri, request.headers.copy(), request.body)
+
+
+def _decrement_max_forwards(request: Request) -> None:
+    current = request.max_forwards
+    request.max_forwards = DEFAULT_MAX_FORWARDS if current is None else max(current - 1, 0)
+
+
+def _strip_own_routes(request: Request, is_ours: Callable[[str, int], bool]) -> None:
+    """Remove the Route entries that name us (16.4), however many we record-routed."""
+    while True:
+        top = request.headers.get("Route")
+        if top is None:
+            return
+        try:
+            uri = parse_name_addr(top).uri
+        except SipParseError:
+            return
+        if not isinstance(uri, SipURI) or not is_ours(uri.host.strip("[]"), uri.port or 5060):
+            return
+        request.headers.pop_first("Route")
+
+
+def prepare_branch(
+    request: Request,
+    *,
+    uri: SipURI,
+    via: Via,
+    record_route: Iterable[Hop],
+    is_ours: Callable[[str, int], bool],
+) -> Request:
+    """The INVITE for one gateway (16.6): new Request-URI, our Via and Record-Route on top.
+
+    ``record_route`` lists our hops from the gateway's side to the caller's side: two
+    entries when the legs use different transports or sockets (RFC 5658 double
+    record-routing), so each peer reaches us the way it reached us before.
+    """
+    out = copy_request(request)
+    out.uri = uri
+    _strip_own_routes(out, is_ours)
+    _decrement_max_forwards(out)
+    out.headers.remove("Proxy-Authorization")  # our credentials, not the carrier's (22.3)
+    for hop in reversed(list(record_route)):
+        out.headers.prepend("Record-Route", str(NameAddr(own_uri(hop))))
+    out.push_via(via)
+    return out
+
+
+def prepare_in_dialog(
+    request: Request, *, via: Via, is_ours: Callable[[str, int], bool]
+) -> Request:
+    """A mid-dialog request on its way through (16.4, 16.6): our Routes off, our Via on."""
+    out = copy_request(request)
+    _strip_own_routes(out, is_ours)
+    _decrement_max_forwards(out)
+    out.push_via(via)
+    return out
+
+
+def relay_response(response: Response) -> Response:
+    """A response on its way back (16.7 step 3): a copy without our Via."""
+    out = Response(response.status, response.reason, response.headers.copy(), response.body)
+    out.pop_via()
+    return out

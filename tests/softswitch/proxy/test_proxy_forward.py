@@ -1,0 +1,90 @@
+"""The per-hop edits of a record-routing proxy, on parsed messages, no sockets."""
+
+from __future__ import annotations
+
+from softswitch.proxy.forward import (
+    Hop,
+    check_request,
+    prepare_branch,
+    prepare_in_dialog,
+    relay_response,
+)
+from softswitch.sip import Request, Response, SipURI, Via, parse_message
+from softswitch.transport import Transport
+
+US = ("127.0.0.1", 5060)
+
+
+def ours(host: str, port: int) -> bool:
+    return (host, port) == US
+
+
+def invite(*extra: str, max_forwards: str = "70") -> Request:
+    lines = [
+        "INVITE sip:441234567@127.0.0.1:5060 SIP/2.0",
+        "Via: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKcaller",
+        *extra,
+        f"Max-Forwards: {max_forwards}",
+        "From: <sip:1000@10.0.0.1>;tag=abc",
+        "To: <sip:441234567@127.0.0.1>",
+        "Call-ID: c1@10.0.0.1",
+        "CSeq: 1 INVITE",
+        "Contact: <sip:1000@10.0.0.1:5062>",
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    message = parse_message("\r\n".join(lines).encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def test_sanity_checks() -> None:
+    assert check_request(invite(), ours) is None
+    assert check_request(invite(max_forwards="0"), ours) == (483, "Too Many Hops")
+    looped = invite("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKus")
+    assert check_request(looped, ours) == (482, "Loop Detected")
+    assert check_request(invite("Proxy-Require: foo"), ours) == (420, "Bad Extension")
+
+
+def test_branch_request_rewrites_and_leaves_the_original_alone() -> None:
+    original = invite("Proxy-Authorization: Digest username=x", "Route: <sip:127.0.0.1:5060;lr>")
+    via = Via.new("UDP", "127.0.0.1", 5060, branch="z9hG4bKbranch1")
+    out = prepare_branch(
+        original,
+        uri=SipURI(user="0044123", host="192.0.2.9", port=5070),
+        via=via,
+        record_route=[Hop(Transport.TCP, "127.0.0.1", 5060), Hop(Transport.UDP, *US)],
+        is_ours=ours,
+    )
+    assert str(out.uri) == "sip:0044123@192.0.2.9:5070"
+    assert out.max_forwards == 69
+    assert out.top_via is not None
+    assert out.top_via.branch == "z9hG4bKbranch1"
+    assert len(out.via) == 2
+    assert out.headers.get_all("Record-Route") == [
+        "<sip:127.0.0.1:5060;transport=tcp;lr>",
+        "<sip:127.0.0.1:5060;lr>",
+    ]
+    assert "Route" not in out.headers  # our own entry was consumed
+    assert "Proxy-Authorization" not in out.headers  # our credentials stay with us
+    # the original is still the caller's request, for the next branch
+    assert str(original.uri) == "sip:441234567@127.0.0.1:5060"
+    assert original.max_forwards == 70
+    assert len(original.via) == 1
+
+
+def test_in_dialog_request_loses_our_routes_only() -> None:
+    bye = invite("Route: <sip:127.0.0.1:5060;lr>", "Route: <sip:192.0.2.1;lr>")
+    out = prepare_in_dialog(bye, via=Via.new("UDP", "127.0.0.1", 5060), is_ours=ours)
+    assert out.headers.get_all("Route") == ["<sip:192.0.2.1;lr>"]
+    assert len(out.via) == 2
+
+
+def test_relayed_response_loses_our_via() -> None:
+    request = invite("Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKlower")
+    request.push_via(Via.new("UDP", "127.0.0.1", 5060, branch="z9hG4bKtop"))
+    response = Response.for_request(request, 180, to_tag="t")
+    relayed = relay_response(response)
+    assert [v.branch for v in relayed.via] == ["z9hG4bKcaller", "z9hG4bKlower"]
+    assert len(response.via) == 3  # the copy, not the original, was edited
