@@ -84,6 +84,8 @@ def sipp(workdir: Path, name: str, scenario: str, extra: list[str]) -> subproces
         "4194304",
         "-nostdin",
         "-trace_stat",
+        "-fd",
+        "1",  # a stats row every second: a run killed at its bound still reports
         "-stf",
         str(workdir / f"{name}.csv"),
         *extra,
