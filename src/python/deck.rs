@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::convert::{
     datetime_or_none, decimal, deck_error, deck_error_object, digits, lcr_error, seconds_at,
 };
-use crate::deck::{Deck, DeckOptions, Field, Match};
+use crate::deck::{Deck, DeckOptions, Field, Match, MAX_PREFIX_DIGITS};
 use crate::load::{self, ColumnRef, CsvOptions, DeckError as CoreDeckError};
 use crate::money::{Rounding, MAX_PRECISION};
 use crate::rate::{billed_seconds, call_cost};
@@ -19,7 +19,9 @@ use crate::rate::{billed_seconds, call_cost};
 /// One rate of a deck as matched for a number.
 #[pyclass(module = "lcr._core", frozen, name = "Rate")]
 pub struct Rate {
-    prefix: String,
+    /// Inline: decks cap prefixes at MAX_PREFIX_DIGITS, and a lookup should not allocate.
+    prefix: [u8; MAX_PREFIX_DIGITS],
+    prefix_len: u8,
     destination: Arc<str>,
     rate: i64,
     connect_fee: i64,
@@ -33,10 +35,16 @@ pub struct Rate {
 
 impl Rate {
     pub fn new(deck: &Deck, prefix: &[u8], tariff: u32) -> Self {
+        let kept = prefix.len().min(MAX_PREFIX_DIGITS); // deck and route prefixes are capped
         let t = deck.tariff(tariff);
         let options = deck.options();
         Self {
-            prefix: String::from_utf8_lossy(prefix).into_owned(),
+            prefix: {
+                let mut inline = [0; MAX_PREFIX_DIGITS];
+                inline[..kept].copy_from_slice(&prefix[..kept]);
+                inline
+            },
+            prefix_len: kept as u8,
             destination: deck.destination_shared(t),
             rate: t.rate,
             connect_fee: t.connect_fee,
@@ -49,9 +57,14 @@ impl Rate {
         }
     }
 
+    fn prefix_str(&self) -> &str {
+        // Digits only (checked when the deck was built), so always valid UTF-8.
+        std::str::from_utf8(&self.prefix[..self.prefix_len as usize]).unwrap_or("")
+    }
+
     fn key(&self) -> (&str, &str, i64, i64, u32, u32, i64, i64, u32) {
         (
-            &self.prefix,
+            self.prefix_str(),
             &*self.destination,
             self.rate,
             self.connect_fee,
@@ -82,7 +95,7 @@ fn duration(py: Python<'_>, duration_s: i64) -> PyResult<u64> {
 impl Rate {
     #[getter]
     fn prefix(&self) -> &str {
-        &self.prefix
+        self.prefix_str()
     }
     #[getter]
     fn destination(&self) -> &str {
@@ -149,7 +162,7 @@ impl Rate {
         Ok(format!(
             "Rate(prefix={:?}, destination={:?}, rate=Decimal('{}'), connect_fee=Decimal('{}'), \
              initial_increment={}, subsequent_increment={}, effective_from={}, effective_to={})",
-            self.prefix,
+            self.prefix_str(),
             self.destination,
             decimal(py, self.rate, self.precision)?.str()?,
             decimal(py, self.connect_fee, self.precision)?.str()?,
@@ -363,15 +376,15 @@ fn deck_options(py: Python<'_>, precision: u32, rounding: &str) -> PyResult<Deck
 }
 
 impl RateDeck {
-    fn number_at(
+    fn number_at<'n>(
         &self,
         py: Python<'_>,
-        number: &str,
+        number: &'n str,
         at: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Option<(Vec<u8>, Match)>> {
+    ) -> PyResult<Option<(&'n [u8], Match)>> {
         let d = digits(py, number)?;
         let at = seconds_at(at)?;
-        Ok(self.deck.lookup(d, at).map(|m| (d.to_vec(), m)))
+        Ok(self.deck.lookup(d, at).map(|m| (d, m)))
     }
 }
 
