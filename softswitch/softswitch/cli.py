@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,22 +34,16 @@ def parse_listen(text: str) -> tuple[Transport, tuple[str, int]]:
     return transport, (host.strip("[]"), int(port))
 
 
-def state_dir() -> Path:
-    """Where the demo keeps its CDRs: ``$XDG_STATE_HOME/softswitch``, else ``./var/softswitch``."""
-    xdg = os.environ.get("XDG_STATE_HOME")
-    return Path(xdg) / "softswitch" if xdg else Path("var") / "softswitch"
-
-
 def run_switch(args: argparse.Namespace) -> int:
     """``softswitch run``: the configured switch, or the embedded demo without ``--config``."""
-    from softswitch.config import ConfigError, demo_config, load_config
+    from softswitch.config import ConfigError, demo_config, demo_state_dir, load_config
     from softswitch.proxy.server import serve
 
     config_path = Path(args.config) if args.config else None
     try:
         for item in args.listen or ():
             parse_listen(item)
-        config = load_config(config_path) if config_path else demo_config(state_dir())
+        config = load_config(config_path) if config_path else demo_config(demo_state_dir())
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

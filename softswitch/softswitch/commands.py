@@ -24,7 +24,7 @@ from .call.routing import route_call
 from .call.select import select_gateways
 from .call.snapshot import Snapshot, build_snapshot
 from .cdr import query_file, write_csv
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, demo_config, demo_state_dir, load_config
 
 __all__ = [
     "add_subcommands",
@@ -46,9 +46,14 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _load(path: str, err: TextIO) -> Snapshot | None:
+def _config(path: str | None) -> Config:
+    """The file's configuration, or the embedded demo's when no file is given."""
+    return load_config(path) if path else demo_config(demo_state_dir())
+
+
+def _load(path: str | None, err: TextIO) -> Snapshot | None:
     try:
-        return build_snapshot(load_config(path))
+        return build_snapshot(_config(path))
     except ConfigError as e:
         for problem in e.problems:
             print(f"error: {problem}", file=err)
@@ -86,7 +91,7 @@ def _refused(refusal: Refusal, out: TextIO) -> int:
 
 
 def show_route(
-    path: str,
+    path: str | None,
     account_id: str,
     number: str,
     *,
@@ -154,7 +159,7 @@ def show_route(
 
 
 def list_cdrs(
-    path: str,
+    path: str | None,
     *,
     since: dt.datetime | None = None,
     as_csv: bool = False,
@@ -165,7 +170,7 @@ def list_cdrs(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        cfg = load_config(path)
+        cfg = _config(path)
     except ConfigError as e:
         for problem in e.problems:
             print(f"error: {problem}", file=err)
@@ -207,7 +212,7 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     route = commands.add_parser(
         "route", help="print the routing decision for an account and a number"
     )
-    route.add_argument("--config", required=True, metavar="FILE")
+    route.add_argument("--config", metavar="FILE", help="default: the embedded demo")
     route.add_argument("--account", required=True, metavar="ID")
     route.add_argument("--at", type=parse_time, help="ISO time (default now; UTC if no offset)")
     route.add_argument("--seed", default="softswitch-route", help="the Call-ID weight routing uses")
@@ -217,7 +222,7 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
 
     cdr = commands.add_parser("cdr", help="list or export CDRs")
-    cdr.add_argument("--config", required=True, metavar="FILE")
+    cdr.add_argument("--config", metavar="FILE", help="default: the embedded demo's CDRs")
     cdr.add_argument("--since", type=parse_time, help="ISO date or time (UTC if no offset)")
     cdr.add_argument("--csv", action="store_true", help="CSV on standard output")
     cdr.set_defaults(handler=lambda a: list_cdrs(a.config, since=a.since, as_csv=a.csv))

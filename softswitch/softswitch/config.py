@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -1035,6 +1036,12 @@ def load_config(path: str | Path) -> Config:
     if missing:
         raise ConfigError(missing)
     return cfg
+
+
+def demo_state_dir() -> Path:
+    """Where the demo keeps its CDRs: ``$XDG_STATE_HOME/softswitch``, else ``./var/softswitch``."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) / "softswitch" if xdg else Path("var") / "softswitch"
 
 
 def demo_config(state_dir: Path) -> Config:
