@@ -37,7 +37,7 @@ def sipp_binary() -> str:
     return path
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
         with socket.socket(socket.AF_INET, kind) as probe:
             try:
@@ -57,7 +57,7 @@ def free_port(span: int = 1) -> int:
             probe.bind((LOCAL, 0))
             port = int(probe.getsockname()[1])
         ports = range(port, port + span)
-        if port + span < 65536 and not _handed_out & set(ports) and all(map(_bindable, ports)):
+        if port + span < 65536 and not _handed_out & set(ports) and all(map(bindable, ports)):
             _handed_out.update(ports)
             return port
     raise RuntimeError("no free port range on 127.0.0.1")
@@ -145,7 +145,7 @@ class Sipp:
                     socket.create_connection((LOCAL, self.port), 0.2),
                 ):
                     return
-            elif not _bindable(self.port):
+            elif not bindable(self.port):
                 return
             time.sleep(0.02)
         raise TimeoutError(f"SIPp {self.name} did not listen on {self.port}")

@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 import csv
 import os
-import shutil
 import signal
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from callflow_harness import bindable, free_port, sipp_binary
 
 from softswitch import aiosip
 
@@ -41,33 +40,7 @@ PROTOCOLS = pytest.mark.parametrize(
 
 @pytest.fixture
 def sipp() -> str:
-    path = shutil.which("sipp")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("sipp is not on PATH and CI is set: install the Debian package sip-tester")
-        pytest.skip("sipp is not on PATH (Debian package sip-tester)")
-    return path
-
-
-def _bindable(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind((LOCAL, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port(span: int = 1) -> int:
-    """A port free for UDP and TCP, with ``span - 1`` free neighbours (SIPp's media ports)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((LOCAL, 0))
-            port = int(probe.getsockname()[1])
-        if port + span < 65536 and all(_bindable(port + i) for i in range(span)):
-            return port
-    raise RuntimeError("no free port range on 127.0.0.1")
+    return sipp_binary()
 
 
 @dataclass(frozen=True)
@@ -182,7 +155,7 @@ async def listening(protocol: aiosip.Transport, port: int, timeout: float = 5.0)
                 writer.close()
                 await writer.wait_closed()
                 return
-        elif not _bindable(port):
+        elif not bindable(port):
             return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"SIPp did not listen on {port}")

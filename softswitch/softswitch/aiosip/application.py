@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
+from softswitch.deadline import DeadlineTimer
 from softswitch.sip import URI, NameAddr, Request, Response, SipURI, Via
 from softswitch.sip.dialog import Dialog as DialogState
 from softswitch.sip.dialog import DialogError, DialogId
@@ -75,8 +76,7 @@ class Application:
         self._clients: dict[Transaction, PendingRequest] = {}
         self._servers: dict[Transaction, IncomingRequest] = {}
         self._dialogs: dict[DialogId, Dialog] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._on_timer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -113,9 +113,7 @@ class Application:
 
     async def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         for dialog in list(self._dialogs.values()):
             dialog._terminate()
         for pending in self._clients.values():
@@ -316,18 +314,10 @@ class Application:
                 pending.dialog._terminate()
 
     def _reschedule(self) -> None:
-        deadline = self.transactions.next_deadline()
-        if deadline == self._timer_at or self._closed:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._timer_at = None
-        if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer, deadline)
-            self._timer_at = deadline
+        if not self._closed:
+            self._timer.schedule(self.transactions.next_deadline())
 
     def _on_timer(self, deadline: float) -> None:
-        self._timer = self._timer_at = None
         # call_at may fire a clock-resolution early; never hand the layer a time before it.
         self._process(self.transactions.handle_timers(max(self._now(), deadline)))
 

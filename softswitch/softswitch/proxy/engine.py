@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from softswitch.call.refusal import Refusal, q850_for_status, refuse
+from softswitch.deadline import DeadlineTimer
 from softswitch.sip import (
     Request,
     Response,
@@ -169,8 +170,7 @@ class Engine:
         self._dialogs: dict[tuple[str, str], Call] = {}
         self._calls: set[Call] = set()
         self._ours: set[Address] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._on_timer)
         self._tasks: set[asyncio.Task[None]] = set()
         self._own: dict[ClientTransaction, asyncio.Future[Response | None]] = {}
         self._closed = False
@@ -222,8 +222,7 @@ class Engine:
         if self._calls:
             await asyncio.sleep(0.2)  # let the BYEs leave
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -950,18 +949,10 @@ class Engine:
             self._relays_out.pop(tx, None)
 
     def _reschedule(self) -> None:
-        deadline = self.transactions.next_deadline()
-        if deadline == self._timer_at or self._closed:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._timer_at = None
-        if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer, deadline)
-            self._timer_at = deadline
+        if not self._closed:
+            self._timer.schedule(self.transactions.next_deadline())
 
     def _on_timer(self, deadline: float) -> None:
-        self._timer = self._timer_at = None
         try:
             self._process(self.transactions.handle_timers(max(self._now(), deadline)))
         except Exception:
