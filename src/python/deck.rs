@@ -176,53 +176,76 @@ impl Rate {
     }
 }
 
-/// Dialed numbers copied out of Python so the lookups can run without the GIL.
+/// Dialed numbers read in place from their Python strings, so that the walks can run on all
+/// cores without the GIL and without copying a million strings first.
 pub struct Numbers {
-    arena: Vec<u8>,
-    ends: Vec<u32>,
+    /// Keeps every string, and so its UTF-8 buffer, alive while `spans` point into them.
+    _owners: Vec<Py<PyString>>,
+    /// The digits of each number (its leading `+` already stepped over).
+    spans: Vec<(*const u8, usize)>,
 }
+
+// SAFETY: `spans` point into the UTF-8 buffers of `str` objects that `_owners` keeps alive;
+// a Python `str` never changes, so reading them from any thread, without the GIL, is sound.
+unsafe impl Send for Numbers {}
+unsafe impl Sync for Numbers {}
 
 impl Numbers {
     pub fn collect(numbers: &Bound<'_, PyAny>) -> PyResult<Self> {
         let py = numbers.py();
         let list = numbers.cast::<PyList>().ok();
-        let mut out = Self {
-            arena: Vec::new(),
-            ends: Vec::with_capacity(list.map_or(0, |l| l.len())),
-        };
-        let mut push = |index: usize, item: &Bound<'_, PyAny>| -> PyResult<()> {
+        let capacity = list.map_or(0, |l| l.len());
+        let mut owners = Vec::with_capacity(capacity);
+        let mut spans = Vec::with_capacity(capacity);
+        let mut push = |index: usize, item: Bound<'_, PyAny>| -> PyResult<()> {
             let text = item
-                .cast::<PyString>()
+                .cast_into::<PyString>()
                 .map_err(|_| PyTypeError::new_err(format!("numbers[{index}] is not a str")))?;
-            let text = text.to_str()?;
-            let d = digits(py, text).map_err(|_| {
-                lcr_error(
-                    py,
-                    "LcrError",
-                    format!(
-                        "numbers[{index}]: {}",
-                        crate::number::digits(text).unwrap_err()
-                    ),
-                )
-            })?;
-            out.arena.extend_from_slice(d);
-            out.ends.push(out.arena.len() as u32);
+            let utf8 = text.to_str()?;
+            spans.push((utf8.as_ptr(), utf8.len()));
+            owners.push(text.unbind());
             Ok(())
         };
         if let Some(list) = list {
             for (i, item) in list.iter().enumerate() {
-                push(i, &item)?;
+                push(i, item)?;
             }
         } else {
             for (i, item) in numbers.try_iter()?.enumerate() {
-                push(i, &item?)?;
+                push(i, item?)?;
+            }
+        }
+        let mut out = Self {
+            _owners: owners,
+            spans,
+        };
+        let text = |n: &Self, i: usize| -> &str {
+            let (ptr, len) = n.spans[i];
+            // SAFETY: the span came from `PyString::to_str` (valid UTF-8) of a string held
+            // alive in `_owners`.
+            unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(ptr, len)) }
+        };
+        let bad = py.detach(|| {
+            (0..out.spans.len())
+                .into_par_iter()
+                .with_min_len(4096)
+                .find_first(|&i| crate::number::digits(text(&out, i)).is_err())
+        });
+        if let Some(i) = bad {
+            let error = crate::number::digits(text(&out, i)).unwrap_err();
+            return Err(lcr_error(py, "LcrError", format!("numbers[{i}]: {error}")));
+        }
+        for span in &mut out.spans {
+            // SAFETY: reading the first byte of a non-empty span inside a live string.
+            if span.1 > 0 && unsafe { *span.0 } == b'+' {
+                *span = (span.0.wrapping_add(1), span.1 - 1);
             }
         }
         Ok(out)
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
     /// Looks every number up in `deck`, chunks spread over the rayon pool.
@@ -240,8 +263,9 @@ impl Numbers {
     }
 
     pub fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.arena[start..self.ends[i] as usize]
+        let (ptr, len) = self.spans[i];
+        // SAFETY: see `Numbers`: the bytes live in a string held by `_owners`.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 }
 
