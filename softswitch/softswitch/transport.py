@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import importlib
 import ipaddress
 import logging
@@ -123,19 +124,22 @@ def _peer(addr: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _is_ip(host: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address, None when it is not one (cached: a few peers, many packets)."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_ip(host: str) -> bool:
+    return _ip(host) is not None
 
 
 def _same_ip(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(_unbracket(a)) == ipaddress.ip_address(_unbracket(b))
-    except ValueError:
-        return False
+    ip_a = _ip(_unbracket(a))
+    return ip_a is not None and ip_a == _ip(_unbracket(b))
 
 
 # --------------------------------------------------------------------------- stream framing
@@ -420,7 +424,7 @@ class TransportLayer:
         else:
             connection = self._connections.get(flow.remote)
             sent = connection is not None and connection.send(data)
-        if sent:
+        if sent and logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "sent %s to %s",
                 _describe(message),
@@ -651,12 +655,13 @@ class TransportLayer:
             return
         if isinstance(message, Request):
             _stamp_received(message, flow.remote)
-        logger.debug(
-            "received %s from %s",
-            _describe(message),
-            _peer(flow.remote),
-            extra={"transport": str(flow.transport), "call_id": _call_id(message)},
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "received %s from %s",
+                _describe(message),
+                _peer(flow.remote),
+                extra={"transport": str(flow.transport), "call_id": _call_id(message)},
+            )
         try:
             self._on_message(message, flow)
         except Exception:
@@ -705,10 +710,8 @@ class TransportLayer:
 
 
 def _is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
+    ip = _ip(host)
+    return ip is not None and ip.is_unspecified
 
 
 def _route_source(remote: Address) -> str:

@@ -17,6 +17,7 @@ A peer's malformed or unexpected message is logged and dropped, never raised.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -972,6 +973,7 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
 
+@functools.lru_cache(maxsize=256)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from . import grammar as g
 from .errors import SipParseError
-from .uri import URI, parse_uri
+from .uri import URI, SipURI, parse_uri
 
 __all__ = [
     "BRANCH_MAGIC_COOKIE",
@@ -184,8 +184,30 @@ class Via:
         return dataclasses.replace(self, **changes)
 
 
+#: Parsed values by their exact text. A call carries the same From, To, Contact, Route and
+#: Via values in many messages (the request, its provisional and final responses, the ACK
+#: and BYE on both legs), so each is parsed once instead of once per message. The values
+#: are frozen dataclasses; only well-formed values are kept (a malformed one raises every
+#: time), and the caches are emptied when full, which bounds what a peer can make us hold.
+#: A parsed value is therefore shared: treat its ``params`` as read-only and change a value
+#: with ``with_params``/``with_``, which copy.
+PARSE_CACHE_SIZE: Final = 8192
+_via_cache: dict[str, Via] = {}
+_name_addr_cache: dict[str, NameAddr] = {}
+
+
 def parse_via(value: str) -> Via:
     """One via-parm; LWS around '/', ':', ';' and '=' allowed (RFC 4475 wsinv)."""
+    via = _via_cache.get(value)
+    if via is None:
+        via = _parse_via(value)
+        if len(_via_cache) >= PARSE_CACHE_SIZE:
+            _via_cache.clear()
+        _via_cache[value] = via
+    return via
+
+
+def _parse_via(value: str) -> Via:
     m = g.SENT_PROTOCOL_RE.match(value)
     if m is None:
         raise SipParseError("Bad Via header")
@@ -273,6 +295,17 @@ class NameAddr:
 
 def parse_name_addr(value: str) -> NameAddr:
     """One ``(name-addr / addr-spec) *(SEMI param)`` element."""
+    na = _name_addr_cache.get(value)
+    if na is None:
+        na = _parse_name_addr(value)
+        if isinstance(na.uri, SipURI):  # the URI types whose == compares by value
+            if len(_name_addr_cache) >= PARSE_CACHE_SIZE:
+                _name_addr_cache.clear()
+            _name_addr_cache[value] = na
+    return na
+
+
+def _parse_name_addr(value: str) -> NameAddr:
     v = value
     display: str | None = None
     if v.startswith('"'):

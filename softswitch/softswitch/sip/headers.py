@@ -78,7 +78,7 @@ class Headers:
     stored unfolded and stripped.
     """
 
-    __slots__ = ("_cache", "_keys", "_names", "_raw", "_values")
+    __slots__ = ("_cache", "_index", "_keys", "_names", "_raw", "_values")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._keys: list[str] = []
@@ -86,6 +86,7 @@ class Headers:
         self._values: list[str] = []
         self._raw: list[bytes | None] = []
         self._cache: dict[str, object] = {}
+        self._index: dict[str, list[str]] | None = None
         for name, value in items:
             self._check(name, value)
             self._append(len(self._keys), canonical_key(name), name, value)
@@ -97,6 +98,7 @@ class Headers:
         h = cls.__new__(cls)
         h._keys, h._names, h._values, h._raw = keys, names, values, raw
         h._cache = {}
+        h._index = None
         return h
 
     # -- reading ---------------------------------------------------------------------
@@ -131,16 +133,29 @@ class Headers:
         return self._get_all_key(canonical_key(name))
 
     def _get_all_key(self, key: str) -> list[str]:
-        if key not in self._keys:
-            return []
-        out: list[str] = []
-        split = key in _LIST
-        for k, v in zip(self._keys, self._values, strict=True):
-            if k == key:
-                if split and "," in v:
-                    out.extend(split_commas(v))
+        index = self._index
+        if index is None:
+            # One pass builds every field's values, so the several fields a proxy reads
+            # from one message do not each walk every line; any edit drops it.
+            index = {}
+            for k, v in zip(self._keys, self._values, strict=True):
+                found = index.get(k)
+                if found is None:
+                    index[k] = [v]
                 else:
-                    out.append(v)
+                    found.append(v)
+            self._index = index
+        values = index.get(key)
+        if values is None:
+            return []
+        if key not in _LIST:
+            return list(values)
+        out: list[str] = []
+        for v in values:
+            if "," in v:
+                out.extend(split_commas(v))
+            else:
+                out.append(v)
         return out
 
     def count(self, name: str) -> int:
@@ -190,6 +205,7 @@ class Headers:
         self._check(name, value)
         key = canonical_key(name)
         self._cache.pop(key, None)
+        self._index = None
         try:
             first = self._keys.index(key)
         except ValueError:
@@ -250,6 +266,7 @@ class Headers:
         except ValueError:
             return None
         self._cache.pop(key, None)
+        self._index = None
         v = self._values[i]
         parts = split_commas(v) if key in _LIST and "," in v else [v]
         if len(parts) == 1:
@@ -260,30 +277,37 @@ class Headers:
         return parts[0]
 
     def _append(self, pos: int, key: str, name: str, value: str) -> None:
+        self._index = None
         self._keys.insert(pos, key)
         self._names.insert(pos, self._spelling(name, key))
         self._values.insert(pos, value)
         self._raw.insert(pos, None)
 
     def _delete(self, i: int) -> None:
+        self._index = None
         del self._keys[i], self._names[i], self._values[i], self._raw[i]
 
     def copy(self) -> Headers:
         """An independent copy that still serialises untouched lines from their bytes."""
-        return Headers._from_wire(
+        h = Headers._from_wire(
             list(self._keys), list(self._names), list(self._values), list(self._raw)
         )
+        h._cache = dict(self._cache)  # same lines, same parsed values (immutable)
+        return h
 
     def subset(self, names: Iterable[str]) -> Headers:
         """A new Headers with only the lines of ``names``, in message order, bytes kept."""
         keys = {canonical_key(n) for n in names}
         idx = [i for i, k in enumerate(self._keys) if k in keys]
-        return Headers._from_wire(
+        h = Headers._from_wire(
             [self._keys[i] for i in idx],
             [self._names[i] for i in idx],
             [self._values[i] for i in idx],
             [self._raw[i] for i in idx],
         )
+        # Every line of a kept field is kept, so its parsed value still holds.
+        h._cache = {k: v for k, v in self._cache.items() if k in keys}
+        return h
 
     # -- serialising -----------------------------------------------------------------
 

@@ -887,7 +887,7 @@ class TransactionLayer:
                 heapq.heappush(self._heap, (action.deadline, next(self._seq), tx, action.timer))
             elif isinstance(action, Terminated):
                 self._forget(tx)
-        return tuple(TransactionOutput(tx, a) for a in actions)
+        return tuple([TransactionOutput(tx, a) for a in actions])
 
     def _forget(self, tx: Transaction) -> None:
         if isinstance(tx, ClientTransaction):

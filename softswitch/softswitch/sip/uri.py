@@ -307,12 +307,22 @@ def _parse_sip_general(scheme: str, rest: str) -> SipURI:
     return SipURI(scheme, user, password, hm2.group(1), port, _parse_params(ptext, "URI"), headers)
 
 
+#: Parsed sip/sips URIs by their exact text (frozen, compared by value): Request-URIs and
+#: Route/Contact URIs repeat across messages and calls. Only well-formed ones are kept; the
+#: cache is emptied when full.
+_SIP_CACHE_SIZE: Final = 8192
+_sip_cache: dict[str, SipURI] = {}
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI as it appears in a Request-URI or inside ``<>``.
 
     Raises SipParseError (status 400) for a malformed sip/sips/tel URI or text that is not
     a URI at all; any other well-formed scheme gives an AbsoluteURI.
     """
+    cached = _sip_cache.get(text)
+    if cached is not None:
+        return cached
     m = g.SCHEME_RE.match(text)
     if m is None:
         raise SipParseError("Bad URI")
@@ -320,7 +330,11 @@ def parse_uri(text: str) -> URI:
     rest = text[m.end() :]
     low = scheme.lower()
     if low in ("sip", "sips"):
-        return _parse_sip(scheme, rest)
+        uri = _parse_sip(scheme, rest)
+        if len(_sip_cache) >= _SIP_CACHE_SIZE:
+            _sip_cache.clear()
+        _sip_cache[text] = uri
+        return uri
     if low == "tel":
         number, _, ptext = rest.partition(";")
         if g.TEL_NUMBER_RE.fullmatch(number) is None:

@@ -14,7 +14,8 @@ from typing import Final
 
 from . import grammar as g
 from .errors import SipParseError
-from .message import Message, Request, Response
+from .fields import parse_name_addr_list, parse_via_list
+from .message import Message, Request, Response, _contacts
 from .uri import AbsoluteURI
 
 __all__ = ["SUPPORTED_SCHEMES", "validate_request", "validate_response"]
@@ -56,15 +57,18 @@ def _common(msg: Message) -> tuple[int, str] | None:
     call_id = msg.call_id or ""
     if g.CALLID_RE.fullmatch(call_id) is None:
         return 400, "Bad Call-ID header"
-    # Force the lazy parsers over everything a proxy reads or forwards with meaning.
-    if not msg.via:
+    # Force the lazy parsers over everything a proxy reads or forwards with meaning (the
+    # parsed values are cached on the message, and the list-valued ones read here without
+    # the defensive copy their properties make).
+    headers = msg.headers
+    if not headers.parsed("via", parse_via_list):
         return 400, "Missing Via header"
     msg.from_  # noqa: B018
     msg.to  # noqa: B018
     msg.cseq  # noqa: B018
     msg.max_forwards  # noqa: B018
-    msg.contact  # noqa: B018
-    msg.record_route  # noqa: B018
+    headers.parsed("contact", _contacts)
+    headers.parsed("record-route", parse_name_addr_list)
     msg.content_length  # noqa: B018
     return None
 
@@ -83,7 +87,7 @@ def validate_request(
         refusal = _common(req)
         if refusal is not None:
             return refusal
-        req.route  # noqa: B018
+        req.headers.parsed("route", parse_name_addr_list)
         cseq = req.cseq
         if cseq is not None and cseq.method != req.method:
             return 400, "CSeq method mismatch"
