@@ -13,7 +13,9 @@ use crate::timefmt::format_timestamp;
 
 static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DATETIME: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TIMEZONE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static UTC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static LAST_AT: std::sync::Mutex<Option<(Py<PyAny>, i64)>> = std::sync::Mutex::new(None);
 static DATETIME_FROM_ISO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -84,6 +86,40 @@ pub fn seconds_at(at: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         return Ok(now.as_secs() as i64);
     };
+    // Callers often pass the same moment again (a billing run, a batch of calls): the last
+    // one is remembered by identity, holding a reference so its address cannot be reused.
+    if let Ok(last) = LAST_AT.lock() {
+        if let Some((object, seconds)) = last.as_ref() {
+            if object.is(at) {
+                return Ok(*seconds);
+            }
+        }
+    }
+    let seconds = convert_moment(at)?;
+    // Only plain datetimes with no zone or a fixed offset: their instant can never change.
+    let py = at.py();
+    let tzinfo = at.getattr(intern!(py, "tzinfo"))?;
+    let fixed = tzinfo.is_none()
+        || tzinfo.get_type().is(TIMEZONE
+            .import(py, "datetime", "timezone")?
+            .clone()
+            .into_any());
+    if fixed
+        && at.get_type().is(DATETIME
+            .import(py, "datetime", "datetime")?
+            .clone()
+            .into_any())
+    {
+        let previous = LAST_AT
+            .lock()
+            .ok()
+            .and_then(|mut last| last.replace((at.clone().unbind(), seconds)));
+        drop(previous); // outside the lock: releasing a datetime may run Python code
+    }
+    Ok(seconds)
+}
+
+fn convert_moment(at: &Bound<'_, PyAny>) -> PyResult<i64> {
     let py = at.py();
     let datetime = DATETIME.import(py, "datetime", "datetime")?;
     if !at.is_instance(datetime)? {
