@@ -49,6 +49,25 @@ class _Counter:
             starts.popleft()
         return len(starts)
 
+    def limit_hit(
+        self, now: float, max_calls: int | None, max_cps: int | None
+    ) -> Literal["calls", "cps"] | None:
+        """Which limit one more call would break now (None: room)."""
+        if max_calls is not None and self.calls >= max_calls:
+            return "calls"
+        if max_cps is not None and self.rate(now) >= max_cps:
+            return "cps"
+        return None
+
+    def admit(self, now: float) -> None:
+        self.calls += 1
+        self.starts.append(now)
+
+    def release(self, what: str) -> None:
+        if self.calls <= 0:
+            raise RuntimeError(f"{what} released more calls than admitted")
+        self.calls -= 1
+
 
 @dataclass(slots=True)
 class _AuthFailures:
@@ -85,20 +104,15 @@ class LiveState:
     ) -> AccountLimitHit | None:
         """Count a new call for the account unless a limit stops it (None = admitted)."""
         c = self._accounts.setdefault(account_id, _Counter())
-        if max_calls is not None and c.calls >= max_calls:
-            return "max_calls"
-        if max_cps is not None and c.rate(now) >= max_cps:
-            return "max_cps"
-        c.calls += 1
-        c.starts.append(now)
+        hit = c.limit_hit(now, max_calls, max_cps)
+        if hit is not None:
+            return "max_calls" if hit == "calls" else "max_cps"
+        c.admit(now)
         return None
 
     def account_release(self, account_id: str) -> None:
         """The end of a call admitted by ``account_admit``."""
-        c = self._accounts.get(account_id)
-        if c is None or c.calls <= 0:
-            raise RuntimeError(f"account {account_id!r} released more calls than admitted")
-        c.calls -= 1
+        self._accounts.get(account_id, _Counter()).release(f"account {account_id!r}")
 
     # -- gateways ----------------------------------------------------------------------
 
@@ -120,13 +134,10 @@ class LiveState:
     ) -> GatewayLimitHit | None:
         """Which limit a new attempt would hit now, without counting it (None = room)."""
         c = self._gateways.get(gateway_id)
-        if c is None:
+        hit = None if c is None else c.limit_hit(now, capacity, max_cps)
+        if hit is None:
             return None
-        if capacity is not None and c.calls >= capacity:
-            return "capacity"
-        if max_cps is not None and c.rate(now) >= max_cps:
-            return "max_cps"
-        return None
+        return "capacity" if hit == "calls" else "max_cps"
 
     def gateway_admit(
         self,
@@ -140,17 +151,12 @@ class LiveState:
         hit = self.gateway_has_room(gateway_id, now, capacity=capacity, max_cps=max_cps)
         if hit is not None:
             return hit
-        c = self._gateways.setdefault(gateway_id, _Counter())
-        c.calls += 1
-        c.starts.append(now)
+        self._gateways.setdefault(gateway_id, _Counter()).admit(now)
         return None
 
     def gateway_release(self, gateway_id: str) -> None:
         """The end of an attempt admitted by ``gateway_admit`` (failed or hung up)."""
-        c = self._gateways.get(gateway_id)
-        if c is None or c.calls <= 0:
-            raise RuntimeError(f"gateway {gateway_id!r} released more calls than admitted")
-        c.calls -= 1
+        self._gateways.get(gateway_id, _Counter()).release(f"gateway {gateway_id!r}")
 
     def mark_gateway(self, gateway_id: str, up: bool) -> None:
         """The OPTIONS prober's verdict. Gateways are up until marked down."""
