@@ -72,7 +72,9 @@ class Limits:
     the outbound bytes queued for a peer that stopped reading. Connections beyond
     ``max_connections`` (all peers) or ``max_connections_per_ip`` (one source IP) are refused
     at accept time. ``idle_timeout`` closes stream connections that carried nothing for that
-    many seconds, so half-dead peers do not hold slots forever.
+    many seconds, so half-dead peers do not hold slots forever. ``udp_receive_buffer`` is the
+    kernel receive buffer asked for UDP listeners (None: the system default): a switch wants
+    megabytes, so that a burst or a pause of the process is queued rather than dropped.
     """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -81,6 +83,7 @@ class Limits:
     max_connections: int = 1024
     max_connections_per_ip: int = 64
     idle_timeout: float = 600.0
+    udp_receive_buffer: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +368,16 @@ class TransportLayer:
 
     # -- listening -----------------------------------------------------------------------
 
+    @staticmethod
+    def _set_receive_buffer(endpoint: _DatagramEndpoint, size: int) -> None:
+        sock = None if endpoint.transport is None else endpoint.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError as exc:
+            logger.warning("cannot set the UDP receive buffer to %d bytes: %s", size, exc)
+
     async def listen(self, transport: Transport, local_addr: Address) -> Address:
         """Start a listener and return its bound address (port 0 picks a free port)."""
         loop = asyncio.get_running_loop()
@@ -375,6 +388,8 @@ class TransportLayer:
             )
             self._udp[endpoint.local] = endpoint
             bound = endpoint.local
+            if self.limits.udp_receive_buffer is not None:
+                self._set_receive_buffer(endpoint, self.limits.udp_receive_buffer)
         else:
             server = await loop.create_server(
                 lambda: _StreamConnection(self, inbound=True), host, port, reuse_address=True

@@ -684,3 +684,22 @@ def test_ipv6_udp_and_tcp() -> None:
 def test_loop_factory_builds_a_working_loop() -> None:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         assert runner.run(asyncio.sleep(0, result=42)) == 42
+
+
+def test_udp_listeners_get_the_receive_buffer_asked_for() -> None:
+    async def body() -> None:
+        asked = 2 * 1024 * 1024
+        sizes = []
+        for limits in (Limits(), Limits(udp_receive_buffer=asked)):
+            layer = TransportLayer(Inbox(), limits=limits)
+            bound = await layer.listen(Transport.UDP, (LOCAL, 0))
+            endpoint = layer._udp[bound]
+            assert endpoint.transport is not None
+            sock = endpoint.transport.get_extra_info("socket")
+            sizes.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+            await layer.close()
+        default, enlarged = sizes
+        # Linux reports twice what was asked (its bookkeeping), capped by net.core.rmem_max.
+        assert enlarged > default
+
+    run(body())

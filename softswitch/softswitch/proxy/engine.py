@@ -20,7 +20,6 @@ import asyncio
 import functools
 import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -162,7 +161,10 @@ class Engine:
     ) -> None:
         self.policy = policy
         self.user_agent = user_agent
-        self.transport = TransportLayer(self._on_message, limits=limits)
+        self.transport = TransportLayer(
+            self._on_message,
+            limits=limits if limits is not None else Limits(udp_receive_buffer=UDP_RECEIVE_BUFFER),
+        )
         self.transactions = TransactionLayer(timers)
         self.stats = _Stats()
         self._server_calls: dict[ServerTransaction, Call] = {}
@@ -181,26 +183,7 @@ class Engine:
     async def listen(self, transport: Transport, addr: Address) -> Address:
         bound = await self.transport.listen(transport, addr)
         self._ours.add(bound)
-        if transport is Transport.UDP:
-            self._enlarge_receive_buffer(bound)
         return bound
-
-    def _enlarge_receive_buffer(self, bound: Address) -> None:
-        """Ask for a large UDP receive buffer, so a burst (or a GC pause) is queued by the
-        kernel rather than dropped: with Linux's default (~208 KiB) the switch lost
-        datagrams at a few hundred calls per second and the peers' retransmissions then
-        failed calls. ``TransportLayer`` has no option for it yet; this reaches its socket
-        (a workaround, reported to the transport's owner) and does nothing if that fails.
-        """
-        endpoint = getattr(self.transport, "_udp", {}).get(bound)
-        sock = getattr(getattr(endpoint, "transport", None), "get_extra_info", None)
-        raw = sock("socket") if callable(sock) else None
-        if raw is None:
-            return
-        try:
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-        except OSError as exc:
-            logger.warning("cannot enlarge the UDP receive buffer: %s", exc)
 
     @property
     def active_calls(self) -> int:
