@@ -262,6 +262,41 @@ impl DeckBuilder {
         self.rows.is_empty()
     }
 
+    /// The earliest (by line) row so far that repeats an earlier row's prefix and
+    /// effective_from. Strict loading asks this before it reports a bad value, so that the
+    /// error it raises is the first bad row of the file, whichever kind it is.
+    pub fn first_duplicate(&self) -> Option<RowError> {
+        let key = |r: &PendingRow| {
+            (
+                &self.arena[r.prefix_start as usize..(r.prefix_start + r.prefix_len) as usize],
+                r.effective_from,
+            )
+        };
+        let mut order: Vec<&PendingRow> = self.rows.iter().collect();
+        order.sort_unstable_by(|a, b| key(a).cmp(&key(b)).then(a.line.cmp(&b.line)));
+        let mut first: Option<(u64, u64, &[u8])> = None; // (line, kept line, prefix)
+        for pair in order.windows(2) {
+            if key(pair[0]) == key(pair[1]) && first.is_none_or(|(line, _, _)| pair[1].line < line)
+            {
+                let kept = order
+                    .iter()
+                    .find(|r| key(r) == key(pair[1]))
+                    .map_or(0, |r| r.line);
+                first = Some((pair[1].line, kept, key(pair[1]).0));
+            }
+        }
+        first.map(|(line, kept, prefix)| {
+            field_error(
+                line,
+                Field::Prefix,
+                format!(
+                    "duplicate of line {kept}: same prefix {:?} and effective_from",
+                    String::from_utf8_lossy(prefix)
+                ),
+            )
+        })
+    }
+
     /// Builds the deck. Rows repeating a prefix and effective_from are reported (the first by
     /// line is kept), sorted by line.
     pub fn finish(self) -> (Deck, Vec<RowError>) {

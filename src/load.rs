@@ -318,10 +318,14 @@ pub fn load_reader<R: Read>(
             None => builder.push(line, fields),
         };
         if let Err(e) = result {
-            let error = to_deck_error(path, Some(&layout), e);
             if options.strict {
-                return Err(error);
+                let first = match builder.first_duplicate() {
+                    Some(duplicate) if duplicate.line < e.line => duplicate,
+                    _ => e,
+                };
+                return Err(to_deck_error(path, Some(&layout), first));
             }
+            let error = to_deck_error(path, Some(&layout), e);
             errors.push(error);
         }
     }
@@ -355,10 +359,14 @@ where
     let mut errors = Vec::new();
     for (i, fields) in rows.into_iter().enumerate() {
         if let Err(e) = builder.push(i as u64 + 1, fields) {
-            let error = to_deck_error(path, None, e);
             if options.strict {
-                return Err(error);
+                let first = match builder.first_duplicate() {
+                    Some(duplicate) if duplicate.line < e.line => duplicate,
+                    _ => e,
+                };
+                return Err(to_deck_error(path, None, first));
             }
+            let error = to_deck_error(path, None, e);
             errors.push(error);
         }
     }
@@ -463,6 +471,18 @@ mod tests {
             let lines: Vec<u64> = errors.iter().map(|e| e.line).collect();
             assert_eq!(lines, expected, "{text:?}");
         }
+    }
+
+    #[test]
+    fn strict_reports_the_first_bad_row_whatever_its_kind() {
+        let text = format!(
+            "{HEADER}44,UK,0.01,,,,2026-01-01,\n44,UK,0.02,,,,2026-01-01,\n45,X,bad,,,,,\n"
+        );
+        let err = load(&text, &CsvOptions::default()).unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        assert!(err.reason.contains("duplicate of line 2"), "{err}");
+        let text = format!("{HEADER}45,X,bad,,,,,\n44,UK,0.01,,,,,\n44,UK,0.02,,,,,\n");
+        assert_eq!(load(&text, &CsvOptions::default()).unwrap_err().line, 2);
     }
 
     #[test]

@@ -240,6 +240,29 @@ def _datetime(seconds: int) -> _dt.datetime | None:
     return _EPOCH + _dt.timedelta(seconds=seconds)
 
 
+def _duplicates(
+    parsed: list[tuple[str, int, _Tariff]], path: str, labels: Mapping[str, str]
+) -> list[DeckError]:
+    """Rows repeating an earlier row's prefix and effective_from, by line."""
+    first_line: dict[tuple[str, int], int] = {}
+    for prefix, line, tariff in sorted(parsed, key=lambda p: p[1]):
+        first_line.setdefault((prefix, tariff.effective_from), line)
+    return sorted(
+        (
+            DeckError(
+                path,
+                line,
+                labels.get("prefix", "prefix"),
+                f"duplicate of line {first_line[(prefix, tariff.effective_from)]}: "
+                f'same prefix "{prefix}" and effective_from',
+            )
+            for prefix, line, tariff in parsed
+            if first_line[(prefix, tariff.effective_from)] != line
+        ),
+        key=lambda e: e.line,
+    )
+
+
 class _LineCount:
     """Iterates a file's lines, keeping the count where an error handler can read it."""
 
@@ -478,30 +501,23 @@ class RateDeck:
                 field, reason = e.args
                 error = DeckError(path, line, labels.get(field, field), reason)
                 if strict:
+                    # The file's first bad row, whichever kind: an earlier duplicate wins.
+                    earlier = _duplicates(parsed, path, labels)
+                    if earlier and earlier[0].line < line:
+                        raise earlier[0] from None
                     raise error from None
                 errors.append(error)
                 continue
             parsed.append((prefix, line, tariff))
         parsed.sort(key=lambda p: (p[0], -p[2].effective_from, p[1]))
         versions: dict[str, list[_Tariff]] = {}
-        kept_line: dict[tuple[str, int], int] = {}
-        duplicates: list[DeckError] = []
-        for prefix, line, tariff in parsed:
+        kept: set[tuple[str, int]] = set()
+        for prefix, _, tariff in parsed:
             key = (prefix, tariff.effective_from)
-            if key in kept_line:
-                duplicates.append(
-                    DeckError(
-                        path,
-                        line,
-                        labels.get("prefix", "prefix"),
-                        f"duplicate of line {kept_line[key]}: same prefix "
-                        f'"{prefix}" and effective_from',
-                    )
-                )
-                continue
-            kept_line[key] = line
-            versions.setdefault(prefix, []).append(tariff)
-        duplicates.sort(key=lambda e: e.line)
+            if key not in kept:
+                kept.add(key)
+                versions.setdefault(prefix, []).append(tariff)
+        duplicates = _duplicates(parsed, path, labels)
         if strict and duplicates:
             raise duplicates[0]
         errors.extend(duplicates)

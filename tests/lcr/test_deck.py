@@ -274,3 +274,13 @@ def test_times_are_exact_far_from_1970(impl: ModuleType) -> None:
     just_before = dt.datetime(2599, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
     assert deck.lookup("1", just_before) is not None
     assert deck.lookup("1", just_before + dt.timedelta(microseconds=1)) is None
+
+
+def test_strict_raises_the_first_bad_row_whatever_its_kind(impl: ModuleType) -> None:
+    rows = [("44", "UK", "0.01"), ("44", "UK", "0.02"), ("45", "X", "bad")]
+    with pytest.raises(lcr.DeckError, match="duplicate of line 1") as info:
+        deck_of(impl, *rows)
+    assert info.value.line == 2
+    with pytest.raises(lcr.DeckError, match="not a decimal number") as later:
+        deck_of(impl, rows[2], *rows[:2])
+    assert later.value.line == 1
