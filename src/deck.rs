@@ -61,7 +61,7 @@ impl Field {
 
 /// The longest prefix a deck accepts. E.164 numbers have at most 15 digits; a longer
 /// "prefix" is a broken file, and refusing it keeps every walk of the index short.
-pub const MAX_PREFIX_DIGITS: usize = 32;
+pub const MAX_PREFIX_DIGITS: usize = crate::trie::MAX_KEY_DIGITS;
 
 /// Billing increment used when a row leaves it empty: per-minute billing, "60/60".
 pub const DEFAULT_INCREMENT: u32 = 60;
@@ -357,6 +357,13 @@ impl DeckBuilder {
             versions.push(row.tariff | LAST_IN_RUN);
         }
         duplicates.sort_by_key(|e| e.line);
+        assert!(tariffs.len() < DIRECT as usize, "fewer than 2^31 tariffs");
+        // A prefix with one version keeps its tariff in the index itself.
+        for start in &mut starts {
+            if starts_end(&versions, *start) - *start as usize == 1 {
+                *start = (versions[*start as usize] & !LAST_IN_RUN) | DIRECT;
+            }
+        }
         let index = PrefixIndex::build(&keys, &starts);
         let deck = Deck {
             options,
@@ -375,11 +382,52 @@ impl DeckBuilder {
 /// High bit of a version slot: the last version of its prefix.
 const LAST_IN_RUN: u32 = 1 << 31;
 
+/// High bit of an index value: the value is the prefix's only tariff, not the start of its
+/// run in `versions` (most prefixes have one version; this saves a lookup a cache miss).
+const DIRECT: u32 = 1 << 31;
+
+/// The end (exclusive) of the run of versions starting at `start`.
+fn starts_end(versions: &[u32], start: u32) -> usize {
+    let mut end = start as usize;
+    while versions[end] & LAST_IN_RUN == 0 {
+        end += 1;
+    }
+    end + 1
+}
+
+/// The tariffs of a deck in force at one moment, one bit each: a batch at one moment
+/// tests a bit (in cache) instead of reading each matched tariff's dates.
+pub struct InForce {
+    bits: Vec<u64>,
+}
+
+impl InForce {
+    #[inline]
+    fn holds(&self, id: u32) -> bool {
+        self.bits[id as usize / 64] & (1 << (id % 64)) != 0
+    }
+}
+
 /// A rate found for a number: how many of its digits matched, and which tariff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Match {
-    pub prefix_len: usize,
+    /// At most [`MAX_PREFIX_DIGITS`]; a byte keeps a batch's `Option<Match>` at 8 bytes.
+    pub prefix_len: u8,
     pub tariff: u32,
+}
+
+impl Match {
+    fn new(prefix_len: usize, tariff: u32) -> Self {
+        debug_assert!(prefix_len <= MAX_PREFIX_DIGITS);
+        Self {
+            prefix_len: prefix_len as u8,
+            tariff,
+        }
+    }
+
+    pub fn prefix_len(&self) -> usize {
+        usize::from(self.prefix_len)
+    }
 }
 
 /// An immutable rate deck. Share it behind an `Arc`; a new deck version is a new `Deck`.
@@ -403,20 +451,56 @@ impl Deck {
         self.options
     }
 
-    /// The tariff of the run starting at `start` in force at `at`: the newest whose window
+    /// The version slots of an index value (one, for a [`DIRECT`] value).
+    #[inline]
+    fn versions_of(&self, value: u32) -> impl Iterator<Item = u32> + '_ {
+        let (direct, start) = if value & DIRECT != 0 {
+            (Some(value & !DIRECT), self.versions.len())
+        } else {
+            (None, value as usize)
+        };
+        let run = self.versions[start..].iter().scan(false, |done, &slot| {
+            (!std::mem::replace(done, slot & LAST_IN_RUN != 0)).then_some(slot & !LAST_IN_RUN)
+        });
+        direct.into_iter().chain(run)
+    }
+
+    /// The tariff of a prefix (its index value) in force at `at`: the newest whose window
     /// holds `at`, so a new version supersedes an older one left without an end date.
     #[inline]
-    fn in_force(&self, start: u32, at: i64) -> Option<u32> {
-        for &slot in &self.versions[start as usize..] {
-            let id = slot & !LAST_IN_RUN;
-            if self.tariffs[id as usize].in_force(at) {
-                return Some(id);
-            }
-            if slot & LAST_IN_RUN != 0 {
-                break;
+    fn in_force(&self, value: u32, holds: impl Fn(u32) -> bool) -> Option<u32> {
+        if value & DIRECT != 0 {
+            let id = value & !DIRECT;
+            return holds(id).then_some(id);
+        }
+        self.versions_of(value).find(|&id| holds(id))
+    }
+
+    /// The newest (first) version of a prefix: a timeless deck's only one.
+    #[inline]
+    fn newest(&self, value: u32) -> u32 {
+        if value & DIRECT != 0 {
+            value & !DIRECT
+        } else {
+            self.versions[value as usize] & !LAST_IN_RUN
+        }
+    }
+
+    /// Which tariffs are in force at `at`, for batches at one moment.
+    pub fn in_force_at(&self, at: i64) -> InForce {
+        let mut bits = vec![0_u64; self.tariffs.len().div_ceil(64)];
+        for (id, t) in self.tariffs.iter().enumerate() {
+            if t.in_force(at) {
+                bits[id / 64] |= 1 << (id % 64);
             }
         }
-        None
+        InForce { bits }
+    }
+
+    /// Whether a batch of `count` lookups at one moment gains from [`Self::in_force_at`]
+    /// (it reads every tariff once).
+    pub fn worth_in_force(&self, count: usize) -> bool {
+        !self.timeless && count >= self.tariffs.len() / 8
     }
 
     /// Longest prefix of `digits` with a rate in force at `at` (seconds since the epoch).
@@ -426,38 +510,57 @@ impl Deck {
         let found = if self.timeless {
             self.index
                 .longest(digits, Some)
-                .map(|(len, start)| (len, self.versions[start as usize] & !LAST_IN_RUN))
+                .map(|(len, value)| (len, self.newest(value)))
         } else {
-            self.index.longest(digits, |start| self.in_force(start, at))
+            self.index.longest(digits, |value| {
+                self.in_force(value, |id| self.tariffs[id as usize].in_force(at))
+            })
         };
-        found.map(|(prefix_len, tariff)| Match { prefix_len, tariff })
+        found.map(|(prefix_len, tariff)| Match::new(prefix_len, tariff))
     }
 
-    /// [`Self::lookup`] for the numbers `get(0..count)` at the moments `at(i)`, interleaved.
-    pub fn lookup_many<'a, G, A>(&self, count: usize, get: G, at: A) -> Vec<Option<Match>>
+    /// [`Self::lookup`] for the numbers `get(0..out.len())` at the moments `at(i)`, written
+    /// into `out`; the walks are interleaved (see [`PrefixIndex::longest_many`]).
+    pub fn lookup_many<'a, G, A>(&self, get: G, at: A, out: &mut [Option<Match>])
     where
         G: Fn(usize) -> &'a [u8],
         A: Fn(usize) -> i64,
     {
-        let mut found = Vec::new();
+        let count = out.len();
+        let found = |i: usize, f: Option<(usize, u32)>| {
+            out[i] = f.map(|(len, tariff)| Match::new(len, tariff));
+        };
         if self.timeless {
             self.index
-                .longest_many(count, get, |_, start| Some(start), &mut found);
-            for slot in found.iter_mut().flatten() {
-                slot.1 = self.versions[slot.1 as usize] & !LAST_IN_RUN;
-            }
+                .longest_many(count, get, |_, value| Some(self.newest(value)), found);
         } else {
             self.index.longest_many(
                 count,
                 get,
-                |i, start| self.in_force(start, at(i)),
-                &mut found,
+                |i, value| {
+                    let at = at(i);
+                    self.in_force(value, |id| self.tariffs[id as usize].in_force(at))
+                },
+                found,
             );
         }
-        found
-            .into_iter()
-            .map(|f| f.map(|(prefix_len, tariff)| Match { prefix_len, tariff }))
-            .collect()
+    }
+
+    /// [`Self::lookup_many`] for one moment, given as [`Self::in_force_at`] of it.
+    pub fn lookup_many_in<'a, G>(&self, get: G, live: &InForce, out: &mut [Option<Match>])
+    where
+        G: Fn(usize) -> &'a [u8],
+    {
+        let count = out.len();
+        let found = |i: usize, f: Option<(usize, u32)>| {
+            out[i] = f.map(|(len, tariff)| Match::new(len, tariff));
+        };
+        self.index.longest_many(
+            count,
+            get,
+            |_, value| self.in_force(value, |id| live.holds(id)),
+            found,
+        );
     }
 
     pub fn tariff(&self, id: u32) -> &Tariff {
@@ -480,12 +583,9 @@ impl Deck {
     /// Every row as (prefix digits, tariff id), prefixes ascending, newest version first.
     pub fn rows(&self) -> Vec<(Vec<u8>, u32)> {
         let mut out = Vec::with_capacity(self.version_count);
-        for (prefix, start) in self.index.entries() {
-            for &slot in &self.versions[start as usize..] {
-                out.push((prefix.clone(), slot & !LAST_IN_RUN));
-                if slot & LAST_IN_RUN != 0 {
-                    break;
-                }
+        for (prefix, value) in self.index.entries() {
+            for id in self.versions_of(value) {
+                out.push((prefix.clone(), id));
             }
         }
         out

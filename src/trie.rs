@@ -14,6 +14,9 @@ pub const NO_VALUE: u32 = u32::MAX;
 /// How many walks [`PrefixIndex::longest_many`] interleaves.
 pub const LANES: usize = 16;
 
+/// The longest key an index holds: a [`Key`] carries 32 digits.
+pub const MAX_KEY_DIGITS: usize = 32;
+
 /// The longest chain of digits folded into one node.
 pub const MAX_SKIP: usize = 10;
 
@@ -22,50 +25,116 @@ pub const MAX_SKIP: usize = 10;
 struct Node {
     first_child: u32,
     value: u32,
-    children: u16,
-    /// Digits (packed two per byte) that follow the edge into this node and must match
-    /// before its value or children apply; no key ends inside them.
-    skip_len: u8,
-    skip: [u8; MAX_SKIP / 2],
+    /// Bits 0-9: the child bitmap. Bits 16-19: how many digits are folded into the node
+    /// (they follow the edge into it and must match before its value or children apply; no
+    /// key ends inside them). Bits 24-63: those digits, one [`Key`] nibble each, so a walk
+    /// compares the whole chain with one masked XOR instead of digit by digit.
+    packed: u64,
+}
+
+const CHILDREN_MASK: u64 = 0x3FF;
+const SKIP_LEN_SHIFT: u32 = 16;
+const SKIP_SHIFT: u32 = 24;
+
+/// A dialed number's first 32 digits, one nibble each (digit `k` in bits `4k..4k+4`), stored
+/// as `digit ^ 0xF` so that the zeros shifted in past its end never equal a digit: a chain
+/// running past the number fails to match, and "the next digit" past its end is no digit.
+/// No key is longer than 32 digits, so nothing past the 32nd digit can change a match.
+type Key = u128;
+
+/// The nibble meaning "no digit here" (past the number's end).
+const NO_DIGIT: u32 = 0;
+
+/// Packs digits (ASCII `0`-`9`; callers validate) into a [`Key`], eight at a time.
+#[inline]
+fn pack(digits: &[u8]) -> Key {
+    // For an ASCII digit, `b ^ 0x3F` is `(b - b'0') ^ 0xF` with a zero high nibble.
+    const FLIP: u64 = 0x3F3F_3F3F_3F3F_3F3F;
+    let digits = &digits[..digits.len().min(MAX_KEY_DIGITS)];
+    debug_assert!(digits.iter().all(u8::is_ascii_digit));
+    let mut key: Key = 0;
+    let mut chunks = digits.chunks_exact(8);
+    let mut shift = 0;
+    for chunk in &mut chunks {
+        let bytes = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        key |= Key::from(nibbles(bytes ^ FLIP)) << shift;
+        shift += 32;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut bytes = 0_u64;
+        for (k, &b) in rest.iter().enumerate() {
+            bytes |= u64::from(b ^ 0x3F) << (8 * k);
+        }
+        key |= Key::from(nibbles(bytes)) << shift;
+    }
+    key
+}
+
+/// Squeezes eight bytes, each below 16, into eight nibbles (byte `k` to nibble `k`).
+#[inline(always)]
+fn nibbles(x: u64) -> u32 {
+    let x = (x | (x >> 4)) & 0x00FF_00FF_00FF_00FF;
+    let x = (x | (x >> 8)) & 0x0000_FFFF_0000_FFFF;
+    ((x | (x >> 16)) & 0xFFFF_FFFF) as u32
+}
+
+/// The nibbles of `key` from digit `at` on (zeros past the end).
+#[inline(always)]
+fn window(key: Key, at: u32) -> u64 {
+    key.checked_shr(4 * at).unwrap_or(0) as u64
 }
 
 impl Node {
     const EMPTY: Node = Node {
         first_child: 0,
         value: NO_VALUE,
-        children: 0,
-        skip_len: 0,
-        skip: [0; MAX_SKIP / 2],
+        packed: 0,
     };
 
     fn with_skip(digits: &[u8]) -> Node {
-        let mut node = Node::EMPTY;
-        node.skip_len = digits.len() as u8;
+        debug_assert!(digits.len() <= MAX_SKIP);
+        let mut skip = 0_u64;
         for (k, d) in digits.iter().enumerate() {
-            node.skip[k / 2] |= (d - b'0') << ((k % 2) * 4);
+            skip |= u64::from((d - b'0') ^ 0xF) << (4 * k);
         }
-        node
+        Node {
+            first_child: 0,
+            value: NO_VALUE,
+            packed: (digits.len() as u64) << SKIP_LEN_SHIFT | skip << SKIP_SHIFT,
+        }
     }
 
-    #[inline]
+    #[inline(always)]
+    fn children(&self) -> u32 {
+        (self.packed & CHILDREN_MASK) as u32
+    }
+
+    #[inline(always)]
+    fn skip_len(&self) -> u32 {
+        ((self.packed >> SKIP_LEN_SHIFT) & 0xF) as u32
+    }
+
     fn skip_digit(&self, k: usize) -> u8 {
-        b'0' + ((self.skip[k / 2] >> ((k % 2) * 4)) & 0xF)
+        b'0' + ((((self.packed >> SKIP_SHIFT) >> (4 * k)) & 0xF) as u8 ^ 0xF)
     }
 
-    /// Whether `digits[at..]` starts with this node's folded chain.
-    #[inline]
-    fn skip_matches(&self, digits: &[u8], at: usize) -> bool {
-        let len = self.skip_len as usize;
-        if len == 0 {
-            return true;
-        }
-        match digits.get(at..at + len) {
-            Some(part) => part
-                .iter()
-                .enumerate()
-                .all(|(k, &d)| d == self.skip_digit(k)),
-            None => false,
-        }
+    /// Examines this node for a walk of `key` that reached it with the edge digit before
+    /// `at`: whether its chain matches, the depth after the chain, and the index of the child
+    /// for the digit there (if the chain matches and that child exists).
+    #[inline(always)]
+    fn visit(&self, key: Key, at: u32) -> (bool, u32, Option<u32>) {
+        let len = self.skip_len();
+        let mask = (1_u64 << (4 * len)) - 1;
+        let matches = (window(key, at) ^ (self.packed >> SKIP_SHIFT)) & mask == 0;
+        let here = at + len;
+        let nibble = (window(key, here) & 0xF) as u32;
+        // The bit for "no digit" (nibble 0, so 0xF) lies outside the 10-bit child map.
+        let bit = 1_u32 << (nibble ^ 0xF);
+        let children = self.children();
+        let child = (matches && nibble != NO_DIGIT && children & bit != 0)
+            .then(|| self.first_child + (children & (bit - 1)).count_ones());
+        (matches, here, child)
     }
 }
 
@@ -84,44 +153,94 @@ fn prefetch(node: &Node) {
     let _ = node;
 }
 
-/// Moves a large node array onto 2 MiB pages where the kernel allows it.
+/// The nodes of an index, in one allocation that a large index aligns to 2 MiB and asks the
+/// kernel to back with huge pages.
 ///
 /// A lookup touches a handful of nodes scattered over tens of megabytes; with 4 KiB pages
 /// nearly each of them also misses the TLB. Linux only hands out huge pages to regions that
-/// ask (`madvise`), and only when they are first touched, so the array is copied into a
-/// fresh, advised allocation. Elsewhere, or if the kernel says no, nothing changes.
-fn on_huge_pages(nodes: Vec<Node>) -> Vec<Node> {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let bytes = nodes.len() * std::mem::size_of::<Node>();
-        if bytes < 2 * HUGE {
-            return nodes;
+/// ask (`madvise`), and only when they are first touched, and only for whole aligned 2 MiB
+/// pages; so the array is copied into a fresh allocation, aligned and rounded up to 2 MiB,
+/// advised before the copy touches it. Elsewhere, or if the kernel says no, nothing changes.
+struct NodeArray {
+    ptr: std::ptr::NonNull<Node>,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the array owns its nodes (plain data) and hands out only shared references.
+unsafe impl Send for NodeArray {}
+unsafe impl Sync for NodeArray {}
+
+impl NodeArray {
+    const HUGE: usize = 2 << 20;
+
+    fn new(nodes: &[Node]) -> Self {
+        let bytes = std::mem::size_of_val(nodes).max(1);
+        let layout = if bytes >= 2 * Self::HUGE {
+            std::alloc::Layout::from_size_align(bytes.next_multiple_of(Self::HUGE), Self::HUGE)
+        } else {
+            std::alloc::Layout::from_size_align(bytes, std::mem::align_of::<Node>())
         }
-        let mut moved: Vec<Node> = Vec::with_capacity(nodes.len());
-        let begin = moved.as_mut_ptr() as usize;
-        let start = (begin + HUGE - 1) & !(HUGE - 1);
-        let end = (begin + bytes) & !(HUGE - 1);
-        if end > start {
-            // SAFETY: the range lies inside `moved`'s allocation, which we own; MADV_HUGEPAGE
-            // is advice on how to back it and changes no contents.
+        .expect("a node array's layout");
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc(layout) }.cast::<Node>();
+        let Some(ptr) = std::ptr::NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        #[cfg(target_os = "linux")]
+        if layout.align() == Self::HUGE {
+            // SAFETY: the whole aligned range is this allocation; MADV_HUGEPAGE is advice on
+            // how to back it and changes no contents.
             unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+                libc::madvise(raw.cast(), layout.size(), libc::MADV_HUGEPAGE);
             }
         }
-        moved.extend_from_slice(&nodes);
-        moved
+        // SAFETY: the allocation holds `nodes.len()` nodes and does not overlap `nodes`.
+        unsafe { std::ptr::copy_nonoverlapping(nodes.as_ptr(), raw, nodes.len()) };
+        Self {
+            ptr,
+            len: nodes.len(),
+            layout,
+        }
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        nodes
+
+    fn bytes(&self) -> usize {
+        self.layout.size()
+    }
+}
+
+impl std::ops::Deref for NodeArray {
+    type Target = [Node];
+
+    fn deref(&self) -> &[Node] {
+        // SAFETY: `len` nodes were written at `ptr` by `new`, and the array owns them.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for NodeArray {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) }
+    }
+}
+
+impl Clone for NodeArray {
+    fn clone(&self) -> Self {
+        Self::new(self)
+    }
+}
+
+impl std::fmt::Debug for NodeArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeArray({} nodes)", self.len)
     }
 }
 
 /// An immutable prefix index from digit strings to `u32` values.
 #[derive(Debug, Clone)]
 pub struct PrefixIndex {
-    nodes: Vec<Node>,
+    nodes: NodeArray,
 }
 
 impl PrefixIndex {
@@ -129,6 +248,10 @@ impl PrefixIndex {
     pub fn build(keys: &[&[u8]], values: &[u32]) -> Self {
         debug_assert_eq!(keys.len(), values.len());
         debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            keys.iter().all(|k| k.len() <= MAX_KEY_DIGITS),
+            "keys are at most {MAX_KEY_DIGITS} digits"
+        );
         let mut nodes = vec![Node::EMPTY];
         // Depth-first (a stack): (node, key range, depth after the node's chain).
         let mut stack = vec![(0_usize, 0_usize, keys.len(), 0_usize)];
@@ -163,29 +286,12 @@ impl PrefixIndex {
             }
             // The first child is expanded next, so its block lands right after this one.
             stack.extend(block.drain(..).rev());
-            nodes[node].children = children;
+            nodes[node].packed |= u64::from(children);
             nodes[node].first_child = u32::try_from(first).expect("more than 4G trie nodes");
         }
         Self {
-            nodes: on_huge_pages(nodes),
+            nodes: NodeArray::new(&nodes),
         }
-    }
-
-    /// The child of `node` for the digit at `digits[depth]` whose chain matches, with the
-    /// depth after it.
-    #[inline]
-    fn step(&self, node: &Node, digits: &[u8], depth: usize) -> Option<(u32, usize)> {
-        let c = *digits.get(depth)?;
-        let bit = 1_u16 << (c - b'0');
-        if node.children & bit == 0 {
-            return None;
-        }
-        let index = node.first_child + (node.children & (bit - 1)).count_ones();
-        let child = &self.nodes[index as usize];
-        if !child.skip_matches(digits, depth + 1) {
-            return None;
-        }
-        Some((index, depth + 1 + child.skip_len as usize))
     }
 
     /// The longest key that prefixes `digits` and whose value `accept` maps to `Some`, as
@@ -197,112 +303,111 @@ impl PrefixIndex {
         digits: &[u8],
         accept: F,
     ) -> Option<(usize, u32)> {
-        let mut node = &self.nodes[0];
-        let mut depth = 0;
+        let key = pack(digits);
+        let mut index = 0_u32;
+        let mut at = 0_u32;
         let mut best = None;
         loop {
+            let node = &self.nodes[index as usize];
+            let (matches, here, child) = node.visit(key, at);
+            if !matches {
+                return best;
+            }
             if node.value != NO_VALUE {
                 if let Some(found) = accept(node.value) {
-                    best = Some((depth, found));
+                    best = Some((here as usize, found));
                 }
             }
-            match self.step(node, digits, depth) {
-                Some((index, next)) => {
-                    node = &self.nodes[index as usize];
-                    depth = next;
+            match child {
+                Some(next) => {
+                    index = next;
+                    at = here + 1;
                 }
                 None => return best,
             }
         }
     }
 
-    /// [`Self::longest`] for many inputs at once, written into `out` (cleared first).
+    /// [`Self::longest`] for the inputs `get(0..count)`, each answer handed to
+    /// `found(i, answer)` as soon as it is known (not in input order).
     ///
-    /// The walks of [`LANES`] inputs advance in lock-step, one node each per round, so the
-    /// processor overlaps their cache misses instead of waiting for each in turn: on a deck
-    /// larger than the cache this is several times faster than one walk after another.
-    pub fn longest_many<'a, G, F>(
-        &self,
-        count: usize,
-        get: G,
-        accept: F,
-        out: &mut Vec<Option<(usize, u32)>>,
-    ) where
+    /// [`LANES`] walks are kept in flight: each round advances every lane by one node and
+    /// only *prefetches* the next one, so the processor overlaps the cache misses of all
+    /// lanes instead of waiting for each in turn, and a lane whose walk ends takes the next
+    /// input at once. On a deck larger than the cache this is several times faster than one
+    /// walk after another.
+    pub fn longest_many<'a, G, F, W>(&self, count: usize, get: G, accept: F, mut found: W)
+    where
         G: Fn(usize) -> &'a [u8],
         F: Fn(usize, u32) -> Option<u32>,
+        W: FnMut(usize, Option<(usize, u32)>),
     {
-        out.clear();
-        out.resize(count, None);
-        let mut start = 0;
-        while start < count {
-            let lanes = LANES.min(count - start);
-            // Each lane holds the node it will examine next round (its chain not yet checked)
-            // and the position just past the edge digit that led to it. A round examines
-            // the node, then only *prefetches* the child, so the misses of all lanes are in
-            // flight together instead of one after another.
-            let mut node = [0_u32; LANES];
-            let mut depth = [0_usize; LANES];
-            let mut digits: [&[u8]; LANES] = [&[]; LANES];
-            let mut alive = [false; LANES];
-            for lane in 0..lanes {
-                digits[lane] = get(start + lane);
-                alive[lane] = true;
-            }
-            loop {
-                let mut moved = false;
-                for lane in 0..lanes {
-                    if !alive[lane] {
-                        continue;
-                    }
-                    let current = &self.nodes[node[lane] as usize];
-                    let d = digits[lane];
-                    if !current.skip_matches(d, depth[lane]) {
-                        alive[lane] = false;
-                        continue;
-                    }
-                    let here = depth[lane] + current.skip_len as usize;
-                    if current.value != NO_VALUE {
-                        if let Some(found) = accept(start + lane, current.value) {
-                            out[start + lane] = Some((here, found));
-                        }
-                    }
-                    let next = d.get(here).and_then(|&c| {
-                        let bit = 1_u16 << (c - b'0');
-                        (current.children & bit != 0).then(|| {
-                            current.first_child + (current.children & (bit - 1)).count_ones()
-                        })
-                    });
-                    match next {
-                        Some(index) => {
-                            prefetch(&self.nodes[index as usize]);
-                            node[lane] = index;
-                            depth[lane] = here + 1;
-                            moved = true;
-                        }
-                        None => alive[lane] = false,
+        const IDLE: usize = usize::MAX;
+        let mut input = [IDLE; LANES];
+        let mut key = [0 as Key; LANES];
+        let mut node = [0_u32; LANES];
+        let mut at = [0_u32; LANES];
+        let mut best: [Option<(usize, u32)>; LANES] = [None; LANES];
+        let mut next = 0;
+        for lane in 0..LANES.min(count) {
+            input[lane] = next;
+            key[lane] = pack(get(next));
+            next += 1;
+        }
+        let mut busy = LANES.min(count);
+        while busy > 0 {
+            for lane in 0..LANES {
+                if input[lane] == IDLE {
+                    continue;
+                }
+                let current = &self.nodes[node[lane] as usize];
+                let (matches, here, child) = current.visit(key[lane], at[lane]);
+                if matches && current.value != NO_VALUE {
+                    if let Some(value) = accept(input[lane], current.value) {
+                        best[lane] = Some((here as usize, value));
                     }
                 }
-                if !moved {
-                    break;
+                if let Some(index) = child {
+                    prefetch(&self.nodes[index as usize]);
+                    node[lane] = index;
+                    at[lane] = here + 1;
+                    continue;
+                }
+                found(input[lane], best[lane]);
+                best[lane] = None;
+                node[lane] = 0;
+                at[lane] = 0;
+                if next < count {
+                    input[lane] = next;
+                    key[lane] = pack(get(next));
+                    next += 1;
+                } else {
+                    input[lane] = IDLE;
+                    busy -= 1;
                 }
             }
-            start += lanes;
         }
     }
 
     /// Every key that prefixes `digits`, longest first, as (length, value).
     pub fn all_prefixes(&self, digits: &[u8]) -> Vec<(usize, u32)> {
+        let key = pack(digits);
         let mut found = Vec::new();
-        let mut node = &self.nodes[0];
-        let mut depth = 0;
+        let mut index = 0_u32;
+        let mut at = 0_u32;
         loop {
-            if node.value != NO_VALUE {
-                found.push((depth, node.value));
+            let node = &self.nodes[index as usize];
+            let (matches, here, child) = node.visit(key, at);
+            if !matches {
+                break;
             }
-            match self.step(node, digits, depth) {
-                Some((index, next)) => {
-                    node = &self.nodes[index as usize];
-                    depth = next;
+            if node.value != NO_VALUE {
+                found.push((here as usize, node.value));
+            }
+            match child {
+                Some(next) => {
+                    index = next;
+                    at = here + 1;
                 }
                 None => break,
             }
@@ -322,13 +427,13 @@ impl PrefixIndex {
     fn collect(&self, index: usize, path: &mut Vec<u8>, out: &mut Vec<(Vec<u8>, u32)>) {
         let node = self.nodes[index];
         let before = path.len();
-        path.extend((0..node.skip_len as usize).map(|k| node.skip_digit(k)));
+        path.extend((0..node.skip_len() as usize).map(|k| node.skip_digit(k)));
         if node.value != NO_VALUE {
             out.push((path.clone(), node.value));
         }
         let mut child = node.first_child as usize;
         for digit in 0..10_u8 {
-            if node.children & (1 << digit) != 0 {
+            if node.children() & (1 << digit) != 0 {
                 path.push(b'0' + digit);
                 self.collect(child, path, out);
                 path.pop();
@@ -343,7 +448,7 @@ impl PrefixIndex {
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
+        self.nodes.bytes()
     }
 }
 
@@ -425,12 +530,12 @@ mod tests {
             b"9",
             b"4479",
         ];
-        let mut out = Vec::new();
+        let mut out = vec![Some((99, 99)); inputs.len()];
         idx.longest_many(
             inputs.len(),
             |i| inputs[i],
             |_, v| (v != 3).then_some(v),
-            &mut out,
+            |i, f| out[i] = f,
         );
         let expected: Vec<_> = inputs
             .iter()

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString};
+use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString, PyTuple};
 use rayon::prelude::*;
 
 use super::convert::{
     datetime_or_none, decimal, deck_error, deck_error_object, digits, lcr_error, seconds_at,
 };
-use crate::deck::{Deck, DeckOptions, Field, Match, MAX_PREFIX_DIGITS};
+use crate::deck::{Deck, DeckOptions, Field, InForce, Match, MAX_PREFIX_DIGITS};
 use crate::load::{self, ColumnRef, CsvOptions, DeckError as CoreDeckError};
 use crate::money::{Rounding, MAX_PRECISION};
 use crate::rate::{billed_seconds, call_cost};
@@ -179,94 +179,205 @@ impl Rate {
 /// Dialed numbers read in place from their Python strings, so that the walks can run on all
 /// cores without the GIL and without copying a million strings first.
 pub struct Numbers {
-    /// Keeps every string, and so its UTF-8 buffer, alive while `spans` point into them.
-    _owners: Vec<Py<PyString>>,
+    /// Keeps every string, and so its UTF-8 buffer, alive while `spans` point into them. A
+    /// tuple: it cannot change, so no other thread can drop a string while the walks read
+    /// it without the GIL, and making it from a list is one C loop.
+    _owner: Py<PyTuple>,
     /// The digits of each number (its leading `+` already stepped over).
-    spans: Vec<(*const u8, usize)>,
+    spans: Vec<Span>,
 }
 
-// SAFETY: `spans` point into the UTF-8 buffers of `str` objects that `_owners` keeps alive;
-// a Python `str` never changes, so reading them from any thread, without the GIL, is sound.
-unsafe impl Send for Numbers {}
-unsafe impl Sync for Numbers {}
+/// The UTF-8 bytes of a `str` that a [`Numbers`] keeps alive.
+#[derive(Clone, Copy)]
+struct Span {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a span points into the UTF-8 buffer of a `str` object that its `Numbers` keeps
+// alive; a Python `str` never changes, so reading it from any thread, without the GIL, is
+// sound.
+unsafe impl Send for Span {}
+unsafe impl Sync for Span {}
+
+impl Span {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: see the `Send` impl; the buffer outlives the `Numbers` holding the span.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
 
 impl Numbers {
+    /// The numbers of a Python iterable of `str`, checked: all digits after an optional `+`.
     pub fn collect(numbers: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let py = numbers.py();
-        let list = numbers.cast::<PyList>().ok();
-        let capacity = list.map_or(0, |l| l.len());
-        let mut owners = Vec::with_capacity(capacity);
-        let mut spans = Vec::with_capacity(capacity);
-        let mut push = |index: usize, item: Bound<'_, PyAny>| -> PyResult<()> {
-            let text = item
-                .cast_into::<PyString>()
-                .map_err(|_| PyTypeError::new_err(format!("numbers[{index}] is not a str")))?;
-            let utf8 = text.to_str()?;
-            spans.push((utf8.as_ptr(), utf8.len()));
-            owners.push(text.unbind());
-            Ok(())
-        };
-        if let Some(list) = list {
-            for (i, item) in list.iter().enumerate() {
-                push(i, item)?;
-            }
-        } else {
-            for (i, item) in numbers.try_iter()?.enumerate() {
-                push(i, item?)?;
-            }
-        }
-        let mut out = Self {
-            _owners: owners,
-            spans,
-        };
-        let text = |n: &Self, i: usize| -> &str {
-            let (ptr, len) = n.spans[i];
-            // SAFETY: the span came from `PyString::to_str` (valid UTF-8) of a string held
-            // alive in `_owners`.
-            unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(ptr, len)) }
-        };
-        let bad = py.detach(|| {
-            (0..out.spans.len())
-                .into_par_iter()
-                .with_min_len(4096)
-                .find_first(|&i| crate::number::digits(text(&out, i)).is_err())
-        });
-        if let Some(i) = bad {
-            let error = crate::number::digits(text(&out, i)).unwrap_err();
-            return Err(lcr_error(py, "LcrError", format!("numbers[{i}]: {error}")));
-        }
-        for span in &mut out.spans {
-            // SAFETY: reading the first byte of a non-empty span inside a live string.
-            if span.1 > 0 && unsafe { *span.0 } == b'+' {
-                *span = (span.0.wrapping_add(1), span.1 - 1);
-            }
-        }
+        let mut out = Self::gather(numbers)?;
+        out.check(numbers.py())?;
         Ok(out)
+    }
+
+    /// Checks every number and steps over a leading `+`, in parallel.
+    fn check(&mut self, py: Python<'_>) -> PyResult<()> {
+        let bad = py.detach(|| {
+            self.spans
+                .par_chunks_mut(CHECK_CHUNK)
+                .enumerate()
+                .filter_map(|(c, part)| check_all(part).map(|i| c * CHECK_CHUNK + i))
+                .min()
+        });
+        match bad {
+            Some(i) => Err(self.bad_number(py, i)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::collect`] and [`RateDeck::lookup_many`] in one pass: each chunk of numbers is
+    /// checked and walked while its strings are in cache. A bad number is reported before a
+    /// bad `at`.
+    pub fn collect_and_look_up(
+        py: Python<'_>,
+        numbers: &Bound<'_, PyAny>,
+        deck: &Deck,
+        at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(Self, Vec<Option<Match>>)> {
+        let mut gathered = Self::gather(numbers)?;
+        let at = match Moments::collect(py, at, gathered.len()) {
+            Ok(at) => at,
+            Err(error) => {
+                gathered.check(py)?;
+                return Err(error);
+            }
+        };
+        let at = &at;
+        let mut out = vec![None; gathered.len()];
+        let live = at.in_force(deck, gathered.len());
+        let bad = py.detach(|| {
+            gathered
+                .spans
+                .par_chunks_mut(CHECK_CHUNK)
+                .zip(out.par_chunks_mut(CHECK_CHUNK))
+                .enumerate()
+                .filter_map(|(c, (spans, part))| {
+                    if let Some(i) = check_all(spans) {
+                        return Some(c * CHECK_CHUNK + i);
+                    }
+                    look_up_chunk(deck, at, live.as_ref(), c, spans, part);
+                    None
+                })
+                .min()
+        });
+        match bad {
+            Some(i) => Err(gathered.bad_number(py, i)),
+            None => Ok((gathered, out)),
+        }
+    }
+
+    /// Looks every (checked) number up in `deck`, chunks spread over the rayon pool.
+    pub fn lookup_all(&self, deck: &Deck, at: &Moments) -> Vec<Option<Match>> {
+        let mut out = vec![None; self.len()];
+        let live = at.in_force(deck, self.len());
+        self.spans
+            .par_chunks(CHECK_CHUNK)
+            .zip(out.par_chunks_mut(CHECK_CHUNK))
+            .enumerate()
+            .for_each(|(c, (spans, part))| look_up_chunk(deck, at, live.as_ref(), c, spans, part));
+        out
+    }
+
+    /// The error for the bad number at `i` (its leading `+` not stepped over yet).
+    fn bad_number(&self, py: Python<'_>, i: usize) -> PyErr {
+        let text = String::from_utf8_lossy(self.spans[i].bytes());
+        let error = crate::number::digits(&text).unwrap_err();
+        lcr_error(py, "LcrError", format!("numbers[{i}]: {error}"))
+    }
+
+    /// Reads the strings' UTF-8 buffers, unchecked.
+    fn gather(numbers: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = numbers.py();
+        let owner = if let Ok(tuple) = numbers.cast::<PyTuple>() {
+            tuple.clone()
+        } else if let Ok(list) = numbers.cast::<PyList>() {
+            list.to_tuple()
+        } else {
+            py.get_type::<PyTuple>()
+                .call1((numbers,))?
+                .cast_into::<PyTuple>()?
+        };
+        let mut spans = Vec::with_capacity(owner.len());
+        for (index, item) in owner.iter_borrowed().enumerate() {
+            let mut len: pyo3::ffi::Py_ssize_t = 0;
+            // SAFETY: `item` is a live object borrowed from `owner`; the call only reads it
+            // and, for a non-`str`, sets a Python error and returns null.
+            let data = unsafe { pyo3::ffi::PyUnicode_AsUTF8AndSize(item.as_ptr(), &mut len) };
+            if data.is_null() {
+                let error = PyErr::fetch(py);
+                if !item.is_instance_of::<PyString>() {
+                    return Err(PyTypeError::new_err(format!(
+                        "numbers[{index}] is not a str"
+                    )));
+                }
+                return Err(error);
+            }
+            spans.push(Span {
+                ptr: data.cast::<u8>(),
+                len: len as usize,
+            });
+        }
+        Ok(Self {
+            _owner: owner.unbind(),
+            spans,
+        })
     }
 
     pub fn len(&self) -> usize {
         self.spans.len()
     }
 
-    /// Looks every number up in `deck`, chunks spread over the rayon pool.
-    pub fn lookup_all(&self, deck: &Deck, at: &Moments) -> Vec<Option<Match>> {
-        const CHUNK: usize = 8192;
-        let chunks: Vec<Vec<Option<Match>>> = (0..self.len().div_ceil(CHUNK))
-            .into_par_iter()
-            .map(|c| {
-                let start = c * CHUNK;
-                let end = (start + CHUNK).min(self.len());
-                deck.lookup_many(end - start, |i| self.get(start + i), |i| at.get(start + i))
-            })
-            .collect();
-        chunks.concat()
-    }
-
     pub fn get(&self, i: usize) -> &[u8] {
-        let (ptr, len) = self.spans[i];
-        // SAFETY: see `Numbers`: the bytes live in a string held by `_owners`.
-        unsafe { std::slice::from_raw_parts(ptr, len) }
+        self.spans[i].bytes()
     }
+}
+
+/// How many numbers a parallel task checks (and walks) at once.
+const CHECK_CHUNK: usize = 8192;
+
+/// Looks up chunk `c` of a batch: `spans` (checked) into `out`.
+fn look_up_chunk(
+    deck: &Deck,
+    at: &Moments,
+    live: Option<&InForce>,
+    c: usize,
+    spans: &[Span],
+    out: &mut [Option<Match>],
+) {
+    let start = c * CHECK_CHUNK;
+    let get = |i: usize| spans[i].bytes();
+    match live {
+        Some(live) => deck.lookup_many_in(get, live, out),
+        None => deck.lookup_many(get, |i| at.get(start + i), out),
+    }
+}
+
+/// Checks a chunk (see [`strip_plus_and_check`]); the position of the first bad number.
+fn check_all(spans: &mut [Span]) -> Option<usize> {
+    spans
+        .iter_mut()
+        .position(|span| !strip_plus_and_check(span))
+}
+
+/// Steps `span` over a leading `+` and says whether the rest is all digits; a bad span is
+/// left as it was, so that its error can quote the whole number.
+#[inline]
+fn strip_plus_and_check(span: &mut Span) -> bool {
+    let bytes = span.bytes();
+    let body = bytes.strip_prefix(b"+").unwrap_or(bytes);
+    if !crate::number::all_digits(body) {
+        return false;
+    }
+    *span = Span {
+        ptr: body.as_ptr(),
+        len: body.len(),
+    };
+    true
 }
 
 /// The moment(s) of a batch: one for all numbers, or one per number (re-rating CDRs).
@@ -297,6 +408,14 @@ impl Moments {
         }
     }
 
+    /// The tariffs in force, when one moment serves a batch large enough to gain from it.
+    fn in_force(&self, deck: &Deck, count: usize) -> Option<InForce> {
+        match self {
+            Self::One(t) if deck.worth_in_force(count) => Some(deck.in_force_at(*t)),
+            _ => None,
+        }
+    }
+
     pub fn get(&self, i: usize) -> i64 {
         match self {
             Self::One(t) => *t,
@@ -308,7 +427,7 @@ impl Moments {
 impl RateBatch {
     fn item(&self, i: usize) -> Option<Rate> {
         self.matches[i]
-            .map(|m| Rate::new(&self.deck, &self.numbers.get(i)[..m.prefix_len], m.tariff))
+            .map(|m| Rate::new(&self.deck, &self.numbers.get(i)[..m.prefix_len()], m.tariff))
     }
 }
 
@@ -545,7 +664,7 @@ impl RateDeck {
     ) -> PyResult<Option<Rate>> {
         Ok(self
             .number_at(py, number, at)?
-            .map(|(d, m)| Rate::new(&self.deck, &d[..m.prefix_len], m.tariff)))
+            .map(|(d, m)| Rate::new(&self.deck, &d[..m.prefix_len()], m.tariff)))
     }
 
     #[pyo3(signature = (number, duration_s, at=None))]
@@ -580,10 +699,8 @@ impl RateDeck {
         numbers: &Bound<'_, PyAny>,
         at: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RateBatch> {
-        let numbers = Numbers::collect(numbers)?;
-        let at = Moments::collect(py, at, numbers.len())?;
         let deck = Arc::clone(&self.deck);
-        let matches = py.detach(|| numbers.lookup_all(&deck, &at));
+        let (numbers, matches) = Numbers::collect_and_look_up(py, numbers, &deck, at)?;
         Ok(RateBatch {
             deck,
             numbers,

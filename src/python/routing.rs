@@ -236,7 +236,7 @@ impl RouteTable {
                 Some(p) => {
                     let deck = self.table.deck(p.deck);
                     (
-                        Some(text(&number[..p.found.prefix_len])),
+                        Some(text(&number[..p.found.prefix_len()])),
                         Some(deck.destination(deck.tariff(p.found.tariff)).to_owned()),
                     )
                 }

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -152,6 +153,43 @@ def test_batches_with_one_or_many_moments(impl: ModuleType) -> None:
         deck.cost_many(["1", "1"], [1], JAN)
     with pytest.raises(lcr.LcrError, match="must be >= 0"):
         deck.cost_many(["1"], [-1], JAN)
+
+
+def test_large_batches_match_single_lookups(impl: ModuleType) -> None:
+    """Past the core's chunk (8,192 numbers) and lane sizes, from a tuple and a generator,
+    at one moment (a deck with few tariffs and many numbers) and at one moment per number."""
+    rows: list[tuple[object, ...]] = [("", "World", "0.9")]
+    for k in range(300):
+        prefix = str(100 + k)
+        rows.append((prefix, f"D{k % 7}", f"0.{k % 7 + 1}", None, 1, 1, None, FEB))
+        rows.append((prefix, f"D{k % 7}", f"0.{k % 5 + 1}1", None, 1, 1, FEB))
+        rows.append((prefix + "55", "Deep", "0.02"))
+    deck = deck_of(impl, *rows)
+    numbers = [f"{'+' if i % 3 == 0 else ''}{100 + i % 320}{i % 97:02d}{i}" for i in range(20_000)]
+    moments = [JAN if i % 2 else FEB for i in range(len(numbers))]
+
+    def view(rate: lcr.Rate | None) -> tuple[str, Decimal] | None:
+        return rate and (rate.prefix, rate.rate)
+
+    single = [view(deck.lookup(n, JAN)) for n in numbers]
+    for batch in (deck.lookup_many(tuple(numbers), JAN), deck.lookup_many(iter(numbers), JAN)):
+        assert [view(r) for r in batch] == single
+    per_moment = deck.lookup_many(numbers, moments)
+    assert [view(r) for r in per_moment] == [
+        view(deck.lookup(n, m)) for n, m in zip(numbers, moments, strict=True)
+    ]
+
+
+def test_batch_errors_name_the_first_bad_number(impl: ModuleType) -> None:
+    deck = deck_of(impl, ("1", "US", "0.6"))
+    numbers: list[Any] = ["1555"] * 20_000
+    numbers[15_000] = "15x"
+    numbers[9_000] = "1 5"
+    with pytest.raises(lcr.LcrError, match=r"numbers\[9000\]: invalid number '1 5'"):
+        deck.lookup_many(numbers, JAN)
+    numbers[100] = 15
+    with pytest.raises(TypeError, match=r"numbers\[100\] is not a str"):
+        deck.lookup_many(numbers, JAN)
 
 
 def test_csv_default_layout(impl: ModuleType, tmp_path: Path) -> None:
