@@ -266,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=int, default=20)
     parser.add_argument("--hold-ms", type=int, default=1000)
     parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the switch's event loop (SOFTSWITCH_EVENT_LOOP; auto: uvloop when installed)",
+    )
     args = parser.parse_args(argv)
     args.rates = [int(r) for r in args.rates.split(",")]
     if shutil.which("sipp") is None:
@@ -283,13 +289,15 @@ def main(argv: list[str] | None = None) -> int:
             cwd=ROOT / "softswitch",
             stdout=subprocess.PIPE,
             stderr=(workdir / "switch.log").open("wb"),
+            env={**os.environ, "SOFTSWITCH_EVENT_LOOP": args.event_loop},
         )
         try:
             assert switch.stdout is not None
-            while b"ready" not in switch.stdout.readline():
+            while b"ready" not in (line := switch.stdout.readline()):
                 if switch.poll() is not None:
                     print((workdir / "switch.log").read_text(), file=sys.stderr)
                     return 1
+            print(line.decode().strip(), flush=True)
             through = ladder("switch", workdir, switch_port, uas_port, args)
         finally:
             switch.send_signal(signal.SIGTERM)

@@ -336,6 +336,8 @@ class CdrSink(Protocol):
 
     def write(self, record: CdrRecord) -> Future[None]: ...
 
+    def enqueue(self, record: CdrRecord) -> None: ...
+
     def query(
         self,
         since: dt.datetime | None = None,
@@ -375,7 +377,7 @@ class _Flush:
 
 
 _STOP = object()
-_Item = tuple[CdrRecord, "Future[None]"] | _Flush | object
+_Item = tuple[CdrRecord, "Future[None] | None"] | _Flush | object
 
 
 class CdrStore:
@@ -430,6 +432,16 @@ class CdrStore:
         future: Future[None] = Future()
         self._queue.put((record, future))
         return future
+
+    def enqueue(self, record: CdrRecord) -> None:
+        """``write`` without a future to wait on: the switch's path, one record per call.
+
+        Never blocks; a failed commit logs the record in full, as for ``write``. (A future
+        costs a lock and a condition to make, a measurable share of a call at full load.)
+        """
+        if self._closed:
+            raise RuntimeError("CdrStore is closed")
+        self._queue.put((record, None))
 
     async def write_async(self, record: CdrRecord) -> None:
         """``write`` and wait, without blocking the event loop, until it is durable."""
@@ -492,12 +504,15 @@ class CdrStore:
                             json.dumps(record.to_row(), default=str),
                             extra={"call_id": record.call_id},
                         )
-                        future.set_exception(e)
+                        if future is not None:
+                            future.set_exception(e)
                     else:
-                        future.set_result(None)
+                        if future is not None:
+                            future.set_result(None)
             else:
                 for _, future in writes:
-                    future.set_result(None)
+                    if future is not None:
+                        future.set_result(None)
         for item in batch:
             if isinstance(item, _Flush):
                 item.future.set_result(None)

@@ -44,14 +44,15 @@ def run_switch(args: argparse.Namespace) -> int:
         for item in args.listen or ():
             parse_listen(item)
         config = load_config(config_path) if config_path else demo_config(demo_state_dir())
-    except ValueError as e:
+        new_loop = loop_factory()
+    except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ConfigError as e:
         print(f"error: configuration refused:\n{e}", file=sys.stderr)
         return 2
     try:
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(serve(config, config_path=config_path, listen=args.listen))
     except ConfigError as e:  # a deck that does not load
         print(f"error: configuration refused:\n{e}", file=sys.stderr)

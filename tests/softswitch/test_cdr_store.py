@@ -109,6 +109,16 @@ def test_query_since_until_call_id_limit(tmp_path: Path) -> None:
         assert len(store.query(limit=2)) == 2
 
 
+def test_enqueue_commits_without_a_future(tmp_path: Path) -> None:
+    with CdrStore(tmp_path / "cdr.sqlite") as store:
+        for i in range(40):  # more than one multi-row INSERT
+            store.enqueue(record(f"q{i}", T0 + dt.timedelta(seconds=i)))
+        assert store.flush(timeout=10)
+        assert [r.call_id for r in store.query()] == [f"q{i}" for i in range(40)]
+    with pytest.raises(RuntimeError, match="closed"):
+        store.enqueue(record())
+
+
 def test_schema_wal_and_full_sync(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "cdr.sqlite"
     with CdrStore(path) as store:
@@ -154,6 +164,20 @@ def test_a_bad_record_fails_alone(tmp_path: Path) -> None:
         futures[0].result(timeout=10)
         futures[2].result(timeout=10)
         assert [r.call_id for r in store.query()] == ["ok1", "ok2"]
+
+
+def test_a_bad_enqueued_record_fails_alone_and_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with CdrStore(tmp_path / "cdr.sqlite") as store:
+        store.enqueue(record("ok1"))
+        store.enqueue(record("bad", status=None))
+        store.enqueue(record("ok2"))
+        assert store.flush(timeout=10)
+        assert [r.call_id for r in store.query()] == ["ok1", "ok2"]
+    assert any(
+        "cdr write failed" in r.getMessage() and '"bad"' in r.getMessage() for r in caplog.records
+    )
 
 
 def test_close_commits_queued_records_and_refuses_more(tmp_path: Path) -> None:

@@ -119,6 +119,24 @@ def test_framer_counts_keepalive_pings_even_when_split() -> None:
     assert framer.pings == 2
 
 
+def test_event_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOFTSWITCH_EVENT_LOOP", "asyncio")
+    assert loop_factory() is asyncio.new_event_loop
+    monkeypatch.setenv("SOFTSWITCH_EVENT_LOOP", "tokio")
+    with pytest.raises(ValueError, match="expected auto, uvloop or asyncio"):
+        loop_factory()
+
+    def no_uvloop(name: str) -> object:
+        raise ImportError(name)
+
+    monkeypatch.setattr("softswitch.transport.importlib.import_module", no_uvloop)
+    monkeypatch.setenv("SOFTSWITCH_EVENT_LOOP", "uvloop")
+    with pytest.raises(RuntimeError, match="uvloop is not installed"):
+        loop_factory()
+    monkeypatch.setenv("SOFTSWITCH_EVENT_LOOP", "auto")
+    assert loop_factory() is asyncio.new_event_loop
+
+
 # ------------------------------------------------------------------------- live sockets
 
 

@@ -36,7 +36,13 @@ class RoutePlan:
     rejected: tuple[tuple[str, str], ...]
     sell_rate: Decimal | None
     prefix: str | None
-    explain: str
+    result: lcr.RouteResult
+
+    @property
+    def explain(self) -> str:
+        """``lcr``'s explanation, made on demand: the switch routes every call, an operator
+        reads a few explanations."""
+        return self.result.explain()
 
     @property
     def gateway_ids(self) -> tuple[str, ...]:
@@ -68,7 +74,6 @@ def route_call(
     except lcr.LcrError as e:
         return refuse("invalid_number", str(e))
     rejected = tuple((r.gateway, r.reason) for r in result.rejected)
-    explain = result.explain()
     if not result.candidates:
         detail = f"plan {account.routing_plan!r}: " + (
             ", ".join(f"{g}: {why}" for g, why in rejected) or f"no route matches {number}"
@@ -80,5 +85,5 @@ def route_call(
         rejected=rejected,
         sell_rate=sell_rate,
         prefix=result.prefix,
-        explain=explain,
+        result=result,
     )

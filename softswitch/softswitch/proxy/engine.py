@@ -72,6 +72,8 @@ NO_ANSWER_TIMEOUT = 181.0
 UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
 #: How long an answered call's dialog entry outlives a BYE, for late retransmissions.
 LINGER = 4.0
+#: Transaction deadlines share wake-ups on this grid (seconds); see ``DeadlineTimer``.
+TIMER_RESOLUTION = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +175,7 @@ class Engine:
         self._dialogs: dict[tuple[str, str], Call] = {}
         self._calls: set[Call] = set()
         self._ours: set[Address] = set()
-        self._timer = DeadlineTimer(self._on_timer)
+        self._timer = DeadlineTimer(self._on_timer, resolution=TIMER_RESOLUTION)
         self._tasks: set[asyncio.Task[None]] = set()
         self._own: dict[ClientTransaction, asyncio.Future[Response | None]] = {}
         self._closed = False

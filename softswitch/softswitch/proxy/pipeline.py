@@ -217,14 +217,14 @@ class Pipeline:
         except Exception:  # a costing bug must not cost us the record
             logger.exception("CDR costing failed", extra={"call_id": call.call_id})
             record = bare_cdr(call, context.account)
-        self.cdrs.write(record)
+        self.cdrs.enqueue(record)
         self.live.account_release(context.account.id)
         for gateway_id in list(context.claimed):
             self.live.gateway_release(gateway_id)
         context.claimed.clear()
 
     def account_refusal(self, request: Request, flow: Flow, refused: Reply, now: float) -> None:
-        self.cdrs.write(refusal_cdr(request, flow, refused, now))
+        self.cdrs.enqueue(refusal_cdr(request, flow, refused, now))
 
 
 def _context(call: Call) -> CallContext:

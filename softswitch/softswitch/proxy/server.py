@@ -153,7 +153,8 @@ async def serve(
         await switch.start(listen or config.server.listen)
         print(
             f"softswitch: ready ({len(config.accounts)} accounts, "
-            f"{len(config.gateways)} gateways, CDRs in {config.server.database})",
+            f"{len(config.gateways)} gateways, CDRs in {config.server.database}, "
+            f"event loop {type(loop).__module__.split('.')[0]})",
             flush=True,
         )
         await stop.wait()

@@ -82,6 +82,9 @@ class Sink:
         done.set_result(None)
         return done
 
+    def enqueue(self, record: CdrRecord) -> None:
+        self.records.append(record)
+
 
 def make_snapshot(tmp_path: Path, config: str = CONFIG) -> Snapshot:
     (tmp_path / "sell.csv").write_text("prefix,rate\n44,0.10\n")
