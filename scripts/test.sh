@@ -16,7 +16,7 @@ if ! command -v sipp >/dev/null 2>&1; then
 fi
 
 step "installing lcr (Rust core, release build) and softswitch, with test tools"
-python3 -m pip install -q --disable-pip-version-check -e ".[test]" -e ./softswitch
+python3 -m pip install -q --disable-pip-version-check -e ".[test]" -e "./softswitch[speed]"
 
 step "lint: rustfmt, clippy, ruff, mypy --strict, stubtest"
 cargo fmt --check
@@ -30,5 +30,13 @@ python3 -m mypy.stubtest lcr._core
 step "cargo test"
 cargo test
 
-step "pytest"
+step "pytest (the switch on uvloop, as installed with softswitch[speed])"
 HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}" python3 -m pytest "$@"
+
+if [ $# -eq 0 ]; then
+  # The pure-Python install (no speed extra) runs on asyncio's own loop: the transports
+  # and the end-to-end call flows again on that loop.
+  step "pytest: transports and end-to-end calls on the standard asyncio loop"
+  SOFTSWITCH_EVENT_LOOP=asyncio python3 -m pytest -q tests/e2e \
+    tests/softswitch/test_transport.py tests/softswitch/test_aiosip.py
+fi

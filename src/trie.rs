@@ -12,7 +12,7 @@
 pub const NO_VALUE: u32 = u32::MAX;
 
 /// How many walks [`PrefixIndex::longest_many`] interleaves.
-pub const LANES: usize = 16;
+pub const LANES: usize = 32;
 
 /// The longest key an index holds: a [`Key`] carries 32 digits.
 pub const MAX_KEY_DIGITS: usize = 32;
