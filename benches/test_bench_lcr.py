@@ -104,6 +104,48 @@ def test_lookup_reference(
     benchmark(lambda: reference_deck.lookup(nxt(), AT))
 
 
+LOOP = 1000
+
+
+def fresh_chunks(items: list[str]) -> Callable[[], tuple[tuple[list[str]], dict[str, Any]]]:
+    """Each round a new slice of ``LOOP`` numbers, so no round finds the last one's in cache."""
+    state = {"i": 0}
+
+    def setup() -> tuple[tuple[list[str]], dict[str, Any]]:
+        start = state["i"]
+        state["i"] = (start + LOOP) % (len(items) - LOOP)
+        return (items[start : start + LOOP],), {}
+
+    return setup
+
+
+@pytest.mark.benchmark(group=f"single lookups, {LOOP} per round (time / {LOOP} = one lookup)")
+def test_lookup_rust_loop(benchmark: Any, deck: lcr.RateDeck, sample_numbers: list[str]) -> None:
+    """The per-call harness above costs about as much as a lookup; a plain loop does not."""
+    lookup = deck.lookup
+
+    def run(numbers: list[str]) -> None:
+        for number in numbers:
+            lookup(number)
+
+    benchmark.pedantic(run, setup=fresh_chunks(sample_numbers), rounds=300, warmup_rounds=5)
+
+
+@pytest.mark.benchmark(group=f"single lookups, {LOOP} per round (time / {LOOP} = one lookup)")
+def test_lookup_dict_probe_loop(
+    benchmark: Any, plain_dict: dict[str, str], sample_numbers: list[str]
+) -> None:
+    get = plain_dict.get
+
+    def run(numbers: list[str]) -> None:
+        for number in numbers:
+            for k in range(len(number), 0, -1):
+                if get(number[:k]) is not None:
+                    break
+
+    benchmark.pedantic(run, setup=fresh_chunks(sample_numbers), rounds=300, warmup_rounds=5)
+
+
 @pytest.mark.benchmark(group="batch 1M numbers")
 def test_lookup_many_1m(benchmark: Any, deck: lcr.RateDeck, sample_numbers: list[str]) -> None:
     result = benchmark.pedantic(deck.lookup_many, args=(sample_numbers, AT), rounds=5)

@@ -861,16 +861,20 @@ class Engine:
         self._calls.discard(call)
         self._server_calls.pop(call.server_tx, None)
         self.stats.active -= 1
-        if call.key in self._dialogs:
+        lingers = call.key in self._dialogs
+        if lingers:
             asyncio.get_running_loop().call_later(LINGER, self._forget_dialog, call)
         try:
             self.policy.account(call)
         except Exception:
             logger.exception("accounting failed", extra={"call_id": call.call_id})
+        if not lingers:
+            _release(call)
 
     def _forget_dialog(self, call: Call) -> None:
         if self._dialogs.get(call.key) is call:
             del self._dialogs[call.key]
+        _release(call)
 
     # ------------------------------------------------------------------ transaction actions
 
@@ -989,3 +993,15 @@ def _end_reason_for(status: int) -> str:
     if status == 603:
         return "declined"
     return "gateway_rejected"
+
+
+def _release(call: Call) -> None:
+    """Cut a finished call's one reference cycle (``call.branch.call is call``) once the
+    engine will not look the call up again.
+
+    Reference counting then frees a call, its transactions and messages the moment the
+    engine lets go, instead of leaving them to the cyclic garbage collector: at 800 calls a
+    second that was millions of objects, collected in pauses of several seconds that SIPp
+    saw as lost packets.
+    """
+    call.branch = None

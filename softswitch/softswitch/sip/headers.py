@@ -86,7 +86,7 @@ class Headers:
         self._values: list[str] = []
         self._raw: list[bytes | None] = []
         self._cache: dict[str, object] = {}
-        self._index: dict[str, list[str]] | None = None
+        self._index: dict[str, tuple[str, ...]] | None = None
         for name, value in items:
             self._check(name, value)
             self._append(len(self._keys), canonical_key(name), name, value)
@@ -136,14 +136,14 @@ class Headers:
         index = self._index
         if index is None:
             # One pass builds every field's values, so the several fields a proxy reads
-            # from one message do not each walk every line; any edit drops it.
+            # from one message do not each walk every line; any edit drops it. Tuples of
+            # strings, not lists: the garbage collector stops tracking those, and a switch
+            # under load holds tens of thousands of messages (a list each was most of what
+            # its full collections had to walk).
             index = {}
             for k, v in zip(self._keys, self._values, strict=True):
                 found = index.get(k)
-                if found is None:
-                    index[k] = [v]
-                else:
-                    found.append(v)
+                index[k] = (v,) if found is None else (*found, v)
             self._index = index
         values = index.get(key)
         if values is None:

@@ -36,12 +36,15 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from .errors import SipParseError
 from .headers import Headers
 from .message import Request, Response
+from .parser import parse_message
 from .timers import Timer, TimerConfig
 from .uri import URI
 
@@ -543,6 +546,7 @@ class Transaction:
         return StartTimer(timer, deadline)
 
     def _enter(self, state: State, now: float) -> list[Action]:
+        entered = state is not self.state
         self.state = state
         live = STATE_TIMERS[self.kind][state]
         actions: list[Action] = []
@@ -565,9 +569,31 @@ class Transaction:
                 actions.append(self._start(timer, duration, now))
         if state is S.TERMINATED:
             actions.append(Terminated())
+        elif entered and state is S.COMPLETED and self.kind is Kind.SERVER_NON_INVITE:
+            self._compact()
         for timer in immediate:
             actions += self.handle(TimerFired(timer), now)
         return actions
+
+    def _compact(self) -> None:
+        """Keep the request and the final response only as their unparsed wire form.
+
+        A completed non-INVITE server transaction waits 64*T1 (32 s) only to answer
+        retransmissions with its last response; at a thousand calls a second that is tens
+        of thousands of BYE transactions, and their parsed messages (header objects, lists,
+        dicts) were most of what the garbage collector walked. Re-read lazily, a message
+        holds a handful of objects.
+        """
+        try:
+            request = parse_message(bytes(self.request))
+            response = (
+                None if self.last_response is None else parse_message(bytes(self.last_response))
+            )
+        except SipParseError:  # our own output: cannot happen, but never worth failing
+            return
+        if isinstance(request, Request) and (response is None or isinstance(response, Response)):
+            self.request = request
+            self.last_response = response
 
 
 class ClientTransaction(Transaction):
@@ -728,7 +754,10 @@ class TransactionLayer:
         self._servers: dict[_ServerKey, ServerTransaction] = {}
         self._legacy: dict[_LegacyKey, list[ServerTransaction]] = {}
         self._keys: dict[Transaction, _Keys] = {}
-        self._heap: list[tuple[float, int, Transaction, Timer]] = []
+        # Weak references: a transaction that ended is freed at once, not when its last
+        # stopped timer (Timer B, F: 32 s) comes up in the heap. At a thousand calls a
+        # second, holding them cost a gigabyte and garbage-collector pauses.
+        self._heap: list[tuple[float, int, weakref.ref[Transaction], Timer]] = []
         self._seq = itertools.count()
         self._cancel_pending: set[ClientTransaction] = set()
 
@@ -863,8 +892,9 @@ class TransactionLayer:
         """When :meth:`handle_timers` next has work, or None if no timer runs."""
         heap = self._heap
         while heap:
-            deadline, _, tx, timer = heap[0]
-            if tx._deadlines.get(timer) == deadline:
+            deadline, _, ref, timer = heap[0]
+            tx = ref()
+            if tx is not None and tx._deadlines.get(timer) == deadline:
                 return deadline
             heapq.heappop(heap)
         return None
@@ -873,8 +903,9 @@ class TransactionLayer:
         out: list[TransactionOutput] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _, tx, timer = heapq.heappop(heap)
-            if tx._deadlines.get(timer) != deadline:
+            deadline, _, ref, timer = heapq.heappop(heap)
+            tx = ref()
+            if tx is None or tx._deadlines.get(timer) != deadline:
                 continue
             out += self._track(tx, tx.handle(TimerFired(timer), now))
         return tuple(out)
@@ -884,7 +915,8 @@ class TransactionLayer:
     def _track(self, tx: Transaction, actions: list[Action]) -> tuple[TransactionOutput, ...]:
         for action in actions:
             if isinstance(action, StartTimer):
-                heapq.heappush(self._heap, (action.deadline, next(self._seq), tx, action.timer))
+                entry = (action.deadline, next(self._seq), weakref.ref(tx), action.timer)
+                heapq.heappush(self._heap, entry)
             elif isinstance(action, Terminated):
                 self._forget(tx)
         return tuple([TransactionOutput(tx, a) for a in actions])

@@ -196,7 +196,12 @@ def test_non_invite_final_and_timer_j(reliable: bool, timer_j: float) -> None:
         assert actions == [Send(ok), Terminated()]
         return
     assert actions == [Send(ok), StartTimer(Timer.J, 1.0 + timer_j)]
-    assert tx.handle(RequestReceived(request("BYE")), 2.0) == [Send(ok)]
+    # Completed keeps the messages only in wire form (see Transaction._compact).
+    (resent,) = tx.handle(RequestReceived(request("BYE")), 2.0)
+    assert isinstance(resent, Send)
+    assert bytes(resent.message) == bytes(ok)
+    assert resent.message is tx.last_response is not ok
+    assert bytes(tx.request) == bytes(request("BYE"))
     with pytest.raises(TransactionUsageError):
         tx.respond(answer(tx.request, 500), 2.0)
     assert run_clock(tx, 100.0) == [(1.0 + timer_j, Terminated())]
