@@ -308,29 +308,36 @@ impl PrefixIndex {
         digits: &[u8],
         accept: F,
     ) -> Option<(usize, u32)> {
+        // The keys on the path are collected first and offered to `accept` deepest first:
+        // the deepest usually applies, so one `accept` (a dated rate's window: a read that
+        // may miss the cache) is paid instead of one per key on the path.
         let key = pack(digits);
+        let mut found = [(0_u32, 0_u32); MAX_KEY_DIGITS + 1];
+        let mut count = 0;
         let mut index = 0_u32;
         let mut at = 0_u32;
-        let mut best = None;
         loop {
             let node = &self.nodes[index as usize];
             let (matches, here, child) = node.visit(key, at);
             if !matches {
-                return best;
+                break;
             }
             if node.value != NO_VALUE {
-                if let Some(found) = accept(node.value) {
-                    best = Some((here as usize, found));
-                }
+                found[count] = (here, node.value);
+                count += 1;
             }
             match child {
                 Some(next) => {
                     index = next;
                     at = here + 1;
                 }
-                None => return best,
+                None => break,
             }
         }
+        found[..count]
+            .iter()
+            .rev()
+            .find_map(|&(len, value)| accept(value).map(|v| (len as usize, v)))
     }
 
     /// [`Self::longest`] for the inputs `get(0..count)`, each answer handed to
