@@ -411,7 +411,7 @@ impl InForce {
 /// A rate found for a number: how many of its digits matched, and which tariff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Match {
-    /// At most [`MAX_PREFIX_DIGITS`]; a byte keeps a batch's `Option<Match>` at 8 bytes.
+    /// At most [`MAX_PREFIX_DIGITS`]; a byte keeps a batch's `Option<Match>` at 12 bytes.
     pub prefix_len: u8,
     pub tariff: u32,
 }

@@ -367,6 +367,17 @@ def _insert_rows_sql(n: int) -> str:
 _INSERT_ROWS = {n: _insert_rows_sql(n) for n in range(1, _ROWS_PER_INSERT + 1)}
 
 
+def _escaped(value: object) -> object:
+    """Text that SQLite can store: surrogates (undecodable bytes) as ``\\xNN`` escapes."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no byte was escaped into
+            raw = value.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace")
+    return value
+
+
 class _Flush:
     """A queue marker: completes its future once everything queued before it is committed."""
 
@@ -496,7 +507,13 @@ class CdrStore:
                 # One bad record must not cost the others theirs: retry one by one.
                 for record, future in writes:
                     try:
-                        self._insert(conn, [record])
+                        try:
+                            self._insert(conn, [record])
+                        except UnicodeEncodeError:
+                            # A peer's undecodable bytes (kept as surrogates by the SIP
+                            # parser) are not valid UTF-8 text: store them escaped rather
+                            # than lose the record.
+                            self._insert(conn, [record], escape=True)
                     except (sqlite3.Error, ValueError, TypeError) as e:
                         logger.error(
                             "cdr write failed (%s); record=%s",
@@ -518,8 +535,12 @@ class CdrStore:
                 item.future.set_result(None)
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, records: Sequence[CdrRecord]) -> None:
+    def _insert(
+        conn: sqlite3.Connection, records: Sequence[CdrRecord], *, escape: bool = False
+    ) -> None:
         rows = [record.to_row() for record in records]
+        if escape:
+            rows = [{k: _escaped(v) for k, v in row.items()} for row in rows]
         with conn:  # one transaction, committed (and fsynced: synchronous=FULL) on exit
             # Many rows per statement rather than ``executemany``: sqlite3 releases the GIL
             # around every statement step, and each step's GIL hand-back stalls the event

@@ -183,12 +183,15 @@ pub struct Numbers {
     /// tuple: it cannot change, so no other thread can drop a string while the walks read
     /// it without the GIL, and making it from a list is one C loop.
     _owner: Py<PyTuple>,
-    /// The digits of each number (its leading `+` already stepped over).
+    /// The digits of each number (its leading `+` already stepped over once checked).
     spans: Vec<Span>,
+    /// The first item that is not a `str` with a UTF-8 form (its span is left empty): its
+    /// error is due only if no number before it is bad, as the reference checks in order.
+    unreadable: Option<usize>,
 }
 
-/// The UTF-8 bytes of a `str` that a [`Numbers`] keeps alive.
-#[derive(Clone, Copy)]
+/// The UTF-8 bytes of a `str` that a [`Numbers`] keeps alive. Not `Copy`: bytes are only
+/// handed out borrowed from the `Numbers` that owns the string.
 struct Span {
     ptr: *const u8,
     len: usize,
@@ -215,8 +218,9 @@ impl Numbers {
         Ok(out)
     }
 
-    /// Checks every number and steps over a leading `+`, in parallel.
-    fn check(&mut self, py: Python<'_>) -> PyResult<()> {
+    /// Checks every number and steps over a leading `+`, in parallel; the first problem by
+    /// position is the error, whether a bad digit or an item that is no `str`.
+    pub fn check(&mut self, py: Python<'_>) -> PyResult<()> {
         let bad = py.detach(|| {
             self.spans
                 .par_chunks_mut(CHECK_CHUNK)
@@ -224,15 +228,15 @@ impl Numbers {
                 .filter_map(|(c, part)| check_all(part).map(|i| c * CHECK_CHUNK + i))
                 .min()
         });
-        match bad {
+        match self.first_problem(bad) {
             Some(i) => Err(self.bad_number(py, i)),
             None => Ok(()),
         }
     }
 
     /// [`Self::collect`] and [`RateDeck::lookup_many`] in one pass: each chunk of numbers is
-    /// checked and walked while its strings are in cache. A bad number is reported before a
-    /// bad `at`.
+    /// checked and walked while its strings are in cache. As in the reference, a bad `at`
+    /// is reported first, then the first bad number.
     pub fn collect_and_look_up(
         py: Python<'_>,
         numbers: &Bound<'_, PyAny>,
@@ -240,17 +244,14 @@ impl Numbers {
         at: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Self, Vec<Option<Match>>)> {
         let mut gathered = Self::gather(numbers)?;
-        let at = match Moments::collect(py, at, gathered.len()) {
-            Ok(at) => at,
-            Err(error) => {
-                gathered.check(py)?;
-                return Err(error);
-            }
-        };
+        let at = Moments::collect(py, at, gathered.len())?;
+        if gathered.unreadable.is_some() {
+            gathered.check(py)?;
+        }
         let at = &at;
         let mut out = vec![None; gathered.len()];
-        let live = at.in_force(deck, gathered.len());
         let bad = py.detach(|| {
+            let live = at.in_force(deck, gathered.len());
             gathered
                 .spans
                 .par_chunks_mut(CHECK_CHUNK)
@@ -283,11 +284,41 @@ impl Numbers {
         out
     }
 
-    /// The error for the bad number at `i` (its leading `+` not stepped over yet).
+    /// The position of the first problem: a bad digit at `bad` or the unreadable item.
+    fn first_problem(&self, bad: Option<usize>) -> Option<usize> {
+        match (bad, self.unreadable) {
+            (Some(b), Some(u)) => Some(b.min(u)),
+            (b, u) => b.or(u),
+        }
+    }
+
+    /// The error for the number at `i` (its leading `+` not stepped over yet).
     fn bad_number(&self, py: Python<'_>, i: usize) -> PyErr {
+        if self.unreadable == Some(i) {
+            return self.unreadable_error(py, i);
+        }
         let text = String::from_utf8_lossy(self.spans[i].bytes());
         let error = crate::number::digits(&text).unwrap_err();
         lcr_error(py, "LcrError", format!("numbers[{i}]: {error}"))
+    }
+
+    /// A non-`str` is a `TypeError`; a `str` with no UTF-8 form (a lone surrogate) is an
+    /// invalid number, worded by the reference (Python quotes the surrogate).
+    fn unreadable_error(&self, py: Python<'_>, i: usize) -> PyErr {
+        let item = match self._owner.bind(py).get_item(i) {
+            Ok(item) => item,
+            Err(e) => return e,
+        };
+        if !item.is_instance_of::<PyString>() {
+            return PyTypeError::new_err(format!("numbers[{i}] is not a str"));
+        }
+        let worded = py
+            .import("lcr.reference")
+            .and_then(|reference| reference.getattr("digits")?.call1((&item,)));
+        match worded {
+            Err(e) => lcr_error(py, "LcrError", format!("numbers[{i}]: {}", e.value(py))),
+            Ok(_) => lcr_error(py, "LcrError", format!("numbers[{i}]: not valid UTF-8")),
+        }
     }
 
     /// Reads the strings' UTF-8 buffers, unchecked.
@@ -303,19 +334,20 @@ impl Numbers {
                 .cast_into::<PyTuple>()?
         };
         let mut spans = Vec::with_capacity(owner.len());
+        let mut unreadable = None;
         for (index, item) in owner.iter_borrowed().enumerate() {
             let mut len: pyo3::ffi::Py_ssize_t = 0;
             // SAFETY: `item` is a live object borrowed from `owner`; the call only reads it
             // and, for a non-`str`, sets a Python error and returns null.
             let data = unsafe { pyo3::ffi::PyUnicode_AsUTF8AndSize(item.as_ptr(), &mut len) };
             if data.is_null() {
-                let error = PyErr::fetch(py);
-                if !item.is_instance_of::<PyString>() {
-                    return Err(PyTypeError::new_err(format!(
-                        "numbers[{index}] is not a str"
-                    )));
-                }
-                return Err(error);
+                drop(PyErr::take(py));
+                unreadable.get_or_insert(index);
+                spans.push(Span {
+                    ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+                    len: 0,
+                });
+                continue;
             }
             spans.push(Span {
                 ptr: data.cast::<u8>(),
@@ -325,6 +357,7 @@ impl Numbers {
         Ok(Self {
             _owner: owner.unbind(),
             spans,
+            unreadable,
         })
     }
 
@@ -716,8 +749,10 @@ impl RateDeck {
         durations: &Bound<'py, PyAny>,
         at: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let numbers = Numbers::collect(numbers)?;
+        // The reference's order: the moments, then the numbers, then the durations.
+        let mut numbers = Numbers::gather(numbers)?;
         let at = Moments::collect(py, at, numbers.len())?;
+        numbers.check(py)?;
         let mut seconds = Vec::with_capacity(numbers.len());
         for (i, d) in durations.try_iter()?.enumerate() {
             let d: i64 = d?.extract()?;

@@ -190,6 +190,15 @@ def test_batch_errors_name_the_first_bad_number(impl: ModuleType) -> None:
     numbers[100] = 15
     with pytest.raises(TypeError, match=r"numbers\[100\] is not a str"):
         deck.lookup_many(numbers, JAN)
+    # The reference's order: the moments first, then each number in turn, whatever is wrong.
+    with pytest.raises(lcr.LcrError, match="1 numbers but 2 moments in at"):
+        deck.lookup_many(["x1"], [JAN, JAN])
+    with pytest.raises(lcr.LcrError, match=r"2 numbers but 1 moments in at"):
+        deck.cost_many(["x1", 5], [1, 1], [JAN])  # type: ignore[list-item]
+    with pytest.raises(lcr.LcrError, match=r"numbers\[0\]: invalid number"):
+        deck.lookup_many(["1x", 5], JAN)  # type: ignore[list-item]
+    with pytest.raises(lcr.LcrError, match=r"numbers\[1\]: invalid number '1\\ud800'"):
+        deck.lookup_many(["1", "1\ud800", 5], JAN)  # type: ignore[list-item]
 
 
 def test_csv_default_layout(impl: ModuleType, tmp_path: Path) -> None:

@@ -119,6 +119,17 @@ def test_enqueue_commits_without_a_future(tmp_path: Path) -> None:
         store.enqueue(record())
 
 
+def test_undecodable_bytes_from_a_peer_are_stored_escaped(tmp_path: Path) -> None:
+    """The SIP parser keeps bytes that are not UTF-8 as surrogates; SQLite refuses those as
+    text. The record is stored with them escaped instead of being lost."""
+    with CdrStore(tmp_path / "cdr.sqlite") as store:
+        store.enqueue(record("ok"))
+        store.enqueue(record("x\udcffy", caller="a\ud800b"))
+        assert store.flush(timeout=10)
+        stored = {r.call_id: r.caller for r in store.query()}
+    assert stored == {"ok": "alice", "x\\xffy": "a\\xed\\xa0\\x80b"}
+
+
 def test_schema_wal_and_full_sync(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "cdr.sqlite"
     with CdrStore(path) as store:

@@ -136,14 +136,18 @@ class Headers:
         index = self._index
         if index is None:
             # One pass builds every field's values, so the several fields a proxy reads
-            # from one message do not each walk every line; any edit drops it. Tuples of
-            # strings, not lists: the garbage collector stops tracking those, and a switch
+            # from one message do not each walk every line; any edit drops it. Kept as tuples
+            # of strings, not lists: the garbage collector stops tracking those, and a switch
             # under load holds tens of thousands of messages (a list each was most of what
             # its full collections had to walk).
-            index = {}
+            lists: dict[str, list[str]] = {}
             for k, v in zip(self._keys, self._values, strict=True):
-                found = index.get(k)
-                index[k] = (v,) if found is None else (*found, v)
+                found = lists.get(k)
+                if found is None:
+                    lists[k] = [v]
+                else:
+                    found.append(v)
+            index = {k: tuple(vs) for k, vs in lists.items()}
             self._index = index
         values = index.get(key)
         if values is None:

@@ -569,7 +569,12 @@ class Transaction:
                 actions.append(self._start(timer, duration, now))
         if state is S.TERMINATED:
             actions.append(Terminated())
-        elif entered and state is S.COMPLETED and self.kind is Kind.SERVER_NON_INVITE:
+        elif (
+            entered
+            and state is S.COMPLETED
+            and self.kind is Kind.SERVER_NON_INVITE
+            and not self.reliable  # Timer J is 0 there: it ends at once
+        ):
             self._compact()
         for timer in immediate:
             actions += self.handle(TimerFired(timer), now)

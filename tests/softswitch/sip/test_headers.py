@@ -299,3 +299,12 @@ def test_reason() -> None:
     assert str(r) == 'Q.850;cause=16;text="Normal call clearing"'
     with pytest.raises(SipParseError, match="cause"):
         parse_reason("SIP;cause=abc")
+
+
+def test_many_repeated_fields_are_all_read_back() -> None:
+    """A datagram of thousands of one field (a cheap attack): every value, in order. The
+    index behind this is built in one linear pass (it once copied a tuple per line)."""
+    values = [f"v{i}" for i in range(13_000)]
+    h = Headers([("X-Flood", v) for v in values] + [("Call-ID", "c@h")])
+    assert h.get_all("x-flood") == values
+    assert h.get("Call-ID") == "c@h"
