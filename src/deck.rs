@@ -465,25 +465,11 @@ impl Deck {
         direct.into_iter().chain(run)
     }
 
-    /// The tariff of a prefix (its index value) in force at `at`: the newest whose window
-    /// holds `at`, so a new version supersedes an older one left without an end date.
+    /// The tariff of a prefix (its index value) in force by `holds`: the newest version it
+    /// holds, so a new version supersedes an older one left without an end date.
     #[inline]
     fn in_force(&self, value: u32, holds: impl Fn(u32) -> bool) -> Option<u32> {
-        if value & DIRECT != 0 {
-            let id = value & !DIRECT;
-            return holds(id).then_some(id);
-        }
         self.versions_of(value).find(|&id| holds(id))
-    }
-
-    /// The newest (first) version of a prefix: a timeless deck's only one.
-    #[inline]
-    fn newest(&self, value: u32) -> u32 {
-        if value & DIRECT != 0 {
-            value & !DIRECT
-        } else {
-            self.versions[value as usize] & !LAST_IN_RUN
-        }
     }
 
     /// Which tariffs are in force at `at`, for batches at one moment.
@@ -503,20 +489,21 @@ impl Deck {
         !self.timeless && count >= self.tariffs.len() / 8
     }
 
+    /// Whether tariff `id` is in force at `at`; in a timeless deck every one is, and the
+    /// first version of a prefix (its only one) is taken without reading its dates.
+    #[inline]
+    fn holds_at(&self, id: u32, at: i64) -> bool {
+        self.timeless || self.tariffs[id as usize].in_force(at)
+    }
+
     /// Longest prefix of `digits` with a rate in force at `at` (seconds since the epoch).
     #[inline]
     pub fn lookup(&self, digits: &[u8], at: i64) -> Option<Match> {
-        // Timeless: every key applies, so only the deepest one's version is read.
-        let found = if self.timeless {
-            self.index
-                .longest(digits, Some)
-                .map(|(len, value)| (len, self.newest(value)))
-        } else {
-            self.index.longest(digits, |value| {
-                self.in_force(value, |id| self.tariffs[id as usize].in_force(at))
+        self.index
+            .longest(digits, |value| {
+                self.in_force(value, |id| self.holds_at(id, at))
             })
-        };
-        found.map(|(prefix_len, tariff)| Match::new(prefix_len, tariff))
+            .map(|(prefix_len, tariff)| Match::new(prefix_len, tariff))
     }
 
     /// [`Self::lookup`] for the numbers `get(0..out.len())` at the moments `at(i)`, written
@@ -526,24 +513,7 @@ impl Deck {
         G: Fn(usize) -> &'a [u8],
         A: Fn(usize) -> i64,
     {
-        let count = out.len();
-        let found = |i: usize, f: Option<(usize, u32)>| {
-            out[i] = f.map(|(len, tariff)| Match::new(len, tariff));
-        };
-        if self.timeless {
-            self.index
-                .longest_many(count, get, |_, value| Some(self.newest(value)), found);
-        } else {
-            self.index.longest_many(
-                count,
-                get,
-                |i, value| {
-                    let at = at(i);
-                    self.in_force(value, |id| self.tariffs[id as usize].in_force(at))
-                },
-                found,
-            );
-        }
+        self.walk_many(get, |i, id| self.holds_at(id, at(i)), out);
     }
 
     /// [`Self::lookup_many`] for one moment, given as [`Self::in_force_at`] of it.
@@ -551,15 +521,20 @@ impl Deck {
     where
         G: Fn(usize) -> &'a [u8],
     {
-        let count = out.len();
-        let found = |i: usize, f: Option<(usize, u32)>| {
-            out[i] = f.map(|(len, tariff)| Match::new(len, tariff));
-        };
+        self.walk_many(get, |_, id| live.holds(id), out);
+    }
+
+    /// The batch walk behind both: `holds(i, id)` says whether number `i` may take tariff `id`.
+    fn walk_many<'a, G, H>(&self, get: G, holds: H, out: &mut [Option<Match>])
+    where
+        G: Fn(usize) -> &'a [u8],
+        H: Fn(usize, u32) -> bool,
+    {
         self.index.longest_many(
-            count,
+            out.len(),
             get,
-            |_, value| self.in_force(value, |id| live.holds(id)),
-            found,
+            |i, value| self.in_force(value, |id| holds(i, id)),
+            |i, found| out[i] = found.map(|(len, tariff)| Match::new(len, tariff)),
         );
     }
 

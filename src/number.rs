@@ -49,16 +49,28 @@ pub fn all_digits(bytes: &[u8]) -> bool {
 /// other character is a caller's mistake that must not silently route to a shorter prefix.
 pub fn digits(number: &str) -> Result<&[u8], NumberError> {
     let bytes = number.as_bytes();
+    if let Some(body) = digit_body(bytes) {
+        return Ok(body);
+    }
     let body = bytes.strip_prefix(b"+").unwrap_or(bytes);
     let offset = bytes.len() - body.len();
-    match body.iter().position(|b| !b.is_ascii_digit()) {
-        None => Ok(body),
-        Some(i) => Err(NumberError {
-            input: number.to_owned(),
-            position: i + offset,
-            found: number[i + offset..].chars().next().unwrap_or('?'),
-        }),
-    }
+    let i = body
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .expect("digit_body refused it");
+    Err(NumberError {
+        input: number.to_owned(),
+        position: i + offset,
+        found: number[i + offset..].chars().next().unwrap_or('?'),
+    })
+}
+
+/// [`digits`] without the error's detail: the digits after one leading `+`, or `None`. The
+/// batch calls' check, over millions of numbers read in place as bytes.
+#[inline]
+pub fn digit_body(bytes: &[u8]) -> Option<&[u8]> {
+    let body = bytes.strip_prefix(b"+").unwrap_or(bytes);
+    all_digits(body).then_some(body)
 }
 
 #[cfg(test)]

@@ -311,33 +311,41 @@ impl PrefixIndex {
         // The keys on the path are collected first and offered to `accept` deepest first:
         // the deepest usually applies, so one `accept` (a dated rate's window: a read that
         // may miss the cache) is paid instead of one per key on the path.
-        let key = pack(digits);
-        let mut found = [(0_u32, 0_u32); MAX_KEY_DIGITS + 1];
+        let mut found = [(0_usize, 0_u32); MAX_KEY_DIGITS + 1];
         let mut count = 0;
+        self.walk(digits, |len, value| {
+            found[count] = (len, value);
+            count += 1;
+        });
+        found[..count]
+            .iter()
+            .rev()
+            .find_map(|&(len, value)| accept(value).map(|v| (len, v)))
+    }
+
+    /// Calls `key(length, value)` for every key that prefixes `digits`, shortest first.
+    #[inline]
+    fn walk(&self, digits: &[u8], mut key: impl FnMut(usize, u32)) {
+        let packed = pack(digits);
         let mut index = 0_u32;
         let mut at = 0_u32;
         loop {
             let node = &self.nodes[index as usize];
-            let (matches, here, child) = node.visit(key, at);
+            let (matches, here, child) = node.visit(packed, at);
             if !matches {
-                break;
+                return;
             }
             if node.value != NO_VALUE {
-                found[count] = (here, node.value);
-                count += 1;
+                key(here as usize, node.value);
             }
             match child {
                 Some(next) => {
                     index = next;
                     at = here + 1;
                 }
-                None => break,
+                None => return,
             }
         }
-        found[..count]
-            .iter()
-            .rev()
-            .find_map(|&(len, value)| accept(value).map(|v| (len as usize, v)))
     }
 
     /// [`Self::longest`] for the inputs `get(0..count)`, each answer handed to
@@ -403,27 +411,8 @@ impl PrefixIndex {
 
     /// Every key that prefixes `digits`, longest first, as (length, value).
     pub fn all_prefixes(&self, digits: &[u8]) -> Vec<(usize, u32)> {
-        let key = pack(digits);
         let mut found = Vec::new();
-        let mut index = 0_u32;
-        let mut at = 0_u32;
-        loop {
-            let node = &self.nodes[index as usize];
-            let (matches, here, child) = node.visit(key, at);
-            if !matches {
-                break;
-            }
-            if node.value != NO_VALUE {
-                found.push((here as usize, node.value));
-            }
-            match child {
-                Some(next) => {
-                    index = next;
-                    at = here + 1;
-                }
-                None => break,
-            }
-        }
+        self.walk(digits, |len, value| found.push((len, value)));
         found.reverse();
         found
     }

@@ -286,10 +286,7 @@ impl Numbers {
 
     /// The position of the first problem: a bad digit at `bad` or the unreadable item.
     fn first_problem(&self, bad: Option<usize>) -> Option<usize> {
-        match (bad, self.unreadable) {
-            (Some(b), Some(u)) => Some(b.min(u)),
-            (b, u) => b.or(u),
-        }
+        bad.into_iter().chain(self.unreadable).min()
     }
 
     /// The error for the number at `i` (its leading `+` not stepped over yet).
@@ -401,11 +398,9 @@ fn check_all(spans: &mut [Span]) -> Option<usize> {
 /// left as it was, so that its error can quote the whole number.
 #[inline]
 fn strip_plus_and_check(span: &mut Span) -> bool {
-    let bytes = span.bytes();
-    let body = bytes.strip_prefix(b"+").unwrap_or(bytes);
-    if !crate::number::all_digits(body) {
+    let Some(body) = crate::number::digit_body(span.bytes()) else {
         return false;
-    }
+    };
     *span = Span {
         ptr: body.as_ptr(),
         len: body.len(),
