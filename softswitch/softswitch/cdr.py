@@ -501,38 +501,42 @@ class CdrStore:
     def _commit(self, conn: sqlite3.Connection, batch: Sequence[_Item]) -> None:
         writes = [item for item in batch if isinstance(item, tuple)]
         if writes:
+            errors: list[Exception | None]
             try:
                 self._insert(conn, [record for record, _ in writes])
+                errors = [None] * len(writes)
             except (sqlite3.Error, ValueError, TypeError):
                 # One bad record must not cost the others theirs: retry one by one.
-                for record, future in writes:
-                    try:
-                        try:
-                            self._insert(conn, [record])
-                        except UnicodeEncodeError:
-                            # A peer's undecodable bytes (kept as surrogates by the SIP
-                            # parser) are not valid UTF-8 text: store them escaped rather
-                            # than lose the record.
-                            self._insert(conn, [record], escape=True)
-                    except (sqlite3.Error, ValueError, TypeError) as e:
-                        logger.error(
-                            "cdr write failed (%s); record=%s",
-                            e,
-                            json.dumps(record.to_row(), default=str),
-                            extra={"call_id": record.call_id},
-                        )
-                        if future is not None:
-                            future.set_exception(e)
-                    else:
-                        if future is not None:
-                            future.set_result(None)
-            else:
-                for _, future in writes:
-                    if future is not None:
-                        future.set_result(None)
+                errors = [self._insert_alone(conn, record) for record, _ in writes]
+            for (_, future), error in zip(writes, errors, strict=True):
+                if future is None:
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
         for item in batch:
             if isinstance(item, _Flush):
                 item.future.set_result(None)
+
+    def _insert_alone(self, conn: sqlite3.Connection, record: CdrRecord) -> Exception | None:
+        """Commit one record, or log it in full and return why it could not be."""
+        try:
+            try:
+                self._insert(conn, [record])
+            except UnicodeEncodeError:
+                # A peer's undecodable bytes (kept as surrogates by the SIP parser) are not
+                # valid UTF-8 text: store them escaped rather than lose the record.
+                self._insert(conn, [record], escape=True)
+        except (sqlite3.Error, ValueError, TypeError) as e:
+            logger.error(
+                "cdr write failed (%s); record=%s",
+                e,
+                json.dumps(record.to_row(), default=str),
+                extra={"call_id": record.call_id},
+            )
+            return e
+        return None
 
     @staticmethod
     def _insert(

@@ -318,8 +318,7 @@ class _StreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream protocol is only ever handed a stream transport; uvloop's is not an
         # `asyncio.Transport` subclass, so no isinstance check here.
-        self.transport = cast(asyncio.Transport, transport)
-        transport = self.transport
+        self.transport = transport = cast(asyncio.Transport, transport)
         self.local = _normalise(transport.get_extra_info("sockname"))
         self.remote = _normalise(transport.get_extra_info("peername"))
         transport.set_write_buffer_limits(high=self._layer.limits.max_write_buffer)
