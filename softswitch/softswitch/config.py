@@ -130,6 +130,8 @@ class ServerConfig:
     drain_timeout: float = 30.0
     #: Digest algorithms offered in a 407, one challenge each, preferred first (RFC 8760).
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    #: Net growth in live objects that triggers a reference-cycle pass (``proxy.collector``).
+    gc_threshold: int = 2_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,7 +606,7 @@ def _parse_ip_rule(text: str) -> IpRule:
     return IpRule(ipaddress.ip_network(addr, strict=True), port)
 
 
-_SERVER_KEYS = {"listen", "database", "realm", "drain_timeout", "digest_algorithms"}
+_SERVER_KEYS = {"listen", "database", "realm", "drain_timeout", "digest_algorithms", "gc_threshold"}
 _DEFAULT_KEYS = {
     "failover_codes",
     "setup_timeout",
@@ -709,6 +711,7 @@ def _server(c: _Checker, raw: dict[str, Any], base: Path) -> ServerConfig:
         database=_resolve(base, database),
         realm=realm,
         drain_timeout=c.seconds(raw, "drain_timeout", "server", 30.0, positive=False),
+        gc_threshold=c.integer(raw, "gc_threshold", "server", default.gc_threshold, minimum=10_000),
     )
 
 

@@ -54,6 +54,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL))
     assert cfg.server.listen == ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
     assert cfg.server.database == tmp_path / "cdr.sqlite"  # relative to the file
+    assert cfg.server.gc_threshold == 2_000_000
     assert cfg.defaults.failover_codes == DEFAULT_FAILOVER_CODES
     assert 408 in DEFAULT_FAILOVER_CODES
     assert 503 in DEFAULT_FAILOVER_CODES
@@ -186,6 +187,7 @@ def test_duplicates(tmp_path: Path) -> None:
         ('id = "acc"', 'id = "a c"', "accounts[0].id"),
         ("[[rate_decks]]", "[defaults]\nsetup_timeout = inf\n\n[[rate_decks]]", "finite"),
         ("[[rate_decks]]", "[defaults]\nsetup_timeout = 0\n\n[[rate_decks]]", "must be > 0"),
+        ("[[rate_decks]]", "[server]\ngc_threshold = 10\n\n[[rate_decks]]", "server.gc_threshold"),
     ],
 )
 def test_bad_values(tmp_path: Path, old: str, new: str, expected: str) -> None:

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from softswitch.cdr import CdrStore
 from softswitch.config import Config, ConfigError, load_config
 from softswitch.transport import Transport
 
+from .collector import quiet_collector, restore_collector
 from .engine import Engine
 from .pipeline import Pipeline
 from .probe import Prober, ProbeTarget
@@ -112,23 +112,6 @@ class Switch:
         self.cdrs.close()
 
 
-def tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a signalling process.
-
-    Every SIP message allocates dozens of small objects; with CPython's default thresholds
-    (700, 10, 10) the collector runs hundreds of times a second and its full passes walk
-    every live transaction and call, pausing the event loop long enough for UDP peers to
-    retransmit. Measured with ``benches/sipp_load.py`` on two cores: 400 calls/s with the
-    defaults, 800 calls/s without a retransmission after this. Startup objects (config,
-    modules) are frozen out of collection. A call leaves no cycle behind (the engine cuts
-    the one between a call and its branch when it lets the call go), so reference counting
-    frees its objects at once and the collector's passes find little to do.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-
-
 def _load(path: Path) -> tuple[Config, Snapshot]:
     config = load_config(path)
     return config, build_snapshot(config)
@@ -144,7 +127,7 @@ async def serve(
     """Run the switch until SIGTERM/SIGINT (or ``stop`` is set), then drain and exit."""
     snapshot = await asyncio.to_thread(build_snapshot, config)
     switch = Switch(config, snapshot, config_path)
-    tune_gc()
+    quiet_collector(config.server.gc_threshold)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -163,4 +146,7 @@ async def serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        await switch.stop(switch.config.server.drain_timeout)
+        try:
+            await switch.stop(switch.config.server.drain_timeout)
+        finally:
+            restore_collector()

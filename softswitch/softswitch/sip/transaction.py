@@ -34,13 +34,12 @@ Decisions where RFC 3261 is silent or later RFCs differ:
 from __future__ import annotations
 
 import enum
-import heapq
-import itertools
 import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from .deadline_queue import DeadlineQueue
 from .errors import SipParseError
 from .headers import Headers
 from .message import Request, Response
@@ -748,7 +747,8 @@ class Unmatched:
 class TransactionLayer:
     """All live transactions of one switch, routing messages and timers to them.
 
-    Deadlines are kept in a heap with lazy deletion, so ``next_deadline`` stays cheap with
+    Deadlines are kept in a :class:`DeadlineQueue` with lazy deletion (a stopped timer's
+    entry is skipped when it comes due), so starting, stopping and firing stay O(1) with
     tens of thousands of transactions in flight.
     """
 
@@ -762,8 +762,7 @@ class TransactionLayer:
         # Weak references: a transaction that ended is freed at once, not when its last
         # stopped timer (Timer B, F: 32 s) comes up in the heap. At a thousand calls a
         # second, holding them cost a gigabyte and garbage-collector pauses.
-        self._heap: list[tuple[float, int, weakref.ref[Transaction], Timer]] = []
-        self._seq = itertools.count()
+        self._timers: DeadlineQueue[tuple[weakref.ref[Transaction], Timer]] = DeadlineQueue()
         self._cancel_pending: set[ClientTransaction] = set()
 
     def __len__(self) -> int:
@@ -783,7 +782,7 @@ class TransactionLayer:
         tx = ClientTransaction(request, reliable=reliable, config=self.config, peer=peer)
         self._clients[key] = tx
         self._keys[tx] = _Keys(client=key)
-        return tx, self._track(tx, tx.start(now))
+        return tx, self._track(tx, tx.start(now), now)
 
     def create_server(
         self, request: Request, now: float, *, reliable: bool, peer: Hashable = None
@@ -804,7 +803,7 @@ class TransactionLayer:
         if lkey is not None:
             self._legacy.setdefault(lkey, []).append(tx)
         self._keys[tx] = _Keys(server=skey, legacy=lkey)
-        return tx, self._track(tx, tx.start(now, auto_trying=self.auto_trying))
+        return tx, self._track(tx, tx.start(now, auto_trying=self.auto_trying), now)
 
     # -- input ------------------------------------------------------------------------
 
@@ -815,7 +814,7 @@ class TransactionLayer:
             client = self._clients.get(key) if key is not None else None
             if client is None:
                 return Unmatched(message)
-            out = self._track(client, client.handle(ResponseReceived(message), now))
+            out = self._track(client, client.handle(ResponseReceived(message), now), now)
             if client in self._cancel_pending and client.state is not S.CALLING:
                 self._cancel_pending.discard(client)
                 if client.state is S.PROCEEDING:
@@ -824,7 +823,7 @@ class TransactionLayer:
         server = self.match_server(message)
         if server is None:
             return Unmatched(message)
-        out = self._track(server, server.handle(RequestReceived(message), now))
+        out = self._track(server, server.handle(RequestReceived(message), now), now)
         return Matched(server, out)
 
     def match_server(self, request: Request) -> ServerTransaction | None:
@@ -884,44 +883,46 @@ class TransactionLayer:
     def respond(
         self, transaction: ServerTransaction, response: Response, now: float
     ) -> tuple[TransactionOutput, ...]:
-        return self._track(transaction, transaction.respond(response, now))
+        return self._track(transaction, transaction.respond(response, now), now)
 
     def transport_error(
         self, transaction: Transaction, now: float, reason: str = ""
     ) -> tuple[TransactionOutput, ...]:
-        return self._track(transaction, transaction.handle(TransportError(reason), now))
+        return self._track(transaction, transaction.handle(TransportError(reason), now), now)
 
     # -- time -------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timers` next has work, or None if no timer runs."""
-        heap = self._heap
-        while heap:
-            deadline, _, ref, timer = heap[0]
+        timers = self._timers
+        while (head := timers.peek()) is not None:
+            deadline, (ref, timer) = head
             tx = ref()
             if tx is not None and tx._deadlines.get(timer) == deadline:
                 return deadline
-            heapq.heappop(heap)
+            timers.drop_earliest()
         return None
 
     def handle_timers(self, now: float) -> tuple[TransactionOutput, ...]:
         out: list[TransactionOutput] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, ref, timer = heapq.heappop(heap)
-            tx = ref()
-            if tx is None or tx._deadlines.get(timer) != deadline:
-                continue
-            out += self._track(tx, tx.handle(TimerFired(timer), now))
+        # Firing may start timers; one due at ``now`` already is fired in the next round.
+        while due := self._timers.pop_due(now):
+            for deadline, (ref, timer) in due:
+                tx = ref()
+                if tx is None or tx._deadlines.get(timer) != deadline:
+                    continue  # stopped, restarted or its transaction is gone
+                out += self._track(tx, tx.handle(TimerFired(timer), now), now)
         return tuple(out)
 
     # -- bookkeeping ------------------------------------------------------------------
 
-    def _track(self, tx: Transaction, actions: list[Action]) -> tuple[TransactionOutput, ...]:
+    def _track(
+        self, tx: Transaction, actions: list[Action], now: float
+    ) -> tuple[TransactionOutput, ...]:
         for action in actions:
             if isinstance(action, StartTimer):
-                entry = (action.deadline, next(self._seq), weakref.ref(tx), action.timer)
-                heapq.heappush(self._heap, entry)
+                deadline = action.deadline
+                self._timers.push(deadline, deadline - now, (weakref.ref(tx), action.timer))
             elif isinstance(action, Terminated):
                 self._forget(tx)
         return tuple([TransactionOutput(tx, a) for a in actions])

@@ -8,15 +8,18 @@ CANCEL before any provisional response, garbage on the socket.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
 
+from softswitch.proxy import engine as engine_module
 from softswitch.proxy.calls import Admission, Call, Target
 from softswitch.proxy.engine import Engine, Reply
 from softswitch.sip import Request, Response, parse_message
+from softswitch.sip.timers import TimerConfig
 from softswitch.transport import Flow, Transport
 
 LOCAL = "127.0.0.1"
@@ -302,3 +305,100 @@ def test_in_dialog_requests_follow_the_record_routed_path(
         assert (call.end_reason, call.hangup_side) == ("normal_clearing", "callee")
 
     world(body)
+
+
+@dataclass
+class SummaryPolicy(Policy):
+    """Keeps what each call ended with, not the call: a kept call is never garbage."""
+
+    ends: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+
+    def account(self, call: Call) -> None:
+        self.ends.append((call.call_id, call.end_reason, call.hangup_side))
+
+
+def test_finished_calls_leave_no_reference_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The premise of running without CPython's automatic collector (proxy.collector).
+
+    An answered call hung up by the caller and a call that fails over (503) to a busy
+    gateway (486) run with the collector off; once the engine has let them go, a
+    collection must find none of the switch's objects unreachable: reference counting
+    alone freed them.
+    """
+    monkeypatch.setattr(engine_module, "LINGER", 0.05)
+
+    async def main() -> None:
+        caller, gw1, gw2 = await peer(), await peer(), await peer()
+        policy = SummaryPolicy([gw1.port, gw2.port])
+        # Short timers, so completed transactions (Timer J, K, H) end within the test.
+        engine = Engine(policy, timers=TimerConfig(t1=0.01, t2=0.04, t4=0.02, timer_d=0.02))
+        port = (await engine.listen(Transport.UDP, (LOCAL, 0)))[1]
+        w = World(engine, policy, port, caller, gw1, gw2)
+        try:
+            # 1. answered, then BYE from the caller
+            caller.send(invite(w, "call-1"), port)
+            sent = await gw1.expect(is_request("INVITE"))
+            assert isinstance(sent, Request)
+            (record_route,) = sent.headers.get_all("Record-Route")
+            gw1.send(answer(sent, "180 Ringing"), port)
+            gw1.send(answer(sent, "200 OK"), port)
+            await caller.expect(is_status(200))
+            caller.send(in_dialog(w, "ACK", 1, from_caller=True, route=record_route), port)
+            await gw1.expect(is_request("ACK"))
+            caller.send(in_dialog(w, "BYE", 2, from_caller=True, route=record_route), port)
+            bye = await gw1.expect(is_request("BYE"))
+            assert isinstance(bye, Request)
+            gw1.send(answer(bye, "200 OK"), port)
+            await caller.expect(is_status(200))
+            # 2. 503 from the first gateway, 486 from the second, ACKed by the caller
+            caller.send(invite(w, "call-2").replace("caller1", "caller2"), port)
+            sent = await gw1.expect(is_request("INVITE"))
+            assert isinstance(sent, Request)
+            gw1.send(answer(sent, "503 Service Unavailable"), port)
+            sent = await gw2.expect(is_request("INVITE"))
+            assert isinstance(sent, Request)
+            gw2.send(answer(sent, "486 Busy Here"), port)
+            busy = await caller.expect(is_status(486))
+            caller.send(
+                f"ACK sip:441234567@{LOCAL}:{port} SIP/2.0\n"
+                f"Via: SIP/2.0/UDP {LOCAL}:{caller.port};branch=z9hG4bKcaller2\n"
+                f"From: {busy.headers.get('From')}\nTo: {busy.headers.get('To')}\n"
+                "Call-ID: call-2\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n",
+                port,
+            )
+            for _ in range(200):
+                if not len(engine.transactions) and not engine.active_calls:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # the dialog's linger
+            assert len(engine.transactions) == 0
+            assert [end[:2] for end in policy.ends] == [
+                ("call-1", "normal_clearing"),
+                ("call-2", "busy"),
+            ]
+            # The engine is alive here, so only what the calls left behind can be garbage.
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                gc.collect()
+                left = {type(o).__qualname__ for o in gc.garbage}
+                ours = sorted({type(o).__qualname__ for o in gc.garbage if _is_ours(o)})
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+            assert ours == [], left
+        finally:
+            await engine.close()
+            for p in (caller, gw1, gw2):
+                assert p.transport is not None
+                p.transport.close()
+
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.enable()
+
+
+def _is_ours(o: object) -> bool:
+    return type(o).__module__.startswith("softswitch")

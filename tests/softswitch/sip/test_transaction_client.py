@@ -414,7 +414,7 @@ layer_events = st.lists(
 def test_layer_bookkeeping_matches_its_transactions(
     events: list[tuple[str, object, object]],
 ) -> None:
-    """The heap with lazy deletion must agree with the transactions' own deadlines."""
+    """The deadline queue with lazy deletion must agree with the transactions' own deadlines."""
     layer = TransactionLayer()
     live: list[ClientTransaction] = []
     now = 0.0
