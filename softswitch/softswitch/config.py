@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "DEFAULT_FAILOVER_CODES",
+    "DEFAULT_GC_THRESHOLD",
     "DEMO_DIR",
     "NEVER_FAILOVER",
     "Account",
@@ -112,6 +113,10 @@ class ConfigError(Exception):
         self.line = first.line
 
 
+#: ``[server] gc_threshold``'s default; why this value: ``softswitch.proxy.collector``.
+DEFAULT_GC_THRESHOLD = 2_000_000
+
+
 # --------------------------------------------------------------------------------------
 # The frozen configuration
 # --------------------------------------------------------------------------------------
@@ -131,7 +136,7 @@ class ServerConfig:
     #: Digest algorithms offered in a 407, one challenge each, preferred first (RFC 8760).
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     #: Net growth in live objects that triggers a reference-cycle pass (``proxy.collector``).
-    gc_threshold: int = 2_000_000
+    gc_threshold: int = DEFAULT_GC_THRESHOLD
 
 
 @dataclass(frozen=True, slots=True)

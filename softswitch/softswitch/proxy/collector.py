@@ -1,10 +1,10 @@
-"""When the switch looks for reference cycles: when memory grew, not as it allocates.
+"""When the switch looks for reference cycles: when live objects grew, not as it allocates.
 
 Reference counting frees a call's objects the moment the engine lets the call go: the
-engine cuts the one cycle a call had (call <-> branch), and a test holds the call flows to
-that (``test_finished_calls_leave_no_reference_cycle``). The cyclic collector is then a
-safety net, and CPython's default schedule makes it an expensive one for a signalling
-process:
+engine cuts the one cycle a call had (call <-> branch), and
+``test_finished_calls_leave_no_reference_cycle`` holds an answered call and a failed-over
+one to that. The cyclic collector is then a safety net, and CPython's default schedule
+makes it an expensive one for a signalling process:
 
 * a call's objects live for seconds (a BYE transaction absorbs retransmissions for 32 s),
   so nearly every object survives the young collections and is traversed by each
@@ -13,16 +13,21 @@ process:
   about a fifth of the event loop's CPU and paused it for up to a quarter of a second.
   With them off, the same switch carried 1,000 calls/s step after step; with them on,
   the second step failed every time (4 of 4 runs);
-* a full pass walks every live object, about a second at 1,000 calls/s on that machine: a
+* a full pass walks every live object, about a second at 1,000 calls/s on that machine; a
   periodic full pass collapses a loaded step (tried: a pass every 15 s failed every step).
 
-CPython's young-generation threshold counts *net* new objects (allocations minus frees
-since the last collection), so a large threshold means: collect only when the number of
-live objects has grown by that much. At a steady load, calls end as fast as they start and
-the count stays level, so no pass runs; a load that keeps growing, or a defect that leaks
-cycles, triggers one, and memory stays bounded. ``[server] gc_threshold`` (objects)
-sets it; the default, 2,000,000, is above what 1,000 calls/s keeps alive (about 0.8
-million objects). Every pass is logged at INFO with how long it paused the loop.
+CPython counts, for its youngest generation, container objects made minus container
+objects freed since the last pass, never going below zero. With a large threshold a pass
+runs only when the live containers have grown by that much above their lowest point since
+the last pass. At a steady load calls end as fast as they start and the count stays level,
+so no pass runs; a load that keeps growing, or a defect that leaks cycles, triggers one.
+Only containers count: strings and bytes (most of a message's memory) ride along with the
+containers holding them, so memory is bounded by the threshold only loosely.
+
+``[server] gc_threshold`` (objects, read at start) sets it. The default, 2,000,000, is above
+what 1,000 calls/s keeps alive (about 0.8 million); a pass that does trigger walks the
+young objects, about two seconds at the default on two cores, and every tenth pass also
+the older ones. Every pass is logged at INFO with its pause, so an operator can see one.
 """
 
 from __future__ import annotations
@@ -32,14 +37,15 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["DEFAULT_THRESHOLD", "quiet_collector", "restore_collector"]
+__all__ = ["quiet_collector", "restore_collector"]
 
 logger = logging.getLogger("softswitch.proxy.collector")
 
-DEFAULT_THRESHOLD = 2_000_000
-
 _started: list[float] = []
-_saved: list[tuple[int, int, int]] = []
+# (thresholds, enabled) from before the first quiet_collector, and how many switches in this
+# process asked for it (two switches in one process restore only when both stopped).
+_saved: list[tuple[tuple[int, int, int], bool]] = []
+_users = [0]
 
 
 def _log(phase: str, info: dict[str, Any]) -> None:
@@ -55,25 +61,38 @@ def _log(phase: str, info: dict[str, Any]) -> None:
     )
 
 
-def quiet_collector(threshold: int = DEFAULT_THRESHOLD) -> None:
-    """Collect once, freeze start-up objects out of every pass, then collect on growth only."""
+def quiet_collector(threshold: int) -> None:
+    """Collect once, freeze start-up objects out of every pass, then collect on growth only.
+
+    Pair every call with :func:`restore_collector`.
+    """
     if threshold < 1:
         raise ValueError("threshold must be >= 1")
-    if not _saved:
-        _saved.append(gc.get_threshold())
     gc.collect()
     gc.freeze()
-    gc.set_threshold(threshold, 10, 10)
-    if _log not in gc.callbacks:
+    if _users[0] == 0:
+        _saved.append((gc.get_threshold(), gc.isenabled()))
         gc.callbacks.append(_log)
+    _users[0] += 1
+    gc.set_threshold(threshold, 10, 10)
     gc.enable()
 
 
 def restore_collector() -> None:
-    """The thresholds from before :func:`quiet_collector` (an embedded switch stopped)."""
+    """The collector as it was before :func:`quiet_collector`, once its last user stopped.
+
+    Frozen objects stay frozen: they are start-up objects, and unfreezing would also undo
+    a freeze made by the embedding program.
+    """
+    if _users[0] == 0:
+        return
+    _users[0] -= 1
+    if _users[0]:
+        return
     if _log in gc.callbacks:
         gc.callbacks.remove(_log)
     _started.clear()
-    gc.unfreeze()
-    if _saved:
-        gc.set_threshold(*_saved.pop())
+    thresholds, enabled = _saved.pop()
+    gc.set_threshold(*thresholds)
+    if not enabled:
+        gc.disable()

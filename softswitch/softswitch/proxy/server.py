@@ -127,13 +127,13 @@ async def serve(
     """Run the switch until SIGTERM/SIGINT (or ``stop`` is set), then drain and exit."""
     snapshot = await asyncio.to_thread(build_snapshot, config)
     switch = Switch(config, snapshot, config_path)
-    quiet_collector(config.server.gc_threshold)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, switch.request_reload)
+    quiet_collector(config.server.gc_threshold)
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, switch.request_reload)
         await switch.start(listen or config.server.listen)
         print(
             f"softswitch: ready ({len(config.accounts)} accounts, "

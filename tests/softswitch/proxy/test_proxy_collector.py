@@ -10,6 +10,10 @@ import pytest
 from softswitch.proxy.collector import quiet_collector, restore_collector
 
 
+class _Leaf:
+    """No free list (unlike lists and tuples): each one is a counted allocation."""
+
+
 class _Node:
     def __init__(self) -> None:
         self.me = self
@@ -18,7 +22,7 @@ class _Node:
 def test_a_pass_runs_only_when_live_objects_grew_by_the_threshold(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    before = gc.get_threshold()
+    before = (gc.get_threshold(), gc.isenabled())
     caplog.set_level(logging.INFO, logger="softswitch.proxy.collector")
     try:
         quiet_collector(20_000)
@@ -27,7 +31,8 @@ def test_a_pass_runs_only_when_live_objects_grew_by_the_threshold(
         assert gc.get_freeze_count() > 0
         # Churn: a million objects made and freed, never more than a few alive at once.
         for _ in range(1_000_000 // 4):
-            [[], [], [], []]  # noqa: B018
+            (_Leaf(), _Leaf(), _Leaf(), _Leaf())
+        assert gc.get_count()[0] < 20_000
         assert "cycle collection" not in caplog.text
         # Growth: cycles that only a collection can free, more than the threshold.
         for _ in range(25_000):
@@ -36,8 +41,25 @@ def test_a_pass_runs_only_when_live_objects_grew_by_the_threshold(
         assert "unreachable objects" in caplog.text
     finally:
         restore_collector()
-    assert gc.get_threshold() == before
-    assert gc.get_freeze_count() == 0
+    assert (gc.get_threshold(), gc.isenabled()) == before
+    gc.unfreeze()
+
+
+def test_two_users_restore_when_both_stopped() -> None:
+    gc.disable()
+    try:
+        quiet_collector(50_000)
+        quiet_collector(50_000)
+        restore_collector()
+        assert gc.isenabled()  # one still running
+        assert gc.get_threshold()[0] == 50_000
+        restore_collector()
+        assert not gc.isenabled()  # as it was before the first
+        restore_collector()  # unpaired: no-op
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def test_threshold_must_be_positive() -> None:

@@ -46,28 +46,39 @@ def test_equal_deadlines_keep_push_order_across_lanes() -> None:
     assert q.pop_due(4.0) == [(4.0, 1), (4.0, 2), (4.0, 3)]
 
 
-# (time the timer starts, its duration); times may go backwards.
-_pushes = st.lists(
-    st.tuples(
-        st.integers(min_value=0, max_value=200),
-        st.sampled_from([0.5, 1.0, 4.0, 5.0, 32.0]),
+# Operations on a queue and on a heap side by side: push (start time, duration), pop what
+# is due at a time, drop the earliest. Times may go backwards; durations may collide.
+_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("push"),
+            st.integers(min_value=0, max_value=200),
+            st.sampled_from([0.5, 0.5 + 1e-9, 1.0, 4.0, 5.0, 32.0]),
+        ),
+        st.tuples(st.just("pop"), st.integers(min_value=0, max_value=300), st.just(0.0)),
+        st.tuples(st.just("drop"), st.just(0), st.just(0.0)),
     ),
-    max_size=60,
+    max_size=80,
 )
 
 
-@given(_pushes, st.lists(st.integers(min_value=0, max_value=300), max_size=10))
-def test_same_order_as_a_heap(pushes: list[tuple[int, float]], polls: list[int]) -> None:
+@given(_ops)
+def test_same_order_as_a_heap(ops: list[tuple[str, int, float]]) -> None:
     q: DeadlineQueue[int] = DeadlineQueue()
     heap: list[tuple[float, int]] = []
-    for i, (start, duration) in enumerate(pushes):
-        deadline = start / 10 + duration
-        q.push(deadline, duration, i)
-        heapq.heappush(heap, (deadline, i))
-    for now in sorted(polls):
-        expected = []
-        while heap and heap[0][0] <= now:
-            expected.append(heapq.heappop(heap))
-        assert q.pop_due(now) == expected
+    for i, (op, t, duration) in enumerate(ops):
+        if op == "push":
+            deadline = t / 10 + duration
+            q.push(deadline, duration, i)
+            heapq.heappush(heap, (deadline, i))
+        elif op == "pop":
+            expected = []
+            while heap and heap[0][0] <= t:
+                expected.append(heapq.heappop(heap))
+            assert q.pop_due(t) == expected
+        else:
+            q.drop_earliest()
+            if heap:
+                heapq.heappop(heap)
         assert q.peek() == (heap[0] if heap else None)
-    assert len(q) == len(heap)
+        assert len(q) == len(heap)
