@@ -68,9 +68,11 @@ def quiet_collector(threshold: int) -> None:
     """
     if threshold < 1:
         raise ValueError("threshold must be >= 1")
-    gc.collect()
-    gc.freeze()
     if _users[0] == 0:
+        # Only the first: a second switch in the process must not pause the first one's
+        # calls with a full pass, nor freeze them for good.
+        gc.collect()
+        gc.freeze()
         _saved.append((gc.get_threshold(), gc.isenabled()))
         gc.callbacks.append(_log)
     _users[0] += 1

@@ -144,9 +144,9 @@ async def serve(
         await stop.wait()
         logger.warning("stopping: draining %d calls", switch.engine.active_calls)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
         try:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
             await switch.stop(switch.config.server.drain_timeout)
         finally:
             restore_collector()

@@ -107,6 +107,14 @@ REASON_PHRASES: Final[dict[int, str]] = {
 }
 
 
+def _checked_reason(reason: str) -> str:
+    # Our own misuse, as for header values: a CR or LF would end the status line early
+    # and inject lines into what we send.
+    if "\r" in reason or "\n" in reason:
+        raise ValueError(f"invalid reason phrase: {reason!r}")
+    return reason
+
+
 def _default_reason(status: int) -> str:
     return REASON_PHRASES.get(status) or REASON_PHRASES.get(status // 100 * 100, "Unknown")
 
@@ -431,7 +439,7 @@ class Response(Message):
         if not 100 <= status <= 699:
             raise ValueError(f"status out of range: {status}")
         self._status = status
-        self._reason = _default_reason(status) if reason is None else reason
+        self._reason = _default_reason(status) if reason is None else _checked_reason(reason)
         self._version = version
         self.headers = _as_headers(headers)
         self._init_body(body)
@@ -499,7 +507,7 @@ class Response(Message):
 
     @reason.setter
     def reason(self, value: str) -> None:
-        self._reason, self._start = value, None
+        self._reason, self._start = _checked_reason(value), None
 
     @property
     def version(self) -> str:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from .deadline_queue import DeadlineQueue
+from .errors import SipParseError
 from .headers import Headers
 from .message import Request, Response
 from .parser import parse_message
@@ -461,7 +462,13 @@ class Transaction:
         self._intervals: dict[Timer, float] = {}
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.kind.value} {self.state.value} {self.request.method}>"
+        if self._request is not None:
+            method = self._request.method
+        elif self._wire is not None:  # compacted: no re-reading just to print
+            method = self._wire[0].split(b" ", 1)[0].decode("ascii", "replace")
+        else:
+            method = "?"
+        return f"<{type(self).__name__} {self.kind.value} {self.state.value} {method}>"
 
     @property
     def request(self) -> Request:
@@ -617,14 +624,22 @@ class Transaction:
         wire = self._wire
         if wire is None:
             return
-        self._wire = None
         request_bytes, response_bytes = wire
-        # Our own output, parsed before: a parse error here would be a bug in serialising.
-        request = parse_message(request_bytes)
-        response = None if response_bytes is None else parse_message(response_bytes)
-        assert isinstance(request, Request)
-        assert response is None or isinstance(response, Response)
+        # What we received and what we sent: both parse back, unless a TU edited a message
+        # into something unparseable (a hand-set Content-Length that does not match).
+        try:
+            request = parse_message(request_bytes)
+            response = None if response_bytes is None else parse_message(response_bytes)
+        except SipParseError as exc:
+            raise TransactionUsageError(
+                f"a completed transaction's messages no longer parse: {exc.reason}"
+            ) from exc
+        if not isinstance(request, Request) or not (
+            response is None or isinstance(response, Response)
+        ):
+            raise TransactionUsageError("a completed transaction's messages changed kind")
         self._request, self._last_response = request, response
+        self._wire = None
 
 
 class ClientTransaction(Transaction):

@@ -225,3 +225,13 @@ def test_typed_accessors_for_auth_and_reason() -> None:
     )
     assert challenge.www_authenticate[0].params["qop"] == "auth"
     assert challenge.proxy_authenticate == []
+
+
+def test_a_reason_phrase_cannot_carry_a_line_break() -> None:
+    """It would end the status line early; a completed transaction re-reads what it sent."""
+    with pytest.raises(ValueError, match="reason phrase"):
+        Response(200, "OK\nX-Injected: 1")
+    response = Response(200)
+    with pytest.raises(ValueError, match="reason phrase"):
+        response.reason = "OK\r\n"
+    assert response.reason == "OK"

@@ -394,3 +394,17 @@ def test_random_event_sequences_keep_invariants(
         for sent in sends(actions):
             assert isinstance(sent, Response)
     assert terminated == (tx.state is State.TERMINATED)
+
+
+def test_a_compacted_transaction_that_cannot_re_read_says_so() -> None:
+    tx = ServerTransaction(request("BYE"), reliable=False)
+    tx.start(0.0)
+    ok = answer(tx.request, 200)
+    ok.headers.set("Content-Length", "50")  # a TU's hand edit: no longer matches the body
+    tx.respond(ok, 1.0)
+    assert "BYE" in repr(tx)  # printing does not re-read
+    with pytest.raises(TransactionUsageError, match="no longer parse"):
+        tx.handle(RequestReceived(request("BYE")), 2.0)
+    with pytest.raises(TransactionUsageError, match="no longer parse"):
+        tx.last_response  # noqa: B018
+    assert "BYE" in repr(tx)
