@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,7 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_subcommands(commands)  # check-config, route, cdr
     args = parser.parse_args(argv)
     if args.command != "run":
-        status = dispatch(args)
+        try:
+            status = dispatch(args)
+        except BrokenPipeError:
+            # ``softswitch cdr | head``: the reader has what it wanted. Point stdout at
+            # /dev/null so the interpreter's final flush does not fail a second time.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141  # as a shell reports a command killed by SIGPIPE
         assert status is not None, f"no handler for {args.command}"
         return status
     logging.basicConfig(

@@ -85,3 +85,22 @@ def test_run_refuses_a_bad_config(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "server.listen" in done.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """``softswitch route ... | head -1``: no traceback when the reader is gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the first line
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "softswitch.cli", "route", "--account", "demo", "447911123456"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(softswitch.__file__).parents[1],
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == ""
