@@ -21,12 +21,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 __all__ = ["DeadlineQueue"]
 
 P = TypeVar("P")
+
+#: (deadline, push number, payload): the push number orders equal deadlines.
+_Entry: TypeAlias = tuple[float, int, P]
+#: Where entries wait: a lane, or the fallback heap.
+_Holder: TypeAlias = deque[_Entry[P]] | list[_Entry[P]]
 
 #: Durations closer than this share a lane (a deadline minus the time it was started is
 #: not always bit-identical for the same duration).
@@ -43,11 +49,11 @@ class DeadlineQueue(Generic[P]):
     __slots__ = ("_head", "_known", "_lanes", "_late", "_seq")
 
     def __init__(self) -> None:
-        self._lanes: dict[int, deque[tuple[float, int, P]]] = {}
-        self._late: list[tuple[float, int, P]] = []
+        self._lanes: dict[int, deque[_Entry[P]]] = {}
+        self._late: list[_Entry[P]] = []
         self._seq = itertools.count()
         # The container holding the earliest entry, valid while ``_known``.
-        self._head: deque[tuple[float, int, P]] | list[tuple[float, int, P]] | None = None
+        self._head: _Holder[P] | None = None
         self._known = True
 
     def __len__(self) -> int:
@@ -60,7 +66,7 @@ class DeadlineQueue(Generic[P]):
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = deque((entry,))
-            home: deque[tuple[float, int, P]] | list[tuple[float, int, P]] = lane
+            home: _Holder[P] = lane
         elif not lane or lane[-1][0] <= deadline:
             lane.append(entry)
             home = lane
@@ -74,11 +80,11 @@ class DeadlineQueue(Generic[P]):
             if head is None or deadline < head[0][0]:
                 self._head = home
 
-    def _find_head(self) -> deque[tuple[float, int, P]] | list[tuple[float, int, P]] | None:
+    def _find_head(self) -> _Holder[P] | None:
         if self._known:
             return self._head
-        best: deque[tuple[float, int, P]] | list[tuple[float, int, P]] | None = None
-        best_entry: tuple[float, int, P] | None = None
+        best: _Holder[P] | None = None
+        best_entry: _Entry[P] | None = None
         for lane in self._lanes.values():
             if lane:
                 entry = lane[0]
@@ -112,7 +118,7 @@ class DeadlineQueue(Generic[P]):
 
     def pop_due(self, now: float) -> list[tuple[float, P]]:
         """Remove and return every entry due at ``now`` (deadline <= now), earliest first."""
-        due: list[tuple[float, int, P]] = []
+        due: list[_Entry[P]] = []
         self._known = False
         for lane in self._lanes.values():
             while lane and lane[0][0] <= now:
@@ -121,13 +127,12 @@ class DeadlineQueue(Generic[P]):
         while late and late[0][0] <= now:
             due.append(heapq.heappop(late))
         if len(due) > 1:
-            due.sort(key=_order)
+            due.sort(key=_ORDER)
         return [(deadline, payload) for deadline, _, payload in due]
 
 
-def _before(a: tuple[float, int, object], b: tuple[float, int, object]) -> bool:
+def _before(a: _Entry[object], b: _Entry[object]) -> bool:
     return a[0] < b[0] or (a[0] == b[0] and a[1] < b[1])
 
 
-def _order(entry: tuple[float, int, object]) -> tuple[float, int]:
-    return entry[0], entry[1]
+_ORDER = operator.itemgetter(0, 1)

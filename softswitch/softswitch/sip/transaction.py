@@ -473,11 +473,10 @@ class Transaction:
     @property
     def request(self) -> Request:
         """The request that created the transaction (re-read from bytes once compacted)."""
-        request = self._request
-        if request is None:
+        if self._wire is not None:
             self._expand()
-            request = self._request
-            assert request is not None
+        request = self._request
+        assert request is not None  # only compaction clears it, and _expand restores it
         return request
 
     @property
