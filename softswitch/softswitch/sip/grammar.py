@@ -7,6 +7,18 @@ Patterns work on *unfolded* header values: the message parser has already replac
 
 Where this module is more liberal than the ABNF, the comment says so and why (RFC 4475
 and RFC 5118 ask receivers to tolerate those constructs).
+
+Every pattern here must take time linear in the text it reads, because a peer chooses that
+text (up to 64 KiB of it).  So each is applied anchored (``match`` at a known position or
+``fullmatch``, never ``search`` or ``sub``, which retry from every position: an unanchored
+pattern that opens with a repeat, such as ``[ \\t]*\\r?\\n[ \\t]+``, is quadratic on a long
+run of blanks, which is why the parser unfolds lines without one).  Where two repeats
+meet, they accept disjoint characters (token and LWS, ``;`` or ``=`` between parameter
+characters, ``"`` and ``\\`` in quoted strings) or the second is bounded (the last
+character of a domain label, ``[0-9]{1,3}`` of a dotted quad), so a failing match
+revisits each character a bounded number of times.  The loops over GENERIC_PARAM_RE and
+AUTH_PARAM_RE start each match where the previous one ended, and a match reads past its
+own end only when the next one fails and ends the loop.
 """
 
 from __future__ import annotations
