@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from softswitch import __version__
+from softswitch import config as _config
 from softswitch.commands import add_subcommands, dispatch
 from softswitch.transport import Transport, loop_factory
 
@@ -23,16 +24,27 @@ __all__ = ["main"]
 
 logger = logging.getLogger("softswitch")
 DEFAULT_LISTEN = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def parse_listen(text: str) -> tuple[Transport, tuple[str, int]]:
-    """``udp:127.0.0.1:5060`` / ``tcp:[::1]:5070`` into a transport and an address."""
-    proto, sep, rest = text.partition(":")
-    host, colon, port = rest.rpartition(":")
-    if not sep or not colon or proto.lower() not in ("udp", "tcp") or not port.isdigit():
-        raise ValueError(f"listen address must look like udp:127.0.0.1:5060, got {text!r}")
-    transport = Transport.UDP if proto.lower() == "udp" else Transport.TCP
-    return transport, (host.strip("[]"), int(port))
+    """``udp:127.0.0.1:5060`` / ``tcp:[::1]:5070`` into a transport and an address.
+
+    The same rules as ``[server] listen``: ValueError for a bad form, a port outside
+    1-65535 (never wrapped around to another port) or a host that is no address or name.
+    """
+    proto, host, port = _config.parse_listen(text)
+    transport = Transport.UDP if proto == "udp" else Transport.TCP
+    return transport, (host, port)
+
+
+def _listen_option(text: str) -> str:
+    """``--listen``'s type: the text itself once valid, so argparse names the flag if not."""
+    try:
+        parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def run_switch(args: argparse.Namespace) -> int:
@@ -42,8 +54,6 @@ def run_switch(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config) if args.config else None
     try:
-        for item in args.listen or ():
-            parse_listen(item)
         config = load_config(config_path) if config_path else demo_config(demo_state_dir())
         new_loop = loop_factory()
     except (ValueError, RuntimeError) as e:
@@ -58,8 +68,8 @@ def run_switch(args: argparse.Namespace) -> int:
     except ConfigError as e:  # a deck that does not load
         print(f"error: configuration refused:\n{e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:  # "cannot listen on udp:127.0.0.1:5060: address already in use"
+        print(f"softswitch: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -73,10 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--listen",
         action="append",
+        type=_listen_option,
         metavar="PROTO:HOST:PORT",
         help="where to listen (repeatable; default: [server] listen of the configuration)",
     )
-    run.add_argument("--log-level", default="WARNING")
+    run.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="the least severe messages logged (default: WARNING; any case)",
+    )
     add_subcommands(commands)  # check-config, route, cdr
     args = parser.parse_args(argv)
     if args.command != "run":
@@ -90,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert status is not None, f"no handler for {args.command}"
         return status
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
     return run_switch(args)

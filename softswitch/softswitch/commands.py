@@ -22,9 +22,16 @@ from .call.refusal import Refusal
 from .call.rewrite import gateway_request_uri
 from .call.routing import route_call
 from .call.select import select_gateways
-from .call.snapshot import Snapshot, build_snapshot
+from .call.snapshot import Snapshot, build_snapshot, deck_problems
 from .cdr import query_file, write_csv
-from .config import Config, ConfigError, demo_config, demo_state_dir, load_config
+from .config import (
+    Config,
+    ConfigError,
+    ConfigProblem,
+    demo_config,
+    demo_state_dir,
+    load_config,
+)
 
 __all__ = [
     "add_subcommands",
@@ -51,22 +58,51 @@ def _config(path: str | None) -> Config:
     return load_config(path) if path else demo_config(demo_state_dir())
 
 
-def _load(path: str | None, err: TextIO) -> Snapshot | None:
+def _check(path: str | None) -> tuple[Snapshot | None, list[ConfigProblem], list[ConfigProblem]]:
+    """The snapshot (None when anything is wrong), every problem, and the warnings.
+
+    The problems are those of the file and those of every deck together, so one run shows
+    everything to fix: decks are read even when the file itself has problems.
+    """
     try:
-        return build_snapshot(_config(path))
+        cfg = _config(path)
     except ConfigError as e:
-        for problem in e.problems:
+        if e.config is None:  # not readable, not TOML: nothing more to check
+            return None, list(e.problems), []
+        decks = deck_problems(e.config, e.problems)
+        return None, [*e.problems, *decks], e.config.warnings()
+    try:
+        return build_snapshot(cfg), [], cfg.warnings()
+    except ConfigError as e:
+        return None, list(e.problems), cfg.warnings()
+
+
+def _load(path: str | None, err: TextIO) -> Snapshot | None:
+    snapshot, problems, _ = _check(path)
+    if snapshot is None:
+        for problem in problems:
             print(f"error: {problem}", file=err)
-        print(f"{path}: {_plural(len(e.problems), 'problem')}", file=err)
-        return None
+        print(f"{path or 'demo'}: {_plural(len(problems), 'problem')}", file=err)
+    return snapshot
 
 
 def check_config(path: str, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Validate the file and load every deck; print a summary or every problem."""
+    """Validate the file and read every deck; print a summary, or every problem (exit 1).
+
+    Warnings (a valid file that will not do what is meant, such as no accounts) are printed
+    too but leave the exit status 0.
+    """
     out = out or sys.stdout
     err = err or sys.stderr
-    snapshot = _load(path, err)
+    snapshot, problems, warnings = _check(path)
     if snapshot is None:
+        for problem in problems:
+            print(f"error: {problem}", file=err)
+    for warning in warnings:
+        print(f"warning: {warning}", file=err)
+    if snapshot is None:
+        noted = f", {_plural(len(warnings), 'warning')}" if warnings else ""
+        print(f"{path}: {_plural(len(problems), 'problem')}{noted}", file=err)
         return 1
     cfg = snapshot.config
     rates = sum(len(d) for d in snapshot.decks.values())
@@ -77,7 +113,8 @@ def check_config(path: str, out: TextIO | None = None, err: TextIO | None = None
         _plural(len(cfg.plans), "routing plan"),
         _plural(len(cfg.routes), "route"),
     ]
-    print(f"{path}: ok: {', '.join(counts)}", file=out)
+    noted = f"; {_plural(len(warnings), 'warning')}" if warnings else ""
+    print(f"{path}: ok: {', '.join(counts)}{noted}", file=out)
     return 0
 
 

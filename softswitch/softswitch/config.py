@@ -19,6 +19,8 @@ The configuration reference for operators is ``docs/configuration.md``; keep the
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import dataclasses
 import ipaddress
 import math
@@ -46,6 +48,7 @@ __all__ = [
     "IpRule",
     "RewriteRule",
     "Route",
+    "SecurityConfig",
     "ServerConfig",
     "demo_config",
     "load_config",
@@ -101,7 +104,7 @@ class ConfigError(Exception):
     only want one.
     """
 
-    def __init__(self, problems: list[ConfigProblem]) -> None:
+    def __init__(self, problems: list[ConfigProblem], *, config: Config | None = None) -> None:
         if not problems:
             raise ValueError("ConfigError needs at least one problem")
         super().__init__("\n".join(str(p) for p in problems))
@@ -111,6 +114,10 @@ class ConfigError(Exception):
         self.key = first.key
         self.reason = first.reason
         self.line = first.line
+        #: The configuration as far as it could be read (defaults in place of bad values),
+        #: when the file was valid TOML: for tools that go on checking (``check-config``
+        #: reads its decks too), never to run a switch on.
+        self.config = config
 
 
 #: ``[server] gc_threshold``'s default; why this value: ``softswitch.proxy.collector``.
@@ -137,6 +144,61 @@ class ServerConfig:
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     #: Net growth in live objects that triggers a reference-cycle pass (``proxy.collector``).
     gc_threshold: int = DEFAULT_GC_THRESHOLD
+    #: Open TCP connections, all peers together; more are refused at accept.
+    tcp_max_connections: int = 1024
+    #: Open TCP connections from one source IP.
+    tcp_max_per_ip: int = 64
+    #: Seconds a TCP connection may carry no complete message before it is closed.
+    tcp_idle_timeout: float = 600.0
+    #: Seconds from the first byte of a message to the end of its header section: a peer
+    #: that trickles a header byte by byte is cut off here, whatever the idle timeout says.
+    tcp_header_timeout: float = 5.0
+
+
+#: User-Agent fragments of the SIP scanners that sweep the internet (sipvicious and its
+#: forks, sipcli, sundayddr, iWar, ...); matched case-insensitively as substrings.
+DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
+    "friendly-scanner",
+    "friendly-request",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipsak",
+    "sundayddr",
+    "iwar",
+    "sivus",
+    "vaxsipuseragent",
+    "vaxipuseragent",
+    "siparmyknife",
+    "smap",
+    "pplsip",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """``[security]``: what a public SIP port does with strangers (``softswitch.security``).
+
+    Sources that match an account's ``ips`` or a gateway's address are *known*: pike never
+    counts them and scanner User-Agents from them are not dropped.
+    """
+
+    #: Requests from one unknown source within ``pike_window`` seconds that block it
+    #: (Kamailio's pike); 0 turns the limit off.
+    pike_rate: int = 400
+    pike_window: float = 1.0
+    #: Seconds a source blocked by pike or a scanner User-Agent stays blocked.
+    block_time: float = 300.0
+    #: Requests whose User-Agent contains one of these (case-insensitive) are dropped and
+    #: their source blocked.
+    drop_user_agents: tuple[str, ...] = DEFAULT_SCANNER_AGENTS
+    #: A request from a blocked source: ``drop`` silently, or ``reply`` with one stateless 403.
+    blocked_source: Literal["drop", "reply"] = "drop"
+    #: A request from a source no account matches (and without credentials for our realm):
+    #: ``reply`` with one stateless 403 (or 407 when digest accounts exist), or ``drop``.
+    unknown_source: Literal["reply", "drop"] = "reply"
+    #: Seconds between two log lines about one source's refused requests.
+    log_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +372,7 @@ class Config:
     gateways: tuple[Gateway, ...]
     rate_decks: tuple[DeckSpec, ...]
     routes: tuple[Route, ...]
+    security: SecurityConfig = SecurityConfig()
 
     @property
     def plans(self) -> tuple[str, ...]:
@@ -327,6 +390,13 @@ class Config:
             if g.id == gateway_id:
                 return g
         raise KeyError(gateway_id)
+
+    def warnings(self) -> list[ConfigProblem]:
+        """What is valid but almost certainly not meant: shown by ``check-config`` and at
+        start, never a reason to refuse the file."""
+        if not self.accounts:
+            return [ConfigProblem(self.source, "", "no accounts: every call will be refused")]
+        return []
 
 
 # --------------------------------------------------------------------------------------
@@ -417,6 +487,18 @@ class _Checker:
         if value < minimum or (maximum is not None and value > maximum):
             bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
             self.fail(f"{key}.{name}", f"must be {bound}, got {value}")
+            return default
+        return value
+
+    def choice(
+        self, raw: Mapping[str, Any], name: str, key: str, default: Any, choices: tuple[str, ...]
+    ) -> Any:
+        """One of ``choices`` (a ``Literal`` field); the default when absent or bad."""
+        value = raw.get(name, default)
+        if value not in choices:
+            self.fail(
+                f"{key}.{name}", f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
+            )
             return default
         return value
 
@@ -537,23 +619,61 @@ def _closest(name: str, known: set[str]) -> str | None:
 
 
 def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
+    path = Path(value)
+    with contextlib.suppress(RuntimeError):  # ``~nosuchuser/x``: as written, then "no such file"
+        path = path.expanduser()
     return path if path.is_absolute() else base / path
 
 
+_DOTTED_RE = re.compile(r"[0-9.]+")
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
+
+
+class _HostError(ValueError):
+    """A host that is not an address or a name; the message reads after "HOST is"."""
+
+
+def _check_host(host: str) -> None:
+    """``_HostError`` unless ``host`` (no brackets) is an IPv4 or IPv6 address or a DNS name.
+
+    Digits and dots only is an IPv4 address, never a name: ``999.1.1.1`` is refused here
+    rather than sent to the resolver at the first call.
+    """
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _HostError("not a valid IPv6 address") from None
+    elif _DOTTED_RE.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise _HostError(
+                "not a valid IPv4 address (four numbers 0-255 separated by dots)"
+            ) from None
+    else:
+        name = host.removesuffix(".")
+        if len(name) > 253 or not all(_LABEL_RE.fullmatch(label) for label in name.split(".")):
+            raise _HostError("neither an IP address nor a valid host name")
+
+
 def parse_listen(text: str) -> tuple[str, str, int]:
-    """``udp:127.0.0.1:5060`` / ``tcp:[::1]:5070`` into (proto, host, port); ValueError if bad."""
+    """``udp:127.0.0.1:5060`` / ``tcp:[::1]:5070`` into (proto, host, port); ValueError if bad.
+
+    The message says what is wrong and ends with the text as given.
+    """
     proto, sep, rest = text.partition(":")
     host, colon, port = rest.rpartition(":")
-    if (
-        not sep
-        or not colon
-        or not host
-        or proto.lower() not in ("udp", "tcp")
-        or not port.isdigit()
-        or not 0 < int(port) < 65536
-    ):
+    if not sep or not colon or not host or proto.lower() not in ("udp", "tcp"):
         raise ValueError(f"must look like udp:127.0.0.1:5060 or tcp:[::1]:5060, got {text!r}")
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"port must be a number from 1 to 65535, got {text!r}")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"write an IPv6 address in brackets, e.g. udp:[::1]:5060, got {text!r}")
+    try:
+        _check_host(host.strip("[]"))
+    except _HostError as e:
+        raise ValueError(f"{host.strip('[]')!r} is {e}, got {text!r}") from None
     return proto.lower(), host.strip("[]"), int(port)
 
 
@@ -580,6 +700,10 @@ def _parse_hostport(text: str) -> tuple[str, int]:
             raise ValueError("missing host")
         if not re.fullmatch(r"[A-Za-z0-9.\-]+", host):
             raise ValueError(f"bad host {host!r}")
+        try:
+            _check_host(host)
+        except _HostError as e:
+            raise _HostError(f"{host!r} is {e}") from None
         if not _:
             return host, 5060
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -611,7 +735,27 @@ def _parse_ip_rule(text: str) -> IpRule:
     return IpRule(ipaddress.ip_network(addr, strict=True), port)
 
 
-_SERVER_KEYS = {"listen", "database", "realm", "drain_timeout", "digest_algorithms", "gc_threshold"}
+_SERVER_KEYS = {
+    "listen",
+    "database",
+    "realm",
+    "drain_timeout",
+    "digest_algorithms",
+    "gc_threshold",
+    "tcp_max_connections",
+    "tcp_max_per_ip",
+    "tcp_idle_timeout",
+    "tcp_header_timeout",
+}
+_SECURITY_KEYS = {
+    "pike_rate",
+    "pike_window",
+    "block_time",
+    "drop_user_agents",
+    "blocked_source",
+    "unknown_source",
+    "log_interval",
+}
 _DEFAULT_KEYS = {
     "failover_codes",
     "setup_timeout",
@@ -717,6 +861,50 @@ def _server(c: _Checker, raw: dict[str, Any], base: Path) -> ServerConfig:
         realm=realm,
         drain_timeout=c.seconds(raw, "drain_timeout", "server", 30.0, positive=False),
         gc_threshold=c.integer(raw, "gc_threshold", "server", default.gc_threshold, minimum=10_000),
+        tcp_max_connections=c.integer(
+            raw, "tcp_max_connections", "server", default.tcp_max_connections, minimum=1
+        ),
+        tcp_max_per_ip=c.integer(
+            raw, "tcp_max_per_ip", "server", default.tcp_max_per_ip, minimum=1
+        ),
+        tcp_idle_timeout=c.seconds(
+            raw, "tcp_idle_timeout", "server", default.tcp_idle_timeout, positive=True
+        ),
+        tcp_header_timeout=c.seconds(
+            raw, "tcp_header_timeout", "server", default.tcp_header_timeout, positive=True
+        ),
+    )
+
+
+def _security(c: _Checker, raw: dict[str, Any]) -> SecurityConfig:
+    c.unknown(raw, _SECURITY_KEYS, "security")
+    d = SecurityConfig()
+    agents_raw = raw.get("drop_user_agents", list(d.drop_user_agents))
+    agents: list[str] = []
+    if not isinstance(agents_raw, list):
+        c.fail(
+            "security.drop_user_agents", f"must be a list of strings, got {_type_name(agents_raw)}"
+        )
+    else:
+        for i, agent in enumerate(agents_raw):
+            if not isinstance(agent, str) or not agent.strip():
+                c.fail(
+                    f"security.drop_user_agents[{i}]", f"must be a non-empty string, got {agent!r}"
+                )
+            else:
+                agents.append(agent.strip().lower())
+    return SecurityConfig(
+        pike_rate=c.integer(raw, "pike_rate", "security", d.pike_rate),
+        pike_window=c.seconds(raw, "pike_window", "security", d.pike_window, positive=True),
+        block_time=c.seconds(raw, "block_time", "security", d.block_time, positive=False),
+        drop_user_agents=tuple(agents),
+        blocked_source=c.choice(
+            raw, "blocked_source", "security", d.blocked_source, ("drop", "reply")
+        ),
+        unknown_source=c.choice(
+            raw, "unknown_source", "security", d.unknown_source, ("reply", "drop")
+        ),
+        log_interval=c.seconds(raw, "log_interval", "security", d.log_interval, positive=True),
     )
 
 
@@ -824,6 +1012,8 @@ def _gateway(c: _Checker, raw: dict[str, Any], key: str, defaults: Defaults) -> 
     if address:
         try:
             host, port = _parse_hostport(address)
+        except _HostError as e:
+            c.fail(f"{key}.address", f"{address!r}: {e}")
         except ValueError as e:
             c.fail(f"{key}.address", f"{address!r}: {e} (expected host:port)")
     transport = c.string(raw, "transport", key, "udp").lower()
@@ -987,11 +1177,26 @@ def parse_config(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Con
     ``source`` names the file in messages; relative paths resolve against ``base_dir``.
     Raises ``ConfigError`` listing every problem found.
     """
+    cfg, problems = _parse(data, source, base_dir)
+    if problems:
+        raise ConfigError(problems, config=cfg)
+    return cfg
+
+
+def _parse(
+    data: Mapping[str, Any], source: str, base_dir: Path
+) -> tuple[Config, list[ConfigProblem]]:
+    """The configuration (defaults in place of bad values) and every problem found."""
     c = _Checker(source)
-    c.unknown(data, {"server", "defaults", "accounts", "gateways", "rate_decks", "routes"}, "")
+    c.unknown(
+        data,
+        {"server", "defaults", "security", "accounts", "gateways", "rate_decks", "routes"},
+        "",
+    )
     raw = dict(data)
     server = _server(c, c.table(raw.get("server", {}), "server"), base_dir)
     defaults = _defaults(c, c.table(raw.get("defaults", {}), "defaults"))
+    security = _security(c, c.table(raw.get("security", {}), "security"))
     accounts = [
         _account(c, t, f"accounts[{i}]") for i, t in enumerate(c.array_of_tables(raw, "accounts"))
     ]
@@ -1015,11 +1220,42 @@ def parse_config(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Con
         gateways=tuple(gateways),
         rate_decks=tuple(decks),
         routes=tuple(routes),
+        security=security,
     )
     _check_references(c, cfg)
-    if c.problems:
-        raise ConfigError(c.problems)
-    return cfg
+    return cfg, c.problems
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The parsed document; ``ConfigError`` (one line, naming the file) when it is unreadable.
+
+    A UTF-8 byte order mark (Windows Notepad writes one) is skipped: TOML forbids it, but
+    the file means the same without it. Any other encoding is refused with the line of the
+    first byte that is not UTF-8.
+    """
+    source = str(p)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError([ConfigProblem(source, "", f"cannot read: {e.strerror or e}")]) from e
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        reason = "is UTF-16 text (Windows 'Unicode'); save it as UTF-8"
+        raise ConfigError([ConfigProblem(source, "", reason)])
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        column = len(raw[line_start : e.start].decode("utf-8")) + 1
+        reason = (
+            f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {column}; save the file as UTF-8"
+        )
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError([ConfigProblem(source, "", reason, line=line)]) from None
+    try:
+        return tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([ConfigProblem(source, "", f"not valid TOML: {e}")]) from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -1028,22 +1264,20 @@ def load_config(path: str | Path) -> Config:
     Deck files are checked to exist here but their rows are read by ``build_snapshot``.
     """
     p = Path(path)
-    try:
-        with p.open("rb") as f:
-            data = tomllib.load(f, parse_float=Decimal)
-    except OSError as e:
-        raise ConfigError([ConfigProblem(str(p), "", f"cannot read: {e.strerror or e}")]) from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([ConfigProblem(str(p), "", f"not valid TOML: {e}")]) from e
-    cfg = parse_config(data, source=str(p), base_dir=p.resolve().parent)
-    missing = [
-        ConfigProblem(str(p), f"rate_decks[{i}].file", f"no such file: {d.file}")
-        for i, d in enumerate(cfg.rate_decks)
-        if not d.file.is_file()
-    ]
-    if missing:
-        raise ConfigError(missing)
+    data = _read_toml(p)
+    cfg, problems = _parse(data, str(p), p.resolve().parent)
+    for i, d in enumerate(cfg.rate_decks):
+        key = f"rate_decks[{i}]"
+        if not d.file.is_file() and not _has_problem(problems, f"{key}.file"):
+            problems.append(ConfigProblem(str(p), f"{key}.file", f"no such file: {d.file}"))
+    if problems:
+        raise ConfigError(problems, config=cfg)
     return cfg
+
+
+def _has_problem(problems: list[ConfigProblem], key: str) -> bool:
+    """Whether a problem is about ``key`` or a key under it (``rate_decks[1]``, ``...file``)."""
+    return any(p.key == key or p.key.startswith((f"{key}.", f"{key}[")) for p in problems)
 
 
 def demo_state_dir() -> Path:

@@ -29,11 +29,11 @@ from softswitch.sip import (
     Request,
     Response,
     SipParseError,
-    frame_length,
     parse_message,
     validate_request,
     validate_response,
 )
+from softswitch.sip.parser import stream_content_length
 
 __all__ = [
     "Address",
@@ -72,8 +72,14 @@ class Limits:
     caps the unparsed inbound bytes held for one stream connection, and ``max_write_buffer``
     the outbound bytes queued for a peer that stopped reading. Connections beyond
     ``max_connections`` (all peers) or ``max_connections_per_ip`` (one source IP) are refused
-    at accept time. ``idle_timeout`` closes stream connections that carried nothing for that
-    many seconds, so half-dead peers do not hold slots forever. ``udp_receive_buffer`` is the
+    at accept time. ``idle_timeout`` closes stream connections that carried no complete
+    message (nor an RFC 5626 CRLFCRLF ping) in either direction for that many seconds, so
+    half-dead peers do not hold slots forever; bytes that complete nothing do not count, or a
+    peer trickling one byte at a time would hold its slot for ever. ``header_timeout`` closes
+    a stream connection whose message header section (from its first byte to its CRLFCRLF;
+    CRLFs between messages do not start the clock) takes longer than that many seconds: the
+    slowloris defence, without which a few dozen connections sending a byte a second hold an
+    IP's whole quota. Both timeouts must be positive. ``udp_receive_buffer`` is the
     kernel receive buffer asked for UDP listeners (None: the system default): a switch wants
     megabytes, so that a burst or a pause of the process is queued rather than dropped.
     """
@@ -84,6 +90,7 @@ class Limits:
     max_connections: int = 1024
     max_connections_per_ip: int = 64
     idle_timeout: float = 600.0
+    header_timeout: float = 5.0
     udp_receive_buffer: int | None = None
 
 
@@ -98,6 +105,8 @@ class Flow:
 
 Message = Request | Response
 MessageHandler = Callable[[Message, Flow], None]
+SourceFilter = Callable[[Address], bool]
+MalformedHandler = Callable[[Address, str], None]
 
 
 #: Environment variable choosing the event loop: ``auto`` (default), ``uvloop`` or ``asyncio``.
@@ -182,42 +191,75 @@ _CRLF_BYTES: Final = frozenset(b"\r\n")
 class StreamFramer:
     """Buffers a TCP byte stream and hands out whole SIP messages (RFC 3261 18.3).
 
-    Where one message ends is ``softswitch.sip.frame_length``'s business (header section up
-    to CRLFCRLF, then exactly Content-Length octets); this class owns the buffer and its
-    bound: it never holds more than ``max_message_size`` bytes of an unfinished message,
-    which is what stops a slow or hostile sender from growing our memory. CRLFs between
-    messages vanish here; each double-CRLF "ping" (RFC 5626 3.5.1) is counted in
-    :attr:`pings` so the connection can answer it with a CRLF "pong".
+    A message is a header section up to CRLFCRLF, then exactly Content-Length octets (the
+    rules of ``softswitch.sip.frame_length``, applied incrementally; the Content-Length rule
+    is ``softswitch.sip.parser.stream_content_length``, shared with it).
+    The buffer is bounded: it never holds more than ``max_message_size`` bytes of an
+    unfinished message, which is what stops a slow or hostile sender from growing our memory.
+    CRLFs between messages vanish here; each double-CRLF "ping" (RFC 5626 3.5.1) is counted
+    in :attr:`pings` so the connection can answer it with a CRLF "pong".
+
+    The cost of a stream is linear in its length however it is cut, down to one byte per
+    segment: the CRLFCRLF search resumes where the previous one stopped (three bytes back, in
+    case the delimiter straddles two segments), Content-Length is parsed once, when the header
+    section is complete, and bytes are copied out only when a whole message is there.
+    Re-scanning the buffer on every segment would make a trickle of n single bytes cost
+    O(n²) CPU, which is a cheap way for a peer to burn ours.
     """
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self._buffer = bytearray()
         self._max = max_message_size
+        #: Bytes at the front of the buffer already searched for the end of the header.
+        self._scanned = 0
+        #: Length of the message at the front of the buffer, once its header is complete.
+        self._length: int | None = None
         self.pings = 0
+        #: Header sections completed so far: lets the caller tell one message from the next.
+        self.headers_completed = 0
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def header_pending(self) -> bool:
+        """True while a message has begun and its header section is not complete yet.
+
+        CRLFs between messages (keep-alives, or half a ping) do not begin a message.
+        """
+        buffer = self._buffer
+        return self._length is None and bool(buffer) and buffer[0] not in _CRLF_BYTES
+
     def feed(self, data: bytes) -> list[bytes]:
         """Return the messages completed by ``data``; FramingError when the stream is lost."""
-        self._buffer += data
+        buffer = self._buffer
+        buffer += data
         frames: list[bytes] = []
         while True:
-            if not self._skip_keepalives():
-                return frames
-            try:
-                length = frame_length(bytes(self._buffer), max_header=self._max)
-            except SipParseError as exc:
-                raise FramingError(exc.reason) from exc
+            length = self._length
             if length is None:
-                if len(self._buffer) > self._max:
+                if not self._skip_keepalives():
+                    return frames
+                end = buffer.find(_PING, max(0, self._scanned - 3))
+                if end < 0:
+                    self._scanned = len(buffer)
+                    if len(buffer) > self._max:
+                        raise FramingError("Header section too large")
+                    return frames
+                length = end + len(_PING) + _content_length(bytes(buffer[:end]))
+                self._length = length
+                self._scanned = 0
+                self.headers_completed += 1
+            if len(buffer) < length:
+                if len(buffer) > self._max:
                     raise FramingError(f"message exceeds {self._max} bytes")
                 return frames
             if length > self._max:
                 raise FramingError(f"message of {length} bytes exceeds {self._max} bytes")
-            frames.append(bytes(self._buffer[:length]))
-            del self._buffer[:length]
+            frames.append(bytes(buffer[:length]))
+            del buffer[:length]
+            self._length = None
 
     def _skip_keepalives(self) -> bool:
         """Drop CRLFs before a message; False when nothing (or half a ping) is left."""
@@ -231,6 +273,13 @@ class StreamFramer:
             else:
                 del buffer[:1]
         return bool(buffer)
+
+
+def _content_length(header: bytes) -> int:
+    try:
+        return stream_content_length(header)
+    except SipParseError as exc:
+        raise FramingError(exc.reason) from exc
 
 
 # ------------------------------------------------------------------------ response routing
@@ -300,6 +349,20 @@ class _DatagramEndpoint(asyncio.DatagramProtocol):
 
 
 class _StreamConnection(asyncio.Protocol):
+    """One TCP connection: framing, keep-alive pongs, and the two timeouts that bound it.
+
+    ``last_activity`` moves only when a whole message or a ping arrives (or we send
+    something), never on a bare segment, so the layer's idle sweep also catches a peer that
+    trickles bytes. The header timeout is one ``call_later`` per connection, armed when a
+    segment leaves a header section unfinished and cancelled when the section completes,
+    rather than a finer periodic sweep over every connection: messages that arrive with their
+    header whole in one segment (nearly all of them) cost no timer at all, an idle switch
+    wakes no more often than the idle sweep already makes it, the deadline is exact instead of
+    up to a sweep interval late, and a trickling peer still costs one timer per connection
+    (never one per byte). Once armed, the timer is not moved by later segments of the same
+    header.
+    """
+
     def __init__(self, layer: TransportLayer, *, inbound: bool) -> None:
         self._layer = layer
         self.inbound = inbound
@@ -310,6 +373,7 @@ class _StreamConnection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self.closed = asyncio.get_running_loop().create_future()
         self.registered = False
+        self._header_timer: asyncio.TimerHandle | None = None
 
     @property
     def flow(self) -> Flow:
@@ -325,16 +389,25 @@ class _StreamConnection(asyncio.Protocol):
         self._layer._on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
+        framer = self.framer
+        headers_before = framer.headers_completed
         try:
-            frames = self.framer.feed(data)
+            frames = framer.feed(data)
         except FramingError as exc:
             self._layer._log_drop(self.flow, exc.reason, None)
             self.abort()
             return
-        if self.framer.pings:
-            self.send(_PONG * self.framer.pings)
-            self.framer.pings = 0
+        if framer.headers_completed != headers_before:
+            self._cancel_header_timer()  # that header made it; a new one starts a new clock
+        if framer.header_pending and self._header_timer is None:
+            self._header_timer = asyncio.get_running_loop().call_later(
+                self._layer.limits.header_timeout, self._header_timed_out
+            )
+        if frames or framer.pings:
+            self.last_activity = time.monotonic()
+        if framer.pings:
+            self.send(_PONG * framer.pings)
+            framer.pings = 0
         for frame in frames:
             self._layer._on_message_bytes(frame, self.flow, stream=True)
             if self.transport is None or self.transport.is_closing():
@@ -343,12 +416,27 @@ class _StreamConnection(asyncio.Protocol):
             self._layer._log_drop(self.flow, "connection buffer limit exceeded", None)
             self.abort()
 
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        timeout = self._layer.limits.header_timeout
+        reason = f"message header not complete within {timeout:g} s; closing"
+        self._layer._log_drop(self.flow, reason, None)
+        self.abort()
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
     def pause_writing(self) -> None:
         # The peer stopped reading while we queued more than max_write_buffer for it.
         self._layer._log_drop(self.flow, "peer is not reading; write buffer full", None)
         self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
         self._layer._on_connection_lost(self)
         if not self.closed.done():
             self.closed.set_result(None)
@@ -373,8 +461,20 @@ class TransportLayer:
     messages reuse any open connection to the same peer address, whichever side opened it.
     """
 
-    def __init__(self, on_message: MessageHandler, *, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        *,
+        limits: Limits | None = None,
+        source_filter: SourceFilter | None = None,
+        on_malformed: MalformedHandler | None = None,
+    ) -> None:
+        """``source_filter(source)`` False drops a message unparsed (a blocked source, say),
+        and refuses an inbound connection. ``on_malformed(source, reason)`` takes the place
+        of a log line per malformed message, so a flood of garbage cannot flood the log."""
         self._on_message = on_message
+        self._source_filter = source_filter
+        self._on_malformed = on_malformed
         self.limits = limits or Limits()
         self._udp: dict[Address, _DatagramEndpoint] = {}
         self._servers: dict[Address, asyncio.Server] = {}
@@ -607,6 +707,13 @@ class TransportLayer:
 
     def _on_connection_made(self, connection: _StreamConnection) -> None:
         ip = connection.remote[0]
+        if (
+            connection.inbound
+            and self._source_filter is not None
+            and not self._source_filter(connection.remote)
+        ):
+            connection.abort()
+            return
         if connection.inbound and (
             len(self._live) >= self.limits.max_connections
             or self._per_ip.get(ip, 0) >= self.limits.max_connections_per_ip
@@ -665,6 +772,8 @@ class TransportLayer:
         self._on_message_bytes(data, flow, stream=False)
 
     def _on_message_bytes(self, data: bytes, flow: Flow, *, stream: bool) -> None:
+        if self._source_filter is not None and not self._source_filter(flow.remote):
+            return
         try:
             message = parse_message(data, stream=stream)
             refusal = (
@@ -712,7 +821,12 @@ class TransportLayer:
         The source address rather than the Via: the Via may be the malformed part, and the
         source is where RFC 3581 would send it anyway.
         """
-        self._log_drop(flow, f"malformed message: {reason}", message, answered=reply is not None)
+        if self._on_malformed is not None:
+            self._on_malformed(flow.remote, reason)
+        else:
+            self._log_drop(
+                flow, f"malformed message: {reason}", message, answered=reply is not None
+            )
         if reply is None:
             return
         data = bytes(reply)

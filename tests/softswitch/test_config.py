@@ -12,9 +12,11 @@ from softswitch.config import (
     DEFAULT_FAILOVER_CODES,
     ConfigError,
     IpRule,
+    SecurityConfig,
     demo_config,
     load_config,
 )
+from softswitch.proxy.server import transport_limits
 
 MINIMAL = """
 [[rate_decks]]
@@ -210,3 +212,172 @@ def test_missing_deck_file_and_bad_toml(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[server]\nlisten = @\n"))
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+# -- operator-proof errors: one line naming the file, never a traceback ---------------------
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    path.write_bytes(b'[server]\nrealm = "caf\xe9"\n')  # Latin-1, as an old editor saves it
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == (
+        f"{path}:2: not UTF-8 text: byte 0xe9 at column 13; save the file as UTF-8"
+    )
+    assert e.value.line == 2
+    assert e.value.config is None
+
+
+def test_a_utf16_file_is_named_as_such(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    path.write_bytes(MINIMAL.encode("utf-16"))  # Notepad's "Unicode": a BOM, then UTF-16
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: is UTF-16 text (Windows 'Unicode'); save it as UTF-8"
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Notepad's "UTF-8 with BOM": TOML forbids the mark, but the file means the same."""
+    path = write(tmp_path, MINIMAL)
+    plain = load_config(path)
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.replace("\n", "\r\n").encode())
+    assert load_config(path) == plain
+    # Only the mark is skipped: a bad line after it still names its line.
+    path.write_bytes(b"\xef\xbb\xbf[server]\nlisten = @\n")
+    with pytest.raises(ConfigError, match=r"not valid TOML: .*line 2"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (
+            "999.1.1.1",
+            "gateways[0].address: '999.1.1.1': '999.1.1.1' is not a valid IPv4 address"
+            " (four numbers 0-255 separated by dots)",
+        ),
+        ("10.0.0.256:5060", "'10.0.0.256' is not a valid IPv4 address"),
+        ("10.0.1:5060", "'10.0.1' is not a valid IPv4 address"),
+        ("carrier..example", "'carrier..example' is neither an IP address nor a valid host name"),
+        ("-carrier.example:5060", "is neither an IP address nor a valid host name"),
+    ],
+)
+def test_a_gateway_host_must_be_an_address_or_a_name(
+    tmp_path: Path, address: str, expected: str
+) -> None:
+    found = problems(tmp_path, MINIMAL.replace("198.51.100.1:5060", address))
+    assert len(found) == 1, found
+    assert expected in found[0]
+
+
+@pytest.mark.parametrize(
+    ("address", "host"),
+    [
+        ("sip.carrier-b.example:5070", "sip.carrier-b.example"),
+        ("carrier.example.", "carrier.example."),
+        ("gw1", "gw1"),
+        ("1e100.net", "1e100.net"),
+        ("[2001:db8::1]:5060", "[2001:db8::1]"),
+    ],
+)
+def test_gateway_host_names_are_still_allowed(tmp_path: Path, address: str, host: str) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL.replace("198.51.100.1:5060", address)))
+    assert cfg.gateway("gw").host == host
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        (
+            "udp:127.0.0.1:70000",
+            "server.listen[0]: port must be a number from 1 to 65535, got 'udp:127.0.0.1:70000'",
+        ),
+        ("udp:127.0.0.1:0", "port must be a number from 1 to 65535"),
+        ("tcp:999.0.0.1:5060", "'999.0.0.1' is not a valid IPv4 address"),
+        ("tcp:::1:5060", "write an IPv6 address in brackets"),
+    ],
+)
+def test_server_listen_port_and_host_are_checked(
+    tmp_path: Path, listen: str, expected: str
+) -> None:
+    text = f'[server]\nlisten = ["{listen}"]\n' + MINIMAL
+    found = problems(tmp_path, text)
+    assert len(found) == 1, found
+    assert expected in found[0]
+
+
+def test_problems_come_together_with_the_partial_config(tmp_path: Path) -> None:
+    """A missing deck file is listed with the other problems, and the error carries what
+    could be read, for ``check-config`` to go on and read the decks."""
+    text = MINIMAL.replace('"d.csv"', '"gone.csv"').replace('routing_plan = "p"', "")
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert [f"{p.key}: {p.reason}" for p in e.value.problems] == [
+        "accounts[0].routing_plan: is required",
+        f"rate_decks[0].file: no such file: {tmp_path / 'gone.csv'}",
+    ]
+    assert e.value.config is not None
+    assert [d.id for d in e.value.config.rate_decks] == ["d"]
+
+
+def test_no_accounts_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    empty = load_config(write(tmp_path, ""))
+    assert [str(w) for w in empty.warnings()] == [
+        f"{tmp_path / 'switch.toml'}: no accounts: every call will be refused"
+    ]
+    assert load_config(write(tmp_path, MINIMAL)).warnings() == []
+
+
+def test_security_and_tcp_limits_have_documented_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert cfg.security == SecurityConfig()
+    assert (cfg.security.pike_rate, cfg.security.pike_window) == (400, 1.0)
+    assert (cfg.security.blocked_source, cfg.security.unknown_source) == ("drop", "reply")
+    assert "friendly-scanner" in cfg.security.drop_user_agents
+    server = cfg.server
+    assert (server.tcp_max_connections, server.tcp_max_per_ip) == (1024, 64)
+    assert (server.tcp_idle_timeout, server.tcp_header_timeout) == (600.0, 5.0)
+
+
+def test_security_and_tcp_keys_are_read_and_reach_the_transport(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "[[accounts]]",
+        "[server]\ntcp_max_connections = 10\ntcp_max_per_ip = 2\ntcp_idle_timeout = 30\n"
+        "tcp_header_timeout = 1.5\n"
+        '[security]\npike_rate = 0\nblocked_source = "reply"\nunknown_source = "drop"\n'
+        'drop_user_agents = ["EvilScan"]\nblock_time = 60\nlog_interval = 5\n'
+        "[[accounts]]",
+        1,
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.security == SecurityConfig(
+        pike_rate=0,
+        block_time=60.0,
+        drop_user_agents=("evilscan",),
+        blocked_source="reply",
+        unknown_source="drop",
+        log_interval=5.0,
+    )
+    limits = transport_limits(cfg)
+    assert (limits.max_connections, limits.max_connections_per_ip) == (10, 2)
+    assert (limits.idle_timeout, limits.header_timeout) == (30.0, 1.5)
+
+
+def test_bad_security_values_are_named(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "[[accounts]]",
+        '[security]\npike_rate = -1\npike_window = 0\nblocked_source = "ignore"\n'
+        'drop_user_agents = ["", 3]\npike_rat = 3\n[server]\ntcp_header_timeout = 0\n'
+        "[[accounts]]",
+        1,
+    )
+    assert problems(tmp_path, text) == [
+        "server.tcp_header_timeout: must be > 0, got 0",
+        "security.pike_rat: unknown key (did you mean 'pike_rate'?)",
+        "security.drop_user_agents[0]: must be a non-empty string, got ''",
+        "security.drop_user_agents[1]: must be a non-empty string, got 3",
+        "security.pike_rate: must be >= 0, got -1",
+        "security.pike_window: must be > 0, got 0",
+        "security.blocked_source: must be one of 'drop', 'reply', got 'ignore'",
+    ]

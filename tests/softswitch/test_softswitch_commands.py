@@ -124,3 +124,99 @@ def test_cdr_list_and_csv(demo: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_cdr_without_a_database(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cdr", "--config", str(demo)]) == 1
     assert "no CDR database" in capsys.readouterr().err
+
+
+# -- operator-proof errors ------------------------------------------------------------------
+
+
+def test_check_config_lists_every_bad_row_of_every_deck_with_the_other_problems(
+    demo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One run shows everything to fix: the file's problems, then each deck's bad rows."""
+    edit(demo, 'routing_plan = "default"', 'routing_plan = "nope"')
+    deck_a = demo.parent / "carrier_a.csv"
+    deck_a.write_text(deck_a.read_text() + "99,Nowhere,zz,0,1,1\n")
+    deck_b = demo.parent / "carrier_b.csv"
+    deck_b.write_text(deck_b.read_text() + "33;France;abc\n34;Spain;-1\n")
+    assert main(["check-config", str(demo)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"error: {demo}: accounts[0].routing_plan: no [[routes]] with plan 'nope'",
+        f"error: {deck_a}:8: rate_decks[1]: column 'rate': not a decimal number: 'zz'",
+        f"error: {deck_b}:8: rate_decks[2]: column 'Price': not a decimal number: 'abc'",
+        f"error: {deck_b}:9: rate_decks[2]: column 'Price': must not be negative: '-1'",
+        f"{demo}: 4 problems",
+    ]
+
+
+def test_check_config_skips_a_deck_whose_own_settings_are_wrong(
+    demo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deck read with a delimiter other than the operator's would only add noise."""
+    edit(demo, 'delimiter = ";"', 'delimiter = ";;"')
+    assert main(["check-config", str(demo)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {demo}: rate_decks[2].delimiter: must be one character, got ';;'" in err
+    assert "carrier_b.csv" not in err
+    assert f"{demo}: 1 problem" in err
+
+
+def test_check_config_reports_a_deck_that_does_not_load_at_all(
+    demo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deck = demo.parent / "carrier_b.csv"
+    deck.write_text("Prefix;Name;Price\n44;UK;0.01\n")
+    sell = demo.parent / "sell.csv"
+    sell.write_text(sell.read_text() + "4x,Bad,0.1,0,1,1\n")
+    assert main(["check-config", str(demo)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {sell}:" in err
+    assert (
+        f"error: {deck}:1: rate_decks[2]: column 'Code': "
+        "column 'Code' (mapped to prefix) is not in the header"
+    ) in err
+    assert f"{demo}: 2 problems" in err
+
+
+def test_check_config_of_a_non_utf8_file(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    demo.write_bytes(demo.read_bytes().replace(b'"softswitch-demo"', b'"d\xe9mo"'))
+    assert main(["check-config", str(demo)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith(f"error: {demo}:9: not UTF-8 text: byte 0xe9 at column")
+    assert "Traceback" not in err
+
+
+def test_check_config_accepts_a_byte_order_mark(
+    demo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo.write_bytes(b"\xef\xbb\xbf" + demo.read_bytes())
+    assert main(["check-config", str(demo)]) == 0
+    assert f"{demo}: ok: 1 account" in capsys.readouterr().out
+
+
+def test_check_config_warns_about_no_accounts_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing yet\n")
+    assert main(["check-config", str(empty)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == f"warning: {empty}: no accounts: every call will be refused\n"
+    assert captured.out == (
+        f"{empty}: ok: 0 accounts, 0 gateways, 0 rate decks (0 rates), 0 routing plans,"
+        " 0 routes; 1 warning\n"
+    )
+
+
+def test_check_config_warns_alongside_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "switch.toml"
+    path.write_text("[server]\nrealm = 5\n")
+    assert main(["check-config", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {path}: server.realm: must be a string, got a number (5)",
+        f"warning: {path}: no accounts: every call will be refused",
+        f"{path}: 1 problem, 1 warning",
+    ]

@@ -48,6 +48,7 @@ __all__ = [
     "Challenge",
     "authorise",
     "dialed_number",
+    "has_credentials",
     "make_authenticator",
 ]
 
@@ -140,6 +141,18 @@ def _credentials(request: Request, realm: str) -> DigestCredentials | None:
     return None
 
 
+def has_credentials(request: Request, realm: str) -> bool:
+    """Whether ``request`` carries credentials addressed to our realm (even malformed ones).
+
+    The stateless screen lets such a request from an unknown address go on to
+    :func:`authorise`, which verifies it and counts a failure towards blocking the address.
+    """
+    try:
+        return _credentials(request, realm) is not None
+    except DigestParseError:
+        return True
+
+
 def authorise(
     snapshot: Snapshot,
     request: Request,
@@ -147,12 +160,17 @@ def authorise(
     live: LiveState,
     now: float,
     nonces: DigestAuthenticator,
+    *,
+    clock: float | None = None,
 ) -> Authorised | Refusal | Challenge:
     """Decide which account an INVITE belongs to, challenge it, or refuse it.
 
-    ``now`` is the engine's clock in seconds: it ages nonces and IP blocks, so it should be
-    wall-clock time when several processes share the nonce secret.
+    ``now`` is wall-clock time in seconds: it ages nonces, which processes sharing the nonce
+    secret must agree on. ``clock`` is monotonic seconds for the failure window and IP
+    blocks, so a clock step cannot lift or stretch a block (None: ``now``, for tests that
+    drive one fake clock).
     """
+    mono = now if clock is None else clock
     ip, port = source
     ip = ip.strip("[]")
     defaults = snapshot.config.defaults
@@ -160,7 +178,7 @@ def authorise(
     def fail(detail: str) -> Refusal:
         live.note_auth_failure(
             ip,
-            now,
+            mono,
             limit=defaults.auth_fail_limit,
             window=defaults.auth_fail_window,
             block_for=defaults.auth_block_time,
@@ -172,7 +190,7 @@ def authorise(
     account = _by_tech_prefix(by_ip, dialed)
     if account is not None and not account.uses_digest:
         return Authorised(account, dialed, _strip_tech_prefix(account, dialed), "ip")
-    if live.is_blocked(ip, now):
+    if live.is_blocked(ip, mono):
         return refuse("auth_failed", f"source {ip} is blocked after repeated failures")
     if account is None and not snapshot.digest_only:
         if by_ip:  # a known customer dialing without (or with a wrong) tech prefix

@@ -27,6 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..security.pike import Blocklist
+
 __all__ = ["AccountLimitHit", "GatewayLimitHit", "LiveState"]
 
 AccountLimitHit = Literal["max_calls", "max_cps"]
@@ -69,20 +71,20 @@ class _Counter:
         self.calls -= 1
 
 
-@dataclass(slots=True)
-class _AuthFailures:
-    times: deque[float] = field(default_factory=deque)
-    blocked_until: float = float("-inf")
-
-
 class LiveState:
-    """Counters per account and gateway, gateway up/down, auth failures and blocks per IP."""
+    """Counters per account and gateway, gateway up/down, auth failures and blocks per IP.
 
-    def __init__(self) -> None:
+    ``blocks`` is shared with the switch's ``security.SourceGuard``, so an address blocked
+    for failed authentication is dropped before parsing like one blocked by pike.
+    """
+
+    def __init__(self, blocks: Blocklist | None = None) -> None:
         self._accounts: dict[str, _Counter] = {}
         self._gateways: dict[str, _Counter] = {}
         self._down: set[str] = set()
-        self._auth: dict[str, _AuthFailures] = {}
+        #: IP -> times of its recent authentication failures.
+        self._auth: dict[str, deque[float]] = {}
+        self.blocks = blocks if blocks is not None else Blocklist()
 
     # -- accounts ----------------------------------------------------------------------
 
@@ -183,37 +185,29 @@ class LiveState:
 
         ``limit`` failures within ``window`` seconds block the IP for ``block_for`` seconds.
         """
-        if len(self._auth) >= _SWEEP_AT:
+        if ip not in self._auth and len(self._auth) >= _SWEEP_AT:
             self._sweep(now, window)
-        entry = self._auth.setdefault(ip, _AuthFailures())
-        times = entry.times
+        times = self._auth.setdefault(ip, deque())
         times.append(now)
         while times and times[0] <= now - window:
             times.popleft()
         if len(times) >= limit and block_for > 0:
-            entry.blocked_until = now + block_for
-            times.clear()
+            self.blocks.block(ip, now + block_for, now)
+            del self._auth[ip]
             return True
         return False
 
     def note_auth_success(self, ip: str) -> None:
         """A success forgives earlier failures (a phone that got its password fixed)."""
-        entry = self._auth.get(ip)
-        if entry is not None:
-            entry.times.clear()
+        self._auth.pop(ip, None)
 
     def is_blocked(self, ip: str, now: float) -> bool:
-        entry = self._auth.get(ip)
-        return entry is not None and now < entry.blocked_until
+        return self.blocks.is_blocked(ip, now)
 
     def unblock(self, ip: str) -> None:
         """An operator's override."""
         self._auth.pop(ip, None)
+        self.blocks.unblock(ip)
 
     def _sweep(self, now: float, window: float) -> None:
-        for ip in [
-            ip
-            for ip, e in self._auth.items()
-            if now >= e.blocked_until and (not e.times or e.times[-1] <= now - window)
-        ]:
-            del self._auth[ip]
+        self._auth = {ip: t for ip, t in self._auth.items() if t and t[-1] > now - window}

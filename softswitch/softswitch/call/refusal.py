@@ -45,6 +45,7 @@ END_REASONS: Final[dict[str, tuple[int, int]]] = {
     "loop_detected": (482, 25),
     "too_many_hops": (483, 25),
     "invalid_request": (400, 127),
+    "message_too_large": (513, 127),  # the INVITE as forwarded would exceed 64 KiB
     "system_shutdown": (503, 41),  # SIGTERM drain: no new calls
     "internal_error": (500, 41),
     # The gateways' answers.
@@ -72,6 +73,7 @@ PUBLIC_TEXT: Final[dict[str, str]] = {
     "loop_detected": "loop detected",
     "too_many_hops": "too many hops",
     "invalid_request": "bad request",
+    "message_too_large": "message too large",
     "system_shutdown": "service shutting down",
     "internal_error": "temporary failure",
     "busy": "user busy",

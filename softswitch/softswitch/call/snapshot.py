@@ -2,14 +2,15 @@
 
 A call takes the current ``Snapshot`` when its INVITE arrives and keeps it to the end, so a
 SIGHUP reload (which builds a new one and swaps a single reference) never changes the rules
-under a call in progress. Building it is where rate decks are read: a bad row becomes a
-``ConfigError`` naming the deck file, line and column, and the switch keeps its old snapshot.
+under a call in progress. Building it is where rate decks are read: every bad row of every
+deck becomes a problem of one ``ConfigError`` naming the deck file, line and column, and the
+switch keeps its old snapshot. ``deck_problems`` gives the same list for ``check-config``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -17,7 +18,7 @@ import lcr
 
 from ..config import Account, Config, ConfigError, ConfigProblem, Gateway
 
-__all__ = ["Snapshot", "SourceIndex", "build_snapshot"]
+__all__ = ["Snapshot", "SourceIndex", "build_snapshot", "deck_problems"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -95,30 +96,57 @@ class Snapshot:
         return self.sources.lookup(ip, port)
 
 
-def _load_decks(config: Config) -> tuple[dict[str, lcr.RateDeck], list[ConfigProblem]]:
+def _deck_problem(e: lcr.DeckError, spec_file: str, key: str) -> ConfigProblem:
+    return ConfigProblem(e.path or spec_file, key, e.reason, line=e.line or None, column=e.column)
+
+
+def _load_decks(
+    config: Config, skip: Collection[int] = ()
+) -> tuple[dict[str, lcr.RateDeck], list[ConfigProblem]]:
+    """Every deck not in ``skip`` (indexes), read whole: its bad rows are all problems."""
     decks: dict[str, lcr.RateDeck] = {}
     problems: list[ConfigProblem] = []
     for i, spec in enumerate(config.rate_decks):
+        if i in skip:
+            continue
         key = f"rate_decks[{i}]"
         try:
-            decks[spec.id] = lcr.RateDeck.from_csv(spec.file, **spec.from_csv_kwargs())
-        except lcr.DeckError as e:
-            problems.append(
-                ConfigProblem(
-                    e.path or str(spec.file),
-                    key,
-                    e.reason,
-                    line=e.line or None,
-                    column=e.column,
-                )
-            )
+            deck = lcr.RateDeck.from_csv(spec.file, strict=False, **spec.from_csv_kwargs())
+        except lcr.DeckError as e:  # the file as a whole: its header, a missing column
+            problems.append(_deck_problem(e, str(spec.file), key))
+            continue
         except OSError as e:
             problems.append(
                 ConfigProblem(config.source, f"{key}.file", f"cannot read {spec.file}: {e}")
             )
+            continue
         except (lcr.LcrError, ValueError, TypeError) as e:
             problems.append(ConfigProblem(config.source, key, str(e)))
+            continue
+        problems.extend(
+            _deck_problem(e, str(spec.file), key)
+            if isinstance(e, lcr.DeckError)
+            else ConfigProblem(str(spec.file), key, str(e))
+            for e in deck.errors
+        )
+        decks[spec.id] = deck
     return decks, problems
+
+
+def deck_problems(config: Config, known: Iterable[ConfigProblem] = ()) -> list[ConfigProblem]:
+    """Every bad row of every deck of ``config`` (and whatever stops a deck loading at all).
+
+    ``config`` may be the partial one of a ``ConfigError`` (``check-config`` lists its
+    problems and the decks' in one run): decks with a problem among ``known`` under their
+    own key are skipped, since their settings (or file) are not what the operator meant.
+    """
+    known_keys = [p.key for p in known]
+    skip = {
+        i
+        for i in range(len(config.rate_decks))
+        if any(k == f"rate_decks[{i}]" or k.startswith(f"rate_decks[{i}].") for k in known_keys)
+    }
+    return _load_decks(config, skip)[1]
 
 
 def _targets(config: Config, gateway_ids: tuple[str, ...]) -> list[lcr.Target]:
@@ -153,6 +181,8 @@ def _build_tables(
             if r.plan == plan
         ]
         used = {t.deck for e in entries for t in e.targets if t.deck is not None}
+        if not used <= decks.keys():
+            continue  # a deck that did not load: already a problem
         try:
             tables[plan] = lcr.RouteTable(entries, {d: decks[d] for d in used})
         except (lcr.LcrError, ValueError, TypeError) as e:
@@ -164,13 +194,13 @@ def _build_tables(
 def build_snapshot(config: Config) -> Snapshot:
     """Load every deck and build every routing table; ``ConfigError`` lists all problems.
 
-    The config's own references were checked by ``load_config``; this adds the deck rows
-    (file, line, column from ``lcr.DeckError``) and anything ``lcr.RouteTable`` refuses.
+    The config's own references were checked by ``load_config``; this adds every bad deck
+    row (file, line, column from ``lcr.DeckError``) and anything ``lcr.RouteTable`` refuses.
+    One bad row refuses the whole snapshot: a start or reload never runs on part of a deck.
     """
     decks, problems = _load_decks(config)
-    if problems:
-        raise ConfigError(problems)
-    tables, problems = _build_tables(config, decks)
+    tables, table_problems = _build_tables(config, decks)
+    problems += table_problems
     if problems:
         raise ConfigError(problems)
     return Snapshot(

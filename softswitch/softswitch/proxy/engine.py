@@ -27,6 +27,7 @@ from typing import Protocol
 
 from softswitch.call.refusal import Refusal, q850_for_status, refuse
 from softswitch.deadline import DeadlineTimer
+from softswitch.security import Screen
 from softswitch.sip import (
     Request,
     Response,
@@ -52,7 +53,15 @@ from softswitch.sip.transaction import (
     TransactionOutput,
     TransportFailure,
 )
-from softswitch.transport import Address, Flow, Limits, Transport, TransportLayer
+from softswitch.transport import (
+    Address,
+    Flow,
+    Limits,
+    MalformedHandler,
+    SourceFilter,
+    Transport,
+    TransportLayer,
+)
 
 from . import forward
 from .calls import Admission, Attempt, Branch, Call, Phase, Target
@@ -107,6 +116,8 @@ class Reply:
 class CallPolicy(Protocol):
     """What the engine asks the pipeline; ``proxy.pipeline.Pipeline`` implements it."""
 
+    def screen(self, request: Request, flow: Flow) -> Screen | None: ...
+
     def admit(self, request: Request, flow: Flow, now: float) -> Admission | Reply: ...
 
     def next_target(self, call: Call, now: float) -> Target | Reply | None: ...
@@ -160,12 +171,16 @@ class Engine:
         timers: TimerConfig | None = None,
         limits: Limits | None = None,
         user_agent: str = "softswitch",
+        source_filter: SourceFilter | None = None,
+        on_malformed: MalformedHandler | None = None,
     ) -> None:
         self.policy = policy
         self.user_agent = user_agent
         self.transport = TransportLayer(
             self._on_message,
             limits=limits if limits is not None else Limits(udp_receive_buffer=UDP_RECEIVE_BUFFER),
+            source_filter=source_filter,
+            on_malformed=on_malformed,
         )
         self.transactions = TransactionLayer(timers)
         self.stats = _Stats()
@@ -254,6 +269,8 @@ class Engine:
             self._on_cancel(message, flow, now)
         elif message.to_tag is not None:
             self._in_dialog(message, flow, now)
+        elif self._screened(message, flow):
+            return
         elif method == "INVITE":
             self._on_invite(message, flow, now)
         elif method == "OPTIONS":
@@ -263,6 +280,19 @@ class Engine:
             if tx is not None:
                 status = 405 if method in ("REGISTER", "SUBSCRIBE", "MESSAGE") else 481
                 self._respond(tx, Response.for_request(message, status, headers=[("Allow", ALLOW)]))
+
+    def _screened(self, request: Request, flow: Flow) -> bool:
+        """A request that belongs to no call in progress, from a source the policy will not
+        spend state on: answered once without a transaction, or dropped. True if so."""
+        screen = self.policy.screen(request, flow)
+        if screen is None:
+            return False
+        if screen.status is not None:
+            response = Response.for_request(
+                request, screen.status, to_tag=make_tag(), headers=screen.headers
+            )
+            self.transport.send_response(response, flow)
+        return True
 
     def _server(self, request: Request, flow: Flow, now: float) -> ServerTransaction | None:
         try:
@@ -377,7 +407,7 @@ class Engine:
             self._give_up(call)
             return
         try:
-            choice = self.policy.next_target(call, time.time())
+            choice = self.policy.next_target(call, time.monotonic())
         except Exception:
             logger.exception("gateway selection failed", extra={"call_id": call.call_id})
             choice = Reply.of(refuse("internal_error", "selection failed; see the log"))
@@ -433,6 +463,14 @@ class Engine:
         branch.flow = flow
         try:
             request = self._branch_request(call, target, flow)
+            size = len(bytes(request))
+            if size > self.transport.limits.max_message_size:
+                # Every gateway would get the same message: no fail-over, 513 at once.
+                branch.attempt.outcome = "message_too_large"
+                self._finish_branch(branch, None)
+                detail = f"{size} bytes to forward, over {self.transport.limits.max_message_size}"
+                self._fail_call(call, Reply.of(refuse("message_too_large", detail)))
+                return
             tx, outputs = self.transactions.send_request(
                 request, self._now(), reliable=flow.transport is Transport.TCP, peer=flow
             )
@@ -713,10 +751,12 @@ class Engine:
 
     def _in_dialog(self, request: Request, flow: Flow, now: float) -> None:
         """BYE, re-INVITE, UPDATE, INFO ... from either side, relayed to the other side."""
+        call, from_caller = self._find_dialog(request)
+        if call is None and self._screened(request, flow):
+            return
         tx = self._server(request, flow, now)
         if tx is None:
             return
-        call, from_caller = self._find_dialog(request)
         if call is None or call.callee_flow is None:
             self._respond(tx, Response.for_request(request, 481))
             return
@@ -758,6 +798,8 @@ class Engine:
 
     def _on_cancel(self, cancel: Request, flow: Flow, now: float) -> None:
         invite_tx = self.transactions.match_cancel(cancel)
+        if invite_tx is None and self._screened(cancel, flow):
+            return
         tx = self._server(cancel, flow, now)
         if tx is None:
             return

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from softswitch.call.authorise import Challenge, authorise
+from softswitch.call.authorise import Challenge, authorise, has_credentials
 from softswitch.call.limits import check_limits
 from softswitch.call.live import LiveState
 from softswitch.call.normalise import normalise
@@ -39,6 +41,7 @@ from softswitch.call.select import admit_gateway, select_gateways
 from softswitch.call.snapshot import Snapshot
 from softswitch.cdr import CdrSink
 from softswitch.config import Account, Gateway
+from softswitch.security import Screen, SourceGuard, gateway_addresses
 from softswitch.sip import Request
 from softswitch.sip.digest import DigestAuthenticator
 from softswitch.transport import Flow, Transport
@@ -76,8 +79,15 @@ class CallContext:
     claimed: dict[str, Gateway] = field(default_factory=dict)
 
 
+def _customer_rule(snapshot: Snapshot) -> Callable[[str, int], bool]:
+    def customer(ip: str, port: int) -> bool:
+        return bool(snapshot.accounts_for_source(ip, port))
+
+    return customer
+
+
 class Pipeline:
-    """The policy behind ``engine.CallPolicy``. ``snapshot`` is swapped whole on reload."""
+    """The policy behind ``engine.CallPolicy``. Swap the snapshot with :meth:`use`."""
 
     def __init__(
         self,
@@ -85,27 +95,58 @@ class Pipeline:
         live: LiveState,
         nonces: DigestAuthenticator,
         cdrs: CdrSink,
+        guard: SourceGuard | None = None,
     ) -> None:
-        self.snapshot = snapshot
         self.live = live
         self.nonces = nonces
         self.cdrs = cdrs
         self.draining = False
+        self.guard = guard or SourceGuard(snapshot.config.security, blocks=live.blocks)
+        self.snapshot = snapshot
+        self.use(snapshot)
+
+    def use(self, snapshot: Snapshot) -> None:
+        """Take a new snapshot (start, reload): new calls follow it, calls in progress keep
+        theirs, and the guard learns the new known sources and ``[security]``."""
+        gateways = gateway_addresses([g.host for g in snapshot.config.gateways])
+        self.guard.configure(snapshot.config.security, _customer_rule(snapshot), gateways)
+        self.snapshot = snapshot
+
+    # -- before any state: strangers are answered statelessly --------------------------------
+
+    def screen(self, request: Request, flow: Flow) -> Screen | None:
+        """``SourceGuard.screen`` with this snapshot's realm and digest challenge."""
+        snapshot = self.snapshot
+        realm = snapshot.config.server.realm
+
+        def challenge() -> list[tuple[str, str]]:
+            return [("Proxy-Authenticate", v) for v in self.nonces.challenges(time.time())]
+
+        return self.guard.screen(
+            request,
+            flow.remote,
+            has_credentials=lambda r: has_credentials(r, realm),
+            challenge=challenge if snapshot.digest_only else None,
+        )
 
     # -- stages 2-5: admit a new INVITE ---------------------------------------------------
 
     def admit(self, request: Request, flow: Flow, now: float) -> Admission | Reply:
+        """``now`` is wall-clock time (nonces, rating); live counters run on a monotonic clock."""
         snapshot = self.snapshot  # this call's rules, whatever a reload does meanwhile
         if self.draining:
             return reply(refuse("system_shutdown", "SIGTERM: draining calls"))
+        mono = time.monotonic()
 
         # 2. authorise
-        who = authorise(snapshot, request, flow.remote, self.live, now, self.nonces)
+        who = authorise(snapshot, request, flow.remote, self.live, now, self.nonces, clock=mono)
         if isinstance(who, Challenge):
             return Reply(who.status, headers=tuple(who.headers()), end_reason="", cdr=False)
         if isinstance(who, Refusal):
             return reply(who)
         account = who.account
+        if who.method == "digest":
+            self.guard.trust(flow.remote[0])
 
         # 3. normalise
         number = normalise(account, who.number)
@@ -113,7 +154,7 @@ class Pipeline:
             return reply(number, account_id=account.id)
 
         # 4. limits (counts the call against the account when it passes)
-        refusal = check_limits(account, number, self.live, now)
+        refusal = check_limits(account, number, self.live, mono)
         if refusal is not None:
             return reply(refusal, account_id=account.id)
 
@@ -125,7 +166,7 @@ class Pipeline:
             return reply(plan, account_id=account.id)
 
         # 6. select: fail fast when no candidate can take a call now
-        usable, skipped = select_gateways(snapshot, plan, self.live, now)
+        usable, skipped = select_gateways(snapshot, plan, self.live, mono)
         if not usable:
             self.live.account_release(account.id)
             detail = ", ".join(f"{g}: {why}" for g, why in skipped)
@@ -157,6 +198,7 @@ class Pipeline:
     # -- stage 6: the next gateway, claimed -----------------------------------------------
 
     def next_target(self, call: Call, now: float) -> Target | Reply | None:
+        """``now`` is monotonic seconds (the gateways' CPS windows)."""
         context = _context(call)
         candidates = context.plan.candidates
         while context.next_index < len(candidates):
@@ -224,6 +266,12 @@ class Pipeline:
         context.claimed.clear()
 
     def account_refusal(self, request: Request, flow: Flow, refused: Reply, now: float) -> None:
+        """A CDR when the source is a customer's address or the refusal names an account;
+        a stranger's refusal (a failed digest guess, say) is only counted, never a row."""
+        ip, port = flow.remote
+        if refused.account_id is None and not self.snapshot.accounts_for_source(ip, port):
+            self.guard.refusals.note(ip, refused.end_reason, time.monotonic())
+            return
         self.cdrs.enqueue(refusal_cdr(request, flow, refused, now))
 
 

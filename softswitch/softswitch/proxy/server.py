@@ -26,10 +26,10 @@ from softswitch.call.live import LiveState
 from softswitch.call.snapshot import Snapshot, build_snapshot
 from softswitch.cdr import CdrStore
 from softswitch.config import Config, ConfigError, load_config
-from softswitch.transport import Transport
+from softswitch.transport import Limits, Transport
 
 from .collector import quiet_collector, restore_collector
-from .engine import Engine
+from .engine import UDP_RECEIVE_BUFFER, Engine
 from .pipeline import Pipeline
 from .probe import Prober, ProbeTarget
 
@@ -68,14 +68,45 @@ class Switch:
         self.cdrs = CdrStore(config.server.database)
         nonces = make_authenticator(config, os.urandom(32))
         self.pipeline = Pipeline(snapshot, self.live, nonces, self.cdrs)
-        self.engine = Engine(self.pipeline, user_agent=f"softswitch/{__version__}")
+        guard = self.pipeline.guard
+        self.engine = Engine(
+            self.pipeline,
+            limits=transport_limits(config),
+            user_agent=f"softswitch/{__version__}",
+            source_filter=guard.packet,
+            on_malformed=lambda source, reason: guard.refusals.note(
+                source[0], "malformed", guard.clock()
+            ),
+        )
         self.prober = Prober(self.engine.options, self.live.mark_gateway)
         self._reloading: asyncio.Task[bool] | None = None
 
     async def start(self, listen: Sequence[str]) -> None:
+        """Listen on every address, then start probing; warn about a config that refuses all.
+
+        An address that cannot be bound raises ``OSError`` whose message names it, e.g.
+        ``cannot listen on udp:127.0.0.1:5060: address already in use``.
+        """
+        for warning in self.config.warnings():
+            logger.warning("%s", warning)
         for item in listen:
             transport, addr = _listen_item(item)
-            bound = await self.engine.listen(transport, addr)
+            try:
+                bound = await self.engine.listen(transport, addr)
+            except OSError as exc:
+                # The reason from the errno ("address already in use"), which uvloop keeps
+                # on the cause; the loop's own wording repeats the address less clearly.
+                errors = (exc, exc.__cause__, exc.__context__)
+                coded = [e for e in errors if isinstance(e, OSError) and e.errno]
+                first = coded[0] if coded else exc
+                if first.errno and first.errno > 0:
+                    reason = os.strerror(first.errno)
+                else:  # socket.gaierror: a resolver code, not an errno
+                    reason = first.strerror or str(first)
+                reason = reason[:1].lower() + reason[1:]
+                shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+                where = f"{transport.name.lower()}:{shown}:{addr[1]}"
+                raise OSError(f"cannot listen on {where}: {reason}") from exc
             host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             print(
                 f"softswitch: listening on {transport.name.lower()}:{host}:{bound[1]}", flush=True
@@ -94,7 +125,7 @@ class Switch:
             logger.error("reload refused, keeping the running configuration:\n%s", exc)
             return False
         self.config = config
-        self.pipeline.snapshot = snapshot  # the one assignment calls see
+        self.pipeline.use(snapshot)  # the one assignment calls see
         self.prober.start(probe_targets(snapshot))
         logger.warning("configuration reloaded from %s", path)
         print("softswitch: reloaded", flush=True)
@@ -110,6 +141,18 @@ class Switch:
         await self.prober.stop()
         await self.engine.close()
         self.cdrs.close()
+
+
+def transport_limits(config: Config) -> Limits:
+    """``[server]``'s TCP caps and timeouts as the transport's limits (read at start)."""
+    server = config.server
+    return Limits(
+        udp_receive_buffer=UDP_RECEIVE_BUFFER,
+        max_connections=server.tcp_max_connections,
+        max_connections_per_ip=server.tcp_max_per_ip,
+        idle_timeout=server.tcp_idle_timeout,
+        header_timeout=server.tcp_header_timeout,
+    )
 
 
 def _load(path: Path) -> tuple[Config, Snapshot]:

@@ -18,6 +18,7 @@ import pytest
 from softswitch.proxy import engine as engine_module
 from softswitch.proxy.calls import Admission, Call, Target
 from softswitch.proxy.engine import Engine, Reply
+from softswitch.security import Screen
 from softswitch.sip import Request, Response, parse_message
 from softswitch.sip.timers import TimerConfig
 from softswitch.transport import Flow, Transport
@@ -71,6 +72,9 @@ class Policy:
 
     gateways: list[int]
     calls: list[Call] = field(default_factory=list)
+
+    def screen(self, request: Request, flow: Flow) -> Screen | None:
+        return None
 
     def admit(self, request: Request, flow: Flow, now: float) -> Admission | Reply:
         return Admission("acct", "441234567", "441234567", 10.0, 5, 10.0)

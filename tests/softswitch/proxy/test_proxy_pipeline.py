@@ -130,7 +130,10 @@ def call_for(request: Request, admission: Admission, now: float) -> Call:
     )
 
 
-def test_unknown_source_is_refused_with_a_cdr(pipeline: tuple[Pipeline, Sink]) -> None:
+def test_unknown_source_is_refused_and_counted_not_recorded(
+    pipeline: tuple[Pipeline, Sink],
+) -> None:
+    """A stranger's refusal is a counter per source and reason, never a CDR row."""
     p, sink = pipeline
     now = time.time()
     request = invite()
@@ -139,8 +142,27 @@ def test_unknown_source_is_refused_with_a_cdr(pipeline: tuple[Pipeline, Sink]) -
     assert (decision.status, decision.end_reason) == (403, "auth_failed")
     assert any(name == "Reason" for name, _ in decision.headers)
     p.account_refusal(request, flow("203.0.113.9"), decision, now)
+    assert sink.records == []
+    assert p.guard.refusals.by_source() == {"203.0.113.9": {"auth_failed": 1}}
+
+
+def test_unknown_source_is_screened_statelessly(pipeline: tuple[Pipeline, Sink]) -> None:
+    """Before any transaction: a stranger's INVITE gets one 403, a known source goes on."""
+    p, _ = pipeline
+    screen = p.screen(invite(), flow("203.0.113.9"))
+    assert screen is not None
+    assert (screen.status, screen.why) == (403, "unknown_source")
+    assert p.screen(invite(), flow()) is None
+
+
+def test_a_refusal_from_a_customer_address_is_recorded(pipeline: tuple[Pipeline, Sink]) -> None:
+    p, sink = pipeline
+    now = time.time()
+    request = invite()
+    refused = Reply(403, end_reason="auth_failed")
+    p.account_refusal(request, flow(), refused, now)
     (cdr,) = sink.records
-    assert (cdr.end_reason, cdr.status, cdr.q850) == ("auth_failed", 403, 21)
+    assert (cdr.end_reason, cdr.status) == ("auth_failed", 403)
 
 
 def test_admitted_call_hunts_in_lcr_order_with_rewritten_uris(

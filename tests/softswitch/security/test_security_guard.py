@@ -1,0 +1,178 @@
+"""The guard's two questions: parse this packet at all, and keep state for this request?"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from softswitch.config import SecurityConfig
+from softswitch.security import SourceGuard
+from softswitch.sip import Request, parse_message
+
+CUSTOMER = ("198.51.100.10", 5060)
+GATEWAY = ("198.51.100.20", 5060)
+STRANGER = ("203.0.113.66", 5060)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_guard(clock: Clock, **security: object) -> SourceGuard:
+    config = dataclasses.replace(SecurityConfig(), **security)  # type: ignore[arg-type]
+    return SourceGuard(
+        config,
+        customer=lambda ip, port: ip == CUSTOMER[0],
+        gateways=frozenset({GATEWAY[0]}),
+        clock=clock,
+    )
+
+
+def request(method: str = "INVITE", *, agent: str | None = None, auth: bool = False) -> Request:
+    lines = [
+        f"{method} sip:441234567@192.0.2.1 SIP/2.0",
+        "Via: SIP/2.0/UDP 203.0.113.66;branch=z9hG4bK1",
+        "Max-Forwards: 70",
+        "From: <sip:a@203.0.113.66>;tag=1",
+        "To: <sip:441234567@192.0.2.1>",
+        "Call-ID: guard-test",
+        f"CSeq: 1 {method}",
+    ]
+    if agent is not None:
+        lines.append(f"User-Agent: {agent}")
+    if auth:
+        lines.append('Proxy-Authorization: Digest username="u", realm="softswitch", nonce="n"')
+    lines += ["Content-Length: 0", "", ""]
+    message = parse_message("\r\n".join(lines).encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def no_credentials(request: Request) -> bool:
+    return False
+
+
+def test_pike_blocks_a_stranger_over_the_rate_and_drops_it_before_parsing() -> None:
+    clock = Clock()
+    guard = make_guard(clock, pike_rate=10, pike_window=1.0, block_time=60.0)
+    assert all(guard.packet(STRANGER) for _ in range(10))
+    assert not guard.packet(STRANGER)  # the 11th: blocked, dropped (blocked_source = drop)
+    assert not guard.packet(STRANGER)
+    assert guard.refusals.totals["blocked"] == 1
+    clock.now += 60.0
+    assert guard.packet(STRANGER)  # the block has expired
+
+
+def test_known_sources_are_never_counted_by_pike() -> None:
+    guard = make_guard(Clock(), pike_rate=10)
+    assert all(guard.packet(CUSTOMER) for _ in range(1000))
+    assert all(guard.packet(GATEWAY) for _ in range(1000))
+    assert len(guard.pike) == 0
+
+
+def test_a_blocked_customer_address_still_gets_through() -> None:
+    """A block must not let whoever spoofs a customer's address cut the customer off."""
+    guard = make_guard(Clock())
+    guard.block(CUSTOMER[0], "test")
+    assert guard.packet(CUSTOMER)
+    assert guard.screen(request(), CUSTOMER, has_credentials=no_credentials, challenge=None) is None
+
+
+def test_blocked_source_reply_answers_403_once() -> None:
+    clock = Clock()
+    guard = make_guard(clock, blocked_source="reply")
+    guard.block(STRANGER[0], "test")
+    assert guard.packet(STRANGER)  # parsed, so that the screen can answer it
+    screen = guard.screen(request(), STRANGER, has_credentials=no_credentials, challenge=None)
+    assert screen is not None
+    assert (screen.status, screen.why) == (403, "blocked")
+
+
+def test_a_stranger_gets_a_stateless_403_or_nothing() -> None:
+    guard = make_guard(Clock())
+    screen = guard.screen(request(), STRANGER, has_credentials=no_credentials, challenge=None)
+    assert screen is not None
+    assert (screen.status, screen.why) == (403, "unknown_source")
+    quiet = make_guard(Clock(), unknown_source="drop")
+    dropped = quiet.screen(request(), STRANGER, has_credentials=no_credentials, challenge=None)
+    assert dropped is not None
+    assert dropped.status is None
+
+
+def test_a_gateway_may_ping_but_not_place_calls() -> None:
+    guard = make_guard(Clock())
+    options = guard.screen(
+        request("OPTIONS"), GATEWAY, has_credentials=no_credentials, challenge=None
+    )
+    assert options is None
+    invite = guard.screen(request(), GATEWAY, has_credentials=no_credentials, challenge=None)
+    assert invite is not None
+    assert invite.status == 403
+
+
+def test_digest_strangers_are_challenged_statelessly_and_credentials_go_on() -> None:
+    guard = make_guard(Clock())
+
+    def challenge() -> list[tuple[str, str]]:
+        return [("Proxy-Authenticate", 'Digest realm="softswitch", nonce="x"')]
+
+    screen = guard.screen(request(), STRANGER, has_credentials=no_credentials, challenge=challenge)
+    assert screen is not None
+    assert (screen.status, screen.headers) == (407, tuple(challenge()))
+    assert guard.challenges == 1
+    assert guard.refusals.totals == {}  # a challenge is not a refusal
+    with_credentials = guard.screen(
+        request(auth=True), STRANGER, has_credentials=lambda r: True, challenge=challenge
+    )
+    assert with_credentials is None
+
+
+def test_an_address_that_passed_digest_is_a_customer_for_an_hour() -> None:
+    clock = Clock()
+    guard = make_guard(clock, pike_rate=5)
+    guard.trust(STRANGER[0])
+    assert all(guard.packet(STRANGER) for _ in range(100))
+    bye = guard.screen(request("BYE"), STRANGER, has_credentials=no_credentials, challenge=None)
+    assert bye is None
+    clock.now += 3601
+    assert not guard.is_customer(*STRANGER, clock.now)
+
+
+@pytest.mark.parametrize(
+    "agent", ["friendly-scanner", "sipvicious 0.3", "SIPCLI/v1.8", "pplsip", "sipsak 0.9.8"]
+)
+def test_scanner_user_agents_are_dropped_and_blocked(agent: str) -> None:
+    guard = make_guard(Clock())
+    screen = guard.screen(
+        request("OPTIONS", agent=agent), STRANGER, has_credentials=no_credentials, challenge=None
+    )
+    assert screen is not None
+    assert (screen.status, screen.why) == (None, "scanner")
+    assert not guard.packet(STRANGER)  # blocked: the next packet is not even parsed
+
+
+def test_scanner_names_from_a_customer_are_not_dropped() -> None:
+    guard = make_guard(Clock())
+    screen = guard.screen(
+        request(agent="sipsak 0.9.8"), CUSTOMER, has_credentials=no_credentials, challenge=None
+    )
+    assert screen is None
+
+
+def test_reconfigure_keeps_blocks_and_takes_the_new_rate() -> None:
+    clock = Clock()
+    guard = make_guard(clock, pike_rate=100)
+    guard.block(STRANGER[0], "test")
+    guard.configure(
+        dataclasses.replace(SecurityConfig(), pike_rate=3),
+        lambda ip, port: False,
+        frozenset(),
+    )
+    assert not guard.packet(STRANGER)
+    assert guard.pike.rate == 3
+    assert not guard.is_known(*CUSTOMER, clock.now)  # the new rule: no customers
