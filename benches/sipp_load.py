@@ -226,7 +226,21 @@ strategy = "lcr"
     return path
 
 
-def ladder(label: str, workdir: Path, target: int, uas_port: int, args: argparse.Namespace) -> int:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ladder(
+    label: str,
+    workdir: Path,
+    target: int,
+    uas_port: int,
+    args: argparse.Namespace,
+    pid: int | None = None,
+) -> int:
+    """Step up the rates until one fails; ``pid``: the switch, whose CPU per call is shown."""
     best = 0
     for rate in args.rates:
         uas = sipp(
@@ -243,14 +257,20 @@ def ladder(label: str, workdir: Path, target: int, uas_port: int, args: argparse
             ],
         )
         time.sleep(0.3)
+        cpu_before = process_cpu(pid) if pid is not None else 0.0
         try:
             step = run_step(workdir, target, uas_port, rate, args)
         finally:
             stop(uas)
+        cpu = ""
+        if pid is not None and step.ok:
+            # The switch's CPU over the step (calls' tails included) per call carried.
+            cpu = f"  {(process_cpu(pid) - cpu_before) / step.ok * 1e3:.2f} ms CPU/call"
         verdict = "pass" if step.passed else "FAIL"
         print(
             f"{label:>8} {rate:>6} cps: {step.ok:>7} ok {step.failed:>6} failed "
-            f"({step.failed_ratio:.3%}) {step.retransmissions:>6} retransmissions  {verdict}",
+            f"({step.failed_ratio:.3%}) {step.retransmissions:>6} retransmissions  {verdict}"
+            f"{cpu}",
             flush=True,
         )
         if not step.passed:
@@ -298,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                     print((workdir / "switch.log").read_text(), file=sys.stderr)
                     return 1
             print(line.decode().strip(), flush=True)
-            through = ladder("switch", workdir, switch_port, uas_port, args)
+            through = ladder("switch", workdir, switch_port, uas_port, args, switch.pid)
         finally:
             switch.send_signal(signal.SIGTERM)
             try:

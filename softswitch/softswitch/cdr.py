@@ -13,6 +13,15 @@ commits whatever has queued up in one transaction (group commit), so under load 
 share one fsync and at low load each is committed within a millisecond or so of ``write``.
 ``write_async`` awaits that acknowledgement from asyncio without blocking the loop.
 
+Calls in progress when the process dies. At the answer the switch queues a ``CallStart``
+(the CDR as known at the 2xx, and the decks that rate it); the writer commits it with the
+next group commit, into ``open_calls``, referencing this process's row in ``switch_runs``.
+The writer refreshes that row's ``heartbeat_at`` every ``heartbeat_interval`` seconds (one
+UPDATE per process, not per call). The CDR of an answered call deletes its ``open_calls`` row
+in the transaction that inserts the CDR, so a crash leaves each call either open or recorded,
+never both. At start-up ``recover`` closes every row left open by a dead run with end reason
+``system_failure``, ended (and billed) at that run's last heartbeat.
+
 Only the store touches SQLite; the rest of the switch sees the ``CdrSink`` protocol, so a
 PostgreSQL store can replace it later.
 """
@@ -22,14 +31,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import json
 import logging
 import math
+import os
 import queue
+import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from decimal import Decimal
@@ -41,17 +55,22 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "AttemptRecord",
+    "CallStart",
     "CdrAttempt",
     "CdrRecord",
     "CdrSink",
     "CdrStore",
+    "Rater",
+    "RecoveredRun",
     "query_file",
     "write_csv",
 ]
 
 logger = logging.getLogger("softswitch.cdr")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this switch opens (and upgrades to ``SCHEMA_VERSION``): 1 lacks the run tables.
+_READABLE_VERSIONS = (0, 1, SCHEMA_VERSION)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cdrs (
@@ -85,6 +104,33 @@ CREATE TABLE IF NOT EXISTS cdrs (
 );
 CREATE INDEX IF NOT EXISTS cdrs_invite_at ON cdrs (invite_at);
 CREATE INDEX IF NOT EXISTS cdrs_call_id ON cdrs (call_id);
+
+CREATE TABLE IF NOT EXISTS switch_runs (
+    run_id             TEXT    PRIMARY KEY,
+    host               TEXT    NOT NULL,
+    pid                INTEGER NOT NULL,
+    started_at         TEXT    NOT NULL,
+    heartbeat_at       TEXT    NOT NULL,
+    heartbeat_interval REAL    NOT NULL,
+    stopped_at         TEXT,
+    recovered_at       TEXT,
+    recovered_calls    INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS open_calls (
+    id         INTEGER PRIMARY KEY,
+    run_id     TEXT    NOT NULL REFERENCES switch_runs (run_id),
+    call_id    TEXT    NOT NULL,
+    answer_at  TEXT    NOT NULL,
+    account_id TEXT,
+    gateway_id TEXT,
+    sell_deck    TEXT,
+    buy_deck     TEXT,
+    max_duration REAL,
+    record       TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS open_calls_key ON open_calls (call_id, answer_at);
+CREATE INDEX IF NOT EXISTS open_calls_run ON open_calls (run_id);
 """
 
 #: Columns in table (and CSV) order, without the surrogate ``id``.
@@ -331,12 +377,54 @@ def write_csv(records: Iterable[CdrRecord], out: TextIO) -> int:
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CallStart:
+    """The durable mark of an answered call: written at the 2xx, deleted with its CDR.
+
+    ``cdr`` is the call's record as known at the answer and as it must read if the process
+    dies before the call ends: end reason ``system_failure``, no end yet (``end_at`` is the
+    answer), no costs. ``sell_deck`` and ``buy_deck`` are the decks that rate it (the
+    account's and the answering gateway's), so a later run can bill the call without the live
+    ``Call``: see ``CdrStore.recover``; ``max_duration`` (seconds) caps what it bills, as
+    the switch would have cut the call there. The call's CDR closes it by its key, the Call-ID
+    and the answer time (``CdrRecord.call_id``, ``CdrRecord.answer_at``).
+    """
+
+    cdr: CdrRecord
+    sell_deck: str | None = None
+    buy_deck: str | None = None
+    max_duration: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cdr.answer_at is None:
+            raise ValueError(f"call {self.cdr.call_id!r}: a call start needs an answer time")
+
+
+#: ``(deck id, number, start, billed seconds) -> cost``: how recovery rates a call, as the
+#: switch does (``call.billing.deck_cost`` with the start-up snapshot). None: unknown.
+Rater = Callable[[str | None, str, dt.datetime, int], Decimal | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredRun:
+    """A dead run whose open calls ``CdrStore.recover`` closed (``calls`` of them)."""
+
+    run_id: str
+    host: str
+    pid: int
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    calls: int
+
+
 class CdrSink(Protocol):
     """What the switch needs from a CDR store (SQLite now, PostgreSQL later)."""
 
     def write(self, record: CdrRecord) -> Future[None]: ...
 
     def enqueue(self, record: CdrRecord) -> None: ...
+
+    def open_call(self, start: CallStart) -> None: ...
 
     def query(
         self,
@@ -352,19 +440,45 @@ class CdrSink(Protocol):
     def close(self) -> None: ...
 
 
-#: Rows per multi-row INSERT (26 columns each: well under SQLite's 999 bound variables).
+#: Rows per multi-row statement (26 columns each: well under SQLite's 999 bound variables).
 _ROWS_PER_INSERT = 32
-_ROW_PLACEHOLDERS = "(" + ", ".join("?" * len(CSV_COLUMNS)) + ")"
+_OPEN_COLUMNS = (
+    "run_id",
+    "call_id",
+    "answer_at",
+    "account_id",
+    "gateway_id",
+    "sell_deck",
+    "buy_deck",
+    "max_duration",
+    "record",
+)
 
 
-def _insert_rows_sql(n: int) -> str:
-    """``INSERT`` of ``n`` rows in one statement, positional parameters in column order."""
-    return f"INSERT INTO cdrs ({', '.join(CSV_COLUMNS)}) VALUES " + ", ".join(
-        [_ROW_PLACEHOLDERS] * n
+def _multi_row_sql(head: str, width: int, n: int) -> str:
+    """``head`` followed by ``n`` rows of ``width`` positional parameters."""
+    return head + ", ".join(["(" + ", ".join("?" * width) + ")"] * n)
+
+
+_INSERT_ROWS = {
+    n: _multi_row_sql(f"INSERT INTO cdrs ({', '.join(CSV_COLUMNS)}) VALUES ", len(CSV_COLUMNS), n)
+    for n in range(1, _ROWS_PER_INSERT + 1)
+}
+_INSERT_OPEN = {
+    n: _multi_row_sql(
+        f"INSERT INTO open_calls ({', '.join(_OPEN_COLUMNS)}) VALUES ", len(_OPEN_COLUMNS), n
     )
-
-
-_INSERT_ROWS = {n: _insert_rows_sql(n) for n in range(1, _ROWS_PER_INSERT + 1)}
+    for n in range(1, _ROWS_PER_INSERT + 1)
+}
+#: Close the open calls of this run named by (Call-ID, answer time) pairs; the join keeps it
+#: on the ``open_calls_key`` index (a row-value ``IN`` would scan the table).
+_CLOSE_OPEN = {
+    n: "DELETE FROM open_calls WHERE id IN (SELECT o.id FROM ("
+    + _multi_row_sql("VALUES ", 2, n)
+    + ") AS k JOIN open_calls AS o ON o.call_id = k.column1 AND o.answer_at = k.column2"
+    " AND o.run_id = ?)"
+    for n in range(1, _ROWS_PER_INSERT + 1)
+}
 
 
 def _escaped(value: object) -> object:
@@ -388,33 +502,66 @@ class _Flush:
 
 
 _STOP = object()
-_Item = tuple[CdrRecord, "Future[None] | None"] | _Flush | object
+_Item = tuple[CdrRecord, "Future[None] | None"] | CallStart | _Flush | object
+
+#: Run ids of the stores open in this process: alive whatever their pid says.
+_LIVE_RUNS: set[str] = set()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 class CdrStore:
     """SQLite CDR store (WAL, ``synchronous=FULL``) with one writer thread.
 
-    Opening creates the file and schema (errors surface here, not in the writer). Use as a
-    context manager or call ``close()``, which commits everything queued first.
+    Opening creates the file and schema (errors surface here, not in the writer) and
+    registers this process as a run in ``switch_runs``; the writer refreshes its heartbeat
+    every ``heartbeat_interval`` seconds. Use as a context manager or call ``close()``, which
+    commits everything queued first and marks the run stopped.
     """
 
-    def __init__(self, path: str | Path, *, batch_max: int = 1000) -> None:
+    def __init__(
+        self, path: str | Path, *, batch_max: int = 1000, heartbeat_interval: float = 5.0
+    ) -> None:
+        if heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be positive")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._batch_max = batch_max
+        self.heartbeat_interval = heartbeat_interval
+        self.run_id = uuid.uuid4().hex
+        self.host = socket.gethostname()
         conn = self._connect()
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in _READABLE_VERSIONS:
                 raise RuntimeError(
                     f"{self.path}: CDR schema version {version}, this switch writes "
                     f"{SCHEMA_VERSION}"
                 )
             conn.executescript(SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            started = _ts(_now())
+            conn.execute(
+                "INSERT INTO switch_runs (run_id, host, pid, started_at, heartbeat_at,"
+                " heartbeat_interval) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.run_id, self.host, os.getpid(), started, started, heartbeat_interval),
+            )
             conn.commit()
         finally:
             conn.close()
+        _LIVE_RUNS.add(self.run_id)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="cdr-writer", daemon=True)
@@ -436,7 +583,8 @@ class CdrStore:
         """Queue ``record``; the returned future completes when it is committed to disk.
 
         Never blocks. The future fails (and the record is logged in full) if the commit
-        fails, e.g. the disk is full.
+        fails, e.g. the disk is full. A record with an answer time also closes its call's
+        ``CallStart`` (same Call-ID and answer time, this run) in the same transaction.
         """
         if self._closed:
             raise RuntimeError("CdrStore is closed")
@@ -454,6 +602,17 @@ class CdrStore:
             raise RuntimeError("CdrStore is closed")
         self._queue.put((record, None))
 
+    def open_call(self, start: CallStart) -> None:
+        """Queue an answered call's durable mark (the switch's path at the 2xx).
+
+        Never blocks: committed with the writer's next group commit. The call's CDR, when it
+        is written, deletes the mark in the same transaction; if the process dies first,
+        ``recover`` in a later run turns the mark into the call's CDR.
+        """
+        if self._closed:
+            raise RuntimeError("CdrStore is closed")
+        self._queue.put(start)
+
     async def write_async(self, record: CdrRecord) -> None:
         """``write`` and wait, without blocking the event loop, until it is durable."""
         await asyncio.wrap_future(self.write(record))
@@ -469,12 +628,13 @@ class CdrStore:
         return True
 
     def close(self) -> None:
-        """Commit everything queued, stop the writer thread. Idempotent."""
+        """Commit everything queued, mark the run stopped, stop the writer. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
+        _LIVE_RUNS.discard(self.run_id)
 
     def __enter__(self) -> CdrStore:
         return self
@@ -485,28 +645,55 @@ class CdrStore:
     def _run(self) -> None:
         conn = self._connect()
         try:
+            next_beat = time.monotonic() + self.heartbeat_interval
             stop = False
             while not stop:
-                batch: list[_Item] = [self._queue.get()]
-                while len(batch) < self._batch_max:
+                batch: list[_Item] = []
+                try:
+                    wait = max(0.0, next_beat - time.monotonic())
+                    batch.append(self._queue.get(timeout=wait))
+                except queue.Empty:
+                    pass
+                while batch and len(batch) < self._batch_max:
                     try:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
                 stop = any(item is _STOP for item in batch)
-                self._commit(conn, batch)
+                if batch:
+                    self._commit(conn, batch)
+                if stop or time.monotonic() >= next_beat:
+                    self._heartbeat(conn, stopped=stop)
+                    next_beat = time.monotonic() + self.heartbeat_interval
         finally:
             conn.close()
 
+    def _heartbeat(self, conn: sqlite3.Connection, *, stopped: bool) -> None:
+        """This run's ``heartbeat_at`` (and ``stopped_at`` at a clean close) set to now."""
+        now = _ts(_now())
+        try:
+            with conn:
+                conn.execute(
+                    "UPDATE switch_runs SET heartbeat_at = ?,"
+                    " stopped_at = CASE WHEN ? THEN ? ELSE stopped_at END WHERE run_id = ?",
+                    (now, stopped, now, self.run_id),
+                )
+        except sqlite3.Error as e:
+            logger.error("cdr store heartbeat failed: %s", e)
+
     def _commit(self, conn: sqlite3.Connection, batch: Sequence[_Item]) -> None:
+        starts = [item for item in batch if isinstance(item, CallStart)]
         writes = [item for item in batch if isinstance(item, tuple)]
-        if writes:
+        if starts or writes:
             errors: list[Exception | None]
             try:
-                self._insert(conn, [record for record, _ in writes])
+                self._insert(conn, starts, [record for record, _ in writes])
                 errors = [None] * len(writes)
             except (sqlite3.Error, ValueError, TypeError):
-                # One bad record must not cost the others theirs: retry one by one.
+                # One bad record must not cost the others theirs: retry one by one, the call
+                # starts first (a call's start is always queued before its CDR).
+                for start in starts:
+                    self._insert_alone(conn, start)
                 errors = [self._insert_alone(conn, record) for record, _ in writes]
             for (_, future), error in zip(writes, errors, strict=True):
                 if future is None:
@@ -519,18 +706,23 @@ class CdrStore:
             if isinstance(item, _Flush):
                 item.future.set_result(None)
 
-    def _insert_alone(self, conn: sqlite3.Connection, record: CdrRecord) -> Exception | None:
-        """Commit one record, or log it in full and return why it could not be."""
+    def _insert_alone(
+        self, conn: sqlite3.Connection, item: CdrRecord | CallStart
+    ) -> Exception | None:
+        """Commit one record (or call start), or log it in full and return why it could not be."""
+        starts, records = ([item], []) if isinstance(item, CallStart) else ([], [item])
         try:
             try:
-                self._insert(conn, [record])
+                self._insert(conn, starts, records)
             except UnicodeEncodeError:
                 # A peer's undecodable bytes (kept as surrogates by the SIP parser) are not
                 # valid UTF-8 text: store them escaped rather than lose the record.
-                self._insert(conn, [record], escape=True)
+                self._insert(conn, starts, records, escape=True)
         except (sqlite3.Error, ValueError, TypeError) as e:
+            record = item.cdr if isinstance(item, CallStart) else item
             logger.error(
-                "cdr write failed (%s); record=%s",
+                "%s write failed (%s); record=%s",
+                "call start" if isinstance(item, CallStart) else "cdr",
                 e,
                 json.dumps(record.to_row(), default=str),
                 extra={"call_id": record.call_id},
@@ -538,23 +730,170 @@ class CdrStore:
             return e
         return None
 
-    @staticmethod
     def _insert(
-        conn: sqlite3.Connection, records: Sequence[CdrRecord], *, escape: bool = False
+        self,
+        conn: sqlite3.Connection,
+        starts: Sequence[CallStart],
+        records: Sequence[CdrRecord],
+        *,
+        escape: bool = False,
     ) -> None:
+        """One transaction: the call starts, then the CDRs, each answered CDR closing its
+        call's start. Committed (and fsynced: synchronous=FULL) on exit."""
         rows = [record.to_row() for record in records]
+        opened = [self._open_row(start) for start in starts]
         if escape:
             rows = [{k: _escaped(v) for k, v in row.items()} for row in rows]
-        with conn:  # one transaction, committed (and fsynced: synchronous=FULL) on exit
+            opened = [[_escaped(v) for v in row] for row in opened]
+        keys = [(row["call_id"], row["answer_at"]) for row in rows if row["answer_at"]]
+        with conn:
             # Many rows per statement rather than ``executemany``: sqlite3 releases the GIL
             # around every statement step, and each step's GIL hand-back stalls the event
             # loop thread; a group commit of N records now costs N/32 steps, not N.
+            for start in range(0, len(opened), _ROWS_PER_INSERT):
+                chunk = opened[start : start + _ROWS_PER_INSERT]
+                conn.execute(_INSERT_OPEN[len(chunk)], [v for row in chunk for v in row])
             for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start : start + _ROWS_PER_INSERT]
+                part = rows[start : start + _ROWS_PER_INSERT]
                 conn.execute(
-                    _INSERT_ROWS[len(chunk)],
-                    [row[column] for row in chunk for column in CSV_COLUMNS],
+                    _INSERT_ROWS[len(part)],
+                    [row[column] for row in part for column in CSV_COLUMNS],
                 )
+            for start in range(0, len(keys), _ROWS_PER_INSERT):
+                pairs = keys[start : start + _ROWS_PER_INSERT]
+                conn.execute(
+                    _CLOSE_OPEN[len(pairs)], [v for pair in pairs for v in pair] + [self.run_id]
+                )
+
+    def _open_row(self, start: CallStart) -> list[object]:
+        """``open_calls`` values in ``_OPEN_COLUMNS`` order."""
+        row = start.cdr.to_row()
+        return [
+            self.run_id,
+            row["call_id"],
+            row["answer_at"],
+            row["account_id"],
+            row["gateway_id"],
+            start.sell_deck,
+            start.buy_deck,
+            start.max_duration,
+            json.dumps(row, separators=(",", ":")),
+        ]
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def recover(self, rate: Rater | None = None) -> list[RecoveredRun]:
+        """Close every call left open by a dead run: one CDR each, in one transaction.
+
+        A run is dead when it stopped cleanly, when its heartbeat is more than three of its
+        intervals old, or when it ran on this host and its pid is gone (or is ours, reused:
+        a container restarted). Another live switch's calls on a shared file are left alone.
+        Each open call becomes a CDR with end reason ``system_failure``, ``hangup_side``
+        ``switch``, ended at its run's last heartbeat (never before the answer), and costed
+        with ``rate`` for the billed seconds at the answer time, as a normal CDR is. The
+        CDRs, the deletion of the open calls and the runs' ``recovered_at`` are one
+        transaction, so recovering twice (or crashing while recovering) never writes a CDR
+        twice. Runs in the caller's thread, on its own connection.
+        """
+        now = _now()
+        recovered: list[RecoveredRun] = []
+        conn = self._connect()
+        conn.isolation_level = None  # explicit BEGIN IMMEDIATE: one recoverer at a time
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                runs = conn.execute(
+                    "SELECT * FROM switch_runs WHERE run_id != ? AND recovered_at IS NULL"
+                    " AND (stopped_at IS NULL"
+                    " OR EXISTS (SELECT 1 FROM open_calls o WHERE o.run_id = switch_runs.run_id))",
+                    (self.run_id,),
+                ).fetchall()
+                for run in runs:
+                    if self._alive(run, now):
+                        logger.warning(
+                            "run %s (pid %s on %s) looks alive: its open calls are left to it",
+                            run["run_id"],
+                            run["pid"],
+                            run["host"],
+                        )
+                        continue
+                    recovered.append(self._recover_run(conn, run, rate, now))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+        for run in recovered:
+            if run.calls:
+                logger.warning(
+                    "closed %d calls of run %s (pid %d on %s, started %s) as system_failure,"
+                    " billed to its last heartbeat %s",
+                    run.calls,
+                    run.run_id,
+                    run.pid,
+                    run.host,
+                    _ts(run.started_at),
+                    _ts(run.heartbeat_at),
+                )
+        return recovered
+
+    def _alive(self, run: sqlite3.Row, now: dt.datetime) -> bool:
+        if run["stopped_at"] is not None:
+            return False
+        heartbeat = _parse_ts(run["heartbeat_at"])
+        stale_after = 3 * run["heartbeat_interval"]
+        if heartbeat is None or (now - heartbeat).total_seconds() > stale_after:
+            return False
+        if run["host"] != self.host:
+            return True  # another host's pids mean nothing here: trust its heartbeat
+        if run["pid"] == os.getpid():
+            return run["run_id"] in _LIVE_RUNS
+        return _pid_running(run["pid"])
+
+    def _recover_run(
+        self, conn: sqlite3.Connection, run: sqlite3.Row, rate: Rater | None, now: dt.datetime
+    ) -> RecoveredRun:
+        heartbeat = _parse_ts(run["heartbeat_at"]) or now
+        started = _parse_ts(run["started_at"]) or heartbeat
+        rows = conn.execute(
+            "SELECT * FROM open_calls WHERE run_id = ? ORDER BY id", (run["run_id"],)
+        ).fetchall()
+        records: list[CdrRecord] = []
+        for row in rows:
+            try:
+                records.append(_recovered_cdr(row, run, heartbeat, rate))
+            except (ValueError, TypeError, KeyError) as e:
+                # Unreadable (a bug or a damaged file): loud, with all that is known.
+                logger.error(
+                    "open call %s of run %s unreadable (%s), dropped; row=%s",
+                    row["call_id"],
+                    run["run_id"],
+                    e,
+                    json.dumps(dict(row), default=str),
+                    extra={"call_id": row["call_id"]},
+                )
+        # Escaped always: a call start written escaped reads back with surrogates from its JSON.
+        cdr_rows = [{k: _escaped(v) for k, v in r.to_row().items()} for r in records]
+        for start in range(0, len(cdr_rows), _ROWS_PER_INSERT):
+            part = cdr_rows[start : start + _ROWS_PER_INSERT]
+            conn.execute(
+                _INSERT_ROWS[len(part)], [row[column] for row in part for column in CSV_COLUMNS]
+            )
+        conn.execute("DELETE FROM open_calls WHERE run_id = ?", (run["run_id"],))
+        conn.execute(
+            "UPDATE switch_runs SET recovered_at = ?, recovered_calls = recovered_calls + ?"
+            " WHERE run_id = ?",
+            (_ts(now), len(records), run["run_id"]),
+        )
+        return RecoveredRun(
+            run_id=run["run_id"],
+            host=run["host"],
+            pid=run["pid"],
+            started_at=started,
+            heartbeat_at=heartbeat,
+            calls=len(records),
+        )
 
     # -- reading -----------------------------------------------------------------------
 
@@ -568,6 +907,49 @@ class CdrStore:
     ) -> list[CdrRecord]:
         """Committed CDRs with ``since <= invite_at < until``, oldest first."""
         return query_file(self.path, since, until, call_id=call_id, limit=limit)
+
+
+def _recovered_cdr(
+    row: sqlite3.Row, run: sqlite3.Row, heartbeat: dt.datetime, rate: Rater | None
+) -> CdrRecord:
+    """The CDR of a call its run's death cut: ended at the run's last heartbeat."""
+    at_answer = CdrRecord.from_row(json.loads(row["record"]))
+    answer_at = at_answer.answer_at
+    if answer_at is None:
+        raise ValueError("no answer time")
+    end_at = max(heartbeat, answer_at)  # never before the answer: duration 0, not negative
+    if row["max_duration"] is not None and row["max_duration"] > 0:
+        # The switch would have cut the call at its maximum (and billed exactly that).
+        end_at = min(end_at, answer_at + dt.timedelta(seconds=row["max_duration"]))
+    attempts = tuple(
+        dataclasses.replace(a, ended_at=end_at)
+        if a.outcome == "answered" and a.ended_at is None
+        else a
+        for a in at_answer.attempts
+    )
+    note = (
+        f"system failure: run {run['run_id']} (pid {run['pid']}) died;"
+        f" billed to its last heartbeat {_ts(heartbeat)}"
+    )
+    record = dataclasses.replace(
+        at_answer,
+        end_at=end_at,
+        duration=None,  # recomputed: answer to end, never negative
+        billsec=None,
+        attempts=attempts,
+        detail=f"{at_answer.detail}; {note}" if at_answer.detail else note,
+    )
+    if rate is not None and record.callee_normalised is not None:
+        number, billsec = record.callee_normalised, record.billsec or 0
+        try:
+            record.sell_cost = rate(row["sell_deck"], number, answer_at, billsec)
+            if record.gateway_id is not None:
+                record.buy_cost = rate(row["buy_deck"], number, answer_at, billsec)
+        except Exception:  # a costing bug must not cost us the record
+            logger.exception("costing a recovered call failed", extra={"call_id": row["call_id"]})
+            record.sell_cost = record.buy_cost = None
+            record.detail += "; costing failed, see the log"
+    return record
 
 
 def query_file(

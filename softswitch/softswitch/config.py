@@ -14,6 +14,26 @@ Money (``max_rate``, ``min_margin``) is read as ``Decimal`` (``parse_float=Decim
 float. Rate decks are only *named* here; they are loaded (and their rows checked) by
 ``softswitch.call.snapshot.build_snapshot``, which reports deck errors as ``ConfigError`` too.
 
+The sections are pydantic (v2) dataclasses, frozen, ``extra="forbid"``: the same classes
+that check the file will check and serve what a management API receives
+(``Config.model_validate``, ``model_dump``, ``model_json_schema``, defined on every section).
+They are pydantic *dataclasses* rather than ``BaseModel``s so that what their consumers do
+with them keeps working: ``dataclasses.replace`` (which validates again), positional
+construction, equality and hashing by field. (Not ``slots=True``: pydantic's validators
+would then see the class from before the slots copy, which its instances are not.)
+
+Each key's check is a small ``_Check`` in its type, in the operator's words rather than
+pydantic's; the checks across the keys of one table and the references between tables run
+in the classes' wrap validator (``_Section._validate``), and the problems of one run are
+gathered into one ``ConfigError``.
+
+A section reads two forms of input:
+
+* the *file form* (``load_config``, ``parse_config``): the TOML keys; relative paths resolve
+  against the file's folder and a gateway's ``address`` becomes its ``host`` and ``port``;
+* the *model form* (constructors, ``dataclasses.replace``, ``model_validate`` without a
+  context): the field names, as ``model_dump`` writes them.
+
 The configuration reference for operators is ``docs/configuration.md``; keep them in step.
 """
 
@@ -22,20 +42,43 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
+import difflib
 import ipaddress
 import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeAlias, cast
+
+import pydantic.dataclasses
+from pydantic import (
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ModelWrapValidatorHandler,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
+from pydantic_core import (
+    ArgsKwargs,
+    CoreSchema,
+    ErrorDetails,
+    InitErrorDetails,
+    PydanticCustomError,
+    core_schema,
+)
 
 __all__ = [
     "DEFAULT_FAILOVER_CODES",
     "DEFAULT_GC_THRESHOLD",
+    "DEFAULT_NO_ANSWER_TIMEOUT",
     "DEMO_DIR",
     "NEVER_FAILOVER",
     "Account",
@@ -51,7 +94,10 @@ __all__ = [
     "SecurityConfig",
     "ServerConfig",
     "demo_config",
+    "demo_state_dir",
+    "fails_over_on_no_answer",
     "load_config",
+    "no_answer_timeout",
     "parse_config",
     "parse_listen",
 ]
@@ -73,7 +119,7 @@ DEMO_DIR = Path(__file__).with_name("demo")
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ConfigProblem:
     """One thing wrong: where (file, key path, optional line/column) and why."""
 
@@ -122,37 +168,824 @@ class ConfigError(Exception):
 
 #: ``[server] gc_threshold``'s default; why this value: ``softswitch.proxy.collector``.
 DEFAULT_GC_THRESHOLD = 2_000_000
+#: ``[defaults] no_answer_timeout``: seconds a ringing branch may ring unanswered.
+DEFAULT_NO_ANSWER_TIMEOUT = 180.0
 
 
 # --------------------------------------------------------------------------------------
-# The frozen configuration
+# How a validation reads its input, and problems as pydantic errors
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Reading:
+    """How to read the input, passed as pydantic's ``context={"reading": ...}``.
+
+    ``base_dir`` set: the file form (TOML keys; relative paths resolve against it). None:
+    the model form (field names; paths as given). ``partial``: build what can be built,
+    leaving out (or putting a default in place of) whatever is wrong, and report nothing:
+    the configuration a ``ConfigError`` carries, and what the cross-references are checked on
+    when some key is wrong, so that one run still reports everything.
+    """
+
+    source: str = ""
+    base_dir: Path | None = None
+    partial: bool = False
+
+
+_MODEL_FORM = _Reading()
+
+
+def _reading(info: ValidationInfo) -> _Reading:
+    context = info.context
+    if isinstance(context, dict):
+        reading = context.get("reading")
+        if isinstance(reading, _Reading):
+            return reading
+    return _MODEL_FORM
+
+
+def _problem(reason: str) -> PydanticCustomError:
+    """A problem in the operator's words (the template only carries it, whatever its braces)."""
+    return PydanticCustomError("config", "{reason}", {"reason": reason})
+
+
+def _line(loc: tuple[str | int, ...], reason: str, value: object = None) -> InitErrorDetails:
+    return {"type": _problem(reason), "loc": loc, "input": value}
+
+
+def _reason(error: ErrorDetails) -> str:
+    """The operator's reason for one pydantic error (ours carry it; a few of pydantic's own
+    can still occur, for a key that is missing or one that a constructor does not take)."""
+    kind = error["type"]
+    if kind in ("missing", "missing_argument", "missing_keyword_only_argument"):
+        return "is required"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return "unknown key"
+    return error["msg"]
+
+
+def _lines(error: ValidationError) -> list[InitErrorDetails]:
+    return [_line(e["loc"], _reason(e), e.get("input")) for e in error.errors()]
+
+
+def _fail_items(title: str, lines: list[InitErrorDetails]) -> None:
+    """Raise the problems of a list's items (``lines`` located by index), if any."""
+    if lines:
+        raise ValidationError.from_exception_data(title, lines)
+
+
+def _key_path(loc: tuple[str | int, ...]) -> str:
+    """``('gateways', 1, 'address')`` as the operator writes it: ``gateways[1].address``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, int | float | Decimal):
+        return f"a number ({value})"
+    return type(value).__name__
+
+
+def _closest(name: str, known: frozenset[str]) -> str | None:
+    matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value)
+    with contextlib.suppress(RuntimeError):  # ``~nosuchuser/x``: as written, then "no such file"
+        path = path.expanduser()
+    return path if path.is_absolute() else base / path
+
+
+# --------------------------------------------------------------------------------------
+# The checks of one key, as ``Annotated`` metadata
+# --------------------------------------------------------------------------------------
+
+
+class _Check:
+    """Checks (and converts) a key's raw value in the operator's words, before the type's own
+    validation (which then always passes); ``schema`` adds to the JSON schema.
+    ``uses_reading``: the check depends on how the input is read (else it is not told)."""
+
+    __slots__ = ()
+    uses_reading: ClassVar[bool] = False
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        return {}
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        if not self.uses_reading:
+            return core_schema.no_info_before_validator_function(self.check, handler(source))
+        check = self.check
+
+        def run(value: Any, info: ValidationInfo) -> Any:
+            return check(value, _reading(info))
+
+        return core_schema.with_info_before_validator_function(run, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        out.update(self.schema())
+        return out
+
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_TECH_PREFIX_RE = re.compile(r"^[0-9*#]+$")
+_CODE_CLASS_RE = re.compile(r"[3-6]xx")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Text(_Check):
+    """A string; ``required``: not empty; ``optional``: None allowed (the model form's way
+    of leaving it out)."""
+
+    required: bool = False
+    optional: bool = False
+
+    uses_reading: ClassVar[bool] = True
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if self.required and not value and not reading.partial:
+            raise _problem("must not be empty")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ident(_Check):
+    """An ``id``: letters, digits, ``_ . -``, starting with a letter or digit."""
+
+    uses_reading: ClassVar[bool] = True
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if reading.partial:  # kept as written, so references to it are not reported again
+            return value
+        if not value:
+            raise _problem("must not be empty")
+        if not _ID_RE.match(value):
+            raise _problem(f"{value!r}: use letters, digits, '_', '.', '-'")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"pattern": _ID_RE.pattern}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Realm(_Check):
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if not value or '"' in value or "\\" in value:
+            raise _problem("must be a non-empty string without quotes or backslashes")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _TechPrefix(_Check):
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if value and not _TECH_PREFIX_RE.match(value):
+            raise _problem(f"must be digits, '*' or '#', got {value!r}")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"pattern": "^[0-9*#]*$"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Bool(_Check):
+    optional: bool = False
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, bool):
+            raise _problem(f"must be true or false, got {_type_name(value)}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Int(_Check):
+    """An integer from ``minimum`` to ``maximum``; ``limit``: 0 (or None) means no limit
+    and reads as None; ``optional``: None allowed."""
+
+    minimum: int = 0
+    maximum: int | None = None
+    limit: bool = False
+    optional: bool = False
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if value is None and (self.optional or self.limit):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _problem(f"must be an integer, got {_type_name(value)}")
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            if self.maximum is None:
+                raise _problem(f"must be >= {self.minimum}, got {value}")
+            raise _problem(f"must be between {self.minimum} and {self.maximum}, got {value}")
+        return None if self.limit and value == 0 else value
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"minimum": self.minimum}
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Seconds(_Check):
+    """A finite number of seconds, ``>= 0`` (``> 0`` when ``positive``), read as float."""
+
+    positive: bool = False
+    optional: bool = False
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if value is None and self.optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            raise _problem(f"must be a number of seconds, got {_type_name(value)}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise _problem(f"must be a finite number of seconds, got {value}")
+        if number < 0 or (self.positive and number == 0):
+            raise _problem(f"must be {'> 0' if self.positive else '>= 0'}, got {value}")
+        return number
+
+    def schema(self) -> dict[str, Any]:
+        return {"exclusiveMinimum": 0} if self.positive else {"minimum": 0}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Money(_Check):
+    """An exact amount: an integer, a TOML decimal (read as ``Decimal``) or a string of one;
+    never a binary float."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+            raise _problem(f"must be a decimal amount, got {_type_name(value)}")
+        try:
+            amount = Decimal(str(value))
+        except ArithmeticError:
+            raise _problem(f"is not a decimal amount: {value!r}") from None
+        if not amount.is_finite():
+            raise _problem(f"must be finite, got {value!r}")
+        return amount
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Digits(_Check):
+    """A string of ASCII digits (empty allowed unless ``nonempty``)."""
+
+    nonempty: bool = False
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string of digits, got {_type_name(value)}")
+        if not value and not self.nonempty:
+            return value
+        if not (value.isascii() and value.isdigit()):
+            raise _problem(f"must be digits only, got {value!r}")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"pattern": "^[0-9]+$" if self.nonempty else "^[0-9]*$"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Choice(_Check):
+    """One of ``choices``. ``listed``: the message lists them (``must be one of 'a', 'b'``);
+    otherwise the value must be a string, compared in lower case when ``lower``."""
+
+    choices: tuple[str, ...]
+    listed: bool = False
+    lower: bool = False
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if self.listed:
+            if value not in self.choices:
+                shown = ", ".join(map(repr, self.choices))
+                raise _problem(f"must be one of {shown}, got {value!r}")
+            return value
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if self.lower:
+            value = value.lower()
+        if value not in self.choices:
+            *first, last = map(repr, self.choices)
+            raise _problem(f"must be {', '.join(first)} or {last}, got {value!r}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _File(_Check):
+    """A path: relative to the configuration file's folder in the file form."""
+
+    required: bool = False
+
+    uses_reading: ClassVar[bool] = True
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if isinstance(value, Path):
+            return value
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if not value:
+            if self.required and not reading.partial:
+                raise _problem("must not be empty")
+            if self.required:
+                return Path()
+        return value if reading.base_dir is None else _resolve(reading.base_dir, value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Host(_Check):
+    """A gateway's host as written in a SIP URI: an IP address (IPv6 in brackets) or a name."""
+
+    uses_reading: ClassVar[bool] = True
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if reading.partial and not value:
+            return value
+        if value.startswith("[") and value.endswith("]"):
+            try:
+                ipaddress.IPv6Address(value[1:-1])
+            except ValueError:
+                raise _problem(f"{value[1:-1]!r} is not a valid IPv6 address") from None
+        elif ":" in value or "[" in value or "]" in value:
+            raise _problem(f"write an IPv6 address in brackets, e.g. [2001:db8::1], got {value!r}")
+        else:
+            try:
+                _check_host(value)
+            except _HostError as e:
+                raise _problem(f"{value!r} is {e}") from None
+        return value
+
+
+# -- lists ------------------------------------------------------------------------------
+
+
+def _is_list(value: object) -> bool:
+    """A TOML array (a tuple too: the model form, and ``model_dump``, write tuples)."""
+    return isinstance(value, list | tuple)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Tables(_Check):
+    """An array of tables: ``[[name]]`` at the top, an inline array (``rewrite``) inside."""
+
+    name: str | None = None
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not _is_list(value):
+            shown = f" ([[{self.name}]])" if self.name else ""
+            raise _problem(f"must be an array of tables{shown}, got {_type_name(value)}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Listen(_Check):
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not _is_list(value) or not value:
+            raise _problem("must be a non-empty list like ['udp:127.0.0.1:5060']")
+        lines: list[InitErrorDetails] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                lines.append(_line((i,), f"must be a string, got {_type_name(item)}", item))
+                continue
+            try:
+                parse_listen(item)
+            except ValueError as e:
+                lines.append(_line((i,), str(e), item))
+        _fail_items("listen", lines)
+        return tuple(value)
+
+
+_ALGORITHMS = ("MD5", "SHA-256")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Algorithms(_Check):
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not _is_list(value) or not value:
+            raise _problem("must be a non-empty list such as ['MD5'] or ['SHA-256', 'MD5']")
+        out: list[str] = []
+        lines: list[InitErrorDetails] = []
+        for i, alg in enumerate(value):
+            if not isinstance(alg, str) or alg.upper() not in _ALGORITHMS:
+                lines.append(_line((i,), f"must be 'MD5' or 'SHA-256', got {alg!r}", alg))
+            elif alg.upper() in out:
+                lines.append(_line((i,), f"{alg!r} listed twice", alg))
+            else:
+                out.append(alg.upper())
+        _fail_items("digest_algorithms", lines)
+        return tuple(out)
+
+    def schema(self) -> dict[str, Any]:
+        return {"items": {"enum": list(_ALGORITHMS)}, "minItems": 1, "uniqueItems": True}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Agents(_Check):
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not _is_list(value):
+            raise _problem(f"must be a list of strings, got {_type_name(value)}")
+        out: list[str] = []
+        lines: list[InitErrorDetails] = []
+        for i, agent in enumerate(value):
+            if not isinstance(agent, str) or not agent.strip():
+                lines.append(_line((i,), f"must be a non-empty string, got {agent!r}", agent))
+            else:
+                out.append(agent.strip().lower())
+        _fail_items("drop_user_agents", lines)
+        return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ips(_Check):
+    """An account's ``ips``: one string or a list; each item is read by ``IpRule``."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if not _is_list(value):
+            raise _problem(f"must be a list of addresses or CIDRs, got {_type_name(value)}")
+        return value
+
+
+_PREFIX = _Digits(nonempty=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Prefixes(_Check):
+    """``allow``/``deny``: a list of non-empty digit strings."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not _is_list(value):
+            raise _problem(f"must be a list of prefixes, got {_type_name(value)}")
+        lines: list[InitErrorDetails] = []
+        for i, item in enumerate(value):
+            try:
+                _PREFIX.check(item, reading)
+            except PydanticCustomError as e:
+                lines.append(_line((i,), e.message(), item))
+        _fail_items("prefixes", lines)
+        return tuple(value)
+
+    def schema(self) -> dict[str, Any]:
+        return {"items": {"type": "string", "pattern": "^[0-9]+$"}}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Codes(_Check):
+    """A failover list: integers 300-699 and class patterns such as ``"5xx"``."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if isinstance(value, set | frozenset):  # the model form: already expanded
+            value = sorted(value, key=str)
+        if not _is_list(value):
+            raise _problem(f"must be a list of SIP codes, got {_type_name(value)}")
+        out: set[int] = set()
+        lines: list[InitErrorDetails] = []
+        for i, item in enumerate(value):
+            if isinstance(item, str) and _CODE_CLASS_RE.fullmatch(item.lower()):
+                base = int(item[0]) * 100
+                out.update(c for c in range(base, base + 100) if c not in NEVER_FAILOVER)
+            elif isinstance(item, bool) or not isinstance(item, int):
+                why = f"must be a SIP code (e.g. 503) or a class ('5xx'), got {item!r}"
+                lines.append(_line((i,), why, item))
+            elif not 300 <= item <= 699:
+                lines.append(_line((i,), f"{item} is not a final failure code (300-699)", item))
+            elif item in NEVER_FAILOVER:
+                why = f"{item} is an answer from the callee or caller, never failed over"
+                lines.append(_line((i,), why, item))
+            else:
+                out.add(item)
+        _fail_items("failover_codes", lines)
+        return frozenset(out)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _GatewayIds(_Check):
+    """A route's ``gateways``: a non-empty list of ids, none twice."""
+
+    uses_reading: ClassVar[bool] = True
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not _is_list(value) or (not value and not reading.partial):
+            raise _problem("must be a non-empty list of gateway ids")
+        out: list[str] = []
+        lines: list[InitErrorDetails] = []
+        for i, gw in enumerate(value):
+            if not isinstance(gw, str):
+                lines.append(_line((i,), f"must be a gateway id, got {_type_name(gw)}", gw))
+            elif gw in out:
+                lines.append(_line((i,), f"gateway {gw!r} listed twice", gw))
+            else:
+                out.append(gw)
+        _fail_items("gateways", lines)
+        return tuple(out)
+
+
+_DECK_COLUMNS = frozenset(
+    {
+        "prefix",
+        "destination",
+        "rate",
+        "connect_fee",
+        "initial_increment",
+        "subsequent_increment",
+        "effective_from",
+        "effective_to",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Columns(_Check):
+    """A deck's ``columns``: a table from deck field to header name or 0-based index, kept
+    as a tuple of pairs (hashable); the model form may give the pairs."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if _is_list(value):
+            try:
+                value = dict(value)
+            except (TypeError, ValueError):
+                raise _problem("must be a table of column names") from None
+        if not isinstance(value, dict):
+            raise _problem(f"must be a table, got {_type_name(value)}")
+        out: list[tuple[str, str | int]] = []
+        lines: list[InitErrorDetails] = []
+        for name, column in value.items():
+            if name not in _DECK_COLUMNS:
+                known = ", ".join(sorted(_DECK_COLUMNS))
+                lines.append(_line((name,), f"unknown deck column (known: {known})", column))
+            elif isinstance(column, bool) or not isinstance(column, str | int):
+                why = f"must be a header name or a 0-based index, got {_type_name(column)}"
+                lines.append(_line((name,), why, column))
+            else:
+                out.append((name, column))
+        _fail_items("columns", lines)
+        return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Delimiter(_Check):
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if len(value) != 1:
+            raise _problem(f"must be one character, got {value!r}")
+        return value
+
+
+# The keys' types, by what they mean. ``Annotated[T, check]``: the check reads the raw value.
+_Str = Annotated[str, _Text()]
+_RequiredStr = Annotated[str, _Text(required=True)]
+_OptStr = Annotated[str | None, _Text(optional=True)]
+_Id = Annotated[str, _Ident()]
+_Flag = Annotated[bool, _Bool()]
+_OptFlag = Annotated[bool | None, _Bool(optional=True)]
+_Count = Annotated[int, _Int(0)]
+_AtLeastOne = Annotated[int, _Int(1)]
+_Limit = Annotated[int | None, _Int(0, limit=True)]
+_OptCount = Annotated[int | None, _Int(0, optional=True)]
+_Port = Annotated[int, _Int(1, 65535)]
+_Secs = Annotated[float, _Seconds()]
+_PositiveSecs = Annotated[float, _Seconds(positive=True)]
+_OptPositiveSecs = Annotated[float | None, _Seconds(positive=True, optional=True)]
+_Amount = Annotated[Decimal | None, _Money()]
+_DigitStr = Annotated[str, _Digits()]
+_PrefixList = Annotated[tuple[str, ...], _Prefixes()]
+_CodeSet = Annotated[frozenset[int], _Codes()]
+
+
+# --------------------------------------------------------------------------------------
+# The sections
+# --------------------------------------------------------------------------------------
+
+_MODEL_CONFIG = ConfigDict(extra="forbid")
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+_INIT_FIELDS: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+    return adapter
+
+
+def _init_fields(cls: type[Any]) -> tuple[str, ...]:
+    """The fields a section's constructor takes, in order."""
+    names = _INIT_FIELDS.get(cls)
+    if names is None:
+        names = _INIT_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+    return names
+
+
+def _partial(cls: type[Any], data: dict[str, Any], handler: ModelWrapValidatorHandler[Any]) -> Any:
+    """As much of the section as can be read: every key that is wrong is left out (a bad
+    item of a list only that item), and a required one is replaced by its placeholder."""
+    placeholders: Mapping[str, object] = getattr(cls, "_PLACEHOLDERS", {})
+    for _ in range(8):
+        for name, value in placeholders.items():
+            data.setdefault(name, value)
+        try:
+            return handler(data)
+        except ValidationError as e:
+            bad_items: dict[str, set[int]] = {}
+            changed = False
+            for error in e.errors():
+                loc = error["loc"]
+                if not loc or not isinstance(loc[0], str) or loc[0] not in data:
+                    continue
+                name = loc[0]
+                if len(loc) > 1 and isinstance(loc[1], int) and _is_list(data[name]):
+                    bad_items.setdefault(name, set()).add(loc[1])
+                else:
+                    del data[name]
+                    changed = True
+            for name, bad in bad_items.items():
+                if name in data:
+                    data[name] = [v for i, v in enumerate(data[name]) if i not in bad]
+                    changed = True
+            if not changed:
+                raise
+    return handler(data)
+
+
+class _Section:
+    """What every section shares: the wrap validator that reads a table in either form and
+    gathers its problems, and the model API (``model_validate``, ``model_dump``,
+    ``model_json_schema``: ``BaseModel``'s names, for the management API)."""
+
+    __slots__ = ()
+
+    #: The TOML keys of the file form, where they are not the field names.
+    _FILE_KEYS: ClassVar[frozenset[str] | None] = None
+    #: What a partial read puts in place of a required key that is missing or wrong.
+    _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {}
+
+    @classmethod
+    def _keys(cls, raw: Mapping[str, Any], reading: _Reading) -> frozenset[str]:
+        if reading.base_dir is not None and cls._FILE_KEYS is not None:
+            return cls._FILE_KEYS
+        return frozenset(_init_fields(cls))
+
+    @classmethod
+    def _from_value(cls, value: Any, reading: _Reading) -> dict[str, Any]:
+        """The table for a value that is not one: a problem (an empty table when partial)."""
+        if reading.partial:
+            return {}
+        raise _problem(f"must be a table, got {_type_name(value)}")
+
+    @classmethod
+    def _prepare(
+        cls, data: dict[str, Any], reading: _Reading, problems: list[InitErrorDetails]
+    ) -> None:
+        """Turn the keys read into the fields' input (in place), noting what is wrong."""
+
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        """Problems across the keys of ``raw``; ``obj`` is None when a key is wrong."""
+        return []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
+        if isinstance(data, cls):
+            return handler(data)
+        reading = _reading(info)
+        if isinstance(data, ArgsKwargs):  # a constructor call, or ``dataclasses.replace``
+            names = _init_fields(cls)
+            if len(data.args) > len(names):
+                raise _problem(f"takes at most {len(names)} positional arguments")
+            data = {**dict(zip(names, data.args, strict=False)), **(data.kwargs or {})}
+        elif not isinstance(data, Mapping):
+            data = cls._from_value(data, reading)
+        raw: dict[str, Any] = dict(data)
+        problems: list[InitErrorDetails] = []
+        known = cls._keys(raw, reading)
+        if known.issuperset(raw):
+            data = dict(raw)
+        else:
+            data = {}
+            for name, value in raw.items():
+                if name in known:
+                    data[name] = value
+                    continue
+                hint = _closest(str(name), known)
+                reason = "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+                problems.append(_line((str(name),), reason, value))
+        cls._prepare(data, reading, problems)
+        if reading.partial:
+            return _partial(cls, data, handler)
+        obj = None
+        try:
+            obj = handler(data)
+        except ValidationError as e:
+            problems.extend(_lines(e))
+        problems.extend(cls._check(raw, obj, reading, info.context))
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return obj
+
+    # -- the model API ------------------------------------------------------------------
+
+    @classmethod
+    def model_validate(cls, data: Any, *, context: dict[str, Any] | None = None) -> Self:
+        """Validate the model form (field names, as ``model_dump`` writes them)."""
+        return cast(Self, _adapter(cls).validate_python(data, context=context))
+
+    @classmethod
+    def model_validate_json(cls, data: str | bytes) -> Self:
+        return cast(Self, _adapter(cls).validate_json(data))
+
+    def model_dump(
+        self, *, mode: Literal["python", "json"] = "python", exclude_defaults: bool = False
+    ) -> dict[str, Any]:
+        out = _adapter(type(self)).dump_python(self, mode=mode, exclude_defaults=exclude_defaults)
+        return cast(dict[str, Any], out)
+
+    def model_dump_json(self, *, indent: int | None = None) -> str:
+        return _adapter(type(self)).dump_json(self, indent=indent).decode()
+
+    @classmethod
+    def model_json_schema(
+        cls, mode: Literal["validation", "serialization"] = "validation"
+    ) -> dict[str, Any]:
+        return _adapter(cls).json_schema(mode=mode)
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class ServerConfig(_Section):
     """``[server]``: where to listen, where CDRs go, and the digest realm."""
 
-    listen: tuple[str, ...] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+    listen: Annotated[tuple[str, ...], _Listen()] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
     #: SQLite file for CDRs (relative paths are relative to the config file).
-    database: Path = Path("cdr.sqlite")
+    database: Annotated[Path, _File()] = Path("cdr.sqlite")
     #: Digest realm offered in 407 challenges.
-    realm: str = "softswitch"
+    realm: Annotated[str, _Realm()] = "softswitch"
     #: Seconds a SIGTERM waits for calls in progress before stopping.
-    drain_timeout: float = 30.0
+    drain_timeout: _Secs = 30.0
     #: Digest algorithms offered in a 407, one challenge each, preferred first (RFC 8760).
-    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    #: MD5 only by default: many phones and SIPp 3.6 read only the first challenge and
+    #: know only MD5, so offering SHA-256 first locks them out.
+    digest_algorithms: Annotated[tuple[str, ...], _Algorithms()] = ("MD5",)
     #: Net growth in live objects that triggers a reference-cycle pass (``proxy.collector``).
-    gc_threshold: int = DEFAULT_GC_THRESHOLD
+    gc_threshold: Annotated[int, _Int(10_000)] = DEFAULT_GC_THRESHOLD
     #: Open TCP connections, all peers together; more are refused at accept.
-    tcp_max_connections: int = 1024
+    tcp_max_connections: _AtLeastOne = 1024
     #: Open TCP connections from one source IP.
-    tcp_max_per_ip: int = 64
+    tcp_max_per_ip: _AtLeastOne = 64
     #: Seconds a TCP connection may carry no complete message before it is closed.
-    tcp_idle_timeout: float = 600.0
+    tcp_idle_timeout: _PositiveSecs = 600.0
     #: Seconds from the first byte of a message to the end of its header section: a peer
     #: that trickles a header byte by byte is cut off here, whatever the idle timeout says.
-    tcp_header_timeout: float = 5.0
+    tcp_header_timeout: _PositiveSecs = 5.0
+
+    @classmethod
+    def _prepare(
+        cls, data: dict[str, Any], reading: _Reading, problems: list[InitErrorDetails]
+    ) -> None:
+        if reading.base_dir is not None:  # the default is relative to the file too
+            data.setdefault("database", "cdr.sqlite")
 
 
 #: User-Agent fragments of the SIP scanners that sweep the internet (sipvicious and its
@@ -175,8 +1008,8 @@ DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SecurityConfig:
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class SecurityConfig(_Section):
     """``[security]``: what a public SIP port does with strangers (``softswitch.security``).
 
     Sources that match an account's ``ips`` or a gateway's address are *known*: pike never
@@ -185,48 +1018,64 @@ class SecurityConfig:
 
     #: Requests from one unknown source within ``pike_window`` seconds that block it
     #: (Kamailio's pike); 0 turns the limit off.
-    pike_rate: int = 400
-    pike_window: float = 1.0
+    pike_rate: _Count = 400
+    pike_window: _PositiveSecs = 1.0
     #: Seconds a source blocked by pike or a scanner User-Agent stays blocked.
-    block_time: float = 300.0
+    block_time: _Secs = 300.0
     #: Requests whose User-Agent contains one of these (case-insensitive) are dropped and
     #: their source blocked.
-    drop_user_agents: tuple[str, ...] = DEFAULT_SCANNER_AGENTS
+    drop_user_agents: Annotated[tuple[str, ...], _Agents()] = DEFAULT_SCANNER_AGENTS
     #: A request from a blocked source: ``drop`` silently, or ``reply`` with one stateless 403.
-    blocked_source: Literal["drop", "reply"] = "drop"
+    blocked_source: Annotated[Literal["drop", "reply"], _Choice(("drop", "reply"), listed=True)] = (
+        "drop"
+    )
     #: A request from a source no account matches (and without credentials for our realm):
     #: ``reply`` with one stateless 403 (or 407 when digest accounts exist), or ``drop``.
-    unknown_source: Literal["reply", "drop"] = "reply"
+    unknown_source: Annotated[Literal["reply", "drop"], _Choice(("reply", "drop"), listed=True)] = (
+        "reply"
+    )
     #: Seconds between two log lines about one source's refused requests.
-    log_interval: float = 60.0
+    log_interval: _PositiveSecs = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Defaults:
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class Defaults(_Section):
     """``[defaults]``: what applies when an account or gateway does not say."""
 
-    failover_codes: frozenset[int] = DEFAULT_FAILOVER_CODES
+    failover_codes: _CodeSet = DEFAULT_FAILOVER_CODES
     #: Seconds to wait for a provisional (1xx) response before trying the next gateway.
-    setup_timeout: float = 5.0
+    setup_timeout: _PositiveSecs = 5.0
     #: Longest answered call in seconds before the switch hangs up both sides; 0 = no limit.
-    max_duration: int = 7200
+    max_duration: _Count = 7200
     #: Most gateways tried for one call.
-    max_attempts: int = 5
+    max_attempts: _AtLeastOne = 5
     #: Seconds from the INVITE after which no new gateway is tried (whole-call budget).
-    call_budget: float = 30.0
+    call_budget: _PositiveSecs = 30.0
     #: Failed authentications from one IP within ``auth_fail_window`` that block it.
-    auth_fail_limit: int = 5
-    auth_fail_window: float = 60.0
+    auth_fail_limit: _AtLeastOne = 5
+    auth_fail_window: _PositiveSecs = 60.0
     #: Seconds an IP stays blocked.
-    auth_block_time: float = 300.0
+    auth_block_time: _Secs = 300.0
+    #: Seconds a ringing branch (from its first 18x) may ring unanswered before it is
+    #: cancelled; gateways inherit it, an account may shorten it (``no_answer_timeout()``).
+    no_answer_timeout: _PositiveSecs = DEFAULT_NO_ANSWER_TIMEOUT
+    #: Whether a branch that rang unanswered fails over to the next gateway (rather than
+    #: ending the call 480); true here, on the gateway or on the account: it does.
+    failover_on_no_answer: _Flag = False
+    #: Seconds an answered call waits for the caller's ACK before the switch hangs up both
+    #: sides with end reason ``no_ack`` (RFC 3261 13.3.1.4: 64*T1).
+    ack_timeout: _PositiveSecs = 32.0
 
 
-@dataclass(frozen=True, slots=True)
-class IpRule:
-    """One entry of an account's ``ips``: an address or CIDR, optionally one source port."""
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class IpRule(_Section):
+    """One entry of an account's ``ips``: an address or CIDR, optionally one source port.
+
+    The file form is a string (``"192.0.2.0/24"``, ``"[2001:db8::1]:5060"``).
+    """
 
     network: IPNetwork
-    port: int | None = None
+    port: Annotated[int | None, _Int(1, 65535, optional=True)] = None
 
     def matches(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
         return ip in self.network and (self.port is None or self.port == port)
@@ -237,51 +1086,116 @@ class IpRule:
             return net
         return f"[{net}]:{self.port}" if self.network.version == 6 else f"{net}:{self.port}"
 
+    @classmethod
+    def _from_value(cls, value: Any, reading: _Reading) -> dict[str, Any]:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        try:
+            network, port = _parse_ip_rule(value)
+        except ValueError as e:
+            raise _problem(f"{value!r}: {e}") from None
+        return {"network": network, "port": port}
 
-@dataclass(frozen=True, slots=True)
-class RewriteRule:
+
+_REGEX_KEYS = frozenset({"match", "replace"})
+_PREFIX_KEYS = frozenset({"prefix", "strip", "add"})
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class RewriteRule(_Section):
     """One number rewrite rule of an account (see ``softswitch.call.normalise``).
 
     ``kind="regex"``: ``re.sub(match, replace, number, count=1)``.
     ``kind="prefix"``: if the number starts with ``prefix``, drop ``strip`` leading digits
-    and put ``add`` in front.
+    and put ``add`` in front. The file form has no ``kind``: ``match`` makes a regex rule,
+    ``prefix``/``strip``/``add`` a prefix rule.
     """
 
-    kind: RewriteKind
-    match: str = ""
-    replace: str = ""
-    prefix: str = ""
-    strip: int = 0
-    add: str = ""
-    pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    kind: Annotated[RewriteKind, _Choice(("regex", "prefix"))]
+    match: _Str = ""
+    replace: _Str = ""
+    prefix: _DigitStr = ""
+    strip: _Count = 0
+    add: _DigitStr = ""
+    #: ``match`` compiled (regex rules), at construction.
+    pattern: Annotated[SkipJsonSchema[re.Pattern[str] | None], Field(exclude=True)] = (
+        dataclasses.field(default=None, init=False, compare=False, repr=False)
+    )
+
+    def __post_init__(self) -> None:
+        compiled = re.compile(self.match) if self.kind == "regex" else None
+        object.__setattr__(self, "pattern", compiled)
+
+    @classmethod
+    def _keys(cls, raw: Mapping[str, Any], reading: _Reading) -> frozenset[str]:
+        if reading.base_dir is None:
+            return frozenset(_init_fields(cls))
+        if "match" in raw:
+            return _REGEX_KEYS
+        if raw.keys() & _PREFIX_KEYS:
+            return _PREFIX_KEYS
+        return frozenset(raw)  # neither form: that is the problem, not its keys
+
+    @classmethod
+    def _prepare(
+        cls, data: dict[str, Any], reading: _Reading, problems: list[InitErrorDetails]
+    ) -> None:
+        if "kind" not in data:
+            if "match" in data:
+                data["kind"] = "regex"
+            elif data.keys() & _PREFIX_KEYS:
+                data["kind"] = "prefix"
+            elif reading.partial:
+                raise _problem("needs either match/replace or prefix/strip/add")
+            else:
+                problems.append(_line((), "needs either match/replace or prefix/strip/add"))
+                data.clear()
+                data["kind"] = "prefix"
+        match, replace = data.get("match", ""), data.get("replace", "")
+        if data["kind"] == "regex" and isinstance(match, str) and isinstance(replace, str):
+            try:
+                re.compile(match).sub(replace, "0")  # a bad back-reference only shows when used
+            except re.error as e:
+                reason = f"bad regular expression or replacement: {e}"
+                if reading.partial:
+                    raise _problem(reason) from None
+                problems.append(_line(("match",), reason, match))
+                data["match"] = ""  # the rule is refused; this only keeps it constructible
 
 
-@dataclass(frozen=True, slots=True)
-class Account:
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class Account(_Section):
     """``[[accounts]]``: a customer ("mapping gateway" in VOS3000 terms).
 
     How it authenticates follows from what is set: ``ips`` only = by source address,
     ``username`` only = by digest, both = both are required.
     """
 
-    id: str
-    routing_plan: str
-    ips: tuple[IpRule, ...] = ()
-    username: str | None = None
-    password: str | None = None
-    tech_prefix: str = ""
-    rate_deck: str | None = None
+    id: _Id
+    routing_plan: _RequiredStr
+    ips: Annotated[tuple[IpRule, ...], _Ips()] = ()
+    username: Annotated[str | None, _Text(required=True, optional=True)] = None
+    password: _OptStr = None
+    tech_prefix: Annotated[str, _TechPrefix()] = ""
+    rate_deck: _OptStr = None
     #: Concurrent calls; None = unlimited.
-    max_calls: int | None = None
+    max_calls: _Limit = None
     #: New calls per second; None = unlimited.
-    max_cps: int | None = None
+    max_cps: _Limit = None
     #: Longest answered call in seconds; None = the default, 0 = no limit.
-    max_duration: int | None = None
-    enabled: bool = True
-    rewrite: tuple[RewriteRule, ...] = ()
+    max_duration: _OptCount = None
+    enabled: _Flag = True
+    rewrite: Annotated[tuple[RewriteRule, ...], _Tables()] = ()
     #: Destination prefixes allowed (empty = all) and denied (checked first).
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
+    allow: _PrefixList = ()
+    deny: _PrefixList = ()
+    #: Seconds its calls may ring unanswered on a branch; None = not set. The shortest of
+    #: this and the gateway's applies (``no_answer_timeout()``).
+    no_answer_timeout: _OptPositiveSecs = None
+    #: None = not set; true = its calls fail over when a branch rings unanswered.
+    failover_on_no_answer: _OptFlag = None
+
+    _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "routing_plan": ""}
 
     @property
     def uses_ip(self) -> bool:
@@ -291,52 +1205,122 @@ class Account:
     def uses_digest(self) -> bool:
         return self.username is not None
 
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        lines: list[InitErrorDetails] = []
+        username, password = raw.get("username"), raw.get("password")
+        if (username is None) != (password is None):
+            lines.append(_line(("password",) if username else ("username",), "set both or neither"))
+        if not raw.get("ips") and username is None:
+            reason = "needs ips, username/password, or both, to authenticate its calls"
+            lines.append(_line((), reason))
+        return lines
 
-@dataclass(frozen=True, slots=True)
-class Gateway:
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class Gateway(_Section):
     """``[[gateways]]``: a carrier's termination point ("routing gateway").
 
     ``host`` is as written in a SIP URI (an IPv6 address keeps its brackets); ``address``
-    is the socket form.
+    is the socket form. The file form has ``address = "host:port"`` instead of the two.
     """
 
-    id: str
-    host: str
-    port: int = 5060
-    transport: Literal["udp", "tcp"] = "udp"
-    rate_deck: str | None = None
+    id: _Id
+    host: Annotated[str, _Host()]
+    port: _Port = 5060
+    transport: Annotated[Literal["udp", "tcp"], _Choice(("udp", "tcp"), lower=True)] = "udp"
+    rate_deck: _OptStr = None
     #: Concurrent calls; None = unlimited.
-    capacity: int | None = None
-    max_cps: int | None = None
-    strip_digits: int = 0
-    add_prefix: str = ""
-    priority: int = 0
-    weight: int = 1
+    capacity: _Limit = None
+    max_cps: _Limit = None
+    strip_digits: Annotated[int, _Int(0, 32)] = 0
+    #: Put in front of the number sent; a carrier's own routing prefix may hold '*' or '#'.
+    add_prefix: Annotated[str, _TechPrefix()] = ""
+    priority: Annotated[int, _Int(-(2**31), 2**31 - 1)] = 0
+    weight: Annotated[int, _Int(0, 2**31 - 1)] = 1
     #: Resolved at load: the gateway's own list, else ``[defaults] failover_codes``.
-    failover_codes: frozenset[int] = DEFAULT_FAILOVER_CODES
+    failover_codes: _CodeSet = DEFAULT_FAILOVER_CODES
     #: Resolved at load: seconds to wait for a 1xx before failing over.
-    setup_timeout: float = 5.0
+    setup_timeout: _PositiveSecs = 5.0
     #: OPTIONS probe interval in seconds; 0 = not probed (always considered up).
-    probe: float = 0.0
-    enabled: bool = True
+    probe: _Secs = 0.0
+    enabled: _Flag = True
+    #: Resolved at load: seconds a branch may ring unanswered (its own, else the default).
+    no_answer_timeout: _PositiveSecs = DEFAULT_NO_ANSWER_TIMEOUT
+    #: None = not set; true = a branch here that rings unanswered fails over.
+    failover_on_no_answer: _OptFlag = None
+
+    _FILE_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {
+            "id",
+            "address",
+            "transport",
+            "rate_deck",
+            "capacity",
+            "max_cps",
+            "strip_digits",
+            "add_prefix",
+            "priority",
+            "weight",
+            "failover_codes",
+            "setup_timeout",
+            "probe",
+            "enabled",
+            "no_answer_timeout",
+            "failover_on_no_answer",
+        }
+    )
+    _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "host": ""}
 
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) for a socket: an IPv6 host without its brackets."""
         return (self.host.strip("[]"), self.port)
 
+    @classmethod
+    def _prepare(
+        cls, data: dict[str, Any], reading: _Reading, problems: list[InitErrorDetails]
+    ) -> None:
+        if reading.base_dir is None:
+            return
+        # A host that passes its own check, only while the address has a problem (so the
+        # gateway is refused anyway, and the problem is not named twice).
+        host, port = "" if reading.partial else "invalid.", 5060
+        if "address" not in data:
+            problems.append(_line(("address",), "is required"))
+        else:
+            address = data.pop("address")
+            if not isinstance(address, str):
+                reason = f"must be a string, got {_type_name(address)}"
+                problems.append(_line(("address",), reason, address))
+            elif not address:
+                problems.append(_line(("address",), "must not be empty", address))
+            else:
+                try:
+                    host, port = _parse_hostport(address)
+                except _HostError as e:
+                    problems.append(_line(("address",), f"{address!r}: {e}", address))
+                except ValueError as e:
+                    reason = f"{address!r}: {e} (expected host:port)"
+                    problems.append(_line(("address",), reason, address))
+        data["host"], data["port"] = host, port
 
-@dataclass(frozen=True, slots=True)
-class DeckSpec:
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class DeckSpec(_Section):
     """``[[rate_decks]]``: a CSV deck and how to read it (``lcr.RateDeck.from_csv`` args)."""
 
-    id: str
-    file: Path
-    columns: tuple[tuple[str, str | int], ...] = ()
-    precision: int = 6
-    rounding: Literal["up", "down", "half_up"] = "up"
-    delimiter: str = ","
-    has_header: bool = True
+    id: _Id
+    file: Annotated[Path, _File(required=True)]
+    columns: Annotated[tuple[tuple[str, str | int], ...], _Columns()] = ()
+    precision: Annotated[int, _Int(0, 9)] = 6
+    rounding: Annotated[Literal["up", "down", "half_up"], _Choice(("up", "down", "half_up"))] = "up"
+    delimiter: Annotated[str, _Delimiter()] = ","
+    has_header: _Flag = True
+
+    _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "file": ""}
 
     def from_csv_kwargs(self) -> dict[str, Any]:
         return {
@@ -348,31 +1332,49 @@ class DeckSpec:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class Route(_Section):
     """``[[routes]]``: in routing plan ``plan``, numbers starting ``prefix`` use ``gateways``."""
 
-    plan: str
-    prefix: str
-    gateways: tuple[str, ...]
-    strategy: Literal["lcr", "priority", "weight"] = "lcr"
-    carry_through: bool = False
-    max_rate: Decimal | None = None
-    min_margin: Decimal | None = None
+    plan: _RequiredStr
+    prefix: _DigitStr
+    gateways: Annotated[tuple[str, ...], _GatewayIds()]
+    strategy: Annotated[
+        Literal["lcr", "priority", "weight"], _Choice(("lcr", "priority", "weight"))
+    ] = "lcr"
+    carry_through: _Flag = False
+    max_rate: _Amount = None
+    min_margin: _Amount = None
+
+    _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"plan": "", "prefix": "", "gateways": ()}
+
+    @classmethod
+    def _prepare(
+        cls, data: dict[str, Any], reading: _Reading, problems: list[InitErrorDetails]
+    ) -> None:
+        if reading.base_dir is not None:
+            data.setdefault("prefix", "")  # the file form's default: every number
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+_SECTIONS = frozenset(
+    {"server", "defaults", "security", "accounts", "gateways", "rate_decks", "routes"}
+)
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class Config(_Section):
     """The whole file, validated. ``source`` is the file it came from (for messages)."""
 
-    source: str
-    server: ServerConfig
-    defaults: Defaults
-    accounts: tuple[Account, ...]
-    gateways: tuple[Gateway, ...]
-    rate_decks: tuple[DeckSpec, ...]
-    routes: tuple[Route, ...]
+    source: _Str
+    server: ServerConfig = ServerConfig()
+    defaults: Defaults = Defaults()
     security: SecurityConfig = SecurityConfig()
+    accounts: Annotated[tuple[Account, ...], _Tables("accounts")] = ()
+    gateways: Annotated[tuple[Gateway, ...], _Tables("gateways")] = ()
+    rate_decks: Annotated[tuple[DeckSpec, ...], _Tables("rate_decks")] = ()
+    routes: Annotated[tuple[Route, ...], _Tables("routes")] = ()
+
+    _FILE_KEYS: ClassVar[frozenset[str] | None] = _SECTIONS
 
     @property
     def plans(self) -> tuple[str, ...]:
@@ -398,231 +1400,240 @@ class Config:
             return [ConfigProblem(self.source, "", "no accounts: every call will be refused")]
         return []
 
+    @classmethod
+    def _prepare(
+        cls, data: dict[str, Any], reading: _Reading, problems: list[InitErrorDetails]
+    ) -> None:
+        if reading.base_dir is not None:
+            data["source"] = reading.source
+            data.setdefault("server", {})  # for its defaults that are relative to the file
+        # A gateway's failover_codes, setup_timeout and no_answer_timeout default to
+        # [defaults]' (as far as they are valid: their own problems are reported there).
+        raw_defaults = data.get("defaults", {})
+        defaults = raw_defaults if isinstance(raw_defaults, Defaults) else Defaults()
+        if not isinstance(raw_defaults, Defaults):
+            partial = {"reading": dataclasses.replace(reading, partial=True)}
+            with contextlib.suppress(ValidationError):
+                defaults = _adapter(Defaults).validate_python(raw_defaults, context=partial)
+        gateways = data.get("gateways")
+        if isinstance(gateways, list | tuple):
+            inherited = {
+                "failover_codes": defaults.failover_codes,
+                "setup_timeout": defaults.setup_timeout,
+                "no_answer_timeout": defaults.no_answer_timeout,
+            }
+            data["gateways"] = [
+                {**inherited, **g} if isinstance(g, Mapping) else g for g in gateways
+            ]
+
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        """The references between sections, checked on the partial configuration when some
+        key is wrong (so that one run reports everything), which is kept in ``context``."""
+        if obj is None:
+            try:
+                partial = {"reading": dataclasses.replace(reading, partial=True)}
+                obj = _adapter(Config).validate_python(raw, context=partial)
+            except ValidationError:
+                return []
+        if isinstance(context, dict):
+            context["config"] = obj
+        return _cross_references(obj)
+
+
+def _cross_references(cfg: Config) -> list[InitErrorDetails]:
+    lines: list[InitErrorDetails] = []
+
+    def fail(loc: tuple[str | int, ...], reason: str) -> None:
+        lines.append(_line(loc, reason))
+
+    sections: tuple[tuple[str, tuple[Account | Gateway | DeckSpec, ...]], ...] = (
+        ("accounts", cfg.accounts),
+        ("gateways", cfg.gateways),
+        ("rate_decks", cfg.rate_decks),
+    )
+    for section, items in sections:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if not item.id:
+                continue
+            if item.id in seen:
+                fail((section, i, "id"), f"{item.id!r} already used by {section}[{seen[item.id]}]")
+            else:
+                seen[item.id] = i
+    decks = {d.id for d in cfg.rate_decks}
+    gateways = {g.id for g in cfg.gateways}
+    plans = set(cfg.plans)
+    for i, a in enumerate(cfg.accounts):
+        if a.rate_deck is not None and a.rate_deck not in decks:
+            fail(("accounts", i, "rate_deck"), f"no [[rate_decks]] with id {a.rate_deck!r}")
+        if a.routing_plan and a.routing_plan not in plans:
+            fail(("accounts", i, "routing_plan"), f"no [[routes]] with plan {a.routing_plan!r}")
+    for i, g in enumerate(cfg.gateways):
+        if g.rate_deck is not None and g.rate_deck not in decks:
+            fail(("gateways", i, "rate_deck"), f"no [[rate_decks]] with id {g.rate_deck!r}")
+    seen_routes: dict[tuple[str, str], int] = {}
+    for i, r in enumerate(cfg.routes):
+        for j, gw in enumerate(r.gateways):
+            if gw not in gateways:
+                fail(("routes", i, "gateways", j), f"no [[gateways]] with id {gw!r}")
+        where = (r.plan, r.prefix)
+        if where in seen_routes:
+            fail(
+                ("routes", i, "prefix"),
+                f"plan {r.plan!r} already has prefix {r.prefix!r} (routes[{seen_routes[where]}])",
+            )
+        else:
+            seen_routes[where] = i
+    users: dict[str, int] = {}
+    for i, a in enumerate(cfg.accounts):
+        if a.username:
+            if a.username in users:
+                fail(
+                    ("accounts", i, "username"),
+                    f"{a.username!r} already used by accounts[{users[a.username]}]",
+                )
+            users[a.username] = i
+    # Two IP-authenticated accounts reachable from the same address rule need tech prefixes
+    # to tell them apart; identical rules without them would make the choice arbitrary.
+    by_rule: dict[tuple[IpRule, str], int] = {}
+    for i, a in enumerate(cfg.accounts):
+        for rule in a.ips:
+            k = (rule, a.tech_prefix)
+            if k in by_rule and by_rule[k] != i:
+                fail(
+                    ("accounts", i, "ips"),
+                    f"{rule} with tech_prefix {a.tech_prefix!r} is also accounts[{by_rule[k]}]'s;"
+                    " give one of them a different tech_prefix",
+                )
+            by_rule.setdefault(k, i)
+    return lines
+
+
+def no_answer_timeout(account: Account, gateway: Gateway) -> float:
+    """Seconds a branch to ``gateway`` may ring unanswered on ``account``'s call.
+
+    The shortest that applies: the gateway's (its own, else ``[defaults]``'s, resolved at
+    load) and the account's when it sets one.
+    """
+    if account.no_answer_timeout is None:
+        return gateway.no_answer_timeout
+    return min(account.no_answer_timeout, gateway.no_answer_timeout)
+
+
+def fails_over_on_no_answer(defaults: Defaults, account: Account, gateway: Gateway) -> bool:
+    """Whether a branch that rang unanswered goes on to the next gateway (else the call ends
+    480 ``no_answer``): when any of ``[defaults]``, the gateway and the account says so."""
+    return bool(
+        defaults.failover_on_no_answer
+        or gateway.failover_on_no_answer
+        or account.failover_on_no_answer
+    )
+
 
 # --------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_TECH_PREFIX_RE = re.compile(r"^[0-9*#]+$")
+
+def parse_config(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Config:
+    """Validate an already-parsed TOML document (money as ``Decimal``) into a ``Config``.
+
+    ``source`` names the file in messages; relative paths resolve against ``base_dir``.
+    Raises ``ConfigError`` listing every problem found.
+    """
+    cfg, problems = _parse(data, source, base_dir)
+    if cfg is None or problems:
+        raise ConfigError(problems, config=cfg)
+    return cfg
 
 
-class _Checker:
-    """Collects problems while converting the raw TOML tables into the dataclasses."""
+def _parse(
+    data: Mapping[str, Any], source: str, base_dir: Path
+) -> tuple[Config | None, list[ConfigProblem]]:
+    """The configuration and no problem; or every problem, with the configuration as far as
+    it could be read (None only if not even that could be built)."""
+    context: dict[str, Any] = {"reading": _Reading(source, base_dir)}
+    try:
+        cfg = _adapter(Config).validate_python(data, context=context)
+    except ValidationError as e:
+        partial = context.get("config")
+        problems = [
+            ConfigProblem(source, _key_path(err["loc"]), _reason(err)) for err in e.errors()
+        ]
+        return (partial if isinstance(partial, Config) else None), problems
+    return cast(Config, cfg), []
 
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[ConfigProblem] = []
 
-    def fail(self, key: str, reason: str) -> None:
-        self.problems.append(ConfigProblem(self.file, key, reason))
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The parsed document; ``ConfigError`` (one line, naming the file) when it is unreadable.
 
-    def table(self, raw: object, key: str) -> dict[str, Any]:
-        if isinstance(raw, dict):
-            return raw
-        self.fail(key, f"must be a table, got {_type_name(raw)}")
-        return {}
-
-    def array_of_tables(self, raw: dict[str, Any], name: str) -> list[dict[str, Any]]:
-        value = raw.get(name, [])
-        if not isinstance(value, list):
-            self.fail(name, f"must be an array of tables ([[{name}]]), got {_type_name(value)}")
-            return []
-        out = []
-        for i, item in enumerate(value):
-            out.append(self.table(item, f"{name}[{i}]"))
-        return out
-
-    def unknown(self, raw: Mapping[str, Any], known: set[str], key: str) -> None:
-        for name in raw:
-            if name not in known:
-                where = f"{key}.{name}" if key else name
-                hint = _closest(name, known)
-                self.fail(where, "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
-
-    # -- scalar readers: return the default (and record a problem) when the value is bad --
-
-    def string(self, raw: Mapping[str, Any], name: str, key: str, default: str) -> str:
-        value = raw.get(name, default)
-        if not isinstance(value, str):
-            self.fail(f"{key}.{name}", f"must be a string, got {_type_name(value)}")
-            return default
-        return value
-
-    def opt_string(self, raw: Mapping[str, Any], name: str, key: str) -> str | None:
-        if name not in raw:
-            return None
-        return self.string(raw, name, key, "")
-
-    def required_string(self, raw: Mapping[str, Any], name: str, key: str) -> str:
-        if name not in raw:
-            self.fail(f"{key}.{name}", "is required")
-            return ""
-        value = self.string(raw, name, key, "")
-        if not value:
-            self.fail(f"{key}.{name}", "must not be empty")
-        return value
-
-    def boolean(self, raw: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
-        value = raw.get(name, default)
-        if not isinstance(value, bool):
-            self.fail(f"{key}.{name}", f"must be true or false, got {_type_name(value)}")
-            return default
-        return value
-
-    def integer(
-        self,
-        raw: Mapping[str, Any],
-        name: str,
-        key: str,
-        default: int,
-        *,
-        minimum: int = 0,
-        maximum: int | None = None,
-    ) -> int:
-        value = raw.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"{key}.{name}", f"must be an integer, got {_type_name(value)}")
-            return default
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            self.fail(f"{key}.{name}", f"must be {bound}, got {value}")
-            return default
-        return value
-
-    def choice(
-        self, raw: Mapping[str, Any], name: str, key: str, default: Any, choices: tuple[str, ...]
-    ) -> Any:
-        """One of ``choices`` (a ``Literal`` field); the default when absent or bad."""
-        value = raw.get(name, default)
-        if value not in choices:
-            self.fail(
-                f"{key}.{name}", f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
-            )
-            return default
-        return value
-
-    def opt_limit(self, raw: Mapping[str, Any], name: str, key: str) -> int | None:
-        """A limit where absent (or 0) means unlimited."""
-        if name not in raw:
-            return None
-        value = self.integer(raw, name, key, 0)
-        return value or None
-
-    def seconds(
-        self, raw: Mapping[str, Any], name: str, key: str, default: float, *, positive: bool
-    ) -> float:
-        value = raw.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-            self.fail(f"{key}.{name}", f"must be a number of seconds, got {_type_name(value)}")
-            return default
-        number = float(value)
-        if not math.isfinite(number):
-            self.fail(f"{key}.{name}", f"must be a finite number of seconds, got {value}")
-            return default
-        if number < 0 or (positive and number == 0):
-            self.fail(f"{key}.{name}", f"must be {'> 0' if positive else '>= 0'}, got {value}")
-            return default
-        return number
-
-    def money(self, raw: Mapping[str, Any], name: str, key: str) -> Decimal | None:
-        if name not in raw:
-            return None
-        value = raw[name]
-        if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
-            self.fail(f"{key}.{name}", f"must be a decimal amount, got {_type_name(value)}")
-            return None
-        try:
-            amount = Decimal(str(value))
-        except ArithmeticError:
-            self.fail(f"{key}.{name}", f"is not a decimal amount: {value!r}")
-            return None
-        if not amount.is_finite():
-            self.fail(f"{key}.{name}", f"must be finite, got {value!r}")
-            return None
-        return amount
-
-    def ident(self, raw: Mapping[str, Any], key: str) -> str:
-        value = self.required_string(raw, "id", key)
-        if value and not _ID_RE.match(value):
-            self.fail(f"{key}.id", f"{value!r}: use letters, digits, '_', '.', '-'")
-        return value
-
-    def digits(self, value: object, key: str, *, allow_empty: bool = True) -> str:
-        if not isinstance(value, str):
-            self.fail(key, f"must be a string of digits, got {_type_name(value)}")
-            return ""
-        if not value and allow_empty:
-            return value
-        if not (value.isascii() and value.isdigit()):
-            self.fail(key, f"must be digits only, got {value!r}")
-            return ""
-        return value
-
-    def digit_list(self, raw: Mapping[str, Any], name: str, key: str) -> tuple[str, ...]:
-        value = raw.get(name, [])
-        if not isinstance(value, list):
-            self.fail(f"{key}.{name}", f"must be a list of prefixes, got {_type_name(value)}")
-            return ()
-        return tuple(
-            self.digits(v, f"{key}.{name}[{i}]", allow_empty=False) for i, v in enumerate(value)
+    A UTF-8 byte order mark (Windows Notepad writes one) is skipped: TOML forbids it, but
+    the file means the same without it. Any other encoding is refused with the line of the
+    first byte that is not UTF-8.
+    """
+    source = str(p)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError([ConfigProblem(source, "", f"cannot read: {e.strerror or e}")]) from e
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        reason = "is UTF-16 text (Windows 'Unicode'); save it as UTF-8"
+        raise ConfigError([ConfigProblem(source, "", reason)])
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        column = len(raw[line_start : e.start].decode("utf-8")) + 1
+        reason = (
+            f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {column}; save the file as UTF-8"
         )
-
-    def codes(self, raw: Mapping[str, Any], name: str, key: str) -> frozenset[int] | None:
-        """A failover list: integers 300-699 and class patterns such as ``"5xx"``."""
-        if name not in raw:
-            return None
-        value = raw[name]
-        if not isinstance(value, list):
-            self.fail(f"{key}.{name}", f"must be a list of SIP codes, got {_type_name(value)}")
-            return None
-        out: set[int] = set()
-        for i, item in enumerate(value):
-            where = f"{key}.{name}[{i}]"
-            if isinstance(item, str) and re.fullmatch(r"[3-6]xx", item.lower()):
-                base = int(item[0]) * 100
-                out.update(c for c in range(base, base + 100) if c not in NEVER_FAILOVER)
-                continue
-            if isinstance(item, bool) or not isinstance(item, int):
-                self.fail(where, f"must be a SIP code (e.g. 503) or a class ('5xx'), got {item!r}")
-                continue
-            if not 300 <= item <= 699:
-                self.fail(where, f"{item} is not a final failure code (300-699)")
-            elif item in NEVER_FAILOVER:
-                self.fail(
-                    where, f"{item} is an answer from the callee or caller, never failed over"
-                )
-            else:
-                out.add(item)
-        return frozenset(out)
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError([ConfigProblem(source, "", reason, line=line)]) from None
+    try:
+        return tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([ConfigProblem(source, "", f"not valid TOML: {e}")]) from None
 
 
-def _type_name(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, int | float | Decimal):
-        return f"a number ({value})"
-    return type(value).__name__
+def load_config(path: str | Path) -> Config:
+    """Read and validate the TOML file at ``path``; raises ``ConfigError`` naming what is wrong.
+
+    Deck files are checked to exist here but their rows are read by ``build_snapshot``.
+    """
+    p = Path(path)
+    data = _read_toml(p)
+    cfg, problems = _parse(data, str(p), p.resolve().parent)
+    for i, d in enumerate(cfg.rate_decks if cfg is not None else ()):
+        key = f"rate_decks[{i}]"
+        if not d.file.is_file() and not any(q.key in (key, f"{key}.file") for q in problems):
+            problems.append(ConfigProblem(str(p), f"{key}.file", f"no such file: {d.file}"))
+    if cfg is None or problems:
+        raise ConfigError(problems, config=cfg)
+    return cfg
 
 
-def _closest(name: str, known: set[str]) -> str | None:
-    import difflib
+def demo_state_dir() -> Path:
+    """Where the demo keeps its CDRs: ``$XDG_STATE_HOME/softswitch``, else ``./var/softswitch``."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) / "softswitch" if xdg else Path("var") / "softswitch"
 
-    matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-    return matches[0] if matches else None
+
+def demo_config(state_dir: Path) -> Config:
+    """The embedded demo: ``demo/demo.toml`` shipped with the package, CDRs in ``state_dir``.
+
+    Loopback only (udp+tcp 127.0.0.1:5060), account ``demo`` authorised by IP 127.0.0.1,
+    gateways ``carrier_a`` (127.0.0.1:5070) and ``carrier_b`` (127.0.0.1:5080).
+    """
+    cfg = load_config(DEMO_DIR / "demo.toml")
+    server = dataclasses.replace(cfg.server, database=Path(state_dir) / "cdr.sqlite")
+    return dataclasses.replace(cfg, server=server)
 
 
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(value)
-    with contextlib.suppress(RuntimeError):  # ``~nosuchuser/x``: as written, then "no such file"
-        path = path.expanduser()
-    return path if path.is_absolute() else base / path
+# -- addresses -------------------------------------------------------------------------
 
 
 _DOTTED_RE = re.compile(r"[0-9.]+")
@@ -711,7 +1722,7 @@ def _parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _parse_ip_rule(text: str) -> IpRule:
+def _parse_ip_rule(text: str) -> tuple[IPNetwork, int | None]:
     """``10.0.0.1``, ``10.0.0.0/24``, ``10.0.0.1:5060``, ``[2001:db8::/32]:5060``, ``::1``."""
     port: int | None = None
     addr = text.strip()
@@ -732,566 +1743,4 @@ def _parse_ip_rule(text: str) -> IpRule:
         port = int(port_text)
     if port is not None and not 0 < port < 65536:
         raise ValueError(f"port {port} out of range")
-    return IpRule(ipaddress.ip_network(addr, strict=True), port)
-
-
-_SERVER_KEYS = {
-    "listen",
-    "database",
-    "realm",
-    "drain_timeout",
-    "digest_algorithms",
-    "gc_threshold",
-    "tcp_max_connections",
-    "tcp_max_per_ip",
-    "tcp_idle_timeout",
-    "tcp_header_timeout",
-}
-_SECURITY_KEYS = {
-    "pike_rate",
-    "pike_window",
-    "block_time",
-    "drop_user_agents",
-    "blocked_source",
-    "unknown_source",
-    "log_interval",
-}
-_DEFAULT_KEYS = {
-    "failover_codes",
-    "setup_timeout",
-    "max_duration",
-    "max_attempts",
-    "call_budget",
-    "auth_fail_limit",
-    "auth_fail_window",
-    "auth_block_time",
-}
-_ACCOUNT_KEYS = {
-    "id",
-    "ips",
-    "username",
-    "password",
-    "tech_prefix",
-    "rate_deck",
-    "routing_plan",
-    "max_calls",
-    "max_cps",
-    "max_duration",
-    "enabled",
-    "rewrite",
-    "allow",
-    "deny",
-}
-_GATEWAY_KEYS = {
-    "id",
-    "address",
-    "transport",
-    "rate_deck",
-    "capacity",
-    "max_cps",
-    "strip_digits",
-    "add_prefix",
-    "priority",
-    "weight",
-    "failover_codes",
-    "setup_timeout",
-    "probe",
-    "enabled",
-}
-_DECK_KEYS = {"id", "file", "columns", "precision", "rounding", "delimiter", "has_header"}
-_ROUTE_KEYS = {
-    "plan",
-    "prefix",
-    "gateways",
-    "strategy",
-    "carry_through",
-    "max_rate",
-    "min_margin",
-}
-_DECK_COLUMNS = {
-    "prefix",
-    "destination",
-    "rate",
-    "connect_fee",
-    "initial_increment",
-    "subsequent_increment",
-    "effective_from",
-    "effective_to",
-}
-
-
-def _server(c: _Checker, raw: dict[str, Any], base: Path) -> ServerConfig:
-    c.unknown(raw, _SERVER_KEYS, "server")
-    default = ServerConfig()
-    listen = raw.get("listen", list(default.listen))
-    items: list[str] = []
-    if not isinstance(listen, list) or not listen:
-        c.fail("server.listen", "must be a non-empty list like ['udp:127.0.0.1:5060']")
-    else:
-        for i, item in enumerate(listen):
-            if not isinstance(item, str):
-                c.fail(f"server.listen[{i}]", f"must be a string, got {_type_name(item)}")
-                continue
-            try:
-                parse_listen(item)
-            except ValueError as e:
-                c.fail(f"server.listen[{i}]", str(e))
-                continue
-            items.append(item)
-    database = c.string(raw, "database", "server", str(default.database))
-    realm = c.string(raw, "realm", "server", default.realm)
-    if not realm or '"' in realm or "\\" in realm:
-        c.fail("server.realm", "must be a non-empty string without quotes or backslashes")
-    algorithms_raw = raw.get("digest_algorithms", list(default.digest_algorithms))
-    algorithms: list[str] = []
-    if not isinstance(algorithms_raw, list) or not algorithms_raw:
-        c.fail("server.digest_algorithms", "must be a non-empty list such as ['SHA-256', 'MD5']")
-    else:
-        for i, alg in enumerate(algorithms_raw):
-            if not isinstance(alg, str) or alg.upper() not in ("MD5", "SHA-256"):
-                c.fail(f"server.digest_algorithms[{i}]", f"must be 'MD5' or 'SHA-256', got {alg!r}")
-            elif alg.upper() in algorithms:
-                c.fail(f"server.digest_algorithms[{i}]", f"{alg!r} listed twice")
-            else:
-                algorithms.append(alg.upper())
-    return ServerConfig(
-        digest_algorithms=tuple(algorithms) or default.digest_algorithms,
-        listen=tuple(items),
-        database=_resolve(base, database),
-        realm=realm,
-        drain_timeout=c.seconds(raw, "drain_timeout", "server", 30.0, positive=False),
-        gc_threshold=c.integer(raw, "gc_threshold", "server", default.gc_threshold, minimum=10_000),
-        tcp_max_connections=c.integer(
-            raw, "tcp_max_connections", "server", default.tcp_max_connections, minimum=1
-        ),
-        tcp_max_per_ip=c.integer(
-            raw, "tcp_max_per_ip", "server", default.tcp_max_per_ip, minimum=1
-        ),
-        tcp_idle_timeout=c.seconds(
-            raw, "tcp_idle_timeout", "server", default.tcp_idle_timeout, positive=True
-        ),
-        tcp_header_timeout=c.seconds(
-            raw, "tcp_header_timeout", "server", default.tcp_header_timeout, positive=True
-        ),
-    )
-
-
-def _security(c: _Checker, raw: dict[str, Any]) -> SecurityConfig:
-    c.unknown(raw, _SECURITY_KEYS, "security")
-    d = SecurityConfig()
-    agents_raw = raw.get("drop_user_agents", list(d.drop_user_agents))
-    agents: list[str] = []
-    if not isinstance(agents_raw, list):
-        c.fail(
-            "security.drop_user_agents", f"must be a list of strings, got {_type_name(agents_raw)}"
-        )
-    else:
-        for i, agent in enumerate(agents_raw):
-            if not isinstance(agent, str) or not agent.strip():
-                c.fail(
-                    f"security.drop_user_agents[{i}]", f"must be a non-empty string, got {agent!r}"
-                )
-            else:
-                agents.append(agent.strip().lower())
-    return SecurityConfig(
-        pike_rate=c.integer(raw, "pike_rate", "security", d.pike_rate),
-        pike_window=c.seconds(raw, "pike_window", "security", d.pike_window, positive=True),
-        block_time=c.seconds(raw, "block_time", "security", d.block_time, positive=False),
-        drop_user_agents=tuple(agents),
-        blocked_source=c.choice(
-            raw, "blocked_source", "security", d.blocked_source, ("drop", "reply")
-        ),
-        unknown_source=c.choice(
-            raw, "unknown_source", "security", d.unknown_source, ("reply", "drop")
-        ),
-        log_interval=c.seconds(raw, "log_interval", "security", d.log_interval, positive=True),
-    )
-
-
-def _defaults(c: _Checker, raw: dict[str, Any]) -> Defaults:
-    c.unknown(raw, _DEFAULT_KEYS, "defaults")
-    d = Defaults()
-    codes = c.codes(raw, "failover_codes", "defaults")
-    return Defaults(
-        failover_codes=d.failover_codes if codes is None else codes,
-        setup_timeout=c.seconds(raw, "setup_timeout", "defaults", d.setup_timeout, positive=True),
-        max_duration=c.integer(raw, "max_duration", "defaults", d.max_duration),
-        max_attempts=c.integer(raw, "max_attempts", "defaults", d.max_attempts, minimum=1),
-        call_budget=c.seconds(raw, "call_budget", "defaults", d.call_budget, positive=True),
-        auth_fail_limit=c.integer(raw, "auth_fail_limit", "defaults", d.auth_fail_limit, minimum=1),
-        auth_fail_window=c.seconds(
-            raw, "auth_fail_window", "defaults", d.auth_fail_window, positive=True
-        ),
-        auth_block_time=c.seconds(
-            raw, "auth_block_time", "defaults", d.auth_block_time, positive=False
-        ),
-    )
-
-
-def _rewrite_rules(c: _Checker, raw: Mapping[str, Any], key: str) -> tuple[RewriteRule, ...]:
-    value = raw.get("rewrite", [])
-    if not isinstance(value, list):
-        c.fail(f"{key}.rewrite", f"must be an array of tables, got {_type_name(value)}")
-        return ()
-    rules: list[RewriteRule] = []
-    for i, item in enumerate(value):
-        where = f"{key}.rewrite[{i}]"
-        rule = c.table(item, where)
-        if "match" in rule:
-            c.unknown(rule, {"match", "replace"}, where)
-            pattern_text = c.string(rule, "match", where, "")
-            replace = c.string(rule, "replace", where, "")
-            try:
-                pattern = re.compile(pattern_text)
-                pattern.sub(replace, "0")  # a bad back-reference only shows when applied
-            except re.error as e:
-                c.fail(f"{where}.match", f"bad regular expression or replacement: {e}")
-                continue
-            rules.append(RewriteRule("regex", match=pattern_text, replace=replace, pattern=pattern))
-        elif rule.keys() & {"prefix", "strip", "add"}:
-            c.unknown(rule, {"prefix", "strip", "add"}, where)
-            prefix = c.digits(rule.get("prefix", ""), f"{where}.prefix")
-            add = c.digits(rule.get("add", ""), f"{where}.add")
-            strip = c.integer(rule, "strip", where, 0)
-            rules.append(RewriteRule("prefix", prefix=prefix, strip=strip, add=add))
-        else:
-            c.fail(where, "needs either match/replace or prefix/strip/add")
-    return tuple(rules)
-
-
-def _account(c: _Checker, raw: dict[str, Any], key: str) -> Account:
-    c.unknown(raw, _ACCOUNT_KEYS, key)
-    ips_raw = raw.get("ips", [])
-    ips: list[IpRule] = []
-    if isinstance(ips_raw, str):
-        ips_raw = [ips_raw]
-    if not isinstance(ips_raw, list):
-        c.fail(f"{key}.ips", f"must be a list of addresses or CIDRs, got {_type_name(ips_raw)}")
-        ips_raw = []
-    for i, item in enumerate(ips_raw):
-        if not isinstance(item, str):
-            c.fail(f"{key}.ips[{i}]", f"must be a string, got {_type_name(item)}")
-            continue
-        try:
-            ips.append(_parse_ip_rule(item))
-        except ValueError as e:
-            c.fail(f"{key}.ips[{i}]", f"{item!r}: {e}")
-    username = c.opt_string(raw, "username", key)
-    password = c.opt_string(raw, "password", key)
-    if username is not None and not username:
-        c.fail(f"{key}.username", "must not be empty")
-    if (username is None) != (password is None):
-        c.fail(f"{key}.password" if username else f"{key}.username", "set both or neither")
-    if not ips_raw and username is None:
-        c.fail(key, "needs ips, username/password, or both, to authenticate its calls")
-    tech_prefix = c.string(raw, "tech_prefix", key, "")
-    if tech_prefix and not _TECH_PREFIX_RE.match(tech_prefix):
-        c.fail(f"{key}.tech_prefix", f"must be digits, '*' or '#', got {tech_prefix!r}")
-    return Account(
-        id=c.ident(raw, key),
-        routing_plan=c.required_string(raw, "routing_plan", key),
-        ips=tuple(ips),
-        username=username,
-        password=password,
-        tech_prefix=tech_prefix,
-        rate_deck=c.opt_string(raw, "rate_deck", key),
-        max_calls=c.opt_limit(raw, "max_calls", key),
-        max_cps=c.opt_limit(raw, "max_cps", key),
-        max_duration=c.integer(raw, "max_duration", key, 0) if "max_duration" in raw else None,
-        enabled=c.boolean(raw, "enabled", key, True),
-        rewrite=_rewrite_rules(c, raw, key),
-        allow=c.digit_list(raw, "allow", key),
-        deny=c.digit_list(raw, "deny", key),
-    )
-
-
-def _gateway(c: _Checker, raw: dict[str, Any], key: str, defaults: Defaults) -> Gateway:
-    c.unknown(raw, _GATEWAY_KEYS, key)
-    host, port = "", 5060
-    address = c.required_string(raw, "address", key)
-    if address:
-        try:
-            host, port = _parse_hostport(address)
-        except _HostError as e:
-            c.fail(f"{key}.address", f"{address!r}: {e}")
-        except ValueError as e:
-            c.fail(f"{key}.address", f"{address!r}: {e} (expected host:port)")
-    transport = c.string(raw, "transport", key, "udp").lower()
-    if transport not in ("udp", "tcp"):
-        c.fail(f"{key}.transport", f"must be 'udp' or 'tcp', got {transport!r}")
-        transport = "udp"
-    codes = c.codes(raw, "failover_codes", key)
-    add_prefix = c.digits(raw.get("add_prefix", ""), f"{key}.add_prefix")
-    return Gateway(
-        id=c.ident(raw, key),
-        host=host,
-        port=port,
-        transport="tcp" if transport == "tcp" else "udp",
-        rate_deck=c.opt_string(raw, "rate_deck", key),
-        capacity=c.opt_limit(raw, "capacity", key),
-        max_cps=c.opt_limit(raw, "max_cps", key),
-        strip_digits=c.integer(raw, "strip_digits", key, 0, maximum=32),
-        add_prefix=add_prefix,
-        priority=c.integer(raw, "priority", key, 0, minimum=-(2**31), maximum=2**31 - 1),
-        weight=c.integer(raw, "weight", key, 1, maximum=2**31 - 1),
-        failover_codes=defaults.failover_codes if codes is None else codes,
-        setup_timeout=c.seconds(raw, "setup_timeout", key, defaults.setup_timeout, positive=True),
-        probe=c.seconds(raw, "probe", key, 0.0, positive=False),
-        enabled=c.boolean(raw, "enabled", key, True),
-    )
-
-
-def _deck(c: _Checker, raw: dict[str, Any], key: str, base: Path) -> DeckSpec:
-    c.unknown(raw, _DECK_KEYS, key)
-    file = c.required_string(raw, "file", key)
-    columns_raw = c.table(raw.get("columns", {}), f"{key}.columns")
-    columns: list[tuple[str, str | int]] = []
-    for name, value in columns_raw.items():
-        where = f"{key}.columns.{name}"
-        if name not in _DECK_COLUMNS:
-            c.fail(where, f"unknown deck column (known: {', '.join(sorted(_DECK_COLUMNS))})")
-        elif isinstance(value, bool) or not isinstance(value, str | int):
-            c.fail(where, f"must be a header name or a 0-based index, got {_type_name(value)}")
-        else:
-            columns.append((name, value))
-    rounding = c.string(raw, "rounding", key, "up")
-    if rounding not in ("up", "down", "half_up"):
-        c.fail(f"{key}.rounding", f"must be 'up', 'down' or 'half_up', got {rounding!r}")
-        rounding = "up"
-    delimiter = c.string(raw, "delimiter", key, ",")
-    if len(delimiter) != 1:
-        c.fail(f"{key}.delimiter", f"must be one character, got {delimiter!r}")
-        delimiter = ","
-    return DeckSpec(
-        id=c.ident(raw, key),
-        file=_resolve(base, file) if file else Path(),
-        columns=tuple(columns),
-        precision=c.integer(raw, "precision", key, 6, maximum=9),
-        rounding="down" if rounding == "down" else "half_up" if rounding == "half_up" else "up",
-        delimiter=delimiter,
-        has_header=c.boolean(raw, "has_header", key, True),
-    )
-
-
-def _route(c: _Checker, raw: dict[str, Any], key: str) -> Route:
-    c.unknown(raw, _ROUTE_KEYS, key)
-    prefix = c.digits(raw.get("prefix", ""), f"{key}.prefix")
-    gws_raw = raw.get("gateways")
-    gateways: list[str] = []
-    if not isinstance(gws_raw, list) or not gws_raw:
-        c.fail(f"{key}.gateways", "must be a non-empty list of gateway ids")
-    else:
-        for i, g in enumerate(gws_raw):
-            if not isinstance(g, str):
-                c.fail(f"{key}.gateways[{i}]", f"must be a gateway id, got {_type_name(g)}")
-            elif g in gateways:
-                c.fail(f"{key}.gateways[{i}]", f"gateway {g!r} listed twice")
-            else:
-                gateways.append(g)
-    strategy = c.string(raw, "strategy", key, "lcr")
-    if strategy not in ("lcr", "priority", "weight"):
-        c.fail(f"{key}.strategy", f"must be 'lcr', 'priority' or 'weight', got {strategy!r}")
-        strategy = "lcr"
-    return Route(
-        plan=c.required_string(raw, "plan", key),
-        prefix=prefix,
-        gateways=tuple(gateways),
-        strategy="priority"
-        if strategy == "priority"
-        else "weight"
-        if strategy == "weight"
-        else "lcr",
-        carry_through=c.boolean(raw, "carry_through", key, False),
-        max_rate=c.money(raw, "max_rate", key),
-        min_margin=c.money(raw, "min_margin", key),
-    )
-
-
-def _unique(c: _Checker, items: list[Any], section: str, attr: str = "id") -> None:
-    seen: dict[object, int] = {}
-    for i, item in enumerate(items):
-        value = getattr(item, attr)
-        if not value:
-            continue
-        if value in seen:
-            c.fail(f"{section}[{i}].{attr}", f"{value!r} already used by {section}[{seen[value]}]")
-        else:
-            seen[value] = i
-
-
-def _check_references(c: _Checker, cfg: Config) -> None:
-    decks = {d.id for d in cfg.rate_decks}
-    gateways = {g.id for g in cfg.gateways}
-    plans = set(cfg.plans)
-    for i, a in enumerate(cfg.accounts):
-        if a.rate_deck is not None and a.rate_deck not in decks:
-            c.fail(f"accounts[{i}].rate_deck", f"no [[rate_decks]] with id {a.rate_deck!r}")
-        if a.routing_plan and a.routing_plan not in plans:
-            c.fail(
-                f"accounts[{i}].routing_plan",
-                f"no [[routes]] with plan {a.routing_plan!r}",
-            )
-    for i, g in enumerate(cfg.gateways):
-        if g.rate_deck is not None and g.rate_deck not in decks:
-            c.fail(f"gateways[{i}].rate_deck", f"no [[rate_decks]] with id {g.rate_deck!r}")
-    seen_routes: dict[tuple[str, str], int] = {}
-    for i, r in enumerate(cfg.routes):
-        for j, gw in enumerate(r.gateways):
-            if gw not in gateways:
-                c.fail(f"routes[{i}].gateways[{j}]", f"no [[gateways]] with id {gw!r}")
-        where = (r.plan, r.prefix)
-        if where in seen_routes:
-            c.fail(
-                f"routes[{i}].prefix",
-                f"plan {r.plan!r} already has prefix {r.prefix!r} (routes[{seen_routes[where]}])",
-            )
-        else:
-            seen_routes[where] = i
-    users: dict[str, int] = {}
-    for i, a in enumerate(cfg.accounts):
-        if a.username:
-            if a.username in users:
-                c.fail(
-                    f"accounts[{i}].username",
-                    f"{a.username!r} already used by accounts[{users[a.username]}]",
-                )
-            users[a.username] = i
-    # Two IP-authenticated accounts reachable from the same address rule need tech prefixes
-    # to tell them apart; identical rules without them would make the choice arbitrary.
-    by_rule: dict[tuple[IpRule, str], int] = {}
-    for i, a in enumerate(cfg.accounts):
-        for rule in a.ips:
-            k = (rule, a.tech_prefix)
-            if k in by_rule and by_rule[k] != i:
-                c.fail(
-                    f"accounts[{i}].ips",
-                    f"{rule} with tech_prefix {a.tech_prefix!r} is also accounts[{by_rule[k]}]'s;"
-                    " give one of them a different tech_prefix",
-                )
-            by_rule.setdefault(k, i)
-
-
-def parse_config(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Config:
-    """Validate an already-parsed TOML document (money as ``Decimal``) into a ``Config``.
-
-    ``source`` names the file in messages; relative paths resolve against ``base_dir``.
-    Raises ``ConfigError`` listing every problem found.
-    """
-    cfg, problems = _parse(data, source, base_dir)
-    if problems:
-        raise ConfigError(problems, config=cfg)
-    return cfg
-
-
-def _parse(
-    data: Mapping[str, Any], source: str, base_dir: Path
-) -> tuple[Config, list[ConfigProblem]]:
-    """The configuration (defaults in place of bad values) and every problem found."""
-    c = _Checker(source)
-    c.unknown(
-        data,
-        {"server", "defaults", "security", "accounts", "gateways", "rate_decks", "routes"},
-        "",
-    )
-    raw = dict(data)
-    server = _server(c, c.table(raw.get("server", {}), "server"), base_dir)
-    defaults = _defaults(c, c.table(raw.get("defaults", {}), "defaults"))
-    security = _security(c, c.table(raw.get("security", {}), "security"))
-    accounts = [
-        _account(c, t, f"accounts[{i}]") for i, t in enumerate(c.array_of_tables(raw, "accounts"))
-    ]
-    gateways = [
-        _gateway(c, t, f"gateways[{i}]", defaults)
-        for i, t in enumerate(c.array_of_tables(raw, "gateways"))
-    ]
-    decks = [
-        _deck(c, t, f"rate_decks[{i}]", base_dir)
-        for i, t in enumerate(c.array_of_tables(raw, "rate_decks"))
-    ]
-    routes = [_route(c, t, f"routes[{i}]") for i, t in enumerate(c.array_of_tables(raw, "routes"))]
-    _unique(c, accounts, "accounts")
-    _unique(c, gateways, "gateways")
-    _unique(c, decks, "rate_decks")
-    cfg = Config(
-        source=source,
-        server=server,
-        defaults=defaults,
-        accounts=tuple(accounts),
-        gateways=tuple(gateways),
-        rate_decks=tuple(decks),
-        routes=tuple(routes),
-        security=security,
-    )
-    _check_references(c, cfg)
-    return cfg, c.problems
-
-
-def _read_toml(p: Path) -> dict[str, Any]:
-    """The parsed document; ``ConfigError`` (one line, naming the file) when it is unreadable.
-
-    A UTF-8 byte order mark (Windows Notepad writes one) is skipped: TOML forbids it, but
-    the file means the same without it. Any other encoding is refused with the line of the
-    first byte that is not UTF-8.
-    """
-    source = str(p)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise ConfigError([ConfigProblem(source, "", f"cannot read: {e.strerror or e}")]) from e
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        reason = "is UTF-16 text (Windows 'Unicode'); save it as UTF-8"
-        raise ConfigError([ConfigProblem(source, "", reason)])
-    raw = raw.removeprefix(codecs.BOM_UTF8)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line_start = raw.rfind(b"\n", 0, e.start) + 1
-        column = len(raw[line_start : e.start].decode("utf-8")) + 1
-        reason = (
-            f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {column}; save the file as UTF-8"
-        )
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError([ConfigProblem(source, "", reason, line=line)]) from None
-    try:
-        return tomllib.loads(text, parse_float=Decimal)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([ConfigProblem(source, "", f"not valid TOML: {e}")]) from None
-
-
-def load_config(path: str | Path) -> Config:
-    """Read and validate the TOML file at ``path``; raises ``ConfigError`` naming what is wrong.
-
-    Deck files are checked to exist here but their rows are read by ``build_snapshot``.
-    """
-    p = Path(path)
-    data = _read_toml(p)
-    cfg, problems = _parse(data, str(p), p.resolve().parent)
-    for i, d in enumerate(cfg.rate_decks):
-        key = f"rate_decks[{i}]"
-        if not d.file.is_file() and not _has_problem(problems, f"{key}.file"):
-            problems.append(ConfigProblem(str(p), f"{key}.file", f"no such file: {d.file}"))
-    if problems:
-        raise ConfigError(problems, config=cfg)
-    return cfg
-
-
-def _has_problem(problems: list[ConfigProblem], key: str) -> bool:
-    """Whether a problem is about ``key`` or a key under it (``rate_decks[1]``, ``...file``)."""
-    return any(p.key == key or p.key.startswith((f"{key}.", f"{key}[")) for p in problems)
-
-
-def demo_state_dir() -> Path:
-    """Where the demo keeps its CDRs: ``$XDG_STATE_HOME/softswitch``, else ``./var/softswitch``."""
-    xdg = os.environ.get("XDG_STATE_HOME")
-    return Path(xdg) / "softswitch" if xdg else Path("var") / "softswitch"
-
-
-def demo_config(state_dir: Path) -> Config:
-    """The embedded demo: ``demo/demo.toml`` shipped with the package, CDRs in ``state_dir``.
-
-    Loopback only (udp+tcp 127.0.0.1:5060), account ``demo`` authorised by IP 127.0.0.1,
-    gateways ``carrier_a`` (127.0.0.1:5070) and ``carrier_b`` (127.0.0.1:5080).
-    """
-    cfg = load_config(DEMO_DIR / "demo.toml")
-    server = dataclasses.replace(cfg.server, database=Path(state_dir) / "cdr.sqlite")
-    return dataclasses.replace(cfg, server=server)
+    return ipaddress.ip_network(addr, strict=True), port

@@ -1,8 +1,8 @@
 """One asyncio timer standing for a sans-I/O core's next deadline.
 
 The transaction layer never reads a clock: it reports its earliest deadline and wants
-``handle_timers(now)`` then (the aioquic pattern). Both the user agent (``aiosip``) and the
-proxy engine drive it the same way, so the re-arming lives here once.
+``handle_timers(now)`` then (the aioquic pattern). ``softswitch.transaction_driver``, the one
+loop both the user agent (``aiosip``) and the proxy engine run on, keeps its timer here.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
-"""The SQLite CDR store: every field round-trips, queries, CSV, and kill -9 durability."""
+"""The SQLite CDR store: every field round-trips, queries, CSV, and kill -9 durability; call
+starts, heartbeats and the recovery of calls a dead run left up."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -19,7 +23,16 @@ from pathlib import Path
 import pytest
 
 import softswitch
-from softswitch.cdr import CSV_COLUMNS, CdrAttempt, CdrRecord, CdrStore, query_file, write_csv
+from softswitch.cdr import (
+    CSV_COLUMNS,
+    SCHEMA_VERSION,
+    CallStart,
+    CdrAttempt,
+    CdrRecord,
+    CdrStore,
+    query_file,
+    write_csv,
+)
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -136,7 +149,7 @@ def test_schema_wal_and_full_sync(tmp_path: Path) -> None:
         conn = store._connect()
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         columns = [row[1] for row in conn.execute("PRAGMA table_info(cdrs)")]
         conn.close()
     assert columns == ["id", *CSV_COLUMNS]
@@ -282,3 +295,323 @@ def test_kill_9_after_a_burst_is_acknowledged_loses_nothing(tmp_path: Path) -> N
     assert len(rows) == 500
     with CdrStore(db) as store:  # and the switch can reopen it
         assert len(store.query()) == 500
+
+
+# ----------------------------------------------------------------------- calls in progress
+
+#: Per-minute-free test rates: a deck id's cost of one billed second.
+PER_SECOND = {"sell": Decimal("0.002"), "buy-gwb": Decimal("0.001")}
+
+
+def rate(deck: str | None, number: str, start: dt.datetime, billsec: int) -> Decimal | None:
+    assert number == "447911123456"
+    return None if deck is None else PER_SECOND[deck] * billsec
+
+
+def call_start(call_id: str, answer_at: dt.datetime, **changes: object) -> CallStart:
+    """The mark ``Pipeline.answered`` queues: the CDR as known at the 2xx."""
+    cdr = record(
+        call_id,
+        answer_at - dt.timedelta(seconds=4),
+        end_at=answer_at,
+        end_reason="system_failure",
+        q850=41,
+        hangup_side="switch",
+        sell_cost=None,
+        buy_cost=None,
+        **changes,
+    )
+    attempts = list(cdr.attempts)
+    attempts[-1] = CdrAttempt("gwb", 200, "answered", answer_at - dt.timedelta(seconds=3.5))
+    cdr.attempts = tuple(attempts)
+    return CallStart(cdr, sell_deck="sell", buy_deck="buy-gwb", max_duration=3600.0)
+
+
+def ended(start: CallStart, seconds: float) -> CdrRecord:
+    """The same call's normal CDR, ``seconds`` after its answer."""
+    assert start.cdr.answer_at is not None
+    return dataclasses.replace(
+        start.cdr,
+        end_at=start.cdr.answer_at + dt.timedelta(seconds=seconds),
+        end_reason="normal_clearing",
+        q850=16,
+        hangup_side="caller",
+        duration=None,
+        billsec=None,
+    )
+
+
+def table(db: Path, sql: str) -> list[dict[str, object]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql)]
+
+
+def heartbeat_of(db: Path, run_id: str) -> dt.datetime:
+    (run,) = table(db, f"SELECT heartbeat_at FROM switch_runs WHERE run_id = '{run_id}'")
+    return dt.datetime.fromisoformat(str(run["heartbeat_at"]))
+
+
+def test_call_start_is_committed_then_closed_with_its_cdr(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite"
+    now = dt.datetime.now(dt.UTC)
+    with CdrStore(db) as store:
+        starts = [call_start(f"up{i}", now) for i in range(40)]  # more than one INSERT
+        for start in starts:
+            store.open_call(start)
+        assert store.flush(timeout=10)
+        rows = table(db, "SELECT * FROM open_calls ORDER BY id")
+        assert [r["call_id"] for r in rows] == [f"up{i}" for i in range(40)]
+        assert {(r["run_id"], r["sell_deck"], r["buy_deck"]) for r in rows} == {
+            (store.run_id, "sell", "buy-gwb")
+        }
+        for start in starts[:35]:
+            store.enqueue(ended(start, 10))
+        # A call both answered and ended within one group commit: same transaction, in order.
+        quick = call_start("quick", now)
+        store.open_call(quick)
+        store.enqueue(ended(quick, 0.2))
+        assert store.flush(timeout=10)
+        left = [r["call_id"] for r in table(db, "SELECT call_id FROM open_calls ORDER BY id")]
+        assert left == [f"up{i}" for i in range(35, 40)]
+        # Same Call-ID, another answer time: not this call's CDR, closes nothing.
+        store.enqueue(ended(call_start("up35", now + dt.timedelta(seconds=1)), 5))
+        assert store.flush(timeout=10)
+        assert len(table(db, "SELECT 1 FROM open_calls")) == 5
+    (run,) = table(db, "SELECT * FROM switch_runs")
+    assert run["stopped_at"] is not None
+
+
+def test_a_call_start_needs_an_answer() -> None:
+    with pytest.raises(ValueError, match="answer time"):
+        CallStart(record(answer_at=None))
+
+
+def test_heartbeat_is_one_update_per_interval(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite"
+    with CdrStore(db, heartbeat_interval=0.05) as store:
+        first = heartbeat_of(db, store.run_id)
+        time.sleep(0.3)
+        later = heartbeat_of(db, store.run_id)
+        assert later > first
+        (run,) = table(db, "SELECT * FROM switch_runs")
+        assert (run["pid"], run["heartbeat_interval"], run["stopped_at"]) == (
+            os.getpid(),
+            0.05,
+            None,
+        )
+    with pytest.raises(ValueError, match="positive"):
+        CdrStore(db, heartbeat_interval=0)
+
+
+CRASH_CHILD = """
+import datetime as dt, json, sys, time
+from softswitch.cdr import CallStart, CdrAttempt, CdrRecord, CdrStore
+store = CdrStore(sys.argv[1], heartbeat_interval=0.05)
+answer = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+def cdr(call_id, **more):
+    fields = dict(call_id=call_id, account_id="acme", source="192.0.2.10:5060", caller="alice",
+        callee_dialed="447911123456", callee_normalised="447911123456", gateway_id="gwb",
+        invite_at=answer - dt.timedelta(seconds=2), answer_at=answer, end_at=answer,
+        end_reason="system_failure", status=200, q850=41, hangup_side="switch",
+        attempts=(CdrAttempt("gwb", 200, "answered", answer - dt.timedelta(seconds=2)),),
+        detail="route '44': gwb")
+    fields.update(more)
+    return CdrRecord(**fields)
+for i in range(3):
+    store.open_call(CallStart(cdr(f"call-{i}"), sell_deck="sell", buy_deck="buy-gwb"))
+store.enqueue(cdr("call-1", end_at=answer + dt.timedelta(seconds=7), end_reason="normal_clearing",
+                  q850=16, hangup_side="caller"))
+store.flush()
+time.sleep(0.2)  # a few heartbeats
+print(json.dumps({"run_id": store.run_id, "answer": answer.isoformat()}), flush=True)
+time.sleep(60)
+"""
+
+
+def _crash(db: Path) -> dict[str, str]:
+    """A switch-like process that opened three calls, ended one, then was killed (-9)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASH_CHILD, str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(softswitch.__file__).parents[1],
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line, "the writer process ended early"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        assert child.stdout is not None
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    return dict(json.loads(line))
+
+
+def test_calls_up_at_a_kill_9_get_one_cdr_each_billed_to_the_last_heartbeat(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "cdr.sqlite"
+    crashed = _crash(db)
+    answer = dt.datetime.fromisoformat(crashed["answer"])
+    heartbeat = heartbeat_of(db, crashed["run_id"])
+    assert [r.call_id for r in query_file(db)] == ["call-1"]  # the one that ended normally
+    with CdrStore(db) as store:
+        (run,) = store.recover(rate)
+        assert (run.run_id, run.calls, run.heartbeat_at) == (crashed["run_id"], 2, heartbeat)
+        rows = {r.call_id: r for r in store.query()}
+    assert sorted(rows) == ["call-0", "call-1", "call-2"]  # exactly one CDR per call
+    assert rows["call-1"].end_reason == "normal_clearing"
+    for call_id in ("call-0", "call-2"):
+        cdr = rows[call_id]
+        assert (cdr.end_reason, cdr.status, cdr.q850, cdr.hangup_side) == (
+            "system_failure",
+            200,
+            41,
+            "switch",
+        )
+        assert cdr.answer_at == answer
+        assert cdr.end_at == heartbeat
+        assert cdr.duration == round((heartbeat - answer).total_seconds(), 3) > 10
+        assert cdr.billsec == math.ceil(cdr.duration or 0)
+        assert cdr.sell_cost == Decimal("0.002") * cdr.billsec
+        assert cdr.buy_cost == Decimal("0.001") * cdr.billsec
+        assert cdr.attempts[-1].ended_at == heartbeat
+        assert cdr.detail.startswith("route '44': gwb; system failure: run ")
+    assert table(db, "SELECT * FROM open_calls") == []
+    (dead,) = table(db, f"SELECT * FROM switch_runs WHERE run_id = '{crashed['run_id']}'")
+    assert dead["stopped_at"] is None  # it crashed...
+    assert (dead["recovered_calls"], dead["recovered_at"] is not None) == (2, True)  # ...closed
+
+
+def test_recovery_is_idempotent(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite"
+    _crash(db)
+    with CdrStore(db) as store:
+        assert [r.calls for r in store.recover(rate)] == [2]
+        assert store.recover(rate) == []
+    with CdrStore(db) as store:  # and a later start finds nothing either
+        assert store.recover(rate) == []
+    assert len(query_file(db)) == 3
+    assert len(table(db, "SELECT 1 FROM switch_runs")) == 3
+
+
+def test_a_clean_stop_leaves_nothing_to_recover(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite"
+    now = dt.datetime.now(dt.UTC)
+    with CdrStore(db) as first:
+        start = call_start("c1", now)
+        first.open_call(start)
+        first.enqueue(ended(start, 30))
+    with CdrStore(db) as second:
+        assert second.recover(rate) == []
+        assert [(r.call_id, r.end_reason) for r in second.query()] == [("c1", "normal_clearing")]
+
+
+def test_a_live_run_is_left_alone(tmp_path: Path) -> None:
+    """Two stores on one file: a start-up never closes the calls of a run still alive."""
+    db = tmp_path / "cdr.sqlite"
+    now = dt.datetime.now(dt.UTC)
+    live = CdrStore(db)
+    try:
+        live.open_call(call_start("up", now))
+        assert live.flush(timeout=10)
+        with CdrStore(db) as starting:
+            assert starting.recover(rate) == []
+        assert len(table(db, "SELECT 1 FROM open_calls")) == 1
+    finally:
+        live.close()  # stopped with a call open (a bug elsewhere): closed at the next start
+    with CdrStore(db) as later:
+        (run,) = later.recover(rate)
+    (cdr,) = query_file(db)
+    assert (run.calls, cdr.end_reason, cdr.end_at) == (1, "system_failure", run.heartbeat_at)
+
+
+def test_recovered_duration_is_never_negative_nor_over_the_maximum(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite"
+    now = dt.datetime.now(dt.UTC)
+    with CdrStore(db) as first:
+        # Answered after the last heartbeat (clocks: the wall clock stepped back).
+        first.open_call(call_start("late", now + dt.timedelta(minutes=1)))
+        # Up longer than its maximum: the switch would have cut it there.
+        capped = call_start("capped", now - dt.timedelta(seconds=100))
+        first.open_call(CallStart(capped.cdr, "sell", "buy-gwb", max_duration=3.0))
+    with CdrStore(db) as second:
+        second.recover(rate)
+        rows = {r.call_id: r for r in second.query()}
+    late, capped_cdr = rows["late"], rows["capped"]
+    assert (late.duration, late.billsec, late.end_at) == (0.0, 0, late.answer_at)
+    assert (late.sell_cost, late.buy_cost) == (Decimal(0), Decimal(0))
+    assert (capped_cdr.duration, capped_cdr.billsec) == (3.0, 3)
+    assert capped_cdr.answer_at is not None
+    assert capped_cdr.end_at == capped_cdr.answer_at + dt.timedelta(seconds=3)
+
+
+def test_recovery_without_decks_or_rater_keeps_the_record(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite"
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    with CdrStore(db) as first:
+        first.open_call(call_start("c1", now))
+        first.open_call(CallStart(call_start("c2", now).cdr, sell_deck=None, buy_deck=None))
+
+    def broken(deck: str | None, number: str, start: dt.datetime, billsec: int) -> None:
+        raise RuntimeError("a costing bug")
+
+    with CdrStore(db) as second:
+        second.recover(broken)
+        rows = {r.call_id: r for r in second.query()}
+    assert {r.end_reason for r in rows.values()} == {"system_failure"}
+    assert all(r.sell_cost is None and r.buy_cost is None for r in rows.values())
+    assert rows["c1"].detail.endswith("costing failed, see the log")
+    assert (rows["c2"].billsec or 0) >= 5
+
+
+def test_undecodable_call_ids_open_close_and_recover(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite"
+    now = dt.datetime.now(dt.UTC)
+    with CdrStore(db) as first:
+        closed, cut = call_start("x\udcffy", now), call_start("z\udcfe", now)
+        first.open_call(closed)
+        first.open_call(cut)
+        first.enqueue(ended(closed, 1))
+    with CdrStore(db) as second:
+        (run,) = second.recover(rate)
+        rows = {r.call_id: r.end_reason for r in second.query()}
+    assert run.calls == 1
+    assert rows == {"x\\xffy": "normal_clearing", "z\\xfe": "system_failure"}
+
+
+def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite"
+    conn = sqlite3.connect(db)
+    conn.executescript(SCHEMA_V1)
+    conn.execute(
+        "INSERT INTO cdrs (call_id, source, caller, callee_dialed, invite_at, end_at,"
+        " duration, billsec, end_reason, status, q850, attempts)"
+        " VALUES ('old', 's', 'c', '44', :t, :t, 0, 0, 'busy', 486, 17, '[]')",
+        {"t": T0.isoformat(timespec="microseconds")},
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with CdrStore(db) as store:
+        assert store.recover(rate) == []
+        assert [r.call_id for r in store.query()] == ["old"]
+    assert table(db, "PRAGMA user_version") == [{"user_version": 2}]
+
+
+SCHEMA_V1 = """
+CREATE TABLE cdrs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, account_id TEXT,
+    source TEXT NOT NULL, caller TEXT NOT NULL, callee_dialed TEXT NOT NULL,
+    callee_normalised TEXT, callee_sent TEXT, gateway_id TEXT, route_prefix TEXT,
+    invite_at TEXT NOT NULL, ring_at TEXT, answer_at TEXT, end_at TEXT NOT NULL,
+    duration REAL NOT NULL, billsec INTEGER NOT NULL, pdd REAL, hangup_side TEXT,
+    end_reason TEXT NOT NULL, status INTEGER NOT NULL, q850 INTEGER NOT NULL, sell_rate TEXT,
+    sell_cost TEXT, buy_rate TEXT, buy_cost TEXT, attempts TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""

@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import ipaddress
+import json
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from softswitch.call.authorise import Authorised, Challenge, authorise
+from softswitch.call.live import LiveState
+from softswitch.call.snapshot import build_snapshot
 from softswitch.config import (
     DEFAULT_FAILOVER_CODES,
+    Account,
+    Config,
     ConfigError,
+    DeckSpec,
+    Defaults,
+    Gateway,
     IpRule,
+    RewriteRule,
+    Route,
     SecurityConfig,
+    ServerConfig,
     demo_config,
+    fails_over_on_no_answer,
     load_config,
+    no_answer_timeout,
 )
-from softswitch.proxy.server import transport_limits
+from softswitch.proxy.server import Switch, transport_limits
+from softswitch.sip import Request, parse_message
+from softswitch.sip.digest import build_authorization, parse_challenge
 
 MINIMAL = """
 [[rate_decks]]
@@ -372,12 +392,252 @@ def test_bad_security_values_are_named(tmp_path: Path) -> None:
         "[[accounts]]",
         1,
     )
+    # In file order of the sections; in each table its unknown keys, then its keys in the
+    # order of the reference (docs/configuration.md).
     assert problems(tmp_path, text) == [
         "server.tcp_header_timeout: must be > 0, got 0",
         "security.pike_rat: unknown key (did you mean 'pike_rate'?)",
-        "security.drop_user_agents[0]: must be a non-empty string, got ''",
-        "security.drop_user_agents[1]: must be a non-empty string, got 3",
         "security.pike_rate: must be >= 0, got -1",
         "security.pike_window: must be > 0, got 0",
+        "security.drop_user_agents[0]: must be a non-empty string, got ''",
+        "security.drop_user_agents[1]: must be a non-empty string, got 3",
         "security.blocked_source: must be one of 'drop', 'reply', got 'ignore'",
     ]
+
+
+# -- the sections as pydantic models ------------------------------------------------------
+
+
+def test_model_dump_of_the_demo_round_trips_through_validation(tmp_path: Path) -> None:
+    """What the management API will serve (``model_dump``) validates back to the same
+    configuration, in Python and in JSON, and every section has a JSON schema."""
+    cfg = demo_config(tmp_path)
+    assert Config.model_validate(cfg.model_dump()) == cfg
+    assert Config.model_validate_json(cfg.model_dump_json()) == cfg
+    dumped = cfg.model_dump(mode="json")
+    assert dumped["accounts"][0]["ips"] == [{"network": "127.0.0.1/32", "port": None}]
+    assert Config.model_validate(json.loads(json.dumps(dumped))) == cfg
+    for section in (Config, ServerConfig, Defaults, SecurityConfig, Account, Gateway):
+        schema = section.model_json_schema()
+        assert schema["additionalProperties"] is False
+        json.dumps(schema)
+    for section in (DeckSpec, Route, IpRule, RewriteRule):
+        json.dumps(section.model_json_schema())
+
+
+def test_rewrite_rules_round_trip_with_their_compiled_pattern(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'routing_plan = "p"',
+        'routing_plan = "p"\n'
+        'rewrite = [{ match = "^00", replace = "" }, { prefix = "0", add = "44" }]',
+    )
+    account = load_config(write(tmp_path, text)).account("acc")
+    regex, prefix = account.rewrite
+    assert (regex.kind, prefix.kind) == ("regex", "prefix")
+    assert regex.pattern is not None
+    assert regex.pattern.sub("", "0044") == "44"
+    assert prefix.pattern is None
+    assert "pattern" not in regex.model_dump()
+    assert Account.model_validate(account.model_dump()) == account
+    assert Account.model_validate(account.model_dump()).rewrite[0].pattern == regex.pattern
+
+
+def test_sections_stay_frozen_hashable_and_replaceable(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL))
+    gw = cfg.gateway("gw")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        gw.port = 5070  # type: ignore[misc]
+    assert len({cfg, cfg.account("acc"), gw, *cfg.account("acc").ips}) == 4
+    moved = dataclasses.replace(gw, host="[2001:db8::1]", port=5070)
+    assert moved.address == ("2001:db8::1", 5070)
+    with pytest.raises(ValidationError, match="must be between 1 and 65535, got 0"):
+        dataclasses.replace(gw, port=0)  # a replacement is validated too
+    assert IpRule(ipaddress.ip_network("10.0.0.0/8"), 5060).port == 5060  # positional
+
+
+def test_money_is_never_a_float_in_the_model_form_either() -> None:
+    route = {"plan": "p", "prefix": "", "gateways": ["gw"]}
+    with pytest.raises(ValidationError) as e:
+        Route.model_validate({**route, "max_rate": 0.1})
+    assert e.value.errors()[0]["loc"] == ("max_rate",)
+    assert e.value.errors()[0]["msg"] == "must be a decimal amount, got a number (0.1)"
+    exact = Route.model_validate({**route, "max_rate": "0.10"})
+    assert exact.max_rate == Decimal("0.10")
+    assert isinstance(exact.max_rate, Decimal)
+    assert exact.model_dump(mode="json")["max_rate"] == "0.10"
+    assert Route.model_validate_json(exact.model_dump_json()) == exact
+
+
+def test_the_model_form_names_the_key_and_its_unknown_keys() -> None:
+    """The model form (field names) reports like the file form: where, and why."""
+    with pytest.raises(ValidationError) as e:
+        Config.model_validate(
+            {
+                "source": "api",
+                "gateways": [{"id": "gw", "host": "10.0.0.1", "prot": 5070, "weight": -1}],
+                "routes": [{"plan": "p", "prefix": "", "gateways": ["gw", "ghost"]}],
+            }
+        )
+    found = [(".".join(map(str, err["loc"])), err["msg"]) for err in e.value.errors()]
+    assert found == [
+        ("gateways.0.prot", "unknown key (did you mean 'port'?)"),
+        ("gateways.0.weight", "must be between 0 and 2147483647, got -1"),
+        ("routes.0.gateways.1", "no [[gateways]] with id 'ghost'"),
+    ]
+
+
+def test_the_file_form_keeps_its_own_keys(tmp_path: Path) -> None:
+    """``host``/``port`` are the model's fields, ``address`` the file's key; a regex rule
+    takes no ``kind``."""
+    text = MINIMAL.replace(
+        'address = "198.51.100.1:5060"', 'address = "198.51.100.1"\nhost = "x"'
+    ).replace('routing_plan = "p"', 'routing_plan = "p"\nrewrite = [{ match = "1", kind = "x" }]')
+    assert problems(tmp_path, text) == [
+        "accounts[0].rewrite[0].kind: unknown key",
+        "gateways[0].host: unknown key",
+    ]
+
+
+def test_references_are_checked_alongside_bad_keys(tmp_path: Path) -> None:
+    """A wrong key does not hide a wrong reference: one run reports both."""
+    text = MINIMAL.replace('routing_plan = "p"', 'routing_plan = "p"\nmax_cps = 1.5').replace(
+        'gateways = ["gw"]', 'gateways = ["gw", "ghost"]'
+    )
+    assert problems(tmp_path, text) == [
+        "accounts[0].max_cps: must be an integer, got a number (1.5)",
+        "routes[0].gateways[1]: no [[gateways]] with id 'ghost'",
+    ]
+
+
+# -- no answer, digest defaults ------------------------------------------------------------
+
+
+def test_no_answer_timeout_and_failover_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL))
+    account, gw = cfg.account("acc"), cfg.gateway("gw")
+    assert (cfg.defaults.no_answer_timeout, cfg.defaults.failover_on_no_answer) == (180.0, False)
+    assert (gw.no_answer_timeout, gw.failover_on_no_answer) == (180.0, None)
+    assert (account.no_answer_timeout, account.failover_on_no_answer) == (None, None)
+    assert no_answer_timeout(account, gw) == 180.0
+    assert not fails_over_on_no_answer(cfg.defaults, account, gw)
+
+
+@pytest.mark.parametrize(
+    ("defaults", "gateway", "account", "seconds", "fails_over"),
+    [
+        ("no_answer_timeout = 60", "", "", 60.0, False),  # the gateway inherits it
+        ("no_answer_timeout = 60", "no_answer_timeout = 90", "", 90.0, False),  # its own
+        ("", "no_answer_timeout = 90", "no_answer_timeout = 30.5", 30.5, False),  # shortest
+        ("", "no_answer_timeout = 20", "no_answer_timeout = 30", 20.0, False),
+        ("failover_on_no_answer = true", "failover_on_no_answer = false", "", 180.0, True),
+        ("", "failover_on_no_answer = true", "failover_on_no_answer = false", 180.0, True),
+        ("", "", "failover_on_no_answer = true", 180.0, True),
+    ],
+)
+def test_no_answer_rules(
+    tmp_path: Path, defaults: str, gateway: str, account: str, seconds: float, fails_over: bool
+) -> None:
+    text = f"[defaults]\n{defaults}\n" + MINIMAL.replace(
+        'routing_plan = "p"', f'routing_plan = "p"\n{account}'
+    ).replace('address = "198.51.100.1:5060"', f'address = "198.51.100.1:5060"\n{gateway}')
+    cfg = load_config(write(tmp_path, text))
+    acc, gw = cfg.account("acc"), cfg.gateway("gw")
+    assert no_answer_timeout(acc, gw) == seconds
+    assert fails_over_on_no_answer(cfg.defaults, acc, gw) is fails_over
+    assert Config.model_validate(cfg.model_dump()) == cfg  # resolved values round-trip
+
+
+def test_bad_no_answer_keys_are_named(tmp_path: Path) -> None:
+    text = "[defaults]\nno_answer_timeout = 0\nfailover_on_no_answer = 1\n" + MINIMAL.replace(
+        'routing_plan = "p"', 'routing_plan = "p"\nno_answer_timeout = -5'
+    ).replace(
+        'address = "198.51.100.1:5060"',
+        'address = "198.51.100.1:5060"\nno_answer_timeout = "3"\nfailover_on_no_answer = "yes"',
+    )
+    assert problems(tmp_path, text) == [
+        "defaults.no_answer_timeout: must be > 0, got 0",
+        "defaults.failover_on_no_answer: must be true or false, got a number (1)",
+        "accounts[0].no_answer_timeout: must be > 0, got -5",
+        "gateways[0].no_answer_timeout: must be a number of seconds, got a string ('3')",
+        "gateways[0].failover_on_no_answer: must be true or false, got a string ('yes')",
+    ]
+
+
+def test_digest_offers_md5_only_by_default_and_keeps_the_order_given(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).server.digest_algorithms == ("MD5",)
+    text = '[server]\ndigest_algorithms = ["sha-256", "MD5"]\n' + MINIMAL
+    assert load_config(write(tmp_path, text)).server.digest_algorithms == ("SHA-256", "MD5")
+
+
+def test_a_gateway_prefix_may_hold_star_and_hash(tmp_path: Path) -> None:
+    text = MINIMAL.replace('"198.51.100.1:5060"', '"198.51.100.1:5060"\nadd_prefix = "*0011#"')
+    assert load_config(write(tmp_path, text)).gateway("gw").add_prefix == "*0011#"
+    bad = MINIMAL.replace('"198.51.100.1:5060"', '"198.51.100.1:5060"\nadd_prefix = "+1"')
+    assert problems(tmp_path, bad) == [
+        "gateways[0].add_prefix: must be digits, '*' or '#', got '+1'"
+    ]
+
+
+# -- SIGHUP: realm and digest algorithms ----------------------------------------------------
+
+DIGEST = """
+[[accounts]]
+id = "alice"
+username = "alice"
+password = "secret"
+routing_plan = "p"
+
+[[gateways]]
+id = "gw"
+address = "198.51.100.1:5060"
+
+[[routes]]
+plan = "p"
+gateways = ["gw"]
+"""
+
+
+def test_a_reload_changes_the_realm_and_the_algorithms_offered(tmp_path: Path) -> None:
+    path = tmp_path / "switch.toml"
+    server = f'[server]\ndatabase = "{tmp_path / "cdr.sqlite"}"\n'
+    path.write_text(server + 'realm = "old"\n' + DIGEST)
+    config = load_config(path)
+    switch = Switch(config, build_snapshot(config), path)
+    before = [parse_challenge(v) for v in switch.pipeline.nonces.challenges(time.time())]
+    assert [(c.realm, c.algorithm) for c in before] == [("old", "MD5")]
+
+    path.write_text(server + 'realm = "new"\ndigest_algorithms = ["SHA-256", "MD5"]\n' + DIGEST)
+
+    async def reload() -> bool:
+        try:
+            return await switch.reload()
+        finally:
+            await switch.stop(0)
+
+    assert asyncio.run(reload()) is True
+    after = [parse_challenge(v) for v in switch.pipeline.nonces.challenges(time.time())]
+    assert [(c.realm, c.algorithm) for c in after] == [("new", "SHA-256"), ("new", "MD5")]
+    # An answer to the new challenge is accepted; one to the old realm's is challenged again.
+    snapshot, live, source = switch.pipeline.snapshot, LiveState(), ("203.0.113.9", 5060)
+    uri = "sip:447911123456@switch"
+    for challenge, expected in ((after[1], Authorised), (before[0], Challenge)):
+        answer = build_authorization(
+            challenge, method="INVITE", uri=uri, username="alice", password="secret"
+        )
+        request = _invite(uri, answer)
+        now = time.time()
+        out = authorise(snapshot, request, source, live, now, switch.pipeline.nonces)
+        assert isinstance(out, expected), out
+
+
+def _invite(uri: str, authorization: str) -> Request:
+    text = (
+        f"INVITE {uri} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bKreload\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:alice@203.0.113.9>;tag=a\r\nTo: <" + uri + ">\r\n"
+        "Call-ID: reload@test\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@203.0.113.9>\r\n"
+        f"Proxy-Authorization: {authorization}\r\nContent-Length: 0\r\n\r\n"
+    )
+    message = parse_message(text.encode())
+    assert isinstance(message, Request)
+    return message

@@ -1,21 +1,20 @@
 """The application: wires the transport, the transaction layer and dialogs to your handlers.
 
 Data moves one way through here. Bytes become messages in ``softswitch.transport``; every
-message goes to ``softswitch.sip.transaction.TransactionLayer`` first, whose actions (send,
-pass up, time out) this module carries out; what passes up is dispatched to a route, a
-dialog or a waiting caller. Time is the loop's clock: the only timer the transaction layer
-needs is one ``loop.call_at`` at its next deadline.
+message goes to ``softswitch.sip.transaction.TransactionLayer`` first, run by
+``softswitch.transaction_driver`` (the same loop the proxy engine runs on), which carries
+out the layer's actions and hands this module what is the user agent's to decide: a
+request or response no transaction matched, what a transaction passes up, a transaction
+that gave up or ended. That is dispatched to a route, a dialog or a waiting caller.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from softswitch.deadline import DeadlineTimer
 from softswitch.sip import URI, NameAddr, Request, Response, SipURI, Via
 from softswitch.sip.dialog import Dialog as DialogState
 from softswitch.sip.dialog import DialogError, DialogId
@@ -23,19 +22,12 @@ from softswitch.sip.dialog import DialogState as State
 from softswitch.sip.timers import TimerConfig
 from softswitch.sip.transaction import (
     ClientTransaction,
-    Matched,
-    PassUp,
-    Send,
     ServerTransaction,
-    Terminated,
-    Timeout,
     Transaction,
-    TransactionLayer,
-    TransactionOutput,
-    TransportFailure,
     make_cancel,
 )
-from softswitch.transport import Address, Flow, Limits, Transport, TransportLayer
+from softswitch.transaction_driver import TransactionDriver
+from softswitch.transport import Address, Flow, Limits, Transport
 
 from .addressing import contact_for, destination, uri_host
 from .dialog import Dialog
@@ -71,14 +63,21 @@ class Application:
         self.router = router or Router()
         self.user = user
         self.user_agent = user_agent
-        self.transport = TransportLayer(self._on_message, limits=limits)
-        self.transactions = TransactionLayer(timers)
+        self.driver = TransactionDriver(
+            on_unmatched=self._on_unmatched,
+            on_response=self._on_response,
+            on_request=self._on_request,
+            on_gave_up=self._give_up,
+            on_terminated=self._forget_transaction,
+            logger=logger,
+            timers=timers,
+            limits=limits,
+        )
+        self.transport = self.driver.transport
+        self.transactions = self.driver.transactions
         self._clients: dict[Transaction, PendingRequest] = {}
         self._servers: dict[Transaction, IncomingRequest] = {}
         self._dialogs: dict[DialogId, Dialog] = {}
-        self._timer = DeadlineTimer(self._on_timer)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
 
     # -- public -------------------------------------------------------------------------
 
@@ -112,18 +111,12 @@ class Application:
         return Peer(self, flow.remote, protocol, local_host)
 
     async def close(self) -> None:
-        self._closed = True
-        self._timer.cancel()
+        self.driver.stop()
         for dialog in list(self._dialogs.values()):
             dialog._terminate()
         for pending in self._clients.values():
             pending._fail(ConnectionAbortedError("application closed"))
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=1.0)
-        await self.transport.close()
+        await self.driver.close()
 
     @property
     def dialogs(self) -> list[Dialog]:
@@ -169,7 +162,7 @@ class Application:
             self._start_client(pending, request, flow)
             return request, flow
 
-        return PendingRequest(start, self._spawn, canceller=self._send_cancel)
+        return PendingRequest(start, self.driver.spawn, canceller=self._send_cancel)
 
     def _send_cancel(self, invite: PendingRequest) -> PendingRequest:
         assert invite.request is not None
@@ -181,7 +174,7 @@ class Application:
             self._start_client(pending, cancel, flow)
             return cancel, flow
 
-        return PendingRequest(start, self._spawn)
+        return PendingRequest(start, self.driver.spawn)
 
     def _send_in_dialog(
         self,
@@ -209,7 +202,7 @@ class Application:
             self._start_client(pending, request, flow)
             return request, flow
 
-        return PendingRequest(start, self._spawn, dialog=dialog)
+        return PendingRequest(start, self.driver.spawn, dialog=dialog)
 
     async def _dialog_flow(self, dialog: Dialog) -> Flow:
         """The next hop of an in-dialog request: the first route, else the remote target."""
@@ -225,14 +218,12 @@ class Application:
         return contact_for(self.user, self.transport.sent_by(flow), flow.transport)
 
     def _start_client(self, pending: PendingRequest, request: Request, flow: Flow) -> None:
-        if self._closed:
+        if self.driver.closed:
             raise ConnectionAbortedError("application closed")
-        tx, outputs = self.transactions.send_request(
-            request, self._now(), reliable=flow.transport is Transport.TCP, peer=flow
-        )
+        tx, outputs = self.driver.open_client(request, flow, self.driver.now())
         pending.request, pending.flow = request, flow
         self._clients[tx] = pending
-        self._process(outputs)
+        self.driver.process(outputs)
 
     # -- answering ----------------------------------------------------------------------
 
@@ -253,10 +244,10 @@ class Application:
                     self._dialogs[state.id] = incoming.dialog
             elif status >= 200:
                 incoming.dialog.state.state = State.CONFIRMED
-        outputs = self.transactions.respond(incoming.transaction, response, self._now())
+        outputs = self.transactions.respond(incoming.transaction, response, self.driver.now())
         if status >= 200:
             incoming.final = response
-        self._process(outputs)
+        self.driver.process(outputs)
         dialog = incoming.dialog
         if dialog is not None and request.method == "INVITE":
             if 200 <= status < 300:
@@ -271,34 +262,25 @@ class Application:
             raise LookupError("no open server transaction for this request")
         return incoming
 
-    # -- the transaction layer's actions ------------------------------------------------
+    # -- what the transaction driver hands over -----------------------------------------
 
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def _process(self, outputs: Iterable[TransactionOutput]) -> None:
-        for output in outputs:
-            tx, action = output.transaction, output.action
-            if isinstance(action, Send):
-                self._transmit(tx, action.message)
-            elif isinstance(action, PassUp):
-                self._pass_up(tx, action.message)
-            elif isinstance(action, Timeout):
-                self._give_up(tx, 408, f"timer {action.timer.value} fired")
-            elif isinstance(action, TransportFailure):
-                self._give_up(tx, 503, action.reason or "transport failure")
-            elif isinstance(action, Terminated):
-                self._clients.pop(tx, None)
-                self._servers.pop(tx, None)
-        self._reschedule()
-
-    def _transmit(self, tx: Transaction, message: Request | Response) -> None:
-        flow = tx.peer
-        assert isinstance(flow, Flow)
+    def _on_unmatched(self, message: Request | Response, flow: Flow, now: float) -> None:
         if isinstance(message, Response):
-            self.transport.send_response(message, flow)
-        elif not self.transport.send(flow, message):
-            self._process(self.transactions.transport_error(tx, self._now(), "not sent"))
+            self._stray_response(message)
+        elif message.method == "ACK":
+            self._ack_for_2xx(message)
+        else:
+            self._new_request(message, flow, now)
+
+    def _on_response(self, tx: ClientTransaction, response: Response) -> None:
+        pending = self._clients.get(tx)
+        if pending is not None:
+            self._client_response(pending, tx.request, response)
+
+    def _on_request(self, tx: ServerTransaction, request: Request) -> None:
+        incoming = self._servers.get(tx)
+        if incoming is not None:
+            self._dispatch(incoming)
 
     def _give_up(self, tx: Transaction, status: int, why: str) -> None:
         pending = self._clients.get(tx)
@@ -313,41 +295,11 @@ class Application:
             if pending.dialog is not None and status == 408:
                 pending.dialog._terminate()
 
-    def _reschedule(self) -> None:
-        if not self._closed:
-            self._timer.schedule(self.transactions.next_deadline())
-
-    def _on_timer(self, deadline: float) -> None:
-        # call_at may fire a clock-resolution early; never hand the layer a time before it.
-        self._process(self.transactions.handle_timers(max(self._now(), deadline)))
+    def _forget_transaction(self, tx: Transaction) -> None:
+        self._clients.pop(tx, None)
+        self._servers.pop(tx, None)
 
     # -- receiving ----------------------------------------------------------------------
-
-    def _on_message(self, message: Request | Response, flow: Flow) -> None:
-        if self._closed:
-            return
-        now = self._now()
-        result = self.transactions.receive(message, now)
-        if isinstance(result, Matched):
-            self._process(result.outputs)
-        elif isinstance(message, Response):
-            self._stray_response(message)
-        elif message.method == "ACK":
-            self._ack_for_2xx(message)
-        else:
-            self._new_request(message, flow, now)
-
-    def _pass_up(self, tx: Transaction, message: Request | Response) -> None:
-        if isinstance(tx, ClientTransaction):
-            assert isinstance(message, Response)
-            pending = self._clients.get(tx)
-            if pending is not None:
-                self._client_response(pending, tx.request, message)
-        else:
-            assert isinstance(tx, ServerTransaction)
-            incoming = self._servers.get(tx)
-            if incoming is not None:
-                self._dispatch(incoming)
 
     def _client_response(
         self, pending: PendingRequest, request: Request, response: Response
@@ -361,7 +313,7 @@ class Application:
             dialog = self._uac_dialog(request, response, pending.flow)
             pending.dialog = dialog
         if dialog is not None and request.method == "INVITE" and 200 <= response.status < 300:
-            self._spawn(self._send_ack(dialog, request))
+            self.driver.spawn(self._send_ack(dialog, request))
         pending._deliver(response)
 
     def _uac_dialog(self, request: Request, response: Response, flow: Flow | None) -> Dialog | None:
@@ -408,31 +360,29 @@ class Application:
         dialog._on_ack(ack)
 
     def _new_request(self, request: Request, flow: Flow, now: float) -> None:
-        reliable = flow.transport is Transport.TCP
         if request.method == "CANCEL":
             self._cancel(request, flow, now)
             return
-        tx, outputs = self.transactions.create_server(request, now, reliable=reliable, peer=flow)
+        tx, outputs = self.driver.open_server(request, flow, now)
         dialog = None
         if request.to_tag is not None:
             dialog_id = DialogId.for_incoming_request(request)
             dialog = self._dialogs.get(dialog_id) if dialog_id is not None else None
         self._servers[tx] = IncomingRequest(self, request, flow, tx, dialog)
-        self._process(outputs)
+        self.driver.process(outputs)
 
     def _cancel(self, cancel: Request, flow: Flow, now: float) -> None:
         """CANCEL (RFC 3261 9.2): 200 for the CANCEL, 487 for the INVITE still pending."""
-        tx, outputs = self.transactions.create_server(
-            cancel, now, reliable=flow.transport is Transport.TCP, peer=flow
-        )
-        self._process(outputs)
+        tx, outputs = self.driver.open_server(cancel, flow, now)
+        self.driver.process(outputs)
         invite_tx = self.transactions.match_cancel(cancel)
         invite = self._servers.get(invite_tx) if invite_tx is not None else None
         if invite is None or invite.answered:
             status = 481 if invite is None else 200
-            self._process(self.transactions.respond(tx, Response.for_request(cancel, status), now))
+            response = Response.for_request(cancel, status)
+            self.driver.process(self.transactions.respond(tx, response, now))
             return
-        self._process(
+        self.driver.process(
             self.transactions.respond(
                 tx, Response.for_request(cancel, 200, to_tag=invite.to_tag), now
             )
@@ -450,7 +400,7 @@ class Application:
             allow = ", ".join(["ACK", "CANCEL", *self.router.methods])
             self._reply_now(incoming, 405, headers=[("Allow", allow)])
             return
-        self._spawn(self._run_handler(handler, incoming))
+        self.driver.spawn(self._run_handler(handler, incoming))
 
     def _dispatch_in_dialog(self, incoming: IncomingRequest) -> None:
         request = incoming.message
@@ -464,7 +414,7 @@ class Application:
             return
         handler = dialog.router.get(request.method)
         if handler is not None:
-            self._spawn(self._run_handler(handler, incoming))
+            self.driver.spawn(self._run_handler(handler, incoming))
         else:
             if request.method == "BYE":
                 self._reply_now(incoming, 200)
@@ -508,20 +458,6 @@ class Application:
             self._reply_now(incoming, 500, "No Final Response From Handler")
 
     # -- bookkeeping --------------------------------------------------------------------
-
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("background task failed")
-
-        task = asyncio.get_running_loop().create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _forget_dialog(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.id) is dialog:

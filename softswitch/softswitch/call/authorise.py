@@ -15,7 +15,7 @@ VOS3000 calls these customers "mapping gateways". The rules, in order:
    account by user name.
 4. Otherwise 403.
 
-Failures never say which accounts exist: every refusal is the same 403 "forbidden" (the
+Failures never say which accounts exist: every refusal is the same 403, Q.850 cause 21 (the
 ``detail`` saying why is for logs and the CDR), an unknown user name is verified against a
 dummy password so it takes the same time as a wrong one, and a 407 is offered to any source
 once digest accounts exist. Every failed verification (and every call from an address no

@@ -8,12 +8,16 @@ header, and write a CDR with ``end_reason``, ``status`` and ``q850``.
 (a test keeps the two in step). SIP codes and Q.850 causes follow RFC 3398 (ISUP/SIP mapping)
 where it has an answer.
 
-``reason`` is the public text sent in the Reason header and must never reveal which accounts,
-gateways or rates exist; ``detail`` is for logs and the CDR only.
+The Reason header's text is always the Q.850 text of the cause it carries (``Q850_TEXT``),
+so a caller never reads "no circuit available" beside cause 41: a refusal whose cause follows
+a gateway's answer (``with_cause``) carries that cause's text. The text is generic by
+construction and never reveals which accounts, gateways or rates exist; ``detail`` says what
+actually happened, for logs and the CDR only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,7 +25,9 @@ __all__ = [
     "ALIASES",
     "END_REASONS",
     "PUBLIC_TEXT",
+    "Q850_TEXT",
     "Refusal",
+    "cause_text",
     "q850_for_status",
     "refuse",
 ]
@@ -31,6 +37,8 @@ END_REASONS: Final[dict[str, tuple[int, int]]] = {
     # Answered calls.
     "normal_clearing": (200, 16),  # either side sent BYE (hangup_side says which)
     "max_duration": (200, 102),  # the switch hung up: recovery on timer expiry
+    "no_ack": (200, 102),  # the caller never ACKed the 2xx: the switch hung up (13.3.1.4)
+    "system_failure": (200, 41),  # the switch died with the call up: closed at its restart
     # Unanswered: the caller gave up.
     "caller_cancelled": (487, 16),  # CANCEL from the caller before an answer
     # Refused by the switch before any gateway was tried.
@@ -57,31 +65,51 @@ END_REASONS: Final[dict[str, tuple[int, int]]] = {
     "all_gateways_failed": (503, 34),  # every attempt failed over, or the cap/budget was hit
 }
 
-#: The text of the Reason header per end reason: short, generic, safe to show a caller.
+#: ITU-T Q.850 cause texts (lower case, as sent in ``Reason: Q.850;cause=N;text="..."``) for
+#: every cause the switch can send: those of ``END_REASONS`` and of the RFC 3398 mapping below
+#: (a test checks both). Any other cause gets its class's "unspecified" text (``cause_text``).
+Q850_TEXT: Final[dict[int, str]] = {
+    1: "unallocated (unassigned) number",
+    3: "no route to destination",
+    16: "normal call clearing",
+    17: "user busy",
+    18: "no user responding",
+    19: "no answer from user (user alerted)",
+    21: "call rejected",
+    22: "number changed",
+    25: "exchange routing error",
+    28: "invalid number format (address incomplete)",
+    31: "normal, unspecified",
+    34: "no circuit/channel available",
+    38: "network out of order",
+    41: "temporary failure",
+    47: "resource unavailable, unspecified",
+    58: "bearer capability not presently available",
+    63: "service or option not available, unspecified",
+    79: "service or option not implemented, unspecified",
+    95: "invalid message, unspecified",
+    102: "recovery on timer expiry",
+    111: "protocol error, unspecified",
+    127: "interworking, unspecified",
+}
+
+# Q.850 2.2.5: a cause a receiver does not know is treated as the "unspecified" cause of its
+# class (the class is the cause's top three bits).
+_CLASS_UNSPECIFIED: Final = (31, 31, 47, 63, 79, 95, 111, 127)
+
+
+def cause_text(cause: int) -> str:
+    """The Q.850 text for ``cause`` (1-127); an unlisted one gets its class's text."""
+    text = Q850_TEXT.get(cause)
+    if text is not None:
+        return text
+    return Q850_TEXT[_CLASS_UNSPECIFIED[(cause >> 4) & 7]]
+
+
+#: The Reason header's text per end reason: the Q.850 text of its cause (short, generic,
+#: safe to show a caller). ``docs/cdr.md`` prints it; a test keeps the two in step.
 PUBLIC_TEXT: Final[dict[str, str]] = {
-    "normal_clearing": "normal call clearing",
-    "max_duration": "maximum call duration reached",
-    "caller_cancelled": "call cancelled",
-    "auth_failed": "forbidden",
-    "account_disabled": "forbidden",
-    "forbidden_destination": "destination not allowed",
-    "limit_exceeded": "call limit reached",
-    "invalid_number": "invalid number format",
-    "no_rate": "no route to destination",
-    "no_route": "no route to destination",
-    "no_gateway": "no circuit available",
-    "loop_detected": "loop detected",
-    "too_many_hops": "too many hops",
-    "invalid_request": "bad request",
-    "message_too_large": "message too large",
-    "system_shutdown": "service shutting down",
-    "internal_error": "temporary failure",
-    "busy": "user busy",
-    "declined": "call rejected",
-    "no_answer": "no answer",
-    "gateway_timeout": "no response from carrier",
-    "gateway_rejected": "call rejected by carrier",
-    "all_gateways_failed": "no circuit available",
+    reason: cause_text(cause) for reason, (_, cause) in END_REASONS.items()
 }
 
 
@@ -89,18 +117,27 @@ PUBLIC_TEXT: Final[dict[str, str]] = {
 class Refusal:
     """A stage's "no": what to answer the caller and what the CDR will say.
 
-    ``reason`` is the public Reason text; ``detail`` is internal (logs, CDR, ``softswitch
-    route``), e.g. which limit was hit.
+    ``reason`` (the public Reason text) follows from ``q850``, so the two cannot disagree;
+    ``detail`` is internal (logs, CDR, ``softswitch route``), e.g. which limit was hit.
     """
 
     status: int
-    reason: str
     end_reason: str
     q850: int
     detail: str = ""
 
+    @property
+    def reason(self) -> str:
+        """The Reason header's text: the Q.850 text of the cause sent."""
+        return cause_text(self.q850)
+
+    def with_cause(self, q850: int) -> Refusal:
+        """The same refusal with another Q.850 cause (and so that cause's text)."""
+        return dataclasses.replace(self, q850=q850)
+
     def reason_header(self) -> str:
-        """The ``Reason`` header value (RFC 3326), e.g. ``Q.850;cause=34;text="no circuit"``."""
+        """The ``Reason`` header value (RFC 3326), e.g.
+        ``Q.850;cause=34;text="no circuit/channel available"``."""
         text = self.reason.replace("\\", "\\\\").replace('"', '\\"')
         return f'Q.850;cause={self.q850};text="{text}"'
 
@@ -130,7 +167,6 @@ def refuse(end_reason: str, detail: str = "", *, status: int | None = None) -> R
     code, q850 = END_REASONS[end_reason]
     return Refusal(
         status=code if status is None else status,
-        reason=PUBLIC_TEXT[end_reason],
         end_reason=end_reason,
         q850=q850,
         detail=detail,

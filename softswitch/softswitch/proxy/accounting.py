@@ -5,11 +5,16 @@ for each INVITE refused before a call existed (403, 404, 503 ...); both land her
 come from ``call.billing.call_costs`` with the snapshot the call started with, so a reload
 during the call does not re-price it. Writing is ``cdr.CdrStore``'s job, in its own thread:
 ``write`` only queues, so the signalling path never waits for the disk.
+
+The duration billed never exceeds the call's ``max_duration``: the switch's BYE leaves a few
+milliseconds after the cut-off timer, and rounding ``3.003`` s up must not bill a call cut at
+3 s as 4 s (``billed_duration``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 
 from softswitch.call.billing import call_costs
@@ -18,13 +23,13 @@ from softswitch.call.routing import RoutePlan
 from softswitch.call.snapshot import Snapshot
 from softswitch.cdr import CdrAttempt, CdrRecord
 from softswitch.config import Account
-from softswitch.sip import Request, SipURI, unescape
+from softswitch.sip import Request, SipParseError, SipURI, unescape
 from softswitch.transport import Flow
 
 from .calls import Attempt, Call
 from .engine import Reply
 
-__all__ = ["bare_cdr", "build_cdr", "refusal_cdr", "routing_trace"]
+__all__ = ["bare_cdr", "billed_duration", "build_cdr", "refusal_cdr", "routing_trace"]
 
 #: End reasons whose Q.850 cause is the gateway's answer's, not a fixed one.
 _CAUSE_FROM_STATUS = frozenset({"all_gateways_failed", "gateway_rejected"})
@@ -45,8 +50,29 @@ def _user(uri: object) -> str:
 
 
 def _caller(request: Request) -> str:
-    from_ = request.from_
+    try:
+        from_ = request.from_
+    except SipParseError:  # a malformed From must not cost the refused INVITE its CDR
+        return ""
     return _user(from_.uri) if from_ is not None else ""
+
+
+def billed_duration(call: Call) -> tuple[float, int]:
+    """The CDR's ``duration`` (seconds answered, to the millisecond) and ``billsec`` (that
+    rounded up to whole seconds), never more than the call's ``max_duration``.
+
+    The cap holds whatever the end reason: a call cut at its maximum is billed exactly the
+    maximum, and neither the lag of the switch's own BYE nor a BYE racing the cut-off adds
+    a second. Unanswered calls are 0 and 0.
+    """
+    if call.answer_at is None:
+        return 0.0, 0
+    end = call.end_at if call.end_at is not None else call.answer_at
+    duration = max(0.0, round(end - call.answer_at, 3))
+    cap = call.admission.max_duration
+    if cap > 0:
+        duration = min(duration, round(cap, 3))
+    return duration, math.ceil(duration)
 
 
 def _q850(end_reason: str, status: int) -> int:
@@ -85,9 +111,10 @@ def build_cdr(
     plan: RoutePlan,
     skipped: Sequence[tuple[str, str]] = (),
 ) -> CdrRecord:
-    """The CDR of an admitted call (answered or not)."""
+    """The CDR of an admitted call (answered or not), costed for ``billed_duration``."""
     end_at = _at_required(call.end_at if call.end_at is not None else call.invite_at)
     answer_at = _at(call.answer_at)
+    duration, billsec = billed_duration(call)
     sell = buy = buy_rate = None
     gateway = None
     if call.answered_gateway is not None:
@@ -109,6 +136,8 @@ def build_cdr(
         ring_at=_at(call.ring_at),
         answer_at=answer_at,
         end_at=end_at,
+        duration=duration,
+        billsec=billsec,
         hangup_side=call.hangup_side if answer_at is not None else None,
         end_reason=call.end_reason or "internal_error",
         status=call.final_status or 500,
@@ -120,7 +149,7 @@ def build_cdr(
     )
     if answer_at is not None:
         sell, buy = call_costs(
-            snapshot, account, gateway, call.admission.number, answer_at, record.billsec or 0
+            snapshot, account, gateway, call.admission.number, answer_at, billsec
         )
         record.sell_cost, record.buy_cost = sell, buy
     return record
@@ -128,6 +157,7 @@ def build_cdr(
 
 def bare_cdr(call: Call, account: Account) -> CdrRecord:
     """The record without costs, for when costing failed: what happened is still known."""
+    duration, billsec = billed_duration(call)
     return CdrRecord(
         call_id=call.call_id,
         account_id=account.id,
@@ -141,6 +171,8 @@ def bare_cdr(call: Call, account: Account) -> CdrRecord:
         ring_at=_at(call.ring_at),
         answer_at=_at(call.answer_at),
         end_at=_at_required(call.end_at if call.end_at is not None else call.invite_at),
+        duration=duration,
+        billsec=billsec,
         end_reason=call.end_reason or "internal_error",
         status=call.final_status or 500,
         q850=_q850(call.end_reason or "internal_error", call.final_status or 500),

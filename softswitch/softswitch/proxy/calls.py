@@ -16,7 +16,11 @@ from softswitch.sip import Request, Response
 from softswitch.sip.transaction import ClientTransaction, ServerTransaction
 from softswitch.transport import Address, Flow, Transport
 
-__all__ = ["Admission", "Attempt", "Branch", "Call", "Phase", "Target"]
+__all__ = ["NO_ANSWER_TIMEOUT", "Admission", "Attempt", "Branch", "Call", "Phase", "Target"]
+
+#: Timer C (RFC 3261 16.6 step 11: "MUST be greater than 3 minutes"): how long a gateway
+#: rings, unless the configuration's ``no_answer_timeout`` says otherwise.
+NO_ANSWER_TIMEOUT = 181.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,10 @@ class Target:
     number_sent: str
     setup_timeout: float
     failover_codes: frozenset[int] | None = None
+    #: Seconds this gateway may ring (after its first 18x) before it is cancelled.
+    no_answer_timeout: float = NO_ANSWER_TIMEOUT
+    #: When it rings out: try the next gateway (True) or answer the caller 480 (False).
+    failover_on_no_answer: bool = False
 
 
 @dataclass(slots=True)
@@ -47,6 +55,11 @@ class Admission:
     attempt_cap: int
     time_budget: float
     policy: object = None
+    #: Seconds an answered call waits for the caller's ACK before the switch hangs up
+    #: (RFC 3261 13.3.1.4: 64*T1).
+    ack_timeout: float = 32.0
+    #: Our digest realm: credentials for it are ours and never forwarded (RFC 3261 22.3).
+    realm: str | None = None
 
 
 @dataclass(slots=True)
@@ -112,7 +125,8 @@ class Call:
     final_status: int | None = None
     hangup_side: str | None = None
     number_sent: str | None = None
-    # dialog facts, once answered
+    # dialog facts: from the current branch's first 1xx with a To tag (an early dialog,
+    # RFC 3261 12.1), then from its 2xx
     caller_tag: str | None = None
     callee_tag: str | None = None
     callee_contact: str | None = None
@@ -123,6 +137,7 @@ class Call:
     callee_cseq: int = 0
     duration_timer: asyncio.TimerHandle | None = None
     budget_timer: asyncio.TimerHandle | None = None
+    ack_timer: asyncio.TimerHandle | None = None
     finished: bool = False
 
     @property

@@ -3,7 +3,8 @@
 Pure functions over messages: the engine decides *where* a message goes, this module decides
 *what* goes there. A forwarded request is a copy (the original stays intact for the next
 fail-over branch), keeps every header it arrived with byte for byte except the ones a proxy
-owns (Via, Record-Route, Route, Max-Forwards, Proxy-Authorization), and its body untouched.
+owns (Via, Record-Route, Route, Max-Forwards, Proxy-Authorization for our own realm), and
+its body untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from softswitch.sip import NameAddr, Request, Response, SipParseError, SipURI, Via, parse_name_addr
+from softswitch.sip.digest import DigestParseError, parse_credentials
 from softswitch.transport import Address, Transport
 
 __all__ = [
@@ -109,6 +111,7 @@ def prepare_branch(
     via: Via,
     record_route: Iterable[Hop],
     is_ours: Callable[[str, int], bool],
+    realm: str | None = None,
 ) -> Request:
     """The INVITE for one gateway (16.6): new Request-URI, our Via and Record-Route on top.
 
@@ -120,11 +123,34 @@ def prepare_branch(
     out.uri = uri
     _strip_own_routes(out, is_ours)
     _decrement_max_forwards(out)
-    out.headers.remove("Proxy-Authorization")  # our credentials, not the carrier's (22.3)
+    _remove_own_credentials(out, realm)
     for hop in reversed(list(record_route)):
         out.headers.prepend("Record-Route", str(NameAddr(own_uri(hop))))
     out.push_via(via)
     return out
+
+
+def _remove_own_credentials(request: Request, realm: str | None) -> None:
+    """RFC 3261 22.3: a proxy consumes the credentials for its own realm and forwards the
+    rest, so that a carrier's own 407 can be answered end to end by the caller. Ours never
+    reach a gateway: a credential that names our realm, or that cannot be read but mentions
+    it, is removed. ``realm`` None (no realm known): every Proxy-Authorization is removed."""
+    values = request.headers.get_all("Proxy-Authorization")
+    if not values:
+        return
+    keep = [] if realm is None else [v for v in values if not _names_realm(v, realm)]
+    if len(keep) == len(values):
+        return
+    request.headers.remove("Proxy-Authorization")
+    for value in keep:
+        request.headers.add("Proxy-Authorization", value)
+
+
+def _names_realm(credentials: str, realm: str) -> bool:
+    try:
+        return parse_credentials(credentials).realm == realm
+    except DigestParseError:
+        return f'realm="{realm}"' in credentials or f"realm={realm}" in credentials
 
 
 def prepare_in_dialog(

@@ -39,8 +39,8 @@ from softswitch.call.rewrite import gateway_request_uri, sent_number
 from softswitch.call.routing import RoutePlan, route_call
 from softswitch.call.select import admit_gateway, select_gateways
 from softswitch.call.snapshot import Snapshot
-from softswitch.cdr import CdrSink
-from softswitch.config import Account, Gateway
+from softswitch.cdr import CallStart, CdrSink
+from softswitch.config import Account, Gateway, fails_over_on_no_answer, no_answer_timeout
 from softswitch.security import Screen, SourceGuard, gateway_addresses
 from softswitch.sip import Request
 from softswitch.sip.digest import DigestAuthenticator
@@ -158,42 +158,59 @@ class Pipeline:
         if refusal is not None:
             return reply(refusal, account_id=account.id)
 
-        # 5. route
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        plan = route_call(snapshot, account, number, at, request.call_id or "")
-        if isinstance(plan, Refusal):
-            self.live.account_release(account.id)
-            return reply(plan, account_id=account.id)
+        # From here the call holds one of the account's slots. Every way out but an
+        # Admission gives it back, an exception included: a leaked slot would shrink the
+        # account's max_calls until a restart. A bug here is the account's refused call
+        # (500 internal_error, with its CDR), not the engine's anonymous one.
+        admission: Admission | None = None
+        try:
+            # 5. route
+            at = dt.datetime.fromtimestamp(now, dt.UTC)
+            plan = route_call(snapshot, account, number, at, request.call_id or "")
+            if isinstance(plan, Refusal):
+                return reply(plan, account_id=account.id)
 
-        # 6. select: fail fast when no candidate can take a call now
-        usable, skipped = select_gateways(snapshot, plan, self.live, mono)
-        if not usable:
-            self.live.account_release(account.id)
-            detail = ", ".join(f"{g}: {why}" for g, why in skipped)
-            return reply(refuse("no_gateway", detail), account_id=account.id)
+            # 6. select: fail fast when no candidate can take a call now
+            usable, skipped = select_gateways(snapshot, plan, self.live, mono)
+            if not usable:
+                detail = ", ".join(f"{g}: {why}" for g, why in skipped)
+                return reply(refuse("no_gateway", detail), account_id=account.id)
 
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "call_id=%s account=%s %s",
-                request.call_id,
-                account.id,
-                routing_trace(plan, skipped),
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "call_id=%s account=%s %s",
+                    request.call_id,
+                    account.id,
+                    routing_trace(plan, skipped),
+                    extra={"call_id": request.call_id},
+                )
+            defaults = snapshot.config.defaults
+            max_duration = account.max_duration
+            if max_duration is None:
+                max_duration = defaults.max_duration
+            context = CallContext(snapshot, account, who.dialed, number, plan)
+            admission = Admission(
+                account_id=account.id,
+                number_dialed=who.dialed,
+                number=number,
+                max_duration=float(max_duration) if max_duration else UNLIMITED_DURATION,
+                attempt_cap=defaults.max_attempts,
+                time_budget=defaults.call_budget,
+                policy=context,
+                realm=snapshot.config.server.realm,
+                ack_timeout=defaults.ack_timeout,
+            )
+        except Exception:
+            logger.exception(
+                "admission failed after the limits; the account's slot is released",
                 extra={"call_id": request.call_id},
             )
-        defaults = snapshot.config.defaults
-        max_duration = account.max_duration
-        if max_duration is None:
-            max_duration = defaults.max_duration
-        context = CallContext(snapshot, account, who.dialed, number, plan)
-        return Admission(
-            account_id=account.id,
-            number_dialed=who.dialed,
-            number=number,
-            max_duration=float(max_duration) if max_duration else UNLIMITED_DURATION,
-            attempt_cap=defaults.max_attempts,
-            time_budget=defaults.call_budget,
-            policy=context,
-        )
+            detail = "admission failed after the limits; see the log"
+            return reply(refuse("internal_error", detail), account_id=account.id)
+        finally:
+            if admission is None:
+                self.live.account_release(account.id)
+        return admission
 
     # -- stage 6: the next gateway, claimed -----------------------------------------------
 
@@ -223,6 +240,10 @@ class Pipeline:
                 number_sent=sent_number(gateway, context.number),
                 setup_timeout=gateway.setup_timeout,
                 failover_codes=gateway.failover_codes,
+                no_answer_timeout=no_answer_timeout(context.account, gateway),
+                failover_on_no_answer=fails_over_on_no_answer(
+                    context.snapshot.config.defaults, context.account, gateway
+                ),
             )
         if not call.attempts:
             detail = ", ".join(f"{g}: {why}" for g, why in context.skipped)
@@ -241,11 +262,48 @@ class Pipeline:
         if not call.responses:
             refusal = refuse("gateway_timeout", tried)
         else:
+            # The cause (and so the Reason text) follows the status sent (RFC 3398).
             refusal = refuse("all_gateways_failed", tried, status=status)
-            refusal = Refusal(
-                refusal.status, refusal.reason, refusal.end_reason, q850_for_status(status), tried
-            )
+            refusal = refusal.with_cause(q850_for_status(status))
         return reply(refusal, account_id=call.admission.account_id)
+
+    # -- stage 9: connect: the answered call's durable mark --------------------------------
+
+    def answered(self, call: Call) -> None:
+        """The call is up: queue its ``CallStart`` (the CDR as it must read if the switch dies
+        before the call ends), so that the next start still writes the call's CDR, as
+        ``system_failure`` billed to the dead run's last heartbeat. Its CDR deletes it.
+
+        Only queues (the store's writer thread commits it with its next group commit) and
+        never raises: failing to write the mark must not fail the call.
+        """
+        context = _context(call)
+        try:
+            try:
+                record = build_cdr(
+                    call, context.snapshot, context.account, context.plan, context.skipped
+                )
+            except Exception:  # a costing bug: the mark still says what is known
+                record = bare_cdr(call, context.account)
+            failure = refuse("system_failure")
+            record.end_reason, record.q850 = failure.end_reason, failure.q850
+            record.hangup_side = "switch"
+            record.end_at = record.answer_at or record.end_at
+            record.sell_cost = record.buy_cost = None
+            gateway = context.snapshot.gateways.get(call.answered_gateway or "")
+            self.cdrs.open_call(
+                CallStart(
+                    record,
+                    sell_deck=context.account.rate_deck,
+                    buy_deck=gateway.rate_deck if gateway is not None else None,
+                    max_duration=call.admission.max_duration,
+                )
+            )
+        except Exception:
+            logger.exception(
+                "call start not recorded: a crash before the call ends would lose its CDR",
+                extra={"call_id": call.call_id},
+            )
 
     # -- stage 10: account ----------------------------------------------------------------
 

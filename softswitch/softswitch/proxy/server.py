@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from softswitch import __version__
 from softswitch.call.authorise import make_authenticator
+from softswitch.call.billing import deck_cost
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import Snapshot, build_snapshot
 from softswitch.cdr import CdrStore
@@ -82,13 +84,21 @@ class Switch:
         self._reloading: asyncio.Task[bool] | None = None
 
     async def start(self, listen: Sequence[str]) -> None:
-        """Listen on every address, then start probing; warn about a config that refuses all.
+        """Close the calls a dead run left open, listen on every address, then start
+        probing; warn about a config that refuses all.
 
         An address that cannot be bound raises ``OSError`` whose message names it, e.g.
         ``cannot listen on udp:127.0.0.1:5060: address already in use``.
         """
         for warning in self.config.warnings():
             logger.warning("%s", warning)
+        # Calls that were up when an earlier run died (kill -9, crash, power cut): their CDRs,
+        # rated as a normal CDR is, before this run takes a call. Off the event loop.
+        rate = functools.partial(deck_cost, self.pipeline.snapshot)
+        try:
+            await asyncio.to_thread(self.cdrs.recover, rate)
+        except Exception:
+            logger.exception("closing the calls of a dead run failed; retried at the next start")
         for item in listen:
             transport, addr = _listen_item(item)
             try:
@@ -126,6 +136,14 @@ class Switch:
             return False
         self.config = config
         self.pipeline.use(snapshot)  # the one assignment calls see
+        # [server] realm and digest_algorithms change with it (authorise reads the realm from
+        # the snapshot, the challenges from the authenticator). The authenticator itself is
+        # kept, so nonce counts carry over. A client answering a challenge of the old realm
+        # is challenged again; one answering with an algorithm no longer offered is refused
+        # once, then challenged again.
+        nonces = self.pipeline.nonces
+        nonces.realm = config.server.realm
+        nonces.algorithms = config.server.digest_algorithms
         self.prober.start(probe_targets(snapshot))
         logger.warning("configuration reloaded from %s", path)
         print("softswitch: reloaded", flush=True)

@@ -257,6 +257,14 @@ SINGLE_HEADERS: Final = frozenset(
 #   hvalue          =  *( hnv-unreserved / unreserved / escaped )
 #   hnv-unreserved  =  "[" / "]" / "/" / "?" / ":" / "+" / "$"
 #
+# The user part is taken liberally in one respect: an unescaped "#" is accepted.  RFC 3261
+# reserves it (it must be sent as %23), but customer equipment in the field (VOS3000-style
+# "mapping gateways") sends tech prefixes such as 1234#44... unescaped, and refusing them
+# would refuse the customer's every call.  "#" is accepted nowhere else (not in the
+# password, host, parameters or headers), and a URI keeps it as written (it means the same
+# as %23: comparison unescapes both); URIs the switch builds escape it (uri.escape).  "*"
+# needs no such exception: it is a mark, legal unescaped.
+#
 # hostname is taken liberally: a label may start with a digit (so IPv4address is a
 # hostname too) and the top label is not checked for a leading letter.  IPv6address is
 # hex digits, colons and an optional trailing dotted quad: RFC 5118 4.10 asks receivers
@@ -265,7 +273,9 @@ SINGLE_HEADERS: Final = frozenset(
 
 ESCAPED: Final = r"%[0-9A-Fa-f]{2}"
 UNRESERVED: Final = r"A-Za-z0-9\-_.!~*'()"
-USER_RE: Final = re.compile(rf"(?:[{UNRESERVED}&=+$,;?/]|{ESCAPED})+")
+# "#" is the one character beyond the ABNF (see above).
+USER_LIBERAL: Final = "#"
+USER_RE: Final = re.compile(rf"(?:[{UNRESERVED}&=+$,;?/{USER_LIBERAL}]|{ESCAPED})+")
 PASSWORD_RE: Final = re.compile(rf"(?:[{UNRESERVED}&=+$,]|{ESCAPED})*")
 PARAMCHARS: Final = rf"(?:[{UNRESERVED}\[\]/:&+$]|{ESCAPED})+"
 URI_PARAM_RE: Final = re.compile(rf"({PARAMCHARS})(?:=({PARAMCHARS}))?")
@@ -285,7 +295,8 @@ IPV6_ADDRESS_RE: Final = re.compile(r"[0-9A-Fa-f]*:[0-9A-Fa-f:]*(?:[0-9]{1,3}(?:
 # does not match goes through the general, piecewise parse, which gives the same result
 # for everything this matches.
 SIP_URI_COMMON_RE: Final = re.compile(
-    rf"(?:((?:[{UNRESERVED}&=+$,]|{ESCAPED})+)(?::((?:[{UNRESERVED}&=+$,]|{ESCAPED})*))?@)?"
+    rf"(?:((?:[{UNRESERVED}&=+$,{USER_LIBERAL}]|{ESCAPED})+)"
+    rf"(?::((?:[{UNRESERVED}&=+$,]|{ESCAPED})*))?@)?"
     rf"({HOST})(?::([0-9]{{1,5}}))?((?:;{PARAMCHARS}(?:={PARAMCHARS})?)*)"
 )
 

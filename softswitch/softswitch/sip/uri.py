@@ -6,6 +6,12 @@ from one message to another is never re-encoded.  Comparison (``==``) follows RF
 19.1.4 instead: escapes are decoded before comparing, host, scheme and parameter names
 compare case-insensitively, and the user part case-sensitively.
 
+One liberty beyond RFC 3261: an unescaped ``#`` is accepted in the user part, where
+customer equipment puts tech prefixes (``sip:1234#44...@switch``); it is kept as written,
+so headers forwarded untouched and a digest ``uri`` still match what the peer sent, and
+it equals ``%23`` under comparison. URIs the switch builds are escaped with ``escape``,
+which writes ``#`` as ``%23`` and leaves ``*`` alone (a mark: legal unescaped).
+
 A URI whose scheme is not sip, sips or tel is an ``AbsoluteURI``: RFC 3261 allows any
 absoluteURI as a Request-URI, and RFC 4475 unkscm/novelsc are well-formed requests that a
 proxy answers with 416 (see ``softswitch.sip.validate``), not malformed ones.

@@ -7,10 +7,17 @@ from collections.abc import Callable
 import pytest
 from call_support import invite
 
-from softswitch.call.authorise import Authorised, Challenge, authorise, make_authenticator
+from softswitch.call.authorise import (
+    Authorised,
+    Challenge,
+    authorise,
+    dialed_number,
+    make_authenticator,
+)
 from softswitch.call.live import LiveState
 from softswitch.call.refusal import Refusal
 from softswitch.call.snapshot import Snapshot
+from softswitch.sip import Request, parse_message, validate_request
 from softswitch.sip.digest import DigestAuthenticator, build_authorization
 
 NOW = 1_000_000.0
@@ -36,7 +43,12 @@ def test_ip_in_cidr_authorises_and_keeps_the_number(
 
 @pytest.mark.parametrize(
     ("user", "account", "number"),
-    [("1234%2344123", "tech1", "44123"), ("99%2344123", "tech2", "44123")],
+    [
+        ("1234%2344123", "tech1", "44123"),
+        ("99%2344123", "tech2", "44123"),
+        ("1234#44123", "tech1", "44123"),  # unescaped, as VOS-style equipment sends it
+        ("99#44123", "tech2", "44123"),
+    ],
 )
 def test_tech_prefix_selects_among_accounts_sharing_an_ip(
     snapshot: Snapshot, nonces: DigestAuthenticator, user: str, account: str, number: str
@@ -86,7 +98,7 @@ def test_unknown_source_gets_403_without_digest_accounts_and_gets_blocked(
         out = authorise(snapshot, invite(), ("203.0.113.9", 5060), live, NOW + i, nonces)
         assert isinstance(out, Refusal)
         assert (out.status, out.end_reason) == (403, "auth_failed")
-        assert out.reason == "forbidden"
+        assert out.reason == "call rejected"  # Q.850 cause 21, whatever failed
     assert live.is_blocked("203.0.113.9", NOW + 3)
     out = authorise(snapshot, invite(), ("203.0.113.9", 5060), live, NOW + 10, nonces)
     assert isinstance(out, Refusal)
@@ -152,7 +164,7 @@ def test_wrong_password_unknown_user_and_wrong_uri_are_403_and_count(
     for auth in bad:
         out = authorise(snapshot, invite(uri, auth), ("203.0.113.9", 5060), live, NOW, nonces)
         assert isinstance(out, Refusal)
-        assert (out.status, out.end_reason, out.reason) == (403, "auth_failed", "forbidden")
+        assert (out.status, out.end_reason, out.q850) == (403, "auth_failed", 21)
         details.append(out.detail)
     assert "wrong response" in details[0]
     assert "unknown user" in details[1]
@@ -223,3 +235,59 @@ def test_tel_uri_and_plus(snapshot: Snapshot, nonces: DigestAuthenticator) -> No
     )
     assert isinstance(out, Authorised)
     assert out.number == "+447911123456"
+
+
+def _wire_invite(user: str, *extra: str) -> Request:
+    """An INVITE as received: the user part in the Request-URI, To and From as written."""
+    text = "\r\n".join(
+        [
+            f"INVITE sip:{user}@switch SIP/2.0",
+            "Via: SIP/2.0/UDP 10.0.1.5:5060;branch=z9hG4bK-1",
+            f"From: <sip:{user}@10.0.1.5>;tag=a",
+            f"To: <sip:{user}@switch>",
+            "Call-ID: call-1@test",
+            "CSeq: 1 INVITE",
+            "Max-Forwards: 70",
+            *extra,
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+    )
+    message = parse_message(text.encode())
+    assert isinstance(message, Request)
+    assert validate_request(message) is None
+    return message
+
+
+@pytest.mark.parametrize("user", ["*99#44123", "%2A99%2344123", "%2a99#44123", "*99%2344123"])
+def test_tech_prefix_with_star_and_hash_matches_escaped_or_not(
+    make_snapshot: Callable[..., Snapshot], user: str
+) -> None:
+    snapshot = make_snapshot({'tech_prefix = "99#"': 'tech_prefix = "*99#"'})
+    nonces = make_authenticator(snapshot.config, b"k" * 32)
+    request = _wire_invite(user)
+    out = authorise(snapshot, request, ("10.0.1.5", 5060), LiveState(), NOW, nonces)
+    assert isinstance(out, Authorised)
+    assert (out.account.id, out.dialed, out.number) == ("tech2", "*99#44123", "44123")
+    assert dialed_number(request) == "*99#44123"
+
+
+def test_digest_uri_with_an_unescaped_hash_is_checked_as_written(
+    snapshot: Snapshot, nonces: DigestAuthenticator
+) -> None:
+    """The client signs the Request-URI it sent; the switch compares it unchanged."""
+    user = "1234#447911123456"
+    first = authorise(snapshot, _wire_invite(user), ("203.0.113.9", 5060), LiveState(), NOW, nonces)
+    assert isinstance(first, Challenge)
+    auth = build_authorization(
+        first.values[0],
+        method="INVITE",
+        uri=f"sip:{user}@switch",
+        username="alice",
+        password="secret",
+    )
+    request = _wire_invite(user, f"Proxy-Authorization: {auth}")
+    out = authorise(snapshot, request, ("203.0.113.9", 5060), LiveState(), NOW, nonces)
+    assert isinstance(out, Authorised)
+    assert (out.account.id, out.dialed) == ("digest", user)

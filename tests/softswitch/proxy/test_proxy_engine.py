@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 
-from softswitch.proxy import engine as engine_module
+from softswitch.proxy import ending as ending_module
 from softswitch.proxy.calls import Admission, Call, Target
 from softswitch.proxy.engine import Engine, Reply
 from softswitch.security import Screen
@@ -92,6 +92,9 @@ class Policy:
 
     def exhausted(self, call: Call, status: int) -> Reply:
         return Reply(status, end_reason="all_gateways_failed")
+
+    def answered(self, call: Call) -> None:
+        pass
 
     def account(self, call: Call) -> None:
         self.calls.append(call)
@@ -329,7 +332,7 @@ def test_finished_calls_leave_no_reference_cycle(monkeypatch: pytest.MonkeyPatch
     collection must find none of the switch's objects unreachable: reference counting
     alone freed them.
     """
-    monkeypatch.setattr(engine_module, "LINGER", 0.05)
+    monkeypatch.setattr(ending_module, "LINGER", 0.05)  # where the linger is armed
 
     async def main() -> None:
         caller, gw1, gw2 = await peer(), await peer(), await peer()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from softswitch.call.rewrite import gateway_request_uri
+from softswitch.config import Gateway
 from softswitch.proxy.forward import (
     Hop,
     check_request,
@@ -9,7 +11,15 @@ from softswitch.proxy.forward import (
     prepare_in_dialog,
     relay_response,
 )
-from softswitch.sip import Request, Response, SipURI, Via, parse_message
+from softswitch.sip import (
+    Request,
+    Response,
+    SipURI,
+    Via,
+    parse_message,
+    validate_request,
+    validate_response,
+)
 from softswitch.transport import Transport
 
 US = ("127.0.0.1", 5060)
@@ -88,3 +98,70 @@ def test_relayed_response_loses_our_via() -> None:
     relayed = relay_response(response)
     assert [v.branch for v in relayed.via] == ["z9hG4bKcaller", "z9hG4bKlower"]
     assert len(response.via) == 3  # the copy, not the original, was edited
+
+
+def test_an_unescaped_hash_is_forwarded_untouched_and_the_gateway_gets_its_own_uri() -> None:
+    """VOS-style customers send ``1234#44...`` unescaped in the Request-URI, To and From.
+    The gateway gets its own Request-URI (built by ``call.rewrite``, without the tech
+    prefix); the other header fields go on byte for byte, and everything the switch then
+    sends or receives still parses."""
+    text = (
+        "INVITE sip:1234#441234567@127.0.0.1:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bKcaller\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:1234#1000@10.0.0.1>;tag=abc\r\n"
+        "To: <sip:1234#441234567@127.0.0.1:5060>\r\n"
+        "Call-ID: c1@10.0.0.1\r\nCSeq: 1 INVITE\r\n"
+        "Contact: <sip:1234#1000@10.0.0.1:5062>\r\nContent-Length: 0\r\n\r\n"
+    )
+    original = parse_message(text.encode())
+    assert isinstance(original, Request)
+    assert validate_request(original) is None
+    assert bytes(original) == text.encode()  # printed back exactly as received
+    gateway = Gateway(id="gw", host="192.0.2.9", port=5070)
+    out = prepare_branch(
+        original,
+        uri=gateway_request_uri(gateway, "441234567"),  # the tech prefix is not sent
+        via=Via.new("UDP", "127.0.0.1", 5060, branch="z9hG4bKbranch1"),
+        record_route=[Hop(Transport.UDP, *US)],
+        is_ours=ours,
+    )
+    wire = bytes(out)
+    assert wire.startswith(b"INVITE sip:441234567@192.0.2.9:5070 SIP/2.0\r\n")
+    assert b"To: <sip:1234#441234567@127.0.0.1:5060>\r\n" in wire
+    assert b"From: <sip:1234#1000@10.0.0.1>;tag=abc\r\n" in wire
+    again = parse_message(wire)
+    assert isinstance(again, Request)
+    assert validate_request(again) is None
+    # The carrier's answer echoes the To (with '#') and comes back through us.
+    answer = Response.for_request(out, 180, to_tag="t")
+    received = parse_message(bytes(answer))
+    assert isinstance(received, Response)
+    assert validate_response(received) is None
+    relayed = relay_response(received)
+    assert relayed.headers.get("To") == "<sip:1234#441234567@127.0.0.1:5060>;tag=t"
+    back = parse_message(bytes(relayed))
+    assert isinstance(back, Response)
+    assert validate_response(back) is None
+
+
+def test_only_our_realms_credentials_are_consumed() -> None:
+    """RFC 3261 22.3: ours are removed, a carrier's are forwarded for it to check."""
+    ours_cred = 'Digest username="alice", realm="switch", nonce="n1", uri="sip:x", response="r"'
+    theirs = 'Digest username="trunk", realm="carrier", nonce="n2", uri="sip:x", response="r"'
+    broken_ours = 'Digest realm="switch", username'
+    original = invite(
+        f"Proxy-Authorization: {ours_cred}",
+        f"Proxy-Authorization: {theirs}",
+        f"Proxy-Authorization: {broken_ours}",
+    )
+    out = prepare_branch(
+        original,
+        uri=SipURI(user="0044123", host="192.0.2.9", port=5070),
+        via=Via.new("UDP", "127.0.0.1", 5060, branch="z9hG4bKbranch2"),
+        record_route=[Hop(Transport.UDP, *US)],
+        is_ours=ours,
+        realm="switch",
+    )
+    assert out.headers.get_all("Proxy-Authorization") == [theirs]
+    assert len(original.headers.get_all("Proxy-Authorization")) == 3

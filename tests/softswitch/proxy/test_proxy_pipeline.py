@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from softswitch.call.live import LiveState
+from softswitch.call.refusal import END_REASONS, refuse
 from softswitch.call.snapshot import Snapshot, build_snapshot
 from softswitch.cdr import CdrRecord
 from softswitch.config import load_config
+from softswitch.proxy import pipeline as pipeline_module
+from softswitch.proxy.accounting import build_cdr
 from softswitch.proxy.calls import Admission, Attempt, Call, Target
 from softswitch.proxy.engine import Reply
-from softswitch.proxy.pipeline import Pipeline
-from softswitch.sip import Request, parse_message
+from softswitch.proxy.forward import check_request
+from softswitch.proxy.pipeline import CallContext, Pipeline
+from softswitch.sip import Request, parse_message, parse_reason
 from softswitch.sip.digest import DigestAuthenticator
 from softswitch.sip.transaction import ServerTransaction
 from softswitch.transport import Flow, Transport
@@ -101,11 +107,12 @@ def pipeline(tmp_path: Path) -> tuple[Pipeline, Sink]:
     return Pipeline(make_snapshot(tmp_path), LiveState(), nonces, sink), sink
 
 
-def invite(number: str = "+441234567", call_id: str = "c1") -> Request:
+def invite(number: str = "+441234567", call_id: str = "c1", max_forwards: int = 70) -> Request:
     text = (
         f"INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:1000@10.0.0.5>;tag=f\r\nTo: <sip:x@127.0.0.1>\r\n"
+        f"Max-Forwards: {max_forwards}\r\nFrom: <sip:1000@10.0.0.5>;tag=f\r\n"
+        "To: <sip:x@127.0.0.1>\r\n"
         f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@10.0.0.5>\r\n"
         "Content-Length: 0\r\n\r\n"
     )
@@ -235,6 +242,12 @@ def test_exhausted_answers(pipeline: tuple[Pipeline, Sink]) -> None:
     call.responses.append(503)
     failed = p.exhausted(call, 500)
     assert (failed.status, failed.end_reason) == (500, "all_gateways_failed")
+    # The cause follows the status sent (RFC 3398: 500 -> 41), and so does the text.
+    (reason,) = [parse_reason(v) for name, v in failed.headers if name == "Reason"]
+    assert (reason.cause, reason.text) == (41, "temporary failure")
+    busy = p.exhausted(call, 486)
+    (reason,) = [parse_reason(v) for name, v in busy.headers if name == "Reason"]
+    assert (busy.status, reason.cause, reason.text) == (486, 17, "user busy")
 
 
 def test_a_reload_does_not_change_a_call_in_progress(
@@ -259,3 +272,269 @@ def test_draining_refuses_new_calls(pipeline: tuple[Pipeline, Sink]) -> None:
     decision = p.admit(invite(), flow(), time.time())
     assert isinstance(decision, Reply)
     assert (decision.status, decision.end_reason) == (503, "system_shutdown")
+
+
+# ----------------------------------------------------------------------------- refusals
+# Every INVITE refused from an address that matches an account gets a CDR with the end
+# reason (docs/cdr.md); the engine hands each refusal to ``account_refusal``.
+
+REFUSALS = (
+    CONFIG
+    + """
+[[accounts]]
+id = "off"
+ips = ["10.0.3.1"]
+enabled = false
+rate_deck = "sell"
+routing_plan = "main"
+
+[[accounts]]
+id = "deny"
+ips = ["10.0.4.1"]
+rate_deck = "sell"
+routing_plan = "main"
+deny = ["4490"]
+
+[[accounts]]
+id = "cps"
+ips = ["10.0.5.1"]
+rate_deck = "sell"
+routing_plan = "main"
+max_cps = 1
+
+[[accounts]]
+id = "norate"
+ips = ["10.0.6.1"]
+routing_plan = "main"
+
+[[accounts]]
+id = "tech"
+ips = ["10.0.7.1"]
+tech_prefix = "1234#"
+rate_deck = "sell"
+routing_plan = "main"
+"""
+)
+
+
+@pytest.fixture
+def refusing(tmp_path: Path) -> tuple[Pipeline, Sink]:
+    sink = Sink()
+    nonces = DigestAuthenticator(realm="test", secret=b"0123456789abcdef0123")
+    return Pipeline(make_snapshot(tmp_path, REFUSALS), LiveState(), nonces, sink), sink
+
+
+def refused_and_recorded(
+    p: Pipeline, sink: Sink, request: Request, ip: str, decision: Admission | Reply | None = None
+) -> tuple[Reply, CdrRecord]:
+    """Admit ``request`` from ``ip`` (or take the engine's ``decision``), expect a refusal,
+    and hand it to ``account_refusal`` as the engine does: one CDR."""
+    now = time.time()
+    if decision is None:
+        decision = p.admit(request, flow(ip), now)
+    assert isinstance(decision, Reply)
+    before = len(sink.records)
+    p.account_refusal(request, flow(ip), decision, now)
+    assert len(sink.records) == before + 1, decision
+    cdr = sink.records[-1]
+    assert (cdr.end_reason, cdr.status) == (decision.end_reason, decision.status)
+    assert cdr.account_id == decision.account_id
+    assert cdr.source == f"{ip}:5060"
+    assert cdr.answer_at is None
+    assert (cdr.billsec, cdr.sell_cost, cdr.buy_cost) == (0, None, None)
+    return decision, cdr
+
+
+@pytest.mark.parametrize(
+    ("ip", "number", "end_reason", "status", "account"),
+    [
+        ("10.0.7.1", "5555%23441234567", "auth_failed", 403, None),  # wrong tech prefix
+        ("10.0.3.1", "441234567", "account_disabled", 403, "off"),
+        ("10.0.4.1", "44901234", "forbidden_destination", 403, "deny"),
+        ("10.0.0.5", "44abc", "invalid_number", 484, "cust"),
+        ("10.0.7.1", "1234#44*1", "invalid_number", 484, "tech"),
+        ("10.0.0.5", "331234567", "no_rate", 404, "cust"),
+        ("10.0.6.1", "331234567", "no_route", 404, "norate"),
+    ],
+)
+def test_each_stage_refusal_from_a_customer_address_has_a_cdr(
+    refusing: tuple[Pipeline, Sink],
+    ip: str,
+    number: str,
+    end_reason: str,
+    status: int,
+    account: str | None,
+) -> None:
+    p, sink = refusing
+    request = invite(number)
+    reply, cdr = refused_and_recorded(p, sink, request, ip)
+    assert (reply.end_reason, reply.status, reply.account_id) == (end_reason, status, account)
+    assert cdr.q850 == END_REASONS[end_reason][1]
+    assert cdr.callee_dialed == number.replace("%23", "#")
+    if account is not None:
+        assert p.live.account_calls(account) == 0  # nothing left counted
+
+
+def test_limit_refusals_have_a_cdr(refusing: tuple[Pipeline, Sink]) -> None:
+    p, sink = refusing
+    first = p.admit(invite(call_id="one"), flow(), time.time())
+    assert isinstance(first, Admission)
+    reply, cdr = refused_and_recorded(p, sink, invite(call_id="two"), "10.0.0.5")
+    assert (reply.status, reply.end_reason, cdr.account_id) == (503, "limit_exceeded", "cust")
+    assert "max_calls" in cdr.detail
+    assert p.live.account_calls("cust") == 1  # the first call's slot only
+    assert isinstance(p.admit(invite(call_id="three"), flow("10.0.5.1"), time.time()), Admission)
+    reply, cdr = refused_and_recorded(p, sink, invite(call_id="four"), "10.0.5.1")
+    assert (reply.status, reply.end_reason, cdr.account_id) == (503, "limit_exceeded", "cps")
+    assert "max_cps" in cdr.detail
+
+
+def test_no_gateway_refusal_has_a_cdr_and_releases_the_slot(
+    refusing: tuple[Pipeline, Sink],
+) -> None:
+    p, sink = refusing
+    p.live.mark_gateway("a", False)
+    p.live.mark_gateway("b", False)
+    reply, cdr = refused_and_recorded(p, sink, invite(), "10.0.0.5")
+    assert (reply.status, reply.end_reason, cdr.account_id) == (503, "no_gateway", "cust")
+    assert "a: down" in cdr.detail
+    assert p.live.account_calls("cust") == 0
+
+
+def test_draining_refusal_from_a_customer_address_has_a_cdr(
+    refusing: tuple[Pipeline, Sink],
+) -> None:
+    p, sink = refusing
+    p.draining = True
+    reply, cdr = refused_and_recorded(p, sink, invite(), "10.0.0.5")
+    assert (reply.status, cdr.end_reason, cdr.q850) == (503, "system_shutdown", 41)
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "end_reason"),
+    [
+        (invite(max_forwards=0), 483, "too_many_hops"),
+        (
+            parse_message(
+                bytes(invite()).replace(
+                    b"Via: SIP/2.0/UDP 10.0.0.5",
+                    b"Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKy\r\nVia: SIP/2.0/UDP 10.0.0.5",
+                    1,
+                )
+            ),
+            482,
+            "loop_detected",
+        ),
+        (
+            parse_message(bytes(invite()).replace(b"\r\n\r\n", b"\r\nProxy-Require: foo\r\n\r\n")),
+            420,
+            "invalid_request",
+        ),
+    ],
+)
+def test_the_engines_sanity_refusals_from_a_customer_address_have_a_cdr(
+    refusing: tuple[Pipeline, Sink], request_: Request, status: int, end_reason: str
+) -> None:
+    """The refusals the engine makes before admission (RFC 3261 16.3), built as it builds
+    them (``proxy.engine._on_invite``): no account is known yet, the address names one."""
+    assert isinstance(request_, Request)
+    p, sink = refusing
+    sanity = check_request(request_, lambda host, port: (host, port) == ("10.0.0.5", 5060))
+    assert sanity is not None
+    assert sanity[0] == status
+    engine_reply = Reply.of(refuse(end_reason, sanity[1], status=status))
+    _, cdr = refused_and_recorded(p, sink, request_, "10.0.0.5", engine_reply)
+    assert (cdr.status, cdr.end_reason, cdr.account_id) == (status, end_reason, None)
+
+
+# ----------------------------------------------------------------------------- a bug
+# An exception after the limits counted the call must give the account's slot back.
+
+
+@pytest.mark.parametrize("stage", ["route_call", "select_gateways", "routing_trace"])
+def test_an_exception_after_the_limits_releases_the_slot(
+    refusing: tuple[Pipeline, Sink],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stage: str,
+) -> None:
+    p, sink = refusing
+    caplog.set_level(logging.INFO, logger="softswitch.proxy.pipeline")  # the routing trace
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{stage} is broken")
+
+    monkeypatch.setattr(pipeline_module, stage, broken)
+    for attempt in range(3):  # max_calls = 1: a leaked slot would refuse the second
+        reply, cdr = refused_and_recorded(p, sink, invite(call_id=f"c{attempt}"), "10.0.0.5")
+        assert (reply.status, reply.end_reason, reply.account_id) == (500, "internal_error", "cust")
+        assert p.live.account_calls("cust") == 0
+        assert cdr.account_id == "cust"
+    assert f"{stage} is broken" in caplog.text  # the traceback is logged
+    monkeypatch.undo()
+    assert isinstance(p.admit(invite(call_id="after"), flow(), time.time()), Admission)
+    assert p.live.account_calls("cust") == 1
+
+
+# ----------------------------------------------------------------------------- billing
+# A call cut at max_duration is billed the maximum, not the maximum plus the BYE's lag.
+
+
+def answered_call(p: Pipeline, *, max_duration: float, lasted: float) -> Call:
+    now = time.time()
+    admission = p.admit(invite(), flow(), now)
+    assert isinstance(admission, Admission)
+    admission = Admission(
+        admission.account_id,
+        admission.number_dialed,
+        admission.number,
+        max_duration,
+        admission.attempt_cap,
+        admission.time_budget,
+        admission.policy,
+    )
+    call = call_for(invite(), admission, now)
+    target = p.next_target(call, now)
+    assert isinstance(target, Target)
+    call.attempts.append(
+        Attempt(target.gateway_id, target.request_uri, target.number_sent, now, status=200)
+    )
+    call.answered_gateway = target.gateway_id
+    call.answer_at = now + 1.0
+    call.end_at = call.answer_at + lasted
+    call.final_status = 200
+    return call
+
+
+@pytest.mark.parametrize(
+    ("end_reason", "lasted", "duration", "billsec"),
+    [
+        ("max_duration", 3.003, 3.0, 3),  # the switch's BYE, 3 ms after the timer
+        ("normal_clearing", 3.2, 3.0, 3),  # a BYE racing the cut-off: never above the cap
+        ("normal_clearing", 2.001, 2.001, 3),  # below the cap: rounded up as ever
+    ],
+)
+def test_billed_duration_never_exceeds_max_duration(
+    tmp_path: Path, end_reason: str, lasted: float, duration: float, billsec: int
+) -> None:
+    (tmp_path / "sell.csv").write_text(
+        "prefix,rate,initial_increment,subsequent_increment\n44,0.60,1,1\n"
+    )
+    (tmp_path / "a.csv").write_text(
+        "prefix,rate,initial_increment,subsequent_increment\n44,0.006,1,1\n"
+    )
+    (tmp_path / "b.csv").write_text("prefix,rate\n44,0.02\n")
+    (tmp_path / "switch.toml").write_text(CONFIG)
+    snapshot = build_snapshot(load_config(tmp_path / "switch.toml"))
+    nonces = DigestAuthenticator(realm="test", secret=b"0123456789abcdef0123")
+    p = Pipeline(snapshot, LiveState(), nonces, Sink())
+    call = answered_call(p, max_duration=3.0, lasted=lasted)
+    call.end_reason = end_reason
+    context = call.admission.policy
+    assert isinstance(context, CallContext)
+    cdr = build_cdr(call, context.snapshot, context.account, context.plan)
+    assert (cdr.duration, cdr.billsec) == (duration, billsec)
+    assert cdr.gateway_id == "a"
+    # 1/1 increments: 0.60 and 0.006 a minute are 0.01 and 0.0001 a second.
+    assert cdr.sell_cost == Decimal("0.01") * billsec
+    assert cdr.buy_cost == Decimal("0.0001") * billsec

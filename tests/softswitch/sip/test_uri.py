@@ -171,3 +171,60 @@ def test_escape_unescape() -> None:
     assert escape("é") == "%C3%A9"
     for text in ("alice smith", "a@b:c", "é%", "+1;x=y"):
         assert unescape(escape(text)).encode("latin-1") == text.encode("utf-8")
+
+
+# Customer equipment (VOS3000-style) sends tech prefixes with an unescaped '#'; RFC 3261
+# wants %23. The user part alone accepts it, keeps it as written, and equals %23.
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sip:1234#441234567@switch.example",
+        "sip:1234#441234567@192.0.2.1:5060;user=phone",
+        "sip:*99#44123;isub=1@switch.example?subject=x",  # the general parse
+        "sip:#@switch.example",
+        "sip:1234#44:pw@switch.example",
+    ],
+)
+def test_unescaped_hash_in_the_user_part_is_accepted_and_kept(text: str) -> None:
+    uri = parse_uri(text)
+    assert isinstance(uri, SipURI)
+    assert uri.user is not None
+    assert "#" in uri.user
+    assert str(uri) == text  # forwarded untouched, byte for byte
+
+
+def test_unescaped_and_escaped_hash_and_star_are_the_same_uri() -> None:
+    plain = parse_uri("sip:*99#441234567@switch.example")
+    escaped = parse_uri("sip:%2A99%23441234567@switch.example")
+    assert plain == escaped
+    assert hash(plain) == hash(escaped)
+    assert isinstance(plain, SipURI)
+    assert isinstance(escaped, SipURI)
+    assert unescape(plain.user or "") == unescape(escaped.user or "") == "*99#441234567"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sip:1234@host#frag",  # nowhere but the user part
+        "sip:1234@ho#st",
+        "sip:1234@host;tp=a#b",
+        "sip:1234@host?h=a#b",
+        "sip:1234:p#w@host",  # not in the password either
+        "sip:12 34#5@host",  # the liberty is '#' only
+        "sip:12<34@host",
+    ],
+)
+def test_hash_is_accepted_in_the_user_part_only(text: str) -> None:
+    with pytest.raises(SipParseError):
+        parse_uri(text)
+
+
+def test_escape_writes_hash_escaped_and_keeps_star() -> None:
+    # '#' is reserved (%23); '*' is a mark, legal unescaped, and carriers expect it as is.
+    assert escape("0011#441234567") == "0011%23441234567"
+    assert escape("*72#44") == "*72%2344"
+    assert escape("%") == "%25"
+    assert parse_uri(f"sip:{escape('1234#44*1')}@h") == parse_uri("sip:1234#44*1@h")

@@ -1,0 +1,217 @@
+"""Dispatch: each message to the part of the engine it belongs to, and the receive stage.
+
+The transaction driver hands over what no transaction matched (:meth:`Dispatch._dispatch`)
+and what the engine's own transactions report (a response, giving up, ending). From there
+a message goes to the one place that knows what it means: a dialog's ACK or request to
+``relay``, a CANCEL to the call it cancels, a new INVITE to admission and then ``hunting``,
+a branch's answer to its branch, a relayed request's answer back to its sender.
+
+A request that belongs to no call in progress is *screened* first: the policy may answer a
+stranger once, without a transaction, or drop it, so that a scan of a public port costs the
+switch no state (``_screened``). A new INVITE that passes is the *receive* stage: 100 Trying
+at once (its server transaction), the RFC 3261 16.3 sanity checks, then the pipeline's
+admission (``CallPolicy.admit``), which either starts the hunt or refuses with a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from softswitch.call.refusal import refuse
+from softswitch.sip import Request, Response, make_tag
+from softswitch.sip.transaction import ClientTransaction, ServerTransaction, Transaction
+from softswitch.transport import Flow
+
+from . import forward
+from .calls import Call, Phase
+from .core import log_call, logger
+from .ending import stop_setup_timer
+from .hunting import Hunting
+from .policy import Reply
+from .relay import InDialogRelay
+
+__all__ = ["ALLOW", "Dispatch"]
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
+
+#: Sanity-check statuses (RFC 3261 16.3) and the end reason their CDR shows.
+_SANITY_END_REASONS = {482: "loop_detected", 483: "too_many_hops"}
+
+
+class Dispatch(Hunting, InDialogRelay):
+    """Routes each message and each transaction result to its handler."""
+
+    # -- what no transaction matched -------------------------------------------------------
+
+    def _dispatch(self, message: Request | Response, flow: Flow, now: float) -> None:
+        if isinstance(message, Response):
+            self._stray_response(message)
+            return
+        method = message.method
+        if method == "ACK":
+            call, from_caller = self._find_dialog(message)
+            self._relay_ack(message, call, from_caller)
+        elif method == "CANCEL":
+            invite_tx = self.transactions.match_cancel(message)
+            if invite_tx is not None or not self._screened(message, flow):
+                self._on_cancel(message, flow, now, invite_tx)
+        elif message.to_tag is not None:
+            call, from_caller = self._find_dialog(message)
+            if call is not None or not self._screened(message, flow):
+                self._in_dialog(message, flow, now, call, from_caller)
+        elif self._screened(message, flow):
+            return
+        elif method == "INVITE":
+            self._on_invite(message, flow, now)
+        elif method == "OPTIONS":
+            self._answer_options(message, flow, now)
+        else:
+            tx = self._server(message, flow, now)
+            if tx is not None:
+                status = 405 if method in ("REGISTER", "SUBSCRIBE", "MESSAGE") else 481
+                response = Response.for_request(
+                    message, status, to_tag=make_tag(), headers=[("Allow", ALLOW)]
+                )
+                self._respond(tx, response)
+
+    def _find_dialog(self, request: Request) -> tuple[Call | None, bool]:
+        """The call whose dialog (answered, or early) a request belongs to, and whether the
+        caller sent it."""
+        call_id = request.call_id or ""
+        call = self._dialogs.get((call_id, request.from_tag or ""))
+        if call is not None:
+            return call, True
+        call = self._dialogs.get((call_id, request.to_tag or ""))
+        return call, False
+
+    def _screened(self, request: Request, flow: Flow) -> bool:
+        """A request that belongs to no call in progress, from a source the policy will not
+        spend state on: answered once without a transaction, or dropped. True if so."""
+        screen = self.policy.screen(request, flow)
+        if screen is None:
+            return False
+        if screen.status is not None:
+            response = Response.for_request(
+                request, screen.status, to_tag=make_tag(), headers=screen.headers
+            )
+            self.transport.send_response(response, flow)
+        return True
+
+    def _answer_options(self, request: Request, flow: Flow, now: float) -> None:
+        tx = self._server(request, flow, now)
+        if tx is None:
+            return
+        status = 200
+        headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
+        self._respond(tx, Response.for_request(request, status, to_tag=make_tag(), headers=headers))
+
+    # -- receive: a new INVITE, admitted or refused ----------------------------------------
+
+    def _on_invite(self, request: Request, flow: Flow, now: float) -> None:
+        tx = self._server(request, flow, now)  # sends 100 Trying at once
+        if tx is None:
+            return
+        wall = time.time()
+        sanity = forward.check_request(request, self.is_ours)
+        if sanity is not None:
+            status, why = sanity
+            end_reason = _SANITY_END_REASONS.get(status, "invalid_request")
+            refused = refuse(end_reason, why, status=status)
+            self._reject(tx, request, flow, Reply.of(refused), wall)
+            return
+        try:
+            decision = self.policy.admit(request, flow, wall)
+        except Exception:  # a policy bug: the caller still gets an answer, and a CDR
+            logger.exception("admission failed", extra={"call_id": request.call_id})
+            decision = Reply.of(refuse("internal_error", "admission failed; see the log"))
+        if isinstance(decision, Reply):
+            self._reject(tx, request, flow, decision, wall)
+            return
+        call = Call(
+            call_id=request.call_id or "",
+            invite=request,
+            caller_flow=flow,
+            server_tx=tx,
+            admission=decision,
+            invite_at=wall,
+            started_mono=now,
+            caller_tag=request.from_tag,
+        )
+        self._server_calls[tx] = call
+        self._calls.add(call)
+        self.stats.calls += 1
+        self.stats.active += 1
+        call.budget_timer = asyncio.get_running_loop().call_later(
+            decision.time_budget, self._budget_expired, call
+        )
+        log_call(
+            logging.INFO,
+            call.call_id,
+            "admitted account=%s number=%s",
+            decision.account_id,
+            decision.number,
+        )
+        self._hunt(call)
+
+    def _reject(
+        self, tx: ServerTransaction, request: Request, flow: Flow, reply: Reply, wall: float
+    ) -> None:
+        log_call(
+            logging.INFO,
+            request.call_id,
+            "refused %d %s (%s)",
+            reply.status,
+            reply.reason or "",
+            reply.end_reason,
+        )
+        response = Response.for_request(
+            request, reply.status, reply.reason, to_tag=make_tag(), headers=reply.headers
+        )
+        self._respond(tx, response)
+        if reply.cdr:
+            self.stats.refused += 1
+            try:
+                self.policy.account_refusal(request, flow, reply, wall)
+            except Exception:
+                logger.exception("accounting failed", extra={"call_id": request.call_id})
+
+    # -- what our client transactions report (the driver's callbacks) ----------------------
+
+    def _client_response(self, tx: ClientTransaction, response: Response) -> None:
+        branch = self._branches.get(tx)
+        if branch is not None:
+            self._on_branch_response(branch, response)
+            return
+        relay = self._relays_out.get(tx)
+        if relay is not None:
+            self._on_relay_response(relay, response)
+            return
+        future = self._own.get(tx)
+        if future is not None and not future.done() and response.status >= 200:
+            future.set_result(response)
+
+    def _client_gave_up(self, tx: Transaction, status: int, why: str) -> None:
+        """A client transaction timed out (408) or its transport failed (503); a server
+        transaction's failure (no ACK for a final answer) changes nothing for a call."""
+        if not isinstance(tx, ClientTransaction):
+            return
+        branch = self._branches.get(tx)
+        if branch is not None and not branch.dead and branch.call.branch is branch:
+            if branch.call.phase is Phase.HUNTING:
+                stop_setup_timer(branch)
+                outcome = "timeout" if status == 408 else "transport_error"
+                self._branch_failed(branch, status, outcome, received=False)
+            return
+        relay = self._relays_out.get(tx)
+        if relay is not None:
+            self._respond(relay.server, Response.for_request(relay.server.request, status))
+        future = self._own.get(tx)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _terminated(self, tx: Transaction) -> None:
+        if isinstance(tx, ClientTransaction):
+            self._branches.pop(tx, None)
+            self._relays_out.pop(tx, None)
