@@ -50,6 +50,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from softswitch.call.refusal import END_REASONS, EndReason
+
 __all__ = [
     "CSV_COLUMNS",
     "SCHEMA",
@@ -246,9 +248,11 @@ class CdrRecord:
 
     ``duration`` is seconds from answer to end (to the millisecond), ``billsec`` that rounded
     *up* to whole seconds (what is billed), ``pdd`` seconds from the INVITE to the first 18x;
-    each is computed from the timestamps when left as None. ``status`` is the final SIP code
-    the caller got (200 for answered calls). ``hangup_side`` is ``caller``, ``callee`` or
-    ``switch`` (max duration, shutdown) for answered calls, None otherwise.
+    each is computed from the timestamps when left as None. ``end_reason`` is an
+    ``EndReason`` (read back from the store, its value as text, which compares equal).
+    ``status`` is the final SIP code the caller got (200 for answered calls). ``hangup_side``
+    is ``caller``, ``callee`` or ``switch`` (max duration, shutdown) for answered calls, None
+    otherwise.
     """
 
     call_id: str
@@ -311,7 +315,7 @@ class CdrRecord:
             "billsec": self.billsec,
             "pdd": self.pdd,
             "hangup_side": self.hangup_side,
-            "end_reason": self.end_reason,
+            "end_reason": str(self.end_reason),  # an EndReason's value: plain text
             "status": self.status,
             "q850": self.q850,
             "sell_rate": money(self.sell_rate),
@@ -827,13 +831,14 @@ class CdrStore:
         for run in recovered:
             if run.calls:
                 logger.warning(
-                    "closed %d calls of run %s (pid %d on %s, started %s) as system_failure,"
+                    "closed %d calls of run %s (pid %d on %s, started %s) as %s,"
                     " billed to its last heartbeat %s",
                     run.calls,
                     run.run_id,
                     run.pid,
                     run.host,
                     _ts(run.started_at),
+                    EndReason.SYSTEM_FAILURE,
                     _ts(run.heartbeat_at),
                 )
         return recovered
@@ -931,8 +936,13 @@ def _recovered_cdr(
         f"system failure: run {run['run_id']} (pid {run['pid']}) died;"
         f" billed to its last heartbeat {_ts(heartbeat)}"
     )
+    status, q850 = END_REASONS[EndReason.SYSTEM_FAILURE]
     record = dataclasses.replace(
         at_answer,
+        end_reason=EndReason.SYSTEM_FAILURE,  # what the call start already says, made sure
+        status=status,
+        q850=q850,
+        hangup_side="switch",
         end_at=end_at,
         duration=None,  # recomputed: answer to end, never negative
         billsec=None,

@@ -18,7 +18,7 @@ from typing import TextIO
 from .call.limits import check_destination
 from .call.live import LiveState
 from .call.normalise import normalise
-from .call.refusal import Refusal
+from .call.refusal import EndReason, Refusal
 from .call.rewrite import gateway_request_uri
 from .call.routing import route_call
 from .call.select import select_gateways
@@ -167,7 +167,7 @@ def show_route(
     plan = route_call(snapshot, account, normalised, when, seed)
     if isinstance(plan, Refusal):
         table = snapshot.tables.get(account.routing_plan)
-        if table is not None and plan.end_reason == "no_route":
+        if table is not None and plan.end_reason is EndReason.NO_ROUTE:
             print(table.route(normalised, when, seed).explain(), file=out)
         return _refused(plan, out)
     if plan.sell_rate is not None:

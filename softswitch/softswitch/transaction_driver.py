@@ -38,6 +38,7 @@ from softswitch.sip.transaction import (
 from softswitch.transport import (
     Flow,
     Limits,
+    Malformed,
     MalformedHandler,
     SourceFilter,
     Transport,
@@ -79,6 +80,10 @@ class TransactionDriver:
         what a server transaction's failure (Timer H: no ACK came) means to it.
     ``on_terminated(tx)``
         the layer forgot the transaction: so may the TU.
+    ``on_malformed(malformed)``
+        optional: a message the transport refused as malformed, before any transaction saw
+        it (answered with a stateless 400/416/505, or dropped), as a
+        :class:`~softswitch.transport.Malformed`. Without it the transport logs each one.
 
     A peer's malformed message (a header that fails to parse only when a handler reads it)
     is logged at INFO on ``logger`` and dropped; any other exception out of a handler, a
@@ -108,8 +113,12 @@ class TransactionDriver:
         self._on_gave_up = on_gave_up
         self._on_terminated = on_terminated
         self._logger = logger
+        self._on_malformed_tu = on_malformed
         self.transport = TransportLayer(
-            self._on_message, limits=limits, source_filter=source_filter, on_malformed=on_malformed
+            self._on_message,
+            limits=limits,
+            source_filter=source_filter,
+            on_malformed=None if on_malformed is None else self._on_malformed,
         )
         self.transactions = TransactionLayer(timers)
         self.closed = False
@@ -202,6 +211,18 @@ class TransactionDriver:
             call_id = message.call_id
             self._logger.exception(
                 "call_id=%s failed on a message", call_id, extra={"call_id": call_id}
+            )
+
+    def _on_malformed(self, malformed: Malformed) -> None:
+        """The transport's report of a malformed message: to the TU, unless stopped."""
+        handler = self._on_malformed_tu
+        if self.closed or handler is None:
+            return
+        try:
+            handler(malformed)
+        except Exception:
+            self._logger.exception(
+                "handling a malformed message from %s failed", malformed.flow.remote
             )
 
     def _reschedule(self) -> None:

@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 from softswitch.sip import (
     Request,
@@ -33,6 +33,7 @@ from softswitch.sip import (
     validate_request,
     validate_response,
 )
+from softswitch.sip.grammar import CSEQ_RE, TOKEN_RE
 from softswitch.sip.parser import stream_content_length
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "Flow",
     "FramingError",
     "Limits",
+    "Malformed",
+    "MalformedHandler",
     "MessageHandler",
     "StreamFramer",
     "Transport",
@@ -104,9 +107,72 @@ class Flow:
 
 
 Message = Request | Response
+
+
+class Malformed(NamedTuple):
+    """A message the transport refused before any layer above saw it, with what is known.
+
+    ``status`` and ``reason`` are the refusal's (``400 Bad Max-Forwards header``, ``416``,
+    ``505`` ...); ``answered`` says whether a stateless reply carrying them was sent (not
+    for a response, an ACK, or a request without a Via to copy). ``message`` is the parsed
+    message when only ``validate_request``/``validate_response`` refused it; for a parse
+    error it is None, and ``partial`` holds the Via, From, To, Call-ID and CSeq lines read
+    before the error (``SipParseError.partial``). ``data`` is the message as received.
+
+    One is built for every malformed message, a stranger's flood included, so it is cheap:
+    a named tuple (immutable, and a third of a frozen dataclass's construction cost), and
+    the start line and the method are read from ``data`` only when asked, so a handler
+    that asks nothing about a stranger's garbage parses nothing more of it.
+    """
+
+    flow: Flow
+    status: int
+    reason: str
+    answered: bool
+    is_request: bool
+    message: Message | None = None
+    partial: tuple[tuple[str, str], ...] = ()
+    data: bytes = b""
+
+    @property
+    def start_line(self) -> str | None:
+        """The first line as received (CRLFs before it skipped, its line end removed), or
+        None when there is none or it is not UTF-8."""
+        data = self.data
+        start, n = 0, len(data)
+        while start < n and data[start] in (10, 13):
+            start += 1
+        end = data.find(b"\n", start)
+        line = data[start:] if end < 0 else data[start:end]
+        try:
+            text = line.rstrip(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return text or None
+
+    @property
+    def method(self) -> str | None:
+        """The request's method: the parsed message's; for a parse error the Request-Line's
+        first word, else the CSeq's method; None for a response or when neither is readable."""
+        message = self.message
+        if message is not None:
+            return message.method if isinstance(message, Request) else None
+        if not self.is_request:
+            return None
+        line = self.start_line
+        words = line.split(None, 1) if line is not None else []
+        if words and TOKEN_RE.fullmatch(words[0]) is not None:
+            return words[0]
+        for name, value in self.partial:
+            if name == "CSeq":
+                cseq = CSEQ_RE.fullmatch(value)
+                return None if cseq is None else cseq.group(2)
+        return None
+
+
 MessageHandler = Callable[[Message, Flow], None]
 SourceFilter = Callable[[Address], bool]
-MalformedHandler = Callable[[Address, str], None]
+MalformedHandler = Callable[[Malformed], None]
 
 
 #: Environment variable choosing the event loop: ``auto`` (default), ``uvloop`` or ``asyncio``.
@@ -470,8 +536,10 @@ class TransportLayer:
         on_malformed: MalformedHandler | None = None,
     ) -> None:
         """``source_filter(source)`` False drops a message unparsed (a blocked source, say),
-        and refuses an inbound connection. ``on_malformed(source, reason)`` takes the place
-        of a log line per malformed message, so a flood of garbage cannot flood the log."""
+        and refuses an inbound connection. ``on_malformed(malformed)`` takes the place of a
+        log line per malformed message, so a flood of garbage cannot flood the log: it gets
+        a :class:`Malformed` (who sent it, the refusal, what could be read of it) before the
+        stateless reply, if any, is sent."""
         self._on_message = on_message
         self._source_filter = source_filter
         self._on_malformed = on_malformed
@@ -784,7 +852,10 @@ class TransportLayer:
         except SipParseError as exc:
             is_request = not data.lstrip(b"\r\n").startswith(b"SIP/")
             reply = Response.for_parse_error(exc) if is_request else None
-            self._refuse(flow, exc.reason, reply, None)
+            refused = Malformed(
+                flow, exc.status, exc.reason, reply is not None, is_request, None, exc.partial, data
+            )
+            self._refuse(refused, reply)
             return
         except Exception:  # a parser bug must not take the listener down
             logger.exception("parser failed on %d bytes from %s", len(data), _peer(flow.remote))
@@ -792,9 +863,13 @@ class TransportLayer:
         if refusal is not None:
             status, reason = refusal
             reply = None
+            is_request = isinstance(message, Request)
             if isinstance(message, Request) and message.method != "ACK":
                 reply = Response.for_request(message, status, reason)
-            self._refuse(flow, reason, reply, message)
+            refused = Malformed(
+                flow, status, reason, reply is not None, is_request, message, (), data
+            )
+            self._refuse(refused, reply)
             return
         if isinstance(message, Request):
             _stamp_received(message, flow.remote)
@@ -813,19 +888,21 @@ class TransportLayer:
                 extra={"transport": str(flow.transport), "call_id": _call_id(message)},
             )
 
-    def _refuse(
-        self, flow: Flow, reason: str, reply: Response | None, message: Message | None
-    ) -> None:
+    def _refuse(self, refused: Malformed, reply: Response | None) -> None:
         """Answer a malformed request statelessly, to the address it came from.
 
         The source address rather than the Via: the Via may be the malformed part, and the
         source is where RFC 3581 would send it anyway.
         """
+        flow = refused.flow
         if self._on_malformed is not None:
-            self._on_malformed(flow.remote, reason)
+            self._on_malformed(refused)
         else:
             self._log_drop(
-                flow, f"malformed message: {reason}", message, answered=reply is not None
+                flow,
+                f"malformed message: {refused.reason}",
+                refused.message,
+                answered=refused.answered,
             )
         if reply is None:
             return

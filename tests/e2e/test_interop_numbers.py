@@ -255,13 +255,9 @@ def test_every_refusal_from_a_customer_address_has_a_cdr(net: Net) -> None:
     assert [r["callee_dialed"] for r in rows] == [number for number, *_ in cases]
 
 
-@pytest.mark.xfail(
-    reason="a malformed INVITE is answered 400 by the transport (transport.py "
-    "_on_message_bytes -> _refuse) before the engine sees it: no CDR until the transport "
-    "hands such refusals to the policy's account_refusal",
-    strict=True,
-)
 def test_a_malformed_invite_from_a_customer_address_has_a_cdr(net: Net) -> None:
+    """``Max-Forwards: many``: refused 400 by the transport, statelessly, before the engine
+    sees the INVITE; from the customer's address it is still a call attempt with its CDR."""
     gw = Carrier("gw1")
     net.start_switch([gw], [Account()])
     customer = net.customer(
@@ -270,6 +266,11 @@ def test_a_malformed_invite_from_a_customer_address_has_a_cdr(net: Net) -> None:
     ok(net, customer)  # the 400 itself is sent
     rows = net.cdrs(1, timeout=1.5)
     assert [(r["status"], r["end_reason"]) for r in rows] == [(400, "invalid_request")]
+    (cdr,) = rows
+    assert (cdr["q850"], cdr["account_id"], cdr["detail"]) == (127, None, "Bad Max-Forwards header")
+    assert cdr["callee_dialed"] == NUMBER
+    assert cdr["source"].startswith(f"{LOCAL}:")
+    assert cdr["attempts"] == []
 
 
 # ----------------------------------------------------------------------------- billing

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import softswitch
+from softswitch.call.refusal import EndReason
 from softswitch.cdr import (
     CSV_COLUMNS,
     SCHEMA_VERSION,
@@ -94,6 +95,29 @@ def test_round_trip_of_every_field(tmp_path: Path) -> None:
     assert back == original
     assert isinstance(back.sell_cost, Decimal)
     assert back.attempts[1].request_uri == "sip:777911123456@192.0.2.2:5060"
+
+
+def test_an_end_reason_is_stored_as_its_documented_text(tmp_path: Path) -> None:
+    """The engine hands the store ``EndReason`` members; SQLite, CSV and the call-start JSON
+    get the plain text, and what is read back compares equal to the member."""
+    sent = record(end_reason=EndReason.NO_ACK)
+    with CdrStore(tmp_path / "cdr.sqlite") as store:
+        store.write(sent).result(timeout=10)
+        store.open_call(
+            CallStart(record("open", end_reason=EndReason.SYSTEM_FAILURE), "sell", "buy-gwb", 60.0)
+        )
+        assert store.flush(timeout=10)
+        (back,) = store.query()
+    assert back.end_reason == EndReason.NO_ACK
+    with contextlib.closing(sqlite3.connect(tmp_path / "cdr.sqlite")) as conn:
+        raw = conn.execute("SELECT end_reason, typeof(end_reason) FROM cdrs").fetchall()
+        (opened,) = conn.execute("SELECT record FROM open_calls").fetchall()
+    assert raw == [("no_ack", "text")]
+    assert json.loads(opened[0])["end_reason"] == "system_failure"
+    out = io.StringIO()
+    write_csv([sent], out)
+    (row,) = csv.DictReader(io.StringIO(out.getvalue()))
+    assert row["end_reason"] == "no_ack"
 
 
 def test_times_are_stored_as_utc(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from softswitch.sip import Request, Response, SipParseError, parse_message
 from softswitch.sip.timers import TimerConfig
 from softswitch.sip.transaction import ClientTransaction, ServerTransaction, Transaction
 from softswitch.transaction_driver import TransactionDriver
-from softswitch.transport import Flow, Transport
+from softswitch.transport import Flow, Malformed, Transport
 
 LOCAL = "127.0.0.1"
 FAST = TimerConfig(t1=0.01, t2=0.04, t4=0.02, timer_d=0.02)
@@ -49,6 +49,11 @@ class Recorder:
     def terminated(self, tx: Transaction) -> None:
         self.events.append(("terminated", tx.request.method))
 
+    def malformed(self, malformed: Malformed) -> None:
+        self.events.append(("malformed", malformed.reason))
+        if malformed.reason == "Bad CSeq header":
+            raise RuntimeError("a bug of ours")
+
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.events]
 
@@ -60,6 +65,7 @@ def driver_for(tu: Recorder) -> TransactionDriver:
         on_request=tu.request,
         on_gave_up=tu.gave_up,
         on_terminated=tu.terminated,
+        on_malformed=tu.malformed,
         logger=logger,
         timers=FAST,
     )
@@ -234,6 +240,38 @@ def test_handler_failures_are_logged_and_the_loop_goes_on(
         assert (logging.ERROR, "call_id=bad2@test failed on a message") in records
 
     run(body)
+
+
+def test_malformed_messages_go_to_the_tu_until_it_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The transport's refusals reach ``on_malformed``; a failure there is logged, and the
+    stateless answer still goes out; after ``stop`` nothing more reaches the TU."""
+
+    async def body(
+        driver: TransactionDriver, tu: Recorder, peer: socket.socket, flow: Flow
+    ) -> None:
+        good = bytes(options(flow.local[1], "m", flow.remote[1]))
+        peer.sendto(good.replace(b"CSeq: 1 OPTIONS", b"CSeq: one"), flow.local)
+        answer = await receive(peer)
+        assert isinstance(answer, Response)
+        assert answer.status == 400
+        peer.sendto(good.replace(b"Max-Forwards: 70", b"Max-Forwards: x"), flow.local)
+        await receive(peer)
+        assert tu.events == [
+            ("malformed", "Bad CSeq header"),
+            ("malformed", "Bad Max-Forwards header"),
+        ]
+        driver.stop()
+        peer.sendto(good.replace(b"CSeq: 1 OPTIONS", b"CSeq: one"), flow.local)
+        await receive(peer)  # still answered: the transport's job, not the TU's
+        assert len(tu.events) == 2
+
+    with caplog.at_level(logging.ERROR, logger=logger.name):
+        run(body)
+    (failure,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert failure.getMessage().startswith(f"handling a malformed message from ('{LOCAL}', ")
+    assert failure.exc_info is not None
 
 
 def test_stop_takes_no_more_messages_and_close_cancels_tasks() -> None:

@@ -18,6 +18,7 @@ from softswitch.transport import (
     Flow,
     FramingError,
     Limits,
+    Malformed,
     StreamFramer,
     Transport,
     TransportLayer,
@@ -291,6 +292,96 @@ def test_udp_malformed_requests_are_refused_or_dropped_and_the_listener_survives
             await layer.close()
 
     run(body())
+
+
+def invite(head: bytes = b"INVITE sip:1234%23441234567@127.0.0.1 SIP/2.0") -> bytes:
+    return (
+        head + b"\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-m;rport\r\n"
+        b'From: "Alice" <sip:1000@127.0.0.1>;tag=t1\r\n'
+        b"To: <sip:441234567@127.0.0.1>\r\n"
+        b"Call-ID: broken@test\r\n"
+        b"CSeq: 7 INVITE\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+
+
+def test_malformed_messages_are_handed_over_with_what_could_be_read() -> None:
+    """``on_malformed`` gets the flow, the refusal sent, and the parsed message or, for a
+    parse error, the header lines read before it and the raw start line."""
+    seen: list[Malformed] = []
+
+    async def body() -> None:
+        inbox = Inbox()
+        layer = TransportLayer(inbox, on_malformed=seen.append)
+        addr = await layer.listen(Transport.UDP, (LOCAL, 0))
+        peer = await UdpPeer.open()
+        try:
+            # A parse error after the essential headers: 400, everything salvaged.
+            peer.send(invite().replace(b"Max-Forwards: 70", b"Max-Forwards 70"), addr)
+            assert (await peer.expect()).startswith(b"SIP/2.0 400 Malformed header line\r\n")
+            # Validation refusals keep the parsed message (416 here).
+            peer.send(invite(b"INVITE mailto:x@example.com SIP/2.0"), addr)
+            assert (await peer.expect()).startswith(b"SIP/2.0 416 ")
+            # A version we do not speak: 505, from the parser.
+            peer.send(invite(b"INVITE sip:44@127.0.0.1 SIP/3.0"), addr)
+            assert (await peer.expect()).startswith(b"SIP/2.0 505 ")
+            # No Via to copy: refused but not answered.
+            peer.send(invite().replace(b"Via:", b"Via ", 1), addr)
+            # A malformed response: dropped, never answered.
+            peer.send(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\r\n", addr)
+            await peer.expect_nothing()
+            assert inbox.queue.empty()
+        finally:
+            peer.close()
+            await layer.close()
+
+    run(body())
+    parsed, scheme, version, unanswered, response = seen
+    assert {m.flow.remote[0] for m in seen} == {LOCAL}
+    assert (parsed.status, parsed.reason, parsed.answered) == (400, "Malformed header line", True)
+    assert parsed.message is None
+    assert [name for name, _ in parsed.partial] == ["Via", "From", "To", "Call-ID", "CSeq"]
+    assert dict(parsed.partial)["Call-ID"] == "broken@test"
+    assert parsed.start_line == "INVITE sip:1234%23441234567@127.0.0.1 SIP/2.0"
+    assert parsed.method == "INVITE"
+    assert (scheme.status, scheme.answered, scheme.method) == (416, True, "INVITE")
+    assert isinstance(scheme.message, Request)
+    assert (version.status, version.message, version.method) == (505, None, "INVITE")
+    assert (unanswered.status, unanswered.answered, unanswered.method) == (400, False, "INVITE")
+    assert (response.is_request, response.answered, response.method) == (False, False, None)
+
+
+def malformed(data: bytes, partial: tuple[tuple[str, str], ...] = ()) -> Malformed:
+    flow = Flow(Transport.UDP, (LOCAL, 5060), ("192.0.2.7", 5062))
+    return Malformed(flow, 400, "Bad Request-Line", True, True, None, partial, data)
+
+
+@pytest.mark.parametrize(
+    ("data", "partial", "start_line", "method"),
+    [
+        # The Request-Line's first word, even when the line as a whole is malformed.
+        (b"\r\nINVITE  sip:44@h SIP/2.0 x\r\nVia: ...", (), "INVITE  sip:44@h SIP/2.0 x", "INVITE"),
+        (
+            b"BYE sip:44@h SIP/2.0\nCSeq: 1 INVITE",
+            (("CSeq", "1 INVITE"),),
+            "BYE sip:44@h SIP/2.0",
+            "BYE",
+        ),
+        # No readable Request-Line: the CSeq's method.
+        (b"\xff\xfe\r\nCSeq: 2 INVITE\r\n", (("CSeq", "2 INVITE"),), None, "INVITE"),
+        (b"Via: SIP/2.0/UDP h\r\n", (("CSeq", "2  INVITE"),), "Via: SIP/2.0/UDP h", "INVITE"),
+        (b"\r\n\r\n", (("CSeq", "two INVITE"),), None, None),
+        (b"", (), None, None),
+    ],
+)
+def test_the_method_of_a_malformed_request_is_read_from_its_request_line_or_its_cseq(
+    data: bytes, partial: tuple[tuple[str, str], ...], start_line: str | None, method: str | None
+) -> None:
+    refused = malformed(data, partial)
+    assert refused.start_line == start_line
+    assert refused.method == method
 
 
 def test_refusals_are_logged_with_peer_reason_and_call_id(

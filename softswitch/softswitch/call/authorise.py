@@ -1,4 +1,5 @@
-"""Stage 1: who is calling? Source address, digest credentials, or both, and a tech prefix.
+"""The authorise stage: who is calling? Source address, digest credentials, or both, and a
+tech prefix.
 
 VOS3000 calls these customers "mapping gateways". The rules, in order:
 
@@ -39,7 +40,7 @@ from ..sip.digest import DigestAuthenticator, DigestCredentials, DigestParseErro
 from ..sip.message import Request
 from ..sip.uri import SipURI, TelURI, unescape
 from .live import LiveState
-from .refusal import Refusal, refuse
+from .refusal import EndReason, Refusal, refuse
 from .snapshot import Snapshot
 
 __all__ = [
@@ -183,7 +184,7 @@ def authorise(
             window=defaults.auth_fail_window,
             block_for=defaults.auth_block_time,
         )
-        return refuse("auth_failed", detail)
+        return refuse(EndReason.AUTH_FAILED, detail)
 
     dialed = dialed_number(request)
     by_ip = snapshot.accounts_for_source(ip, port)
@@ -191,10 +192,10 @@ def authorise(
     if account is not None and not account.uses_digest:
         return Authorised(account, dialed, _strip_tech_prefix(account, dialed), "ip")
     if live.is_blocked(ip, mono):
-        return refuse("auth_failed", f"source {ip} is blocked after repeated failures")
+        return refuse(EndReason.AUTH_FAILED, f"source {ip} is blocked after repeated failures")
     if account is None and not snapshot.digest_only:
         if by_ip:  # a known customer dialing without (or with a wrong) tech prefix
-            return refuse("auth_failed", f"no account at {ip}:{port} for this tech prefix")
+            return refuse(EndReason.AUTH_FAILED, f"no account at {ip}:{port} for this tech prefix")
         return fail(f"unknown source {ip}:{port}")
 
     realm = snapshot.config.server.realm

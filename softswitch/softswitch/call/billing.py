@@ -1,4 +1,4 @@
-"""Stage 9 (the money): what the call costs the customer and what it costs us.
+"""The account stage's money: what the call costs the customer and what it costs us.
 
 ``sell`` is rated with the account's deck, ``buy`` with the answering gateway's deck, both
 for the *normalised* number (the destination, not the digits a carrier's prefix adds) and at

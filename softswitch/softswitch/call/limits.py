@@ -1,4 +1,4 @@
-"""Stage 3: may this account place this call now?
+"""The limits stage: may this account place this call now?
 
 Checked in this order, the first failure wins:
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ..config import Account
 from .live import LiveState
-from .refusal import Refusal, refuse
+from .refusal import EndReason, Refusal, refuse
 
 __all__ = ["check_destination", "check_limits"]
 
@@ -33,12 +33,12 @@ __all__ = ["check_destination", "check_limits"]
 def check_destination(account: Account, number: str) -> Refusal | None:
     """The allow/deny prefix lists alone (no counting): for ``softswitch route`` too."""
     if not account.enabled:
-        return refuse("account_disabled", f"account {account.id} is disabled")
+        return refuse(EndReason.ACCOUNT_DISABLED, f"account {account.id} is disabled")
     for prefix in account.deny:
         if number.startswith(prefix):
-            return refuse("forbidden_destination", f"{number} matches deny prefix {prefix}")
+            return refuse(EndReason.FORBIDDEN_DESTINATION, f"{number} matches deny prefix {prefix}")
     if account.allow and not any(number.startswith(p) for p in account.allow):
-        return refuse("forbidden_destination", f"{number} matches no allow prefix")
+        return refuse(EndReason.FORBIDDEN_DESTINATION, f"{number} matches no allow prefix")
     return None
 
 
@@ -49,7 +49,9 @@ def check_limits(account: Account, number: str, live: LiveState, now: float) -> 
         return refusal
     hit = live.account_admit(account.id, now, max_calls=account.max_calls, max_cps=account.max_cps)
     if hit == "max_calls":
-        return refuse("limit_exceeded", f"account {account.id}: max_calls {account.max_calls}")
+        return refuse(
+            EndReason.LIMIT_EXCEEDED, f"account {account.id}: max_calls {account.max_calls}"
+        )
     if hit == "max_cps":
-        return refuse("limit_exceeded", f"account {account.id}: max_cps {account.max_cps}")
+        return refuse(EndReason.LIMIT_EXCEEDED, f"account {account.id}: max_cps {account.max_cps}")
     return None

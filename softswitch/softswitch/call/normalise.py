@@ -1,7 +1,7 @@
-"""Stage 2: the dialed number as routing and billing see it.
+"""The normalise stage: the dialed number as routing and billing see it.
 
 Run after ``authorise`` (which strips the tech prefix) and before ``limits`` (whose
-allow/deny lists are written in the normalised form) and ``routing``:
+allow/deny lists are written in the normalised form) and route (``routing``):
 
 1. one leading ``+`` is dropped (``+44...`` and ``44...`` are the same E.164 number);
 2. the account's ``rewrite`` rules are applied in file order, each to the previous result:
@@ -16,7 +16,7 @@ allow/deny lists are written in the normalised form) and ``routing``:
 from __future__ import annotations
 
 from ..config import Account, RewriteRule
-from .refusal import Refusal, refuse
+from .refusal import EndReason, Refusal, refuse
 
 __all__ = ["apply_rule", "normalise"]
 
@@ -36,5 +36,5 @@ def normalise(account: Account, number: str) -> str | Refusal:
     for rule in account.rewrite:
         out = apply_rule(rule, out)
     if not out or not (out.isascii() and out.isdigit()):
-        return refuse("invalid_number", f"{number!r} became {out!r}, not a digit string")
+        return refuse(EndReason.INVALID_NUMBER, f"{number!r} became {out!r}, not a digit string")
     return out

@@ -4,9 +4,9 @@ A stage that turns a call away returns a ``Refusal`` instead of raising, so the 
 handles every refusal in one place: answer the caller with ``status`` and a ``Reason``
 header, and write a CDR with ``end_reason``, ``status`` and ``q850``.
 
-``END_REASONS`` is the single table of end reasons; ``docs/cdr.md`` prints it for operators
-(a test keeps the two in step). SIP codes and Q.850 causes follow RFC 3398 (ISUP/SIP mapping)
-where it has an answer.
+``EndReason`` is the single list of end reasons and ``END_REASONS`` their SIP codes and
+Q.850 causes; ``docs/cdr.md`` prints the table for operators (a test keeps the two in
+step). SIP codes and Q.850 causes follow RFC 3398 (ISUP/SIP mapping) where it has an answer.
 
 The Reason header's text is always the Q.850 text of the cause it carries (``Q850_TEXT``),
 so a caller never reads "no circuit available" beside cause 41: a refusal whose cause follows
@@ -18,6 +18,7 @@ actually happened, for logs and the CDR only.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,43 +27,80 @@ __all__ = [
     "END_REASONS",
     "PUBLIC_TEXT",
     "Q850_TEXT",
+    "EndReason",
     "Refusal",
     "cause_text",
     "q850_for_status",
     "refuse",
 ]
 
-#: end reason -> (SIP code answered to the caller / shown in the CDR, Q.850 cause).
-END_REASONS: Final[dict[str, tuple[int, int]]] = {
+
+class EndReason(enum.StrEnum):
+    """Why a call attempt ended: the CDR's ``end_reason``, the one list of them.
+
+    A ``StrEnum``: each member is its value as a string (``EndReason.BUSY == "busy"``), so
+    the CDR stores exactly the text ``docs/cdr.md`` documents, and a value read back from
+    the database compares equal to its member.
+    """
+
     # Answered calls.
-    "normal_clearing": (200, 16),  # either side sent BYE (hangup_side says which)
-    "max_duration": (200, 102),  # the switch hung up: recovery on timer expiry
-    "no_ack": (200, 102),  # the caller never ACKed the 2xx: the switch hung up (13.3.1.4)
-    "system_failure": (200, 41),  # the switch died with the call up: closed at its restart
+    NORMAL_CLEARING = "normal_clearing"  #: either side sent BYE (hangup_side says which)
+    MAX_DURATION = "max_duration"  #: the switch hung up at max_duration
+    NO_ACK = "no_ack"  #: the caller never ACKed the 2xx: the switch hung up (13.3.1.4)
+    SYSTEM_FAILURE = "system_failure"  #: the switch died with the call up: closed at restart
     # Unanswered: the caller gave up.
-    "caller_cancelled": (487, 16),  # CANCEL from the caller before an answer
+    CALLER_CANCELLED = "caller_cancelled"  #: CANCEL from the caller before an answer
     # Refused by the switch before any gateway was tried.
-    "auth_failed": (403, 21),  # unknown source, wrong credentials, blocked IP
-    "account_disabled": (403, 21),
-    "forbidden_destination": (403, 21),  # the account's allow/deny prefix lists
-    "limit_exceeded": (503, 34),  # the account's max_calls or max_cps
-    "invalid_number": (484, 28),  # not a number after normalising
-    "no_rate": (404, 3),  # the account's sell deck has no rate for the number
-    "no_route": (404, 3),  # no route matches, or lcr excluded every gateway
-    "no_gateway": (503, 34),  # routes exist but every gateway is down/full/over CPS
-    "loop_detected": (482, 25),
-    "too_many_hops": (483, 25),
-    "invalid_request": (400, 127),
-    "message_too_large": (513, 127),  # the INVITE as forwarded would exceed 64 KiB
-    "system_shutdown": (503, 41),  # SIGTERM drain: no new calls
-    "internal_error": (500, 41),
+    AUTH_FAILED = "auth_failed"  #: unknown source, wrong credentials, blocked IP
+    ACCOUNT_DISABLED = "account_disabled"
+    FORBIDDEN_DESTINATION = "forbidden_destination"  #: the account's allow/deny prefix lists
+    LIMIT_EXCEEDED = "limit_exceeded"  #: the account's max_calls or max_cps
+    INVALID_NUMBER = "invalid_number"  #: not a number after normalising
+    NO_RATE = "no_rate"  #: the account's sell deck has no rate for the number
+    NO_ROUTE = "no_route"  #: no route matches, or lcr excluded every gateway
+    NO_GATEWAY = "no_gateway"  #: routes exist but every gateway is down/full/over CPS
+    LOOP_DETECTED = "loop_detected"
+    TOO_MANY_HOPS = "too_many_hops"
+    INVALID_REQUEST = "invalid_request"  #: malformed, incomplete (or 416/420/505)
+    MESSAGE_TOO_LARGE = "message_too_large"  #: the INVITE as forwarded would exceed 64 KiB
+    SYSTEM_SHUTDOWN = "system_shutdown"  #: SIGTERM drain: no new calls
+    INTERNAL_ERROR = "internal_error"
     # The gateways' answers.
-    "busy": (486, 17),  # 486 or 600 from the callee's side: never failed over
-    "declined": (603, 21),
-    "no_answer": (480, 19),  # ringing, no answer (480/408 after a 18x)
-    "gateway_timeout": (408, 102),  # the last gateway tried sent nothing within setup_timeout
-    "gateway_rejected": (404, 1),  # a final failure not in the failover set, relayed
-    "all_gateways_failed": (503, 34),  # every attempt failed over, or the cap/budget was hit
+    BUSY = "busy"  #: 486 or 600 from the callee's side: never failed over
+    DECLINED = "declined"
+    NO_ANSWER = "no_answer"  #: ringing, no answer (480/408 after a 18x)
+    GATEWAY_TIMEOUT = "gateway_timeout"  #: the last gateway sent nothing within setup_timeout
+    GATEWAY_REJECTED = "gateway_rejected"  #: a final failure not in the failover set, relayed
+    ALL_GATEWAYS_FAILED = "all_gateways_failed"  #: every attempt failed over, or cap/budget hit
+
+
+#: end reason -> (SIP code answered to the caller / shown in the CDR, Q.850 cause).
+END_REASONS: Final[dict[EndReason, tuple[int, int]]] = {
+    EndReason.NORMAL_CLEARING: (200, 16),
+    EndReason.MAX_DURATION: (200, 102),
+    EndReason.NO_ACK: (200, 102),
+    EndReason.SYSTEM_FAILURE: (200, 41),
+    EndReason.CALLER_CANCELLED: (487, 16),
+    EndReason.AUTH_FAILED: (403, 21),
+    EndReason.ACCOUNT_DISABLED: (403, 21),
+    EndReason.FORBIDDEN_DESTINATION: (403, 21),
+    EndReason.LIMIT_EXCEEDED: (503, 34),
+    EndReason.INVALID_NUMBER: (484, 28),
+    EndReason.NO_RATE: (404, 3),
+    EndReason.NO_ROUTE: (404, 3),
+    EndReason.NO_GATEWAY: (503, 34),
+    EndReason.LOOP_DETECTED: (482, 25),
+    EndReason.TOO_MANY_HOPS: (483, 25),
+    EndReason.INVALID_REQUEST: (400, 127),
+    EndReason.MESSAGE_TOO_LARGE: (513, 127),
+    EndReason.SYSTEM_SHUTDOWN: (503, 41),
+    EndReason.INTERNAL_ERROR: (500, 41),
+    EndReason.BUSY: (486, 17),
+    EndReason.DECLINED: (603, 21),
+    EndReason.NO_ANSWER: (480, 19),
+    EndReason.GATEWAY_TIMEOUT: (408, 102),
+    EndReason.GATEWAY_REJECTED: (404, 1),
+    EndReason.ALL_GATEWAYS_FAILED: (503, 34),
 }
 
 #: ITU-T Q.850 cause texts (lower case, as sent in ``Reason: Q.850;cause=N;text="..."``) for
@@ -108,7 +146,7 @@ def cause_text(cause: int) -> str:
 
 #: The Reason header's text per end reason: the Q.850 text of its cause (short, generic,
 #: safe to show a caller). ``docs/cdr.md`` prints it; a test keeps the two in step.
-PUBLIC_TEXT: Final[dict[str, str]] = {
+PUBLIC_TEXT: Final[dict[EndReason, str]] = {
     reason: cause_text(cause) for reason, (_, cause) in END_REASONS.items()
 }
 
@@ -122,7 +160,7 @@ class Refusal:
     """
 
     status: int
-    end_reason: str
+    end_reason: EndReason
     q850: int
     detail: str = ""
 
@@ -151,23 +189,40 @@ class Refusal:
 
 
 #: Earlier spellings still accepted by ``refuse`` (the CDR always shows the canonical one).
-ALIASES: Final[dict[str, str]] = {
-    "shutting_down": "system_shutdown",
-    "bad_request": "invalid_request",
+ALIASES: Final[dict[str, EndReason]] = {
+    "shutting_down": EndReason.SYSTEM_SHUTDOWN,
+    "bad_request": EndReason.INVALID_REQUEST,
 }
 
 
-def refuse(end_reason: str, detail: str = "", *, status: int | None = None) -> Refusal:
+def _member(name: EndReason | str) -> EndReason:
+    """The member for ``name``: a member, its value, or an earlier spelling (``ALIASES``).
+
+    An unknown name is a programming error (KeyError): every reason the switch can write
+    must be in the documented table.
+    """
+    if isinstance(name, EndReason):
+        return name
+    alias = ALIASES.get(name)
+    if alias is not None:
+        return alias
+    try:
+        return EndReason(name)
+    except ValueError:
+        raise KeyError(name) from None
+
+
+def refuse(reason: EndReason | str, detail: str = "", *, status: int | None = None) -> Refusal:
     """The ``Refusal`` for a documented end reason; ``status`` overrides the table's code.
 
-    An unknown end reason is a programming error (KeyError): every reason the switch can
-    write must be in the documented table.
+    ``reason`` is an :class:`EndReason`; a string is taken as its value (or an earlier
+    spelling, ``ALIASES``), and an unknown one is a KeyError.
     """
-    end_reason = ALIASES.get(end_reason, end_reason)
-    code, q850 = END_REASONS[end_reason]
+    member = _member(reason)
+    code, q850 = END_REASONS[member]
     return Refusal(
         status=code if status is None else status,
-        end_reason=end_reason,
+        end_reason=member,
         q850=q850,
         detail=detail,
     )

@@ -1,4 +1,4 @@
-"""Stage 6 (the pure part of forwarding): the Request-URI a gateway receives.
+"""The forward stage's pure part: the Request-URI a gateway receives.
 
 The number sent is the normalised number with ``strip_digits`` leading digits removed and
 ``add_prefix`` put in front (carriers often want a routing prefix such as ``0011#``-style

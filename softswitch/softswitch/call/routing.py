@@ -1,4 +1,4 @@
-"""Stage 4: which gateways could carry this number, in which order, and why not the others.
+"""The route stage: which gateways could carry this number, in which order, and why not the others.
 
 The account's routing plan is an ``lcr.RouteTable`` (built once per snapshot). ``lcr`` finds
 the longest matching route prefix, rejects targets with reasons (``disabled``, ``no_rate``,
@@ -21,7 +21,7 @@ from decimal import Decimal
 import lcr
 
 from ..config import Account
-from .refusal import Refusal, refuse
+from .refusal import EndReason, Refusal, refuse
 from .snapshot import Snapshot
 
 __all__ = ["RoutePlan", "route_call"]
@@ -62,23 +62,25 @@ def route_call(
     """
     table = snapshot.tables.get(account.routing_plan)
     if table is None:  # load_config checks this; a hand-built Config may not have
-        return refuse("no_route", f"routing plan {account.routing_plan!r} has no routes")
+        return refuse(EndReason.NO_ROUTE, f"routing plan {account.routing_plan!r} has no routes")
     sell_rate: Decimal | None = None
     try:
         if account.rate_deck is not None:
             rate = snapshot.decks[account.rate_deck].lookup(number, now)
             if rate is None:
-                return refuse("no_rate", f"deck {account.rate_deck!r} has no rate for {number}")
+                return refuse(
+                    EndReason.NO_RATE, f"deck {account.rate_deck!r} has no rate for {number}"
+                )
             sell_rate = rate.rate
         result = table.route(number, now, call_id, sell_rate=sell_rate)
     except lcr.LcrError as e:
-        return refuse("invalid_number", str(e))
+        return refuse(EndReason.INVALID_NUMBER, str(e))
     rejected = tuple((r.gateway, r.reason) for r in result.rejected)
     if not result.candidates:
         detail = f"plan {account.routing_plan!r}: " + (
             ", ".join(f"{g}: {why}" for g, why in rejected) or f"no route matches {number}"
         )
-        return refuse("no_route", detail)
+        return refuse(EndReason.NO_ROUTE, detail)
     return RoutePlan(
         number=number,
         candidates=result.candidates,

@@ -1,4 +1,4 @@
-"""Stage 5: of the routed candidates, which gateways can take a call right now.
+"""The select stage: of the routed candidates, which gateways can take a call right now.
 
 VOS3000's "routing gateways". A candidate is skipped, with its reason, when it is:
 

@@ -9,6 +9,7 @@ switch keeps its old snapshot. ``deck_problems`` gives the same list for ``check
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,17 @@ __all__ = ["Snapshot", "SourceIndex", "build_snapshot", "deck_problems"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(ip: str) -> IPAddress | None:
+    """``ip`` (brackets allowed) as an address, None if it is not one. Cached: parsing is
+    most of a look-up's cost, and a source sends many packets (from many ports, behind a
+    NAT or in a flood)."""
+    try:
+        return ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        return None
 
 
 class SourceIndex:
@@ -55,9 +67,8 @@ class SourceIndex:
         Specificity: a longer network prefix, then a rule naming the port; ties keep file
         order. An unparsable address matches nothing.
         """
-        try:
-            addr: IPAddress = ipaddress.ip_address(ip.strip("[]"))
-        except ValueError:
+        addr = _address(ip)
+        if addr is None:
             return []
         hits: list[tuple[int, int, int, Account]] = []
         for prefixlen, has_port, order, rule_port, account in self._exact.get(addr, ()):

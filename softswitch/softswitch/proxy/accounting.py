@@ -1,7 +1,10 @@
-"""Stage 10: one CDR per call attempt, built from the call's state, costed by ``lcr``.
+"""The account stage: one CDR per call attempt, built from the call's state, costed by ``lcr``.
 
 The engine calls the pipeline once when a call ends (answered, failed, cancelled) and once
-for each INVITE refused before a call existed (403, 404, 503 ...); both land here. Costs
+for each INVITE refused before a call existed (403, 404, 503 ..., and the malformed INVITEs
+the transport answers statelessly); both land here. A refused INVITE is recorded from a
+:class:`RefusedInvite`: read from the parsed request, or salvaged from what the transport
+could read of a malformed one (:meth:`RefusedInvite.salvaged`). Costs
 come from ``call.billing.call_costs`` with the snapshot the call started with, so a reload
 during the call does not re-price it. Writing is ``cdr.CdrStore``'s job, in its own thread:
 ``write`` only queues, so the signalling path never waits for the disk.
@@ -15,24 +18,34 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 from softswitch.call.billing import call_costs
-from softswitch.call.refusal import END_REASONS, q850_for_status
+from softswitch.call.refusal import END_REASONS, EndReason, q850_for_status
 from softswitch.call.routing import RoutePlan
 from softswitch.call.snapshot import Snapshot
 from softswitch.cdr import CdrAttempt, CdrRecord
 from softswitch.config import Account
-from softswitch.sip import Request, SipParseError, SipURI, unescape
-from softswitch.transport import Flow
+from softswitch.sip import Request, SipParseError, SipURI, parse_uri, unescape
+from softswitch.sip.fields import parse_name_addr
+from softswitch.transport import Flow, Malformed
 
 from .calls import Attempt, Call
 from .engine import Reply
 
-__all__ = ["bare_cdr", "billed_duration", "build_cdr", "refusal_cdr", "routing_trace"]
+__all__ = [
+    "RefusedInvite",
+    "Retransmissions",
+    "bare_cdr",
+    "billed_duration",
+    "build_cdr",
+    "refusal_cdr",
+    "routing_trace",
+]
 
 #: End reasons whose Q.850 cause is the gateway's answer's, not a fixed one.
-_CAUSE_FROM_STATUS = frozenset({"all_gateways_failed", "gateway_rejected"})
+_CAUSE_FROM_STATUS = frozenset({EndReason.ALL_GATEWAYS_FAILED, EndReason.GATEWAY_REJECTED})
 
 
 def _at(ts: float | None) -> dt.datetime | None:
@@ -75,10 +88,15 @@ def billed_duration(call: Call) -> tuple[float, int]:
     return duration, math.ceil(duration)
 
 
-def _q850(end_reason: str, status: int) -> int:
+def _q850(end_reason: EndReason, status: int) -> int:
     if end_reason in END_REASONS and end_reason not in _CAUSE_FROM_STATUS:
         return END_REASONS[end_reason][1]
     return q850_for_status(status)
+
+
+def _end_reason(call: Call) -> EndReason:
+    """The call's end reason; a call that ends without one is our bug, said as such."""
+    return call.end_reason or EndReason.INTERNAL_ERROR
 
 
 def _attempt(a: Attempt) -> CdrAttempt:
@@ -139,9 +157,9 @@ def build_cdr(
         duration=duration,
         billsec=billsec,
         hangup_side=call.hangup_side if answer_at is not None else None,
-        end_reason=call.end_reason or "internal_error",
+        end_reason=_end_reason(call),
         status=call.final_status or 500,
-        q850=_q850(call.end_reason or "internal_error", call.final_status or 500),
+        q850=_q850(_end_reason(call), call.final_status or 500),
         attempts=tuple(_attempt(a) for a in call.attempts),
         sell_rate=plan.sell_rate,
         buy_rate=buy_rate,
@@ -173,9 +191,9 @@ def bare_cdr(call: Call, account: Account) -> CdrRecord:
         end_at=_at_required(call.end_at if call.end_at is not None else call.invite_at),
         duration=duration,
         billsec=billsec,
-        end_reason=call.end_reason or "internal_error",
+        end_reason=_end_reason(call),
         status=call.final_status or 500,
-        q850=_q850(call.end_reason or "internal_error", call.final_status or 500),
+        q850=_q850(_end_reason(call), call.final_status or 500),
         attempts=tuple(_attempt(a) for a in call.attempts),
         detail="costing failed; see the log",
     )
@@ -186,19 +204,104 @@ def _source(flow: Flow) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def refusal_cdr(request: Request, flow: Flow, refused: Reply, now: float) -> CdrRecord:
+@dataclass(frozen=True, slots=True)
+class RefusedInvite:
+    """What the CDR of a refused INVITE records of the INVITE itself, as received: its
+    Call-ID, the caller (the From URI's user) and the number dialled (the Request-URI's
+    user, tech prefix included); each is empty when it cannot be read."""
+
+    call_id: str
+    caller: str
+    callee_dialed: str
+
+    @classmethod
+    def of(cls, request: Request) -> RefusedInvite:
+        """From a parsed INVITE (a malformed From leaves the caller empty, no more)."""
+        return cls(request.call_id or "", _caller(request), _user(request.uri))
+
+    @classmethod
+    def salvaged(cls, malformed: Malformed) -> RefusedInvite:
+        """From an INVITE the transport refused: the parsed message when there is one, else
+        the header lines it read before the parse error and the Request-Line's URI."""
+        message = malformed.message
+        if isinstance(message, Request):
+            return cls.of(message)
+        found: dict[str, str] = {}
+        for name, value in malformed.partial:
+            found.setdefault(name, value)
+        caller = _salvaged_caller(found.get("From", ""))
+        return cls(found.get("Call-ID", ""), caller, _dialed(malformed.start_line))
+
+
+def _salvaged_caller(from_value: str) -> str:
+    """The user of a From header field's URI, read on its own; empty if it is unreadable."""
+    if not from_value:
+        return ""
+    try:
+        return _user(parse_name_addr(from_value).uri)
+    except SipParseError:
+        return ""
+
+
+def _dialed(start_line: str | None) -> str:
+    """The user of a Request-Line's URI, even when the line as a whole is malformed."""
+    words = start_line.split() if start_line is not None else []
+    if len(words) < 2:
+        return ""
+    try:
+        return _user(parse_uri(words[1]))
+    except SipParseError:
+        return ""
+
+
+class Retransmissions:
+    """The malformed INVITEs recorded in the last ``window`` seconds, so that a copy of one
+    (a UDP retransmission: the same bytes from the same source, answered statelessly by the
+    transport each time) is not a second call attempt with a second CDR.
+
+    ``window`` is 64*T1 (32 s), the longest an INVITE client retransmits (RFC 3261 17.1.1.2).
+    At most ``max_entries`` are held; past that the oldest are forgotten first. Only
+    customers' INVITEs get here, never a stranger's garbage.
+    """
+
+    def __init__(self, window: float = 32.0, max_entries: int = 4096) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self._until: dict[Hashable, float] = {}
+
+    def first(self, key: Hashable, now: float) -> bool:
+        """True the first time ``key`` is seen within the window (``now`` is monotonic)."""
+        until = self._until
+        # Insertion order is expiry order: the window is the same for every key.
+        while until:
+            oldest = next(iter(until))
+            if until[oldest] > now and len(until) < self.max_entries:
+                break
+            del until[oldest]
+        if key in until:
+            return False
+        until[key] = now + self.window
+        return True
+
+
+def refusal_cdr(
+    invite: Request | RefusedInvite, flow: Flow, refused: Reply, now: float
+) -> CdrRecord:
     """The CDR of an INVITE turned away before any gateway was tried."""
+    if isinstance(invite, Request):
+        invite = RefusedInvite.of(invite)
+    end_reason = refused.end_reason or EndReason.INTERNAL_ERROR  # None: no attempt (a 407)
     at = _at_required(now)
     return CdrRecord(
-        call_id=request.call_id or "",
+        call_id=invite.call_id,
         account_id=refused.account_id,
         source=_source(flow),
-        caller=_caller(request),
-        callee_dialed=_user(request.uri),
+        caller=invite.caller,
+        callee_dialed=invite.callee_dialed,
         invite_at=at,
         end_at=at,
-        end_reason=refused.end_reason,
+        end_reason=end_reason,
         status=refused.status,
-        q850=_q850(refused.end_reason, refused.status),
+        q850=_q850(end_reason, refused.status),
         detail=refused.detail,
     )

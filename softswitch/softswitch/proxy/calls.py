@@ -12,6 +12,7 @@ import asyncio
 import enum
 from dataclasses import dataclass, field
 
+from softswitch.call.refusal import EndReason
 from softswitch.sip import Request, Response
 from softswitch.sip.transaction import ClientTransaction, ServerTransaction
 from softswitch.transport import Address, Flow, Transport
@@ -42,7 +43,8 @@ class Target:
 
 @dataclass(slots=True)
 class Admission:
-    """What stages 2-4 of the pipeline decided about a call (see ``pipeline.admit``).
+    """What admission decided about a call: the authorise, normalise and limits stages, and
+    the route the select stage will walk (see ``pipeline.admit``).
 
     ``policy`` is the pipeline's own per-call context (snapshot, account, route plan); the
     engine carries it without looking inside.
@@ -121,7 +123,7 @@ class Call:
     answer_at: float | None = None
     end_at: float | None = None
     pdd: float | None = None
-    end_reason: str | None = None
+    end_reason: EndReason | None = None
     final_status: int | None = None
     hangup_side: str | None = None
     number_sent: str | None = None

@@ -11,6 +11,12 @@ stranger once, without a transaction, or drop it, so that a scan of a public por
 switch no state (``_screened``). A new INVITE that passes is the *receive* stage: 100 Trying
 at once (its server transaction), the RFC 3261 16.3 sanity checks, then the pipeline's
 admission (``CallPolicy.admit``), which either starts the hunt or refuses with a value.
+
+A message the transport refused as malformed (a stateless 400/416/505, before any
+transaction) comes here too (:meth:`Dispatch._malformed`) and goes straight to the policy:
+from a customer's address an INVITE is a refused call attempt with its CDR, anything else
+is only counted. The policy decides by the source address before it reads any more of the
+message, so a stranger's garbage costs what it did.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ import asyncio
 import logging
 import time
 
-from softswitch.call.refusal import refuse
+from softswitch.call.refusal import EndReason, refuse
 from softswitch.sip import Request, Response, make_tag
 from softswitch.sip.transaction import ClientTransaction, ServerTransaction, Transaction
-from softswitch.transport import Flow
+from softswitch.transport import Flow, Malformed
 
 from . import forward
 from .calls import Call, Phase
@@ -37,7 +43,7 @@ __all__ = ["ALLOW", "Dispatch"]
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
 
 #: Sanity-check statuses (RFC 3261 16.3) and the end reason their CDR shows.
-_SANITY_END_REASONS = {482: "loop_detected", 483: "too_many_hops"}
+_SANITY_END_REASONS = {482: EndReason.LOOP_DETECTED, 483: EndReason.TOO_MANY_HOPS}
 
 
 class Dispatch(Hunting, InDialogRelay):
@@ -75,6 +81,11 @@ class Dispatch(Hunting, InDialogRelay):
                     message, status, to_tag=make_tag(), headers=[("Allow", ALLOW)]
                 )
                 self._respond(tx, response)
+
+    def _malformed(self, malformed: Malformed) -> None:
+        """The transport refused a message as malformed (and answered it, if it could)."""
+        if self.policy.malformed(malformed):
+            self.stats.refused += 1
 
     def _find_dialog(self, request: Request) -> tuple[Call | None, bool]:
         """The call whose dialog (answered, or early) a request belongs to, and whether the
@@ -117,7 +128,7 @@ class Dispatch(Hunting, InDialogRelay):
         sanity = forward.check_request(request, self.is_ours)
         if sanity is not None:
             status, why = sanity
-            end_reason = _SANITY_END_REASONS.get(status, "invalid_request")
+            end_reason = _SANITY_END_REASONS.get(status, EndReason.INVALID_REQUEST)
             refused = refuse(end_reason, why, status=status)
             self._reject(tx, request, flow, Reply.of(refused), wall)
             return
@@ -125,7 +136,7 @@ class Dispatch(Hunting, InDialogRelay):
             decision = self.policy.admit(request, flow, wall)
         except Exception:  # a policy bug: the caller still gets an answer, and a CDR
             logger.exception("admission failed", extra={"call_id": request.call_id})
-            decision = Reply.of(refuse("internal_error", "admission failed; see the log"))
+            decision = Reply.of(refuse(EndReason.INTERNAL_ERROR, "admission failed; see the log"))
         if isinstance(decision, Reply):
             self._reject(tx, request, flow, decision, wall)
             return
@@ -164,7 +175,7 @@ class Dispatch(Hunting, InDialogRelay):
             "refused %d %s (%s)",
             reply.status,
             reply.reason or "",
-            reply.end_reason,
+            reply.end_reason or "",  # none for a 407 challenge: no attempt ended
         )
         response = Response.for_request(
             request, reply.status, reply.reason, to_tag=make_tag(), headers=reply.headers

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 
-from softswitch.call.refusal import refuse
+from softswitch.call.refusal import EndReason, refuse
 from softswitch.sip import Response, make_tag
 
 from .calls import Branch, Call, Phase
@@ -74,9 +74,9 @@ class CallEnding(EngineCore):
         call.duration_timer = None
         if call.phase is Phase.ANSWERED:
             log_call(logging.INFO, call.call_id, "maximum duration reached: BYE to both sides")
-            self._teardown(call, "max_duration", "switch")
+            self._teardown(call, EndReason.MAX_DURATION, "switch")
 
-    def _teardown(self, call: Call, end_reason: str, side: str) -> None:
+    def _teardown(self, call: Call, end_reason: EndReason, side: str) -> None:
         """The switch hangs up an answered call: a BYE to each side, then the CDR."""
         reason = refuse(end_reason).reason_header()
         for bye, flow in teardown_requests(call, reason, self._our_via, self.user_agent):
@@ -157,17 +157,17 @@ def stop_call_timer(call: Call, name: str) -> None:
         setattr(call, name, None)
 
 
-def end_reason_for(status: int) -> str:
+def end_reason_for(status: int) -> EndReason:
     """The end reason of a call that ended on a gateway's final answer (no fail-over)."""
     if status in (486, 600):
-        return "busy"
+        return EndReason.BUSY
     if status in (408, 480):
-        return "no_answer"
+        return EndReason.NO_ANSWER
     if status == 487:
-        return "caller_cancelled"
+        return EndReason.CALLER_CANCELLED
     if status == 603:
-        return "declined"
-    return "gateway_rejected"
+        return EndReason.DECLINED
+    return EndReason.GATEWAY_REJECTED
 
 
 def release(call: Call) -> None:

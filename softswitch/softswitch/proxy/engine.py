@@ -9,7 +9,7 @@ the call ends. Everything the engine does between those points is RFC 3261 proxy
 behaviour, in one module per job, read in the order of a call:
 
 ``dispatch``  each message to its handler; strangers screened; the receive stage (100
-              Trying, sanity checks, admission)
+              Trying, sanity checks, admission); what the transport refused as malformed
 ``hunting``   one branch per gateway: forward, fail over, CANCEL, late answers, connect
 ``relay``     the dialog's requests between the sides: ACK, BYE, re-INVITE, the caller's CANCEL
 ``ending``    every way out of a call (failed, hung up, torn down by the switch) and its CDR
@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import asyncio
 
-from softswitch.call.refusal import refuse
+from softswitch.call.refusal import EndReason, refuse
 from softswitch.sip import Request, Response, Via, make_tag
 from softswitch.sip.headers import Headers
 from softswitch.sip.timers import TimerConfig
 from softswitch.transaction_driver import TransactionDriver
-from softswitch.transport import Address, Limits, MalformedHandler, SourceFilter, Transport
+from softswitch.transport import Address, Limits, SourceFilter, Transport
 
 from .calls import Phase
 from .core import logger, uri_host
@@ -70,7 +70,6 @@ class Engine(Dispatch):
         limits: Limits | None = None,
         user_agent: str = "softswitch",
         source_filter: SourceFilter | None = None,
-        on_malformed: MalformedHandler | None = None,
     ) -> None:
         driver = TransactionDriver(
             on_unmatched=self._dispatch,
@@ -81,7 +80,7 @@ class Engine(Dispatch):
             timers=timers,
             limits=limits if limits is not None else Limits(udp_receive_buffer=UDP_RECEIVE_BUFFER),
             source_filter=source_filter,
-            on_malformed=on_malformed,
+            on_malformed=self._malformed,
             resolution=TIMER_RESOLUTION,
         )
         super().__init__(policy, driver, user_agent)
@@ -106,9 +105,9 @@ class Engine(Dispatch):
         """End every call (BYE to answered ones, CDRs written), then stop the sockets."""
         for call in list(self._calls):
             if call.phase is Phase.ANSWERED:
-                self._teardown(call, "system_shutdown", "switch")
+                self._teardown(call, EndReason.SYSTEM_SHUTDOWN, "switch")
             else:
-                self._fail_call(call, Reply.of(refuse("system_shutdown")))
+                self._fail_call(call, Reply.of(refuse(EndReason.SYSTEM_SHUTDOWN)))
         if self._calls:
             await asyncio.sleep(0.2)  # let the BYEs leave
         await self.driver.close()

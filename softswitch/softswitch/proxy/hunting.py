@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import time
 
-from softswitch.call.refusal import q850_for_status, refuse
+from softswitch.call.refusal import EndReason, q850_for_status, refuse
 from softswitch.sip import Request, Response, SipURI, parse_uri
 from softswitch.transport import Flow, Transport
 
@@ -55,7 +55,7 @@ class Hunting(CallEnding):
             choice = self.policy.next_target(call, time.monotonic())
         except Exception:
             logger.exception("gateway selection failed", extra={"call_id": call.call_id})
-            choice = Reply.of(refuse("internal_error", "selection failed; see the log"))
+            choice = Reply.of(refuse(EndReason.INTERNAL_ERROR, "selection failed; see the log"))
         if choice is None:
             self._give_up(call)
             return
@@ -123,7 +123,7 @@ class Hunting(CallEnding):
                 branch.attempt.outcome = "message_too_large"
                 self._finish_branch(branch, None)
                 detail = f"{size} bytes to forward, over {self.transport.limits.max_message_size}"
-                self._fail_call(call, Reply.of(refuse("message_too_large", detail)))
+                self._fail_call(call, Reply.of(refuse(EndReason.MESSAGE_TOO_LARGE, detail)))
                 return
             tx, outputs = self.driver.open_client(request, flow, self._now())
         except Exception as exc:  # our bug or an unusable gateway URI: try the next one
@@ -187,14 +187,14 @@ class Hunting(CallEnding):
             return
         log_call(logging.INFO, call.call_id, "no answer from gateway=%s", branch.target.gateway_id)
         if branch.target.failover_on_no_answer:
-            call.end_reason = "no_answer"  # unless a later gateway does better
+            call.end_reason = EndReason.NO_ANSWER  # unless a later gateway does better
             self._cancel_branch(branch)
             self._branch_failed(branch, 408, "no_answer", received=False)
             return
         branch.attempt.outcome = "no_answer"
         self._cancel_branch(branch)
         self._finish_branch(branch, None)
-        self._fail_call(call, Reply.of(refuse("no_answer")))
+        self._fail_call(call, Reply.of(refuse(EndReason.NO_ANSWER)))
 
     def _budget_expired(self, call: Call) -> None:
         """The call's time budget (from its admission) ran out while hunting."""
@@ -350,7 +350,7 @@ class Hunting(CallEnding):
         call.ack_timer = None
         if call.phase is Phase.ANSWERED:
             log_call(logging.INFO, call.call_id, "no ACK for the 2xx: BYE to both sides")
-            self._teardown(call, "no_ack", "switch")
+            self._teardown(call, EndReason.NO_ACK, "switch")
 
 
 @functools.lru_cache(maxsize=256)

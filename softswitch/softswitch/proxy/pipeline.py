@@ -1,24 +1,31 @@
 """The call flow, stage by stage, as an operator explains a call.
 
-    1. receive      an INVITE over UDP or TCP: 100 Trying at once, sanity checks
-                    (Max-Forwards -> 483, a loop -> 482, missing headers -> 400)
-    2. authorise    which customer account is calling (source IP, digest, tech prefix)
-    3. normalise    the dialed number as routing and billing see it
-    4. limits       the account may place this call now (enabled, allow/deny, calls, CPS)
-    5. route        lcr: the account's plan's candidate gateways, in order, with rejections
-    6. select       skip gateways disabled, down, full or over CPS; claim the next one
-    7. forward      the INVITE to the gateway: Request-URI rewritten, Via, Record-Route
-    8. fail over    408/5xx or no answer within the setup timeout: CANCEL, try the next
-    9. connect      18x/2xx back to the caller; the dialog; the maximum duration
-   10. account      exactly one CDR per call attempt, with sell and buy costs
+    receive      an INVITE over UDP or TCP: 100 Trying at once, sanity checks
+                 (Max-Forwards -> 483, a loop -> 482, Proxy-Require -> 420); a malformed
+                 one is answered 400/416/505 by the transport, statelessly
+    authorise    which customer account is calling (source IP, digest, tech prefix)
+    normalise    the dialed number as routing and billing see it
+    limits       the account may place this call now (enabled, allow/deny, calls, CPS)
+    route        lcr: the account's plan's candidate gateways, in order, with rejections
+    select       skip gateways disabled, down, full or over CPS; claim the next one
+    forward      the INVITE to the gateway: Request-URI rewritten, Via, Record-Route
+    fail over    408/5xx or no answer within the setup timeout: CANCEL, try the next
+    connect      18x/2xx back to the caller; the dialog; the maximum duration
+    account      exactly one CDR per call attempt, with sell and buy costs
 
-Stages 1 and 7-9 are SIP machinery and live in ``engine`` (with ``forward`` and
-``failover``); this module is the policy the engine asks at fixed points, and each stage
-here is one call into ``softswitch.call``. Normalising runs before the limits because the
-account's allow/deny lists are written in the normalised form (``call.limits``).
+This list is the one table of contents: the stages are named, never numbered, everywhere
+else (``softswitch.call``, the engine, ``docs/call-flow.md``). Receive, forward, fail over
+and connect are SIP machinery and live in ``engine`` (with ``forward`` and ``failover``);
+this module is the policy the engine asks at fixed points, and each stage here is one call
+into ``softswitch.call`` (authorise, normalise, limits, route in ``routing``, select, the
+pure part of forward in ``rewrite``, the costs of account in ``billing``). Normalising runs
+before the limits because the account's allow/deny lists are written in the normalised form
+(``call.limits``).
 
 A refusal at any stage is a value (``call.refusal.Refusal``): it becomes the SIP final
 response (with a ``Reason`` header) and the CDR's end reason, in one place (:func:`reply`).
+What the transport refuses as malformed never becomes a call; :meth:`Pipeline.malformed`
+gives a customer's malformed INVITE its CDR all the same.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from softswitch.call.authorise import Challenge, authorise, has_credentials
 from softswitch.call.limits import check_limits
 from softswitch.call.live import LiveState
 from softswitch.call.normalise import normalise
-from softswitch.call.refusal import Refusal, q850_for_status, refuse
+from softswitch.call.refusal import EndReason, Refusal, q850_for_status, refuse
 from softswitch.call.rewrite import gateway_request_uri, sent_number
 from softswitch.call.routing import RoutePlan, route_call
 from softswitch.call.select import admit_gateway, select_gateways
@@ -44,9 +51,16 @@ from softswitch.config import Account, Gateway, fails_over_on_no_answer, no_answ
 from softswitch.security import Screen, SourceGuard, gateway_addresses
 from softswitch.sip import Request
 from softswitch.sip.digest import DigestAuthenticator
-from softswitch.transport import Flow, Transport
+from softswitch.transport import Flow, Malformed, Transport
 
-from .accounting import bare_cdr, build_cdr, refusal_cdr, routing_trace
+from .accounting import (
+    RefusedInvite,
+    Retransmissions,
+    bare_cdr,
+    build_cdr,
+    refusal_cdr,
+    routing_trace,
+)
 from .calls import Admission, Call, Target
 from .engine import Reply
 
@@ -101,6 +115,8 @@ class Pipeline:
         self.nonces = nonces
         self.cdrs = cdrs
         self.draining = False
+        #: Customers' malformed INVITEs already recorded: a retransmission is no new attempt.
+        self._recorded_malformed = Retransmissions()
         self.guard = guard or SourceGuard(snapshot.config.security, blocks=live.blocks)
         self.snapshot = snapshot
         self.use(snapshot)
@@ -129,31 +145,31 @@ class Pipeline:
             challenge=challenge if snapshot.digest_only else None,
         )
 
-    # -- stages 2-5: admit a new INVITE ---------------------------------------------------
+    # -- authorise, normalise, limits, route, select: admit a new INVITE -------------------
 
     def admit(self, request: Request, flow: Flow, now: float) -> Admission | Reply:
         """``now`` is wall-clock time (nonces, rating); live counters run on a monotonic clock."""
         snapshot = self.snapshot  # this call's rules, whatever a reload does meanwhile
         if self.draining:
-            return reply(refuse("system_shutdown", "SIGTERM: draining calls"))
+            return reply(refuse(EndReason.SYSTEM_SHUTDOWN, "SIGTERM: draining calls"))
         mono = time.monotonic()
 
-        # 2. authorise
+        # authorise
         who = authorise(snapshot, request, flow.remote, self.live, now, self.nonces, clock=mono)
         if isinstance(who, Challenge):
-            return Reply(who.status, headers=tuple(who.headers()), end_reason="", cdr=False)
+            return Reply(who.status, headers=tuple(who.headers()), end_reason=None, cdr=False)
         if isinstance(who, Refusal):
             return reply(who)
         account = who.account
         if who.method == "digest":
             self.guard.trust(flow.remote[0])
 
-        # 3. normalise
+        # normalise
         number = normalise(account, who.number)
         if isinstance(number, Refusal):
             return reply(number, account_id=account.id)
 
-        # 4. limits (counts the call against the account when it passes)
+        # limits (counts the call against the account when it passes)
         refusal = check_limits(account, number, self.live, mono)
         if refusal is not None:
             return reply(refusal, account_id=account.id)
@@ -164,17 +180,17 @@ class Pipeline:
         # (500 internal_error, with its CDR), not the engine's anonymous one.
         admission: Admission | None = None
         try:
-            # 5. route
+            # route
             at = dt.datetime.fromtimestamp(now, dt.UTC)
             plan = route_call(snapshot, account, number, at, request.call_id or "")
             if isinstance(plan, Refusal):
                 return reply(plan, account_id=account.id)
 
-            # 6. select: fail fast when no candidate can take a call now
+            # select: fail fast when no candidate can take a call now
             usable, skipped = select_gateways(snapshot, plan, self.live, mono)
             if not usable:
                 detail = ", ".join(f"{g}: {why}" for g, why in skipped)
-                return reply(refuse("no_gateway", detail), account_id=account.id)
+                return reply(refuse(EndReason.NO_GATEWAY, detail), account_id=account.id)
 
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
@@ -206,13 +222,13 @@ class Pipeline:
                 extra={"call_id": request.call_id},
             )
             detail = "admission failed after the limits; see the log"
-            return reply(refuse("internal_error", detail), account_id=account.id)
+            return reply(refuse(EndReason.INTERNAL_ERROR, detail), account_id=account.id)
         finally:
             if admission is None:
                 self.live.account_release(account.id)
         return admission
 
-    # -- stage 6: the next gateway, claimed -----------------------------------------------
+    # -- select: the next gateway, claimed ------------------------------------------------
 
     def next_target(self, call: Call, now: float) -> Target | Reply | None:
         """``now`` is monotonic seconds (the gateways' CPS windows)."""
@@ -230,7 +246,7 @@ class Pipeline:
                 context.skipped.append((gateway_id, why))
                 continue
             context.claimed[gateway_id] = gateway
-            # 7. forward: the pure part, the Request-URI this gateway gets
+            # forward: the pure part, the Request-URI this gateway gets
             uri = gateway_request_uri(gateway, context.number)
             return Target(
                 gateway_id=gateway.id,
@@ -247,27 +263,27 @@ class Pipeline:
             )
         if not call.attempts:
             detail = ", ".join(f"{g}: {why}" for g, why in context.skipped)
-            return reply(refuse("no_gateway", detail), account_id=context.account.id)
+            return reply(refuse(EndReason.NO_GATEWAY, detail), account_id=context.account.id)
         return None
 
     def release_target(self, call: Call, target: Target) -> None:
         if _context(call).claimed.pop(target.gateway_id, None) is not None:
             self.live.gateway_release(target.gateway_id)
 
-    # -- stage 8: every candidate failed --------------------------------------------------
+    # -- fail over: every candidate failed ------------------------------------------------
 
     def exhausted(self, call: Call, status: int) -> Reply:
         """``status`` is the best final response collected (RFC 3261 16.7, 503 -> 500)."""
         tried = ", ".join(f"{a.gateway_id}: {a.status} {a.outcome}" for a in call.attempts)
         if not call.responses:
-            refusal = refuse("gateway_timeout", tried)
+            refusal = refuse(EndReason.GATEWAY_TIMEOUT, tried)
         else:
             # The cause (and so the Reason text) follows the status sent (RFC 3398).
-            refusal = refuse("all_gateways_failed", tried, status=status)
+            refusal = refuse(EndReason.ALL_GATEWAYS_FAILED, tried, status=status)
             refusal = refusal.with_cause(q850_for_status(status))
         return reply(refusal, account_id=call.admission.account_id)
 
-    # -- stage 9: connect: the answered call's durable mark --------------------------------
+    # -- connect: the answered call's durable mark ----------------------------------------
 
     def answered(self, call: Call) -> None:
         """The call is up: queue its ``CallStart`` (the CDR as it must read if the switch dies
@@ -285,7 +301,7 @@ class Pipeline:
                 )
             except Exception:  # a costing bug: the mark still says what is known
                 record = bare_cdr(call, context.account)
-            failure = refuse("system_failure")
+            failure = refuse(EndReason.SYSTEM_FAILURE)
             record.end_reason, record.q850 = failure.end_reason, failure.q850
             record.hangup_side = "switch"
             record.end_at = record.answer_at or record.end_at
@@ -305,7 +321,7 @@ class Pipeline:
                 extra={"call_id": call.call_id},
             )
 
-    # -- stage 10: account ----------------------------------------------------------------
+    # -- account --------------------------------------------------------------------------
 
     def account(self, call: Call) -> None:
         """The call's CDR first (it must never be lost), then its counters released."""
@@ -323,14 +339,46 @@ class Pipeline:
             self.live.gateway_release(gateway_id)
         context.claimed.clear()
 
-    def account_refusal(self, request: Request, flow: Flow, refused: Reply, now: float) -> None:
+    def account_refusal(
+        self, request: Request | RefusedInvite, flow: Flow, refused: Reply, now: float
+    ) -> None:
         """A CDR when the source is a customer's address or the refusal names an account;
         a stranger's refusal (a failed digest guess, say) is only counted, never a row."""
         ip, port = flow.remote
         if refused.account_id is None and not self.snapshot.accounts_for_source(ip, port):
-            self.guard.refusals.note(ip, refused.end_reason, time.monotonic())
+            reason = refused.end_reason or EndReason.INTERNAL_ERROR
+            self.guard.refusals.note(ip, reason, time.monotonic())
             return
         self.cdrs.enqueue(refusal_cdr(request, flow, refused, now))
+
+    def malformed(self, malformed: Malformed) -> bool:
+        """What the transport refused as malformed, before the receive stage.
+
+        The source address decides first, from the guard's cache: a stranger's message is
+        only counted per source (``malformed``) and nothing more of it is read. So is a
+        customer's that is not an INVITE (its method is read, no more). A customer's INVITE
+        is a refused call attempt:
+        ``account_refusal`` writes its CDR, end reason ``invalid_request`` with the status
+        the transport sent (400, 416 or 505), from what could be read of it. A copy of one
+        already recorded (a UDP retransmission) writes nothing. True when a CDR was written.
+        """
+        ip, port = malformed.flow.remote
+        guard = self.guard
+        if not guard.is_account_address(ip, port) or malformed.method != "INVITE":
+            guard.refusals.note(ip, "malformed", guard.clock())
+            return False
+        # Keyed by a hash of the bytes, never the bytes: 4096 kept INVITEs of up to 64 KiB
+        # each would be a lot of memory to let a spoofed customer address fill.
+        copy = (ip, port, hash(malformed.data))
+        if not self._recorded_malformed.first(copy, time.monotonic()):
+            return False
+        detail = malformed.reason
+        if not malformed.answered:
+            detail += "; not answered: no Via to answer to"
+        refused = reply(refuse(EndReason.INVALID_REQUEST, detail, status=malformed.status))
+        invite = RefusedInvite.salvaged(malformed)
+        self.account_refusal(invite, malformed.flow, refused, time.time())
+        return True
 
 
 def _context(call: Call) -> CallContext:

@@ -9,14 +9,17 @@ answer is no. Both are re-exported by ``proxy.engine``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from softswitch.call.refusal import Refusal
+from softswitch.call.refusal import EndReason, Refusal
 from softswitch.security import Screen
 from softswitch.sip import Request
-from softswitch.transport import Flow
+from softswitch.transport import Flow, Malformed
 
 from .calls import Admission, Call, Target
+
+if TYPE_CHECKING:
+    from .accounting import RefusedInvite
 
 __all__ = ["CallPolicy", "Reply"]
 
@@ -32,7 +35,8 @@ class Reply:
     status: int
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    end_reason: str = "internal_error"
+    #: None only for a reply that ends no attempt (``cdr`` False: the 407 challenge).
+    end_reason: EndReason | None = EndReason.INTERNAL_ERROR
     account_id: str | None = None
     detail: str = ""
     cdr: bool = True
@@ -57,7 +61,8 @@ class CallPolicy(Protocol):
     each branch (route and select); ``release_target`` when a branch ends; ``exhausted`` when
     no gateway is left; ``answered`` when a gateway's 2xx connects the call (its durable
     call-start mark, so a crash of the switch still ends in a CDR); ``account`` when a call
-    ends and ``account_refusal`` when one never started (the account stage).
+    ends and ``account_refusal`` when one never started (the account stage). ``malformed``
+    gets what the transport refused before any of that (True when it wrote a CDR).
     """
 
     def screen(self, request: Request, flow: Flow) -> Screen | None: ...
@@ -74,4 +79,8 @@ class CallPolicy(Protocol):
 
     def account(self, call: Call) -> None: ...
 
-    def account_refusal(self, request: Request, flow: Flow, reply: Reply, now: float) -> None: ...
+    def account_refusal(
+        self, request: Request | RefusedInvite, flow: Flow, reply: Reply, now: float
+    ) -> None: ...
+
+    def malformed(self, malformed: Malformed) -> bool: ...

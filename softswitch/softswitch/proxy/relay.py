@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from softswitch.call.refusal import refuse
+from softswitch.call.refusal import EndReason, refuse
 from softswitch.sip import Request, Response
 from softswitch.sip.transaction import ServerTransaction
 from softswitch.transport import Flow
@@ -69,7 +69,7 @@ class InDialogRelay(CallEnding):
         if request.method == "BYE" and call.phase is Phase.ANSWERED:
             side = "caller" if from_caller else "callee"
             log_call(logging.INFO, call.call_id, "BYE from %s", side)
-            call.end_reason = "normal_clearing"
+            call.end_reason = EndReason.NORMAL_CLEARING
             self._end_call(call, hangup_side=side)
         try:
             client, outputs = self.driver.open_client(out, dest, now)
@@ -114,7 +114,7 @@ class InDialogRelay(CallEnding):
         self._respond(tx, Response.for_request(cancel, 200))
         log_call(logging.INFO, call.call_id, "caller cancelled")
         call.hangup_side = "caller"
-        self._fail_call(call, Reply.of(refuse("caller_cancelled")))
+        self._fail_call(call, Reply.of(refuse(EndReason.CALLER_CANCELLED)))
 
 
 def _current_dialog(call: Call, request: Request, from_caller: bool) -> bool:

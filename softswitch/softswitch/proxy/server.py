@@ -76,9 +76,6 @@ class Switch:
             limits=transport_limits(config),
             user_agent=f"softswitch/{__version__}",
             source_filter=guard.packet,
-            on_malformed=lambda source, reason: guard.refusals.note(
-                source[0], "malformed", guard.clock()
-            ),
         )
         self.prober = Prober(self.engine.options, self.live.mark_gateway)
         self._reloading: asyncio.Task[bool] | None = None

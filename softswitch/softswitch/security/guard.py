@@ -103,15 +103,19 @@ class SourceGuard:
 
     # -- who is known --------------------------------------------------------------------
 
-    def is_customer(self, ip: str, port: int, now: float) -> bool:
-        """An account's address, or one that passed digest in the last ``TRUST_TIME``."""
+    def is_account_address(self, ip: str, port: int) -> bool:
+        """An address an account's ``ips`` match (cached until the next reload)."""
         key = (ip, port)
         known = self._customer_cache.get(key)
         if known is None:
             if len(self._customer_cache) >= _KNOWN_CACHE_MAX:
                 self._customer_cache = {}
             known = self._customer_cache[key] = self._customer_rule(ip, port)
-        if known:
+        return known
+
+    def is_customer(self, ip: str, port: int, now: float) -> bool:
+        """An account's address, or one that passed digest in the last ``TRUST_TIME``."""
+        if self.is_account_address(ip, port):
             return True
         return bool(self._trusted) and self._trusted.get(ip, float("-inf")) > now
 

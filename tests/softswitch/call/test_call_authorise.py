@@ -1,4 +1,5 @@
-"""Stage 1: IP/CIDR, port, tech prefix, digest (407, success, wrong password), blocking."""
+"""The authorise stage: IP/CIDR, port, tech prefix, digest (407, success, wrong password),
+blocking."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from softswitch.call.authorise import (
     make_authenticator,
 )
 from softswitch.call.live import LiveState
-from softswitch.call.refusal import Refusal
+from softswitch.call.refusal import EndReason, Refusal
 from softswitch.call.snapshot import Snapshot
 from softswitch.sip import Request, parse_message, validate_request
 from softswitch.sip.digest import DigestAuthenticator, build_authorization
@@ -97,7 +98,7 @@ def test_unknown_source_gets_403_without_digest_accounts_and_gets_blocked(
     for i in range(3):
         out = authorise(snapshot, invite(), ("203.0.113.9", 5060), live, NOW + i, nonces)
         assert isinstance(out, Refusal)
-        assert (out.status, out.end_reason) == (403, "auth_failed")
+        assert (out.status, out.end_reason) == (403, EndReason.AUTH_FAILED)
         assert out.reason == "call rejected"  # Q.850 cause 21, whatever failed
     assert live.is_blocked("203.0.113.9", NOW + 3)
     out = authorise(snapshot, invite(), ("203.0.113.9", 5060), live, NOW + 10, nonces)
@@ -164,7 +165,7 @@ def test_wrong_password_unknown_user_and_wrong_uri_are_403_and_count(
     for auth in bad:
         out = authorise(snapshot, invite(uri, auth), ("203.0.113.9", 5060), live, NOW, nonces)
         assert isinstance(out, Refusal)
-        assert (out.status, out.end_reason, out.q850) == (403, "auth_failed", 21)
+        assert (out.status, out.end_reason, out.q850) == (403, EndReason.AUTH_FAILED, 21)
         details.append(out.detail)
     assert "wrong response" in details[0]
     assert "unknown user" in details[1]

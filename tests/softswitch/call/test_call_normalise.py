@@ -1,11 +1,11 @@
-"""Stage 2: leading '+', ordered rewrite rules, digits only."""
+"""The normalise stage: leading '+', ordered rewrite rules, digits only."""
 
 from __future__ import annotations
 
 import pytest
 
 from softswitch.call.normalise import normalise
-from softswitch.call.refusal import Refusal
+from softswitch.call.refusal import EndReason, Refusal
 from softswitch.call.snapshot import Snapshot
 
 
@@ -31,4 +31,4 @@ def test_account_without_rules_only_drops_plus(snapshot: Snapshot) -> None:
 def test_not_a_number_is_484(snapshot: Snapshot, dialed: str) -> None:
     out = normalise(snapshot.accounts["tech1"], dialed)
     assert isinstance(out, Refusal)
-    assert (out.status, out.end_reason) == (484, "invalid_number")
+    assert (out.status, out.end_reason) == (484, EndReason.INVALID_NUMBER)

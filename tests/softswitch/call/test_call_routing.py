@@ -1,4 +1,4 @@
-"""Stage 4: lcr order by the carriers' rates, rejections with reasons, refusals."""
+"""The route stage: lcr order by the carriers' rates, rejections with reasons, refusals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 
-from softswitch.call.refusal import Refusal
+from softswitch.call.refusal import EndReason, Refusal
 from softswitch.call.routing import RoutePlan, route_call
 from softswitch.call.snapshot import Snapshot
 
@@ -49,13 +49,13 @@ def test_priority_strategy(snapshot: Snapshot) -> None:
 def test_no_matching_route_is_no_route(snapshot: Snapshot) -> None:
     out = route_call(snapshot, snapshot.accounts["tech1"], "33123", AT, "c1")
     assert isinstance(out, Refusal)
-    assert (out.status, out.end_reason, out.q850) == (404, "no_route", 3)
+    assert (out.status, out.end_reason, out.q850) == (404, EndReason.NO_ROUTE, 3)
 
 
 def test_account_deck_without_a_rate_is_no_rate(snapshot: Snapshot) -> None:
     out = route_call(snapshot, snapshot.accounts["ipcust"], "33123", AT, "c1")
     assert isinstance(out, Refusal)
-    assert out.end_reason == "no_rate"
+    assert out.end_reason == EndReason.NO_RATE
     assert "sell" in out.detail
 
 
@@ -65,7 +65,7 @@ def test_every_gateway_rejected_is_no_route_with_reasons(
     snapshot = make_snapshot({"max_rate = 0.045": "max_rate = 0.01"})
     out = route_call(snapshot, snapshot.accounts["ipcust"], "442071", AT, "c1")
     assert isinstance(out, Refusal)
-    assert out.end_reason == "no_route"
+    assert out.end_reason == EndReason.NO_ROUTE
     assert "gwa: above_max_rate" in out.detail
     assert "gwb: above_max_rate" in out.detail
 

@@ -1,4 +1,4 @@
-"""Stage 5: skip disabled, probed-down, full and over-CPS gateways; claim one at a time."""
+"""The select stage: skip disabled, probed-down, full and over-CPS gateways; claim one at a time."""
 
 from __future__ import annotations
 

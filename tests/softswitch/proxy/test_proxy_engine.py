@@ -15,13 +15,14 @@ from typing import Any, cast
 
 import pytest
 
+from softswitch.call.refusal import EndReason
 from softswitch.proxy import ending as ending_module
 from softswitch.proxy.calls import Admission, Call, Target
 from softswitch.proxy.engine import Engine, Reply
 from softswitch.security import Screen
 from softswitch.sip import Request, Response, parse_message
 from softswitch.sip.timers import TimerConfig
-from softswitch.transport import Flow, Transport
+from softswitch.transport import Flow, Malformed, Transport
 
 LOCAL = "127.0.0.1"
 
@@ -72,6 +73,7 @@ class Policy:
 
     gateways: list[int]
     calls: list[Call] = field(default_factory=list)
+    refused_malformed: list[Malformed] = field(default_factory=list)
 
     def screen(self, request: Request, flow: Flow) -> Screen | None:
         return None
@@ -91,7 +93,7 @@ class Policy:
         pass
 
     def exhausted(self, call: Call, status: int) -> Reply:
-        return Reply(status, end_reason="all_gateways_failed")
+        return Reply(status, end_reason=EndReason.ALL_GATEWAYS_FAILED)
 
     def answered(self, call: Call) -> None:
         pass
@@ -99,8 +101,12 @@ class Policy:
     def account(self, call: Call) -> None:
         self.calls.append(call)
 
-    def account_refusal(self, request: Request, flow: Flow, reply: Reply, now: float) -> None:
+    def account_refusal(self, request: object, flow: Flow, reply: Reply, now: float) -> None:
         pass
+
+    def malformed(self, malformed: Malformed) -> bool:
+        self.refused_malformed.append(malformed)
+        return malformed.method == "INVITE"
 
 
 @dataclass
@@ -191,7 +197,7 @@ def test_a_late_answer_from_an_abandoned_gateway_is_hung_up(
         assert isinstance(bye, Request)
         assert bye.to_tag == "gw"
         (call,) = w.policy.calls
-        assert call.end_reason == "busy"
+        assert call.end_reason == EndReason.BUSY
         assert [(a.gateway_id, a.outcome) for a in call.attempts] == [
             ("gw1", "setup_timeout"),
             ("gw2", "failed"),
@@ -214,7 +220,7 @@ def test_cancel_before_any_provisional_response(
         await w.caller.expect(is_status(200))
         await w.caller.expect(is_status(487))
         (call,) = w.policy.calls
-        assert call.end_reason == "caller_cancelled"
+        assert call.end_reason == EndReason.CALLER_CANCELLED
         # The gateway rings late: now (and only now) the CANCEL may be sent (RFC 3261 9.1).
         w.gw1.send(answer(sent, "180 Ringing"), w.port)
         cancel = await w.gw1.expect(is_request("CANCEL"))
@@ -241,6 +247,28 @@ def test_garbage_and_strays_do_not_stop_the_engine(
         options = invite(w, "opt").replace("INVITE sip", "OPTIONS sip")
         w.caller.send(options.replace("1 INVITE", "1 OPTIONS"), w.port)
         await w.caller.expect(is_status(200))
+        assert w.engine.active_calls == 0
+
+    world(body)
+
+
+def test_what_the_transport_refuses_as_malformed_goes_to_the_policy(
+    world: Callable[[Callable[[World], Awaitable[None]]], None],
+) -> None:
+    """The transport answers 400 statelessly; the engine hands the policy what it knows and
+    counts a recorded attempt among its refusals. No transaction, no call."""
+
+    async def body(w: World) -> None:
+        w.caller.send(invite(w, "bad-1").replace("Max-Forwards: 70", "Max-Forwards: x"), w.port)
+        await w.caller.expect(is_status(400))
+        w.caller.send("OPTIONS sip:x SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bKq\nX\n\n", w.port)
+        await w.caller.expect(is_status(400))
+        first, second = w.policy.refused_malformed
+        assert isinstance(first.message, Request)
+        assert (first.status, first.method, first.message.call_id) == (400, "INVITE", "bad-1")
+        assert first.flow.remote == (LOCAL, w.caller.port)
+        assert (second.message, second.method) == (None, "OPTIONS")
+        assert w.engine.stats.refused == 1  # the INVITE the policy recorded
         assert w.engine.active_calls == 0
 
     world(body)
@@ -309,7 +337,7 @@ def test_in_dialog_requests_follow_the_record_routed_path(
         w.caller.send(answer(bye, "200 OK", tag="caller"), w.port)
         await w.gw1.expect(lambda m: isinstance(m, Response) and m.headers.get("CSeq") == "2 BYE")
         (call,) = w.policy.calls
-        assert (call.end_reason, call.hangup_side) == ("normal_clearing", "callee")
+        assert (call.end_reason, call.hangup_side) == (EndReason.NORMAL_CLEARING, "callee")
 
     world(body)
 
@@ -380,8 +408,8 @@ def test_finished_calls_leave_no_reference_cycle(monkeypatch: pytest.MonkeyPatch
             await asyncio.sleep(0.2)  # the dialog's linger
             assert len(engine.transactions) == 0
             assert [end[:2] for end in policy.ends] == [
-                ("call-1", "normal_clearing"),
-                ("call-2", "busy"),
+                ("call-1", EndReason.NORMAL_CLEARING),
+                ("call-2", EndReason.BUSY),
             ]
             # The engine is alive here, so only what the calls left behind can be garbage.
             gc.set_debug(gc.DEBUG_SAVEALL)
