@@ -226,9 +226,11 @@ strategy = "lcr"
     return path
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def process_cpu(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user + system) a process has used, all threads, or one thread's (the
+    event loop's is the process id's), from /proc."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -258,6 +260,7 @@ def ladder(
         )
         time.sleep(0.3)
         cpu_before = process_cpu(pid) if pid is not None else 0.0
+        loop_before = process_cpu(pid, pid) if pid is not None else 0.0
         try:
             step = run_step(workdir, target, uas_port, rate, args)
         finally:
@@ -265,7 +268,9 @@ def ladder(
         cpu = ""
         if pid is not None and step.ok:
             # The switch's CPU over the step (calls' tails included) per call carried.
-            cpu = f"  {(process_cpu(pid) - cpu_before) / step.ok * 1e3:.2f} ms CPU/call"
+            total = (process_cpu(pid) - cpu_before) / step.ok * 1e3
+            loop = (process_cpu(pid, pid) - loop_before) / step.ok * 1e3
+            cpu = f"  {total:.2f} ms CPU/call ({loop:.2f} in the event loop's thread)"
         verdict = "pass" if step.passed else "FAIL"
         print(
             f"{label:>8} {rate:>6} cps: {step.ok:>7} ok {step.failed:>6} failed "

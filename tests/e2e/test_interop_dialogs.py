@@ -5,27 +5,10 @@ challenges, and a 2xx that is never ACKed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from callflow_harness import sipp_binary
-from test_call_flow import NUMBER, Account, Carrier, Net, ok
+from callflow_net import NUMBER, Account, Carrier, Net, ok
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
-    sipp_binary()
-    world = Net(tmp_path)
-    try:
-        yield world
-    finally:
-        for sipp in world.sipps:
-            sipp.stop()
-        if world.switch is not None:
-            world.switch.stop()
 
 
 def test_reliable_183_is_pracked_through_the_switch(net: Net) -> None:

@@ -6,170 +6,21 @@ carrier, the switch as ``softswitch run --config FILE`` in between, all on 127.0
   the number without it.
 * Every INVITE refused from a customer's address leaves a CDR with its end reason.
 * A call cut at ``max_duration`` is billed the maximum, not a second more.
-
-The Net/Carrier/Account pattern is ``test_call_flow.py``'s, with the decks' billing
-increments and a few more account keys configurable.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pytest
-from callflow_harness import LOCAL, Sipp, Switch, free_port, scenario, sipp_binary
+from callflow_harness import LOCAL, Sipp
+from callflow_net import NUMBER, Account, Carrier, Net, ok
 
 pytestmark = pytest.mark.e2e
 
-NUMBER = "441234567"
 #: 1/1 increments: a call is rated by the second, so a cost shows the seconds billed.
 SELL = "prefix,destination,rate,initial_increment,subsequent_increment\n44,UK,0.600000,1,1\n"
 BUY = "prefix,destination,rate,initial_increment,subsequent_increment\n44,UK,0.060000,1,1\n"
-
-
-@dataclass
-class Carrier:
-    id: str
-    port: int = field(default_factory=free_port)
-
-
-@dataclass
-class Account:
-    id: str = "customer"
-    ips: tuple[str, ...] = (LOCAL,)
-    tech_prefix: str = ""
-    max_duration: int | None = None
-    extra: tuple[str, ...] = ()  # more TOML lines: enabled = false, deny = [...]
-
-
-@dataclass
-class Net:
-    """One test's world: the switch's config, its process, the SIPp processes to stop."""
-
-    workdir: Path
-    sipps: list[Sipp] = field(default_factory=list)
-    switch: Switch | None = None
-    port: int = field(default_factory=free_port)
-
-    def write_config(self, carriers: list[Carrier], accounts: list[Account]) -> Path:
-        lines = [
-            "[server]",
-            f'listen = ["udp:{LOCAL}:{self.port}"]',
-            'database = "cdr.sqlite"',
-            'realm = "e2e"',
-            "drain_timeout = 2",
-            "[defaults]",
-            "setup_timeout = 1",
-            "max_duration = 30",
-            "max_attempts = 5",
-            "call_budget = 10",
-            "[[rate_decks]]",
-            'id = "sell"',
-            'file = "sell.csv"',
-        ]
-        (self.workdir / "sell.csv").write_text(SELL)
-        for c in carriers:
-            (self.workdir / f"{c.id}.csv").write_text(BUY)
-            lines += ["[[rate_decks]]", f'id = "{c.id}"', f'file = "{c.id}.csv"']
-        for a in accounts:
-            lines += ["[[accounts]]", f'id = "{a.id}"', 'rate_deck = "sell"']
-            lines.append('routing_plan = "default"')
-            lines.append("ips = [" + ", ".join(f'"{ip}"' for ip in a.ips) + "]")
-            if a.tech_prefix:
-                lines.append(f'tech_prefix = "{a.tech_prefix}"')
-            if a.max_duration is not None:
-                lines.append(f"max_duration = {a.max_duration}")
-            lines += a.extra
-        for i, c in enumerate(carriers):
-            lines += [
-                "[[gateways]]",
-                f'id = "{c.id}"',
-                f'address = "{LOCAL}:{c.port}"',
-                f'rate_deck = "{c.id}"',
-                f"priority = {i}",
-            ]
-        lines += [
-            "[[routes]]",
-            'plan = "default"',
-            'prefix = "44"',
-            "gateways = [" + ", ".join(f'"{c.id}"' for c in carriers) + "]",
-            'strategy = "priority"',
-        ]
-        path = self.workdir / "switch.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def start_switch(self, carriers: list[Carrier], accounts: list[Account]) -> Switch:
-        config = self.write_config(carriers, accounts)
-        self.switch = Switch(
-            config, self.workdir / "cdr.sqlite", self.port, self.workdir / "switch.log"
-        ).start()
-        return self.switch
-
-    def carrier(self, carrier: Carrier, name: str, calls: int = 1) -> Sipp:
-        sipp = Sipp(
-            self.workdir,
-            f"carrier_{carrier.id}",
-            scenario(name, self.workdir),
-            calls=calls,
-            port=carrier.port,
-        )
-        self.sipps.append(sipp)
-        return sipp.start()
-
-    def customer(
-        self,
-        name: str,
-        *,
-        number: str = NUMBER,
-        args: list[str] | None = None,
-        label: str = "customer",
-        fill: dict[str, str] | None = None,
-    ) -> Sipp:
-        sipp = Sipp(
-            self.workdir,
-            label,
-            scenario(name, self.workdir, **(fill or {})),
-            args=["-s", number, *(args or [])],
-        )
-        self.sipps.append(sipp)
-        return sipp.start(f"{LOCAL}:{self.port}")
-
-    def explain(self) -> str:
-        parts = [s.explain() for s in self.sipps]
-        if self.switch is not None and self.switch.log.exists():
-            parts.append("--- switch log\n" + self.switch.log.read_text()[-6000:])
-        return "\n".join(parts)
-
-    def cdrs(self, expected: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
-        assert self.switch is not None
-        rows = self.switch.cdrs(expected, timeout)
-        for row in rows:
-            row["attempts"] = json.loads(row["attempts"])
-        return rows
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
-    sipp_binary()
-    world = Net(tmp_path)
-    try:
-        yield world
-    finally:
-        for sipp in world.sipps:
-            sipp.stop()
-        if world.switch is not None:
-            world.switch.stop()
-
-
-def ok(net: Net, *sipps: Sipp) -> None:
-    for sipp in sipps:
-        code = sipp.wait()
-        assert code == 0, f"{sipp.name} exited {code}\n{net.explain()}"
 
 
 def invite_line(sipp: Sipp) -> str:
@@ -279,7 +130,8 @@ def test_a_malformed_invite_from_a_customer_address_has_a_cdr(net: Net) -> None:
 def test_a_call_cut_at_max_duration_is_billed_the_maximum(net: Net) -> None:
     """max_duration = 3: the switch's BYE leaves a few ms after the timer; the CDR bills 3 s,
     not 4, and the costs are for 3 s (1/1 decks: 0.60 and 0.06 a minute)."""
-    gw = Carrier("gw1")
+    net.sell = SELL
+    gw = Carrier("gw1", deck=BUY)
     net.start_switch([gw], [Account(max_duration=3)])
     carrier = net.carrier(gw, "uas_answer")  # waits for the switch's BYE
     customer = net.customer("uac_wait_bye")  # so does the customer

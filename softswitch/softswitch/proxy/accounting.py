@@ -128,8 +128,11 @@ def build_cdr(
     account: Account,
     plan: RoutePlan,
     skipped: Sequence[tuple[str, str]] = (),
+    *,
+    costed: bool = True,
 ) -> CdrRecord:
-    """The CDR of an admitted call (answered or not), costed for ``billed_duration``."""
+    """The CDR of an admitted call (answered or not), costed for ``billed_duration``
+    (``costed=False``: without costs, for a call-start record that is re-rated anyway)."""
     end_at = _at_required(call.end_at if call.end_at is not None else call.invite_at)
     answer_at = _at(call.answer_at)
     duration, billsec = billed_duration(call)
@@ -165,7 +168,7 @@ def build_cdr(
         buy_rate=buy_rate,
         detail=routing_trace(plan, skipped),
     )
-    if answer_at is not None:
+    if answer_at is not None and costed:
         sell, buy = call_costs(
             snapshot, account, gateway, call.admission.number, answer_at, billsec
         )

@@ -298,17 +298,10 @@ class Hunting(CallEnding):
         so the current branch's dialog replaces any earlier one (no forking)."""
         call = branch.call
         call.callee_tag = to_tag
-        self._set_callee(call, branch, response)
-        self._dialogs[call.key] = call
-
-    def _set_callee(self, call: Call, branch: Branch, response: Response) -> None:
-        """The callee's side of the dialog as its response describes it (12.1.2)."""
-        contact = response.contact
-        call.callee_contact = (
-            str(contact[0].uri) if contact else str(branch.request.uri if branch.request else "")
-        )
-        call.callee_routes = routes_beyond_us(response.record_route, self.is_ours)
+        # Where to relay is all an early dialog needs: the callee's Contact and route set are
+        # read from the 2xx (our own BYEs need them only then), not from every 18x.
         call.callee_flow = branch.flow
+        self._dialogs[call.key] = call
 
     def _answered(self, branch: Branch, response: Response) -> None:
         call = branch.call
@@ -322,7 +315,12 @@ class Hunting(CallEnding):
         call.final_status = response.status
         call.answered_gateway = branch.target.gateway_id
         call.callee_tag = response.to_tag
-        self._set_callee(call, branch, response)
+        contact = response.contact
+        call.callee_contact = (
+            str(contact[0].uri) if contact else str(branch.request.uri if branch.request else "")
+        )
+        call.callee_routes = routes_beyond_us(response.record_route, self.is_ours)
+        call.callee_flow = branch.flow
         if call.invite.cseq is not None:
             call.caller_cseq = max(call.caller_cseq, call.invite.cseq.seq)
         self._dialogs[call.key] = call

@@ -297,9 +297,14 @@ class Pipeline:
         try:
             try:
                 record = build_cdr(
-                    call, context.snapshot, context.account, context.plan, context.skipped
+                    call,
+                    context.snapshot,
+                    context.account,
+                    context.plan,
+                    context.skipped,
+                    costed=False,
                 )
-            except Exception:  # a costing bug: the mark still says what is known
+            except Exception:  # a bug: the mark still says what is known
                 record = bare_cdr(call, context.account)
             failure = refuse(EndReason.SYSTEM_FAILURE)
             record.end_reason, record.q850 = failure.end_reason, failure.q850
