@@ -896,7 +896,10 @@ class TransportLayer:
         """
         flow = refused.flow
         if self._on_malformed is not None:
-            self._on_malformed(refused)
+            try:
+                self._on_malformed(refused)
+            except Exception:  # the policy's bug must not take the listener down
+                logger.exception("malformed-message handler failed")
         else:
             self._log_drop(
                 flow,

@@ -85,6 +85,7 @@ class LiveState:
         #: IP -> times of its recent authentication failures.
         self._auth: dict[str, deque[float]] = {}
         self.blocks = blocks if blocks is not None else Blocklist()
+        self._sweep_at = _SWEEP_AT
 
     # -- accounts ----------------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class LiveState:
 
         ``limit`` failures within ``window`` seconds block the IP for ``block_for`` seconds.
         """
-        if ip not in self._auth and len(self._auth) >= _SWEEP_AT:
+        if ip not in self._auth and len(self._auth) >= self._sweep_at:
             self._sweep(now, window)
         times = self._auth.setdefault(ip, deque())
         times.append(now)
@@ -211,3 +212,6 @@ class LiveState:
 
     def _sweep(self, now: float, window: float) -> None:
         self._auth = {ip: t for ip, t in self._auth.items() if t and t[-1] > now - window}
+        # Doubling: a table of recent failures (a scan from many sources) is swept again
+        # only when it has grown, so each failure costs O(1) amortised.
+        self._sweep_at = max(_SWEEP_AT, 2 * len(self._auth))

@@ -187,7 +187,8 @@ class Hunting(CallEnding):
             return
         log_call(logging.INFO, call.call_id, "no answer from gateway=%s", branch.target.gateway_id)
         if branch.target.failover_on_no_answer:
-            call.end_reason = EndReason.NO_ANSWER  # unless a later gateway does better
+            # As if it had answered 480: the best answer if no later gateway does better.
+            call.responses.append(480)
             self._cancel_branch(branch)
             self._branch_failed(branch, 408, "no_answer", received=False)
             return
@@ -261,6 +262,11 @@ class Hunting(CallEnding):
         self._finish_branch(branch, status if received else None)
         if call.branch is branch:
             call.branch = None
+        if call.callee_tag is not None:
+            # Its early dialog ends with it: a late request for it gets 481 from us.
+            call.callee_tag = call.callee_flow = None
+            if self._dialogs.get(call.key) is call:
+                del self._dialogs[call.key]
         self._hunt(call)
 
     def _kill_late_answer(self, branch: Branch, response: Response) -> None:

@@ -31,7 +31,7 @@ class InDialogRelay(CallEnding):
 
     def _relay_ack(self, ack: Request, call: Call | None, from_caller: bool) -> None:
         """The ACK for a 2xx is its own transaction-less request: relay it along the dialog."""
-        if call is None or call.callee_flow is None:
+        if call is None or call.callee_flow is None or not _current_dialog(call, ack, from_caller):
             return
         if from_caller and call.ack_timer is not None:
             stop_call_timer(call, "ack_timer")
@@ -80,6 +80,12 @@ class InDialogRelay(CallEnding):
         relay.client = client
         self._relays_out[client] = relay
         self._process(outputs)
+        if request.method == "BYE" and from_caller and call.phase is Phase.HUNTING:
+            # A caller hanging up in an early dialog gives up on the call, as a CANCEL does:
+            # no further gateway is rung for a caller who has gone.
+            log_call(logging.INFO, call.call_id, "BYE from the caller in an early dialog")
+            call.hangup_side = "caller"
+            self._fail_call(call, Reply.of(refuse(EndReason.CALLER_CANCELLED)))
 
     def _on_relay_response(self, relay: Relay, response: Response) -> None:
         if response.status == 100:
@@ -92,7 +98,9 @@ class InDialogRelay(CallEnding):
         if cseq is None or cseq.method != "INVITE" or not 200 <= response.status < 300:
             return
         call = self._dialogs.get((response.call_id or "", response.from_tag or ""))
-        if call is None:
+        # Only the answered dialog's own 2xx: a gateway given up on (its 2xx crossed our
+        # CANCEL) or a downstream fork's second 2xx must not reach the caller.
+        if call is None or call.phase is not Phase.ANSWERED or response.to_tag != call.callee_tag:
             return
         vias = response.via
         if len(vias) < 2 or not self.is_ours(vias[0].host.strip("[]"), vias[0].port or 5060):
@@ -118,12 +126,14 @@ class InDialogRelay(CallEnding):
 
 
 def _current_dialog(call: Call, request: Request, from_caller: bool) -> bool:
-    """Whether ``request`` is in the call's current dialog. While hunting that is the early
-    dialog of the branch ringing now: a PRACK for an earlier gateway's 183 (after a fail-over)
-    has no dialog left to go to, and is answered 481 here rather than sent to the wrong one."""
-    if call.phase is Phase.ANSWERED:
-        return True
-    branch = call.branch
-    if call.phase is not Phase.HUNTING or branch is None or branch.dead:
+    """Whether ``request`` is in the call's current dialog, by the callee's tag: while hunting
+    the early dialog of the branch ringing now (a PRACK for an earlier gateway's 183 after a
+    fail-over is answered 481 here, not sent to the wrong gateway), once answered the dialog
+    of the 2xx (not a downstream fork's other 2xx)."""
+    if call.phase is Phase.HUNTING:
+        branch = call.branch
+        if branch is None or branch.dead:
+            return False
+    elif call.phase is not Phase.ANSWERED:
         return False
     return call.callee_tag == (request.to_tag if from_caller else request.from_tag)

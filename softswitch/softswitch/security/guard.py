@@ -98,6 +98,9 @@ class SourceGuard:
         self.refusals.interval = security.log_interval
         self._agents = tuple(a.lower() for a in security.drop_user_agents)
         self._customer_rule = customer
+        # Addresses that passed digest are trusted under the old accounts: a reload that
+        # removes or disables an account (or changes its password) must not keep them.
+        self._trusted = {}
         self._gateways = gateways
         self._customer_cache: dict[tuple[str, int], bool] = {}
 
@@ -154,8 +157,11 @@ class SourceGuard:
         now = self.clock() if now is None else now
         if self.security.block_time <= 0:
             return
-        self.blocks.block(ip, now + self.security.block_time, now)
         self.pike.forget(ip)
+        if not self.blocks.block(ip, now + self.security.block_time, now):
+            # Full of live blocks (a spoofed flood): counted, not logged line by line.
+            self.refusals.note(ip, "block_list_full", now)
+            return
         logger.warning(
             "blocked %s for %gs: %s",
             ip,
@@ -192,7 +198,9 @@ class SourceGuard:
         if self._agents and not known:
             agent = request.headers.get("User-Agent")
             if agent is not None and self.is_scanner(agent):
-                self.block(ip, f"scanner User-Agent {agent[:64]!r}", now)
+                # Dropped and counted, not blocked: one spoofed packet must not be able to
+                # block an address (or grow the block list); pike blocks a real scanner
+                # that keeps sending.
                 return self._refused(ip, Screen(None, "scanner"), now)
         if request.method == "INVITE":
             # A call is a customer's business: a gateway's address places none.

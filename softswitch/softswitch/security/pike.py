@@ -14,7 +14,7 @@ sweep, so the table holds about the sources seen in the last window or two.
 
 from __future__ import annotations
 
-__all__ = ["Blocklist", "Pike"]
+__all__ = ["MAX_BLOCKS", "Blocklist", "Pike"]
 
 #: The table is never swept below this many entries (sweeping a small dict buys nothing).
 _MIN_SWEEP = 4096
@@ -64,14 +64,20 @@ class Pike:
         self._sweep_at = max(_MIN_SWEEP, 2 * len(self._counts))
 
 
+#: Blocks held at once; past it new blocks are refused (logged by the caller), so that a
+#: flood from spoofed sources, each crossing pike's rate, cannot grow the list without bound.
+MAX_BLOCKS = 100_000
+
+
 class Blocklist:
     """Sources blocked until a moment; expired entries vanish as they are asked about."""
 
-    __slots__ = ("_sweep_at", "_until")
+    __slots__ = ("_sweep_at", "_until", "max_blocks")
 
-    def __init__(self) -> None:
+    def __init__(self, max_blocks: int = MAX_BLOCKS) -> None:
         self._until: dict[str, float] = {}
         self._sweep_at = _MIN_SWEEP
+        self.max_blocks = max_blocks
 
     def __len__(self) -> int:
         return len(self._until)
@@ -79,12 +85,17 @@ class Blocklist:
     def __contains__(self, source: object) -> bool:
         return source in self._until
 
-    def block(self, source: str, until: float, now: float) -> None:
-        """Block ``source`` until ``until`` (a later block is never shortened)."""
-        if source not in self._until and len(self._until) >= self._sweep_at:
-            self._sweep(now)
+    def block(self, source: str, until: float, now: float) -> bool:
+        """Block ``source`` until ``until`` (a later block is never shortened); False when
+        the list is full of unexpired blocks and ``source`` could not be added."""
+        if source not in self._until:
+            if len(self._until) >= self._sweep_at:
+                self._sweep(now)
+            if len(self._until) >= self.max_blocks:
+                return False
         if until > self._until.get(source, float("-inf")):
             self._until[source] = until
+        return True
 
     def is_blocked(self, source: str, now: float) -> bool:
         until = self._until.get(source)

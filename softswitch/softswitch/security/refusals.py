@@ -51,14 +51,18 @@ class RefusalCounters:
         self.totals: Counter[str] = Counter()
         self._sources: dict[str, _Source] = {}
         self._others = _Source()
+        #: A full table is swept at most once an interval: under a spoofed flood every
+        #: source is recent, and sweeping on every new one would cost O(n) per packet.
+        self._next_sweep = float("-inf")
 
     def note(self, source: str, reason: str, now: float) -> None:
         """One request from ``source`` refused for ``reason`` at ``now`` (monotonic)."""
         self.totals[reason] += 1
         entry = self._sources.get(source)
         if entry is None:
-            if len(self._sources) >= self.max_sources:
+            if len(self._sources) >= self.max_sources and now >= self._next_sweep:
                 self._sweep(now)
+                self._next_sweep = now + self.interval
             if len(self._sources) >= self.max_sources:
                 entry, source = self._others, _OTHERS
             else:

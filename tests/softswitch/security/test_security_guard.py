@@ -146,14 +146,18 @@ def test_an_address_that_passed_digest_is_a_customer_for_an_hour() -> None:
 @pytest.mark.parametrize(
     "agent", ["friendly-scanner", "sipvicious 0.3", "SIPCLI/v1.8", "pplsip", "sipsak 0.9.8"]
 )
-def test_scanner_user_agents_are_dropped_and_blocked(agent: str) -> None:
+def test_scanner_user_agents_are_dropped_and_counted_not_blocked(agent: str) -> None:
+    """One spoofed packet must not be able to block an address (or grow the block list):
+    a scanner is dropped and counted; pike blocks one that keeps sending."""
     guard = make_guard(Clock())
     screen = guard.screen(
         request("OPTIONS", agent=agent), STRANGER, has_credentials=no_credentials, challenge=None
     )
     assert screen is not None
     assert (screen.status, screen.why) == (None, "scanner")
-    assert not guard.packet(STRANGER)  # blocked: the next packet is not even parsed
+    assert guard.refusals.totals == {"scanner": 1}
+    assert len(guard.blocks) == 0
+    assert guard.packet(STRANGER)
 
 
 def test_scanner_names_from_a_customer_are_not_dropped() -> None:
@@ -176,3 +180,22 @@ def test_reconfigure_keeps_blocks_and_takes_the_new_rate() -> None:
     assert not guard.packet(STRANGER)
     assert guard.pike.rate == 3
     assert not guard.is_known(*CUSTOMER, clock.now)  # the new rule: no customers
+
+
+def test_a_reload_forgets_addresses_trusted_under_the_old_accounts() -> None:
+    clock = Clock()
+    guard = make_guard(clock)
+    guard.trust(STRANGER[0])
+    assert guard.is_customer(*STRANGER, clock.now)
+    guard.configure(SecurityConfig(), lambda ip, port: False, frozenset())
+    assert not guard.is_customer(*STRANGER, clock.now)
+
+
+def test_a_full_block_list_refuses_new_blocks_and_counts_them() -> None:
+    clock = Clock()
+    guard = make_guard(clock)
+    guard.blocks.max_blocks = 3
+    for i in range(5):
+        guard.block(f"203.0.113.{i}", "test")
+    assert len(guard.blocks) == 3
+    assert guard.refusals.totals == {"block_list_full": 2}

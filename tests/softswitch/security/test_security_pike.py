@@ -54,6 +54,16 @@ def test_blocks_expire_and_are_never_shortened() -> None:
     assert "a" not in blocks  # forgotten once expired
 
 
+def test_a_full_list_refuses_new_blocks_but_extends_old_ones() -> None:
+    blocks = Blocklist(max_blocks=2)
+    assert blocks.block("a", until=10.0, now=0.0)
+    assert blocks.block("b", until=10.0, now=0.0)
+    assert not blocks.block("c", until=10.0, now=0.0)
+    assert blocks.block("a", until=20.0, now=0.0)
+    assert not blocks.is_blocked("c", 1.0)
+    assert blocks.is_blocked("a", 15.0)
+
+
 def test_unblock_lifts_a_block() -> None:
     blocks = Blocklist()
     blocks.block("a", until=100.0, now=0.0)

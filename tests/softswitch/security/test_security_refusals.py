@@ -47,3 +47,22 @@ def test_spoofed_sources_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
     # 100 sources, then one line for all the others in this interval.
     assert len(caplog.records) == 101
     assert "other sources" in caplog.records[-1].getMessage()
+
+
+def test_a_full_table_is_swept_at_most_once_an_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a spoofed flood every source is recent: sweeping on each new one would cost a
+    pass over the whole table per packet."""
+    counters = RefusalCounters(60.0, logging.getLogger(LOGGER), max_sources=100)
+    sweeps = 0
+    real = counters._sweep
+
+    def counting(now: float) -> None:
+        nonlocal sweeps
+        sweeps += 1
+        real(now)
+
+    monkeypatch.setattr(counters, "_sweep", counting)
+    for i in range(20_000):
+        counters.note(f"src{i}", "unknown_source", 1.0 + i * 1e-4)  # 2 s of a flood
+    assert sweeps == 1
+    assert counters.totals["unknown_source"] == 20_000
