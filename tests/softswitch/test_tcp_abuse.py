@@ -11,22 +11,21 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from transport_support import Inbox, run
 
-from softswitch.sip import Request, Response, SipParseError, frame_length
+from softswitch.sip import SipParseError, frame_length
 from softswitch.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    Flow,
     FramingError,
     Limits,
     StreamFramer,
     Transport,
     TransportLayer,
-    loop_factory,
 )
 
 LOCAL = "127.0.0.1"
@@ -206,27 +205,6 @@ def test_framer_follows_the_frame_length_rules(
 # ------------------------------------------------------------------------- live sockets
 
 
-def run(coro: Awaitable[None], timeout: float = 20.0) -> None:
-    """Run one test body on the production event loop, bounded so a failure cannot hang."""
-
-    async def bounded() -> None:
-        await asyncio.wait_for(coro, timeout)
-
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(bounded())
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[Request | Response, Flow]] = asyncio.Queue()
-
-    def __call__(self, message: Request | Response, flow: Flow) -> None:
-        self.queue.put_nowait((message, flow))
-
-    async def get(self, timeout: float = 2.0) -> tuple[Request | Response, Flow]:
-        return await asyncio.wait_for(self.queue.get(), timeout)
-
-
 async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
@@ -322,7 +300,7 @@ def test_slowloris_connections_are_cut_at_the_header_timeout(
             await layer.close()
 
     with caplog.at_level(logging.INFO, logger="softswitch.transport"):
-        run(body())
+        run(body(), timeout=20.0)
     timeouts = [r for r in caplog.records if "header not complete" in r.getMessage()]
     assert len(timeouts) == count  # once per connection, however many bytes it trickled
     assert all(r.levelno == logging.INFO for r in timeouts)
@@ -367,7 +345,7 @@ def test_header_timeout_starts_at_the_first_byte_of_each_message() -> None:
             client.close()
             await layer.close()
 
-    run(body())
+    run(body(), timeout=20.0)
 
 
 @pytest.mark.parametrize(
@@ -398,7 +376,7 @@ def test_trickled_bytes_do_not_reset_the_idle_timeout(prefix: bytes, trickled: b
             client.close()
             await layer.close()
 
-    run(body())
+    run(body(), timeout=20.0)
 
 
 def test_pings_and_messages_keep_a_connection_past_the_idle_timeout() -> None:
@@ -425,7 +403,7 @@ def test_pings_and_messages_keep_a_connection_past_the_idle_timeout() -> None:
             client.close()
             await layer.close()
 
-    run(body())
+    run(body(), timeout=20.0)
 
 
 def test_byte_at_a_time_message_over_tcp(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -522,6 +500,6 @@ def test_per_ip_and_total_connection_caps(caplog: pytest.LogCaptureFixture) -> N
             await layer.close()
 
     with caplog.at_level(logging.INFO, logger="softswitch.transport"):
-        run(body())
+        run(body(), timeout=20.0)
     refusals = [r for r in caplog.records if "connection limit" in r.getMessage()]
     assert len(refusals) == (2 if _second_loopback_address() else 1)

@@ -6,12 +6,12 @@ import asyncio
 import itertools
 import logging
 import socket
-from collections.abc import Awaitable
 from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from transport_support import Inbox, run
 
 from softswitch.sip import Request, Response
 from softswitch.transport import (
@@ -139,32 +139,6 @@ def test_event_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ------------------------------------------------------------------------- live sockets
-
-
-def run(coro: Awaitable[None], timeout: float = 10.0) -> None:
-    """Run one test body on a fresh loop, bounded so a lost datagram fails instead of hanging.
-
-    The loop is the one production gets (uvloop when the ``speed`` extra is installed).
-    """
-
-    async def bounded() -> None:
-        await asyncio.wait_for(coro, timeout)
-
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(bounded())
-
-
-class Inbox:
-    """What the layer under test delivered, awaitable one message at a time."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[Request | Response, Flow]] = asyncio.Queue()
-
-    def __call__(self, message: Request | Response, flow: Flow) -> None:
-        self.queue.put_nowait((message, flow))
-
-    async def get(self, timeout: float = 2.0) -> tuple[Request | Response, Flow]:
-        return await asyncio.wait_for(self.queue.get(), timeout)
 
 
 class UdpPeer(asyncio.DatagramProtocol):
