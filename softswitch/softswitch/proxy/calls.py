@@ -13,15 +13,16 @@ import enum
 from dataclasses import dataclass, field
 
 from softswitch.call.refusal import EndReason
+from softswitch.config import DEFAULT_NO_ANSWER_TIMEOUT
 from softswitch.sip import Request, Response
 from softswitch.sip.transaction import ClientTransaction, ServerTransaction
 from softswitch.transport import Address, Flow, Transport
 
 __all__ = ["NO_ANSWER_TIMEOUT", "Admission", "Attempt", "Branch", "Call", "Phase", "Target"]
 
-#: Timer C (RFC 3261 16.6 step 11: "MUST be greater than 3 minutes"): how long a gateway
-#: rings, unless the configuration's ``no_answer_timeout`` says otherwise.
-NO_ANSWER_TIMEOUT = 181.0
+#: How long a gateway rings when the target does not say: the configuration's own default
+#: for ``no_answer_timeout`` (Timer C, RFC 3261 16.6 step 11), one number for both.
+NO_ANSWER_TIMEOUT = DEFAULT_NO_ANSWER_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

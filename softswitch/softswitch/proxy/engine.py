@@ -35,11 +35,10 @@ from softswitch.sip.timers import TimerConfig
 from softswitch.transaction_driver import TransactionDriver
 from softswitch.transport import Address, Limits, SourceFilter, Transport
 
-from .calls import Phase
+from .calls import NO_ANSWER_TIMEOUT, Phase
 from .core import logger, uri_host
 from .dispatch import ALLOW, Dispatch
 from .ending import LINGER
-from .hunting import NO_ANSWER_TIMEOUT
 from .policy import CallPolicy, Reply
 
 __all__ = [

@@ -24,7 +24,7 @@ from softswitch.sip import Request, Response, SipURI, parse_uri
 from softswitch.transport import Flow, Transport
 
 from . import forward
-from .calls import NO_ANSWER_TIMEOUT, Attempt, Branch, Call, Phase, Target
+from .calls import Attempt, Branch, Call, Phase, Target
 from .core import log_call, logger
 from .dialogs import late_answer_requests, routes_beyond_us
 from .ending import CallEnding, stop_call_timer, stop_setup_timer
@@ -32,7 +32,7 @@ from .failover import best_final_status, should_fail_over
 from .forward import Hop
 from .policy import Reply
 
-__all__ = ["NO_ANSWER_TIMEOUT", "Hunting"]
+__all__ = ["Hunting"]
 
 
 class Hunting(CallEnding):

@@ -350,7 +350,7 @@ class Pipeline:
         """A CDR when the source is a customer's address or the refusal names an account;
         a stranger's refusal (a failed digest guess, say) is only counted, never a row."""
         ip, port = flow.remote
-        if refused.account_id is None and not self.snapshot.accounts_for_source(ip, port):
+        if refused.account_id is None and not self.guard.is_account_address(ip, port):
             reason = refused.end_reason or EndReason.INTERNAL_ERROR
             self.guard.refusals.note(ip, reason, time.monotonic())
             return
