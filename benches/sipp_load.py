@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import datetime
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 LOCAL = "127.0.0.1"
@@ -171,7 +173,7 @@ def run_step(
     )
 
 
-def config(workdir: Path, port: int, gw_port: int, spare_port: int) -> Path:
+def config(workdir: Path, port: int, gw_port: int, spare_port: int, billing: str = "none") -> Path:
     (workdir / "sell.csv").write_text("prefix,rate\n44,0.100000\n")
     (workdir / "a.csv").write_text("prefix,rate\n44,0.010000\n")
     (workdir / "b.csv").write_text("prefix,rate\n44,0.020000\n")
@@ -182,6 +184,9 @@ def config(workdir: Path, port: int, gw_port: int, spare_port: int) -> Path:
 listen = ["udp:{LOCAL}:{port}"]
 database = "cdr.sqlite"
 drain_timeout = 5
+
+[management]
+listen = "off"
 
 [defaults]
 setup_timeout = 5
@@ -205,6 +210,7 @@ id = "bench"
 ips = ["{LOCAL}"]
 rate_deck = "sell"
 routing_plan = "main"
+billing = "{billing}"
 
 [[gateways]]
 id = "carrier_a"
@@ -223,6 +229,16 @@ gateways = ["carrier_a", "carrier_b"]
 strategy = "lcr"
 """
     )
+    if billing != "none":
+        # Credit for every call the ladder can place: the bench measures metering, not
+        # refusals. Booked as an operator's top-up would be, before the switch starts.
+        from softswitch.billing import ledger
+        from softswitch.billing.money import to_nanos
+
+        with ledger.connect(workdir / "cdr.sqlite", create=True) as conn:
+            at = datetime.datetime.now(datetime.UTC)
+            amount = to_nanos(Decimal("1000000"))
+            ledger.book(conn, ledger.Booking("bench", "topup", amount, "bench credit", at))
     return path
 
 
@@ -297,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="the switch's event loop (SOFTSWITCH_EVENT_LOOP; auto: uvloop when installed)",
     )
+    parser.add_argument(
+        "--billing",
+        choices=("none", "prepaid", "postpaid"),
+        default="none",
+        help="the bench account's billing mode (prepaid: metered against a large balance)",
+    )
     args = parser.parse_args(argv)
     args.rates = [int(r) for r in args.rates.split(",")]
     if shutil.which("sipp") is None:
@@ -308,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         direct = 0
         if not args.skip_direct:
             direct = ladder("direct", workdir, uas_port, uas_port, args)
-        path = config(workdir, switch_port, uas_port, spare_port)
+        path = config(workdir, switch_port, uas_port, spare_port, args.billing)
         switch = subprocess.Popen(
             [sys.executable, "-m", "softswitch.cli", "run", "--config", str(path)],
             cwd=ROOT / "softswitch",
@@ -335,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(
             f"switch: {through} calls/s with <0.1% failed (UDP, {args.hold_ms} ms hold, "
-            f"{args.step_seconds} s steps, IP auth + LCR + CDRs)"
+            f"{args.step_seconds} s steps, IP auth + LCR + CDRs, billing {args.billing})"
         )
         if direct:
             print(

@@ -50,6 +50,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from softswitch.billing.ledger import LEDGER_SCHEMA, Booking
+from softswitch.billing.ledger import append as append_ledger
+from softswitch.billing.money import to_nanos
 from softswitch.call.refusal import END_REASONS, EndReason
 
 __all__ = [
@@ -64,17 +67,20 @@ __all__ = [
     "CdrStore",
     "Rater",
     "RecoveredRun",
+    "Reservation",
     "query_file",
     "write_csv",
 ]
 
 logger = logging.getLogger("softswitch.cdr")
 
-SCHEMA_VERSION = 2
-#: Versions this switch opens (and upgrades to ``SCHEMA_VERSION``): 1 lacks the run tables.
-_READABLE_VERSIONS = (0, 1, SCHEMA_VERSION)
+SCHEMA_VERSION = 3
+#: Versions this switch opens (and upgrades to ``SCHEMA_VERSION``): 1 lacks the run tables,
+#: 2 the ledger and the open calls' billing columns.
+_READABLE_VERSIONS = (0, 1, 2, SCHEMA_VERSION)
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS cdrs (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
     call_id           TEXT    NOT NULL,
@@ -129,11 +135,23 @@ CREATE TABLE IF NOT EXISTS open_calls (
     sell_deck    TEXT,
     buy_deck     TEXT,
     max_duration REAL,
-    record       TEXT    NOT NULL
+    record       TEXT    NOT NULL,
+    billed_account TEXT,
+    billed_until   INTEGER,
+    reserved       INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS open_calls_key ON open_calls (call_id, answer_at);
 CREATE INDEX IF NOT EXISTS open_calls_run ON open_calls (run_id);
 """
+    + LEDGER_SCHEMA
+)
+
+#: Columns version 2's ``open_calls`` lacks, added when such a file is opened.
+_OPEN_CALLS_V3 = (
+    ("billed_account", "TEXT"),
+    ("billed_until", "INTEGER"),
+    ("reserved", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 #: Columns in table (and CSV) order, without the surrogate ``id``.
 CSV_COLUMNS: tuple[str, ...] = (
@@ -391,17 +409,35 @@ class CallStart:
     account's and the answering gateway's), so a later run can bill the call without the live
     ``Call``: see ``CdrStore.recover``; ``max_duration`` (seconds) caps what it bills, as
     the switch would have cut the call there. The call's CDR closes it by its key, the Call-ID
-    and the answer time (``CdrRecord.call_id``, ``CdrRecord.answer_at``).
+    and the answer time (``CdrRecord.call_id``, ``CdrRecord.answer_at``). ``billed_account``
+    is set for a call of a prepaid or postpaid account: recovery then debits its cost to the
+    ledger, never beyond the seconds its credit covered (``Reservation``).
     """
 
     cdr: CdrRecord
     sell_deck: str | None = None
     buy_deck: str | None = None
     max_duration: float | None = None
+    billed_account: str | None = None
+    billed_until: int | None = None
+    reserved: int = 0
 
     def __post_init__(self) -> None:
         if self.cdr.answer_at is None:
             raise ValueError(f"call {self.cdr.call_id!r}: a call start needs an answer time")
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A billed call's credit as it stands: ``reserved`` nano-units covering its first
+    ``billed_until`` seconds. Queued at each slice (never a round trip of its own), it is
+    what a later run bills the call up to if this one dies, and what ``softswitch balance``
+    shows as reserved. Keyed like the call start: Call-ID and answer time."""
+
+    call_id: str
+    answer_at: dt.datetime
+    billed_until: int
+    reserved: int
 
 
 #: ``(deck id, number, start, billed seconds) -> cost``: how recovery rates a call, as the
@@ -426,9 +462,11 @@ class CdrSink(Protocol):
 
     def write(self, record: CdrRecord) -> Future[None]: ...
 
-    def enqueue(self, record: CdrRecord) -> None: ...
+    def enqueue(self, record: CdrRecord, debit: Booking | None = None) -> None: ...
 
     def open_call(self, start: CallStart) -> None: ...
+
+    def reserve(self, reservation: Reservation) -> None: ...
 
     def query(
         self,
@@ -456,6 +494,9 @@ _OPEN_COLUMNS = (
     "buy_deck",
     "max_duration",
     "record",
+    "billed_account",
+    "billed_until",
+    "reserved",
 )
 
 
@@ -506,7 +547,8 @@ class _Flush:
 
 
 _STOP = object()
-_Item = tuple[CdrRecord, "Future[None] | None"] | CallStart | _Flush | object
+_Write = tuple[CdrRecord, "Future[None] | None", Booking | None]
+_Item = _Write | CallStart | Reservation | _Flush | object
 
 #: Run ids of the stores open in this process: alive whatever their pid says.
 _LIVE_RUNS: set[str] = set()
@@ -555,6 +597,10 @@ class CdrStore:
                     f"{SCHEMA_VERSION}"
                 )
             conn.executescript(SCHEMA)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(open_calls)")}
+            for column, kind in _OPEN_CALLS_V3:
+                if column not in have:
+                    conn.execute(f"ALTER TABLE open_calls ADD COLUMN {column} {kind}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             started = _ts(_now())
             conn.execute(
@@ -593,18 +639,26 @@ class CdrStore:
         if self._closed:
             raise RuntimeError("CdrStore is closed")
         future: Future[None] = Future()
-        self._queue.put((record, future))
+        self._queue.put((record, future, None))
         return future
 
-    def enqueue(self, record: CdrRecord) -> None:
+    def enqueue(self, record: CdrRecord, debit: Booking | None = None) -> None:
         """``write`` without a future to wait on: the switch's path, one record per call.
 
-        Never blocks; a failed commit logs the record in full, as for ``write``. (A future
-        costs a lock and a condition to make, a measurable share of a call at full load.)
+        ``debit`` (a billed call's sell cost) is appended to the ledger in the transaction
+        that inserts the CDR: both or neither. Never blocks; a failed commit logs the record
+        in full, as for ``write``. (A future costs a lock and a condition to make, a
+        measurable share of a call at full load.)
         """
         if self._closed:
             raise RuntimeError("CdrStore is closed")
-        self._queue.put((record, None))
+        self._queue.put((record, None, debit))
+
+    def reserve(self, reservation: Reservation) -> None:
+        """Queue a billed call's new reservation (committed with the next group commit)."""
+        if self._closed:
+            raise RuntimeError("CdrStore is closed")
+        self._queue.put(reservation)
 
     def open_call(self, start: CallStart) -> None:
         """Queue an answered call's durable mark (the switch's path at the 2xx).
@@ -687,19 +741,22 @@ class CdrStore:
 
     def _commit(self, conn: sqlite3.Connection, batch: Sequence[_Item]) -> None:
         starts = [item for item in batch if isinstance(item, CallStart)]
-        writes = [item for item in batch if isinstance(item, tuple)]
-        if starts or writes:
+        writes: list[_Write] = [item for item in batch if isinstance(item, tuple)]
+        slices = [item for item in batch if isinstance(item, Reservation)]
+        if starts or writes or slices:
             errors: list[Exception | None]
             try:
-                self._insert(conn, starts, [record for record, _ in writes])
+                self._insert(conn, starts, [(r, d) for r, _, d in writes], slices)
                 errors = [None] * len(writes)
             except (sqlite3.Error, ValueError, TypeError):
                 # One bad record must not cost the others theirs: retry one by one, the call
                 # starts first (a call's start is always queued before its CDR).
                 for start in starts:
                     self._insert_alone(conn, start)
-                errors = [self._insert_alone(conn, record) for record, _ in writes]
-            for (_, future), error in zip(writes, errors, strict=True):
+                for reservation in slices:
+                    self._insert_alone(conn, reservation)
+                errors = [self._insert_alone(conn, (r, d)) for r, _, d in writes]
+            for (_, future, _), error in zip(writes, errors, strict=True):
                 if future is None:
                     continue
                 if error is None:
@@ -711,24 +768,34 @@ class CdrStore:
                 item.future.set_result(None)
 
     def _insert_alone(
-        self, conn: sqlite3.Connection, item: CdrRecord | CallStart
+        self,
+        conn: sqlite3.Connection,
+        item: tuple[CdrRecord, Booking | None] | CallStart | Reservation,
     ) -> Exception | None:
-        """Commit one record (or call start), or log it in full and return why it could not be."""
-        starts, records = ([item], []) if isinstance(item, CallStart) else ([], [item])
+        """Commit one record and its debit (or a call start, or a reservation), or log it in
+        full and return why it could not be."""
+        starts = [item] if isinstance(item, CallStart) else []
+        slices = [item] if isinstance(item, Reservation) else []
+        records = [item] if isinstance(item, tuple) else []
         try:
             try:
-                self._insert(conn, starts, records)
+                self._insert(conn, starts, records, slices)
             except UnicodeEncodeError:
                 # A peer's undecodable bytes (kept as surrogates by the SIP parser) are not
                 # valid UTF-8 text: store them escaped rather than lose the record.
-                self._insert(conn, starts, records, escape=True)
+                self._insert(conn, starts, records, slices, escape=True)
         except (sqlite3.Error, ValueError, TypeError) as e:
-            record = item.cdr if isinstance(item, CallStart) else item
+            if isinstance(item, Reservation):
+                logger.error("reservation write failed (%s): %s", e, item)
+                return e
+            record = item.cdr if isinstance(item, CallStart) else item[0]
+            debit = item[1] if isinstance(item, tuple) else None
             logger.error(
-                "%s write failed (%s); record=%s",
+                "%s write failed (%s); record=%s debit=%s",
                 "call start" if isinstance(item, CallStart) else "cdr",
                 e,
                 json.dumps(record.to_row(), default=str),
+                debit,
                 extra={"call_id": record.call_id},
             )
             return e
@@ -738,13 +805,16 @@ class CdrStore:
         self,
         conn: sqlite3.Connection,
         starts: Sequence[CallStart],
-        records: Sequence[CdrRecord],
+        records: Sequence[tuple[CdrRecord, Booking | None]],
+        slices: Sequence[Reservation] = (),
         *,
         escape: bool = False,
     ) -> None:
         """One transaction: the call starts, then the CDRs, each answered CDR closing its
-        call's start. Committed (and fsynced: synchronous=FULL) on exit."""
-        rows = [record.to_row() for record in records]
+        call's start, the reservations, then the CDRs' debits to the ledger. Committed (and
+        fsynced: synchronous=FULL) on exit."""
+        rows = [record.to_row() for record, _ in records]
+        debits = [debit for _, debit in records if debit is not None]
         opened = [self._open_row(start) for start in starts]
         if escape:
             rows = [{k: _escaped(v) for k, v in row.items()} for row in rows]
@@ -768,6 +838,16 @@ class CdrStore:
                 conn.execute(
                     _CLOSE_OPEN[len(pairs)], [v for pair in pairs for v in pair] + [self.run_id]
                 )
+            if slices:
+                conn.executemany(
+                    "UPDATE open_calls SET billed_until = ?, reserved = ?"
+                    " WHERE call_id = ? AND answer_at = ? AND run_id = ?",
+                    [
+                        (r.billed_until, r.reserved, r.call_id, _ts(r.answer_at), self.run_id)
+                        for r in slices
+                    ],
+                )
+            append_ledger(conn, debits, self.run_id)
 
     def _open_row(self, start: CallStart) -> list[object]:
         """``open_calls`` values in ``_OPEN_COLUMNS`` order."""
@@ -782,6 +862,9 @@ class CdrStore:
             start.buy_deck,
             start.max_duration,
             json.dumps(row, separators=(",", ":")),
+            start.billed_account,
+            start.billed_until,
+            start.reserved,
         ]
 
     # -- recovery ----------------------------------------------------------------------
@@ -865,9 +948,13 @@ class CdrStore:
             "SELECT * FROM open_calls WHERE run_id = ? ORDER BY id", (run["run_id"],)
         ).fetchall()
         records: list[CdrRecord] = []
+        debits: list[Booking] = []
         for row in rows:
             try:
-                records.append(_recovered_cdr(row, run, heartbeat, rate))
+                record = _recovered_cdr(row, run, heartbeat, rate)
+                records.append(record)
+                if row["billed_account"] is not None:
+                    debits.append(_recovered_debit(row["billed_account"], record))
             except (ValueError, TypeError, KeyError) as e:
                 # Unreadable (a bug or a damaged file): loud, with all that is known.
                 logger.error(
@@ -885,6 +972,7 @@ class CdrStore:
             conn.execute(
                 _INSERT_ROWS[len(part)], [row[column] for row in part for column in CSV_COLUMNS]
             )
+        append_ledger(conn, debits, self.run_id)
         conn.execute("DELETE FROM open_calls WHERE run_id = ?", (run["run_id"],))
         conn.execute(
             "UPDATE switch_runs SET recovered_at = ?, recovered_calls = recovered_calls + ?"
@@ -926,6 +1014,10 @@ def _recovered_cdr(
     if row["max_duration"] is not None and row["max_duration"] > 0:
         # The switch would have cut the call at its maximum (and billed exactly that).
         end_at = min(end_at, answer_at + dt.timedelta(seconds=row["max_duration"]))
+    if row["billed_account"] is not None:
+        # Never beyond the seconds the call's credit covered: the switch cuts it there.
+        covered = row["billed_until"] or 0
+        end_at = min(end_at, answer_at + dt.timedelta(seconds=covered))
     attempts = tuple(
         dataclasses.replace(a, ended_at=end_at)
         if a.outcome == "answered" and a.ended_at is None
@@ -962,17 +1054,35 @@ def _recovered_cdr(
     return record
 
 
+def _recovered_debit(account_id: str, record: CdrRecord) -> Booking:
+    """The ledger debit of a recovered call: its CDR's sell cost (0, logged, when it could
+    not be rated: the CDR says so too, and an operator settles it by hand)."""
+    if record.sell_cost is None:
+        logger.error(
+            "recovered call of billed account %s has no sell cost: debited 0",
+            account_id,
+            extra={"call_id": record.call_id},
+        )
+    amount = to_nanos(record.sell_cost) if record.sell_cost is not None else 0
+    return Booking(account_id, "call", -amount, record.call_id, record.end_at)
+
+
 def query_file(
     path: str | Path,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     *,
     call_id: str | None = None,
+    account_id: str | None = None,
     limit: int | None = None,
 ) -> list[CdrRecord]:
-    """Read CDRs from a store file without starting a writer (``softswitch cdr``)."""
+    """Read CDRs from a store file without starting a writer (``softswitch cdr``, the
+    management API's search), oldest first, with ``since <= invite_at < until``."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
+    if account_id is not None:
+        clauses.append("account_id = :account_id")
+        params["account_id"] = account_id
     if since is not None:
         clauses.append("invite_at >= :since")
         params["since"] = _ts(since)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -47,6 +48,33 @@ def _listen_option(text: str) -> str:
     return text
 
 
+def _management_option(text: str) -> str:
+    """``--management``'s type: ``off`` or ``HOST:PORT``, as ``[management] listen``."""
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        _config.parse_http_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text.strip()
+
+
+def _with_management(config: _config.Config, listen: str | None) -> _config.Config:
+    """The configuration with ``--management`` in place of ``[management] listen``;
+    ValueError when that address is off the loopback and the file sets no token."""
+    if listen is None:
+        return config
+    address = None if listen == "off" else _config.parse_http_listen(listen)
+    off_loopback = address is not None and not _config.is_loopback(address[0])
+    if off_loopback and config.management.token is None:
+        raise ValueError(
+            f"--management {listen}: off the loopback the API needs [management] token"
+            " in the configuration"
+        )
+    management = dataclasses.replace(config.management, listen=listen)
+    return dataclasses.replace(config, management=management)
+
+
 def run_switch(args: argparse.Namespace) -> int:
     """``softswitch run``: the configured switch, or the embedded demo without ``--config``."""
     from softswitch.config import ConfigError, demo_config, demo_state_dir, load_config
@@ -55,6 +83,7 @@ def run_switch(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else None
     try:
         config = load_config(config_path) if config_path else demo_config(demo_state_dir())
+        config = _with_management(config, args.management)
         new_loop = loop_factory()
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -88,13 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where to listen (repeatable; default: [server] listen of the configuration)",
     )
     run.add_argument(
+        "--management",
+        type=_management_option,
+        metavar="HOST:PORT|off",
+        help="where the management API listens (default: [management] listen of the"
+        " configuration, 127.0.0.1:8080)",
+    )
+    run.add_argument(
         "--log-level",
         default="WARNING",
         type=str.upper,
         choices=LOG_LEVELS,
         help="the least severe messages logged (default: WARNING; any case)",
     )
-    add_subcommands(commands)  # check-config, route, cdr
+    add_subcommands(commands)  # check-config, route, cdr; billing: balance, topup, ...
     args = parser.parse_args(argv)
     if args.command != "run":
         try:

@@ -9,15 +9,23 @@ the output streams and returns the exit status (0 fine, 1 the operator's input i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import json
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
 from .call.limits import check_destination
 from .call.live import LiveState
 from .call.normalise import normalise
+from .call.quality import GatewayAnswers, demote, describe, quality_of
 from .call.refusal import EndReason, Refusal
 from .call.rewrite import gateway_request_uri
 from .call.routing import route_call
@@ -25,6 +33,7 @@ from .call.select import select_gateways
 from .call.snapshot import Snapshot, build_snapshot, deck_problems
 from .cdr import query_file, write_csv
 from .config import (
+    Account,
     Config,
     ConfigError,
     ConfigProblem,
@@ -34,10 +43,14 @@ from .config import (
 )
 
 __all__ = [
+    "RouteChoice",
+    "RouteExplanation",
     "add_subcommands",
     "check_config",
     "dispatch",
+    "explain_route",
     "list_cdrs",
+    "live_route",
     "parse_time",
     "show_route",
 ]
@@ -118,13 +131,151 @@ def check_config(path: str, out: TextIO | None = None, err: TextIO | None = None
     return 0
 
 
-def _refused(refusal: Refusal, out: TextIO) -> int:
-    print(
-        f"refused: {refusal.status} {refusal.end_reason} (Q.850 {refusal.q850})"
-        + (f": {refusal.detail}" if refusal.detail else ""),
-        file=out,
+def _refused_line(refusal: Refusal) -> str:
+    return f"refused: {refusal.status} {refusal.end_reason} (Q.850 {refusal.q850})" + (
+        f": {refusal.detail}" if refusal.detail else ""
     )
-    return 1
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChoice:
+    """One gateway the call would be sent to, in order: its buy rate and Request-URI."""
+
+    gateway: str
+    rate: Decimal | None
+    transport: str
+    request_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteExplanation:
+    """The routing decision for an account and a number, as ``softswitch route`` prints it
+    (:meth:`lines`) and the management API serves it (the same object, as JSON).
+
+    ``refusal`` is the stage that refused the call (normalise, limits' destination checks,
+    route), None when it routes; ``gateways`` empty with no refusal: every candidate is
+    excluded (``excluded`` says why). ``explain`` is ``lcr``'s explanation.
+    """
+
+    account: str
+    plan: str
+    dialed: str
+    number: str | None
+    at: dt.datetime
+    sell_rate: Decimal | None = None
+    sell_deck: str | None = None
+    explain: str = ""
+    gateways: tuple[RouteChoice, ...] = ()
+    excluded: tuple[tuple[str, str], ...] = ()
+    refusal: Refusal | None = None
+    #: The route's ``quality`` in words (None: the route has none), whether it was applied
+    #: with live figures (the running switch) or not (offline), and what it demoted.
+    quality: str | None = None
+    quality_live: bool = False
+    demoted: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def routed(self) -> bool:
+        """Whether the switch would send the call to a gateway."""
+        return self.refusal is None and bool(self.gateways)
+
+    def lines(self) -> list[str]:
+        """The text of ``softswitch route`` (a line may hold ``lcr``'s multi-line text)."""
+        out = [f"account {self.account} (plan {self.plan}), dialed {self.dialed}"]
+        if self.number is None:  # refused by normalise
+            return [*out, *self._refused()]
+        out.append(f"number {self.number} at {self.at.isoformat(timespec='seconds')}")
+        if self.refusal is not None:
+            return [*out, *([self.explain] if self.explain else []), *self._refused()]
+        if self.sell_rate is not None:
+            out.append(f"sell rate {self.sell_rate} (deck {self.sell_deck})")
+        out.append(self.explain.rstrip())
+        out.append("gateways in order:")
+        for i, g in enumerate(self.gateways, 1):
+            rate = g.rate if g.rate is not None else "-"
+            out.append(f"  {i}. {g.gateway:<16} rate {rate:<10} {g.transport} {g.request_uri}")
+        if self.excluded:
+            out.append("excluded:")
+            out += [f"  {gateway_id:<16} {reason}" for gateway_id, reason in self.excluded]
+        if self.quality is not None:
+            out += self._quality()
+        if not self.gateways:
+            out.append("refused: no gateway can take the call")
+        return out
+
+    def _quality(self) -> list[str]:
+        if not self.quality_live:
+            return [
+                f"quality: {self.quality}; that depends on the running switch's live figures,"
+                " not applied here (softswitch route --live asks the running switch)"
+            ]
+        if not self.demoted:
+            return [f"quality: {self.quality}; none demoted"]
+        out = [f"demoted to the end (quality: {self.quality}):"]
+        return out + [f"  {gateway_id:<16} {why}" for gateway_id, why in self.demoted]
+
+    def _refused(self) -> list[str]:
+        return [] if self.refusal is None else [_refused_line(self.refusal)]
+
+
+def explain_route(
+    snapshot: Snapshot,
+    account: Account,
+    number: str,
+    *,
+    at: dt.datetime | None = None,
+    seed: str = "softswitch-route",
+    live: LiveState | None = None,
+    now: float = 0.0,
+    stats: GatewayAnswers | None = None,
+) -> RouteExplanation:
+    """The decision the switch makes for ``account`` dialing ``number`` at ``at`` (now).
+
+    ``live`` (with ``now`` on its monotonic clock) is the running switch's state: gateways
+    down, full, disabled by an operator or by an alarm, an account disabled by one. Without
+    it every gateway is taken as up and idle: the exclusions are those of the configuration
+    and the decks (disabled, no rate, above the rate ceiling, below the margin). ``stats``
+    (the running switch's statistics, on the same clock) applies the route's ``quality``;
+    without them the explanation only says the route has one.
+    """
+    when = at or dt.datetime.now(dt.UTC)
+    dialed = number
+    if account.tech_prefix and number.startswith(account.tech_prefix):
+        number = number[len(account.tech_prefix) :]
+    found = RouteExplanation(account.id, account.routing_plan, dialed, None, when)
+    normalised = normalise(account, number)
+    if isinstance(normalised, Refusal):
+        return dataclasses.replace(found, refusal=normalised)
+    found = dataclasses.replace(found, number=normalised)
+    refusal = check_destination(account, normalised, live)
+    if refusal is not None:
+        return dataclasses.replace(found, refusal=refusal)
+    plan = route_call(snapshot, account, normalised, when, seed)
+    if isinstance(plan, Refusal):
+        table = snapshot.tables.get(account.routing_plan)
+        explain = ""
+        if table is not None and plan.end_reason is EndReason.NO_ROUTE:
+            explain = table.route(normalised, when, seed).explain()
+        return dataclasses.replace(found, refusal=plan, explain=explain)
+    quality = quality_of(snapshot, account, plan)
+    if quality is not None and stats is not None:
+        plan = demote(snapshot, account, plan, stats, now)
+    usable, skipped = select_gateways(snapshot, plan, live or LiveState(), now)
+    rates = {c.gateway: c.rate for c in plan.candidates}
+    return dataclasses.replace(
+        found,
+        quality=None if quality is None else describe(quality),
+        quality_live=stats is not None,
+        demoted=plan.demoted,
+        sell_rate=plan.sell_rate,
+        sell_deck=account.rate_deck,
+        explain=plan.explain,
+        gateways=tuple(
+            RouteChoice(g.id, rates.get(g.id), g.transport, str(gateway_request_uri(g, normalised)))
+            for g in usable
+        ),
+        excluded=(*plan.rejected, *skipped),
+    )
 
 
 def show_route(
@@ -141,7 +292,9 @@ def show_route(
 
     Live state belongs to the running switch, so every gateway is taken as up and idle
     here: exclusions shown are those of the configuration and the decks (disabled, no rate,
-    above the rate ceiling, below the margin).
+    above the rate ceiling, below the margin), and a route's ``quality`` is named but not
+    applied (it needs live figures). The management API's ``/api/route`` (and
+    ``softswitch route --live``, :func:`live_route`) asks the running switch.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -152,47 +305,73 @@ def show_route(
     if account is None:
         print(f"error: {path}: no account with id {account_id!r}", file=err)
         return 1
-    when = at or dt.datetime.now(dt.UTC)
-    dialed = number
-    if account.tech_prefix and number.startswith(account.tech_prefix):
-        number = number[len(account.tech_prefix) :]
-    normalised = normalise(account, number)
-    print(f"account {account.id} (plan {account.routing_plan}), dialed {dialed}", file=out)
-    if isinstance(normalised, Refusal):
-        return _refused(normalised, out)
-    print(f"number {normalised} at {when.isoformat(timespec='seconds')}", file=out)
-    refusal = check_destination(account, normalised)
-    if refusal is not None:
-        return _refused(refusal, out)
-    plan = route_call(snapshot, account, normalised, when, seed)
-    if isinstance(plan, Refusal):
-        table = snapshot.tables.get(account.routing_plan)
-        if table is not None and plan.end_reason is EndReason.NO_ROUTE:
-            print(table.route(normalised, when, seed).explain(), file=out)
-        return _refused(plan, out)
-    if plan.sell_rate is not None:
-        print(f"sell rate {plan.sell_rate} (deck {account.rate_deck})", file=out)
-    print(plan.explain.rstrip(), file=out)
-    usable, skipped = select_gateways(snapshot, plan, LiveState(), 0.0)
-    rates = {c.gateway: c.rate for c in plan.candidates}
-    print("gateways in order:", file=out)
-    for i, gateway in enumerate(usable, 1):
-        rate = rates.get(gateway.id)
-        uri = gateway_request_uri(gateway, normalised)
-        print(
-            f"  {i}. {gateway.id:<16} rate {rate if rate is not None else '-':<10} "
-            f"{gateway.transport} {uri}",
-            file=out,
-        )
-    excluded = list(plan.rejected) + skipped
-    if excluded:
-        print("excluded:", file=out)
-        for gateway_id, reason in excluded:
-            print(f"  {gateway_id:<16} {reason}", file=out)
-    if not usable:
-        print("refused: no gateway can take the call", file=out)
+    found = explain_route(snapshot, account, number, at=at, seed=seed)
+    for line in found.lines():
+        print(line, file=out)
+    return 0 if found.routed else 1
+
+
+def live_route(
+    path: str | None,
+    account_id: str,
+    number: str,
+    *,
+    at: dt.datetime | None = None,
+    seed: str = "softswitch-route",
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """``softswitch route --live``: the running switch's decision, from its management API
+    (``GET /api/route`` at ``[management] listen``, with its ``token``), printed as
+    :func:`show_route` prints its own, with the live state, the alarms and the route's
+    quality demotion applied. Exit 1 when the call would not route or the API cannot say.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        cfg = _config(path)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=err)
         return 1
-    return 0
+    management = cfg.management
+    address = management.address
+    if address is None:
+        print(
+            f"error: {path or 'demo'}: [management] listen is off: --live needs the API", file=err
+        )
+        return 1
+    host, port = address
+    if port == 0:
+        print(
+            "error: [management] listen has port 0: the running switch's port is unknown", file=err
+        )
+        return 1
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # all interfaces: this one
+    shown = f"[{host}]" if ":" in host else host
+    query = {"account": account_id, "number": number, "seed": seed}
+    if at is not None:
+        query["at"] = at.isoformat()
+    url = f"http://{shown}:{port}/api/route?{urllib.parse.urlencode(query)}"
+    request = urllib.request.Request(url)
+    if management.token is not None:
+        request.add_header("Authorization", f"Bearer {management.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            reason = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            reason = e.reason
+        print(f"error: {url}: {e.code} {reason}", file=err)
+        return 1
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        why = e.reason if isinstance(e, urllib.error.URLError) else e
+        print(f"error: cannot ask the running switch at {url}: {why}", file=err)
+        return 1
+    print(answer["text"], end="", file=out)
+    return 0 if answer.get("routed") else 1
 
 
 def list_cdrs(
@@ -239,7 +418,8 @@ def list_cdrs(
 
 
 def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``check-config``, ``route`` and ``cdr`` on the ``softswitch`` parser."""
+    """Register ``check-config``, ``route``, ``cdr`` and the billing commands
+    (``softswitch.billing.commands``) on the ``softswitch`` parser."""
     check = commands.add_parser(
         "check-config", help="validate a configuration and its rate decks (exit 0/1)"
     )
@@ -253,9 +433,17 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     route.add_argument("--account", required=True, metavar="ID")
     route.add_argument("--at", type=parse_time, help="ISO time (default now; UTC if no offset)")
     route.add_argument("--seed", default="softswitch-route", help="the Call-ID weight routing uses")
+    route.add_argument(
+        "--live",
+        action="store_true",
+        help="ask the running switch (its management API at [management] listen): with its"
+        " live state, alarms and quality demotion",
+    )
     route.add_argument("number", metavar="NUMBER")
     route.set_defaults(
-        handler=lambda a: show_route(a.config, a.account, a.number, at=a.at, seed=a.seed)
+        handler=lambda a: (live_route if a.live else show_route)(
+            a.config, a.account, a.number, at=a.at, seed=a.seed
+        )
     )
 
     cdr = commands.add_parser("cdr", help="list or export CDRs")
@@ -263,6 +451,11 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     cdr.add_argument("--since", type=parse_time, help="ISO date or time (UTC if no offset)")
     cdr.add_argument("--csv", action="store_true", help="CSV on standard output")
     cdr.set_defaults(handler=lambda a: list_cdrs(a.config, since=a.since, as_csv=a.csv))
+
+    # balance, topup, adjust, refund, ledger, spend. Imported here: they use parse_time.
+    from .billing.commands import add_subcommands as add_billing_subcommands
+
+    add_billing_subcommands(commands)
 
 
 def dispatch(args: argparse.Namespace) -> int | None:

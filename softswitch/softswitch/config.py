@@ -76,12 +76,15 @@ from pydantic_core import (
 )
 
 __all__ = [
+    "ALARM_METRICS",
     "DEFAULT_FAILOVER_CODES",
     "DEFAULT_GC_THRESHOLD",
     "DEFAULT_NO_ANSWER_TIMEOUT",
     "DEMO_DIR",
     "NEVER_FAILOVER",
+    "STATS_WINDOWS",
     "Account",
+    "AlarmRule",
     "Config",
     "ConfigError",
     "ConfigProblem",
@@ -89,16 +92,20 @@ __all__ = [
     "Defaults",
     "Gateway",
     "IpRule",
+    "ManagementConfig",
     "RewriteRule",
     "Route",
+    "RouteQuality",
     "SecurityConfig",
     "ServerConfig",
     "demo_config",
     "demo_state_dir",
     "fails_over_on_no_answer",
+    "is_loopback",
     "load_config",
     "no_answer_timeout",
     "parse_config",
+    "parse_http_listen",
     "parse_listen",
 ]
 
@@ -441,6 +448,36 @@ class _Seconds(_Check):
 
     def schema(self) -> dict[str, Any]:
         return {"exclusiveMinimum": 0} if self.positive else {"minimum": 0}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Real(_Check):
+    """A finite number from ``minimum`` to ``maximum`` (a threshold: a ratio, seconds, a
+    count), read as float; ``optional``: None allowed."""
+
+    minimum: float = 0.0
+    maximum: float | None = None
+    optional: bool = False
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if value is None and self.optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            raise _problem(f"must be a number, got {_type_name(value)}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise _problem(f"must be a finite number, got {value}")
+        if number < self.minimum or (self.maximum is not None and number > self.maximum):
+            if self.maximum is None:
+                raise _problem(f"must be >= {self.minimum:g}, got {value}")
+            raise _problem(f"must be between {self.minimum:g} and {self.maximum:g}, got {value}")
+        return number
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"minimum": self.minimum}
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1068,6 +1105,76 @@ class Defaults(_Section):
 
 
 @pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class BillingConfig(_Section):
+    """``[billing]``: how the switch meters prepaid and postpaid accounts (docs/billing.md)."""
+
+    #: Seconds of call each reservation takes from the account's credit (rounded up to the
+    #: deck's increments): smaller slices share a thin balance more evenly, larger ones
+    #: mean fewer reservations.
+    slice: Annotated[int, _Int(1, 86400)] = 60
+    #: Seconds between two reads of the ledger for top-ups and adjustments booked while the
+    #: switch runs (a call refused for credit also reads it first).
+    sync_interval: _PositiveSecs = 1.0
+
+
+#: ``[management] listen``'s default: the API on this host only (no token needed there).
+DEFAULT_MANAGEMENT_LISTEN = "127.0.0.1:8080"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _HttpListen(_Check):
+    """``"off"`` or ``HOST:PORT`` (IPv6 in brackets); port 0 lets the system pick one."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if value.strip().lower() == "off":
+            return "off"
+        try:
+            parse_http_listen(value)
+        except ValueError as e:
+            raise _problem(str(e)) from None
+        return value.strip()
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class ManagementConfig(_Section):
+    """``[management]``: the HTTP API and ``/metrics``, served in the switch's own process
+    (``softswitch.management``). Off the loopback interface it needs a ``token``: the API
+    hangs up calls and books money."""
+
+    #: ``HOST:PORT`` to serve on, or ``"off"``. Read at start only.
+    listen: Annotated[str, _HttpListen()] = DEFAULT_MANAGEMENT_LISTEN
+    #: The bearer token every request must carry (``Authorization: Bearer TOKEN``); None =
+    #: no authentication, allowed on a loopback address only. Changes on SIGHUP.
+    token: Annotated[str | None, _Text(required=True, optional=True)] = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to bind, None when off."""
+        return None if self.listen == "off" else parse_http_listen(self.listen)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this host can reach the API (so it may go without a token)."""
+        address = self.address
+        return address is None or is_loopback(address[0])
+
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        # Only a listen that is written can be off the loopback (the default is on it).
+        if obj is None or "listen" not in raw or obj.token is not None or obj.loopback:
+            return []
+        reason = (
+            f"required when listen ({obj.listen!r}) is not a loopback address: anyone who"
+            " reaches the port could hang up calls and book money"
+        )
+        return [_line(("token",), reason)]
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
 class IpRule(_Section):
     """One entry of an account's ``ips``: an address or CIDR, optionally one source port.
 
@@ -1194,8 +1301,22 @@ class Account(_Section):
     no_answer_timeout: _OptPositiveSecs = None
     #: None = not set; true = its calls fail over when a branch rings unanswered.
     failover_on_no_answer: _OptFlag = None
+    #: ``prepaid`` (calls stop at a zero balance), ``postpaid`` (at -credit_limit) or
+    #: ``none`` (not metered: today's behaviour). Balances live in the ledger, not here.
+    billing: Annotated[
+        Literal["none", "prepaid", "postpaid"], _Choice(("none", "prepaid", "postpaid"))
+    ] = "none"
+    #: How far below zero a postpaid account's balance may go (prepaid: 0).
+    credit_limit: _Amount = None
+    #: A balance below this logs a ``low_balance`` warning (once each time it falls below).
+    low_balance: _Amount = None
 
     _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "routing_plan": ""}
+
+    @property
+    def billed(self) -> bool:
+        """Whether the switch meters this account's calls against its balance."""
+        return self.billing != "none"
 
     @property
     def uses_ip(self) -> bool:
@@ -1216,7 +1337,33 @@ class Account(_Section):
         if not raw.get("ips") and username is None:
             reason = "needs ips, username/password, or both, to authenticate its calls"
             lines.append(_line((), reason))
+        if obj is not None:
+            lines += _billing_problems(obj)
         return lines
+
+
+#: Balances are kept in nano-units in 64-bit integers (``billing.money``): about 9.2e9
+#: currency units at most. A billion leaves room for what calls and top-ups add.
+_MAX_BALANCE = 10**9
+
+
+def _billing_problems(account: Account) -> list[InitErrorDetails]:
+    lines: list[InitErrorDetails] = []
+    if account.billed and account.rate_deck is None:
+        reason = f"billing = {account.billing!r} needs a rate_deck to price its calls"
+        lines.append(_line(("rate_deck",), reason))
+    for key in ("credit_limit", "low_balance"):
+        amount = getattr(account, key)
+        if amount is not None and abs(amount) >= _MAX_BALANCE:
+            reason = f"must be less than {_MAX_BALANCE:,} in absolute value, got {amount}"
+            lines.append(_line((key,), reason, str(amount)))
+    limit = account.credit_limit
+    if limit is not None and limit < 0:
+        lines.append(_line(("credit_limit",), f"must be 0 or more, got {limit}", str(limit)))
+    elif limit and account.billing != "postpaid":
+        reason = f"only a postpaid account has a credit limit (billing = {account.billing!r})"
+        lines.append(_line(("credit_limit",), reason, str(limit)))
+    return lines
 
 
 @pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
@@ -1345,6 +1492,8 @@ class Route(_Section):
     carry_through: _Flag = False
     max_rate: _Amount = None
     min_margin: _Amount = None
+    #: Demote gateways of poor live ASR to the end of the candidates; None = no demotion.
+    quality: RouteQuality | None = None
 
     _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"plan": "", "prefix": "", "gateways": ()}
 
@@ -1356,8 +1505,169 @@ class Route(_Section):
             data.setdefault("prefix", "")  # the file form's default: every number
 
 
+#: The live statistics' windows (``softswitch.stats.windows.WINDOWS``, which a test keeps in
+#: step: not imported, since the stats package imports the call stages, which import this).
+STATS_WINDOWS: tuple[str, ...] = ("5m", "15m", "1h", "24h")
+_Window = Annotated[str, _Choice(STATS_WINDOWS, listed=True)]
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class RouteQuality(_Section):
+    """A route's ``quality = { min_asr = 0.3, window = "15m", min_attempts = 20 }``: its
+    gateways whose ASR over ``window`` is below ``min_asr``, over at least ``min_attempts``
+    seizures, go to the end of the candidate list (``softswitch.call.quality``); never out."""
+
+    min_asr: Annotated[float, _Real(0.0, 1.0)]
+    window: _Window = "15m"
+    #: Fewer seizures in the window are no evidence: the gateway keeps its place.
+    min_attempts: Annotated[int, _Int(1)] = 20
+
+
+#: What an alarm can measure (``softswitch.alarms.rules``: how each is read off the stats).
+ALARM_METRICS: tuple[str, ...] = (
+    "asr",
+    "ner",
+    "acd",
+    "pdd_avg",
+    "pdd_p95",
+    "attempts",
+    "concurrent_calls",
+    "cps",
+)
+#: Metrics that are ratios: their thresholds lie between 0 and 1.
+_RATIO_METRICS = frozenset({"asr", "ner"})
+ALARM_SCOPES: tuple[str, ...] = ("gateway", "account", "switch")
+ALARM_ACTIONS: tuple[str, ...] = ("log", "disable")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Actions(_Check):
+    """An alarm's ``actions``: a non-empty list of ``log`` and ``disable``, none twice."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not _is_list(value) or not value:
+            raise _problem('must be a non-empty list such as ["log"] or ["log", "disable"]')
+        out: list[str] = []
+        lines: list[InitErrorDetails] = []
+        for i, action in enumerate(value):
+            if action not in ALARM_ACTIONS:
+                lines.append(_line((i,), f"must be 'log' or 'disable', got {action!r}", action))
+            elif action in out:
+                lines.append(_line((i,), f"{action!r} listed twice", action))
+            else:
+                out.append(action)
+        _fail_items("actions", lines)
+        return tuple(out)
+
+    def schema(self) -> dict[str, Any]:
+        return {"items": {"enum": list(ALARM_ACTIONS)}, "minItems": 1, "uniqueItems": True}
+
+
+_Threshold = Annotated[float | None, _Real(optional=True)]
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class AlarmRule(_Section):
+    """``[[alarms]]``: raise an alarm when ``metric`` of a ``scope`` (each of its keys, or
+    ``key`` alone) over ``window`` goes ``below`` or ``above`` a threshold, with at least
+    ``min_attempts`` attempts in the window; clear it when the metric is back past ``clear``
+    (hysteresis). ``softswitch.alarms`` evaluates the rules; docs/operations.md explains."""
+
+    id: _Id
+    metric: Annotated[str, _Choice(ALARM_METRICS, listed=True)]
+    scope: Annotated[Literal["gateway", "account", "switch"], _Choice(ALARM_SCOPES, listed=True)]
+    #: One gateway or account id; None = every one of the scope (the switch's is "all").
+    key: Annotated[str | None, _Text(required=True, optional=True)] = None
+    window: _Window = "15m"
+    below: _Threshold = None
+    above: _Threshold = None
+    #: The metric must be back past this for the alarm to clear; None = the threshold.
+    clear: _Threshold = None
+    #: Attempts the window must hold for the metric to be judged at all.
+    min_attempts: _Count = 0
+    actions: Annotated[tuple[str, ...], _Actions()] = ("log",)
+    #: Seconds between two evaluations of the rule.
+    interval: _PositiveSecs = 5.0
+
+    _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {
+        "id": "",
+        "metric": "asr",
+        "scope": "switch",
+    }
+
+    @property
+    def threshold(self) -> float:
+        """The value past which the alarm is raised (``below`` or ``above``)."""
+        value = self.below if self.below is not None else self.above
+        return 0.0 if value is None else value
+
+    @property
+    def clear_at(self) -> float:
+        """The value the metric must be back past to clear (``clear``, else the threshold)."""
+        return self.threshold if self.clear is None else self.clear
+
+    @property
+    def disables(self) -> bool:
+        """Whether the alarm takes its gateway out of selection while it is active."""
+        return "disable" in self.actions
+
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        """The checks across keys, on the raw values (so they run, and one run reports
+        everything, even when some other key is wrong); a value that is itself wrong is
+        reported by its own check and skipped here."""
+        lines: list[InitErrorDetails] = []
+        if (raw.get("below") is None) == (raw.get("above") is None):
+            lines.append(_line((), "set exactly one of below and above"))
+        side = "below" if raw.get("below") is not None else "above"
+        threshold, clear = _number(raw.get(side)), _number(raw.get("clear"))
+        if raw.get("metric") in _RATIO_METRICS:
+            for name, value in ((side, threshold), ("clear", clear)):
+                if value is not None and value > 1:
+                    reason = f"{raw['metric']} is a ratio from 0 to 1, got {value:g}"
+                    lines.append(_line((name,), reason, value))
+        if threshold is not None and clear is not None:
+            if side == "below" and clear < threshold:
+                reason = f"must be >= below ({threshold:g}): the alarm clears above it"
+                lines.append(_line(("clear",), reason, clear))
+            if side == "above" and clear > threshold:
+                reason = f"must be <= above ({threshold:g}): the alarm clears below it"
+                lines.append(_line(("clear",), reason, clear))
+        scope, actions = raw.get("scope"), raw.get("actions")
+        if isinstance(scope, str) and scope != "gateway":
+            if isinstance(actions, list | tuple) and "disable" in actions:
+                reason = f"'disable' takes a gateway out of routing; scope is {scope!r}"
+                lines.append(_line(("actions",), reason))
+            if scope == "switch" and raw.get("key") not in (None, "all"):
+                reason = f"the switch scope has one key, 'all', got {raw.get('key')!r}"
+                lines.append(_line(("key",), reason, raw.get("key")))
+        return lines
+
+
+def _number(value: object) -> float | None:
+    """A raw threshold as a float, None when it is not a finite number (its own check says
+    what is wrong with it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 _SECTIONS = frozenset(
-    {"server", "defaults", "security", "accounts", "gateways", "rate_decks", "routes"}
+    {
+        "server",
+        "defaults",
+        "security",
+        "billing",
+        "management",
+        "accounts",
+        "gateways",
+        "rate_decks",
+        "routes",
+        "alarms",
+    }
 )
 
 
@@ -1369,10 +1679,13 @@ class Config(_Section):
     server: ServerConfig = ServerConfig()
     defaults: Defaults = Defaults()
     security: SecurityConfig = SecurityConfig()
+    billing: BillingConfig = BillingConfig()
+    management: ManagementConfig = ManagementConfig()
     accounts: Annotated[tuple[Account, ...], _Tables("accounts")] = ()
     gateways: Annotated[tuple[Gateway, ...], _Tables("gateways")] = ()
     rate_decks: Annotated[tuple[DeckSpec, ...], _Tables("rate_decks")] = ()
     routes: Annotated[tuple[Route, ...], _Tables("routes")] = ()
+    alarms: Annotated[tuple[AlarmRule, ...], _Tables("alarms")] = ()
 
     _FILE_KEYS: ClassVar[frozenset[str] | None] = _SECTIONS
 
@@ -1466,9 +1779,21 @@ def _cross_references(cfg: Config) -> list[InitErrorDetails]:
     decks = {d.id for d in cfg.rate_decks}
     gateways = {g.id for g in cfg.gateways}
     plans = set(cfg.plans)
+    precision = {d.id: d.precision for d in cfg.rate_decks}
     for i, a in enumerate(cfg.accounts):
         if a.rate_deck is not None and a.rate_deck not in decks:
             fail(("accounts", i, "rate_deck"), f"no [[rate_decks]] with id {a.rate_deck!r}")
+        for key in ("credit_limit", "low_balance"):
+            amount = getattr(a, key)
+            places = precision.get(a.rate_deck or "")
+            if amount is None or places is None:
+                continue
+            exponent = amount.normalize().as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > places:
+                fail(
+                    ("accounts", i, key),
+                    f"{amount} has more decimal places than deck {a.rate_deck!r} ({places})",
+                )
         if a.routing_plan and a.routing_plan not in plans:
             fail(("accounts", i, "routing_plan"), f"no [[routes]] with plan {a.routing_plan!r}")
     for i, g in enumerate(cfg.gateways):
@@ -1487,6 +1812,16 @@ def _cross_references(cfg: Config) -> list[InitErrorDetails]:
             )
         else:
             seen_routes[where] = i
+    accounts = {a.id for a in cfg.accounts}
+    alarm_ids: dict[str, int] = {}
+    for i, alarm in enumerate(cfg.alarms):
+        if alarm.id in alarm_ids:
+            fail(("alarms", i, "id"), f"{alarm.id!r} already used by alarms[{alarm_ids[alarm.id]}]")
+        alarm_ids.setdefault(alarm.id, i)
+        if alarm.key is not None and alarm.scope == "gateway" and alarm.key not in gateways:
+            fail(("alarms", i, "key"), f"no [[gateways]] with id {alarm.key!r}")
+        if alarm.key is not None and alarm.scope == "account" and alarm.key not in accounts:
+            fail(("alarms", i, "key"), f"no [[accounts]] with id {alarm.key!r}")
     users: dict[str, int] = {}
     for i, a in enumerate(cfg.accounts):
         if a.username:
@@ -1686,6 +2021,33 @@ def parse_listen(text: str) -> tuple[str, str, int]:
     except _HostError as e:
         raise ValueError(f"{host.strip('[]')!r} is {e}, got {text!r}") from None
     return proto.lower(), host.strip("[]"), int(port)
+
+
+def parse_http_listen(text: str) -> tuple[str, int]:
+    """``127.0.0.1:8080`` / ``[::1]:8080`` / ``localhost:8080`` into (host, port); port 0
+    asks the system for a free one. ValueError saying what is wrong, ending with the text."""
+    host, colon, port = text.strip().rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"must look like 127.0.0.1:8080, [::1]:8080 or 'off', got {text!r}")
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+        raise ValueError(f"port must be a number from 0 to 65535, got {text!r}")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:8080, got {text!r}")
+    try:
+        _check_host(host.strip("[]"))
+    except _HostError as e:
+        raise ValueError(f"{host.strip('[]')!r} is {e}, got {text!r}") from None
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address without brackets, or a name) is this machine only."""
+    if host.lower().removesuffix(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name may resolve anywhere
 
 
 def _parse_hostport(text: str) -> tuple[str, int]:

@@ -61,10 +61,16 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024
 
 
 class Transport(enum.StrEnum):
-    """The transport names as they appear in a Via header, so they can be written verbatim."""
+    """The transport names as they appear in a Via header, so they can be written verbatim.
+
+    :class:`TransportLayer` carries UDP and TCP; ``WS`` (SIP over WebSocket, RFC 7118) is
+    carried by ``softswitch.aiosip.websocket`` for the aiosip API and named here so that
+    its flows and Via headers use the same type.
+    """
 
     UDP = "UDP"
     TCP = "TCP"
+    WS = "WS"
 
 
 @dataclass(frozen=True, slots=True)

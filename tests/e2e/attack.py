@@ -152,6 +152,9 @@ setup_timeout = 2
 [security]
 {security}
 
+[management]
+listen = "off"
+
 [[rate_decks]]
 id = "sell"
 file = "sell.csv"

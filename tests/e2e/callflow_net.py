@@ -38,6 +38,8 @@ class Account:
     tech_prefix: str = ""
     max_calls: int | None = None
     max_duration: int | None = None
+    #: The account's sell deck: ``"sell"`` (``Net.sell``) or one of ``Net.decks``.
+    rate_deck: str = "sell"
     #: More TOML lines for the account (``enabled = false``, ``deny = [...]``).
     extra: tuple[str, ...] = ()
 
@@ -52,6 +54,8 @@ class Net:
     port: int = field(default_factory=free_port)
     #: The customers' sell deck (CSV).
     sell: str = SELL
+    #: More sell decks for the accounts, by id (CSV, written as ``{id}.csv``).
+    decks: dict[str, str] = field(default_factory=dict)
 
     def write_config(
         self,
@@ -61,7 +65,15 @@ class Net:
         strategy: str = "priority",
         route: list[str] | None = None,
         defaults: str = "",
+        billing: str = "",
+        management: str = 'listen = "off"',
+        route_extra: str = "",
+        tail: str = "",
     ) -> Path:
+        """The switch's TOML. ``management`` is ``[management]``'s body: off unless a test
+        asks (the default 127.0.0.1:8080 may be another program's). ``route_extra``: more
+        lines for the route (``quality = {...}``); ``tail``: more tables at the end
+        (``[[alarms]]``)."""
         lines = [
             "[server]",
             f'listen = ["udp:{LOCAL}:{self.port}", "tcp:{LOCAL}:{self.port}"]',
@@ -80,12 +92,15 @@ class Net:
             'file = "sell.csv"',
         ]
         (self.workdir / "sell.csv").write_text(self.sell)
+        for deck_id, deck in self.decks.items():
+            (self.workdir / f"{deck_id}.csv").write_text(deck)
+            lines += ["[[rate_decks]]", f'id = "{deck_id}"', f'file = "{deck_id}.csv"']
         for c in carriers:
             deck = c.deck if c.deck is not None else f"prefix,destination,rate\n44,UK,{c.rate}\n"
             (self.workdir / f"{c.id}.csv").write_text(deck)
             lines += ["[[rate_decks]]", f'id = "{c.id}"', f'file = "{c.id}.csv"']
         for a in accounts:
-            lines += ["[[accounts]]", f'id = "{a.id}"', 'rate_deck = "sell"']
+            lines += ["[[accounts]]", f'id = "{a.id}"', f'rate_deck = "{a.rate_deck}"']
             lines.append('routing_plan = "default"')
             if a.ips:
                 lines.append("ips = [" + ", ".join(f'"{ip}"' for ip in a.ips) + "]")
@@ -120,7 +135,11 @@ class Net:
             'prefix = "44"',
             "gateways = [" + ", ".join(f'"{g}"' for g in gateways) + "]",
             f'strategy = "{strategy}"',
+            route_extra,
         ]
+        if billing:
+            lines += ["[billing]", billing]
+        lines += ["[management]", management, tail]
         path = self.workdir / "switch.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -140,6 +159,7 @@ class Net:
             scenario(name, self.workdir, **kw.pop("fill", {})),
             args=kw.pop("args", []),
             calls=calls,
+            timeout=kw.pop("timeout", 15.0),
             transport=transport,
             port=carrier.port,
         )
@@ -156,6 +176,7 @@ class Net:
         transport: str = "u1",
         label: str = "customer",
         fill: dict[str, str] | None = None,
+        timeout: float = 15.0,
     ) -> Sipp:
         sipp = Sipp(
             self.workdir,
@@ -163,6 +184,7 @@ class Net:
             scenario(name, self.workdir, **(fill or {})),
             args=["-s", number, *(args or [])],
             calls=calls,
+            timeout=timeout,
             transport=transport,
         )
         self.sipps.append(sipp)

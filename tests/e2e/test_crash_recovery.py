@@ -68,6 +68,9 @@ database = "cdr.sqlite"
 realm = "e2e"
 drain_timeout = 1
 
+[management]
+listen = "off"
+
 [defaults]
 setup_timeout = 2
 max_duration = 120

@@ -173,7 +173,7 @@ def test_schema_wal_and_full_sync(tmp_path: Path) -> None:
         conn = store._connect()
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         columns = [row[1] for row in conn.execute("PRAGMA table_info(cdrs)")]
         conn.close()
     assert columns == ["id", *CSV_COLUMNS]
@@ -624,7 +624,7 @@ def test_a_version_1_file_is_upgraded(tmp_path: Path) -> None:
     with CdrStore(db) as store:
         assert store.recover(rate) == []
         assert [r.call_id for r in store.query()] == ["old"]
-    assert table(db, "PRAGMA user_version") == [{"user_version": 2}]
+    assert table(db, "PRAGMA user_version") == [{"user_version": 3}]
 
 
 SCHEMA_V1 = """

@@ -47,7 +47,16 @@ def test_run_without_config_starts_the_demo_switch(tmp_path: Path) -> None:
     a CDR written under the state folder)."""
     port = free_udp_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "softswitch.cli", "run", "--listen", f"udp:127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "-m",
+            "softswitch.cli",
+            "run",
+            "--listen",
+            f"udp:127.0.0.1:{port}",
+            "--management",  # not the demo's 127.0.0.1:8080: another program may hold it
+            "off",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         # The repository root would shadow the package with the distribution folder.
@@ -222,7 +231,9 @@ def test_switch_start_names_an_address_in_use(taken_udp: int, tmp_path: Path) ->
 
 def _switch(tmp_path: Path, text: str) -> tuple[Path, Switch]:
     path = tmp_path / "switch.toml"
-    path.write_text(f'[server]\ndatabase = "{tmp_path / "cdr.sqlite"}"\n{text}')
+    path.write_text(
+        f'[server]\ndatabase = "{tmp_path / "cdr.sqlite"}"\n{text}\n[management]\nlisten = "off"\n'
+    )
     config = load_config(path)
     return path, Switch(config, build_snapshot(config), path)
 

@@ -32,7 +32,7 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_check_config_ok(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(demo)]) == 0
     out = capsys.readouterr().out
-    assert "ok: 1 account, 2 gateways, 3 rate decks (18 rates), 1 routing plan" in out
+    assert "ok: 2 accounts, 2 gateways, 3 rate decks (18 rates), 1 routing plan" in out
 
 
 def test_check_config_names_key_and_deck_line(
@@ -192,7 +192,7 @@ def test_check_config_accepts_a_byte_order_mark(
 ) -> None:
     demo.write_bytes(b"\xef\xbb\xbf" + demo.read_bytes())
     assert main(["check-config", str(demo)]) == 0
-    assert f"{demo}: ok: 1 account" in capsys.readouterr().out
+    assert f"{demo}: ok: 2 accounts" in capsys.readouterr().out
 
 
 def test_check_config_warns_about_no_accounts_and_exits_0(

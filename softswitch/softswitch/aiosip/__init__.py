@@ -1,10 +1,18 @@
-"""An aiosip-shaped asyncio API over the sans-I/O SIP core.
+"""``from softswitch import aiosip``: a drop-in successor to aiosip 0.2 on the sans-I/O SIP core.
 
-People who used ``aiosip`` find the names they know: ``Application`` with ``router`` and
-``run``/``connect``/``close``, ``Peer.request``, ``Dialog.request``/``reply``, handlers
-``async def handler(request, message)``, ``UDP``/``TCP``, and the message classes
-``Request``, ``Response``, ``Contact``, ``Via``. Retransmissions and timers are the
-transaction layer's (``softswitch.sip.transaction``); sockets are ``softswitch.transport``'s.
+Programs written for aiosip run with that import changed: ``Application(loop=...,
+dialplan=...)``, ``BaseDialplan``, ``request.prepare(...)``, dialogs with ``reply``,
+``notify``, ``recv``, ``async for``, ``close`` and ``async with``, ``peer.invite``,
+``register``, ``subscribe`` and ``request``, ``Contact.from_header``, messages with
+``status_code``, ``headers[...]`` and ``payload``, digest authentication with ``password=``,
+and ``UDP``, ``TCP`` and ``WS`` (RFC 7118, on the ``websockets`` library). What differs,
+and why, is in docs/aiosip.md.
+
+Underneath is the stack the switch runs on: retransmissions and timers are the transaction
+layer's (``softswitch.sip.transaction``), dialog state is ``softswitch.sip.dialog``'s,
+sockets are ``softswitch.transport``'s. The package's own, older names (``app.route``,
+``peer.request(method, uri)`` returning a :class:`PendingRequest`, ``dialog.bye()``) keep
+working alongside.
 """
 
 from __future__ import annotations
@@ -17,11 +25,7 @@ from softswitch.sip import (
     URI,
     AbsoluteURI,
     CSeq,
-    Headers,
-    Message,
     NameAddr,
-    Request,
-    Response,
     SipParseError,
     SipURI,
     TelURI,
@@ -32,31 +36,55 @@ from softswitch.sip import (
 )
 from softswitch.transport import Flow, Limits, Transport, loop_factory
 
-from .application import Application
-from .dialog import Dialog
+from . import exceptions
+from .application import DEFAULTS, Application
+from .contact import Contact, Param, Uri
+from .dialog import CallState, Dialog, InviteDialog
+from .dialplan import BaseDialplan
+from .exceptions import (
+    AiosipException,
+    AuthentificationFailed,
+    InviteFailed,
+    InviteOngoing,
+    RegisterFailed,
+    RegisterOngoing,
+)
 from .incoming import IncomingRequest
+from .messages import Headers, Request, Response
 from .outgoing import PendingRequest, RequestFailedError
 from .peer import Peer
 from .router import Handler, Router
 
 __all__ = [
+    "DEFAULTS",
     "TCP",
     "UDP",
     "URI",
+    "WS",
     "AbsoluteURI",
+    "AiosipException",
     "Application",
+    "AuthentificationFailed",
+    "BaseDialplan",
     "CSeq",
+    "CallState",
     "Contact",
     "Dialog",
     "Flow",
     "Handler",
     "Headers",
     "IncomingRequest",
+    "InviteDialog",
+    "InviteFailed",
+    "InviteOngoing",
     "Limits",
     "Message",
     "NameAddr",
+    "Param",
     "Peer",
     "PendingRequest",
+    "RegisterFailed",
+    "RegisterOngoing",
     "Request",
     "RequestFailedError",
     "Response",
@@ -65,7 +93,9 @@ __all__ = [
     "SipURI",
     "TelURI",
     "Transport",
+    "Uri",
     "Via",
+    "exceptions",
     "make_branch",
     "make_tag",
     "parse_uri",
@@ -74,8 +104,10 @@ __all__ = [
 
 UDP = Transport.UDP
 TCP = Transport.TCP
-Contact = NameAddr
-"""aiosip called the name-addr of Contact, From and To ``Contact``."""
+WS = Transport.WS
+
+Message = Request | Response
+"""A request or a response, as aiosip's ``Message`` base class named them."""
 
 T = TypeVar("T")
 

@@ -33,11 +33,19 @@ def destination(uri: URI, default: Transport) -> tuple[Transport, Address]:
         transport = Transport.TCP
     elif uri.transport == "udp":
         transport = Transport.UDP
+    elif uri.transport in ("ws", "wss"):
+        transport = Transport.WS
     host = _bare(uri.maddr or uri.host)
     return transport, (host, uri.port or DEFAULT_PORT)
 
 
 def contact_for(user: str | None, sent_by: Address, transport: Transport) -> NameAddr:
-    """Our Contact: where the peer sends in-dialog requests, on the transport we used."""
-    params: dict[str, str | None] = {"transport": "tcp"} if transport is Transport.TCP else {}
-    return NameAddr(SipURI(user=user, host=uri_host(sent_by[0]), port=sent_by[1], params=params))
+    """Our Contact: where the peer sends in-dialog requests, on the transport we used.
+
+    A port of 0 means none (a WebSocket client's ``.invalid`` host, RFC 7118 5.2).
+    """
+    params: dict[str, str | None] = {}
+    if transport is not Transport.UDP:
+        params["transport"] = transport.lower()
+    port = sent_by[1] or None
+    return NameAddr(SipURI(user=user, host=uri_host(sent_by[0]), port=port, params=params))

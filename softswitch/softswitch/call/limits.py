@@ -5,7 +5,8 @@ Checked in this order, the first failure wins:
 =========================  ======================  =========================================
 check                      end reason              answer
 =========================  ======================  =========================================
-account ``enabled``        ``account_disabled``    403, Q.850 21
+account ``enabled``        ``account_disabled``    403, Q.850 21 (the file's, or an operator's
+                                                   at run time: ``LiveState``)
 ``deny`` prefixes          ``forbidden_destination`` 403, Q.850 21 (deny wins over allow)
 ``allow`` prefixes         ``forbidden_destination`` 403 when ``allow`` is set and none match
 ``max_calls``              ``limit_exceeded``      503, Q.850 34
@@ -30,10 +31,16 @@ from .refusal import EndReason, Refusal, refuse
 __all__ = ["check_destination", "check_limits"]
 
 
-def check_destination(account: Account, number: str) -> Refusal | None:
-    """The allow/deny prefix lists alone (no counting): for ``softswitch route`` too."""
+def check_destination(
+    account: Account, number: str, live: LiveState | None = None
+) -> Refusal | None:
+    """Enabled and the allow/deny prefix lists (no counting): for ``softswitch route`` too,
+    which has no ``live`` state (the management API's route explanation has)."""
     if not account.enabled:
         return refuse(EndReason.ACCOUNT_DISABLED, f"account {account.id} is disabled")
+    if live is not None and live.account_disabled(account.id):
+        detail = f"account {account.id} is disabled by an operator"
+        return refuse(EndReason.ACCOUNT_DISABLED, detail)
     for prefix in account.deny:
         if number.startswith(prefix):
             return refuse(EndReason.FORBIDDEN_DESTINATION, f"{number} matches deny prefix {prefix}")
@@ -44,7 +51,7 @@ def check_destination(account: Account, number: str) -> Refusal | None:
 
 def check_limits(account: Account, number: str, live: LiveState, now: float) -> Refusal | None:
     """None when the call may proceed (and is now counted), else the refusal."""
-    refusal = check_destination(account, number)
+    refusal = check_destination(account, number, live)
     if refusal is not None:
         return refusal
     hit = live.account_admit(account.id, now, max_calls=account.max_calls, max_cps=account.max_cps)

@@ -19,6 +19,12 @@ call (and return None) or return which limit stopped it (``"max_calls"``/``"capa
 
 Calls per second are counted over a sliding one-second window of admitted calls: a limit of
 N admits at most N calls in any 1-second interval. Refused calls do not use up the window.
+
+Operators' run-time overrides live here too (``set_gateway_disabled``,
+``set_account_disabled``, from the management API): like the counters they are keyed by
+id, so they survive a SIGHUP reload; like all of this state they do not survive a restart,
+where the file rules again. An override can only take away: a gateway or account the file
+disables stays disabled (a gateway disabled in the file is not even in the routing tables).
 """
 
 from __future__ import annotations
@@ -82,6 +88,11 @@ class LiveState:
         self._accounts: dict[str, _Counter] = {}
         self._gateways: dict[str, _Counter] = {}
         self._down: set[str] = set()
+        #: Ids an operator disabled at run time (``softswitch.management``).
+        self._gateways_off: set[str] = set()
+        self._accounts_off: set[str] = set()
+        #: Gateway id -> ids of the active alarms that take it out (``softswitch.alarms``).
+        self._gateways_alarmed: dict[str, set[str]] = {}
         #: IP -> times of its recent authentication failures.
         self._auth: dict[str, deque[float]] = {}
         self.blocks = blocks if blocks is not None else Blocklist()
@@ -171,6 +182,48 @@ class LiveState:
     def gateway_is_up(self, gateway_id: str) -> bool:
         return gateway_id not in self._down
 
+    # -- operators' run-time overrides -------------------------------------------------
+
+    def set_gateway_disabled(self, gateway_id: str, disabled: bool) -> bool:
+        """An operator's disable (or its lifting); whether anything changed."""
+        return _toggle(self._gateways_off, gateway_id, disabled)
+
+    def gateway_disabled(self, gateway_id: str) -> bool:
+        """Disabled by an operator at run time (the file's ``enabled`` is the snapshot's)."""
+        return gateway_id in self._gateways_off
+
+    def set_account_disabled(self, account_id: str, disabled: bool) -> bool:
+        """An operator's disable (or its lifting); whether anything changed."""
+        return _toggle(self._accounts_off, account_id, disabled)
+
+    def account_disabled(self, account_id: str) -> bool:
+        return account_id in self._accounts_off
+
+    # -- alarms' disable action --------------------------------------------------------
+
+    def set_gateway_alarm(self, gateway_id: str, rule_id: str, active: bool) -> bool:
+        """An alarm with action ``disable`` raised (``active``) or cleared on the gateway;
+        whether anything changed. Kept apart from the operator's override: an alarm that
+        clears never lifts an operator's disable, nor an operator's enable an alarm's."""
+        rules = self._gateways_alarmed.get(gateway_id)
+        if active:
+            if rules is None:
+                rules = self._gateways_alarmed[gateway_id] = set()
+            changed = rule_id not in rules
+            rules.add(rule_id)
+            return changed
+        if rules is None or rule_id not in rules:
+            return False
+        rules.discard(rule_id)
+        if not rules:
+            del self._gateways_alarmed[gateway_id]
+        return True
+
+    def gateway_alarm(self, gateway_id: str) -> str | None:
+        """The id of an active alarm that takes the gateway out (the first by name), or None."""
+        rules = self._gateways_alarmed.get(gateway_id)
+        return min(rules) if rules else None
+
     # -- authentication failures -------------------------------------------------------
 
     def note_auth_failure(
@@ -215,3 +268,13 @@ class LiveState:
         # Doubling: a table of recent failures (a scan from many sources) is swept again
         # only when it has grown, so each failure costs O(1) amortised.
         self._sweep_at = max(_SWEEP_AT, 2 * len(self._auth))
+
+
+def _toggle(ids: set[str], key: str, member: bool) -> bool:
+    if (key in ids) == member:
+        return False
+    if member:
+        ids.add(key)
+    else:
+        ids.discard(key)
+    return True

@@ -48,6 +48,8 @@ class EndReason(enum.StrEnum):
     MAX_DURATION = "max_duration"  #: the switch hung up at max_duration
     NO_ACK = "no_ack"  #: the caller never ACKed the 2xx: the switch hung up (13.3.1.4)
     SYSTEM_FAILURE = "system_failure"  #: the switch died with the call up: closed at restart
+    CREDIT_EXHAUSTED = "credit_exhausted"  #: the account's credit ran out: the switch hung up
+    OPERATOR_HANGUP = "operator_hangup"  #: an operator hung the call up
     # Unanswered: the caller gave up.
     CALLER_CANCELLED = "caller_cancelled"  #: CANCEL from the caller before an answer
     # Refused by the switch before any gateway was tried.
@@ -55,6 +57,7 @@ class EndReason(enum.StrEnum):
     ACCOUNT_DISABLED = "account_disabled"
     FORBIDDEN_DESTINATION = "forbidden_destination"  #: the account's allow/deny prefix lists
     LIMIT_EXCEEDED = "limit_exceeded"  #: the account's max_calls or max_cps
+    INSUFFICIENT_BALANCE = "insufficient_balance"  #: credit short of the first increment
     INVALID_NUMBER = "invalid_number"  #: not a number after normalising
     NO_RATE = "no_rate"  #: the account's sell deck has no rate for the number
     NO_ROUTE = "no_route"  #: no route matches, or lcr excluded every gateway
@@ -80,11 +83,14 @@ END_REASONS: Final[dict[EndReason, tuple[int, int]]] = {
     EndReason.MAX_DURATION: (200, 102),
     EndReason.NO_ACK: (200, 102),
     EndReason.SYSTEM_FAILURE: (200, 41),
+    EndReason.CREDIT_EXHAUSTED: (200, 16),
+    EndReason.OPERATOR_HANGUP: (200, 16),
     EndReason.CALLER_CANCELLED: (487, 16),
     EndReason.AUTH_FAILED: (403, 21),
     EndReason.ACCOUNT_DISABLED: (403, 21),
     EndReason.FORBIDDEN_DESTINATION: (403, 21),
     EndReason.LIMIT_EXCEEDED: (503, 34),
+    EndReason.INSUFFICIENT_BALANCE: (402, 21),
     EndReason.INVALID_NUMBER: (484, 28),
     EndReason.NO_RATE: (404, 3),
     EndReason.NO_ROUTE: (404, 3),

@@ -37,6 +37,11 @@ class RoutePlan:
     sell_rate: Decimal | None
     prefix: str | None
     result: lcr.RouteResult
+    #: The account's deck rate for the number (connect fee, increments): what billing holds.
+    sell: lcr.Rate | None = None
+    #: Gateways the select stage moved to the end for poor live quality, with why
+    #: (``call.quality``); ``candidates`` is already in the demoted order.
+    demoted: tuple[tuple[str, str], ...] = ()
 
     @property
     def explain(self) -> str:
@@ -64,6 +69,7 @@ def route_call(
     if table is None:  # load_config checks this; a hand-built Config may not have
         return refuse(EndReason.NO_ROUTE, f"routing plan {account.routing_plan!r} has no routes")
     sell_rate: Decimal | None = None
+    sell: lcr.Rate | None = None
     try:
         if account.rate_deck is not None:
             rate = snapshot.decks[account.rate_deck].lookup(number, now)
@@ -71,7 +77,7 @@ def route_call(
                 return refuse(
                     EndReason.NO_RATE, f"deck {account.rate_deck!r} has no rate for {number}"
                 )
-            sell_rate = rate.rate
+            sell_rate, sell = rate.rate, rate
         result = table.route(number, now, call_id, sell_rate=sell_rate)
     except lcr.LcrError as e:
         return refuse(EndReason.INVALID_NUMBER, str(e))
@@ -88,4 +94,5 @@ def route_call(
         sell_rate=sell_rate,
         prefix=result.prefix,
         result=result,
+        sell=sell,
     )

@@ -2,7 +2,9 @@
 
 VOS3000's "routing gateways". A candidate is skipped, with its reason, when it is:
 
-* ``disabled`` in the configuration,
+* ``disabled`` in the configuration, or ``disabled (operator)`` at run time (``LiveState``),
+* taken out by an active alarm with action ``disable``: ``alarm <rule id>``
+  (``softswitch.alarms``, until the alarm clears),
 * ``down``: marked down by OPTIONS probing,
 * at ``capacity`` (concurrent calls) or over its ``max_cps``.
 
@@ -19,13 +21,31 @@ from .live import LiveState
 from .routing import RoutePlan
 from .snapshot import Snapshot
 
-__all__ = ["admit_gateway", "gateway_unusable", "select_gateways"]
+__all__ = [
+    "OPERATOR_DISABLED",
+    "admit_gateway",
+    "alarm_reason",
+    "gateway_unusable",
+    "select_gateways",
+]
+
+#: Why a gateway an operator disabled at run time is skipped.
+OPERATOR_DISABLED = "disabled (operator)"
+
+
+def alarm_reason(rule_id: str) -> str:
+    """Why a gateway an alarm took out is skipped."""
+    return f"alarm {rule_id}"
 
 
 def gateway_unusable(gateway: Gateway, live: LiveState, now: float) -> str | None:
     """Why the gateway cannot take a new call now, or None."""
     if not gateway.enabled:
         return "disabled"
+    if live.gateway_disabled(gateway.id):
+        return OPERATOR_DISABLED
+    if (alarm := live.gateway_alarm(gateway.id)) is not None:
+        return alarm_reason(alarm)
     if not live.gateway_is_up(gateway.id):
         return "down"
     return live.gateway_has_room(
@@ -57,6 +77,10 @@ def admit_gateway(gateway: Gateway, live: LiveState, now: float) -> str | None:
     ``live.gateway_release(gateway.id)``."""
     if not gateway.enabled:
         return "disabled"
+    if live.gateway_disabled(gateway.id):
+        return OPERATOR_DISABLED
+    if (alarm := live.gateway_alarm(gateway.id)) is not None:
+        return alarm_reason(alarm)
     if not live.gateway_is_up(gateway.id):
         return "down"
     return live.gateway_admit(gateway.id, now, capacity=gateway.capacity, max_cps=gateway.max_cps)

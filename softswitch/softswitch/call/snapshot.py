@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import lcr
 
-from ..config import Account, Config, ConfigError, ConfigProblem, Gateway
+from ..config import Account, Config, ConfigError, ConfigProblem, Gateway, RouteQuality
 
 __all__ = ["Snapshot", "SourceIndex", "build_snapshot", "deck_problems"]
 
@@ -101,6 +101,10 @@ class Snapshot:
     sources: SourceIndex
     #: Whether any account authenticates by digest alone (then unknown sources get a 407).
     digest_only: bool
+    #: (plan, route prefix) -> the route's ``quality``, for the routes that have one.
+    qualities: Mapping[tuple[str, str], RouteQuality] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def accounts_for_source(self, ip: str, port: int) -> list[Account]:
         """Accounts with an ``ips`` rule matching the source, most specific rule first."""
@@ -223,4 +227,7 @@ def build_snapshot(config: Config) -> Snapshot:
         users=MappingProxyType({a.username: a for a in config.accounts if a.username}),
         sources=SourceIndex(config.accounts),
         digest_only=any(a.uses_digest and not a.uses_ip for a in config.accounts),
+        qualities=MappingProxyType(
+            {(r.plan, r.prefix): r.quality for r in config.routes if r.quality is not None}
+        ),
     )

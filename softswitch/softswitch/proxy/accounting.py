@@ -76,7 +76,8 @@ def billed_duration(call: Call) -> tuple[float, int]:
 
     The cap holds whatever the end reason: a call cut at its maximum is billed exactly the
     maximum, and neither the lag of the switch's own BYE nor a BYE racing the cut-off adds
-    a second. Unanswered calls are 0 and 0.
+    a second. So does a billed call's ``billed_cap``, the seconds its credit covers (its
+    cut-off). Unanswered calls are 0 and 0.
     """
     if call.answer_at is None:
         return 0.0, 0
@@ -85,6 +86,8 @@ def billed_duration(call: Call) -> tuple[float, int]:
     cap = call.admission.max_duration
     if cap > 0:
         duration = min(duration, round(cap, 3))
+    if call.billed_cap is not None:
+        duration = min(duration, round(call.billed_cap, 3))
     return duration, math.ceil(duration)
 
 
@@ -113,10 +116,13 @@ def _attempt(a: Attempt) -> CdrAttempt:
 
 def routing_trace(plan: RoutePlan, skipped: Sequence[tuple[str, str]]) -> str:
     """The routing decision in one line (DESIGN.md principle 7): the candidates in order, each
-    gateway ``lcr`` rejected and each one selection skipped, with the reason."""
+    gateway ``lcr`` rejected, each one quality routing moved last and each one selection
+    skipped, with the reason."""
     parts = [f"route {plan.prefix!r}: " + (", ".join(plan.gateway_ids) or "-")]
     if plan.rejected:
         parts.append("rejected " + ", ".join(f"{g}: {why}" for g, why in plan.rejected))
+    if plan.demoted:
+        parts.append("demoted " + ", ".join(f"{g}: {why}" for g, why in plan.demoted))
     if skipped:
         parts.append("skipped " + ", ".join(f"{g}: {why}" for g, why in skipped))
     return "; ".join(parts)

@@ -139,6 +139,9 @@ class Call:
     caller_cseq: int = 0
     callee_cseq: int = 0
     duration_timer: asyncio.TimerHandle | None = None
+    #: Seconds of call its account's credit covers (billed accounts; None: not metered). The
+    #: CDR never bills more (``billed_duration``): the switch cuts the call there.
+    billed_cap: float | None = None
     budget_timer: asyncio.TimerHandle | None = None
     ack_timer: asyncio.TimerHandle | None = None
     finished: bool = False

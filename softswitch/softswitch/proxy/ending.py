@@ -76,6 +76,24 @@ class CallEnding(EngineCore):
             log_call(logging.INFO, call.call_id, "maximum duration reached: BYE to both sides")
             self._teardown(call, EndReason.MAX_DURATION, "switch")
 
+    def hang_up(self, call: Call, end_reason: EndReason) -> bool:
+        """The switch ends a call for a reason of its own (credit exhausted, an operator):
+        BYE to both sides of an answered call, the reason's final response to a ringing one.
+        False when the call has already ended."""
+        if call.finished:
+            return False
+        if call.phase is Phase.ANSWERED:
+            log_call(logging.INFO, call.call_id, "%s: BYE to both sides", end_reason)
+            self._teardown(call, end_reason, "switch")
+        else:
+            refusal = refuse(end_reason)
+            if refusal.status < 300:
+                # A reason of answered calls (operator_hangup): a ringing call's caller must
+                # get a failure, never a 200 without a dialog. 480: try again later.
+                refusal = refuse(end_reason, status=480)
+            self._fail_call(call, Reply.of(refusal))
+        return True
+
     def _teardown(self, call: Call, end_reason: EndReason, side: str) -> None:
         """The switch hangs up an answered call: a BYE to each side, then the CDR."""
         reason = refuse(end_reason).reason_header()

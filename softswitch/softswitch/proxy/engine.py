@@ -35,7 +35,7 @@ from softswitch.sip.timers import TimerConfig
 from softswitch.transaction_driver import TransactionDriver
 from softswitch.transport import Address, Limits, SourceFilter, Transport
 
-from .calls import NO_ANSWER_TIMEOUT, Phase
+from .calls import NO_ANSWER_TIMEOUT, Call, Phase
 from .core import logger, uri_host
 from .dispatch import ALLOW, Dispatch
 from .ending import LINGER
@@ -92,6 +92,11 @@ class Engine(Dispatch):
     @property
     def active_calls(self) -> int:
         return len(self._calls)
+
+    def calls(self) -> list[Call]:
+        """The calls in progress, hunting or answered (the management API's live view; a
+        copy, so the caller may hang calls up while it walks it)."""
+        return list(self._calls)
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for calls in progress to end (SIGTERM)."""

@@ -7,11 +7,15 @@
     normalise    the dialed number as routing and billing see it
     limits       the account may place this call now (enabled, allow/deny, calls, CPS)
     route        lcr: the account's plan's candidate gateways, in order, with rejections
-    select       skip gateways disabled, down, full or over CPS; claim the next one
+    credit       a prepaid or postpaid account's credit covers the first increment: held
+    select       poor live ASR last (a route's quality); skip gateways disabled (or by
+                 an alarm), down, full or over CPS; claim the next one
     forward      the INVITE to the gateway: Request-URI rewritten, Via, Record-Route
     fail over    408/5xx or no answer within the setup timeout: CANCEL, try the next
-    connect      18x/2xx back to the caller; the dialog; the maximum duration
-    account      exactly one CDR per call attempt, with sell and buy costs
+    connect      18x/2xx back to the caller; the dialog; the maximum duration; a billed
+                 call takes its credit slice by slice and is cut when it runs out
+    account      exactly one CDR per call attempt, with sell and buy costs; a billed
+                 call's debit in the same transaction
 
 This list is the one table of contents: the stages are named, never numbered, everywhere
 else (``softswitch.call``, the engine, ``docs/call-flow.md``). Receive, forward, fail over
@@ -35,12 +39,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import cast
 
+import lcr
+from softswitch.billing.meter import CreditMeter
 from softswitch.call.authorise import Challenge, authorise, has_credentials
 from softswitch.call.limits import check_limits
 from softswitch.call.live import LiveState
 from softswitch.call.normalise import normalise
+from softswitch.call.quality import demote
 from softswitch.call.refusal import EndReason, Refusal, q850_for_status, refuse
 from softswitch.call.rewrite import gateway_request_uri, sent_number
 from softswitch.call.routing import RoutePlan, route_call
@@ -51,6 +59,8 @@ from softswitch.config import Account, Gateway, fails_over_on_no_answer, no_answ
 from softswitch.security import Screen, SourceGuard, gateway_addresses
 from softswitch.sip import Request
 from softswitch.sip.digest import DigestAuthenticator
+from softswitch.stats import Statistics
+from softswitch.stats.events import ended_of, refused_of, started_of
 from softswitch.transport import Flow, Malformed, Transport
 
 from .accounting import (
@@ -77,7 +87,7 @@ def reply(refusal: Refusal, *, account_id: str | None = None) -> Reply:
     return Reply.of(refusal, account_id=account_id)
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class CallContext:
     """What the pipeline keeps per admitted call: the snapshot it started with (a reload
     never changes the rules under a call), the account, the route plan and the next
@@ -110,10 +120,14 @@ class Pipeline:
         nonces: DigestAuthenticator,
         cdrs: CdrSink,
         guard: SourceGuard | None = None,
+        meter: CreditMeter | None = None,
+        stats: Statistics | None = None,
     ) -> None:
         self.live = live
+        self.stats = stats
         self.nonces = nonces
         self.cdrs = cdrs
+        self.meter = meter
         self.draining = False
         #: Customers' malformed INVITEs already recorded: a retransmission is no new attempt.
         self._recorded_malformed = Retransmissions()
@@ -126,6 +140,8 @@ class Pipeline:
         theirs, and the guard learns the new known sources and ``[security]``."""
         gateways = gateway_addresses([g.host for g in snapshot.config.gateways])
         self.guard.configure(snapshot.config.security, _customer_rule(snapshot), gateways)
+        if self.meter is not None:
+            self.meter.configure(snapshot.config)
         self.snapshot = snapshot
 
     # -- before any state: strangers are answered statelessly --------------------------------
@@ -179,6 +195,7 @@ class Pipeline:
         # account's max_calls until a restart. A bug here is the account's refused call
         # (500 internal_error, with its CDR), not the engine's anonymous one.
         admission: Admission | None = None
+        held: CallContext | None = None
         try:
             # route
             at = dt.datetime.fromtimestamp(now, dt.UTC)
@@ -186,7 +203,10 @@ class Pipeline:
             if isinstance(plan, Refusal):
                 return reply(plan, account_id=account.id)
 
-            # select: fail fast when no candidate can take a call now
+            # select: the route's quality moves poor gateways last; fail fast when no
+            # candidate can take a call now
+            if self.stats is not None:
+                plan = demote(snapshot, account, plan, self.stats, mono)
             usable, skipped = select_gateways(snapshot, plan, self.live, mono)
             if not usable:
                 detail = ", ".join(f"{g}: {why}" for g, why in skipped)
@@ -204,12 +224,26 @@ class Pipeline:
             max_duration = account.max_duration
             if max_duration is None:
                 max_duration = defaults.max_duration
+            cap = float(max_duration) if max_duration else UNLIMITED_DURATION
             context = CallContext(snapshot, account, who.dialed, number, plan)
+
+            # credit: a billed account's first increment and connect fee, held
+            meter = self.meter
+            if meter is not None and meter.billed(account.id) and plan.sell is not None:
+                if not meter.admit(context, account.id, plan.sell, int(cap)):
+                    refusal = refuse(
+                        EndReason.INSUFFICIENT_BALANCE,
+                        f"available credit {meter.available_text(account.id)} does not cover"
+                        f" the first increment of {plan.sell.prefix} ({plan.sell.cost(1)})",
+                    )
+                    return reply(refusal, account_id=account.id)
+                held = context
+
             admission = Admission(
                 account_id=account.id,
                 number_dialed=who.dialed,
                 number=number,
-                max_duration=float(max_duration) if max_duration else UNLIMITED_DURATION,
+                max_duration=cap,
                 attempt_cap=defaults.max_attempts,
                 time_budget=defaults.call_budget,
                 policy=context,
@@ -226,6 +260,10 @@ class Pipeline:
         finally:
             if admission is None:
                 self.live.account_release(account.id)
+                if held is not None and self.meter is not None:
+                    self.meter.release(held)
+        if self.stats is not None:
+            self.stats.call_started(started_of(account.id, plan), mono)
         return admission
 
     # -- select: the next gateway, claimed ------------------------------------------------
@@ -246,6 +284,8 @@ class Pipeline:
                 context.skipped.append((gateway_id, why))
                 continue
             context.claimed[gateway_id] = gateway
+            if self.stats is not None:
+                self.stats.gateway_seized(gateway_id, now)
             # forward: the pure part, the Request-URI this gateway gets
             uri = gateway_request_uri(gateway, context.number)
             return Target(
@@ -269,6 +309,8 @@ class Pipeline:
     def release_target(self, call: Call, target: Target) -> None:
         if _context(call).claimed.pop(target.gateway_id, None) is not None:
             self.live.gateway_release(target.gateway_id)
+            if self.stats is not None:
+                self.stats.gateway_released(target.gateway_id, time.monotonic())
 
     # -- fail over: every candidate failed ------------------------------------------------
 
@@ -294,6 +336,21 @@ class Pipeline:
         never raises: failing to write the mark must not fail the call.
         """
         context = _context(call)
+        covered = None
+        if self.meter is not None:
+            try:
+                rate = _answer_rate(context, call)
+            except Exception:  # metered at the admission's rate instead
+                logger.exception("rating the answer failed", extra={"call_id": call.call_id})
+                rate = None
+            try:
+                covered = self.meter.answered(context, call, rate)
+            except Exception:
+                # A bug here must not leave the call unmetered without a trace; the call goes
+                # on and is billed at its end as any call is.
+                logger.exception(
+                    "metering the answered call failed", extra={"call_id": call.call_id}
+                )
         try:
             try:
                 record = build_cdr(
@@ -318,6 +375,9 @@ class Pipeline:
                     sell_deck=context.account.rate_deck,
                     buy_deck=gateway.rate_deck if gateway is not None else None,
                     max_duration=call.admission.max_duration,
+                    billed_account=context.account.id if covered is not None else None,
+                    billed_until=covered.extent if covered is not None else None,
+                    reserved=covered.reserved if covered is not None else 0,
                 )
             )
         except Exception:
@@ -338,11 +398,29 @@ class Pipeline:
         except Exception:  # a costing bug must not cost us the record
             logger.exception("CDR costing failed", extra={"call_id": call.call_id})
             record = bare_cdr(call, context.account)
-        self.cdrs.enqueue(record)
+        debit = None
+        if self.meter is not None:
+            try:
+                debit = self.meter.ended(context, call, record.sell_cost, record.billsec or 0)
+                if debit is not None and record.sell_cost is None:
+                    # Costing failed; the CDR says what the ledger debits.
+                    cost = self.meter.amount_text(debit.account_id, -debit.amount)
+                    record.sell_cost = Decimal(cost)
+                    record.detail += "; sell cost at the metered rate"
+            except Exception:
+                logger.exception("settling the call failed", extra={"call_id": call.call_id})
+        if debit is None:
+            self.cdrs.enqueue(record)
+        else:
+            self.cdrs.enqueue(record, debit)
         self.live.account_release(context.account.id)
         for gateway_id in list(context.claimed):
             self.live.gateway_release(gateway_id)
+            if self.stats is not None:
+                self.stats.gateway_released(gateway_id, time.monotonic())
         context.claimed.clear()
+        if self.stats is not None:
+            self.stats.call_ended(ended_of(call, context.plan), time.monotonic())
 
     def account_refusal(
         self, request: Request | RefusedInvite, flow: Flow, refused: Reply, now: float
@@ -355,6 +433,8 @@ class Pipeline:
             self.guard.refusals.note(ip, reason, time.monotonic())
             return
         self.cdrs.enqueue(refusal_cdr(request, flow, refused, now))
+        if self.stats is not None:
+            self.stats.call_refused(refused_of(refused), time.monotonic())
 
     def malformed(self, malformed: Malformed) -> bool:
         """What the transport refused as malformed, before the receive stage.
@@ -384,6 +464,17 @@ class Pipeline:
         invite = RefusedInvite.salvaged(malformed)
         self.account_refusal(invite, malformed.flow, refused, time.time())
         return True
+
+
+def _answer_rate(context: CallContext, call: Call) -> lcr.Rate | None:
+    """The account's rate in force at the answer: what the CDR rates the call with."""
+    deck_id = context.account.rate_deck
+    if deck_id is None or call.answer_at is None:
+        return None
+    deck = context.snapshot.decks.get(deck_id)
+    if deck is None:
+        return None
+    return deck.lookup(context.number, dt.datetime.fromtimestamp(call.answer_at, dt.UTC))
 
 
 def _context(call: Call) -> CallContext:

@@ -9,6 +9,13 @@
   configuration is valid, swap the snapshot in one assignment (calls in progress keep the
   one they started with) and restart the prober; when not, log every problem and keep
   running on the old one. Listen addresses and the database are not changed by a reload.
+
+The management HTTP API (``softswitch.management``, ``[management]``) runs in the same event
+loop from the moment the switch listens until it stops; it reads and changes this object's
+parts (engine, live state, snapshot, meter, statistics), never copies of them.
+
+``[[alarms]]`` (``softswitch.alarms``) are evaluated on the same loop from the moment the
+switch listens until it stops; a reload hands them the new rules and keeps what is raised.
 """
 
 from __future__ import annotations
@@ -18,16 +25,22 @@ import functools
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from softswitch import __version__
+from softswitch.alarms import AlarmRunner, Alarms
+from softswitch.billing.meter import CreditMeter
 from softswitch.call.authorise import make_authenticator
 from softswitch.call.billing import deck_cost
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import Snapshot, build_snapshot
 from softswitch.cdr import CdrStore
-from softswitch.config import Config, ConfigError, load_config
+from softswitch.config import Config, ConfigError, is_loopback, load_config
+from softswitch.management import ManagementServer
+from softswitch.stats import Statistics
+from softswitch.stats.prometheus import Metrics
 from softswitch.transport import Limits, Transport
 
 from .collector import quiet_collector, restore_collector
@@ -68,8 +81,23 @@ class Switch:
         self.config_path = config_path
         self.live = LiveState()
         self.cdrs = CdrStore(config.server.database)
+        self.meter = CreditMeter(
+            self.cdrs,
+            config.server.database,
+            self.cdrs.run_id,
+            slice=config.billing.slice,
+            sync_interval=config.billing.sync_interval,
+        )
         nonces = make_authenticator(config, os.urandom(32))
-        self.pipeline = Pipeline(snapshot, self.live, nonces, self.cdrs)
+        #: Live statistics and Prometheus metrics: the Switch keeps them, so reloads do too.
+        self.stats = Statistics(metrics=Metrics())
+        #: ``[[alarms]]`` on those statistics; raised alarms survive reloads too.
+        self.alarms = Alarms(self.stats, self.live, metrics=self.stats.metrics)
+        self.alarms.configure(config, time.monotonic())
+        self._alarm_runner = AlarmRunner(self.alarms)
+        self.pipeline = Pipeline(
+            snapshot, self.live, nonces, self.cdrs, meter=self.meter, stats=self.stats
+        )
         guard = self.pipeline.guard
         self.engine = Engine(
             self.pipeline,
@@ -77,8 +105,12 @@ class Switch:
             user_agent=f"softswitch/{__version__}",
             source_filter=guard.packet,
         )
+        self.meter.hang_up = self.engine.hang_up
         self.prober = Prober(self.engine.options, self.live.mark_gateway)
         self._reloading: asyncio.Task[bool] | None = None
+        #: Why the last reload was refused (every problem, one per line); None after a good one.
+        self.reload_error: str | None = None
+        self.management = ManagementServer(self)
 
     async def start(self, listen: Sequence[str]) -> None:
         """Close the calls a dead run left open, listen on every address, then start
@@ -96,29 +128,26 @@ class Switch:
             await asyncio.to_thread(self.cdrs.recover, rate)
         except Exception:
             logger.exception("closing the calls of a dead run failed; retried at the next start")
+        # Balances after recovery: the dead run's calls are debited by now.
+        await asyncio.to_thread(self.meter.load)
+        self.meter.start()
         for item in listen:
             transport, addr = _listen_item(item)
             try:
                 bound = await self.engine.listen(transport, addr)
             except OSError as exc:
-                # The reason from the errno ("address already in use"), which uvloop keeps
-                # on the cause; the loop's own wording repeats the address less clearly.
-                errors = (exc, exc.__cause__, exc.__context__)
-                coded = [e for e in errors if isinstance(e, OSError) and e.errno]
-                first = coded[0] if coded else exc
-                if first.errno and first.errno > 0:
-                    reason = os.strerror(first.errno)
-                else:  # socket.gaierror: a resolver code, not an errno
-                    reason = first.strerror or str(first)
-                reason = reason[:1].lower() + reason[1:]
                 shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
                 where = f"{transport.name.lower()}:{shown}:{addr[1]}"
+                reason = os_reason(exc)
                 raise OSError(f"cannot listen on {where}: {reason}") from exc
             host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
             print(
                 f"softswitch: listening on {transport.name.lower()}:{host}:{bound[1]}", flush=True
             )
         self.prober.start(probe_targets(self.pipeline.snapshot))
+        self._alarm_runner.start()
+        # The management API last: it shows (and may change) a switch that takes calls.
+        await self.management.start(self.config.management)
 
     async def reload(self) -> bool:
         """Load the file and its decks again; swap them in atomically if all is valid."""
@@ -130,9 +159,18 @@ class Switch:
             config, snapshot = await asyncio.to_thread(_load, path)
         except ConfigError as exc:
             logger.error("reload refused, keeping the running configuration:\n%s", exc)
+            self.reload_error = str(exc)
             return False
+        refusal = self._reload_refusal(config)
+        if refusal is not None:
+            logger.error("reload refused, keeping the running configuration: %s", refusal)
+            self.reload_error = refusal
+            return False
+        self.reload_error = None
         self.config = config
         self.pipeline.use(snapshot)  # the one assignment calls see
+        self.alarms.configure(config, time.monotonic())  # new rules; raised alarms kept
+        self._alarm_runner.wake()
         # [server] realm and digest_algorithms change with it (authorise reads the realm from
         # the snapshot, the challenges from the authenticator). The authenticator itself is
         # kept, so nonce counts carry over. A client answering a challenge of the old realm
@@ -146,16 +184,58 @@ class Switch:
         print("softswitch: reloaded", flush=True)
         return True
 
-    def request_reload(self) -> None:
+    def _reload_refusal(self, config: Config) -> str | None:
+        """Why ``config`` cannot be taken while running (None: it can). What was bound at
+        start stays bound: the API on a non-loopback address must keep a token, and the
+        database the CDR writer and the credit meter use cannot move under them."""
+        bound = self.management.address
+        if bound is not None and not is_loopback(bound[0]) and not config.management.token:
+            return (
+                f"management.token: required while the management API listens on"
+                f" {bound[0]}:{bound[1]} (not a loopback address); restart to change listen"
+            )
+        if config.server.database.resolve() != self.cdrs.path.resolve():
+            return (
+                f"server.database: the switch writes {self.cdrs.path}; a reload cannot move"
+                f" it to {config.server.database} (restart to change it)"
+            )
+        return None
+
+    def request_reload(self) -> asyncio.Task[bool]:
+        """Start a reload (SIGHUP, the management API) unless one runs; the one running."""
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self.reload())
+        return self._reloading
+
+    @property
+    def reloading(self) -> asyncio.Task[bool] | None:
+        """The reload in progress, if any."""
+        task = self._reloading
+        return None if task is None or task.done() else task
 
     async def stop(self, grace: float) -> None:
         self.pipeline.draining = True
         await self.engine.drain(grace)
+        # The API stays up while calls drain (an operator watches them, or hangs one up).
+        await self.management.stop()
+        await self._alarm_runner.stop()
         await self.prober.stop()
         await self.engine.close()
+        await self.meter.close()
         self.cdrs.close()
+
+
+def os_reason(exc: OSError) -> str:
+    """Why a bind failed, in the errno's words ("address already in use"), which uvloop
+    keeps on the cause; the loop's own wording repeats the address less clearly."""
+    errors = (exc, exc.__cause__, exc.__context__)
+    coded = [e for e in errors if isinstance(e, OSError) and e.errno]
+    first = coded[0] if coded else exc
+    if first.errno and first.errno > 0:
+        reason = os.strerror(first.errno)
+    else:  # socket.gaierror: a resolver code, not an errno
+        reason = first.strerror or str(first)
+    return reason[:1].lower() + reason[1:]
 
 
 def transport_limits(config: Config) -> Limits:

@@ -1,0 +1,173 @@
+"""Live calls: the list, one call, and hanging one up.
+
+Read straight from the engine (``Engine.calls``), never a copy kept elsewhere: what the API
+shows is what the switch holds. Hanging up is the engine's own ``hang_up`` with end reason
+``operator_hangup``: an answered call gets a BYE on both sides, a ringing one a final
+response (480) to the caller and a CANCEL to its gateway, and either way its CDR says
+``operator_hangup``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from softswitch.call.refusal import EndReason
+from softswitch.proxy.calls import Call, Phase
+
+from .errors import ApiError, json_response
+from .table import (
+    INTEGER,
+    NUMBER,
+    STRING,
+    TIME,
+    Endpoint,
+    array,
+    nullable,
+    obj,
+    switch_of,
+)
+
+__all__ = ["ENDPOINTS", "call_view"]
+
+logger = logging.getLogger("softswitch.management")
+
+CALL = obj(
+    {
+        "id": {**STRING, "description": "the caller's Call-ID"},
+        "account": STRING,
+        "gateway": nullable({**STRING, "description": "answered, else being tried"}),
+        "number": {**STRING, "description": "normalised, as routed"},
+        "dialed": {**STRING, "description": "as the caller sent it"},
+        "state": {"type": "string", "enum": ["hunting", "answered"]},
+        "source": {**STRING, "description": "the caller's address, ip:port"},
+        "started_at": TIME,
+        "answered_at": nullable(TIME),
+        "duration": {**NUMBER, "description": "seconds since the answer (0 while hunting)"},
+        "elapsed": {**NUMBER, "description": "seconds since the INVITE"},
+        "attempts": {**INTEGER, "description": "gateways tried so far"},
+    }
+)
+
+
+def call_view(call: Call, now: float) -> dict[str, Any]:
+    """One live call as JSON. ``now``: wall-clock seconds (the call's times are)."""
+    branch = call.branch
+    gateway = call.answered_gateway or (branch.target.gateway_id if branch is not None else None)
+    ip, port = call.caller_flow.remote[:2]
+    return {
+        "id": call.call_id,
+        "account": call.admission.account_id,
+        "gateway": gateway,
+        "number": call.admission.number,
+        "dialed": call.admission.number_dialed,
+        "state": call.phase.value,
+        "source": f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}",
+        "started_at": _iso(call.invite_at),
+        "answered_at": _iso(call.answer_at) if call.answer_at is not None else None,
+        "duration": round(max(0.0, now - call.answer_at), 3) if call.answer_at else 0.0,
+        "elapsed": round(max(0.0, now - call.invite_at), 3),
+        "attempts": len(call.attempts),
+    }
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _live(request: web.Request) -> list[Call]:
+    return [c for c in switch_of(request).engine.calls() if c.phase is not Phase.ENDED]
+
+
+def _find(request: web.Request) -> list[Call]:
+    call_id = request.match_info["call_id"]
+    calls = [c for c in _live(request) if c.call_id == call_id]
+    if not calls:
+        raise ApiError(404, f"no call in progress with Call-ID {call_id!r}")
+    return calls
+
+
+async def list_calls(request: web.Request) -> web.StreamResponse:
+    now = time.time()
+    calls = sorted(_live(request), key=lambda c: c.invite_at)
+    return json_response({"calls": [call_view(c, now) for c in calls]})
+
+
+async def get_call(request: web.Request) -> web.StreamResponse:
+    now = time.time()
+    return json_response(call_view(_find(request)[0], now))
+
+
+async def hang_up(request: web.Request) -> web.StreamResponse:
+    calls = _find(request)
+    engine = switch_of(request).engine
+    states = [c.phase.value for c in calls]
+    ended = 0
+    for call in calls:
+        if engine.hang_up(call, EndReason.OPERATOR_HANGUP):
+            ended += 1
+            logger.warning(
+                "call_id=%s account=%s hung up by an operator (management API, from %s)",
+                call.call_id,
+                call.admission.account_id,
+                request.remote,
+                extra={"call_id": call.call_id},
+            )
+    return json_response(
+        {
+            "id": calls[0].call_id,
+            "hung_up": ended,
+            "states": states,
+            "end_reason": str(EndReason.OPERATOR_HANGUP),
+        }
+    )
+
+
+_CALL_ID = {"call_id": "the caller's Call-ID (percent-encoded in the path)"}
+
+ENDPOINTS = (
+    Endpoint(
+        "GET",
+        "/api/calls",
+        list_calls,
+        "Calls in progress",
+        "calls",
+        description="Every call the switch holds now, hunting or answered, oldest first.",
+        response=obj({"calls": array(CALL)}),
+    ),
+    Endpoint(
+        "GET",
+        "/api/calls/{call_id}",
+        get_call,
+        "One call in progress",
+        "calls",
+        path_params=_CALL_ID,
+        response=CALL,
+        errors={404: "no call in progress with that Call-ID"},
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/calls/{call_id}",
+        hang_up,
+        "Hang a call up",
+        "calls",
+        description=(
+            "End reason `operator_hangup`. An answered call: BYE to both sides. A call still"
+            " hunting: 480 to the caller, CANCEL to the gateway being tried."
+        ),
+        path_params=_CALL_ID,
+        response=obj(
+            {
+                "id": STRING,
+                "hung_up": {**INTEGER, "description": "calls ended (one, normally)"},
+                "states": array({"type": "string", "enum": ["hunting", "answered"]}),
+                "end_reason": STRING,
+            }
+        ),
+        errors={404: "no call in progress with that Call-ID"},
+    ),
+)
