@@ -188,7 +188,19 @@ def answered_calls(board: Dashboard, count: int) -> list[dict[str, Any]]:
 
 def test_the_pages_show_the_apis_figures_and_hang_up_ends_the_call(net: Net, browser: Any) -> None:
     a, b = Carrier("a"), Carrier("b")
-    board = start(net, browser, [a, b], [Account()])
+    # An alarm the two held calls raise: the overview lists it as /api/alarms does.
+    busy = "\n".join(
+        [
+            "[[alarms]]",
+            'id = "busy"',
+            'metric = "concurrent_calls"',
+            'scope = "switch"',
+            'window = "5m"',
+            "above = 1",
+            "interval = 1",
+        ]
+    )
+    board = start(net, browser, [a, b], [Account()], tail=busy)
     board.open("overview")  # no token configured, on loopback: the page just works
     carrier = net.carrier(a, "uas_answer", calls=6)
     ok(net, net.customer("uac_call", calls=4, args=["-d", "100", "-r", "10"], label="short"))
@@ -224,6 +236,10 @@ def test_the_pages_show_the_apis_figures_and_hang_up_ends_the_call(net: Net, bro
         "the chart of calls in progress shows the two calls",
     )
     assert latest["calls"] == 2
+    (alarm,) = until(lambda: board.api("GET", "/api/alarms")["alarms"], "the alarm raised")
+    assert (alarm["rule"], alarm["key"], alarm["value"]) == ("busy", "all", 2)
+    row = until(lambda: board.values('#alarms tr[data-key="busy/all"] [data-field]'), "alarm shown")
+    assert (row["id"], row["key"], row["value"]) == ("busy", "all", 2)
     board.screenshot("overview")
 
     # the gateways: each one's figures over the window, as /api/gateways and /api/stats say

@@ -227,7 +227,12 @@ async function refreshOverview() {
     if (e.status === 503) return null; // no statistics: tiles only, no charts
     throw e;
   });
-  const [stats, newer] = await Promise.all([statsOf("switch"), history]);
+  const alarms = api("GET", "/api/alarms").catch((e) => {
+    if (e.status === 503) return { alarms: [] }; // this switch evaluates no alarms
+    throw e;
+  });
+  const [stats, newer, raised] = await Promise.all([statsOf("switch"), history, alarms]);
+  showAlarms(raised.alarms);
   const s = stats("all");
   const get = (f) => (s ? f(s) : null);
   show($("#ov-calls"), get((x) => x.concurrent.current), plain(get((x) => x.concurrent.current)));
@@ -247,6 +252,22 @@ async function refreshOverview() {
     while (state.history.length && Date.parse(state.history[0].t) < oldest) state.history.shift();
   }
   drawCharts();
+}
+
+// The alarms raised now, one row per rule and key (``GET /api/alarms``).
+function showAlarms(alarms) {
+  syncRows($("#alarms tbody"), alarms, (a) => a.rule + "/" + a.key, (row, a) => {
+    const threshold = "below" in a ? "below " + a.below : "above " + a.above;
+    cell(row, "id", a.rule, a.rule);
+    cell(row, "scope", a.scope, a.scope);
+    cell(row, "key", a.key, a.key);
+    cell(row, "metric", a.metric, a.metric + " (" + a.window + ")");
+    cell(row, "value", a.value, plain(a.value), true);
+    cell(row, "threshold", threshold, threshold + ", clears at " + a.clear);
+    cell(row, "since", a.since, clock(a.since));
+    cell(row, "actions", a.actions.join(", "), a.actions.join(", "));
+  });
+  $("#alarms-empty").hidden = alarms.length > 0;
 }
 
 function drawCharts() {
