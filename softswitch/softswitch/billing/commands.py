@@ -32,17 +32,24 @@ from .ledger import Booking, LedgerEntry
 from .money import AmountError, format_amount, parse_amount, to_nanos
 
 __all__ = [
+    "BillingInputError",
     "add_subcommands",
     "adjust",
+    "billed_account",
+    "database_path",
     "list_ledger",
+    "money_text",
+    "open_database",
+    "operator_amount",
     "refund",
     "show_balance",
     "show_spend",
     "topup",
+    "utc_now",
 ]
 
 
-class _InputError(Exception):
+class BillingInputError(Exception):
     """What is wrong with the operator's input: each line is printed as ``error: ...``."""
 
     def __init__(self, *lines: str) -> None:
@@ -50,7 +57,7 @@ class _InputError(Exception):
         self.lines = lines
 
 
-def _refused(e: _InputError, err: TextIO) -> int:
+def _refused(e: BillingInputError, err: TextIO) -> int:
     for line in e.lines:
         print(f"error: {line}", file=err)
     return 1
@@ -61,17 +68,17 @@ def _config(path: str | None) -> Config:
     try:
         return load_config(path) if path else demo_config(demo_state_dir())
     except ConfigError as e:
-        raise _InputError(*(str(p) for p in e.problems)) from None
+        raise BillingInputError(*(str(p) for p in e.problems)) from None
 
 
-def _account(cfg: Config, path: str | None, account_id: str) -> tuple[Account, int]:
+def billed_account(cfg: Config, path: str | None, account_id: str) -> tuple[Account, int]:
     """The billed account ``account_id`` and its deck's precision."""
     try:
         account = cfg.account(account_id)
     except KeyError:
-        raise _InputError(f"{path or 'demo'}: no account with id {account_id!r}") from None
+        raise BillingInputError(f"{path or 'demo'}: no account with id {account_id!r}") from None
     if not account.billed:
-        raise _InputError(f'account {account_id!r} is not billed (billing = "none")')
+        raise BillingInputError(f'account {account_id!r} is not billed (billing = "none")')
     precision = _precision(cfg, account.rate_deck)
     return account, 9 if precision is None else precision  # a billed account has a deck
 
@@ -84,7 +91,7 @@ def _precision(cfg: Config, deck_id: str | None) -> int | None:
     return None
 
 
-def _database(cfg: Config, path: str | None, *, write: bool = False) -> Path:
+def database_path(cfg: Config, path: str | None, *, write: bool = False) -> Path:
     """The switch's database file; refused if its folder does not exist (a typo in
     ``[server] database``). The demo's state folder is the exception: ``softswitch run``
     makes it, so before the demo has run there is nothing to read, and a write makes it."""
@@ -92,27 +99,27 @@ def _database(cfg: Config, path: str | None, *, write: bool = False) -> Path:
     if path is None and write:
         database.parent.mkdir(parents=True, exist_ok=True)
     if not database.parent.is_dir() and path is not None:
-        raise _InputError(f"database {database}: folder {database.parent} does not exist")
+        raise BillingInputError(f"database {database}: folder {database.parent} does not exist")
     if database.exists() and not database.is_file():
-        raise _InputError(f"database {database} is not a file")
+        raise BillingInputError(f"database {database} is not a file")
     return database
 
 
 @contextlib.contextmanager
-def _open(database: Path, *, create: bool = False) -> Iterator[sqlite3.Connection]:
+def open_database(database: Path, *, create: bool = False) -> Iterator[sqlite3.Connection]:
     """``ledger.connect``, with SQLite's errors (locked too long, not a database) refused."""
     try:
         with ledger.connect(database, create=create) as conn:
             yield conn
     except sqlite3.Error as e:
-        raise _InputError(f"database {database}: {e}") from None
+        raise BillingInputError(f"database {database}: {e}") from None
 
 
 def _no_database(database: Path, err: TextIO) -> None:
     print(f"note: no database at {database} yet (the switch has not run): balances are 0", file=err)
 
 
-def _money(units: int, precision: int) -> str:
+def money_text(units: int, precision: int) -> str:
     """``units`` at ``precision`` decimals, more if an amount is finer (never rounded)."""
     step = 10 ** (9 - precision)
     while precision < 9 and units % step:
@@ -121,14 +128,14 @@ def _money(units: int, precision: int) -> str:
     return format_amount(units, precision)
 
 
-def _amount(text: str, precision: int, *, signed: bool = False) -> int:
+def operator_amount(text: str, precision: int, *, signed: bool = False) -> int:
     try:
         return parse_amount(text, precision, signed=signed)
     except AmountError as e:
-        raise _InputError(f"amount {e}") from None
+        raise BillingInputError(f"amount {e}") from None
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
@@ -156,7 +163,9 @@ def _csv(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> 
 
 def _period(since: dt.datetime | None, until: dt.datetime | None) -> None:
     if since is not None and until is not None and until <= since:
-        raise _InputError(f"--until {until.isoformat()} is not after --since {since.isoformat()}")
+        raise BillingInputError(
+            f"--until {until.isoformat()} is not after --since {since.isoformat()}"
+        )
 
 
 # -- balance ---------------------------------------------------------------------------
@@ -177,22 +186,22 @@ def show_balance(
     try:
         cfg = _config(path)
         if account_id is not None:
-            accounts = [_account(cfg, path, account_id)]
+            accounts = [billed_account(cfg, path, account_id)]
         else:
-            accounts = [_account(cfg, path, a.id) for a in cfg.accounts if a.billed]
+            accounts = [billed_account(cfg, path, a.id) for a in cfg.accounts if a.billed]
         if not accounts:
             print(f"{path or 'demo'}: no billed accounts", file=out)
             return 0
-        database = _database(cfg, path)
+        database = database_path(cfg, path)
         sums: dict[str, int] = {}
         held: dict[str, int] = {}
         if database.exists():
-            with _open(database) as conn:
+            with open_database(database) as conn:
                 sums, _ = ledger.balances(conn)
                 held = ledger.reserved(conn)
         else:
             _no_database(database, err)
-    except _InputError as e:
+    except BillingInputError as e:
         return _refused(e, err)
     headers = ("account", "billing", "balance", "credit_limit", "reserved", "available")
     rows = []
@@ -201,7 +210,7 @@ def show_balance(
         limit = to_nanos(account.credit_limit or Decimal(0))
         reserved = held.get(account.id, 0)
         amounts = (balance, limit, reserved, balance + limit - reserved)
-        rows.append((account.id, account.billing, *(_money(a, precision) for a in amounts)))
+        rows.append((account.id, account.billing, *(money_text(a, precision) for a in amounts)))
     if as_csv:
         _csv(headers, rows, out)
     else:
@@ -214,8 +223,8 @@ def show_balance(
 
 def _print_entry(entry: LedgerEntry, precision: int, out: TextIO, detail: str = "") -> None:
     print(
-        f"{entry.account_id}: {entry.kind} {_money(entry.amount, precision)}{detail}; "
-        f"balance after {_money(entry.balance_after, precision)} "
+        f"{entry.account_id}: {entry.kind} {money_text(entry.amount, precision)}{detail}; "
+        f"balance after {money_text(entry.balance_after, precision)} "
         f"(ledger entry {entry.id} at {entry.at.isoformat(timespec='seconds')})",
         file=out,
     )
@@ -234,12 +243,12 @@ def _book(
 ) -> int:
     try:
         cfg = _config(path)
-        _, precision = _account(cfg, path, account_id)
-        units = _amount(amount, precision, signed=signed)
-        database = _database(cfg, path, write=True)
-        with _open(database, create=True) as conn:
-            entry = ledger.book(conn, Booking(account_id, kind, units, note, _now()))
-    except _InputError as e:
+        _, precision = billed_account(cfg, path, account_id)
+        units = operator_amount(amount, precision, signed=signed)
+        database = database_path(cfg, path, write=True)
+        with open_database(database, create=True) as conn:
+            entry = ledger.book(conn, Booking(account_id, kind, units, note, utc_now()))
+    except BillingInputError as e:
         return _refused(e, err)
     _print_entry(entry, precision, out)
     return 0
@@ -276,7 +285,7 @@ def adjust(
     err = err or sys.stderr
     if note is None or not note.strip():
         msg = "adjust needs --note TEXT saying why (it is kept as the entry's reference)"
-        return _refused(_InputError(msg), err)
+        return _refused(BillingInputError(msg), err)
     return _book(path, account_id, "adjustment", amount, note, signed=True, out=out, err=err)
 
 
@@ -297,12 +306,14 @@ def refund(
     err = err or sys.stderr
     try:
         cfg = _config(path)
-        _, precision = _account(cfg, path, account_id)
-        units = None if amount is None else _amount(amount, precision)
-        database = _database(cfg, path)
+        _, precision = billed_account(cfg, path, account_id)
+        units = None if amount is None else operator_amount(amount, precision)
+        database = database_path(cfg, path)
         if not database.exists():
-            raise _InputError(f"no database at {database}: account {account_id!r} has no calls")
-        with _open(database) as conn:
+            raise BillingInputError(
+                f"no database at {database}: account {account_id!r} has no calls"
+            )
+        with open_database(database) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 debited, refunded = _call_totals(conn, account_id, call_id)
@@ -310,15 +321,17 @@ def refund(
                 if units is None:
                     units = left
                 _check_refund(account_id, call_id, units, debited, refunded, precision)
-                ledger.append(conn, [Booking(account_id, "refund", units, call_id, _now())], None)
+                ledger.append(
+                    conn, [Booking(account_id, "refund", units, call_id, utc_now())], None
+                )
                 row = conn.execute("SELECT * FROM ledger WHERE id = last_insert_rowid()").fetchone()
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-    except _InputError as e:
+    except BillingInputError as e:
         return _refused(e, err)
-    detail = f" of call {call_id!r} (debited {_money(debited, precision)})"
+    detail = f" of call {call_id!r} (debited {money_text(debited, precision)})"
     _print_entry(LedgerEntry.from_row(row), precision, out, detail)
     return 0
 
@@ -332,7 +345,9 @@ def _call_totals(conn: sqlite3.Connection, account_id: str, call_id: str) -> tup
     ).fetchall()
     totals = {kind: (count, total) for kind, count, total in rows}
     if "call" not in totals:
-        raise _InputError(f"account {account_id!r} has no call debit with Call-ID {call_id!r}")
+        raise BillingInputError(
+            f"account {account_id!r} has no call debit with Call-ID {call_id!r}"
+        )
     return -totals["call"][1], totals.get("refund", (0, 0))[1]
 
 
@@ -341,15 +356,15 @@ def _check_refund(
 ) -> None:
     left = debited - refunded
     if left <= 0:
-        raise _InputError(
+        raise BillingInputError(
             f"call {call_id!r} of account {account_id!r}: nothing left to refund (debited "
-            f"{_money(debited, precision)}, refunded {_money(refunded, precision)})"
+            f"{money_text(debited, precision)}, refunded {money_text(refunded, precision)})"
         )
     if units > left:
-        raise _InputError(
-            f"call {call_id!r} of account {account_id!r}: refund {_money(units, precision)}"
-            f" is more than the {_money(left, precision)} left to refund (debited "
-            f"{_money(debited, precision)}, refunded {_money(refunded, precision)})"
+        raise BillingInputError(
+            f"call {call_id!r} of account {account_id!r}: refund {money_text(units, precision)}"
+            f" is more than the {money_text(left, precision)} left to refund (debited "
+            f"{money_text(debited, precision)}, refunded {money_text(refunded, precision)})"
         )
 
 
@@ -374,24 +389,24 @@ def list_ledger(
     err = err or sys.stderr
     try:
         cfg = _config(path)
-        _, precision = _account(cfg, path, account_id)
+        _, precision = billed_account(cfg, path, account_id)
         _period(since, until)
-        database = _database(cfg, path)
+        database = database_path(cfg, path)
         rows: list[LedgerEntry] = []
         if database.exists():
-            with _open(database) as conn:
+            with open_database(database) as conn:
                 rows = ledger.entries(conn, account_id, since, until)
         else:
             _no_database(database, err)
-    except _InputError as e:
+    except BillingInputError as e:
         return _refused(e, err)
     cells = [
         (
             str(r.id),
             r.at.isoformat(timespec="microseconds" if as_csv else "seconds"),
             r.kind,
-            _money(r.amount, precision),
-            _money(r.balance_after, precision),
+            money_text(r.amount, precision),
+            money_text(r.balance_after, precision),
             r.reference,
         )
         for r in rows
@@ -428,14 +443,14 @@ def show_spend(
         known = {g.id: g for g in cfg.gateways}
         if gateway_id is not None and gateway_id not in known:
             print(f"note: {path or 'demo'}: no gateway with id {gateway_id!r} now", file=err)
-        database = _database(cfg, path)
+        database = database_path(cfg, path)
         totals: list[ledger.GatewaySpend] = []
         if database.exists():
-            with _open(database) as conn:
+            with open_database(database) as conn:
                 totals = ledger.spend(conn, gateway_id, since, until)
         else:
             print(f"note: no database at {database} yet (the switch has not run)", file=err)
-    except _InputError as e:
+    except BillingInputError as e:
         return _refused(e, err)
     rows = []
     for t in totals:

@@ -23,13 +23,13 @@ from aiohttp import web
 
 from softswitch.billing import ledger
 from softswitch.billing.commands import (
-    _account,
-    _amount,
-    _database,
-    _InputError,
-    _money,
-    _now,
-    _open,
+    BillingInputError,
+    billed_account,
+    database_path,
+    money_text,
+    open_database,
+    operator_amount,
+    utc_now,
 )
 from softswitch.billing.ledger import Booking, LedgerEntry
 from softswitch.billing.money import to_nanos
@@ -78,22 +78,22 @@ def _path(config_path: Path | None) -> str | None:
 def _billed(config: Config, config_path: Path | None, account: Account) -> int:
     """The account's deck precision; 409 when it is not billed."""
     try:
-        return _account(config, _path(config_path), account.id)[1]
-    except _InputError as e:
+        return billed_account(config, _path(config_path), account.id)[1]
+    except BillingInputError as e:
         raise ApiError(409, "; ".join(e.lines)) from None
 
 
 def _amounts(balance: int, limit: int, reserved: int, precision: int) -> dict[str, str]:
     values = (balance, limit, reserved, balance + limit - reserved)
     names = ("balance", "credit_limit", "reserved", "available")
-    return {n: _money(v, precision) for n, v in zip(names, values, strict=True)}
+    return {n: money_text(v, precision) for n, v in zip(names, values, strict=True)}
 
 
 def _read_ledger(database: Path, account_id: str) -> tuple[int, int] | None:
     """(balance, reserved) as booked; None before the database exists."""
     if not database.exists():
         return None
-    with _open(database) as conn:
+    with open_database(database) as conn:
         balance = ledger.balance_of(conn, account_id)
         held = ledger.reserved(conn)
     return balance, held.get(account_id, 0)
@@ -112,9 +112,9 @@ async def get_balance(request: web.Request) -> web.StreamResponse:
     precision = _billed(config, switch.config_path, account)
     limit = to_nanos(account.credit_limit or Decimal(0))
     try:
-        database = _database(config, _path(switch.config_path))
+        database = database_path(config, _path(switch.config_path))
         booked = await asyncio.to_thread(_read_ledger, database, account.id)
-    except _InputError as e:
+    except BillingInputError as e:
         raise ApiError(409, "; ".join(e.lines)) from None
     view = None if booked is None else _amounts(booked[0], limit, booked[1], precision)
     return json_response(
@@ -128,7 +128,7 @@ async def get_balance(request: web.Request) -> web.StreamResponse:
 
 
 def _book(database: Path, booking: Booking) -> LedgerEntry:
-    with _open(database, create=True) as conn:
+    with open_database(database, create=True) as conn:
         return ledger.book(conn, booking)
 
 
@@ -149,21 +149,21 @@ async def topup(request: web.Request) -> web.StreamResponse:
     if not isinstance(note, str):
         raise ApiError(400, "note must be a string")
     try:
-        units = _amount(str(amount), precision)
-        database = _database(config, _path(switch.config_path), write=True)
+        units = operator_amount(str(amount), precision)
+        database = database_path(config, _path(switch.config_path), write=True)
         entry = await asyncio.to_thread(
-            _book, database, Booking(account.id, "topup", units, note, _now())
+            _book, database, Booking(account.id, "topup", units, note, utc_now())
         )
-    except _InputError as e:
+    except BillingInputError as e:
         raise ApiError(400, "; ".join(e.lines)) from None
     logger.warning(
         "account %s: top-up %s booked by an operator (management API, from %s): ledger entry"
         " %d, balance after %s",
         account.id,
-        _money(entry.amount, precision),
+        money_text(entry.amount, precision),
         request.remote,
         entry.id,
-        _money(entry.balance_after, precision),
+        money_text(entry.balance_after, precision),
     )
     # The meter reads the ledger now rather than at its next sync: the answer shows the
     # top-up counted, and so does the next call.
@@ -175,8 +175,8 @@ async def topup(request: web.Request) -> web.StreamResponse:
                 "id": entry.id,
                 "at": entry.at,
                 "kind": entry.kind,
-                "amount": _money(entry.amount, precision),
-                "balance_after": _money(entry.balance_after, precision),
+                "amount": money_text(entry.amount, precision),
+                "balance_after": money_text(entry.balance_after, precision),
                 "reference": entry.reference,
             },
             "live": _live(request, account, precision),
