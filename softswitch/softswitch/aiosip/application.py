@@ -11,8 +11,9 @@ dispatched to a conversation (:class:`Dialog`), a route, the dialplan, or a wait
 How an incoming request finds its place, in order: a request with a To tag belongs to the
 dialog with that id (or to the conversation we opened with that tag, for a NOTIFY that
 overtook the 2xx to our SUBSCRIBE); a request without one continues a conversation a
-handler holds (same Call-ID and From tag: a REGISTER refresh, a request retried with
-credentials); anything else is new, for ``app.router`` and then the dialplan.
+handler still holds (same Call-ID and From tag, while that handler runs or after its
+401/407 challenge: a request retried with credentials); anything else is new, for
+``app.router`` and then the dialplan.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from softswitch.transport import Address, Flow, Limits, Transport
 from .addressing import contact_for, destination, uri_host
 from .auth import Challenger, credentials_for
 from .contact import Contact, Uri, as_name_addr
-from .dialog import Dialog
+from .dialog import Dialog, _bad_expires, _expires
 from .dialplan import BaseDialplan
 from .incoming import DIALOG_CREATING, IncomingRequest
 from .messages import STACK_HEADERS, adopt
@@ -608,17 +609,19 @@ class Application(MutableMapping[str, Any]):
         self.driver.process(outputs)
         if dialog is None:
             return
+        if status >= 200:
+            dialog._last_final = status
         if request.method == "INVITE":
             if 200 <= status < 300:
                 dialog._retransmit_2xx(response, incoming.flow)
             elif status >= 300 and dialog.state is not None and dialog.state.state is State.EARLY:
                 dialog._terminate()  # only an early dialog dies with its INVITE (12.3)
         elif request.method in ("SUBSCRIBE", "REGISTER") and 200 <= status < 300:
-            expires = response.headers.get("Expires") or request.headers.get("Expires")
-            if expires is not None and expires.strip() == "0":
+            source = response if response.headers.get("Expires") else request
+            if _expires(source) == 0:
                 dialog._terminate()  # the subscription or registration is over
             else:
-                dialog._arm_expiry(response if response.headers.get("Expires") else request)
+                dialog._arm_expiry(source)
 
     def _uas_state(self, incoming: IncomingRequest, response: Response) -> Dialog | None:
         """Attach (or make) the RFC dialog our 1xx/2xx to a dialog-creating request makes."""
@@ -655,11 +658,11 @@ class Application(MutableMapping[str, Any]):
             peer=Peer(self, flow.remote, flow.transport, flow.local[0]),
             original=request,
         )
+        dialog._arm_expiry(request)  # before it is findable: a dialog never lives untimed
         self._local[(dialog.call_id, local_tag)] = dialog
         if from_.tag is not None:
             self._remote[(dialog.call_id, from_.tag)] = dialog
         incoming.dialog = dialog
-        dialog._arm_expiry(request)
         return dialog
 
     def _incoming_for(self, message: Request) -> IncomingRequest:
@@ -762,13 +765,15 @@ class Application(MutableMapping[str, Any]):
     def _final_of(self, pending: PendingRequest, response: Response) -> None:
         """A final response: aiosip's results on the conversation it opened, then the caller."""
         dialog = pending.dialog
-        if dialog is not None and dialog.pending is pending:
-            dialog._deliver_final(response)
-            if response.status >= 300:
-                dialog._terminate()  # the conversation never started
-            else:
-                dialog._arm_expiry(response)
-        pending._deliver(response)
+        try:
+            if dialog is not None and dialog.pending is pending:
+                dialog._deliver_final(response)
+                if response.status >= 300:
+                    dialog._terminate()  # the conversation never started
+                else:
+                    dialog._arm_expiry(response)
+        finally:
+            pending._deliver(response)  # the caller gets its answer whatever happened above
 
     def _uac_state(self, dialog: Dialog, request: Request, response: Response) -> None:
         try:
@@ -855,7 +860,10 @@ class Application(MutableMapping[str, Any]):
             return found
         if from_tag is None:
             return None
-        return self._remote.get((call_id, from_tag))
+        found = self._remote.get((call_id, from_tag))
+        if found is not None and not found._holds_requests():
+            return None  # its handler is done: a refresh is a new request, for the dialplan
+        return found
 
     def _new_request(self, request: Request, flow: Flow, now: float) -> None:
         if request.method == "CANCEL":
@@ -893,6 +901,14 @@ class Application(MutableMapping[str, Any]):
             dialog._terminate()
 
     def _dispatch(self, incoming: IncomingRequest) -> None:
+        if _bad_expires(incoming.message):
+            logger.info(
+                "%s with a malformed Expires answered 400",
+                incoming.method,
+                extra={"call_id": incoming.message.call_id},
+            )
+            self._reply_now(incoming, 400, "Bad Expires")
+            return
         if incoming.dialog is not None or incoming.message.to_tag is not None:
             self._dispatch_in_dialog(incoming)
             return
@@ -993,6 +1009,10 @@ class Application(MutableMapping[str, Any]):
         except Exception:
             self._handler_failed(incoming, f"{request.method} handler")
             return
+        finally:
+            dialog = incoming.dialog
+            if dialog is not None and dialog.original_msg is request:
+                dialog._opener_done = True  # nobody reads its queue for new requests now
         if not incoming.answered and not incoming.cancelled.is_set():
             logger.warning(
                 "%s handler returned without a final response",

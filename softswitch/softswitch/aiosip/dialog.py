@@ -56,11 +56,32 @@ class CallState:
     Terminated = "Terminated"
 
 
-def _expires(message: Request | Response) -> int | None:
-    value = message.headers.get("Expires")
-    if value is None or not value.strip().isdigit():
+#: The largest Expires we act on (RFC 3261 20.19: delta-seconds up to 2**32-1); more is clamped.
+MAX_EXPIRES: Final = 2**32 - 1
+
+
+def _parse_expires(value: str | None) -> int | None:
+    """An Expires value as delta-seconds: ASCII digits only (``str.isdigit`` also takes
+    '²'), clamped to :data:`MAX_EXPIRES`; None when absent or malformed."""
+    if value is None:
         return None
-    return int(value.strip())
+    value = value.strip()
+    if not value or not value.isascii() or not value.isdigit():
+        return None
+    digits = value.lstrip("0")
+    if len(digits) > len(str(MAX_EXPIRES)):
+        return MAX_EXPIRES  # no int() of a huge string, no float overflow later
+    return min(int(value), MAX_EXPIRES)
+
+
+def _bad_expires(message: Request | Response) -> bool:
+    """True when the message has an Expires header that is not delta-seconds."""
+    value = message.headers.get("Expires")
+    return value is not None and _parse_expires(value) is None
+
+
+def _expires(message: Request | Response) -> int | None:
+    return _parse_expires(message.headers.get("Expires"))
 
 
 class Dialog:
@@ -124,6 +145,10 @@ class Dialog:
         self._retransmit: asyncio.TimerHandle | None = None
         self._unacked: int | None = None  # CSeq of our 2xx still waiting for its ACK
         self._expiry: asyncio.TimerHandle | None = None
+        #: Set when the handler of the request that opened it (UAS) has returned.
+        self._opener_done = False
+        #: Our last final status to a request of this conversation (UAS).
+        self._last_final: int | None = None
 
     def __repr__(self) -> str:
         side = "UAS" if self.inbound else "UAC"
@@ -425,6 +450,12 @@ class Dialog:
         self.status_code = response.status
         self.status_message = response.reason
 
+    def _holds_requests(self) -> bool:
+        """Whether a request without a To tag and with our Call-ID and From tag is this
+        conversation's: while the handler that opened it runs, or after our 401/407 (the
+        request retried with credentials). Otherwise it is new, for the dialplan."""
+        return not self._opener_done or self._last_final in (401, 407)
+
     def _enqueue(self, message: Request) -> bool:
         """Queue a request for :meth:`recv`; False when the queue is full."""
         if self._queue.qsize() >= MAX_QUEUED:
@@ -500,7 +531,9 @@ class Dialog:
             self.app.transport.send(self._ack[1], self._ack[0])
 
     def _retransmit_2xx(self, response: Response, flow: Flow) -> None:
-        """Resend our 2xx at T1, 2T1 ... capped at T2 until ACK or 64*T1 (13.3.1.4)."""
+        """Resend our 2xx at T1, 2T1 ... capped at T2 until ACK or 64*T1, over every
+        transport (RFC 3261 13.3.1.4: the 2xx is the core's, not a transaction's, and the
+        64*T1 give-up is how a dialog never ACKed ends)."""
         cseq = response.cseq
         if cseq is None:
             return
@@ -508,8 +541,6 @@ class Dialog:
         if self._retransmit is not None:
             self._retransmit.cancel()
             self._retransmit = None
-        if flow.transport is not Transport.UDP:
-            return
         timers = self.app.transactions.config
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 64 * timers.t1

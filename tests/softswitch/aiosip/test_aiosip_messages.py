@@ -36,20 +36,26 @@ def uri_fields(contact: aiosip.Contact) -> dict[str, object]:
     return dict(contact["uri"])
 
 
-def test_contact_without_name_or_params() -> None:
-    header = aiosip.Contact.from_header("<sip:pytest@127.0.0.1:7000>")
-    assert not header["name"]
-    assert dict(header["params"]) == {}
-    assert uri_fields(header) == {
-        "scheme": "sip",
-        "user": "pytest",
-        "password": None,
-        "host": "127.0.0.1",
-        "port": 7000,
-        "params": None,
-        "headers": None,
-    }
-    assert str(header) == "<sip:pytest@127.0.0.1:7000>"
+@pytest.mark.parametrize(
+    ("text", "scheme", "user", "host", "port"),
+    [
+        ("<sip:ops@10.0.0.9:5070>", "sip", "ops", "10.0.0.9", 5070),
+        ("<sip:gateway.example.net>", "sip", None, "gateway.example.net", None),
+        ("<sips:carol@[2001:db8::1]:5061>", "sips", "carol", "[2001:db8::1]", 5061),
+    ],
+    ids=["user-ipv4-port", "host-only", "sips-ipv6"],
+)
+def test_a_bare_address_is_all_uri(
+    text: str, scheme: str, user: str | None, host: str, port: int | None
+) -> None:
+    """No display name, no header parameters: every field but the URI's parts is empty,
+    and the address writes back unchanged."""
+    parsed = aiosip.Contact.from_header(text)
+    assert str(parsed) == text
+    assert (parsed["name"], dict(parsed["params"])) == (None, {})
+    expected = dict.fromkeys(("password", "params", "headers"))
+    expected.update(scheme=scheme, user=user, host=host, port=port)
+    assert uri_fields(parsed) == expected
 
 
 @pytest.mark.parametrize(
