@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "tests"))  # loopback_ports, which the harness uses
 
 from attack import process_cpu, process_rss, switch_config  # noqa: E402
 from callflow_harness import LOCAL, Sipp, Switch, free_port, scenario  # noqa: E402

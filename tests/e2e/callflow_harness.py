@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import softswitch
+from loopback_ports import bindable, free_port
 
 LOCAL = "127.0.0.1"
 SCENARIOS = Path(__file__).parent / "scenarios" / "callflow"
@@ -35,32 +36,6 @@ def sipp_binary() -> str:
             pytest.fail("sipp is not on PATH and CI is set: install the Debian package sip-tester")
         pytest.skip("sipp is not on PATH (Debian package sip-tester)")
     return path
-
-
-def bindable(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind((LOCAL, port))
-            except OSError:
-                return False
-    return True
-
-
-_handed_out: set[int] = set()
-
-
-def free_port(span: int = 1) -> int:
-    """A port free for UDP and TCP (with ``span - 1`` free neighbours), never handed out twice."""
-    for _ in range(500):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((LOCAL, 0))
-            port = int(probe.getsockname()[1])
-        ports = range(port, port + span)
-        if port + span < 65536 and not _handed_out & set(ports) and all(map(bindable, ports)):
-            _handed_out.update(ports)
-            return port
-    raise RuntimeError("no free port range on 127.0.0.1")
 
 
 def scenario(name: str, workdir: Path, **replace: str) -> Path:

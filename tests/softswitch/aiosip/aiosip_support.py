@@ -12,7 +12,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from loopback_ports import LOCAL as LOCAL  # the aiosip tests import these from here
+from loopback_ports import bindable
+from loopback_ports import free_port as free_port
 from softswitch import aiosip
 from softswitch.sip.timers import TimerConfig
 
-LOCAL = "127.0.0.1"
 HERE = Path(__file__).parent
 SCENARIOS = HERE / "scenarios"
 
@@ -47,32 +48,6 @@ def run(body: Callable[[], Awaitable[None]], timeout: float = 10.0) -> None:
         await asyncio.wait_for(body(), timeout)
 
     aiosip.run(bounded())
-
-
-def _bindable(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind((LOCAL, port))
-            except OSError:
-                return False
-    return True
-
-
-_handed_out: set[int] = set()
-
-
-def free_port(span: int = 1) -> int:
-    """A loopback port free for UDP and TCP (and ``span - 1`` neighbours), never reused."""
-    for _ in range(500):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((LOCAL, 0))
-            port = int(probe.getsockname()[1])
-        ports = range(port, port + span)
-        if port + span < 65536 and not _handed_out & set(ports) and all(map(_bindable, ports)):
-            _handed_out.update(ports)
-            return port
-    raise RuntimeError("no free port on 127.0.0.1")
 
 
 def contact(user: str, port: int, host: str = LOCAL) -> aiosip.Contact:
@@ -170,7 +145,7 @@ class Sipp:
                     writer.close()
                     await writer.wait_closed()
                     return
-            elif not _bindable(self.port):
+            elif not bindable(self.port):
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError(f"SIPp did not listen on {self.port}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import socket
 import time
 from pathlib import Path
 from typing import cast
@@ -14,6 +13,7 @@ from typing import cast
 import pytest
 from alarms_support import attempts, config, write
 
+from loopback_ports import free_port
 from softswitch.call.live import LiveState
 from softswitch.call.quality import demote
 from softswitch.call.routing import RoutePlan, route_call
@@ -177,9 +177,3 @@ def test_route_live_needs_the_management_api(tmp_path: Path) -> None:
         f"error: cannot ask the running switch at http://127.0.0.1:{port}/api/route?account=acme"
     )
     assert out.getvalue() == ""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
