@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -20,22 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import softswitch
 from loopback_ports import bindable, free_port
+from sipp_tool import sipp_binary
 
 LOCAL = "127.0.0.1"
 SCENARIOS = Path(__file__).parent / "scenarios" / "callflow"
-
-
-def sipp_binary() -> str:
-    path = shutil.which("sipp")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("sipp is not on PATH and CI is set: install the Debian package sip-tester")
-        pytest.skip("sipp is not on PATH (Debian package sip-tester)")
-    return path
 
 
 def scenario(name: str, workdir: Path, **replace: str) -> Path:

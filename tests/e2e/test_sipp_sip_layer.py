@@ -15,12 +15,12 @@ import csv
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from callflow_harness import bindable, free_port, sipp_binary
 
+from sipp_tool import SippResult
 from softswitch import aiosip
 
 pytestmark = pytest.mark.e2e
@@ -41,19 +41,6 @@ PROTOCOLS = pytest.mark.parametrize(
 @pytest.fixture
 def sipp() -> str:
     return sipp_binary()
-
-
-@dataclass(frozen=True)
-class SippResult:
-    returncode: int
-    stats: dict[str, str]
-    output: str
-
-    def count(self, column: str) -> int:
-        return int(self.stats.get(column, "-1"))
-
-    def explain(self) -> str:
-        return f"sipp exited {self.returncode}\n{self.output[-3000:]}"
 
 
 class Sipp:

@@ -10,13 +10,11 @@ import asyncio
 import contextlib
 import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ import pytest
 from loopback_ports import LOCAL as LOCAL  # the aiosip tests import these from here
 from loopback_ports import bindable
 from loopback_ports import free_port as free_port
+from sipp_tool import SippResult, sipp_binary
 from softswitch import aiosip
 from softswitch.sip.timers import TimerConfig
 
@@ -55,28 +54,6 @@ def contact(user: str, port: int, host: str = LOCAL) -> aiosip.Contact:
 
 
 # ----------------------------------------------------------------------------- SIPp
-
-
-def sipp_binary() -> str:
-    path = shutil.which("sipp")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("sipp is not on PATH and CI is set: install the Debian package sip-tester")
-        pytest.skip("sipp is not on PATH (Debian package sip-tester)")
-    return path
-
-
-@dataclass(frozen=True)
-class SippResult:
-    returncode: int
-    stats: dict[str, str]
-    output: str
-
-    def count(self, column: str) -> int:
-        return int(self.stats.get(column, "-1"))
-
-    def explain(self) -> str:
-        return f"sipp exited {self.returncode}\n{self.output[-4000:]}"
 
 
 class Sipp:
