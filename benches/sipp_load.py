@@ -2,6 +2,7 @@
 
     python benches/sipp_load.py                      # defaults: UDP, 1 s hold, 20 s steps
     python benches/sipp_load.py --step-seconds 20 --rates 100,200,400,800,1000,1200
+    python benches/sipp_load.py --media both --skip-direct   # relay vs direct media, one run
 
 One command, bounded, loopback only. For each rate, SIPp UAC -> ``softswitch run`` (IP
 authorisation, LCR routing over two carriers' decks, CDRs to SQLite: the production path)
@@ -10,6 +11,11 @@ calls failed and under 1% of its messages were retransmitted. The same SIPp pair
 directly, in the same run, gives the ceiling the machine allows. The scenarios are the
 end-to-end tests' (``tests/e2e/scenarios/callflow``): the UAS copies Record-Route and the
 UAC follows the route set, so every ACK and BYE crosses the switch.
+
+``--media relay`` puts the carrier's media through rtpengine (Debian's rtpengine-daemon,
+started here in userspace on loopback ports, as the tests start it): every call then costs
+an NG offer, answer and delete. ``--media both`` runs the switch ladder twice in the same
+run, direct then relayed, and prints rtpengine's CPU per call beside the switch's.
 
 Every SIPp run is bounded (``-m``, ``-timeout``) and killed by PID if it outlives its step;
 SIPp's control and media sockets stay on 127.0.0.1; ``-buff_size 4194304`` for bursts.
@@ -33,8 +39,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-LOCAL = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # rtpengine_tool, loopback_ports
+
+from rtpengine_tool import Rtpengine, running_rtpengine  # noqa: E402
+
+LOCAL = "127.0.0.1"
 SCENARIOS = ROOT / "tests" / "e2e" / "scenarios" / "callflow"
 NUMBER = "441234567"
 DEFAULT_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1500, 2000, 3000, 4500, 6000, 9000)
@@ -173,7 +183,14 @@ def run_step(
     )
 
 
-def config(workdir: Path, port: int, gw_port: int, spare_port: int, billing: str = "none") -> Path:
+def config(
+    workdir: Path,
+    port: int,
+    gw_port: int,
+    spare_port: int,
+    billing: str = "none",
+    relay: tuple[str, int] | None = None,
+) -> Path:
     (workdir / "sell.csv").write_text("prefix,rate\n44,0.100000\n")
     (workdir / "a.csv").write_text("prefix,rate\n44,0.010000\n")
     (workdir / "b.csv").write_text("prefix,rate\n44,0.020000\n")
@@ -229,6 +246,12 @@ gateways = ["carrier_a", "carrier_b"]
 strategy = "lcr"
 """
     )
+    if relay is not None:
+        text = path.read_text().replace(
+            '[[gateways]]\nid = "carrier_a"', '[[gateways]]\nid = "carrier_a"\nmedia = "relay"'
+        )
+        text += f'\n[[media_relays]]\nid = "rtp1"\naddress = "{relay[0]}:{relay[1]}"\n'
+        path.write_text(text)
     if billing != "none":
         # Credit for every call the ladder can place: the bench measures metering, not
         # refusals. Booked as an operator's top-up would be, before the switch starts.
@@ -257,8 +280,10 @@ def ladder(
     uas_port: int,
     args: argparse.Namespace,
     pid: int | None = None,
+    relay_pid: int | None = None,
 ) -> int:
-    """Step up the rates until one fails; ``pid``: the switch, whose CPU per call is shown."""
+    """Step up the rates until one fails; ``pid``: the switch, whose CPU per call is shown
+    (and ``relay_pid``'s, rtpengine's, when the media is relayed)."""
     best = 0
     for rate in args.rates:
         uas = sipp(
@@ -277,6 +302,7 @@ def ladder(
         time.sleep(0.3)
         cpu_before = process_cpu(pid) if pid is not None else 0.0
         loop_before = process_cpu(pid, pid) if pid is not None else 0.0
+        relay_before = process_cpu(relay_pid) if relay_pid is not None else 0.0
         try:
             step = run_step(workdir, target, uas_port, rate, args)
         finally:
@@ -287,6 +313,9 @@ def ladder(
             total = (process_cpu(pid) - cpu_before) / step.ok * 1e3
             loop = (process_cpu(pid, pid) - loop_before) / step.ok * 1e3
             cpu = f"  {total:.2f} ms CPU/call ({loop:.2f} in the event loop's thread)"
+            if relay_pid is not None:
+                relay_cpu = (process_cpu(relay_pid) - relay_before) / step.ok * 1e3
+                cpu += f" + {relay_cpu:.2f} ms rtpengine"
         verdict = "pass" if step.passed else "FAIL"
         print(
             f"{label:>8} {rate:>6} cps: {step.ok:>7} ok {step.failed:>6} failed "
@@ -299,6 +328,47 @@ def ladder(
         best = rate
         time.sleep(args.hold_ms / 1000 + 1)
     return best
+
+
+def through_switch(
+    label: str,
+    workdir: Path,
+    uas_port: int,
+    spare_port: int,
+    args: argparse.Namespace,
+    relay: Rtpengine | None,
+) -> int:
+    """One ladder through a switch started for it (-1: the switch did not start)."""
+    switch_port = free_port()
+    address = (relay.host, relay.ng_port) if relay is not None else None
+    for name in ("cdr.sqlite", "cdr.sqlite-wal", "cdr.sqlite-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            (workdir / name).unlink()  # each switch its own CDRs (and credit)
+    path = config(workdir, switch_port, uas_port, spare_port, args.billing, address)
+    switch = subprocess.Popen(
+        [sys.executable, "-m", "softswitch.cli", "run", "--config", str(path)],
+        cwd=ROOT / "softswitch",
+        stdout=subprocess.PIPE,
+        stderr=(workdir / f"{label}.log").open("wb"),
+        env={**os.environ, "SOFTSWITCH_EVENT_LOOP": args.event_loop},
+    )
+    try:
+        assert switch.stdout is not None
+        while b"ready" not in (line := switch.stdout.readline()):
+            if switch.poll() is not None:
+                print((workdir / f"{label}.log").read_text(), file=sys.stderr)
+                return -1
+        print(line.decode().strip(), flush=True)
+        relay_pid = relay.process.pid if relay is not None else None
+        return ladder(label, workdir, switch_port, uas_port, args, switch.pid, relay_pid)
+    finally:
+        switch.send_signal(signal.SIGTERM)
+        try:
+            switch.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop(switch)
+        if switch.stdout is not None:
+            switch.stdout.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help="the bench account's billing mode (prepaid: metered against a large balance)",
     )
+    parser.add_argument(
+        "--media",
+        choices=("direct", "relay", "both"),
+        default="direct",
+        help="the carrier's media: direct, relayed through rtpengine, or both ladders in one run",
+    )
     args = parser.parse_args(argv)
     args.rates = [int(r) for r in args.rates.split(",")]
     if shutil.which("sipp") is None:
@@ -326,40 +402,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="sipp_load_") as tmp:
         workdir = Path(tmp)
-        uas_port, spare_port, switch_port = free_port(), free_port(), free_port()
+        uas_port, spare_port = free_port(), free_port()
         direct = 0
         if not args.skip_direct:
             direct = ladder("direct", workdir, uas_port, uas_port, args)
-        path = config(workdir, switch_port, uas_port, spare_port, args.billing)
-        switch = subprocess.Popen(
-            [sys.executable, "-m", "softswitch.cli", "run", "--config", str(path)],
-            cwd=ROOT / "softswitch",
-            stdout=subprocess.PIPE,
-            stderr=(workdir / "switch.log").open("wb"),
-            env={**os.environ, "SOFTSWITCH_EVENT_LOOP": args.event_loop},
-        )
-        try:
-            assert switch.stdout is not None
-            while b"ready" not in (line := switch.stdout.readline()):
-                if switch.poll() is not None:
-                    print((workdir / "switch.log").read_text(), file=sys.stderr)
+        results: list[tuple[str, int]] = []
+        with contextlib.ExitStack() as stack:
+            relay = None
+            if args.media != "direct":
+                relay = stack.enter_context(running_rtpengine())
+            for media in ("direct", "relay") if args.media == "both" else (args.media,):
+                label = "switch" if media == "direct" else "relayed"
+                through = through_switch(
+                    label, workdir, uas_port, spare_port, args, relay if media == "relay" else None
+                )
+                if through < 0:
                     return 1
-            print(line.decode().strip(), flush=True)
-            through = ladder("switch", workdir, switch_port, uas_port, args, switch.pid)
-        finally:
-            switch.send_signal(signal.SIGTERM)
-            try:
-                switch.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                stop(switch)
-            if switch.stdout is not None:
-                switch.stdout.close()
+                results.append((media, through))
         print()
-        print(
-            f"switch: {through} calls/s with <0.1% failed (UDP, {args.hold_ms} ms hold, "
-            f"{args.step_seconds} s steps, IP auth + LCR + CDRs, billing {args.billing})"
-        )
+        for media, through in results:
+            print(
+                f"switch: {through} calls/s with <0.1% failed (UDP, {args.hold_ms} ms hold, "
+                f"{args.step_seconds} s steps, IP auth + LCR + CDRs, billing {args.billing},"
+                f" media {media})"
+            )
         if direct:
+            through = results[0][1]
             print(
                 f"direct: {direct} calls/s (SIPp to SIPp, same run); "
                 f"switch/direct = {through / direct:.1%}"

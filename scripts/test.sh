@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need (SIPp from Debian's
-# sip-tester, Debian's chromium and chromium-driver for the dashboard's browser tests, the
+# sip-tester, Debian's chromium and chromium-driver for the dashboard's browser tests,
+# rtpengine from Debian's rtpengine-daemon as the media relay, the
 # Python test tools, both packages in development mode), then lints and runs
 # cargo tests and pytest (property, conformance and end-to-end tests included).
 set -euo pipefail
@@ -9,16 +10,25 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages, installed only when missing, with one apt-get update for all of them.
+# rtpengine without its recommends (the recording daemon): the tests run it in userspace.
 MISSING=()
 command -v sipp >/dev/null 2>&1 || MISSING+=(sip-tester)
 command -v chromium >/dev/null 2>&1 || MISSING+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || MISSING+=(chromium-driver)
-if [ ${#MISSING[@]} -gt 0 ]; then
-  step "installing Debian packages: ${MISSING[*]} (SIPp; Chromium and its WebDriver)"
+MISSING_BARE=()
+command -v rtpengine >/dev/null 2>&1 || MISSING_BARE+=(rtpengine-daemon)
+if [ $((${#MISSING[@]} + ${#MISSING_BARE[@]})) -gt 0 ]; then
+  step "installing Debian packages: ${MISSING[*]} ${MISSING_BARE[*]} (SIPp; Chromium and its WebDriver; rtpengine)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MISSING[@]}" >/dev/null
+  if [ ${#MISSING[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MISSING[@]}" >/dev/null
+  fi
+  if [ ${#MISSING_BARE[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      "${MISSING_BARE[@]}" >/dev/null
+  fi
 fi
 
 step "installing lcr (Rust core, release build) and softswitch, with test tools"
@@ -41,12 +51,12 @@ HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}" python3 -m pytest "$@"
 
 if [ $# -eq 0 ]; then
   # The pure-Python install (no speed extra) runs on asyncio's own loop: the transports,
-  # aiosip and the end-to-end call flows again on that loop (billing, statistics and the
+  # aiosip, the media relay's NG client and the end-to-end call flows again on that loop (billing, statistics and the
   # management surface are policy above the loop: once is enough).
   step "pytest: transports, aiosip and end-to-end calls on the standard asyncio loop"
   SOFTSWITCH_EVENT_LOOP=asyncio python3 -m pytest -q tests/e2e/test_call_flow.py \
     tests/e2e/test_interop_dialogs.py tests/e2e/test_interop_numbers.py \
     tests/e2e/test_sipp_sip_layer.py tests/e2e/test_crash_recovery.py \
-    tests/e2e/test_public_port.py tests/softswitch/test_transport.py \
+    tests/e2e/test_public_port.py tests/e2e/test_media.py tests/softswitch/test_transport.py \
     tests/softswitch/test_aiosip.py tests/softswitch/aiosip
 fi

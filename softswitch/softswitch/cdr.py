@@ -220,7 +220,8 @@ class CdrAttempt:
 
     ``status`` is the final SIP code the gateway sent (None when it sent none: a setup
     timeout or a transport error). ``outcome`` says why we stopped with it, e.g.
-    ``answered``, ``failed``, ``setup_timeout``, ``cancelled``, ``transport_error``.
+    ``answered``, ``failed``, ``setup_timeout``, ``cancelled``, ``transport_error``,
+    ``media_unavailable``.
     ``request_uri`` is what it was sent; ``ring_at`` its first 18x.
     """
 

@@ -75,6 +75,8 @@ from pydantic_core import (
     core_schema,
 )
 
+from softswitch.media.codecs import canonical_codec
+
 __all__ = [
     "ALARM_METRICS",
     "DEFAULT_FAILOVER_CODES",
@@ -93,6 +95,8 @@ __all__ = [
     "Gateway",
     "IpRule",
     "ManagementConfig",
+    "MediaConfig",
+    "MediaRelay",
     "RewriteRule",
     "Route",
     "RouteQuality",
@@ -103,6 +107,7 @@ __all__ = [
     "fails_over_on_no_answer",
     "is_loopback",
     "load_config",
+    "media_timeout",
     "no_answer_timeout",
     "parse_config",
     "parse_http_listen",
@@ -734,6 +739,53 @@ class _Codes(_Check):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _Codecs(_Check):
+    """``codecs``: the allowed codecs in order of preference, each a name operators write
+    (``"g711a"``, ``"G729"`` ...), kept as SDP's encoding name (``softswitch.media.codecs``)."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+
+        if not _is_list(value):
+            raise _problem(f"must be a list of codec names, got {_type_name(value)}")
+        out: list[str] = []
+        lines: list[InitErrorDetails] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                lines.append(_line((i,), f"must be a codec name, got {_type_name(item)}", item))
+                continue
+            try:
+                name = canonical_codec(item)
+            except ValueError as e:
+                lines.append(_line((i,), str(e), item))
+                continue
+            if name in out:
+                lines.append(_line((i,), f"{item!r} is listed twice", item))
+            else:
+                out.append(name)
+        _fail_items("codecs", lines)
+        return tuple(out)
+
+    def schema(self) -> dict[str, Any]:
+        return {"items": {"type": "string"}}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RelayAddress(_Check):
+    """A media relay's NG control address: ``host:port`` (IPv6 in brackets)."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        try:
+            _parse_hostport(value)
+        except ValueError as e:
+            raise _problem(f"{value!r}: {e} (expected host:port)") from None
+        if not re.search(r":[0-9]+$", value):
+            raise _problem(f"{value!r}: needs the port rtpengine's listen-ng uses (host:port)")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _GatewayIds(_Check):
     """A route's ``gateways``: a non-empty list of ids, none twice."""
 
@@ -826,6 +878,9 @@ _Amount = Annotated[Decimal | None, _Money()]
 _DigitStr = Annotated[str, _Digits()]
 _PrefixList = Annotated[tuple[str, ...], _Prefixes()]
 _CodeSet = Annotated[frozenset[int], _Codes()]
+_CodecList = Annotated[tuple[str, ...], _Codecs()]
+_OptSecs = Annotated[float | None, _Seconds(optional=True)]
+_MediaMode = Annotated[Literal["direct", "relay"], _Choice(("direct", "relay"), listed=True)]
 
 
 # --------------------------------------------------------------------------------------
@@ -1102,6 +1157,44 @@ class Defaults(_Section):
     #: Seconds an answered call waits for the caller's ACK before the switch hangs up both
     #: sides with end reason ``no_ack`` (RFC 3261 13.3.1.4: 64*T1).
     ack_timeout: _PositiveSecs = 32.0
+    #: Seconds a relayed call's RTP may stop in both directions before the switch hangs up
+    #: both sides (end reason ``media_timeout``); 0 = never. Gateways inherit it, an account
+    #: may shorten it (``media_timeout()``).
+    media_timeout: _Secs = 60.0
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class MediaConfig(_Section):
+    """``[media]``: how the switch talks to its media relays (docs/media.md)."""
+
+    #: Seconds to wait for a relay's answer before sending the request again.
+    ng_timeout: _PositiveSecs = 0.5
+    #: Times a request is sent again before the relay counts as not answering.
+    ng_retries: Annotated[int, _Int(0, 10)] = 2
+    #: Seconds between two pings of each relay (a relay that misses one is skipped).
+    ping_interval: _PositiveSecs = 5.0
+    #: Seconds between two reads of a relayed call's RTP counters (``query``), for the
+    #: media timeout.
+    poll_interval: _PositiveSecs = 5.0
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class MediaRelay(_Section):
+    """``[[media_relays]]``: an rtpengine the switch relays media through (NG protocol)."""
+
+    id: _Id
+    #: Its NG control socket, ``host:port`` (rtpengine's ``listen-ng``).
+    address: Annotated[str, _RelayAddress()]
+    #: Share of new relayed calls; 0 = none (a relay being drained).
+    weight: Annotated[int, _Int(0, 2**31 - 1)] = 1
+
+    _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "address": ""}
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """(host, port) for a socket: an IPv6 host without its brackets."""
+        host, port = _parse_hostport(self.address)
+        return (host.strip("[]"), port)
 
 
 @pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
@@ -1310,6 +1403,12 @@ class Account(_Section):
     credit_limit: _Amount = None
     #: A balance below this logs a ``low_balance`` warning (once each time it falls below).
     low_balance: _Amount = None
+    #: ``relay``: its calls' media goes through a media relay (either side saying so is enough).
+    media: _MediaMode = "direct"
+    #: Allowed codecs in order of preference; empty = any (``media.sdp.merge_policies``).
+    codecs: _CodecList = ()
+    #: Seconds of dead RTP that end its relayed calls; None = the gateway's (shortest wins).
+    media_timeout: _OptSecs = None
 
     _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "routing_plan": ""}
 
@@ -1398,6 +1497,16 @@ class Gateway(_Section):
     no_answer_timeout: _PositiveSecs = DEFAULT_NO_ANSWER_TIMEOUT
     #: None = not set; true = a branch here that rings unanswered fails over.
     failover_on_no_answer: _OptFlag = None
+    #: ``relay``: calls through it have their media relayed (either side saying so is enough).
+    media: _MediaMode = "direct"
+    #: Allowed codecs in order of preference; empty = any (``media.sdp.merge_policies``).
+    codecs: _CodecList = ()
+    #: Resolved at load: seconds of dead RTP that end a relayed call (its own, else the
+    #: default); 0 = never.
+    media_timeout: _Secs = 60.0
+    #: The relay offers the gateway its ``codecs`` only, transcoding the caller's when they
+    #: differ (needs ``media = "relay"`` and ``codecs``).
+    transcode: _Flag = False
 
     _FILE_KEYS: ClassVar[frozenset[str] | None] = frozenset(
         {
@@ -1417,6 +1526,10 @@ class Gateway(_Section):
             "enabled",
             "no_answer_timeout",
             "failover_on_no_answer",
+            "media",
+            "codecs",
+            "media_timeout",
+            "transcode",
         }
     )
     _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "host": ""}
@@ -1425,6 +1538,19 @@ class Gateway(_Section):
     def address(self) -> tuple[str, int]:
         """(host, port) for a socket: an IPv6 host without its brackets."""
         return (self.host.strip("[]"), self.port)
+
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        if obj is None or not obj.transcode:
+            return []
+        lines: list[InitErrorDetails] = []
+        if obj.media != "relay":
+            lines.append(_line(("transcode",), 'needs media = "relay": the relay transcodes'))
+        if not obj.codecs:
+            lines.append(_line(("transcode",), "needs codecs: the ones to offer the gateway"))
+        return lines
 
     @classmethod
     def _prepare(
@@ -1662,6 +1788,8 @@ _SECTIONS = frozenset(
         "security",
         "billing",
         "management",
+        "media",
+        "media_relays",
         "accounts",
         "gateways",
         "rate_decks",
@@ -1681,6 +1809,8 @@ class Config(_Section):
     security: SecurityConfig = SecurityConfig()
     billing: BillingConfig = BillingConfig()
     management: ManagementConfig = ManagementConfig()
+    media: MediaConfig = MediaConfig()
+    media_relays: Annotated[tuple[MediaRelay, ...], _Tables("media_relays")] = ()
     accounts: Annotated[tuple[Account, ...], _Tables("accounts")] = ()
     gateways: Annotated[tuple[Gateway, ...], _Tables("gateways")] = ()
     rate_decks: Annotated[tuple[DeckSpec, ...], _Tables("rate_decks")] = ()
@@ -1734,6 +1864,7 @@ class Config(_Section):
                 "failover_codes": defaults.failover_codes,
                 "setup_timeout": defaults.setup_timeout,
                 "no_answer_timeout": defaults.no_answer_timeout,
+                "media_timeout": defaults.media_timeout,
             }
             data["gateways"] = [
                 {**inherited, **g} if isinstance(g, Mapping) else g for g in gateways
@@ -1762,10 +1893,11 @@ def _cross_references(cfg: Config) -> list[InitErrorDetails]:
     def fail(loc: tuple[str | int, ...], reason: str) -> None:
         lines.append(_line(loc, reason))
 
-    sections: tuple[tuple[str, tuple[Account | Gateway | DeckSpec, ...]], ...] = (
+    sections: tuple[tuple[str, tuple[Account | Gateway | DeckSpec | MediaRelay, ...]], ...] = (
         ("accounts", cfg.accounts),
         ("gateways", cfg.gateways),
         ("rate_decks", cfg.rate_decks),
+        ("media_relays", cfg.media_relays),
     )
     for section, items in sections:
         seen: dict[str, int] = {}
@@ -1812,6 +1944,15 @@ def _cross_references(cfg: Config) -> list[InitErrorDetails]:
             )
         else:
             seen_routes[where] = i
+    if not cfg.media_relays:
+        relayed: tuple[tuple[str, tuple[Account | Gateway, ...]], ...] = (
+            ("accounts", cfg.accounts),
+            ("gateways", cfg.gateways),
+        )
+        for section, items in relayed:
+            for i, item in enumerate(items):
+                if item.media == "relay":
+                    fail((section, i, "media"), "'relay' needs at least one [[media_relays]]")
     accounts = {a.id for a in cfg.accounts}
     alarm_ids: dict[str, int] = {}
     for i, alarm in enumerate(cfg.alarms):
@@ -1856,6 +1997,14 @@ def no_answer_timeout(account: Account, gateway: Gateway) -> float:
     if account.no_answer_timeout is None:
         return gateway.no_answer_timeout
     return min(account.no_answer_timeout, gateway.no_answer_timeout)
+
+
+def media_timeout(account: Account, gateway: Gateway) -> float:
+    """Seconds of dead RTP after which a relayed call through ``gateway`` for ``account``
+    is hung up; 0 = never. The shortest that is set and not 0: the gateway's (its own, else
+    ``[defaults]``'s, resolved at load) and the account's."""
+    set_ = [t for t in (account.media_timeout, gateway.media_timeout) if t]
+    return min(set_) if set_ else 0.0
 
 
 def fails_over_on_no_answer(defaults: Defaults, account: Account, gateway: Gateway) -> bool:

@@ -50,6 +50,7 @@ class EndReason(enum.StrEnum):
     SYSTEM_FAILURE = "system_failure"  #: the switch died with the call up: closed at restart
     CREDIT_EXHAUSTED = "credit_exhausted"  #: the account's credit ran out: the switch hung up
     OPERATOR_HANGUP = "operator_hangup"  #: an operator hung the call up
+    MEDIA_TIMEOUT = "media_timeout"  #: a relayed call's RTP stopped both ways: the switch hung up
     # Unanswered: the caller gave up.
     CALLER_CANCELLED = "caller_cancelled"  #: CANCEL from the caller before an answer
     # Refused by the switch before any gateway was tried.
@@ -68,6 +69,8 @@ class EndReason(enum.StrEnum):
     MESSAGE_TOO_LARGE = "message_too_large"  #: the INVITE as forwarded would exceed 64 KiB
     SYSTEM_SHUTDOWN = "system_shutdown"  #: SIGTERM drain: no new calls
     INTERNAL_ERROR = "internal_error"
+    MEDIA_UNAVAILABLE = "media_unavailable"  #: the call needs a media relay and none answered
+    CODEC_MISMATCH = "codec_mismatch"  #: no codec of the offer is allowed (codec policy): 488
     # The gateways' answers.
     BUSY = "busy"  #: 486 or 600 from the callee's side: never failed over
     DECLINED = "declined"
@@ -85,6 +88,7 @@ END_REASONS: Final[dict[EndReason, tuple[int, int]]] = {
     EndReason.SYSTEM_FAILURE: (200, 41),
     EndReason.CREDIT_EXHAUSTED: (200, 16),
     EndReason.OPERATOR_HANGUP: (200, 16),
+    EndReason.MEDIA_TIMEOUT: (200, 102),
     EndReason.CALLER_CANCELLED: (487, 16),
     EndReason.AUTH_FAILED: (403, 21),
     EndReason.ACCOUNT_DISABLED: (403, 21),
@@ -101,6 +105,8 @@ END_REASONS: Final[dict[EndReason, tuple[int, int]]] = {
     EndReason.MESSAGE_TOO_LARGE: (513, 127),
     EndReason.SYSTEM_SHUTDOWN: (503, 41),
     EndReason.INTERNAL_ERROR: (500, 41),
+    EndReason.MEDIA_UNAVAILABLE: (503, 47),
+    EndReason.CODEC_MISMATCH: (488, 65),
     EndReason.BUSY: (486, 17),
     EndReason.DECLINED: (603, 21),
     EndReason.NO_ANSWER: (480, 19),
@@ -130,6 +136,7 @@ Q850_TEXT: Final[dict[int, str]] = {
     47: "resource unavailable, unspecified",
     58: "bearer capability not presently available",
     63: "service or option not available, unspecified",
+    65: "bearer capability not implemented",
     79: "service or option not implemented, unspecified",
     95: "invalid message, unspecified",
     102: "recovery on timer expiry",

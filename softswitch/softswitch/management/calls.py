@@ -50,6 +50,9 @@ CALL = obj(
         "duration": {**NUMBER, "description": "seconds since the answer (0 while hunting)"},
         "elapsed": {**NUMBER, "description": "seconds since the INVITE"},
         "attempts": {**INTEGER, "description": "gateways tried so far"},
+        "media_relay": nullable(
+            {**STRING, "description": "the media relay its RTP goes through; null: direct"}
+        ),
     }
 )
 
@@ -72,6 +75,7 @@ def call_view(call: Call, now: float) -> dict[str, Any]:
         "duration": round(max(0.0, now - call.answer_at), 3) if call.answer_at else 0.0,
         "elapsed": round(max(0.0, now - call.invite_at), 3),
         "attempts": len(call.attempts),
+        "media_relay": call.media.relay.id if call.media is not None else None,
     }
 
 

@@ -172,7 +172,7 @@ def build_cdr(
         attempts=tuple(_attempt(a) for a in call.attempts),
         sell_rate=plan.sell_rate,
         buy_rate=buy_rate,
-        detail=routing_trace(plan, skipped),
+        detail=_detail(routing_trace(plan, skipped), call.end_detail),
     )
     if answer_at is not None and costed:
         sell, buy = call_costs(
@@ -206,6 +206,13 @@ def bare_cdr(call: Call, account: Account) -> CdrRecord:
         attempts=tuple(_attempt(a) for a in call.attempts),
         detail="costing failed; see the log",
     )
+
+
+def _detail(trace: str, end_detail: str | None) -> str:
+    """The routing trace, then why the switch ended the call when it says more."""
+    if not end_detail:
+        return trace
+    return f"{trace}; {end_detail}" if trace else end_detail
 
 
 def _source(flow: Flow) -> str:

@@ -10,15 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from softswitch.call.refusal import EndReason
 from softswitch.config import DEFAULT_NO_ANSWER_TIMEOUT
+from softswitch.media.leg import NgLeg
+from softswitch.media.policy import DIRECT, MediaPolicy
 from softswitch.sip import Request, Response
 from softswitch.sip.transaction import ClientTransaction, ServerTransaction
 from softswitch.transport import Address, Flow, Transport
 
-__all__ = ["NO_ANSWER_TIMEOUT", "Admission", "Attempt", "Branch", "Call", "Phase", "Target"]
+if TYPE_CHECKING:
+    from softswitch.media.relays import Relay
+
+__all__ = [
+    "NO_ANSWER_TIMEOUT",
+    "Admission",
+    "Attempt",
+    "Branch",
+    "Call",
+    "MediaSession",
+    "Phase",
+    "Target",
+]
 
 #: How long a gateway rings when the target does not say: the configuration's own default
 #: for ``no_answer_timeout`` (Timer C, RFC 3261 16.6 step 11), one number for both.
@@ -40,6 +57,8 @@ class Target:
     no_answer_timeout: float = NO_ANSWER_TIMEOUT
     #: When it rings out: try the next gateway (True) or answer the caller 480 (False).
     failover_on_no_answer: bool = False
+    #: Relayed or direct media, the codec policy, the media timeout (``media.policy``).
+    media: MediaPolicy = DIRECT
 
 
 @dataclass(slots=True)
@@ -77,7 +96,8 @@ class Attempt:
     answer_at: float | None = None
     ended_at: float | None = None
     status: int | None = None
-    #: ``answered``, ``failed``, ``timeout``, ``cancelled``, ``transport_error`` (as in
+    #: ``answered``, ``failed``, ``timeout``, ``cancelled``, ``transport_error``,
+    #: ``media_unavailable`` (as in
     #: ``cdr.AttemptRecord``), ``pending`` while the branch runs.
     outcome: str = "pending"
 
@@ -102,6 +122,27 @@ class Branch:
     got_ringing: bool = False
     dead: bool = False
     setup_timer: asyncio.TimerHandle | None = None
+    #: This attempt's session on the call's media relay (relayed calls only).
+    media_leg: NgLeg | None = None
+    #: Its offer is still with the relay: the offer's end deletes it if the branch died.
+    media_pending: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class MediaSession:
+    """A relayed call's media state: the relay it stays on for its whole life, the
+    messages waiting for the relay (in arrival order), and whose SDP offer is unanswered."""
+
+    relay: Relay
+    #: Messages of the call held back until the SDP before them went through the relay.
+    queue: deque[Callable[[], Awaitable[None]]] = field(default_factory=deque)
+    busy: bool = False
+    #: The tag of the side whose offer awaits an answer (RFC 3264), None when none does.
+    offer_from: str | None = None
+    #: The answering attempt's session (set at the answer).
+    leg: NgLeg | None = None
+    #: The 2xx's SDP as the caller got it: a retransmitted 2xx carries it again.
+    answer_body: bytes | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -145,6 +186,12 @@ class Call:
     budget_timer: asyncio.TimerHandle | None = None
     ack_timer: asyncio.TimerHandle | None = None
     finished: bool = False
+    #: Why the switch ended the call when the routing trace does not say (a media relay's
+    #: failure): the CDR's detail follows the trace with it.
+    end_detail: str | None = None
+    #: The call's media relay and the SDP it has in flight (relayed calls only; see
+    #: ``proxy.media``).
+    media: MediaSession | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from softswitch.sip import Request, Response, Via, make_branch
 from softswitch.sip.transaction import (
@@ -33,6 +34,9 @@ from softswitch.transaction_driver import TransactionDriver
 from softswitch.transport import Address, Flow, TransportLayer
 
 from .calls import Branch, Call
+
+if TYPE_CHECKING:
+    from softswitch.media.control import MediaControl
 from .policy import CallPolicy
 
 __all__ = ["EngineCore", "EngineStats", "Relay", "log_call", "logger", "uri_host"]
@@ -76,8 +80,16 @@ class EngineStats:
 class EngineCore:
     """The engine's shared state and primitives; see the module docstring for the parts."""
 
-    def __init__(self, policy: CallPolicy, driver: TransactionDriver, user_agent: str) -> None:
+    def __init__(
+        self,
+        policy: CallPolicy,
+        driver: TransactionDriver,
+        user_agent: str,
+        media: MediaControl | None = None,
+    ) -> None:
         self.policy = policy
+        #: The media relays, when the configuration has any (``proxy.media``).
+        self.media = media
         self.user_agent = user_agent
         self.driver = driver
         self.transport: TransportLayer = driver.transport

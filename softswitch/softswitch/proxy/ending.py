@@ -114,6 +114,8 @@ class CallEnding(EngineCore):
         stop_call_timer(call, "duration_timer")
         stop_call_timer(call, "budget_timer")
         stop_call_timer(call, "ack_timer")
+        if call.media is not None and self.media is not None:
+            self.media.unwatch(call)
         branch = call.branch
         if branch is not None and not branch.dead:
             if branch.attempt.ended_at is None:
@@ -157,7 +159,16 @@ class CallEnding(EngineCore):
             return
         branch.dead = True
         stop_setup_timer(branch)
+        if branch.media_leg is not None and not branch.media_pending:
+            self._delete_leg(branch.call, branch)
         self.policy.release_target(branch.call, branch.target)
+
+    def _delete_leg(self, call: Call, branch: Branch) -> None:
+        """Free the attempt's session on the call's relay (failover, hang-up, every end)."""
+        leg, session = branch.media_leg, call.media
+        branch.media_leg = None
+        if leg is not None and session is not None and self.media is not None:
+            self.media.delete(session.relay, leg, call.call_id, from_tag=call.caller_tag)
 
 
 def stop_setup_timer(branch: Branch) -> None:

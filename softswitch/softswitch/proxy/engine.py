@@ -27,6 +27,7 @@ dropped, never raised.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from softswitch.call.refusal import EndReason, refuse
 from softswitch.sip import Request, Response, Via, make_tag
@@ -40,6 +41,9 @@ from .core import logger, uri_host
 from .dispatch import ALLOW, Dispatch
 from .ending import LINGER
 from .policy import CallPolicy, Reply
+
+if TYPE_CHECKING:
+    from softswitch.media.control import MediaControl
 
 __all__ = [
     "ALLOW",
@@ -69,6 +73,7 @@ class Engine(Dispatch):
         limits: Limits | None = None,
         user_agent: str = "softswitch",
         source_filter: SourceFilter | None = None,
+        media: MediaControl | None = None,
     ) -> None:
         driver = TransactionDriver(
             on_unmatched=self._dispatch,
@@ -82,7 +87,7 @@ class Engine(Dispatch):
             on_malformed=self._malformed,
             resolution=TIMER_RESOLUTION,
         )
-        super().__init__(policy, driver, user_agent)
+        super().__init__(policy, driver, user_agent, media)
 
     async def listen(self, transport: Transport, addr: Address) -> Address:
         bound = await self.transport.listen(transport, addr)

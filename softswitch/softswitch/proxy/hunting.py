@@ -27,15 +27,16 @@ from . import forward
 from .calls import Attempt, Branch, Call, Phase, Target
 from .core import log_call, logger
 from .dialogs import late_answer_requests, routes_beyond_us
-from .ending import CallEnding, stop_call_timer, stop_setup_timer
+from .ending import stop_call_timer, stop_setup_timer
 from .failover import best_final_status, should_fail_over
 from .forward import Hop
+from .media import MediaSteps
 from .policy import Reply
 
 __all__ = ["Hunting"]
 
 
-class Hunting(CallEnding):
+class Hunting(MediaSteps):
     """Branches, their timers, fail-over, late answers, and the answer that connects."""
 
     # -- route and select: the next branch -------------------------------------------------
@@ -125,6 +126,19 @@ class Hunting(CallEnding):
                 detail = f"{size} bytes to forward, over {self.transport.limits.max_message_size}"
                 self._fail_call(call, Reply.of(refuse(EndReason.MESSAGE_TOO_LARGE, detail)))
                 return
+        except Exception as exc:  # our bug or an unusable gateway URI: try the next one
+            logger.exception(
+                "call_id=%s could not send to %s: %s", call.call_id, target.gateway_id, exc
+            )
+            self._branch_failed(branch, 500, "transport_error", received=False)
+            return
+        if self._branch_media(branch, flow, request):
+            self._open_branch(branch, flow, request)
+
+    def _open_branch(self, branch: Branch, flow: Flow, request: Request) -> None:
+        """The branch's INVITE leaves (its SDP as its media policy made it)."""
+        call, target = branch.call, branch.target
+        try:
             tx, outputs = self.driver.open_client(request, flow, self._now())
         except Exception as exc:  # our bug or an unusable gateway URI: try the next one
             logger.exception(
@@ -209,6 +223,22 @@ class Hunting(CallEnding):
             self._branch_failed(branch, 408, "timeout", received=False)
 
     def _on_branch_response(self, branch: Branch, response: Response) -> None:
+        call = branch.call
+        if call.media is None:
+            self._branch_response(branch, response)
+            return
+
+        def current() -> bool:
+            return not branch.dead and call.branch is branch and call.phase is Phase.HUNTING
+
+        if not current():  # a late answer: hung up without the relay
+            self._branch_response(branch, response)
+            return
+        self._media_step(
+            call, response, lambda: self._branch_response(branch, response), current=current
+        )
+
+    def _branch_response(self, branch: Branch, response: Response) -> None:
         call = branch.call
         status = response.status
         if branch.dead or call.branch is not branch or call.phase is not Phase.HUNTING:
@@ -335,6 +365,7 @@ class Hunting(CallEnding):
         call.duration_timer = loop.call_later(call.admission.max_duration, self._max_duration, call)
         call.ack_timer = loop.call_later(call.admission.ack_timeout, self._no_ack, call)
         self.stats.answered += 1
+        self._media_answered(call, branch, response)
         try:
             self.policy.answered(call)  # the durable call-start mark (crash recovery)
         except Exception:

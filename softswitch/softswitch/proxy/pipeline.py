@@ -56,6 +56,8 @@ from softswitch.call.select import admit_gateway, select_gateways
 from softswitch.call.snapshot import Snapshot
 from softswitch.cdr import CallStart, CdrSink
 from softswitch.config import Account, Gateway, fails_over_on_no_answer, no_answer_timeout
+from softswitch.media.offer import offer_allowed, offered_codecs
+from softswitch.media.policy import media_policy
 from softswitch.security import Screen, SourceGuard, gateway_addresses
 from softswitch.sip import Request
 from softswitch.sip.digest import DigestAuthenticator
@@ -77,6 +79,9 @@ from .engine import Reply
 __all__ = ["CallContext", "Pipeline", "reply"]
 
 logger = logging.getLogger("softswitch.proxy.pipeline")
+
+#: Why a gateway was passed over for a call whose offer has no codec its policy allows.
+_CODECS_SKIPPED = "no codec in common with the offer"
 
 #: Answered calls without any limit still end: a day, so a lost BYE never bills forever.
 UNLIMITED_DURATION = 86400.0
@@ -279,6 +284,11 @@ class Pipeline:
             if gateway is None:
                 context.skipped.append((gateway_id, "unknown"))
                 continue
+            media = media_policy(context.account, gateway)
+            allowed = offer_allowed(call.invite, media.codecs, transcode=media.transcode)
+            if media.codecs and not allowed:
+                context.skipped.append((gateway_id, _CODECS_SKIPPED))
+                continue
             why = admit_gateway(gateway, self.live, now)
             if why is not None:
                 context.skipped.append((gateway_id, why))
@@ -300,9 +310,14 @@ class Pipeline:
                 failover_on_no_answer=fails_over_on_no_answer(
                     context.snapshot.config.defaults, context.account, gateway
                 ),
+                media=media,
             )
         if not call.attempts:
             detail = ", ".join(f"{g}: {why}" for g, why in context.skipped)
+            if context.skipped and all(why == _CODECS_SKIPPED for _, why in context.skipped):
+                offer = offered_codecs(call.invite)
+                refusal = refuse(EndReason.CODEC_MISMATCH, f"{offer}; {detail}")
+                return reply(refusal, account_id=context.account.id)
             return reply(refuse(EndReason.NO_GATEWAY, detail), account_id=context.account.id)
         return None
 

@@ -20,13 +20,14 @@ from softswitch.transport import Flow
 from . import forward
 from .calls import Call, Phase
 from .core import Relay, log_call
-from .ending import CallEnding, stop_call_timer
+from .ending import stop_call_timer
+from .media import MediaSteps
 from .policy import Reply
 
 __all__ = ["InDialogRelay"]
 
 
-class InDialogRelay(CallEnding):
+class InDialogRelay(MediaSteps):
     """Relays the dialog's requests and answers between caller and gateway."""
 
     def _relay_ack(self, ack: Request, call: Call | None, from_caller: bool) -> None:
@@ -36,8 +37,13 @@ class InDialogRelay(CallEnding):
         if from_caller and call.ack_timer is not None:
             stop_call_timer(call, "ack_timer")
         dest = call.callee_flow if from_caller else call.caller_flow
-        via = self._our_via(dest)
-        self.transport.send(dest, forward.prepare_in_dialog(ack, via=via, is_ours=self.is_ours))
+
+        def send() -> None:
+            via = self._our_via(dest)
+            out = forward.prepare_in_dialog(ack, via=via, is_ours=self.is_ours)
+            self.transport.send(dest, out)
+
+        self._media_step(call, ack, send)
 
     def _in_dialog(
         self, request: Request, flow: Flow, now: float, call: Call | None, from_caller: bool
@@ -57,13 +63,35 @@ class InDialogRelay(CallEnding):
         if sanity is not None:
             self._respond(tx, Response.for_request(request, sanity[0], sanity[1]))
             return
-        dest = call.callee_flow if from_caller else call.caller_flow
         cseq = request.cseq
         if cseq is not None:
             if from_caller:
                 call.caller_cseq = max(call.caller_cseq, cseq.seq)
             else:
                 call.callee_cseq = max(call.callee_cseq, cseq.seq)
+        if call.media is None:
+            self._relay_request(request, tx, call, from_caller)
+            return
+
+        def failed() -> None:
+            self._respond(tx, Response.for_request(request, 503))
+
+        self._media_step(
+            call,
+            request,
+            lambda: self._relay_request(request, tx, call, from_caller),
+            failed=failed,
+        )
+
+    def _relay_request(
+        self, request: Request, tx: ServerTransaction, call: Call, from_caller: bool
+    ) -> None:
+        """The in-dialog request leaves for the other side (BYE ends the call here)."""
+        now = self._now()
+        dest = call.callee_flow if from_caller else call.caller_flow
+        if dest is None:  # the early dialog ended while the relay had the request
+            self._respond(tx, Response.for_request(request, 481))
+            return
         relay = Relay(call, tx, from_caller)
         out = forward.prepare_in_dialog(request, via=self._our_via(dest), is_ours=self.is_ours)
         if request.method == "BYE" and call.phase is Phase.ANSWERED:
@@ -90,7 +118,11 @@ class InDialogRelay(CallEnding):
     def _on_relay_response(self, relay: Relay, response: Response) -> None:
         if response.status == 100:
             return
-        self._respond(relay.server, forward.relay_response(response))
+        self._media_step(
+            relay.call,
+            response,
+            lambda: self._respond(relay.server, forward.relay_response(response)),
+        )
 
     def _stray_response(self, response: Response) -> None:
         """A 2xx retransmission after its transaction ended: forward it statelessly (16.7)."""
@@ -105,7 +137,10 @@ class InDialogRelay(CallEnding):
         vias = response.via
         if len(vias) < 2 or not self.is_ours(vias[0].host.strip("[]"), vias[0].port or 5060):
             return
-        self.transport.send_response(forward.relay_response(response), call.caller_flow)
+        out = forward.relay_response(response)
+        if call.media is not None and out.body:
+            out.body = call.media.answer_body or b""  # the relay's SDP, as the first time
+        self.transport.send_response(out, call.caller_flow)
 
     def _on_cancel(
         self, cancel: Request, flow: Flow, now: float, invite_tx: ServerTransaction | None

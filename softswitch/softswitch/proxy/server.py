@@ -39,6 +39,8 @@ from softswitch.call.snapshot import Snapshot, build_snapshot
 from softswitch.cdr import CdrStore
 from softswitch.config import Config, ConfigError, is_loopback, load_config
 from softswitch.management import ManagementServer
+from softswitch.media.control import media_control
+from softswitch.media.metrics import MediaCollector
 from softswitch.stats import Statistics
 from softswitch.stats.prometheus import Metrics
 from softswitch.transport import Limits, Transport
@@ -99,11 +101,17 @@ class Switch:
             snapshot, self.live, nonces, self.cdrs, meter=self.meter, stats=self.stats
         )
         guard = self.pipeline.guard
+        #: The media relays (None without ``[[media_relays]]``): read at start only.
+        self.media = media_control(config)
+        metrics = self.stats.metrics
+        if self.media is not None and metrics is not None:
+            metrics.registry.register(MediaCollector(self.media))
         self.engine = Engine(
             self.pipeline,
             limits=transport_limits(config),
             user_agent=f"softswitch/{__version__}",
             source_filter=guard.packet,
+            media=self.media,
         )
         self.meter.hang_up = self.engine.hang_up
         self.prober = Prober(self.engine.options, self.live.mark_gateway)
@@ -131,6 +139,8 @@ class Switch:
         # Balances after recovery: the dead run's calls are debited by now.
         await asyncio.to_thread(self.meter.load)
         self.meter.start()
+        if self.media is not None:
+            await self.media.start()
         for item in listen:
             transport, addr = _listen_item(item)
             try:
@@ -167,6 +177,8 @@ class Switch:
             self.reload_error = refusal
             return False
         self.reload_error = None
+        if (config.media, config.media_relays) != (self.config.media, self.config.media_relays):
+            logger.warning("[media] and [[media_relays]] are read at start: restart to change them")
         self.config = config
         self.pipeline.use(snapshot)  # the one assignment calls see
         self.alarms.configure(config, time.monotonic())  # new rules; raised alarms kept
@@ -221,6 +233,8 @@ class Switch:
         await self._alarm_runner.stop()
         await self.prober.stop()
         await self.engine.close()
+        if self.media is not None:
+            await self.media.close()  # after the calls' deletes are sent
         await self.meter.close()
         self.cdrs.close()
 

@@ -110,7 +110,8 @@ def test_a_cause_taken_from_a_gateway_status_brings_its_own_text() -> None:
         (2, "normal, unspecified"),  # unlisted: the unspecified cause of its class
         (42, "resource unavailable, unspecified"),
         (50, "service or option not available, unspecified"),
-        (65, "service or option not implemented, unspecified"),
+        (65, "bearer capability not implemented"),
+        (66, "service or option not implemented, unspecified"),
         (99, "protocol error, unspecified"),
         (120, "interworking, unspecified"),
     ],
