@@ -40,7 +40,12 @@ from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # rtpengine_tool, loopback_ports
+# rtpengine_tool (and the loopback_ports it uses) from tests/, whose softswitch/ folder (of
+# tests) would shadow the installed softswitch package (an editable install's finder comes
+# after the path entries): the package is imported first.
+import softswitch.media.bencode  # noqa: E402, F401
+
+sys.path.append(str(ROOT / "tests"))
 
 from rtpengine_tool import Rtpengine, running_rtpengine  # noqa: E402
 
@@ -410,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             relay = None
             if args.media != "direct":
-                relay = stack.enter_context(running_rtpengine())
+                # 4 ports a call: room for 2,000 calls up at once.
+                relay = stack.enter_context(running_rtpengine(ports=8000))
             for media in ("direct", "relay") if args.media == "both" else (args.media,):
                 label = "switch" if media == "direct" else "relayed"
                 through = through_switch(

@@ -16,9 +16,15 @@ prefix, so they check the switch's behaviour whatever the first attempt's number
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from callflow_harness import LOCAL, Sipp
@@ -40,6 +46,8 @@ from media_support import (
 
 from loopback_ports import free_port
 from rtpengine_tool import Rtpengine, running_rtpengine
+from softswitch.billing import ledger
+from softswitch.billing.money import to_nanos
 
 pytestmark = pytest.mark.e2e
 
@@ -368,6 +376,65 @@ def test_shutdown_deletes_the_session(net: Net, rtpengine: Rtpengine) -> None:
     assert cdr["end_reason"] == "system_shutdown"
 
 
+def test_operator_hangup_deletes_the_session_and_the_api_shows_the_relay(
+    net: Net, rtpengine: Rtpengine
+) -> None:
+    gw = Carrier("gw1", extra=RELAY)
+    write_tone(net.workdir)
+    port = free_port()
+    net.start_switch(
+        [gw],
+        [Account()],
+        management=f'listen = "{LOCAL}:{port}"',
+        tail=relay_tail(rtpengine.ng_port),
+    )
+    carrier = net.carrier(gw, "uas_media_answer", args=["-rtp_echo"], fill=ANSWER_PCMU)
+    customer = net.customer("uac_media_wait_bye", fill=talk(talk_ms=1000))
+    call_id = sip_call_id(customer)
+    session = live_session(net, rtpengine, call_id)
+    base = f"http://{LOCAL}:{port}/api/calls"
+    calls = wait_for(lambda: _answered(base), 5, what="the answered call in /api/calls")
+    assert [(c["id"], c["media_relay"]) for c in calls] == [(call_id, "rtp1")]
+    time.sleep(1.2)  # past the customer's talk: SIPp takes the BYE once it waits for one
+    quoted = urllib.parse.quote(call_id, safe="")
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/{quoted}", method="DELETE")):
+        pass
+    ok(net, customer, carrier)
+    assert_deleted(net, rtpengine, session)
+    (cdr,) = net.cdrs()
+    assert cdr["end_reason"] == "operator_hangup"
+
+
+def _answered(base: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(base, timeout=5) as response:
+        calls: list[dict[str, Any]] = json.load(response)["calls"]
+    return [c for c in calls if c["state"] == "answered"]
+
+
+def test_credit_cutoff_deletes_the_session(net: Net, rtpengine: Rtpengine) -> None:
+    """A prepaid account with 2 seconds of credit at 0.01 a second: cut at its credit
+    (BYE to both sides), and its relay session deleted with it."""
+    net.sell = (
+        "prefix,destination,rate,connect_fee,initial_increment,subsequent_increment\n"
+        "44,UK,0.600000,0,1,1\n"
+    )
+    with ledger.connect(net.workdir / "cdr.sqlite", create=True) as conn:
+        booking = ledger.Booking(
+            "customer", "topup", to_nanos(Decimal("0.02")), "setup", dt.datetime.now(dt.UTC)
+        )
+        ledger.book(conn, booking)
+    gw = Carrier("gw1", extra=RELAY)
+    start_relayed(net, rtpengine, [gw], [Account(extra=('billing = "prepaid"',))])
+    carrier = net.carrier(gw, "uas_media_answer", args=["-rtp_echo"], fill=ANSWER_PCMU)
+    customer = net.customer("uac_media_wait_bye", fill=talk(talk_ms=1000))
+    session = live_session(net, rtpengine, sip_call_id(customer))
+    ok(net, customer, carrier)
+    assert_deleted(net, rtpengine, session)
+    (cdr,) = net.cdrs()
+    assert cdr["end_reason"] == "credit_exhausted"
+    assert cdr["billsec"] <= 2
+
+
 # ----------------------------------------------------------------------------- media timeout
 
 
@@ -575,6 +642,33 @@ def test_late_offer_through_the_relay(net: Net, rtpengine: Rtpengine) -> None:
     assert_relay_sdp(offer_got, rtpengine, callee_port, callee_port + 1)
     assert_relay_sdp(answer_got, rtpengine, caller_port, caller_port + 1)
     assert_deleted(net, rtpengine, session)
+
+
+def test_update_and_prack_in_the_early_dialog_go_through_the_relay(
+    net: Net, rtpengine: Rtpengine
+) -> None:
+    """A reliable 183 with SDP (PRACKed), then the caller's UPDATE with a new offer while
+    the call still rings (RFC 3311): the carrier's 183 reaches the caller with the relay's
+    port, the UPDATE reaches the carrier with the relay's port, and its 200's SDP comes
+    back rewritten too; neither side ever sees the other's media port."""
+    gw = Carrier("gw1", extra=RELAY)
+    start_relayed(net, rtpengine, [gw], [Account()])
+    carrier = net.carrier(gw, "uas_media_update")
+    customer = net.customer("uac_media_update")
+    ok(net, customer, carrier)
+    sent = sip_log(customer)
+    got = sip_log(carrier)
+    caller_port = m_port(find(sent, sent=True, start="INVITE ").body)
+    callee_port = m_port(find(got, sent=True, start="SIP/2.0 183").body)
+    early = find(sent, sent=False, start="SIP/2.0 183").body
+    assert_relay_sdp(early, rtpengine, callee_port, callee_port + 1)
+    update = find(got, sent=False, start="UPDATE ").body
+    assert_relay_sdp(update, rtpengine, caller_port, caller_port + 1)
+    assert "o=caller 1 2" in update  # the caller's new offer, relayed
+    update_ok = find(sent, sent=False, start="SIP/2.0 200", method="UPDATE").body
+    assert_relay_sdp(update_ok, rtpengine, callee_port, callee_port + 1)
+    assert "o=carrier 1 2" in update_ok  # the carrier's answer to it
+    assert net.cdrs(1)[0]["end_reason"] == "normal_clearing"
 
 
 def test_reinvite_from_the_caller_is_rewritten(net: Net, rtpengine: Rtpengine) -> None:

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 
 from softswitch.call.refusal import EndReason, refuse
-from softswitch.media.control import MediaUnavailableError, OfferRefusedError
+from softswitch.media.control import MediaUnavailableError
 from softswitch.media.leg import NgLeg
 from softswitch.media.policy import DIRECT, MediaPolicy
 from softswitch.media.sdp import SdpError, apply_codec_policy
@@ -99,9 +99,10 @@ class MediaSteps(CallEnding):
                     transcode=branch.target.media.transcode,
                 )
             except MediaUnavailableError as exc:
-                if isinstance(exc, OfferRefusedError) or call.attempts[0] is not branch.attempt:
+                if call.attempts[0] is not branch.attempt:
                     raise
-                # The call's first offer: another relay may still take the call.
+                # The call's first offer: another relay may still take the call (one that
+                # answers, or has ports left).
                 relay = media.pick(exclude=[session.relay.id])
                 if relay is None:
                     raise
@@ -120,7 +121,7 @@ class MediaSteps(CallEnding):
             branch.media_pending = False
             branch.media_leg = None  # nothing to delete: the relay has no session for it
             if not branch.dead and call.phase is Phase.HUNTING:
-                self._media_failed(call, str(exc), refused=isinstance(exc, OfferRefusedError))
+                self._media_failed(call, str(exc))
             return
         branch.media_pending = False
         session.offer_from = call.caller_tag or ""
@@ -235,9 +236,10 @@ class MediaSteps(CallEnding):
                 session.offer_from = sender
         message.body = sdp
 
-    def _media_failed(self, call: Call, why: str, *, refused: bool = False) -> None:
-        """The relay failed the call: 503 while it hunts (488 when it refused the SDP),
-        BYE to both sides once answered."""
+    def _media_failed(self, call: Call, why: str) -> None:
+        """The relay failed the call (did not answer, or answered an error: out of ports,
+        an SDP it cannot read): 503 while it hunts, BYE to both sides once answered; the
+        relay's reason is in the log and the CDR's detail."""
         log_call(logging.WARNING, call.call_id, "media: %s", why)
         if call.finished:
             return
@@ -250,8 +252,7 @@ class MediaSteps(CallEnding):
             self._cancel_branch(branch)  # nothing to cancel when its INVITE never left
             branch.attempt.outcome = "media_unavailable"
             self._finish_branch(branch, None)
-        reason = EndReason.CODEC_MISMATCH if refused else EndReason.MEDIA_UNAVAILABLE
-        self._fail_call(call, Reply.of(refuse(reason, why)))
+        self._fail_call(call, Reply.of(refuse(EndReason.MEDIA_UNAVAILABLE, why)))
 
     def _media_answered(self, call: Call, branch: Branch, response: Response) -> None:
         """The answered attempt's session becomes the call's; its media is watched."""
