@@ -51,8 +51,9 @@ HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}" python3 -m pytest "$@"
 
 if [ $# -eq 0 ]; then
   # The pure-Python install (no speed extra) runs on asyncio's own loop: the transports,
-  # aiosip, the media relay's NG client and the end-to-end call flows again on that loop (billing, statistics and the
-  # management surface are policy above the loop: once is enough).
+  # aiosip and the end-to-end call flows (media relay included) again on that loop
+  # (billing, statistics and the management surface are policy above the loop: once is
+  # enough).
   step "pytest: transports, aiosip and end-to-end calls on the standard asyncio loop"
   SOFTSWITCH_EVENT_LOOP=asyncio python3 -m pytest -q tests/e2e/test_call_flow.py \
     tests/e2e/test_interop_dialogs.py tests/e2e/test_interop_numbers.py \
