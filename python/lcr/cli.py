@@ -1,4 +1,4 @@
-"""The ``lcr`` command: look up, cost and route numbers, check decks, re-rate CDR files."""
+"""The ``lcr`` command: look up, cost and route numbers, check and diff decks, re-rate CDRs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from . import diff as _diff
 from . import reference
 from ._core import RateDeck
 from .errors import DeckError, LcrError
@@ -241,6 +242,44 @@ def _rate_file(cdrs: Path, deck: Deck, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    kinds = [kind for group in args.only for kind in _kinds(group)]
+    at = _parse_time(args.at) if args.at else None
+    old = _load(args.old, args)
+    _report_errors(old)
+    new = _load(args.new, args)
+    _report_errors(new)
+    result = _diff.diff(old, new, at)
+    if kinds:
+        result = result.only(kinds)
+    if args.csv:
+        _diff.write_csv(result, sys.stdout)
+        print(result.summary(), file=sys.stderr)
+    else:
+        if result:
+            for line in _diff.table_lines(result):
+                print(line)
+        print(result.summary())
+    if result.next_start is not None and any(c.kind == "dates" for c in result.changes):
+        moment = result.next_start.isoformat().replace("+00:00", "Z")
+        print(
+            f"note: changed rows start later, first at {moment}; compare then with --at {moment}",
+            file=sys.stderr,
+        )
+    return 1 if result else 0
+
+
+def _kinds(group: str) -> list[_diff.Kind]:
+    """The kinds named in one ``--only`` value (comma-separated)."""
+    kinds: list[_diff.Kind] = []
+    for name in group.split(","):
+        kind = next((k for k in _diff.KINDS if k == name.strip()), None)
+        if kind is None:
+            raise LcrError(f"--only: unknown change kind {name!r}; one of {', '.join(_diff.KINDS)}")
+        kinds.append(kind)
+    return kinds
+
+
 _SECONDS = re.compile(r"[0-9]+")
 _NEGATIVE = re.compile(r"-[0-9]+")
 
@@ -323,6 +362,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration-column", default="duration")
     _deck_options(p)
     p.set_defaults(run=cmd_rate)
+
+    p = commands.add_parser(
+        "diff",
+        help="what a new deck changes: prefixes added/removed, rates up/down, fees, dates",
+        description=(
+            "Compare OLD and NEW decks. Prices are compared at one moment (--at, default "
+            "now): per prefix, the row in force then in each deck, as a lookup picks it. Any "
+            "other difference in a prefix's effective-dated rows (dates moved, a scheduled "
+            "or expired version added, dropped or re-priced) is a 'dates' change showing "
+            "both schedules. Exit status: 0 no differences, 1 differences, 2 trouble."
+        ),
+        epilog="kinds: " + ", ".join(_diff.KINDS),
+    )
+    p.add_argument("old", metavar="OLD", help="the deck in use")
+    p.add_argument("new", metavar="NEW", help="the deck to compare with it")
+    p.add_argument(
+        "--at",
+        help="compare the prices in force at this ISO 8601 time (default: now; no offset: UTC)",
+    )
+    p.add_argument("--csv", action="store_true", help="CSV on stdout, the summary on stderr")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KIND[,KIND]",
+        help="list only these kinds of change (the exit status counts only them)",
+    )
+    _deck_options(p)
+    p.set_defaults(run=cmd_diff)
     return parser
 
 

@@ -54,6 +54,7 @@ from softswitch.billing.ledger import LEDGER_SCHEMA, Booking
 from softswitch.billing.ledger import append as append_ledger
 from softswitch.billing.money import to_nanos
 from softswitch.call.refusal import END_REASONS, EndReason
+from softswitch.registrar.store import REGISTRATIONS_SCHEMA
 
 __all__ = [
     "CSV_COLUMNS",
@@ -76,7 +77,9 @@ logger = logging.getLogger("softswitch.cdr")
 
 SCHEMA_VERSION = 3
 #: Versions this switch opens (and upgrades to ``SCHEMA_VERSION``): 1 lacks the run tables,
-#: 2 the ledger and the open calls' billing columns.
+#: 2 the ledger and the open calls' billing columns. (The registrar's ``registrations``
+#: table came without a new version: it is only added, ``IF NOT EXISTS``, so a version-3
+#: file gets it when opened and a switch that predates it still opens the file.)
 _READABLE_VERSIONS = (0, 1, 2, SCHEMA_VERSION)
 
 SCHEMA = (
@@ -144,6 +147,7 @@ CREATE INDEX IF NOT EXISTS open_calls_key ON open_calls (call_id, answer_at);
 CREATE INDEX IF NOT EXISTS open_calls_run ON open_calls (run_id);
 """
     + LEDGER_SCHEMA
+    + REGISTRATIONS_SCHEMA
 )
 
 #: Columns version 2's ``open_calls`` lacks, added when such a file is opened.

@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
+from .call.cli import Identity, Party, rewrite
 from .call.limits import check_destination
 from .call.live import LiveState
 from .call.normalise import normalise
@@ -173,6 +174,8 @@ class RouteExplanation:
     quality: str | None = None
     quality_live: bool = False
     demoted: tuple[tuple[str, str], ...] = ()
+    #: The caller-ID routed on, in words, when the plan has caller-ID routes or one was given.
+    caller_id: str | None = None
 
     @property
     def routed(self) -> bool:
@@ -185,6 +188,8 @@ class RouteExplanation:
         if self.number is None:  # refused by normalise
             return [*out, *self._refused()]
         out.append(f"number {self.number} at {self.at.isoformat(timespec='seconds')}")
+        if self.caller_id is not None:
+            out.append(self.caller_id)
         if self.refusal is not None:
             return [*out, *([self.explain] if self.explain else []), *self._refused()]
         if self.sell_rate is not None:
@@ -228,6 +233,7 @@ def explain_route(
     live: LiveState | None = None,
     now: float = 0.0,
     stats: GatewayAnswers | None = None,
+    cli: str | bool = True,
 ) -> RouteExplanation:
     """The decision the switch makes for ``account`` dialing ``number`` at ``at`` (now).
 
@@ -237,6 +243,9 @@ def explain_route(
     and the decks (disabled, no rate, above the rate ceiling, below the margin). ``stats``
     (the running switch's statistics, on the same clock) applies the route's ``quality``;
     without them the explanation only says the route has one.
+
+    ``cli``: the caller-ID the caller sends (its ``From`` user; the account's ``cli``
+    rules apply), or True/False for a call with/without one.
     """
     when = at or dt.datetime.now(dt.UTC)
     dialed = number
@@ -250,9 +259,11 @@ def explain_route(
     refusal = check_destination(account, normalised, live)
     if refusal is not None:
         return dataclasses.replace(found, refusal=refusal)
-    plan = route_call(snapshot, account, normalised, when, seed)
+    present, caller_id = _caller_id(snapshot, account, cli)
+    found = dataclasses.replace(found, caller_id=caller_id)
+    plan = route_call(snapshot, account, normalised, when, seed, cli=present)
     if isinstance(plan, Refusal):
-        table = snapshot.tables.get(account.routing_plan)
+        table = snapshot.table(account.routing_plan, cli=present)
         explain = ""
         if table is not None and plan.end_reason is EndReason.NO_ROUTE:
             explain = table.route(normalised, when, seed).explain()
@@ -278,6 +289,28 @@ def explain_route(
     )
 
 
+def _caller_id(snapshot: Snapshot, account: Account, cli: str | bool) -> tuple[bool, str | None]:
+    """Whether the call has a caller-ID, and the line that says which routes that picks
+    (None when the plan has no caller-ID routes and no caller-ID was given)."""
+    routes = snapshot.has_cli_routes(account.routing_plan)
+    if isinstance(cli, bool):
+        if not routes:
+            return cli, None
+        return cli, "caller-ID: " + ("present" if cli else "none") + _which(cli)
+    identity = rewrite(Identity(Party(cli, cli.lower() == "anonymous")), account.cli)
+    number = identity.number
+    shown = f"caller-ID {cli!r}"
+    if identity.from_ is not None and identity.from_.user != cli:
+        shown += f" sent as {identity.from_.user!r} (the account's cli rules)"
+    if number is None:
+        shown += ": not a caller-ID"
+    return number is not None, shown + (_which(number is not None) if routes else "")
+
+
+def _which(present: bool) -> str:
+    return "; the plan's routes for calls " + ("with one" if present else "without one")
+
+
 def show_route(
     path: str | None,
     account_id: str,
@@ -287,6 +320,7 @@ def show_route(
     seed: str = "softswitch-route",
     out: TextIO | None = None,
     err: TextIO | None = None,
+    cli: str | bool = True,
 ) -> int:
     """Print the routing decision the switch would make for this account and number now.
 
@@ -305,7 +339,7 @@ def show_route(
     if account is None:
         print(f"error: {path}: no account with id {account_id!r}", file=err)
         return 1
-    found = explain_route(snapshot, account, number, at=at, seed=seed)
+    found = explain_route(snapshot, account, number, at=at, seed=seed, cli=cli)
     for line in found.lines():
         print(line, file=out)
     return 0 if found.routed else 1
@@ -417,6 +451,18 @@ def list_cdrs(
     return 0
 
 
+def _route_command(a: argparse.Namespace) -> int:
+    cli: str | bool = False if a.no_cli else (a.cli if a.cli is not None else True)
+    if a.live:
+        if a.cli is not None or a.no_cli:
+            print(
+                "error: --cli and --no-cli are for the offline route, not --live", file=sys.stderr
+            )
+            return 2
+        return live_route(a.config, a.account, a.number, at=a.at, seed=a.seed)
+    return show_route(a.config, a.account, a.number, at=a.at, seed=a.seed, cli=cli)
+
+
 def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``check-config``, ``route``, ``cdr`` and the billing commands
     (``softswitch.billing.commands``) on the ``softswitch`` parser."""
@@ -439,12 +485,18 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="ask the running switch (its management API at [management] listen): with its"
         " live state, alarms and quality demotion",
     )
-    route.add_argument("number", metavar="NUMBER")
-    route.set_defaults(
-        handler=lambda a: (live_route if a.live else show_route)(
-            a.config, a.account, a.number, at=a.at, seed=a.seed
-        )
+    caller = route.add_mutually_exclusive_group()
+    caller.add_argument(
+        "--cli",
+        metavar="NUMBER",
+        help="the caller-ID the caller sends (its From user; the account's cli rules apply);"
+        " default: a call with a caller-ID",
     )
+    caller.add_argument(
+        "--no-cli", action="store_true", help="a call without a caller-ID (non-CLI routes)"
+    )
+    route.add_argument("number", metavar="NUMBER")
+    route.set_defaults(handler=_route_command)
 
     cdr = commands.add_parser("cdr", help="list or export CDRs")
     cdr.add_argument("--config", metavar="FILE", help="default: the embedded demo's CDRs")

@@ -48,7 +48,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeAlias, cast
@@ -84,9 +84,11 @@ __all__ = [
     "DEFAULT_NO_ANSWER_TIMEOUT",
     "DEMO_DIR",
     "NEVER_FAILOVER",
+    "REGISTERED_HOST",
     "STATS_WINDOWS",
     "Account",
     "AlarmRule",
+    "CliRule",
     "Config",
     "ConfigError",
     "ConfigProblem",
@@ -116,6 +118,8 @@ __all__ = [
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 RewriteKind = Literal["regex", "prefix"]
+CliKind = Literal["regex", "prefix", "set"]
+CliRequirement = Literal["any", "required", "absent"]
 
 #: 408 and every 5xx: the gateway could not take the call, another one may.
 DEFAULT_FAILOVER_CODES: frozenset[int] = frozenset({408, *range(500, 600)})
@@ -1071,6 +1075,12 @@ class ServerConfig(_Section):
     #: Seconds from the first byte of a message to the end of its header section: a peer
     #: that trickles a header byte by byte is cut off here, whatever the idle timeout says.
     tcp_header_timeout: _PositiveSecs = 5.0
+    #: Shortest registration accepted, in seconds: a shorter non-zero one gets 423 with
+    #: ``Min-Expires`` (RFC 3261 10.3 step 7; ``softswitch.registrar``).
+    registrar_min_expires: Annotated[int, _Int(1, 86400)] = 60
+    #: Longest registration granted, in seconds (a longer one is shortened), and what a
+    #: REGISTER that names no expiry gets.
+    registrar_max_expires: Annotated[int, _Int(1, 86400)] = 3600
 
     @classmethod
     def _prepare(
@@ -1078,6 +1088,18 @@ class ServerConfig(_Section):
     ) -> None:
         if reading.base_dir is not None:  # the default is relative to the file too
             data.setdefault("database", "cdr.sqlite")
+
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        if obj is None or obj.registrar_min_expires <= obj.registrar_max_expires:
+            return []
+        reason = (
+            f"must be at least registrar_min_expires ({obj.registrar_min_expires}),"
+            f" got {obj.registrar_max_expires}"
+        )
+        return [_line(("registrar_max_expires",), reason, obj.registrar_max_expires)]
 
 
 #: User-Agent fragments of the SIP scanners that sweep the internet (sipvicious and its
@@ -1363,6 +1385,100 @@ class RewriteRule(_Section):
                 data["match"] = ""  # the rule is refused; this only keeps it constructible
 
 
+_CLI_NUMBER_RE = re.compile(r"^\+?[0-9]*$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CliDigits(_Check):
+    """A caller-ID number or a piece of one: digits, optionally after one ``+`` (E.164 as
+    ``P-Asserted-Identity`` often writes it); ``nonempty``: at least one digit."""
+
+    nonempty: bool = False
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string of digits, got {_type_name(value)}")
+        if not _CLI_NUMBER_RE.match(value) or (self.nonempty and not value.strip("+")):
+            what = "digits, optionally after one '+'"
+            raise _problem(f"must be {what}, got {value!r}")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"pattern": r"^\+?[0-9]+$" if self.nonempty else _CLI_NUMBER_RE.pattern}
+
+
+_CLI_FORMS = (
+    (frozenset({"set"}), "set"),
+    (_REGEX_KEYS, "regex"),
+    (_PREFIX_KEYS, "prefix"),
+)
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class CliRule(_Section):
+    """One caller-ID rule of an account or a gateway (``softswitch.call.cli``): rewrites the
+    user part of ``From`` and of each ``P-Asserted-Identity``.
+
+    ``kind="regex"``: ``re.sub(match, replace, user, count=1)``. ``kind="prefix"``: if the
+    user starts with ``prefix``, drop ``strip`` leading characters and put ``add`` in front.
+    ``kind="set"``: the user becomes ``set`` (a fixed CLI). The file form has no ``kind``:
+    ``set``, ``match`` or ``prefix``/``strip``/``add`` says which it is.
+    """
+
+    kind: Annotated[CliKind, _Choice(("regex", "prefix", "set"))]
+    match: _Str = ""
+    replace: _Str = ""
+    prefix: Annotated[str, _CliDigits()] = ""
+    strip: Annotated[int, _Int(0, 32)] = 0
+    add: Annotated[str, _CliDigits()] = ""
+    set: Annotated[str, _CliDigits()] = ""
+    #: ``match`` compiled (regex rules), at construction.
+    pattern: Annotated[SkipJsonSchema[re.Pattern[str] | None], Field(exclude=True)] = (
+        dataclasses.field(default=None, init=False, compare=False, repr=False)
+    )
+
+    def __post_init__(self) -> None:
+        compiled = re.compile(self.match) if self.kind == "regex" else None
+        object.__setattr__(self, "pattern", compiled)
+
+    @classmethod
+    def _keys(cls, raw: Mapping[str, Any], reading: _Reading) -> frozenset[str]:
+        if reading.base_dir is None:
+            return frozenset(_init_fields(cls))
+        for keys, _ in _CLI_FORMS:
+            if raw.keys() & keys:
+                return keys
+        return frozenset(raw)  # no form: that is the problem, not its keys
+
+    @classmethod
+    def _prepare(
+        cls, data: dict[str, Any], reading: _Reading, problems: list[InitErrorDetails]
+    ) -> None:
+        if "kind" not in data:
+            kind = next((k for keys, k in _CLI_FORMS if data.keys() & keys), None)
+            if kind is not None:
+                data["kind"] = kind
+            else:
+                reason = "needs one of set, match/replace or prefix/strip/add"
+                if reading.partial:
+                    raise _problem(reason)
+                problems.append(_line((), reason))
+                data.clear()
+                data["kind"] = "prefix"
+        if data["kind"] == "set" and not data.get("set") and not reading.partial:
+            problems.append(_line(("set",), "must be the caller-ID to send, not empty"))
+        match, replace = data.get("match", ""), data.get("replace", "")
+        if data["kind"] == "regex" and isinstance(match, str) and isinstance(replace, str):
+            try:
+                re.compile(match).sub(replace, "0")  # a bad back-reference only shows when used
+            except re.error as e:
+                reason = f"bad regular expression or replacement: {e}"
+                if reading.partial:
+                    raise _problem(reason) from None
+                problems.append(_line(("match",), reason, match))
+                data["match"] = ""  # the rule is refused; this only keeps it constructible
+
+
 @pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
 class Account(_Section):
     """``[[accounts]]``: a customer ("mapping gateway" in VOS3000 terms).
@@ -1386,6 +1502,9 @@ class Account(_Section):
     max_duration: _OptCount = None
     enabled: _Flag = True
     rewrite: Annotated[tuple[RewriteRule, ...], _Tables()] = ()
+    #: Caller-ID rules for its calls' From/P-Asserted-Identity users, applied as a call
+    #: arrives, before routing (``softswitch.call.cli``).
+    cli: Annotated[tuple[CliRule, ...], _Tables()] = ()
     #: Destination prefixes allowed (empty = all) and denied (checked first).
     allow: _PrefixList = ()
     deny: _PrefixList = ()
@@ -1409,6 +1528,10 @@ class Account(_Section):
     codecs: _CodecList = ()
     #: Seconds of dead RTP that end its relayed calls; None = the gateway's (shortest wins).
     media_timeout: _OptSecs = None
+    #: It may REGISTER with its digest credentials (``softswitch.registrar``): calls reach
+    #: it through a ``registered:ID`` gateway, and its calls from a registered contact's
+    #: source address are authorised by the registration.
+    register: _Flag = False
 
     _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "routing_plan": ""}
 
@@ -1436,6 +1559,8 @@ class Account(_Section):
         if not raw.get("ips") and username is None:
             reason = "needs ips, username/password, or both, to authenticate its calls"
             lines.append(_line((), reason))
+        if raw.get("register") is True and (username is None or password is None):
+            lines.append(_line(("register",), "needs username and password: REGISTER uses digest"))
         if obj is not None:
             lines += _billing_problems(obj)
         return lines
@@ -1463,6 +1588,13 @@ def _billing_problems(account: Account) -> list[InitErrorDetails]:
         reason = f"only a postpaid account has a credit limit (billing = {account.billing!r})"
         lines.append(_line(("credit_limit",), reason, str(limit)))
     return lines
+
+
+#: A gateway address that names a registering account: ``registered:ACCOUNT``.
+_REGISTERED = "registered:"
+#: The host of a ``registered:`` gateway (RFC 2606's reserved ``.invalid``): a placeholder
+#: that is never resolved or sent to, since its calls go to the account's contacts.
+REGISTERED_HOST = "registered.invalid"
 
 
 @pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
@@ -1507,6 +1639,8 @@ class Gateway(_Section):
     #: The relay offers the gateway its ``codecs`` only, transcoding the caller's when they
     #: differ (needs ``media = "relay"`` and ``codecs``).
     transcode: _Flag = False
+    #: Caller-ID rules applied to what this gateway receives, after the account's.
+    cli: Annotated[tuple[CliRule, ...], _Tables()] = ()
 
     _FILE_KEYS: ClassVar[frozenset[str] | None] = frozenset(
         {
@@ -1530,8 +1664,13 @@ class Gateway(_Section):
             "codecs",
             "media_timeout",
             "transcode",
+            "cli",
         }
     )
+    #: ``address = "registered:ACCOUNT"``: the account whose registered contacts the calls
+    #: go to (``softswitch.registrar``); ``host`` is then ``REGISTERED_HOST``, never used.
+    registered: _OptStr = None
+
     _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"id": "", "host": ""}
 
     @property
@@ -1543,9 +1682,17 @@ class Gateway(_Section):
     def _check(
         cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
     ) -> list[InitErrorDetails]:
-        if obj is None or not obj.transcode:
-            return []
         lines: list[InitErrorDetails] = []
+        if obj is not None and obj.registered is not None:
+            # The registration says how a contact is reached, and a contact is not probed.
+            if "transport" in raw and reading.base_dir is not None:
+                reason = "not used with a registered: address (the REGISTER's transport is)"
+                lines.append(_line(("transport",), reason, raw["transport"]))
+            if obj.probe:
+                reason = "a registered: gateway is not probed (its contacts come and go)"
+                lines.append(_line(("probe",), reason, obj.probe))
+        if obj is None or not obj.transcode:
+            return lines
         if obj.media != "relay":
             lines.append(_line(("transcode",), 'needs media = "relay": the relay transcodes'))
         if not obj.codecs:
@@ -1565,7 +1712,14 @@ class Gateway(_Section):
             problems.append(_line(("address",), "is required"))
         else:
             address = data.pop("address")
-            if not isinstance(address, str):
+            if isinstance(address, str) and address.startswith(_REGISTERED):
+                account = address[len(_REGISTERED) :]
+                if account:
+                    data["registered"], host = account, REGISTERED_HOST
+                else:
+                    reason = f"{address!r}: name the account after 'registered:'"
+                    problems.append(_line(("address",), reason, address))
+            elif not isinstance(address, str):
                 reason = f"must be a string, got {_type_name(address)}"
                 problems.append(_line(("address",), reason, address))
             elif not address:
@@ -1605,6 +1759,28 @@ class DeckSpec(_Section):
         }
 
 
+_ROUTE_CLI = _Choice(("any", "required", "absent"), listed=True)
+
+
+def _unsure_routes(raw: Mapping[str, Any]) -> frozenset[int]:
+    """The routes whose ``prefix`` or ``cli`` is wrong (reported on its own): the partial
+    configuration has a default in its place, which must not be reported as a clash."""
+    routes = raw.get("routes")
+    if not isinstance(routes, list | tuple):
+        return frozenset()
+    out = set()
+    for i, route in enumerate(routes):
+        if not isinstance(route, Mapping):
+            continue
+        for key, check in (("prefix", _Digits()), ("cli", _ROUTE_CLI)):
+            if key in route:
+                try:
+                    check.check(route[key])
+                except PydanticCustomError:
+                    out.add(i)
+    return frozenset(out)
+
+
 @pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
 class Route(_Section):
     """``[[routes]]``: in routing plan ``plan``, numbers starting ``prefix`` use ``gateways``."""
@@ -1620,6 +1796,9 @@ class Route(_Section):
     min_margin: _Amount = None
     #: Demote gateways of poor live ASR to the end of the candidates; None = no demotion.
     quality: RouteQuality | None = None
+    #: Which calls the route is for: ``any``; ``required``: calls with a caller-ID only;
+    #: ``absent``: calls without one (``softswitch.call.cli``: what counts as one).
+    cli: Annotated[CliRequirement, _ROUTE_CLI] = "any"
 
     _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"plan": "", "prefix": "", "gateways": ()}
 
@@ -1876,18 +2055,22 @@ class Config(_Section):
     ) -> list[InitErrorDetails]:
         """The references between sections, checked on the partial configuration when some
         key is wrong (so that one run reports everything), which is kept in ``context``."""
+        unsure: frozenset[int] = frozenset()
         if obj is None:
             try:
                 partial = {"reading": dataclasses.replace(reading, partial=True)}
                 obj = _adapter(Config).validate_python(raw, context=partial)
             except ValidationError:
                 return []
+            unsure = _unsure_routes(raw)
         if isinstance(context, dict):
             context["config"] = obj
-        return _cross_references(obj)
+        return _cross_references(obj, unsure)
 
 
-def _cross_references(cfg: Config) -> list[InitErrorDetails]:
+def _cross_references(
+    cfg: Config, unsure_routes: frozenset[int] = frozenset()
+) -> list[InitErrorDetails]:
     lines: list[InitErrorDetails] = []
 
     def fail(loc: tuple[str | int, ...], reason: str) -> None:
@@ -1928,22 +2111,27 @@ def _cross_references(cfg: Config) -> list[InitErrorDetails]:
                 )
         if a.routing_plan and a.routing_plan not in plans:
             fail(("accounts", i, "routing_plan"), f"no [[routes]] with plan {a.routing_plan!r}")
+    by_id = {a.id: a for a in cfg.accounts}
     for i, g in enumerate(cfg.gateways):
         if g.rate_deck is not None and g.rate_deck not in decks:
             fail(("gateways", i, "rate_deck"), f"no [[rate_decks]] with id {g.rate_deck!r}")
-    seen_routes: dict[tuple[str, str], int] = {}
+        if g.registered is not None:
+            owner = by_id.get(g.registered)
+            if owner is None:
+                fail(("gateways", i, "address"), f"no [[accounts]] with id {g.registered!r}")
+            elif not owner.register or owner.username is None or owner.password is None:
+                fail(
+                    ("gateways", i, "address"),
+                    f"account {g.registered!r} does not register: set register = true"
+                    " and its username/password",
+                )
+    seen_routes: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(cfg.routes):
         for j, gw in enumerate(r.gateways):
             if gw not in gateways:
                 fail(("routes", i, "gateways", j), f"no [[gateways]] with id {gw!r}")
-        where = (r.plan, r.prefix)
-        if where in seen_routes:
-            fail(
-                ("routes", i, "prefix"),
-                f"plan {r.plan!r} already has prefix {r.prefix!r} (routes[{seen_routes[where]}])",
-            )
-        else:
-            seen_routes[where] = i
+        if i not in unsure_routes:
+            _route_clash(cfg.routes, i, seen_routes.setdefault((r.plan, r.prefix), []), fail)
     if not cfg.media_relays:
         relayed: tuple[tuple[str, tuple[Account | Gateway, ...]], ...] = (
             ("accounts", cfg.accounts),
@@ -1986,6 +2174,46 @@ def _cross_references(cfg: Config) -> list[InitErrorDetails]:
                 )
             by_rule.setdefault(k, i)
     return lines
+
+
+def _route_clash(
+    routes: tuple[Route, ...],
+    i: int,
+    same: list[int],
+    fail: Callable[[tuple[str | int, ...], str], None],
+) -> None:
+    """Whether ``routes[i]`` may join ``same`` (the earlier routes of its plan and prefix).
+
+    One plan may hold a prefix twice only as a route for calls with a caller-ID
+    (``cli = "required"``) and one for calls without (``"absent"``): ``"any"`` serves both,
+    so it clashes with either. Both take the same ``quality``, which is kept per plan and
+    prefix (``softswitch.call.quality``).
+    """
+    r = routes[i]
+    for j in same:
+        other = routes[j]
+        if "any" in (r.cli, other.cli) or r.cli == other.cli:
+            if r.cli == other.cli == "any":
+                fail(
+                    ("routes", i, "prefix"),
+                    f"plan {r.plan!r} already has prefix {r.prefix!r} (routes[{j}])",
+                )
+            else:
+                fail(
+                    ("routes", i, "cli"),
+                    f"plan {r.plan!r} already has prefix {r.prefix!r} for these calls"
+                    f" (routes[{j}], cli = {other.cli!r}); two routes of one prefix must be"
+                    " cli = 'required' and cli = 'absent'",
+                )
+            return
+        if r.quality != other.quality:
+            fail(
+                ("routes", i, "quality"),
+                f"must be the same as routes[{j}]'s (same plan and prefix, cli ="
+                f" {other.cli!r}): quality is kept per plan and prefix",
+            )
+            return
+    same.append(i)
 
 
 def no_answer_timeout(account: Account, gateway: Gateway) -> float:

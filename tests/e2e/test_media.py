@@ -346,6 +346,30 @@ def test_failover_deletes_the_failed_attempts_session(
     assert cdr["end_reason"] == "normal_clearing"
 
 
+def test_failover_from_a_relayed_gateway_to_a_direct_one(net: Net, rtpengine: Rtpengine) -> None:
+    """The mode is the attempt's: after a relayed gateway's 183 (with SDP) and 503, a
+    direct gateway's call is direct from its 183 on: its SDP reaches the caller byte for
+    byte, the relay holds nothing for it, and the call is not refused for want of one."""
+    gw1, gw2 = Carrier("gw1", extra=RELAY), Carrier("gw2")
+    start_relayed(net, rtpengine, [gw1, gw2], [Account()])
+    bad = net.carrier(gw1, "uas_media_early_reject", args=["-rtp_echo"])
+    good = net.carrier(gw2, "uas_media_answer", args=["-rtp_echo"], fill=ANSWER_PCMU)
+    customer = net.customer("uac_media_call", fill=talk(talk_ms=1500))
+    call_id = sip_call_id(customer)
+    wait_for(lambda: [s for s in deletes(net) if s.startswith(call_id)], 4, what="first delete")
+    ok(net, customer, bad, good)
+    assert ng_sessions(rtpengine.ng_port, call_id) == []
+    theirs = sip_log(customer)
+    answer_sent = find(sip_log(good), sent=True, start="SIP/2.0 200").body
+    answer_got = find(theirs, sent=False, start="SIP/2.0 200", method="INVITE").body
+    assert answer_got == answer_sent  # direct: as the gateway wrote it
+    offer_sent = find(theirs, sent=True, start="INVITE ").body
+    assert find(sip_log(good), sent=False, start="INVITE ").body == offer_sent
+    (cdr,) = net.cdrs()
+    assert attempts(cdr) == [("gw1", 503, "failed"), ("gw2", 200, "answered")]
+    assert cdr["end_reason"] == "normal_clearing"
+
+
 def test_max_duration_deletes_the_session(net: Net, rtpengine: Rtpengine) -> None:
     gw = Carrier("gw1", extra=RELAY)
     start_relayed(net, rtpengine, [gw], [Account(max_duration=2)])

@@ -8,13 +8,18 @@ VOS3000 calls these customers "mapping gateways". The rules, in order:
    else one without a tech prefix. Ties go to the most specific address rule (longer network,
    then a port), then file order. An account with ``ips`` only is then authorised; one with
    ``ips`` *and* ``username`` must also pass digest.
-2. A source blocked for repeated failures is refused (403). IP-only accounts are checked
+2. A source a registering account's live contact REGISTERed from (same address *and*
+   port: behind a NAT the port tells devices apart) is that account's, authorised by the
+   registration (``registered``, from ``softswitch.registrar``), as long as the account
+   still has ``register = true``. Like an IP account's, such a call does not need digest;
+   from anywhere else the account authenticates by digest as any digest account does.
+3. A source blocked for repeated failures is refused (403). IP-only accounts are checked
    before the block on purpose: their address *is* their credential, and a block must not let
    anyone who can spoof a customer's UDP source address cut that customer off.
-3. No IP account: if any account can authenticate by digest alone, the request must carry
+4. No IP account: if any account can authenticate by digest alone, the request must carry
    ``Proxy-Authorization`` for our realm, else it is challenged (407). Credentials name the
    account by user name.
-4. Otherwise 403.
+5. Otherwise 403.
 
 Failures never say which accounts exist: every refusal is the same 403, Q.850 cause 21 (the
 ``detail`` saying why is for logs and the CDR), an unknown user name is verified against a
@@ -32,6 +37,7 @@ stops a captured INVITE's credentials being reused for another number). SIPp nee
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,7 +59,7 @@ __all__ = [
     "make_authenticator",
 ]
 
-AuthMethod = Literal["ip", "digest", "ip+digest"]
+AuthMethod = Literal["ip", "digest", "ip+digest", "registration"]
 
 # A password no account has, to verify unknown users in the same time as known ones.
 _DUMMY_PASSWORD = secrets.token_hex(16)
@@ -163,13 +169,15 @@ def authorise(
     nonces: DigestAuthenticator,
     *,
     clock: float | None = None,
+    registered: Callable[[str, int], str | None] | None = None,
 ) -> Authorised | Refusal | Challenge:
     """Decide which account an INVITE belongs to, challenge it, or refuse it.
 
     ``now`` is wall-clock time in seconds: it ages nonces, which processes sharing the nonce
     secret must agree on. ``clock`` is monotonic seconds for the failure window and IP
     blocks, so a clock step cannot lift or stretch a block (None: ``now``, for tests that
-    drive one fake clock).
+    drive one fake clock). ``registered`` names the account whose live registration came
+    from a source (ip, port), if any.
     """
     mono = now if clock is None else clock
     ip, port = source
@@ -191,6 +199,11 @@ def authorise(
     account = _by_tech_prefix(by_ip, dialed)
     if account is not None and not account.uses_digest:
         return Authorised(account, dialed, _strip_tech_prefix(account, dialed), "ip")
+    if registered is not None:
+        holder = snapshot.accounts.get(registered(ip, port) or "")
+        if holder is not None and holder.register and (not holder.uses_ip or holder in by_ip):
+            number = _strip_tech_prefix(holder, dialed)
+            return Authorised(holder, dialed, number, "registration", username=holder.username)
     if live.is_blocked(ip, mono):
         return refuse(EndReason.AUTH_FAILED, f"source {ip} is blocked after repeated failures")
     if account is None and not snapshot.digest_only:

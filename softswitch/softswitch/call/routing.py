@@ -10,6 +10,9 @@ the longest matching route prefix, rejects targets with reasons (``disabled``, `
 * ``seed=call_id`` makes ``weight`` routing random across calls but repeatable for one call
   (a retransmitted INVITE, ``softswitch route --seed``).
 * No candidate left is ``no_route``; the refusal's ``detail`` carries the explanation.
+* A plan with caller-ID routes (``cli = "required"`` / ``"absent"``) has a table for calls
+  with a caller-ID and one for calls without (``snapshot.Snapshot.table``); ``cli`` says
+  which this call is (``call.cli.Identity.present``, after the account's ``cli`` rules).
 """
 
 from __future__ import annotations
@@ -60,12 +63,15 @@ def route_call(
     number: str,
     now: dt.datetime,
     call_id: str | int,
+    *,
+    cli: bool = True,
 ) -> RoutePlan | Refusal:
     """Ask ``lcr`` for the account's routing plan's answer for ``number`` at ``now``.
 
-    ``number`` is normalised (digits only); ``now`` is wall-clock time (rates are dated).
+    ``number`` is normalised (digits only); ``now`` is wall-clock time (rates are dated);
+    ``cli``: whether the call has a caller-ID.
     """
-    table = snapshot.tables.get(account.routing_plan)
+    table = snapshot.table(account.routing_plan, cli=cli)
     if table is None:  # load_config checks this; a hand-built Config may not have
         return refuse(EndReason.NO_ROUTE, f"routing plan {account.routing_plan!r} has no routes")
     sell_rate: Decimal | None = None
@@ -83,7 +89,10 @@ def route_call(
         return refuse(EndReason.INVALID_NUMBER, str(e))
     rejected = tuple((r.gateway, r.reason) for r in result.rejected)
     if not result.candidates:
-        detail = f"plan {account.routing_plan!r}: " + (
+        which = ""
+        if snapshot.has_cli_routes(account.routing_plan):
+            which = " (a call with a caller-ID)" if cli else " (a call without a caller-ID)"
+        detail = f"plan {account.routing_plan!r}{which}: " + (
             ", ".join(f"{g}: {why}" for g, why in rejected) or f"no route matches {number}"
         )
         return refuse(EndReason.NO_ROUTE, detail)

@@ -89,10 +89,18 @@ class SourceIndex:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Snapshot:
-    """Config + loaded ``lcr.RateDeck`` per deck id + one ``lcr.RouteTable`` per plan."""
+    """Config + loaded ``lcr.RateDeck`` per deck id + ``lcr.RouteTable``s per plan.
+
+    A plan whose routes all serve any call (``cli = "any"``) has one table. One with
+    caller-ID routes has two (``call.cli``): ``tables`` without its ``cli = "absent"``
+    routes, for calls with a caller-ID, and ``tables_without_cli`` without its
+    ``"required"`` ones, for calls without; :meth:`table` picks.
+    """
 
     config: Config
     decks: Mapping[str, lcr.RateDeck]
+    #: Per plan, the routes for calls with a caller-ID (every route of a plan without
+    #: caller-ID routes).
     tables: Mapping[str, lcr.RouteTable]
     accounts: Mapping[str, Account]
     gateways: Mapping[str, Gateway]
@@ -105,6 +113,22 @@ class Snapshot:
     qualities: Mapping[tuple[str, str], RouteQuality] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: Per plan with caller-ID routes, the routes for calls without a caller-ID.
+    tables_without_cli: Mapping[str, lcr.RouteTable] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def table(self, plan: str, *, cli: bool = True) -> lcr.RouteTable | None:
+        """The plan's routes for a call with (``cli``) or without a caller-ID."""
+        if not cli:
+            table = self.tables_without_cli.get(plan)
+            if table is not None:
+                return table
+        return self.tables.get(plan)
+
+    def has_cli_routes(self, plan: str) -> bool:
+        """Whether ``plan`` routes calls with and without a caller-ID differently."""
+        return plan in self.tables_without_cli
 
     def accounts_for_source(self, ip: str, port: int) -> list[Account]:
         """Accounts with an ``ips`` rule matching the source, most specific rule first."""
@@ -179,31 +203,41 @@ def _targets(config: Config, gateway_ids: tuple[str, ...]) -> list[lcr.Target]:
 
 def _build_tables(
     config: Config, decks: Mapping[str, lcr.RateDeck]
-) -> tuple[dict[str, lcr.RouteTable], list[ConfigProblem]]:
+) -> tuple[dict[str, lcr.RouteTable], dict[str, lcr.RouteTable], list[ConfigProblem]]:
+    """Per plan, the table for calls with a caller-ID; and for the plans with caller-ID
+    routes (``cli`` other than ``"any"``), the one for calls without."""
     tables: dict[str, lcr.RouteTable] = {}
+    without_cli: dict[str, lcr.RouteTable] = {}
     problems: list[ConfigProblem] = []
     for plan in config.plans:
-        entries = [
-            lcr.RouteEntry(
-                r.prefix,
-                _targets(config, r.gateways),
-                strategy=r.strategy,
-                carry_through=r.carry_through,
-                max_rate=r.max_rate,
-                min_margin=r.min_margin,
-            )
-            for r in config.routes
-            if r.plan == plan
-        ]
-        used = {t.deck for e in entries for t in e.targets if t.deck is not None}
-        if not used <= decks.keys():
-            continue  # a deck that did not load: already a problem
-        try:
-            tables[plan] = lcr.RouteTable(entries, {d: decks[d] for d in used})
-        except (lcr.LcrError, ValueError, TypeError) as e:
-            first = next(i for i, r in enumerate(config.routes) if r.plan == plan)
-            problems.append(ConfigProblem(config.source, f"routes[{first}]", f"plan {plan!r}: {e}"))
-    return tables, problems
+        routes = [r for r in config.routes if r.plan == plan]
+        views = [(tables, "absent")]
+        if any(r.cli != "any" for r in routes):
+            views.append((without_cli, "required"))
+        for out, left_out in views:
+            entries = [
+                lcr.RouteEntry(
+                    r.prefix,
+                    _targets(config, r.gateways),
+                    strategy=r.strategy,
+                    carry_through=r.carry_through,
+                    max_rate=r.max_rate,
+                    min_margin=r.min_margin,
+                )
+                for r in routes
+                if r.cli != left_out
+            ]
+            used = {t.deck for e in entries for t in e.targets if t.deck is not None}
+            if not used <= decks.keys():
+                break  # a deck that did not load: already a problem
+            try:
+                out[plan] = lcr.RouteTable(entries, {d: decks[d] for d in used})
+            except (lcr.LcrError, ValueError, TypeError) as e:
+                first = next(i for i, r in enumerate(config.routes) if r.plan == plan)
+                reason = f"plan {plan!r}: {e}"
+                problems.append(ConfigProblem(config.source, f"routes[{first}]", reason))
+                break
+    return tables, without_cli, problems
 
 
 def build_snapshot(config: Config) -> Snapshot:
@@ -214,7 +248,7 @@ def build_snapshot(config: Config) -> Snapshot:
     One bad row refuses the whole snapshot: a start or reload never runs on part of a deck.
     """
     decks, problems = _load_decks(config)
-    tables, table_problems = _build_tables(config, decks)
+    tables, without_cli, table_problems = _build_tables(config, decks)
     problems += table_problems
     if problems:
         raise ConfigError(problems)
@@ -230,4 +264,5 @@ def build_snapshot(config: Config) -> Snapshot:
         qualities=MappingProxyType(
             {(r.plan, r.prefix): r.quality for r in config.routes if r.quality is not None}
         ),
+        tables_without_cli=MappingProxyType(without_cli),
     )

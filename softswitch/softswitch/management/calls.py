@@ -18,6 +18,7 @@ from aiohttp import web
 
 from softswitch.call.refusal import EndReason
 from softswitch.proxy.calls import Call, Phase
+from softswitch.proxy.media import relayed_through
 
 from .errors import ApiError, json_response
 from .table import (
@@ -75,7 +76,7 @@ def call_view(call: Call, now: float) -> dict[str, Any]:
         "duration": round(max(0.0, now - call.answer_at), 3) if call.answer_at else 0.0,
         "elapsed": round(max(0.0, now - call.invite_at), 3),
         "attempts": len(call.attempts),
-        "media_relay": call.media.relay.id if call.media is not None else None,
+        "media_relay": relayed_through(call),
     }
 
 

@@ -24,7 +24,7 @@ from softswitch.config import Config
 from .bencode import Encodable
 from .codecs import NON_VOICE
 from .leg import NgLeg
-from .ng import NgError, NgTimeout, last_media_activity, packet_totals
+from .ng import NgError, NgTimeout, packet_totals, packets_received
 from .relays import Relay, RelayPool, RelaySpec
 
 __all__ = [
@@ -90,12 +90,17 @@ class MediaStats:
 
 @dataclass(eq=False, slots=True)
 class _Watched:
+    """One answered relayed call under the media timeout, on the switch's monotonic clock:
+    ``alive`` when its packet count last grew (or it was watched), ``answered`` when the
+    relay last answered a query about it."""
+
     relay: Relay
     leg: NgLeg
     timeout: float
-    since: float
     on_dead: Callable[[], None]
-    last_seen: float = 0.0
+    alive: float
+    answered: float
+    packets: int = 0
 
 
 @dataclass(eq=False)
@@ -242,7 +247,8 @@ class MediaControl:
     ) -> None:
         """Call ``on_dead`` once the leg's RTP has stopped both ways for ``timeout`` s."""
         if timeout > 0:
-            self._watched[key] = _Watched(relay, leg, timeout, time.time(), on_dead)
+            now = time.monotonic()
+            self._watched[key] = _Watched(relay, leg, timeout, on_dead, alive=now, answered=now)
 
     def unwatch(self, key: object) -> None:
         self._watched.pop(key, None)
@@ -250,22 +256,38 @@ class MediaControl:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval)
-            if self._watched:
-                watched = list(self._watched.items())
-                await asyncio.gather(*(self._check(key, w) for key, w in watched))
+            if not self._watched:
+                continue
+            watched = list(self._watched.items())
+            results = await asyncio.gather(
+                *(self._check(key, w) for key, w in watched), return_exceptions=True
+            )
+            for result in results:  # a bug in one check must not stop the poller
+                if isinstance(result, Exception):
+                    logger.error("media timeout check failed", exc_info=result)
 
     async def _check(self, key: object, watched: _Watched) -> None:
+        """Activity is the relay's packet counters growing between two polls, timed on the
+        switch's own clock (the relay's ``last packet`` stamps are its wall clock, and a
+        stream's is set before any packet arrives). A relay that has not answered about the
+        call for the whole timeout counts as no media: a dead relay's calls must not bill
+        on until their maximum duration."""
+        now = time.monotonic()
         try:
             reply = await watched.relay.client.query(watched.leg.call_id)
         except NgTimeout:
-            return  # the relay's health is the pinger's business; ask again next time
+            pass  # unanswered: judged by ``answered`` below
         except NgError as exc:
             # The relay forgot the call: its own timeout deleted it, or it restarted.
             logger.info("media query of %s: %s", watched.leg.call_id, exc)
-            last = watched.since
+            watched.answered = now
         else:
-            last = max(last_media_activity(reply) or 0.0, watched.since)
-        if time.time() - last >= watched.timeout and self._watched.get(key) is watched:
+            watched.answered = now
+            packets = packets_received(reply)
+            if packets > watched.packets:
+                watched.packets, watched.alive = packets, now
+        dead = now - watched.alive >= watched.timeout or now - watched.answered >= watched.timeout
+        if dead and self._watched.get(key) is watched:
             del self._watched[key]
             self.stats.timeouts += 1
             watched.on_dead()

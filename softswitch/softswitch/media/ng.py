@@ -42,6 +42,7 @@ __all__ = [
     "encode_request",
     "last_media_activity",
     "packet_totals",
+    "packets_received",
     "split_datagram",
 ]
 
@@ -173,6 +174,12 @@ def packet_totals(reply: Mapping[str, Value]) -> dict[str, int]:
         if not _is_rtcp(stream):
             totals[tag] += _packets(stream)
     return totals
+
+
+def packets_received(reply: Mapping[str, Value]) -> int:
+    """Every packet rtpengine received for the call, RTP and RTCP, from all parties: the
+    media timeout's sign of life (it grows while anyone sends anything)."""
+    return sum(_packets(stream) for _tag, stream in _streams(reply))
 
 
 def last_media_activity(reply: Mapping[str, Value]) -> float | None:

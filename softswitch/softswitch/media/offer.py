@@ -33,6 +33,8 @@ def offer_allowed(invite: Request, codecs: Sequence[str], *, transcode: bool = F
         return True
     try:
         if transcode:
+            if all(codec in NON_VOICE for codec in codecs):
+                return False  # the account and the gateway share no voice codec to offer
             return any(
                 name in TRANSCODABLE
                 for section in media_sections(invite.body)

@@ -59,6 +59,9 @@ class Target:
     failover_on_no_answer: bool = False
     #: Relayed or direct media, the codec policy, the media timeout (``media.policy``).
     media: MediaPolicy = DIRECT
+    #: Header fields that replace the caller's in this branch's INVITE (From and
+    #: P-Asserted-Identity with the caller-ID the ``cli`` rules gave, ``call.cli``).
+    replace_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -137,12 +140,20 @@ class MediaSession:
     #: Messages of the call held back until the SDP before them went through the relay.
     queue: deque[Callable[[], Awaitable[None]]] = field(default_factory=deque)
     busy: bool = False
-    #: The tag of the side whose offer awaits an answer (RFC 3264), None when none does.
+    #: The last SDP offer (RFC 3264): the tag of the side that made it, the CSeq (number,
+    #: method) of the message that carried it, and whether it has been answered. None
+    #: when no offer is outstanding.
     offer_from: str | None = None
-    #: The answering attempt's session (set at the answer).
+    offer_cseq: tuple[int, str] | None = None
+    offer_answered: bool = False
+    #: Whether the relay has seen an offer of this call (from then on the call stays on it).
+    offered: bool = False
+    #: The answering attempt's session (set at the answer; None: that attempt was direct).
     leg: NgLeg | None = None
-    #: The 2xx's SDP as the caller got it: a retransmitted 2xx carries it again.
-    answer_body: bytes | None = None
+    #: The relayed SDP of each INVITE's 2xx by CSeq number, and of the last ACK that carried
+    #: an answer: a retransmission carries it again, never the far side's own.
+    answer_bodies: dict[int, bytes] = field(default_factory=dict)
+    ack_body: bytes | None = None
 
 
 @dataclass(eq=False, slots=True)

@@ -12,6 +12,10 @@ switch no state (``_screened``). A new INVITE that passes is the *receive* stage
 at once (its server transaction), the RFC 3261 16.3 sanity checks, then the pipeline's
 admission (``CallPolicy.admit``), which either starts the hunt or refuses with a value.
 
+A REGISTER goes to the registrar when the switch has one (``softswitch.registrar``: only a
+REGISTER with credentials gets past the screen, whose stateless 401 challenges the rest),
+else it is answered 405.
+
 A message the transport refused as malformed (a stateless 400/416/505, before any
 transaction) comes here too (:meth:`Dispatch._malformed`) and goes straight to the policy:
 from a customer's address an INVITE is a refused call attempt with its CDR, anything else
@@ -26,6 +30,7 @@ import logging
 import time
 
 from softswitch.call.refusal import EndReason, refuse
+from softswitch.registrar import Registrar
 from softswitch.sip import Request, Response, make_tag
 from softswitch.sip.transaction import ClientTransaction, ServerTransaction, Transaction
 from softswitch.transport import Flow, Malformed
@@ -49,6 +54,9 @@ _SANITY_END_REASONS = {482: EndReason.LOOP_DETECTED, 483: EndReason.TOO_MANY_HOP
 class Dispatch(Hunting, InDialogRelay):
     """Routes each message and each transaction result to its handler."""
 
+    #: The registrar REGISTERs go to (``softswitch.registrar``); None: answered 405.
+    registrar: Registrar | None = None
+
     # -- what no transaction matched -------------------------------------------------------
 
     def _dispatch(self, message: Request | Response, flow: Flow, now: float) -> None:
@@ -63,6 +71,11 @@ class Dispatch(Hunting, InDialogRelay):
             invite_tx = self.transactions.match_cancel(message)
             if invite_tx is not None or not self._screened(message, flow):
                 self._on_cancel(message, flow, now, invite_tx)
+        elif method == "REGISTER" and self.registrar is not None and self.registrar.active():
+            # Before the To-tag test: a REGISTER is never in a dialog, whatever its To says
+            # (some clients keep the tag of the last 200 in their refreshes).
+            if not self._screened(message, flow):
+                self._on_register(message, flow, now)
         elif message.to_tag is not None:
             call, from_caller = self._find_dialog(message)
             if call is not None or not self._screened(message, flow):
@@ -109,6 +122,19 @@ class Dispatch(Hunting, InDialogRelay):
             )
             self.transport.send_response(response, flow)
         return True
+
+    def _on_register(self, request: Request, flow: Flow, now: float) -> None:
+        """A REGISTER that passed the screen (it carries credentials): the registrar's
+        answer, in a server transaction (a retransmission gets the same answer)."""
+        tx = self._server(request, flow, now)
+        if tx is None or self.registrar is None:
+            return
+        try:
+            response = self.registrar.register(request, flow, time.time())
+        except Exception:  # a registrar bug: the client still gets an answer
+            logger.exception("REGISTER failed", extra={"call_id": request.call_id})
+            response = Response.for_request(request, 500, to_tag=make_tag())
+        self._respond(tx, response)
 
     def _answer_options(self, request: Request, flow: Flow, now: float) -> None:
         tx = self._server(request, flow, now)

@@ -3,8 +3,9 @@
 Pure functions over messages: the engine decides *where* a message goes, this module decides
 *what* goes there. A forwarded request is a copy (the original stays intact for the next
 fail-over branch), keeps every header it arrived with byte for byte except the ones a proxy
-owns (Via, Record-Route, Route, Max-Forwards, Proxy-Authorization for our own realm), and
-its body untouched.
+owns (Via, Record-Route, Route, Max-Forwards, Proxy-Authorization for our own realm) and,
+in a branch's INVITE, the caller-ID fields the switch rewrites (From and
+P-Asserted-Identity, their user part only: ``call.cli``), and its body untouched.
 """
 
 from __future__ import annotations
@@ -112,15 +113,20 @@ def prepare_branch(
     record_route: Iterable[Hop],
     is_ours: Callable[[str, int], bool],
     realm: str | None = None,
+    replace_headers: Iterable[tuple[str, str]] = (),
 ) -> Request:
     """The INVITE for one gateway (16.6): new Request-URI, our Via and Record-Route on top.
 
     ``record_route`` lists our hops from the gateway's side to the caller's side: two
     entries when the legs use different transports or sockets (RFC 5658 double
     record-routing), so each peer reaches us the way it reached us before.
+    ``replace_headers``: fields that replace the caller's of the same name, where they
+    were (the caller-ID a gateway gets, ``call.cli.header_edits``).
     """
     out = copy_request(request)
     out.uri = uri
+    for name, value in replace_headers:
+        out.headers.set(name, value)
     _strip_own_routes(out, is_ours)
     _decrement_max_forwards(out)
     _remove_own_credentials(out, realm)
@@ -164,8 +170,14 @@ def prepare_in_dialog(
     return out
 
 
-def relay_response(response: Response) -> Response:
-    """A response on its way back (16.7 step 3): a copy without our Via."""
+def relay_response(response: Response, *, restore: Iterable[tuple[str, str]] = ()) -> Response:
+    """A response on its way back (16.7 step 3): a copy without our Via.
+
+    ``restore``: fields put back as the caller sent them, for a branch whose INVITE had them
+    replaced (a gateway echoes the ``From`` it got; the caller gets its own back).
+    """
     out = Response(response.status, response.reason, response.headers.copy(), response.body)
     out.pop_via()
+    for name, value in restore:
+        out.headers.set(name, value)
     return out

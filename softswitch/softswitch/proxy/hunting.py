@@ -174,6 +174,7 @@ class Hunting(MediaSteps):
             record_route=hops,
             is_ours=self.is_ours,
             realm=call.admission.realm,
+            replace_headers=target.replace_headers,
         )
 
     # -- fail over: the branch's timers and answers ----------------------------------------
@@ -234,8 +235,17 @@ class Hunting(MediaSteps):
         if not current():  # a late answer: hung up without the relay
             self._branch_response(branch, response)
             return
+
+        def failed(_status: int) -> None:
+            if 200 <= response.status < 300:  # answered, and the relay failed it: hang up
+                self._kill_late_answer(branch, response)
+
         self._media_step(
-            call, response, lambda: self._branch_response(branch, response), current=current
+            call,
+            response,
+            lambda: self._branch_response(branch, response),
+            current=current,
+            failed=failed,
         )
 
     def _branch_response(self, branch: Branch, response: Response) -> None:
@@ -263,7 +273,7 @@ class Hunting(MediaSteps):
                 if call.ring_at is None:
                     call.ring_at = time.time()
                     call.pdd = round(call.ring_at - call.invite_at, 3)
-            self._respond(call.server_tx, forward.relay_response(response))
+            self._respond(call.server_tx, _for_caller(branch, response))
             return
         stop_setup_timer(branch)
         if status < 300:
@@ -278,7 +288,7 @@ class Hunting(MediaSteps):
         # A final answer about the callee (486 busy, 404, 603 ...): relay it, stop hunting.
         branch.attempt.outcome = "failed"
         self._finish_branch(branch, status)
-        reply = forward.relay_response(response)
+        reply = _for_caller(branch, response)
         if reply.headers.get("Reason") is None:
             reply.headers.add("Reason", f"Q.850;cause={q850_for_status(status)}")
         self._fail_call(call, None, response=reply, status=status)
@@ -377,7 +387,7 @@ class Hunting(MediaSteps):
             branch.target.gateway_id,
             call.pdd,
         )
-        self._respond(call.server_tx, forward.relay_response(response))
+        self._respond(call.server_tx, _for_caller(branch, response))
 
     def _no_ack(self, call: Call) -> None:
         """The caller never ACKed the 2xx (RFC 3261 13.3.1.4: 64*T1): the session must not
@@ -386,6 +396,18 @@ class Hunting(MediaSteps):
         if call.phase is Phase.ANSWERED:
             log_call(logging.INFO, call.call_id, "no ACK for the 2xx: BYE to both sides")
             self._teardown(call, EndReason.NO_ACK, "switch")
+
+
+def _for_caller(branch: Branch, response: Response) -> Response:
+    """A branch's response as the caller gets it: our Via off, and the caller's own ``From``
+    back when the branch's INVITE had it rewritten (``call.cli``): the gateway echoes the
+    ``From`` it got, and the caller's transaction is about the one it sent."""
+    restore: tuple[tuple[str, str], ...] = ()
+    if any(name == "From" for name, _ in branch.target.replace_headers):
+        original = branch.call.invite.headers.get("From")
+        if original is not None:
+            restore = (("From", original),)
+    return forward.relay_response(response, restore=restore)
 
 
 @functools.lru_cache(maxsize=256)

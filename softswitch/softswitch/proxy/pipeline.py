@@ -6,11 +6,14 @@
     authorise    which customer account is calling (source IP, digest, tech prefix)
     normalise    the dialed number as routing and billing see it
     limits       the account may place this call now (enabled, allow/deny, calls, CPS)
-    route        lcr: the account's plan's candidate gateways, in order, with rejections
+    route        lcr: the account's plan's candidate gateways, in order, with rejections;
+                 the caller-ID (the account's cli rules applied) picks a plan's CLI or
+                 non-CLI routes
     credit       a prepaid or postpaid account's credit covers the first increment: held
     select       poor live ASR last (a route's quality); skip gateways disabled (or by
                  an alarm), down, full or over CPS; claim the next one
-    forward      the INVITE to the gateway: Request-URI rewritten, Via, Record-Route
+    forward      the INVITE to the gateway: Request-URI rewritten, Via, Record-Route,
+                 the caller-ID as the gateway's cli rules make it
     fail over    408/5xx or no answer within the setup timeout: CANCEL, try the next
     connect      18x/2xx back to the caller; the dialog; the maximum duration; a billed
                  call takes its credit slice by slice and is cut when it runs out
@@ -22,7 +25,8 @@ else (``softswitch.call``, the engine, ``docs/call-flow.md``). Receive, forward,
 and connect are SIP machinery and live in ``engine`` (with ``forward`` and ``failover``);
 this module is the policy the engine asks at fixed points, and each stage here is one call
 into ``softswitch.call`` (authorise, normalise, limits, route in ``routing``, select, the
-pure part of forward in ``rewrite``, the costs of account in ``billing``). Normalising runs
+pure part of forward in ``rewrite`` and ``cli``, the costs of account in ``billing``).
+Normalising runs
 before the limits because the account's allow/deny lists are written in the normalised form
 (``call.limits``).
 
@@ -45,6 +49,7 @@ from typing import cast
 import lcr
 from softswitch.billing.meter import CreditMeter
 from softswitch.call.authorise import Challenge, authorise, has_credentials
+from softswitch.call.cli import Identity, header_edits, identity_of, rewrite
 from softswitch.call.limits import check_limits
 from softswitch.call.live import LiveState
 from softswitch.call.normalise import normalise
@@ -57,9 +62,10 @@ from softswitch.call.snapshot import Snapshot
 from softswitch.cdr import CallStart, CdrSink
 from softswitch.config import Account, Gateway, fails_over_on_no_answer, no_answer_timeout
 from softswitch.media.offer import offer_allowed, offered_codecs
-from softswitch.media.policy import media_policy
+from softswitch.media.policy import MediaPolicy, media_policy
+from softswitch.registrar import Registrations, screen_register
 from softswitch.security import Screen, SourceGuard, gateway_addresses
-from softswitch.sip import Request
+from softswitch.sip import Request, escape
 from softswitch.sip.digest import DigestAuthenticator
 from softswitch.stats import Statistics
 from softswitch.stats.events import ended_of, refused_of, started_of
@@ -106,6 +112,10 @@ class CallContext:
     next_index: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     claimed: dict[str, Gateway] = field(default_factory=dict)
+    #: A ``registered:`` gateway's contacts not tried yet, in order (``_contact_targets``).
+    pending: list[Target] = field(default_factory=list)
+    #: The caller's identity after the account's ``cli`` rules (None: as received).
+    identity: Identity | None = None
 
 
 def _customer_rule(snapshot: Snapshot) -> Callable[[str, int], bool]:
@@ -127,8 +137,12 @@ class Pipeline:
         guard: SourceGuard | None = None,
         meter: CreditMeter | None = None,
         stats: Statistics | None = None,
+        registrations: Registrations | None = None,
     ) -> None:
         self.live = live
+        #: Registered contacts (``softswitch.registrar``): None, no registrar at all.
+        self.registrations = registrations
+        self._registering = False
         self.stats = stats
         self.nonces = nonces
         self.cdrs = cdrs
@@ -147,7 +161,22 @@ class Pipeline:
         self.guard.configure(snapshot.config.security, _customer_rule(snapshot), gateways)
         if self.meter is not None:
             self.meter.configure(snapshot.config)
+        self._registering = any(a.register for a in snapshot.config.accounts)
         self.snapshot = snapshot
+        self.trust_registrations()
+
+    def trust_registrations(self) -> None:
+        """The guard trusts the addresses live contacts registered from (a reload forgets
+        whom it trusted; a registered contact must not be challenged or counted by pike
+        until it re-registers)."""
+        if self.registrations is None or not self._registering:
+            return
+        accounts = self.snapshot.accounts
+        now = time.time()
+        for binding in self.registrations:
+            account = accounts.get(binding.account_id)
+            if account is not None and account.register and binding.live(now):
+                self.guard.trust(binding.source_ip)
 
     # -- before any state: strangers are answered statelessly --------------------------------
 
@@ -155,6 +184,15 @@ class Pipeline:
         """``SourceGuard.screen`` with this snapshot's realm and digest challenge."""
         snapshot = self.snapshot
         realm = snapshot.config.server.realm
+
+        if request.method == "REGISTER" and self._registering:
+            return screen_register(
+                request,
+                flow.remote,
+                self.guard,
+                realm=realm,
+                challenge=lambda: self.nonces.challenges(time.time()),
+            )
 
         def challenge() -> list[tuple[str, str]]:
             return [("Proxy-Authenticate", v) for v in self.nonces.challenges(time.time())]
@@ -176,7 +214,17 @@ class Pipeline:
         mono = time.monotonic()
 
         # authorise
-        who = authorise(snapshot, request, flow.remote, self.live, now, self.nonces, clock=mono)
+        registered = self._registered_source(now, flow)
+        who = authorise(
+            snapshot,
+            request,
+            flow.remote,
+            self.live,
+            now,
+            self.nonces,
+            clock=mono,
+            registered=registered,
+        )
         if isinstance(who, Challenge):
             return Reply(who.status, headers=tuple(who.headers()), end_reason=None, cdr=False)
         if isinstance(who, Refusal):
@@ -202,9 +250,13 @@ class Pipeline:
         admission: Admission | None = None
         held: CallContext | None = None
         try:
-            # route
+            # route: by the number, and on a plan with caller-ID routes by whether the
+            # call has one (after the account's cli rules)
+            identity = rewrite(identity_of(request), account.cli)
             at = dt.datetime.fromtimestamp(now, dt.UTC)
-            plan = route_call(snapshot, account, number, at, request.call_id or "")
+            plan = route_call(
+                snapshot, account, number, at, request.call_id or "", cli=identity.present
+            )
             if isinstance(plan, Refusal):
                 return reply(plan, account_id=account.id)
 
@@ -219,9 +271,10 @@ class Pipeline:
 
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
-                    "call_id=%s account=%s %s",
+                    "call_id=%s account=%s cli=%s %s",
                     request.call_id,
                     account.id,
+                    identity.number or "none",
                     routing_trace(plan, skipped),
                     extra={"call_id": request.call_id},
                 )
@@ -230,7 +283,7 @@ class Pipeline:
             if max_duration is None:
                 max_duration = defaults.max_duration
             cap = float(max_duration) if max_duration else UNLIMITED_DURATION
-            context = CallContext(snapshot, account, who.dialed, number, plan)
+            context = CallContext(snapshot, account, who.dialed, number, plan, identity=identity)
 
             # credit: a billed account's first increment and connect fee, held
             meter = self.meter
@@ -271,13 +324,35 @@ class Pipeline:
             self.stats.call_started(started_of(account.id, plan), mono)
         return admission
 
+    def _registered_source(self, now: float, flow: Flow) -> Callable[[str, int], str | None] | None:
+        """authorise's question "whose registration came from this address, over this
+        transport?" (None when no account registers)."""
+        registrations = self.registrations
+        if registrations is None or not self._registering:
+            return None
+        transport = "tcp" if flow.transport is Transport.TCP else "udp"
+        return lambda ip, port: registrations.account_at(ip, port, now, transport)
+
     # -- select: the next gateway, claimed ------------------------------------------------
 
     def next_target(self, call: Call, now: float) -> Target | Reply | None:
         """``now`` is monotonic seconds (the gateways' CPS windows)."""
         context = _context(call)
         candidates = context.plan.candidates
-        while context.next_index < len(candidates):
+        while context.pending or context.next_index < len(candidates):
+            if context.pending:
+                # The next contact of a registered: gateway, claimed like a gateway.
+                target = context.pending.pop(0)
+                pending_gateway = context.snapshot.gateways[target.gateway_id]
+                why = admit_gateway(pending_gateway, self.live, now)
+                if why is not None:
+                    context.skipped.append((target.gateway_id, why))
+                    context.pending.clear()
+                    continue
+                context.claimed[target.gateway_id] = pending_gateway
+                if self.stats is not None:
+                    self.stats.gateway_seized(target.gateway_id, now)
+                return target
             gateway_id = candidates[context.next_index].gateway
             context.next_index += 1
             gateway = context.snapshot.gateways.get(gateway_id)
@@ -285,9 +360,16 @@ class Pipeline:
                 context.skipped.append((gateway_id, "unknown"))
                 continue
             media = media_policy(context.account, gateway)
-            allowed = offer_allowed(call.invite, media.codecs, transcode=media.transcode)
-            if media.codecs and not allowed:
+            if media.codecs and not offer_allowed(
+                call.invite, media.codecs, transcode=media.transcode
+            ):
                 context.skipped.append((gateway_id, _CODECS_SKIPPED))
+                continue
+            if gateway.registered is not None:
+                targets = self._contact_targets(call, context, gateway, media)
+                if not targets:
+                    context.skipped.append((gateway_id, "not registered"))
+                context.pending.extend(targets)
                 continue
             why = admit_gateway(gateway, self.live, now)
             if why is not None:
@@ -296,8 +378,12 @@ class Pipeline:
             context.claimed[gateway_id] = gateway
             if self.stats is not None:
                 self.stats.gateway_seized(gateway_id, now)
-            # forward: the pure part, the Request-URI this gateway gets
+            # forward: the pure part, the Request-URI and the caller-ID this gateway gets
             uri = gateway_request_uri(gateway, context.number)
+            edits: tuple[tuple[str, str], ...] = ()
+            if context.account.cli or gateway.cli:
+                received = context.identity or identity_of(call.invite)
+                edits = header_edits(call.invite, rewrite(received, gateway.cli))
             return Target(
                 gateway_id=gateway.id,
                 transport=Transport.TCP if gateway.transport == "tcp" else Transport.UDP,
@@ -311,6 +397,7 @@ class Pipeline:
                     context.snapshot.config.defaults, context.account, gateway
                 ),
                 media=media,
+                replace_headers=edits,
             )
         if not call.attempts:
             detail = ", ".join(f"{g}: {why}" for g, why in context.skipped)
@@ -320,6 +407,48 @@ class Pipeline:
                 return reply(refusal, account_id=context.account.id)
             return reply(refuse(EndReason.NO_GATEWAY, detail), account_id=context.account.id)
         return None
+
+    def _contact_targets(
+        self, call: Call, context: CallContext, gateway: Gateway, media: MediaPolicy
+    ) -> list[Target]:
+        """One target per live contact of the gateway's account, in the order they are
+        tried (``Registrations.contacts``): each reached where its binding says (the
+        REGISTER's source address when NAT'd), with the number sent in the contact's URI
+        and the caller-ID as for any gateway."""
+        registrations = self.registrations
+        account = context.snapshot.accounts.get(gateway.registered or "")
+        if registrations is None or account is None or not account.register:
+            return []
+        sent = sent_number(gateway, context.number)
+        edits: tuple[tuple[str, str], ...] = ()
+        if context.account.cli or gateway.cli:
+            received = context.identity or identity_of(call.invite)
+            edits = header_edits(call.invite, rewrite(received, gateway.cli))
+        targets: list[Target] = []
+        for binding in registrations.contacts(account.id, time.time()):
+            uri = binding.request_uri(escape(sent))
+            destination = binding.destination
+            if uri is None or destination is None:
+                continue
+            transport, address = destination
+            targets.append(
+                Target(
+                    gateway_id=gateway.id,
+                    transport=transport,
+                    address=address,
+                    request_uri=str(uri),
+                    number_sent=sent,
+                    setup_timeout=gateway.setup_timeout,
+                    failover_codes=gateway.failover_codes,
+                    no_answer_timeout=no_answer_timeout(context.account, gateway),
+                    failover_on_no_answer=fails_over_on_no_answer(
+                        context.snapshot.config.defaults, context.account, gateway
+                    ),
+                    media=media,
+                    replace_headers=edits,
+                )
+            )
+        return targets
 
     def release_target(self, call: Call, target: Target) -> None:
         if _context(call).claimed.pop(target.gateway_id, None) is not None:

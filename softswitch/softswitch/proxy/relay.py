@@ -21,7 +21,7 @@ from . import forward
 from .calls import Call, Phase
 from .core import Relay, log_call
 from .ending import stop_call_timer
-from .media import MediaSteps
+from .media import MediaSteps, relayed_through
 from .policy import Reply
 
 __all__ = ["InDialogRelay"]
@@ -73,8 +73,8 @@ class InDialogRelay(MediaSteps):
             self._relay_request(request, tx, call, from_caller)
             return
 
-        def failed() -> None:
-            self._respond(tx, Response.for_request(request, 503))
+        def failed(status: int) -> None:
+            self._respond(tx, Response.for_request(request, status))
 
         self._media_step(
             call,
@@ -118,10 +118,15 @@ class InDialogRelay(MediaSteps):
     def _on_relay_response(self, relay: Relay, response: Response) -> None:
         if response.status == 100:
             return
+
+        def failed(status: int) -> None:
+            self._respond(relay.server, Response.for_request(relay.server.request, status))
+
         self._media_step(
             relay.call,
             response,
             lambda: self._respond(relay.server, forward.relay_response(response)),
+            failed=failed,
         )
 
     def _stray_response(self, response: Response) -> None:
@@ -138,8 +143,13 @@ class InDialogRelay(MediaSteps):
         if len(vias) < 2 or not self.is_ours(vias[0].host.strip("[]"), vias[0].port or 5060):
             return
         out = forward.relay_response(response)
-        if call.media is not None and out.body:
-            out.body = call.media.answer_body or b""  # the relay's SDP, as the first time
+        if relayed_through(call) is not None and out.body:
+            # The relay's SDP, as the first copy had it; none yet (the first copy is still
+            # with the relay): this copy is dropped, the gateway sends another.
+            body = call.media.answer_bodies.get(cseq.seq) if call.media is not None else None
+            if body is None:
+                return
+            out.body = body
         self.transport.send_response(out, call.caller_flow)
 
     def _on_cancel(

@@ -14,6 +14,10 @@ The management HTTP API (``softswitch.management``, ``[management]``) runs in th
 loop from the moment the switch listens until it stops; it reads and changes this object's
 parts (engine, live state, snapshot, meter, statistics), never copies of them.
 
+Registered contacts (``softswitch.registrar``) are loaded from the database at start, swept
+of the expired every ``registrar.SWEEP_INTERVAL`` seconds, and kept across reloads (a reload
+that takes ``register`` away from an account stops its contacts being used, not stored).
+
 ``[[alarms]]`` (``softswitch.alarms``) are evaluated on the same loop from the moment the
 switch listens until it stops; a reload hands them the new rules and keeps what is raised.
 """
@@ -41,6 +45,8 @@ from softswitch.config import Config, ConfigError, is_loopback, load_config
 from softswitch.management import ManagementServer
 from softswitch.media.control import media_control
 from softswitch.media.metrics import MediaCollector
+from softswitch.registrar import BindingWriter, Registrar, Registrations
+from softswitch.registrar import load as load_bindings
 from softswitch.stats import Statistics
 from softswitch.stats.prometheus import Metrics
 from softswitch.transport import Limits, Transport
@@ -71,7 +77,7 @@ def probe_targets(snapshot: Snapshot) -> list[ProbeTarget]:
             g.probe,
         )
         for g in snapshot.config.gateways
-        if g.enabled and g.probe > 0
+        if g.enabled and g.probe > 0 and g.registered is None
     ]
 
 
@@ -97,10 +103,28 @@ class Switch:
         self.alarms = Alarms(self.stats, self.live, metrics=self.stats.metrics)
         self.alarms.configure(config, time.monotonic())
         self._alarm_runner = AlarmRunner(self.alarms)
+        #: Registered contacts (``softswitch.registrar``), loaded at start, kept across
+        #: reloads; the writer keeps them in the ``registrations`` table of the database.
+        self.registrations = Registrations()
         self.pipeline = Pipeline(
-            snapshot, self.live, nonces, self.cdrs, meter=self.meter, stats=self.stats
+            snapshot,
+            self.live,
+            nonces,
+            self.cdrs,
+            meter=self.meter,
+            stats=self.stats,
+            registrations=self.registrations,
         )
         guard = self.pipeline.guard
+        self.registrar = Registrar(
+            self.registrations,
+            BindingWriter(config.server.database),
+            snapshot=lambda: self.pipeline.snapshot,
+            nonces=nonces,
+            live=self.live,
+            guard=guard,
+        )
+        self._sweeper: asyncio.Task[None] | None = None
         #: The media relays (None without ``[[media_relays]]``): read at start only.
         self.media = media_control(config)
         metrics = self.stats.metrics
@@ -114,6 +138,7 @@ class Switch:
             media=self.media,
         )
         self.meter.hang_up = self.engine.hang_up
+        self.engine.registrar = self.registrar
         self.prober = Prober(self.engine.options, self.live.mark_gateway)
         self._reloading: asyncio.Task[bool] | None = None
         #: Why the last reload was refused (every problem, one per line); None after a good one.
@@ -138,6 +163,14 @@ class Switch:
             logger.exception("closing the calls of a dead run failed; retried at the next start")
         # Balances after recovery: the dead run's calls are debited by now.
         await asyncio.to_thread(self.meter.load)
+        # Who was registered when the last run stopped (the expired ones are dropped).
+        bindings = await asyncio.to_thread(load_bindings, self.cdrs.path, time.time())
+        for binding in bindings:
+            self.registrations.put(binding)
+        if bindings:
+            logger.warning("registrations: %d live contacts loaded", len(bindings))
+        self.pipeline.trust_registrations()
+        self._sweeper = asyncio.get_running_loop().create_task(self.registrar.sweep_forever())
         self.meter.start()
         if self.media is not None:
             await self.media.start()
@@ -180,6 +213,9 @@ class Switch:
         if (config.media, config.media_relays) != (self.config.media, self.config.media_relays):
             logger.warning("[media] and [[media_relays]] are read at start: restart to change them")
         self.config = config
+        # Bindings of accounts whose credentials changed go first: taking the snapshot
+        # re-trusts the addresses of the bindings left.
+        self.registrar.forget_changed(self.pipeline.snapshot, snapshot)
         self.pipeline.use(snapshot)  # the one assignment calls see
         self.alarms.configure(config, time.monotonic())  # new rules; raised alarms kept
         self._alarm_runner.wake()
@@ -205,6 +241,11 @@ class Switch:
             return (
                 f"management.token: required while the management API listens on"
                 f" {bound[0]}:{bound[1]} (not a loopback address); restart to change listen"
+            )
+        if self.media is None and config.media_relays:
+            return (
+                "media_relays: the switch started without media relays and reads them at"
+                " start only; restart to add them"
             )
         if config.server.database.resolve() != self.cdrs.path.resolve():
             return (
@@ -236,6 +277,10 @@ class Switch:
         if self.media is not None:
             await self.media.close()  # after the calls' deletes are sent
         await self.meter.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.registrar.writer is not None:
+            await asyncio.to_thread(self.registrar.writer.close)
         self.cdrs.close()
 
 

@@ -5,7 +5,6 @@ scripted fake relays; the real rtpengine's answers are ``test_ng``'s."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -48,8 +47,8 @@ def relay_like(reply: Callable[[dict[str, Any]], dict[str, Any] | None]) -> Any:
     return handler
 
 
-def query_reply(last_packet: float, packets: int = 5) -> dict[str, Any]:
-    stream = {"stats": {"packets": packets}, "last packet": int(last_packet), "flags": ["RTP"]}
+def query_reply(packets: int) -> dict[str, Any]:
+    stream = {"stats": {"packets": packets}, "last packet": 0, "flags": ["RTP"]}
     return {"result": "ok", "tags": {"a": {"medias": [{"streams": [stream]}]}}}
 
 
@@ -117,19 +116,23 @@ def test_a_silent_relay_is_unavailable_and_marked_down_an_error_is_a_refusal() -
 
 def test_the_media_timeout_ends_a_call_whose_rtp_stopped_and_only_that_one() -> None:
     async def main() -> None:
-        now = time.time()
-        replies = {b"dead-0": query_reply(now - 30), b"alive-0": query_reply(now + 60)}
-        server = await FakeNg.start(relay_like(lambda r: replies[r["call-id"]]))
+        counts = {b"dead-0": 0, b"alive-0": 0}
+
+        def answer(request: dict[str, Any]) -> dict[str, Any]:
+            call_id = request["call-id"]
+            if call_id == b"alive-0":
+                counts[call_id] += 10  # packets keep coming
+            return query_reply(counts[call_id])
+
+        server = await FakeNg.start(relay_like(answer))
         media = await control(server)
         relay = media.pick()
         assert relay is not None
         ended: list[str] = []
-        # A call watched since just now: "since" bounds the silence from below, so the
-        # dead call is ended after the timeout, counted from the watch, not from 30 s ago.
         media.watch("dead", relay, NgLeg("dead-0"), 0.3, lambda: ended.append("dead"))
         media.watch("alive", relay, NgLeg("alive-0"), 0.3, lambda: ended.append("alive"))
         await asyncio.sleep(0.15)
-        assert ended == []
+        assert ended == []  # silence is counted from the watch (the answer), not before
         await asyncio.sleep(0.5)
         assert ended == ["dead"]  # once, and never the call whose packets keep coming
         assert media.stats.timeouts == 1
@@ -153,6 +156,37 @@ def test_a_call_the_relay_forgot_counts_as_silent() -> None:
         media.watch("off", relay, NgLeg("off-0"), 0.0, lambda: ended.append("off"))  # 0: never
         await asyncio.sleep(0.5)
         assert ended == ["gone"]
+        await media.close()
+        server.close()
+
+    run(main)
+
+
+def test_a_relay_that_stops_answering_does_not_keep_its_calls_billing() -> None:
+    """Queries unanswered for the whole timeout: the call is ended all the same (its media
+    went with the relay), and a bug in one call's hang-up does not stop the poller."""
+
+    async def main() -> None:
+        answering = {"on": True}
+
+        def answer(request: dict[str, Any]) -> dict[str, Any] | None:
+            return query_reply(5) if answering["on"] else None
+
+        server = await FakeNg.start(relay_like(answer))
+        media = await control(server)
+        relay = media.pick()
+        assert relay is not None
+        ended: list[str] = []
+
+        def broken() -> None:
+            ended.append("broken")
+            raise RuntimeError("a bug in a hang-up")
+
+        media.watch("broken", relay, NgLeg("b-0"), 0.2, broken)
+        media.watch("call", relay, NgLeg("c-0"), 0.4, lambda: ended.append("call"))
+        answering["on"] = False
+        await asyncio.sleep(0.9)
+        assert sorted(ended) == ["broken", "call"]
         await media.close()
         server.close()
 

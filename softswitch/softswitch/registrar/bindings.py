@@ -1,0 +1,198 @@
+"""Registered contacts (RFC 3261 10): what one REGISTER leaves behind, and the live index.
+
+A :class:`Binding` is one contact of one account with its expiry, the Call-ID and CSeq of
+the REGISTER that set it (a reordered REGISTER must not undo a newer one, 10.3 step 7) and
+the address the REGISTER came from. That address is how the contact is reached when it sits
+behind a NAT (RFC 3581): the Contact then names an address the switch cannot reach, while
+the source address and port are the NAT's mapping, which the client keeps open by
+re-registering (:attr:`Binding.destination`).
+
+:class:`Registrations` is the in-memory index the call path reads: an account's live
+contacts in the order they are tried (q-value, then the most recently registered), and the
+account whose contact registered from a source address (authorise). Times are wall-clock
+seconds, so that a binding's expiry means the same after a restart. No I/O here: the store
+(``registrar.store``) makes it durable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from softswitch.sip import SipParseError, SipURI, parse_uri
+from softswitch.transport import Address, Transport
+
+__all__ = ["Binding", "Registrations", "reached_behind_nat"]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One registered contact of one account."""
+
+    account_id: str
+    #: The Contact URI as registered (its text, without the header parameters).
+    contact: str
+    #: Wall-clock second at which it expires.
+    expires_at: float
+    #: The contact's ``q`` (0 to 1); 1 when the REGISTER gave none.
+    q: float
+    call_id: str
+    cseq: int
+    #: ``udp`` or ``tcp``: what the REGISTER came over, and what calls to it use.
+    transport: str
+    source_ip: str
+    source_port: int
+    #: Calls go to the source address and port rather than the Contact's (RFC 3581).
+    nat: bool
+    #: Wall-clock second of the REGISTER that last set it (the later one is tried first).
+    registered_at: float
+    user_agent: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.account_id, self.contact)
+
+    def expires_in(self, now: float) -> int:
+        """Whole seconds left (the ``expires`` a 200 to REGISTER lists), at least 0."""
+        return max(0, int(self.expires_at - now + 0.5))
+
+    def live(self, now: float) -> bool:
+        return self.expires_at > now
+
+    def request_uri(self, user: str) -> SipURI | None:
+        """The Request-URI of a call to this contact: the Contact URI (RFC 3261 16.5: the
+        registrar's location service retargets the request to it) with ``user`` (the number
+        sent, escaped) as its user part, as every gateway gets the number; None when the
+        Contact is not a sip: URI."""
+        try:
+            uri = parse_uri(self.contact)
+        except SipParseError:
+            return None
+        if not isinstance(uri, SipURI):
+            return None
+        return dataclasses.replace(uri, user=user, password=None, headers={})
+
+    @property
+    def destination(self) -> tuple[Transport, Address] | None:
+        """Where a call to this contact is sent: the REGISTER's source when NAT'd, else the
+        Contact's host and port (5060 when it names none); None when the Contact's host is
+        a name (never the case for a NAT'd one, whose source is always an address)."""
+        transport = Transport.TCP if self.transport == "tcp" else Transport.UDP
+        if self.nat:
+            return transport, (self.source_ip, self.source_port)
+        try:
+            uri = parse_uri(self.contact)
+        except SipParseError:
+            return None
+        if not isinstance(uri, SipURI):
+            return None
+        host = uri.host.strip("[]")
+        return transport, (host, uri.port or 5060)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def reached_behind_nat(contact_host: str, source_ip: str, asked_rport: bool) -> bool:
+    """Whether calls to a contact go to the REGISTER's source address and port.
+
+    Yes when the client asked for ``rport`` (RFC 3581: it knows it may sit behind a NAT and
+    wants answers where it sent from), and when the Contact's host is not the address the
+    REGISTER came from (a private address behind a NAT, or a name). No when the Contact
+    names the source address itself: then its port is the one it listens on, which may
+    differ from the port it sent from. (A contact registered by a third party, from another
+    address, is also reached at that address: the switch knows no better way to it.)
+    """
+    if asked_rport:
+        return True
+    ip = _ip(contact_host)
+    return ip is None or ip != _ip(source_ip)
+
+
+class Registrations:
+    """The live bindings, by account and by source address. Single-threaded (the loop)."""
+
+    __slots__ = ("_by_account", "_by_source")
+
+    def __init__(self, bindings: Iterable[Binding] = ()) -> None:
+        self._by_account: dict[str, dict[str, Binding]] = {}
+        self._by_source: dict[tuple[str, int], dict[tuple[str, str], Binding]] = {}
+        for binding in bindings:
+            self.put(binding)
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self._by_account.values())
+
+    def __iter__(self) -> Iterator[Binding]:
+        for contacts in self._by_account.values():
+            yield from contacts.values()
+
+    def of(self, account_id: str) -> dict[str, Binding]:
+        """The account's bindings by contact, expired ones included (a copy)."""
+        return dict(self._by_account.get(account_id, {}))
+
+    def put(self, binding: Binding) -> None:
+        """Add or replace the binding of its (account, contact)."""
+        old = self._by_account.get(binding.account_id, {}).get(binding.contact)
+        if old is not None:
+            self._unindex(old)
+        self._by_account.setdefault(binding.account_id, {})[binding.contact] = binding
+        source = (binding.source_ip, binding.source_port)
+        self._by_source.setdefault(source, {})[binding.key] = binding
+
+    def remove(self, account_id: str, contact: str) -> Binding | None:
+        contacts = self._by_account.get(account_id)
+        if contacts is None or contact not in contacts:
+            return None
+        binding = contacts.pop(contact)
+        if not contacts:
+            del self._by_account[account_id]
+        self._unindex(binding)
+        return binding
+
+    def _unindex(self, binding: Binding) -> None:
+        source = (binding.source_ip, binding.source_port)
+        keyed = self._by_source.get(source)
+        if keyed is not None:
+            keyed.pop(binding.key, None)
+            if not keyed:
+                del self._by_source[source]
+
+    def contacts(self, account_id: str, now: float) -> list[Binding]:
+        """The account's live contacts in the order calls try them: highest ``q`` first,
+        then the most recently registered."""
+        live = [b for b in self._by_account.get(account_id, {}).values() if b.live(now)]
+        live.sort(key=lambda b: (-b.q, -b.registered_at))
+        return live
+
+    def account_at(
+        self, ip: str, port: int, now: float, transport: str | None = None
+    ) -> str | None:
+        """The account with a live contact registered from (ip, port) over ``transport``
+        (``udp``/``tcp``; None: either); None when there is none, or when contacts of
+        several accounts registered from it (then the source alone cannot say which account
+        calls, and digest must). The transport counts: a registration over TCP must not
+        authorise a UDP INVITE whose source anyone can forge."""
+        keyed = self._by_source.get((ip, port))
+        if not keyed:
+            return None
+        accounts = {
+            b.account_id
+            for b in keyed.values()
+            if b.live(now) and (transport is None or b.transport == transport)
+        }
+        return accounts.pop() if len(accounts) == 1 else None
+
+    def expired(self, now: float) -> list[Binding]:
+        """Bindings whose expiry has passed (still indexed: ``remove`` them)."""
+        return [b for b in self if not b.live(now)]
+
+    def sources(self, now: float) -> set[str]:
+        """The IP addresses live contacts registered from."""
+        return {b.source_ip for b in self if b.live(now)}

@@ -1,0 +1,201 @@
+"""A REGISTER's effect on an account's bindings (RFC 3261 10.3), as a pure function.
+
+:func:`decide` takes the authenticated REGISTER, the account's bindings and the clock, and
+returns what to change and what to answer: :class:`Accepted` (bindings to put and to remove,
+and the account's contacts afterwards for the 200) or :class:`Refused` (a final status).
+Nothing is changed unless the whole request is acceptable: one bad contact refuses all of
+them (10.3 steps 6 to 8 process a REGISTER atomically).
+
+Choices where RFC 3261 leaves room:
+
+* The expiry is the contact's ``expires`` parameter, else the ``Expires`` header, else
+  ``max_expires``; a longer one is shortened to ``max_expires``; a non-zero one shorter than
+  ``min_expires`` is answered ``423 Interval Too Brief`` with ``Min-Expires``. A malformed
+  one (not an integer) is ``400``, never silently the default.
+* ``Contact: *`` needs ``Expires: 0`` and no other Contact (10.3 step 6), and removes every
+  binding of the account.
+* A binding set by the same Call-ID with a CSeq at least as high is newer than this request:
+  the request is refused ``400`` (10.3 step 7 says the update fails; no code is named).
+* At most ``max_contacts`` live contacts per account; more is ``403``.
+* A contact that must be reached behind a NAT is decided here, once, at registration
+  (``bindings.reached_behind_nat``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from softswitch.sip import NameAddr, Request, SipParseError, SipURI
+
+from .bindings import Binding, reached_behind_nat
+
+__all__ = ["MAX_CONTACTS", "Accepted", "Limits", "Refused", "Source", "decide"]
+
+#: Live contacts one account may have at once.
+MAX_CONTACTS = 10
+#: The largest delta-seconds RFC 3261 allows (2**32 - 1); a bigger one is this.
+_MAX_DELTA = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``[server] registrar_min_expires``/``registrar_max_expires`` and the contact cap."""
+
+    min_expires: int
+    max_expires: int
+    max_contacts: int = MAX_CONTACTS
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a REGISTER came from: its transport (``udp``/``tcp``), address and port."""
+
+    transport: str
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Bindings to put and to remove, and the account's live contacts afterwards."""
+
+    put: tuple[Binding, ...]
+    removed: tuple[Binding, ...]
+    current: tuple[Binding, ...]
+
+    def headers(self, now: float) -> list[tuple[str, str]]:
+        """The 200's header fields: one Contact per live binding with the seconds it has
+        left (10.3 step 8), and the Date (a client may correct its clock by it)."""
+        out = [("Contact", _contact_value(b, now)) for b in self.current]
+        out.append(("Date", formatdate(now, usegmt=True)))
+        return out
+
+
+def _contact_value(binding: Binding, now: float) -> str:
+    q = "" if binding.q == 1.0 else f";q={binding.q:g}"
+    return f"<{binding.contact}>;expires={binding.expires_in(now)}{q}"
+
+
+def _delta(text: str) -> int | None:
+    """delta-seconds (digits only), capped at 2**32-1; None when it is not one."""
+    text = text.strip()
+    if not text.isascii() or not text.isdigit():
+        return None
+    return min(int(text), _MAX_DELTA)
+
+
+def _q(text: str | None) -> float | None:
+    """A ``q`` parameter: 0 to 1, at most three decimals (RFC 3261 20.10); 1 when absent."""
+    if text is None:
+        return 1.0
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0.0 <= value <= 1.0 and len(text) <= 5 else None
+
+
+def decide(
+    request: Request,
+    account_id: str,
+    existing: Mapping[str, Binding],
+    source: Source,
+    now: float,
+    limits: Limits,
+    *,
+    user_agent: str = "",
+) -> Accepted | Refused:
+    """What an authenticated REGISTER for ``account_id`` does to its bindings.
+
+    ``existing`` is the account's bindings by contact (expired ones may be among them: they
+    count as absent). ``now`` is wall-clock seconds.
+    """
+    call_id = request.call_id or ""
+    cseq = request.cseq
+    if cseq is None:
+        return Refused(400, "Missing CSeq")
+    default = limits.max_expires
+    header = request.headers.get("Expires")
+    if header is not None:
+        parsed = _delta(header)
+        if parsed is None:
+            return Refused(400, "Invalid Expires")
+        default = parsed
+    live = {c: b for c, b in existing.items() if b.live(now)}
+
+    def stale(binding: Binding | None) -> bool:
+        return binding is not None and binding.call_id == call_id and cseq.seq <= binding.cseq
+
+    if request.contact_is_wildcard:
+        if header is None or default != 0:
+            return Refused(400, "Contact: * needs Expires: 0")
+        if any(stale(b) for b in live.values()):
+            return Refused(400, "CSeq out of order")
+        return Accepted((), tuple(existing.values()), ())
+    try:
+        contacts: list[NameAddr] = request.contact
+    except SipParseError as e:
+        return Refused(400, f"Invalid Contact: {e.reason}"[:100])
+    if any(str(na.uri) == "*" for na in contacts):
+        return Refused(400, "Contact: * must be alone")
+
+    via = request.top_via
+    asked_rport = via is not None and via.rport is not None
+    put: dict[str, Binding] = {}
+    removed: dict[str, Binding] = {}
+    for na in contacts:
+        uri = na.uri
+        if not isinstance(uri, SipURI):
+            return Refused(400, "Contact must be a sip: or sips: URI")
+        contact = str(uri)
+        expires = default
+        param = na.param("expires")
+        if param is not None:
+            parsed = _delta(param)
+            if parsed is None:
+                return Refused(400, "Invalid Contact expires")
+            expires = parsed
+        q = _q(na.param("q"))
+        if q is None:
+            return Refused(400, "Invalid Contact q")
+        old = existing.get(contact)
+        if stale(old):
+            return Refused(400, "CSeq out of order")
+        if expires == 0:
+            put.pop(contact, None)
+            if old is not None:
+                removed[contact] = old
+            continue
+        if expires < limits.min_expires:
+            return Refused(423, "Interval Too Brief", (("Min-Expires", str(limits.min_expires)),))
+        expires = min(expires, limits.max_expires)
+        removed.pop(contact, None)
+        put[contact] = Binding(
+            account_id=account_id,
+            contact=contact,
+            expires_at=now + expires,
+            q=q,
+            call_id=call_id,
+            cseq=cseq.seq,
+            transport=source.transport,
+            source_ip=source.ip,
+            source_port=source.port,
+            nat=reached_behind_nat(uri.host, source.ip, asked_rport),
+            registered_at=now,
+            user_agent=user_agent,
+        )
+    after = {c: b for c, b in live.items() if c not in removed}
+    after.update(put)
+    if len(after) > limits.max_contacts and len(put) > 0:
+        return Refused(403, f"More than {limits.max_contacts} contacts")
+    current = sorted(after.values(), key=lambda b: (-b.q, -b.registered_at))
+    return Accepted(tuple(put.values()), tuple(removed.values()), tuple(current))

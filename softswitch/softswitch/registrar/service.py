@@ -1,0 +1,278 @@
+"""The switch's registrar: a REGISTER screened, authenticated, decided, applied, answered.
+
+``screen_register`` runs before any state is kept (``Pipeline.screen`` asks it): a REGISTER
+without credentials for our realm is challenged ``401`` statelessly, from any source, like
+an INVITE's ``407`` (registering accounts may register from anywhere), and a blocked or
+scanning stranger gets what the guard gives it. One *with* credentials becomes a server
+transaction and reaches :meth:`Registrar.register`, which verifies the digest against the
+account named by the user name (it must have ``register = true``), checks that the To
+header's user is that user name (its address of record), lets ``register.decide`` say what
+changes, applies it to the live index and queues it for the disk.
+
+A failed verification counts towards blocking the address exactly as a failed INVITE does
+(``[defaults] auth_fail_limit``), and every refusal is the same ``403`` whatever the
+reason. A success makes the address trusted by the guard (``SourceGuard.trust``), so the
+account's INVITEs from it are not counted by pike nor challenged before authorise, which
+authorises them by the registration (``call.authorise``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+
+from softswitch.call.live import LiveState
+from softswitch.call.snapshot import Snapshot
+from softswitch.security import Screen, SourceGuard
+from softswitch.sip import Request, Response, SipURI, make_tag, unescape
+from softswitch.sip.digest import (
+    DigestAuthenticator,
+    DigestCredentials,
+    DigestParseError,
+    parse_credentials,
+)
+from softswitch.transport import Flow, Transport
+
+from .bindings import Binding, Registrations
+from .register import Accepted, Limits, Source, decide
+from .store import BindingWriter
+
+__all__ = ["SWEEP_INTERVAL", "Registrar", "has_authorization", "screen_register"]
+
+logger = logging.getLogger("softswitch.registrar")
+
+#: Seconds between sweeps of expired bindings (a lookup ignores them in between anyway).
+SWEEP_INTERVAL = 10.0
+
+_DUMMY_PASSWORD = secrets.token_hex(16)
+
+
+def _credentials(request: Request, realm: str) -> DigestCredentials | None:
+    """Our realm's ``Authorization`` credentials; DigestParseError if ours are malformed."""
+    for value in request.headers.get_all("Authorization"):
+        try:
+            cred = parse_credentials(value)
+        except DigestParseError:
+            if f'realm="{realm}"' in value or f"realm={realm}" in value:
+                raise
+            continue
+        if cred.realm == realm:
+            return cred
+    return None
+
+
+def has_authorization(request: Request, realm: str) -> bool:
+    """Whether a REGISTER carries credentials for our realm (even malformed ones)."""
+    try:
+        return _credentials(request, realm) is not None
+    except DigestParseError:
+        return True
+
+
+def screen_register(
+    request: Request,
+    source: tuple[str, int],
+    guard: SourceGuard,
+    *,
+    realm: str,
+    challenge: Callable[[], list[str]],
+) -> Screen | None:
+    """None: handle the REGISTER statefully (it has credentials); else the stateless answer:
+    the guard's for a blocked or scanning stranger, ``401`` with a challenge for the rest."""
+    ip, port = source
+    now = guard.clock()
+    if not guard.is_known(ip, port, now):
+        blocked = len(guard.blocks) > 0 and guard.blocks.is_blocked(ip, now)
+        agent = request.headers.get("User-Agent")
+        if blocked or (agent is not None and guard.is_scanner(agent)):
+            return guard.screen(request, source, has_credentials=lambda r: False, challenge=None)
+    if has_authorization(request, realm):
+        return None
+    guard.challenges += 1  # the first step of digest, not a refusal
+    return Screen(401, "challenged", tuple(("WWW-Authenticate", v) for v in challenge()))
+
+
+class Registrar:
+    """REGISTER handling of one switch. ``snapshot`` gives the configuration in force."""
+
+    def __init__(
+        self,
+        bindings: Registrations,
+        writer: BindingWriter | None,
+        *,
+        snapshot: Callable[[], Snapshot],
+        nonces: DigestAuthenticator,
+        live: LiveState,
+        guard: SourceGuard,
+    ) -> None:
+        self.bindings = bindings
+        self.writer = writer
+        self._snapshot = snapshot
+        self.nonces = nonces
+        self.live = live
+        self.guard = guard
+        self._seen: Snapshot | None = None
+        self._active = False
+
+    def active(self) -> bool:
+        """Whether any account of the configuration in force may register (else a REGISTER
+        is answered 405, as by a switch without a registrar)."""
+        snapshot = self._snapshot()
+        if snapshot is not self._seen:
+            self._seen = snapshot
+            self._active = any(a.register for a in snapshot.config.accounts)
+        return self._active
+
+    async def sweep_forever(self, interval: float = SWEEP_INTERVAL) -> None:
+        """Sweep expired bindings every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.sweep(time.time())
+            except Exception:
+                logger.exception("sweeping expired registrations failed")
+
+    def register(self, request: Request, flow: Flow, now: float) -> Response:
+        """The final response to a REGISTER (``now``: wall-clock seconds)."""
+        snapshot = self._snapshot()
+        realm = snapshot.config.server.realm
+        ip, port = flow.remote
+        ip = ip.strip("[]")
+        defaults = snapshot.config.defaults
+        mono = time.monotonic()
+
+        def answer(
+            status: int, reason: str | None = None, headers: Sequence[tuple[str, str]] = ()
+        ) -> Response:
+            return Response.for_request(request, status, reason, to_tag=make_tag(), headers=headers)
+
+        def challenge(stale: bool = False) -> Response:
+            values = self.nonces.challenges(now, stale=stale)
+            return answer(401, headers=[("WWW-Authenticate", v) for v in values])
+
+        def fail(detail: str) -> Response:
+            self.live.note_auth_failure(
+                ip,
+                mono,
+                limit=defaults.auth_fail_limit,
+                window=defaults.auth_fail_window,
+                block_for=defaults.auth_block_time,
+            )
+            logger.info("REGISTER from %s:%d refused: %s", ip, port, detail)
+            return answer(403)
+
+        if self.live.is_blocked(ip, mono):
+            return answer(403)
+        try:
+            cred = _credentials(request, realm)
+        except DigestParseError as e:
+            return fail(f"malformed credentials: {e}")
+        if cred is None:
+            return challenge()
+        user = snapshot.users.get(cred.username)
+        expected = user if user is not None and user.register else None
+        password = expected.password if expected is not None else None
+        result = self.nonces.verify(
+            cred,
+            method="REGISTER",
+            now=now,
+            password=password if password is not None else _DUMMY_PASSWORD,
+            request_uri=str(request.uri),
+        )
+        if result.stale and expected is not None:
+            return challenge(stale=True)
+        if not result.ok or expected is None:
+            why = result.reason if expected is not None else "unknown user or not registering"
+            return fail(f"digest user {cred.username!r}: {why}")
+        to = request.to
+        aor = to.uri if to is not None else None
+        if not isinstance(aor, SipURI) or unescape(aor.user or "") != expected.username:
+            return fail(f"digest user {cred.username!r} may not register {aor}")
+        if expected.uses_ip and expected not in snapshot.accounts_for_source(ip, port):
+            # An account that needs its addresses as well as its password registers from
+            # them only, as its INVITEs are taken from them only (its registration would
+            # otherwise authorise calls from anywhere its password leaked to).
+            return fail(f"account {expected.id!r} does not list {ip}:{port} in its ips")
+        self.live.note_auth_success(ip)
+        self.guard.trust(ip)
+
+        server = snapshot.config.server
+        limits = Limits(server.registrar_min_expires, server.registrar_max_expires)
+        transport = "tcp" if flow.transport is Transport.TCP else "udp"
+        outcome = decide(
+            request,
+            expected.id,
+            self.bindings.of(expected.id),
+            Source(transport, ip, port),
+            now,
+            limits,
+            user_agent=(request.headers.get("User-Agent") or "")[:200],
+        )
+        if not isinstance(outcome, Accepted):
+            logger.info(
+                "REGISTER account=%s refused %d %s", expected.id, outcome.status, outcome.reason
+            )
+            return answer(outcome.status, outcome.reason, outcome.headers)
+        self.apply(outcome)
+        return answer(200, headers=outcome.headers(now))
+
+    def apply(self, outcome: Accepted) -> None:
+        """Change the live index, then queue the change for the disk."""
+        for binding in outcome.removed:
+            self.bindings.remove(binding.account_id, binding.contact)
+            logger.info("unregistered account=%s contact=%s", binding.account_id, binding.contact)
+        for binding in outcome.put:
+            self.bindings.put(binding)
+            logger.info(
+                "registered account=%s contact=%s from %s:%s/%s until %.0f%s",
+                binding.account_id,
+                binding.contact,
+                binding.source_ip,
+                binding.source_port,
+                binding.transport,
+                binding.expires_at,
+                " (NAT: reached at the source)" if binding.nat else "",
+            )
+        if self.writer is not None:
+            self.writer.remove(outcome.removed)
+            self.writer.put(outcome.put)
+
+    def forget_changed(self, old: Snapshot, new: Snapshot) -> list[Binding]:
+        """After a reload: drop the bindings of accounts that no longer register, were
+        disabled or removed, or whose username or password changed. Rotating a leaked
+        password must cut off the devices registered with it: they register again with
+        the new one, or not at all."""
+        dropped: list[Binding] = []
+        for account_id in {b.account_id for b in self.bindings}:
+            before, after = old.accounts.get(account_id), new.accounts.get(account_id)
+            if (
+                after is not None
+                and before is not None
+                and after.register
+                and after.enabled
+                and (after.username, after.password) == (before.username, before.password)
+            ):
+                continue
+            for binding in list(self.bindings.of(account_id).values()):
+                self.bindings.remove(binding.account_id, binding.contact)
+                dropped.append(binding)
+            logger.warning(
+                "registrations of account=%s dropped: its credentials or registering changed",
+                account_id,
+            )
+        if dropped and self.writer is not None:
+            self.writer.remove(dropped)
+        return dropped
+
+    def sweep(self, now: float) -> list[Binding]:
+        """Remove the expired bindings, from memory and from disk."""
+        expired = self.bindings.expired(now)
+        for binding in expired:
+            self.bindings.remove(binding.account_id, binding.contact)
+            logger.info("expired account=%s contact=%s", binding.account_id, binding.contact)
+        if expired and self.writer is not None:
+            self.writer.remove(expired)
+        return expired

@@ -1,0 +1,133 @@
+"""Test support for the registrar: REGISTER requests as bytes, bindings, a configuration.
+
+A module with a unique name (not ``conftest``) so tests can import it directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from softswitch.call.snapshot import Snapshot, build_snapshot
+from softswitch.config import load_config
+from softswitch.registrar import Binding
+from softswitch.sip import Request, parse_message
+
+CONFIG = """
+[server]
+listen = ["udp:127.0.0.1:5060"]
+database = "cdr.sqlite"
+realm = "test"
+registrar_min_expires = 30
+registrar_max_expires = 600
+
+[defaults]
+auth_fail_limit = 3
+auth_fail_window = 60
+auth_block_time = 300
+max_attempts = 5
+
+[[rate_decks]]
+id = "sell"
+file = "sell.csv"
+
+[[accounts]]
+id = "cust"
+ips = ["10.0.0.0/24"]
+rate_deck = "sell"
+routing_plan = "main"
+
+[[accounts]]
+id = "pbx"
+username = "pbx"
+password = "secret"
+register = true
+routing_plan = "main"
+tech_prefix = "9#"
+
+[[accounts]]
+id = "plain"
+username = "plain"
+password = "secret"
+routing_plan = "main"
+
+[[gateways]]
+id = "to_pbx"
+address = "registered:pbx"
+priority = -1
+strip_digits = 2
+capacity = 1
+
+[[gateways]]
+id = "carrier"
+address = "192.0.2.1:5060"
+
+[[routes]]
+plan = "main"
+prefix = "44"
+gateways = ["to_pbx", "carrier"]
+strategy = "priority"
+"""
+
+
+def make_snapshot(tmp_path: Path, config: str = CONFIG) -> Snapshot:
+    (tmp_path / "sell.csv").write_text("prefix,rate\n44,0.10\n")
+    (tmp_path / "switch.toml").write_text(config)
+    return build_snapshot(load_config(tmp_path / "switch.toml"))
+
+
+def register(
+    *contacts: str,
+    expires: int | str | None = None,
+    call_id: str = "reg-1",
+    cseq: int = 1,
+    user: str = "pbx",
+    rport: bool = False,
+    via_host: str = "192.168.1.20:5060",
+    authorization: str | None = None,
+    uri: str = "sip:127.0.0.1:5060",
+) -> Request:
+    """A REGISTER for ``user``'s address of record with these Contact values."""
+    lines = [
+        f"REGISTER {uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP {via_host};branch=z9hG4bK{call_id}{cseq}" + (";rport" if rport else ""),
+        "Max-Forwards: 70",
+        f"From: <sip:{user}@127.0.0.1>;tag=f1",
+        f"To: <sip:{user}@127.0.0.1>",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} REGISTER",
+    ]
+    lines += [f"Contact: {c}" for c in contacts]
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    if authorization is not None:
+        lines.append(f"Authorization: {authorization}")
+    lines.append("Content-Length: 0")
+    message = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def binding(
+    contact: str = "sip:pbx@192.0.2.50:5060",
+    *,
+    account_id: str = "pbx",
+    expires_at: float = 2000.0,
+    q: float = 1.0,
+    registered_at: float = 1000.0,
+    source: tuple[str, int] = ("192.0.2.50", 5060),
+    nat: bool = False,
+    transport: str = "udp",
+) -> Binding:
+    return Binding(
+        account_id=account_id,
+        contact=contact,
+        expires_at=expires_at,
+        q=q,
+        call_id="reg-1",
+        cseq=1,
+        transport=transport,
+        source_ip=source[0],
+        source_port=source[1],
+        nat=nat,
+        registered_at=registered_at,
+    )

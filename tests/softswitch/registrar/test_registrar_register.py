@@ -1,0 +1,185 @@
+"""``registrar.decide``: what a REGISTER does to an account's bindings (RFC 3261 10.3)."""
+
+from __future__ import annotations
+
+import pytest
+from registrar_support import binding, register
+
+from softswitch.registrar import Accepted, Binding, Limits, Refused, Source, decide
+
+LIMITS = Limits(min_expires=30, max_expires=600, max_contacts=3)
+SOURCE = Source("udp", "203.0.113.7", 40000)
+NOW = 1000.0
+
+
+def accepted(outcome: Accepted | Refused) -> Accepted:
+    assert isinstance(outcome, Accepted), outcome
+    return outcome
+
+
+def refused(outcome: Accepted | Refused) -> Refused:
+    assert isinstance(outcome, Refused), outcome
+    return outcome
+
+
+def test_a_new_contact_is_bound_with_the_expiry_asked_and_listed_in_the_200() -> None:
+    out = accepted(
+        decide(register("<sip:pbx@203.0.113.7:5060>", expires=120), "pbx", {}, SOURCE, NOW, LIMITS)
+    )
+    (b,) = out.put
+    assert (b.account_id, b.contact, b.expires_at, b.q) == (
+        "pbx",
+        "sip:pbx@203.0.113.7:5060",
+        1120.0,
+        1.0,
+    )
+    assert (b.call_id, b.cseq, b.transport, b.source_ip, b.source_port) == (
+        "reg-1",
+        1,
+        "udp",
+        "203.0.113.7",
+        40000,
+    )
+    assert not b.nat  # the Contact names the source address: reached there, at its own port
+    assert out.removed == ()
+    headers = out.headers(NOW)
+    assert headers[0] == ("Contact", "<sip:pbx@203.0.113.7:5060>;expires=120")
+    assert headers[1][0] == "Date"
+
+
+@pytest.mark.parametrize(
+    ("contact", "header", "expected"),
+    [
+        ("<sip:pbx@203.0.113.7>", None, 600),  # none asked: the maximum
+        ("<sip:pbx@203.0.113.7>", 7200, 600),  # too long: shortened
+        ("<sip:pbx@203.0.113.7>;expires=45", 7200, 45),  # the contact's own wins
+        ("<sip:pbx@203.0.113.7>", 99999999999999, 600),  # huge: capped, no crash
+    ],
+)
+def test_the_expiry_comes_from_the_contact_then_the_header_then_the_maximum(
+    contact: str, header: int | None, expected: int
+) -> None:
+    out = accepted(decide(register(contact, expires=header), "pbx", {}, SOURCE, NOW, LIMITS))
+    assert out.put[0].expires_at == NOW + expected
+
+
+def test_too_brief_is_423_with_min_expires() -> None:
+    out = refused(
+        decide(register("<sip:pbx@203.0.113.7>", expires=10), "pbx", {}, SOURCE, NOW, LIMITS)
+    )
+    assert (out.status, out.headers) == (423, (("Min-Expires", "30"),))
+
+
+@pytest.mark.parametrize(
+    ("contacts", "expires", "status"),
+    [
+        (("<sip:pbx@203.0.113.7>",), "soon", 400),
+        (("<sip:pbx@203.0.113.7>;expires=-1",), None, 400),
+        (("<sip:pbx@203.0.113.7>;q=1.5",), None, 400),
+        (("<tel:+441234>",), None, 400),
+        (("*",), 60, 400),  # the wildcard only with Expires: 0
+        (("*",), None, 400),
+    ],
+)
+def test_malformed_registrations_are_400(
+    contacts: tuple[str, ...], expires: str | int | None, status: int
+) -> None:
+    out = refused(decide(register(*contacts, expires=expires), "pbx", {}, SOURCE, NOW, LIMITS))
+    assert out.status == status
+
+
+def test_expires_zero_removes_the_contact_and_wildcard_removes_all() -> None:
+    one = binding("sip:pbx@203.0.113.7:5060", registered_at=900.0)
+    two = binding("sip:pbx@203.0.113.8:5060", registered_at=950.0)
+    existing = {one.contact: one, two.contact: two}
+    out = accepted(
+        decide(
+            register("<sip:pbx@203.0.113.7:5060>", expires=0, call_id="other"),
+            "pbx",
+            existing,
+            SOURCE,
+            NOW,
+            LIMITS,
+        )
+    )
+    assert (out.put, out.removed, out.current) == ((), (one,), (two,))
+    out = accepted(
+        decide(register("*", expires=0, call_id="other"), "pbx", existing, SOURCE, NOW, LIMITS)
+    )
+    assert set(out.removed) == {one, two}
+    assert out.current == ()
+
+
+def test_an_older_cseq_of_the_same_call_id_is_refused_and_changes_nothing() -> None:
+    old = binding("sip:pbx@203.0.113.7:5060")
+    existing = {old.contact: old}
+    out = decide(
+        register("<sip:pbx@203.0.113.7:5060>", expires=0, cseq=1),
+        "pbx",
+        existing,
+        SOURCE,
+        NOW,
+        LIMITS,
+    )
+    assert refused(out).status == 400
+    # A higher CSeq (or another Call-ID) does change it.
+    out = decide(
+        register("<sip:pbx@203.0.113.7:5060>", expires=0, cseq=2),
+        "pbx",
+        existing,
+        SOURCE,
+        NOW,
+        LIMITS,
+    )
+    assert accepted(out).removed == (old,)
+
+
+def test_a_contact_behind_a_nat_is_reached_at_the_source() -> None:
+    """A private address in the Contact, or a client that asked for rport (RFC 3581)."""
+    private = decide(register("<sip:pbx@192.168.1.20:5060>"), "pbx", {}, SOURCE, NOW, LIMITS)
+    assert accepted(private).put[0].nat
+    asked = decide(
+        register("<sip:pbx@203.0.113.7:5062>", rport=True), "pbx", {}, SOURCE, NOW, LIMITS
+    )
+    assert accepted(asked).put[0].nat
+    named = decide(register("<sip:pbx@pbx.example.com>"), "pbx", {}, SOURCE, NOW, LIMITS)
+    assert accepted(named).put[0].nat
+
+
+def test_contacts_are_listed_by_q_then_most_recent_and_capped() -> None:
+    old = binding("sip:pbx@203.0.113.9:5060", registered_at=900.0, q=0.5)
+    expired = binding("sip:pbx@203.0.113.10:5060", expires_at=NOW - 1)
+    existing = {old.contact: old, expired.contact: expired}
+    out = accepted(
+        decide(
+            register("<sip:pbx@203.0.113.7>;q=0.2", "<sip:pbx@203.0.113.8>", call_id="r2"),
+            "pbx",
+            existing,
+            SOURCE,
+            NOW,
+            LIMITS,
+        )
+    )
+    assert [b.contact for b in out.current] == [
+        "sip:pbx@203.0.113.8",
+        "sip:pbx@203.0.113.9:5060",
+        "sip:pbx@203.0.113.7",
+    ]  # the expired one counts as gone
+    assert "q=0.2" in out.headers(NOW)[2][1]
+    full = {b.contact: b for b in out.current}
+    more = decide(
+        register("<sip:pbx@203.0.113.11>", call_id="r3"), "pbx", full, SOURCE, NOW, LIMITS
+    )
+    assert refused(more).status == 403
+    # A refresh of one already bound is not "more".
+    again = decide(
+        register("<sip:pbx@203.0.113.7>", call_id="r3"), "pbx", full, SOURCE, NOW, LIMITS
+    )
+    assert isinstance(again, Accepted)
+
+
+def test_a_query_without_contacts_lists_the_bindings() -> None:
+    b: Binding = binding("sip:pbx@203.0.113.7:5060", expires_at=NOW + 99.6)
+    out = accepted(decide(register(), "pbx", {b.contact: b}, SOURCE, NOW, LIMITS))
+    assert (out.put, out.removed) == ((), ())
+    assert out.headers(NOW)[0] == ("Contact", "<sip:pbx@203.0.113.7:5060>;expires=100")
