@@ -419,6 +419,8 @@ class Pipeline:
         account = context.snapshot.accounts.get(gateway.registered or "")
         if registrations is None or account is None or not account.register:
             return []
+        if not account.enabled:  # a disabled customer takes no calls either
+            return []
         sent = sent_number(gateway, context.number)
         edits: tuple[tuple[str, str], ...] = ()
         if context.account.cli or gateway.cli:

@@ -173,7 +173,7 @@ class Registrar:
         if cred is None:
             return challenge()
         user = snapshot.users.get(cred.username)
-        expected = user if user is not None and user.register else None
+        expected = user if user is not None and user.register and user.enabled else None
         password = expected.password if expected is not None else None
         result = self.nonces.verify(
             cred,
@@ -200,8 +200,13 @@ class Registrar:
         self.guard.trust(ip)
 
         server = snapshot.config.server
-        limits = Limits(server.registrar_min_expires, server.registrar_max_expires)
         transport = "tcp" if flow.transport is Transport.TCP else "udp"
+        longest = server.registrar_max_expires
+        if transport == "tcp":
+            # The connection is how a contact behind a NAT is reached: refreshed before the
+            # idle timeout closes it, so it stays open for as long as the binding lives.
+            longest = max(server.registrar_min_expires, min(longest, int(server.tcp_idle_timeout)))
+        limits = Limits(server.registrar_min_expires, longest)
         outcome = decide(
             request,
             expected.id,

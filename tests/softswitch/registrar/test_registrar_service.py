@@ -64,8 +64,13 @@ class World:
             guard=self.pipeline.guard,
         )
 
-    def send(self, request: Request, source: tuple[str, int] = SOURCE) -> Response:
-        flow = Flow(Transport.UDP, ("127.0.0.1", 5060), source)
+    def send(
+        self,
+        request: Request,
+        source: tuple[str, int] = SOURCE,
+        transport: Transport = Transport.UDP,
+    ) -> Response:
+        flow = Flow(transport, ("127.0.0.1", 5060), source)
         return self.registrar.register(request, flow, time.time())
 
     def registered(
@@ -73,10 +78,11 @@ class World:
         *contacts: str,
         password: str = "secret",
         source: tuple[str, int] = SOURCE,
+        transport: Transport = Transport.UDP,
         **kw: object,
     ) -> Response:
         """REGISTER, answer the 401 with credentials, return the final answer."""
-        challenge = self.send(register(*contacts, **kw), source)  # type: ignore[arg-type]
+        challenge = self.send(register(*contacts, **kw), source, transport)  # type: ignore[arg-type]
         assert challenge.status == 401
         value = challenge.headers.get("WWW-Authenticate")
         assert value is not None
@@ -85,7 +91,11 @@ class World:
             value, method="REGISTER", uri="sip:127.0.0.1:5060", username=user, password=password
         )
         cseq = int(str(kw.pop("cseq", 1))) + 1
-        return self.send(register(*contacts, authorization=auth, cseq=cseq, **kw), source)  # type: ignore[arg-type]
+        return self.send(
+            register(*contacts, authorization=auth, cseq=cseq, **kw),  # type: ignore[arg-type]
+            source,
+            transport,
+        )
 
 
 @pytest.fixture
@@ -437,3 +447,39 @@ def test_a_reload_that_changes_the_password_drops_the_accounts_bindings(
     assert world.bindings.contacts("pbx", time.time()) == []
     assert world.writer.flush()
     assert load(tmp_path / "cdr.sqlite", time.time()) == []  # gone from the disk too
+
+
+def test_a_tcp_registration_lasts_no_longer_than_the_idle_timeout(tmp_path: Path) -> None:
+    """Over TCP the connection is the way to a NAT'd contact: the expiry granted is capped
+    at the idle timeout, so the client's refresh keeps the connection open."""
+    w = World(
+        tmp_path,
+        CONFIG.replace(
+            "registrar_max_expires = 600", "registrar_max_expires = 600\ntcp_idle_timeout = 120"
+        ),
+    )
+    try:
+        ok = w.registered(
+            "<sip:pbx@192.168.1.20:5060;transport=tcp>", expires=600, transport=Transport.TCP
+        )
+        assert ok.status == 200
+        (b,) = w.bindings.contacts("pbx", time.time())
+        assert 115 <= b.expires_in(time.time()) <= 120
+        udp = w.registered("<sip:pbx@192.168.1.21:5060>", expires=600, source=("203.0.113.8", 1))
+        assert udp.status == 200
+        assert max(x.expires_in(time.time()) for x in w.bindings.contacts("pbx", time.time())) > 500
+    finally:
+        w.writer.close()
+
+
+def test_a_disabled_account_neither_registers_nor_takes_calls(tmp_path: Path) -> None:
+    w = World(tmp_path, CONFIG.replace("register = true", "register = true\nenabled = false"))
+    try:
+        assert w.registered("<sip:pbx@192.168.1.20:5060>").status == 403
+        w.bindings.put(binding(expires_at=time.time() + 60))
+        call = admitted(w, invite(), ("10.0.0.5", 5060))
+        target = w.pipeline.next_target(call, time.monotonic())
+        assert isinstance(target, Target)
+        assert target.gateway_id == "carrier"  # to_pbx skipped: nobody to ring
+    finally:
+        w.writer.close()
