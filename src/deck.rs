@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::money::{self, Rounding};
 use crate::number;
+use crate::probe::ProbeIndex;
 use crate::quote::quoted;
 use crate::rate::{Tariff, OPEN_END, OPEN_START};
 use crate::timefmt;
@@ -357,6 +358,15 @@ impl DeckBuilder {
             versions.push(row.tariff | LAST_IN_RUN);
         }
         duplicates.sort_by_key(|e| e.line);
+        let all_in_force_from = if tariffs.iter().all(|t| t.effective_to == OPEN_END) {
+            tariffs
+                .iter()
+                .map(|t| t.effective_from)
+                .max()
+                .unwrap_or(OPEN_START)
+        } else {
+            OPEN_END
+        };
         assert!(tariffs.len() < DIRECT as usize, "fewer than 2^31 tariffs");
         // A prefix with one version keeps its tariff in the index itself.
         for start in &mut starts {
@@ -365,15 +375,18 @@ impl DeckBuilder {
             }
         }
         let index = PrefixIndex::build(&keys, &starts);
+        let probe = ProbeIndex::build(&keys, &starts);
         let deck = Deck {
             options,
             destinations,
             tariffs,
             index,
+            probe,
             version_count: versions.len(),
             versions,
             prefix_count: keys.len(),
             timeless,
+            all_in_force_from,
         };
         (deck, duplicates)
     }
@@ -438,12 +451,20 @@ pub struct Deck {
     destinations: Vec<Arc<str>>,
     tariffs: Vec<Tariff>,
     index: PrefixIndex,
+    /// The same prefixes hashed, for single lookups (see [`crate::probe`]); `None` when a
+    /// prefix is too long for it, and then single lookups walk `index`.
+    probe: Option<ProbeIndex>,
     /// Tariff ids per prefix, newest `effective_from` first, [`LAST_IN_RUN`] closing a run.
     versions: Vec<u32>,
     version_count: usize,
     prefix_count: usize,
     /// Every prefix has one version valid forever: lookups can skip the date checks.
     timeless: bool,
+    /// From this moment on every tariff is in force: no row has an end date, and the latest
+    /// start has passed ([`OPEN_END`] if some row ends). A lookup after it reads no dates,
+    /// which saves it a cache miss on the tariff: a deck dated from its publication and
+    /// never ended is the common case.
+    all_in_force_from: i64,
 }
 
 impl Deck {
@@ -489,25 +510,30 @@ impl Deck {
         !self.timeless && count >= self.tariffs.len() / 8
     }
 
-    /// Whether tariff `id` is in force at `at`; in a timeless deck every one is, and the
-    /// first version of a prefix (its only one) is taken without reading its dates.
+    /// Whether tariff `id` is in force at `at`; in a timeless deck, or once every tariff has
+    /// started and none ends, every one is, and the first version of a prefix (the newest) is
+    /// taken without reading its dates.
     #[inline]
     fn holds_at(&self, id: u32, at: i64) -> bool {
-        self.timeless || self.tariffs[id as usize].in_force(at)
+        self.timeless
+            || (self.all_in_force_from <= at && at < OPEN_END)
+            || self.tariffs[id as usize].in_force(at)
     }
 
     /// Longest prefix of `digits` with a rate in force at `at` (seconds since the epoch).
     #[inline]
     pub fn lookup(&self, digits: &[u8], at: i64) -> Option<Match> {
-        self.index
-            .longest(digits, |value| {
-                self.in_force(value, |id| self.holds_at(id, at))
-            })
-            .map(|(prefix_len, tariff)| Match::new(prefix_len, tariff))
+        let accept = |value| self.in_force(value, |id| self.holds_at(id, at));
+        match &self.probe {
+            Some(probe) => probe.longest(digits, accept),
+            None => self.index.longest(digits, accept),
+        }
+        .map(|(prefix_len, tariff)| Match::new(prefix_len, tariff))
     }
 
     /// [`Self::lookup`] for the numbers `get(0..out.len())` at the moments `at(i)`, written
-    /// into `out`; the walks are interleaved (see [`PrefixIndex::longest_many`]).
+    /// into `out`; the lookups are interleaved (see [`ProbeIndex::longest_many`] and
+    /// [`PrefixIndex::longest_many`]).
     pub fn lookup_many<'a, G, A>(&self, get: G, at: A, out: &mut [Option<Match>])
     where
         G: Fn(usize) -> &'a [u8],
@@ -530,12 +556,15 @@ impl Deck {
         G: Fn(usize) -> &'a [u8],
         H: Fn(usize, u32) -> bool,
     {
-        self.index.longest_many(
-            out.len(),
-            get,
-            |i, value| self.in_force(value, |id| holds(i, id)),
-            |i, found| out[i] = found.map(|(len, tariff)| Match::new(len, tariff)),
-        );
+        let count = out.len();
+        let accept = |i, value| self.in_force(value, |id| holds(i, id));
+        let found = |i: usize, found: Option<(usize, u32)>| {
+            out[i] = found.map(|(len, tariff)| Match::new(len, tariff));
+        };
+        match &self.probe {
+            Some(probe) => probe.longest_many(count, get, accept, found),
+            None => self.index.longest_many(count, get, accept, found),
+        }
     }
 
     pub fn tariff(&self, id: u32) -> &Tariff {
@@ -582,6 +611,7 @@ impl Deck {
     /// Heap bytes held by the deck's structures (not counting allocator overhead).
     pub fn memory_bytes(&self) -> usize {
         self.index.memory_bytes()
+            + self.probe.as_ref().map_or(0, ProbeIndex::memory_bytes)
             + self.versions.capacity() * 4
             + self.tariffs.capacity() * std::mem::size_of::<Tariff>()
             + self
@@ -647,6 +677,30 @@ mod tests {
             None
         );
         assert_eq!(d.tariff(0).initial_increment, DEFAULT_INCREMENT);
+    }
+
+    #[test]
+    fn versions_still_apply_once_every_tariff_has_started() {
+        // No end dates: from FEB on every tariff is in force, and the newest version wins.
+        let (d, _) = deck(&[
+            ["1", "US", "0.01", "", "", "", JAN, ""],
+            ["1", "US", "0.02", "", "", "", FEB, ""],
+            ["12", "US X", "0.03", "", "", "", "", ""],
+        ]);
+        let feb = timefmt::parse_timestamp(FEB).unwrap();
+        assert_eq!(d.all_in_force_from, feb);
+        for (at, rate) in [(feb + 1, 20_000), (feb, 20_000), (feb - 1, 10_000)] {
+            assert_eq!(d.tariff(d.lookup(b"13", at).unwrap().tariff).rate, rate);
+        }
+        assert_eq!(d.lookup(b"13", OPEN_END), None);
+        assert_eq!(
+            d.tariff(d.lookup(b"123", OPEN_END - 1).unwrap().tariff)
+                .rate,
+            30_000
+        );
+        let (ended, _) = deck(&[["1", "US", "0.01", "", "", "", "", FEB]]);
+        assert_eq!(ended.all_in_force_from, OPEN_END);
+        assert_eq!(ended.lookup(b"1", feb), None);
     }
 
     #[test]

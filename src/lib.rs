@@ -4,9 +4,11 @@
 //! feature, so `cargo test` needs no interpreter.
 
 pub mod deck;
+pub mod huge;
 pub mod load;
 pub mod money;
 pub mod number;
+pub mod probe;
 pub mod quote;
 pub mod rate;
 pub mod route;

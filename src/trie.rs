@@ -12,6 +12,8 @@
 //! chain is one masked XOR and finding the next child a shift and a popcount, with no loop
 //! over digits and few branches to mispredict.
 
+use crate::huge::HugeArray;
+
 /// Marks a node that ends no key.
 pub const NO_VALUE: u32 = u32::MAX;
 
@@ -158,94 +160,10 @@ fn prefetch(node: &Node) {
     let _ = node;
 }
 
-/// The nodes of an index, in one allocation that a large index aligns to 2 MiB and asks the
-/// kernel to back with huge pages.
-///
-/// A lookup touches a handful of nodes scattered over tens of megabytes; with 4 KiB pages
-/// nearly each of them also misses the TLB. Linux only hands out huge pages to regions that
-/// ask (`madvise`), and only when they are first touched, and only for whole aligned 2 MiB
-/// pages; so the array is copied into a fresh allocation, aligned and rounded up to 2 MiB,
-/// advised before the copy touches it. Elsewhere, or if the kernel says no, nothing changes.
-struct NodeArray {
-    ptr: std::ptr::NonNull<Node>,
-    len: usize,
-    layout: std::alloc::Layout,
-}
-
-// SAFETY: the array owns its nodes (plain data) and hands out only shared references.
-unsafe impl Send for NodeArray {}
-unsafe impl Sync for NodeArray {}
-
-impl NodeArray {
-    const HUGE: usize = 2 << 20;
-
-    fn new(nodes: &[Node]) -> Self {
-        let bytes = std::mem::size_of_val(nodes).max(1);
-        let layout = if bytes >= 2 * Self::HUGE {
-            std::alloc::Layout::from_size_align(bytes.next_multiple_of(Self::HUGE), Self::HUGE)
-        } else {
-            std::alloc::Layout::from_size_align(bytes, std::mem::align_of::<Node>())
-        }
-        .expect("a node array's layout");
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { std::alloc::alloc(layout) }.cast::<Node>();
-        let Some(ptr) = std::ptr::NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout)
-        };
-        #[cfg(target_os = "linux")]
-        if layout.align() == Self::HUGE {
-            // SAFETY: the whole aligned range is this allocation; MADV_HUGEPAGE is advice on
-            // how to back it and changes no contents.
-            unsafe {
-                libc::madvise(raw.cast(), layout.size(), libc::MADV_HUGEPAGE);
-            }
-        }
-        // SAFETY: the allocation holds `nodes.len()` nodes and does not overlap `nodes`.
-        unsafe { std::ptr::copy_nonoverlapping(nodes.as_ptr(), raw, nodes.len()) };
-        Self {
-            ptr,
-            len: nodes.len(),
-            layout,
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.layout.size()
-    }
-}
-
-impl std::ops::Deref for NodeArray {
-    type Target = [Node];
-
-    fn deref(&self) -> &[Node] {
-        // SAFETY: `len` nodes were written at `ptr` by `new`, and the array owns them.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for NodeArray {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) }
-    }
-}
-
-impl Clone for NodeArray {
-    fn clone(&self) -> Self {
-        Self::new(self)
-    }
-}
-
-impl std::fmt::Debug for NodeArray {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "NodeArray({} nodes)", self.len)
-    }
-}
-
 /// An immutable prefix index from digit strings to `u32` values.
 #[derive(Debug, Clone)]
 pub struct PrefixIndex {
-    nodes: NodeArray,
+    nodes: HugeArray<Node>,
 }
 
 impl PrefixIndex {
@@ -295,7 +213,7 @@ impl PrefixIndex {
             nodes[node].first_child = u32::try_from(first).expect("more than 4G trie nodes");
         }
         Self {
-            nodes: NodeArray::new(&nodes),
+            nodes: HugeArray::new(&nodes),
         }
     }
 

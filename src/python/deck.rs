@@ -14,47 +14,44 @@ use super::convert::{
 use crate::deck::{Deck, DeckOptions, Field, InForce, Match, MAX_PREFIX_DIGITS};
 use crate::load::{self, ColumnRef, CsvOptions, DeckError as CoreDeckError};
 use crate::money::{Rounding, MAX_PRECISION};
-use crate::rate::{billed_seconds, call_cost};
+use crate::rate::Tariff;
 
 /// One rate of a deck as matched for a number.
+///
+/// It points at its deck's tariff instead of copying it: a lookup then clones the deck's
+/// `Arc` (a counter in cache) and reads no tariff, whose line (and its destination name's
+/// counter) would be one more cache miss per lookup on a large deck. A `Rate` keeps its deck
+/// alive, as a call keeps the deck version it started with.
 #[pyclass(module = "lcr._core", frozen, name = "Rate")]
 pub struct Rate {
+    deck: Arc<Deck>,
+    tariff: u32,
     /// Inline: decks cap prefixes at MAX_PREFIX_DIGITS, and a lookup should not allocate.
     prefix: [u8; MAX_PREFIX_DIGITS],
     prefix_len: u8,
-    destination: Arc<str>,
-    rate: i64,
-    connect_fee: i64,
-    initial: u32,
-    subsequent: u32,
-    from: i64,
-    to: i64,
-    precision: u32,
-    rounding: Rounding,
 }
 
 impl Rate {
-    pub fn new(deck: &Deck, prefix: &[u8], tariff: u32) -> Self {
+    pub fn new(deck: &Arc<Deck>, prefix: &[u8], tariff: u32) -> Self {
         let kept = prefix.len().min(MAX_PREFIX_DIGITS); // deck and route prefixes are capped
-        let t = deck.tariff(tariff);
-        let options = deck.options();
         Self {
+            deck: Arc::clone(deck),
+            tariff,
             prefix: {
                 let mut inline = [0; MAX_PREFIX_DIGITS];
                 inline[..kept].copy_from_slice(&prefix[..kept]);
                 inline
             },
             prefix_len: kept as u8,
-            destination: deck.destination_shared(t),
-            rate: t.rate,
-            connect_fee: t.connect_fee,
-            initial: t.initial_increment,
-            subsequent: t.subsequent_increment,
-            from: t.effective_from,
-            to: t.effective_to,
-            precision: options.precision,
-            rounding: options.rounding,
         }
+    }
+
+    fn terms(&self) -> &Tariff {
+        self.deck.tariff(self.tariff)
+    }
+
+    fn precision_of(&self) -> u32 {
+        self.deck.options().precision
     }
 
     fn prefix_str(&self) -> &str {
@@ -63,16 +60,17 @@ impl Rate {
     }
 
     fn key(&self) -> (&str, &str, i64, i64, u32, u32, i64, i64, u32) {
+        let t = self.terms();
         (
             self.prefix_str(),
-            &*self.destination,
-            self.rate,
-            self.connect_fee,
-            self.initial,
-            self.subsequent,
-            self.from,
-            self.to,
-            self.precision,
+            self.deck.destination(t),
+            t.rate,
+            t.connect_fee,
+            t.initial_increment,
+            t.subsequent_increment,
+            t.effective_from,
+            t.effective_to,
+            self.precision_of(),
         )
     }
 }
@@ -99,50 +97,47 @@ impl Rate {
     }
     #[getter]
     fn destination(&self) -> &str {
-        &self.destination
+        self.deck.destination(self.terms())
     }
     #[getter]
     fn rate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        decimal(py, self.rate, self.precision)
+        decimal(py, self.terms().rate, self.precision_of())
     }
     #[getter]
     fn connect_fee<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        decimal(py, self.connect_fee, self.precision)
+        decimal(py, self.terms().connect_fee, self.precision_of())
     }
     #[getter]
     fn initial_increment(&self) -> u32 {
-        self.initial
+        self.terms().initial_increment
     }
     #[getter]
     fn subsequent_increment(&self) -> u32 {
-        self.subsequent
+        self.terms().subsequent_increment
     }
     #[getter]
     fn effective_from<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        datetime_or_none(py, self.from)
+        datetime_or_none(py, self.terms().effective_from)
     }
     #[getter]
     fn effective_to<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        datetime_or_none(py, self.to)
+        datetime_or_none(py, self.terms().effective_to)
     }
     #[getter]
     fn precision(&self) -> u32 {
-        self.precision
+        self.precision_of()
     }
 
     fn billed_seconds(&self, py: Python<'_>, duration_s: i64) -> PyResult<u64> {
-        Ok(billed_seconds(
-            duration(py, duration_s)?,
-            self.initial,
-            self.subsequent,
-        ))
+        Ok(self.terms().billed_seconds(duration(py, duration_s)?))
     }
 
     fn cost<'py>(&self, py: Python<'py>, duration_s: i64) -> PyResult<Bound<'py, PyAny>> {
-        let billed = billed_seconds(duration(py, duration_s)?, self.initial, self.subsequent);
-        let units = call_cost(self.rate, self.connect_fee, billed, self.rounding)
+        let units = self
+            .deck
+            .cost(self.tariff, duration(py, duration_s)?)
             .ok_or_else(|| too_costly(py))?;
-        decimal(py, units, self.precision)
+        decimal(py, units, self.precision_of())
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -159,18 +154,20 @@ impl Rate {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let t = self.terms();
+        let precision = self.precision_of();
         Ok(format!(
             "Rate(prefix={:?}, destination={:?}, rate=Decimal('{}'), connect_fee=Decimal('{}'), \
              initial_increment={}, subsequent_increment={}, effective_from={}, effective_to={})",
             self.prefix_str(),
-            self.destination,
-            decimal(py, self.rate, self.precision)?.str()?,
-            decimal(py, self.connect_fee, self.precision)?.str()?,
-            self.initial,
-            self.subsequent,
-            datetime_or_none(py, self.from)?
+            self.deck.destination(t),
+            decimal(py, t.rate, precision)?.str()?,
+            decimal(py, t.connect_fee, precision)?.str()?,
+            t.initial_increment,
+            t.subsequent_increment,
+            datetime_or_none(py, t.effective_from)?
                 .map_or(Ok("None".to_owned()), |d| d.repr().map(|r| r.to_string()))?,
-            datetime_or_none(py, self.to)?
+            datetime_or_none(py, t.effective_to)?
                 .map_or(Ok("None".to_owned()), |d| d.repr().map(|r| r.to_string()))?,
         ))
     }
