@@ -190,7 +190,9 @@ def test_requests_outside_any_dialog_get_481_and_unanswered_ones_500() -> None:
             update = await call.request("UPDATE")
             assert (update.status, update.reason) == (500, "No Response From Application")
             waited = asyncio.get_running_loop().time() - started
-            assert 32 * FAST.t1 <= waited < 64 * FAST.t1
+            # The stack's timers fire on a grid (the loop's clock and the deadline queue's
+            # resolution): up to a few milliseconds either side of 32*T1.
+            assert 32 * FAST.t1 - 0.015 <= waited < 64 * FAST.t1
             stranger = await peer.request(
                 "BYE", to=aiosip.NameAddr(aiosip.parse_uri("sip:x@127.0.0.1"), params={"tag": "n"})
             )
