@@ -380,10 +380,7 @@ class Pipeline:
                 self.stats.gateway_seized(gateway_id, now)
             # forward: the pure part, the Request-URI and the caller-ID this gateway gets
             uri = gateway_request_uri(gateway, context.number)
-            edits: tuple[tuple[str, str], ...] = ()
-            if context.account.cli or gateway.cli:
-                received = context.identity or identity_of(call.invite)
-                edits = header_edits(call.invite, rewrite(received, gateway.cli))
+            edits = _cli_edits(call, context, gateway)
             return Target(
                 gateway_id=gateway.id,
                 transport=Transport.TCP if gateway.transport == "tcp" else Transport.UDP,
@@ -422,10 +419,7 @@ class Pipeline:
         if not account.enabled:  # a disabled customer takes no calls either
             return []
         sent = sent_number(gateway, context.number)
-        edits: tuple[tuple[str, str], ...] = ()
-        if context.account.cli or gateway.cli:
-            received = context.identity or identity_of(call.invite)
-            edits = header_edits(call.invite, rewrite(received, gateway.cli))
+        edits = _cli_edits(call, context, gateway)
         targets: list[Target] = []
         for binding in registrations.contacts(account.id, time.time()):
             uri = binding.request_uri(escape(sent))
@@ -621,6 +615,15 @@ def _answer_rate(context: CallContext, call: Call) -> lcr.Rate | None:
     if deck is None:
         return None
     return deck.lookup(context.number, dt.datetime.fromtimestamp(call.answer_at, dt.UTC))
+
+
+def _cli_edits(call: Call, context: CallContext, gateway: Gateway) -> tuple[tuple[str, str], ...]:
+    """The From/P-Asserted-Identity fields this gateway's INVITE gets: the caller-ID after the
+    account's rules (``context.identity``) and the gateway's (none when neither has rules)."""
+    if not (context.account.cli or gateway.cli):
+        return ()
+    received = context.identity or identity_of(call.invite)
+    return header_edits(call.invite, rewrite(received, gateway.cli))
 
 
 def _context(call: Call) -> CallContext:
