@@ -438,8 +438,8 @@ class NgClient:
         return await self.request(command)
 
     async def query(self, call_id: str, *, from_tag: str | None = None) -> Reply:
-        """The relay's view of the call (see ``packet_totals`` and ``last_media_activity``);
-        ``NgError`` "Unknown call-id" when it has none."""
+        """The relay's view of the call (``packet_totals``; ``packets_received``, which the
+        media timeout reads); ``NgError`` "Unknown call-id" when it has none."""
         command: dict[str, Encodable] = {"command": "query", "call-id": call_id}
         _optional(command, from_tag=from_tag)
         return await self.request(command)
