@@ -34,11 +34,19 @@ pub fn all_digits(bytes: &[u8]) -> bool {
     // After `^ ZEROS` a digit byte is 0-9; adding 0x76 sets its top bit only from 10 up, and
     // a byte of 0x80 or more has its top bit already. A carry out of such a byte can only
     // flag the next byte too, and the chunk is bad either way.
+    let word = |eight: &[u8]| {
+        let x = u64::from_le_bytes(eight.try_into().expect("eight bytes")) ^ ZEROS;
+        (x.wrapping_add(0x7676_7676_7676_7676) | x) & TOP
+    };
+    let n = bytes.len();
+    if (8..=16).contains(&n) {
+        // Dialed numbers: two words, overlapping where shorter than 16, and no loop.
+        return word(&bytes[..8]) | word(&bytes[n - 8..]) == 0;
+    }
     let mut chunks = bytes.chunks_exact(8);
     let mut bad = 0_u64;
     for chunk in &mut chunks {
-        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ ZEROS;
-        bad |= (x.wrapping_add(0x7676_7676_7676_7676) | x) & TOP;
+        bad |= word(chunk);
     }
     bad == 0 && chunks.remainder().iter().all(u8::is_ascii_digit)
 }

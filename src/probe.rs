@@ -23,6 +23,9 @@ pub const MAX_PROBE_DIGITS: usize = 16;
 /// How many lookups [`ProbeIndex::longest_many`] keeps in flight.
 pub const AHEAD: usize = 16;
 
+/// Slots per bucket: a key is looked for in its home bucket's slots, a cache line, at once.
+const BUCKET: usize = 4;
+
 /// The share of keys, in percent, that the deep lengths hold (see `ProbeIndex::deep`).
 pub const DEEP_SHARE: usize = 90;
 
@@ -122,9 +125,9 @@ impl ProbeIndex {
             .max(8)
             .next_power_of_two()
             .trailing_zeros();
-        let shift = 64 - bits;
+        let shift = 64 - (bits - BUCKET.trailing_zeros());
         let mut slots = vec![EMPTY; 1 << bits];
-        let mask = slots.len() - 1;
+        let buckets = slots.len() / BUCKET - 1;
         let mut lengths = 0;
         let mut root = None;
         let mut per_length = [0_usize; MAX_PROBE_DIGITS + 1];
@@ -136,12 +139,15 @@ impl ProbeIndex {
             lengths |= 1 << key.len();
             per_length[key.len()] += 1;
             let k = head_key(key);
-            let mut at = home(k, shift);
-            while slots[at].key != 0 {
-                debug_assert_ne!(slots[at].key, k, "keys are unique");
-                at = (at + 1) & mask;
+            let mut bucket = home(k, shift);
+            loop {
+                let first = bucket * BUCKET;
+                if let Some(free) = slots[first..first + BUCKET].iter_mut().find(|s| s.key == 0) {
+                    *free = Slot { key: k, value };
+                    break;
+                }
+                bucket = (bucket + 1) & buckets;
             }
-            slots[at] = Slot { key: k, value };
         }
         let mut heads = vec![0_u32; 10_usize.pow(HEAD_DIGITS as u32)].into_boxed_slice();
         for key in keys.iter().filter(|k| !k.is_empty()) {
@@ -175,19 +181,40 @@ impl ProbeIndex {
         })
     }
 
-    /// The value of `key`, probing from its home slot `at`.
+    /// The value of `key`, probing from its home bucket; `WHOLE` compares a bucket's keys at
+    /// once, else one by one.
+    ///
+    /// One by one, the branches predict where the key is, and a single lookup goes on with
+    /// that guess before the line has arrived; a batch, which has other lookups to go on
+    /// with, gains from comparing without a branch per slot (some 10% on the real deck).
     #[inline(always)]
-    fn find(&self, key: u64, mut at: usize) -> Option<u32> {
-        let mask = self.slots.len() - 1;
+    fn find<const WHOLE: bool>(&self, key: u64, mut bucket: usize) -> Option<u32> {
+        let buckets = self.slots.len() / BUCKET - 1;
         loop {
-            let slot = &self.slots[at];
-            if slot.key == key {
-                return Some(slot.value);
+            let first = bucket * BUCKET;
+            let b = &self.slots[first..first + BUCKET];
+            if WHOLE {
+                let hit = u32::from(b[0].key == key)
+                    | u32::from(b[1].key == key) << 1
+                    | u32::from(b[2].key == key) << 2
+                    | u32::from(b[3].key == key) << 3;
+                if hit != 0 {
+                    return Some(b[hit.trailing_zeros() as usize].value);
+                }
+                if b[BUCKET - 1].key == 0 {
+                    return None;
+                }
+            } else {
+                for slot in b {
+                    if slot.key == key {
+                        return Some(slot.value);
+                    }
+                    if slot.key == 0 {
+                        return None;
+                    }
+                }
             }
-            if slot.key == 0 {
-                return None;
-            }
-            at = (at + 1) & mask;
+            bucket = (bucket + 1) & buckets;
         }
     }
 
@@ -200,13 +227,21 @@ impl ProbeIndex {
         accept: F,
     ) -> Option<(usize, u32)> {
         let mut probes = self.start(digits);
-        self.finish(&mut probes, accept)
+        self.finish::<false, _>(&mut probes, accept)
     }
 
     /// The first half of a lookup: the home slots of the deep lengths (see `deep`) that
     /// `digits` reaches, each prefetched, so that their loads go out together.
     #[inline(always)]
     fn start(&self, digits: &[u8]) -> Probes {
+        let mut probes = Probes::NONE;
+        self.start_into(&mut probes, digits);
+        probes
+    }
+
+    /// [`Self::start`] into `probes`, whose `homes` are overwritten where needed.
+    #[inline(always)]
+    fn start_into(&self, probes: &mut Probes, digits: &[u8]) {
         let head = head_key(digits);
         let most = digits.len().min(MAX_PROBE_DIGITS);
         // Lengths 1..=most that some key has; the deep ones first, or all if none is deep.
@@ -220,14 +255,10 @@ impl ProbeIndex {
             0 => lengths,
             deep => deep,
         };
-        let mut probes = Probes {
-            head,
-            lengths,
-            first,
-            homes: [0; MAX_PROBE_DIGITS + 1],
-        };
-        self.prefetch_homes(&mut probes, first);
-        probes
+        probes.head = head;
+        probes.lengths = lengths;
+        probes.first = first;
+        self.prefetch_homes(probes, first);
     }
 
     /// Computes and prefetches the home slots of `lengths`.
@@ -238,7 +269,7 @@ impl ProbeIndex {
             let len = pending.trailing_zeros();
             pending &= pending - 1;
             let at = home(prefix_key(probes.head, len), self.shift);
-            prefetch(&self.slots[at]);
+            prefetch(&self.slots[at * BUCKET]);
             probes.homes[len as usize] = at as u32;
         }
     }
@@ -246,18 +277,18 @@ impl ProbeIndex {
     /// The second half: the probes checked longest first, the first key `accept` takes; the
     /// shallow lengths are probed (all at once again) only if no deep one is taken.
     #[inline(always)]
-    fn finish<F: Fn(u32) -> Option<u32>>(
+    fn finish<const WHOLE: bool, F: Fn(u32) -> Option<u32>>(
         &self,
         probes: &mut Probes,
         accept: F,
     ) -> Option<(usize, u32)> {
-        if let Some(found) = self.check(probes, probes.first, &accept) {
+        if let Some(found) = self.check::<WHOLE, _>(probes, probes.first, &accept) {
             return Some(found);
         }
         let rest = probes.lengths & !probes.first;
         if rest != 0 {
             self.prefetch_homes(probes, rest);
-            if let Some(found) = self.check(probes, rest, &accept) {
+            if let Some(found) = self.check::<WHOLE, _>(probes, rest, &accept) {
                 return Some(found);
             }
         }
@@ -266,7 +297,7 @@ impl ProbeIndex {
 
     /// The longest of `lengths` whose key is present and taken by `accept`.
     #[inline(always)]
-    fn check<F: Fn(u32) -> Option<u32>>(
+    fn check<const WHOLE: bool, F: Fn(u32) -> Option<u32>>(
         &self,
         probes: &Probes,
         lengths: u32,
@@ -277,7 +308,7 @@ impl ProbeIndex {
             let len = 31 - pending.leading_zeros();
             pending &= !(1 << len);
             let key = prefix_key(probes.head, len);
-            if let Some(value) = self.find(key, probes.homes[len as usize] as usize) {
+            if let Some(value) = self.find::<WHOLE>(key, probes.homes[len as usize] as usize) {
                 if let Some(mapped) = accept(value) {
                     return Some((len as usize, mapped));
                 }
@@ -289,8 +320,8 @@ impl ProbeIndex {
     /// [`Self::longest`] for the inputs `get(0..count)`, each answer handed to
     /// `found(i, answer)` in input order.
     ///
-    /// A pipeline: the probes of input `i + AHEAD` are started (prefetched) before input `i`
-    /// is finished, so each input's loads have arrived by the time it is checked; the digits
+    /// A pipeline: the probes of input `i + AHEAD` are started (prefetched) as input `i` is
+    /// finished, so each input's loads have arrived by the time it is checked; the digits
     /// of input `i + 2 * AHEAD` are prefetched, so that starting it does not wait for them.
     pub fn longest_many<'a, G, F, W>(&self, count: usize, get: G, accept: F, mut found: W)
     where
@@ -300,18 +331,21 @@ impl ProbeIndex {
     {
         let mut ring = [Probes::NONE; AHEAD];
         for (i, slot) in ring.iter_mut().enumerate().take(count) {
-            *slot = self.start(get(i));
+            self.start_into(slot, get(i));
         }
         for i in 0..count {
-            let mut probes = ring[i % AHEAD];
             if i + 2 * AHEAD < count {
                 // The number itself is one more load, from wherever its string lives.
                 prefetch_bytes(get(i + 2 * AHEAD));
             }
+            // In place: a `Probes` is some 90 bytes, and copying it in and out of the ring
+            // cost more than the checks.
+            let probes = &mut ring[i % AHEAD];
+            let answer = self.finish::<true, _>(probes, |value| accept(i, value));
             if i + AHEAD < count {
-                ring[i % AHEAD] = self.start(get(i + AHEAD));
+                self.start_into(probes, get(i + AHEAD));
             }
-            found(i, self.finish(&mut probes, |value| accept(i, value)));
+            found(i, answer);
         }
     }
 
@@ -341,11 +375,14 @@ impl Probes {
     };
 }
 
-/// The slot a key hashes to in a table of `2^(64 - shift)` (Fibonacci hashing: the top
-/// bits of a multiplication).
+/// The slot a key hashes to in a table of `2^(64 - shift)`: the top bits of the key mixed
+/// by two multiplications. (The top bits of one, Fibonacci hashing, left the keys, which
+/// differ from their neighbours in a nibble or two, clustered: on the 317k real E.164
+/// prefixes a probe read 3.7 slots on average, against 2.2 so mixed.)
 #[inline(always)]
 fn home(key: u64, shift: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+    let k = (key ^ (key >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((k ^ (k >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> shift) as usize
 }
 
 /// Asks the processor to start loading `slot` into the cache; a hint, never a fault.

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._core import Candidate, Rate, RateBatch, RateDeck, Rejection, RouteResult, RouteTable
+from ._core import Candidate, Rate, RateBatch, RateDeck, Rejection, RouteResult
 from .errors import DeckError, LcrError, NoRateError
 from .plan import RouteEntry, Strategy, Target
+from .route_table import RouteTable
+from .windows import TimeWindow
 
 # A RateBatch behaves as a read-only sequence; let isinstance() say so.
 Sequence.register(RateBatch)
@@ -29,6 +31,7 @@ __all__ = [
     "RouteTable",
     "Strategy",
     "Target",
+    "TimeWindow",
 ]
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ import datetime
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, final, overload
+from typing import Any, Protocol, final, overload
 
 __all__ = [
     "Candidate",
@@ -120,6 +120,8 @@ class Candidate:
     def route_prefix(self) -> str: ...
     @property
     def rate(self) -> Decimal | None: ...
+    @property
+    def route(self) -> int: ...
 
 @final
 class Rejection:
@@ -131,6 +133,10 @@ class Rejection:
     def route_prefix(self) -> str: ...
     @property
     def rate(self) -> Decimal | None: ...
+    @property
+    def route(self) -> int: ...
+    @property
+    def duration(self) -> int | None: ...
 
 @final
 class RouteResult:
@@ -144,7 +150,14 @@ class RouteResult:
     def candidates(self) -> tuple[Candidate, ...]: ...
     @property
     def rejected(self) -> tuple[Rejection, ...]: ...
+    @property
+    def caller_prefix(self) -> str | None: ...
+    @property
+    def route(self) -> int | None: ...
     def explain(self) -> str: ...
+
+class _SellRate(Protocol):
+    def cost(self, duration_s: int, /) -> Decimal: ...
 
 @final
 class RouteTable:
@@ -154,6 +167,8 @@ class RouteTable:
         decks: Mapping[str, RateDeck] | None = None,
         *,
         min_margin: Decimal | str | int | None = None,
+        margin_duration: Iterable[int] | None = None,
+        window_ids: Sequence[Sequence[int]] | None = None,
     ) -> RouteTable: ...
     def route(
         self,
@@ -163,15 +178,24 @@ class RouteTable:
         *,
         exclude: Iterable[str] | None = None,
         sell_rate: Decimal | str | int | None = None,
+        caller: str | None = None,
+        sell: _SellRate | None = None,
+        acd: int | None = None,
+        active: Iterable[int] | None = None,
     ) -> RouteResult: ...
     def route_many(
         self,
         numbers: Iterable[str],
-        at: datetime.datetime | None = None,
+        at: datetime.datetime | Iterable[datetime.datetime] | None = None,
         seeds: Iterable[int | str] | None = None,
         *,
         exclude: Iterable[str] | None = None,
         sell_rate: Decimal | str | int | None = None,
+        callers: Iterable[str | None] | None = None,
+        sell: _SellRate | Iterable[_SellRate | None] | None = None,
+        acd: int | Iterable[int | None] | None = None,
+        active: Iterable[Iterable[int]] | None = None,
+        active_of: Iterable[int] | None = None,
     ) -> list[RouteResult]: ...
     @property
     def deck_names(self) -> list[str]: ...

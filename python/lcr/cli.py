@@ -19,6 +19,7 @@ from ._core import RateDeck
 from .errors import DeckError, LcrError
 from .plan import RouteEntry, Target
 from .progress import Progress
+from .windows import TimeWindow
 
 __all__ = ["main"]
 
@@ -100,12 +101,87 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if deck.errors else 0
 
 
+#: The keys of a routing table file; any other is refused, so that a misspelt one
+#: (``margin_durations``) cannot silently drop a check.
+_TABLE_KEYS = ("decks", "routes", "min_margin", "margin_duration")
+#: A window's keys in the file, and the ``TimeWindow`` field each sets (``from``/``to`` as
+#: in the switch's configuration, ``start``/``end`` as in Python).
+_WINDOW_KEYS = {
+    "days": "days",
+    "start": "start",
+    "from": "start",
+    "end": "end",
+    "to": "end",
+    "tz": "tz",
+}
+
+
+def _clock(value: object) -> object:
+    """A TOML local time (``start = 08:00:00``, unquoted) as ``"08:00"``; anything else as
+    given, for ``TimeWindow`` to check."""
+    if not isinstance(value, _dt.time) or value.tzinfo is not None:
+        return value
+    return value.strftime("%H:%M") if not (value.second or value.microsecond) else value
+
+
+def _window(spec: object, where: str) -> TimeWindow:
+    """``{days, start/from, end/to, tz}`` as a ``TimeWindow``; errors name ``where``."""
+    if not isinstance(spec, dict):
+        raise LcrError(
+            f'{where}: expected a table such as {{ days = "mon-fri", start = "08:00", '
+            f'end = "18:00", tz = "Europe/London" }}, got {spec!r}'
+        )
+    fields: dict[str, Any] = {}
+    for key, value in spec.items():
+        name = _WINDOW_KEYS.get(key)
+        if name is None:
+            raise LcrError(f"{where}: unknown key {key!r} (use days, start or from, end or to, tz)")
+        if name in fields:
+            raise LcrError(f"{where}: {key!r} sets {name!r} a second time")
+        fields[name] = _clock(value) if name in ("start", "end") else value
+    try:
+        return TimeWindow(**fields)
+    except LcrError as e:
+        raise LcrError(f"{where}: {e}") from None
+
+
+def _durations(value: object, where: str) -> list[int]:
+    """``margin_duration``: seconds, one or a list (the range is the table's to check)."""
+    seconds: list[int] = []
+    for v in value if isinstance(value, list) else [value]:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise LcrError(f"{where}: margin_duration takes whole seconds, got {v!r}")
+        seconds.append(v)
+    return seconds
+
+
+def _route_entry(route: dict[str, Any], where: str) -> RouteEntry:
+    windows = route.get("windows", [])
+    if not isinstance(windows, list):
+        raise LcrError(f"{where}.windows: expected a list of tables, got {windows!r}")
+    options = {k: v for k, v in route.items() if k not in ("targets", "windows")}
+    if "margin_duration" in options:
+        options["margin_duration"] = _durations(options["margin_duration"], where)
+    try:
+        targets = [Target(**t) for t in route.get("targets", [])]
+        return RouteEntry(
+            targets=targets,
+            windows=[_window(w, f"{where}.windows[{j}]") for j, w in enumerate(windows)],
+            **options,
+        )
+    except TypeError as e:
+        raise LcrError(f"{where}: {e}") from None
+
+
 def _table_from_toml(path: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Deck]]:
     try:
         with path.open("rb") as handle:
             doc = tomllib.load(handle, parse_float=Decimal)
     except tomllib.TOMLDecodeError as e:
         raise LcrError(f"{path}: {e}") from None
+    for key in doc:
+        if key not in _TABLE_KEYS:
+            raise LcrError(f"{path}: unknown key {key!r} (use {', '.join(_TABLE_KEYS)})")
     decks: dict[str, Deck] = {}
     for name, spec in doc.get("decks", {}).items():
         if "file" not in spec:
@@ -119,14 +195,16 @@ def _table_from_toml(path: Path, args: argparse.Namespace) -> tuple[Any, dict[st
     for i, route in enumerate(doc.get("routes", [])):
         if not isinstance(route.get("prefix"), str):
             raise LcrError(f'{path}: routes[{i}].prefix must be a quoted string, e.g. "44"')
-        try:
-            targets = [Target(**t) for t in route.get("targets", [])]
-            options = {k: v for k, v in route.items() if k != "targets"}
-            entries.append(RouteEntry(targets=targets, **options))
-        except TypeError as e:
-            raise LcrError(f"{path}: routes[{i}]: {e}") from None
+        entries.append(_route_entry(route, f"{path}: routes[{i}]"))
+    margin_duration = _durations(doc.get("margin_duration", []), str(path))
     impl: Any = reference if args.reference else sys.modules[__package__]
-    return impl.RouteTable(entries, decks, min_margin=doc.get("min_margin")), decks
+    try:
+        table = impl.RouteTable(
+            entries, decks, min_margin=doc.get("min_margin"), margin_duration=margin_duration
+        )
+    except LcrError as e:
+        raise LcrError(f"{path}: {e}") from None
+    return table, decks
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -146,12 +224,19 @@ def cmd_route(args: argparse.Namespace) -> int:
         entry = RouteEntry("", [Target(g, deck=g) for g in decks], strategy="lcr")
         impl: Any = reference if args.reference else sys.modules[__package__]
         table = impl.RouteTable([entry], decks)
+    at = _parse_time(args.at) if args.at else None
+    sell = None
+    if args.sell:
+        sell = _load(args.sell, args).lookup(args.number, at)
+        if sell is None:
+            raise LcrError(f"--sell {args.sell}: no rate in force for {args.number}")
     result = table.route(
         args.number,
-        _parse_time(args.at) if args.at else None,
+        at,
         args.seed,
         exclude=args.exclude,
         sell_rate=_money(args.sell_rate, "--sell-rate") if args.sell_rate else None,
+        sell=sell,
     )
     if args.explain:
         print(result.explain(), end="")
@@ -350,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", help="seed for weighted routing (e.g. a Call-ID)")
     p.add_argument("--exclude", action="append", default=[], metavar="GATEWAY")
     p.add_argument("--sell-rate", help="the customer's rate, for min_margin checks")
+    p.add_argument(
+        "--sell",
+        metavar="FILE",
+        help="the customer's deck: its rate for the number is the sell rate of the true-cost "
+        "margin checks at the table's margin_duration",
+    )
     _deck_options(p)
     p.set_defaults(run=cmd_route)
 

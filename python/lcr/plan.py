@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-__all__ = ["RouteEntry", "Strategy", "Target"]
+from .windows import TimeWindow
+
+__all__ = ["RouteEntry", "Strategy", "Target", "TimeWindow"]
 
 Strategy = Literal["lcr", "priority", "weight"]
 
@@ -34,9 +36,16 @@ class Target:
 class RouteEntry:
     """A route prefix and how to order its targets.
 
-    ``carry_through``: when none of the targets is usable, fall back to the next shorter
-    matching route instead of stopping. ``max_rate`` is a ceiling on a carrier's rate per
-    minute; ``min_margin`` a floor on sell rate minus buy rate (it overrides the table's).
+    ``carry_through``: when none of the targets is usable, fall back to the next matching
+    route (see ``lcr.reference`` for the order) instead of stopping. ``max_rate`` is a
+    ceiling on a carrier's rate per minute; ``min_margin`` a floor on sell rate minus buy
+    rate per minute (it overrides the table's).
+
+    ``caller_prefix`` (digits, "" = any caller) limits the route to callers whose number
+    starts with it; ``windows`` (none = always) to the instants inside one of them.
+    ``margin_duration`` (seconds; none = the table's) are the call lengths at which the
+    true cost, increments and connect fees included, must leave ``min_margin`` per minute
+    when a sell ``Rate`` is given to ``route()``.
     """
 
     prefix: str
@@ -45,6 +54,9 @@ class RouteEntry:
     carry_through: bool = False
     max_rate: Decimal | None = None
     min_margin: Decimal | None = None
+    caller_prefix: str = ""
+    windows: tuple[TimeWindow, ...] = field(default=())
+    margin_duration: tuple[int, ...] = field(default=())
 
     def __init__(
         self,
@@ -54,6 +66,9 @@ class RouteEntry:
         carry_through: bool = False,
         max_rate: Decimal | None = None,
         min_margin: Decimal | None = None,
+        caller_prefix: str = "",
+        windows: Iterable[TimeWindow] = (),
+        margin_duration: Iterable[int] = (),
     ) -> None:
         object.__setattr__(self, "prefix", prefix)
         object.__setattr__(self, "targets", tuple(targets))
@@ -61,3 +76,6 @@ class RouteEntry:
         object.__setattr__(self, "carry_through", carry_through)
         object.__setattr__(self, "max_rate", max_rate)
         object.__setattr__(self, "min_margin", min_margin)
+        object.__setattr__(self, "caller_prefix", caller_prefix)
+        object.__setattr__(self, "windows", tuple(windows))
+        object.__setattr__(self, "margin_duration", tuple(margin_duration))

@@ -12,9 +12,26 @@ this module. Semantics, in brief:
 * A rate is in force at ``t`` when ``effective_from <= t < effective_to``; among a prefix's
   versions in force, the newest ``effective_from`` wins. The lookup is the longest prefix
   with a rate in force.
-* Routing takes the longest matching route prefix, filters its targets (disabled, excluded,
-  no rate, above max_rate, below min_margin; each rejection recorded) and orders the rest by
-  the route's strategy; ``carry_through`` falls back to shorter routes when none is usable.
+* Routing takes the best route that applies, filters its targets (disabled, excluded,
+  unpriced, no rate, above max_rate, below min_margin, below_margin_at; each rejection
+  recorded) and orders the rest by the route's strategy; ``carry_through`` falls back to
+  the next applying route when none is usable.
+* A route applies when its prefix starts the number, its ``caller_prefix`` starts the
+  caller's digits (a route without one applies to any caller, also to none) and, if it has
+  windows, the instant falls in one of them (``lcr.windows``: local time in the window's
+  zone). **Which route wins**, among those that apply: the longest prefix; on a tie the
+  longest ``caller_prefix``; on a tie a route with windows (a time rule overrides the
+  default); then table order. A route that does not apply is skipped as if absent, also by
+  ``carry_through``. Two routes with the same prefix, caller_prefix and windows are an error.
+* Strategies: ``lcr`` cheapest own rate first (ties: priority, gateway); ``priority`` lowest
+  priority, then highest weight, then gateway; ``weight`` priority tiers, lowest first, each
+  tier a weighted draw from a SplitMix64 seeded by the call (weight 0 last in its tier).
+* True-cost margins: when ``sell`` (a sell ``Rate``) is given and the route has margin
+  durations (its own, else the table's; ``acd`` > 0 is added to them), a target is rejected
+  ``below_margin_at`` at the first duration ``d`` where ``sell.cost(d) - buy.cost(d) <
+  min_margin * d / 60`` (min_margin: the route's, the table's, else 0), each cost with its
+  deck's increments, connect fee and rounding, compared exactly on the 1e-9 scale; the buy
+  cost is not capped at 64 bits. A target without a buy deck is then ``unpriced``.
 """
 
 from __future__ import annotations
@@ -29,12 +46,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from . import _explain
 from ._rows import FIELDS, row_fields
 from .errors import DeckError, LcrError, NoRateError
 from .plan import RouteEntry, Target
+from .windows import TimeWindow
 
 __all__ = [
     "Candidate",
@@ -45,6 +63,7 @@ __all__ = [
     "RouteResult",
     "RouteTable",
     "Target",
+    "TimeWindow",
 ]
 
 MAX_PRECISION = 9
@@ -781,6 +800,13 @@ def seed_value(seed: int | str | None) -> int:
     raise TypeError("seed must be an int, a str or None")
 
 
+@runtime_checkable
+class _Cost(Protocol):
+    """A sell rate for true-cost margins: ``lcr.Rate`` or ``lcr.reference.Rate``."""
+
+    def cost(self, duration_s: int, /) -> Decimal: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     gateway: str
@@ -791,6 +817,7 @@ class Candidate:
     destination: str | None
     route_prefix: str
     rate: Decimal | None
+    route: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -799,6 +826,8 @@ class Rejection:
     reason: str
     route_prefix: str
     rate: Decimal | None
+    route: int = 0
+    duration: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -808,6 +837,8 @@ class RouteResult:
     strategy: str | None
     candidates: tuple[Candidate, ...]
     rejected: tuple[Rejection, ...]
+    caller_prefix: str | None = None
+    route: int | None = None
 
     def explain(self) -> str:
         return _explain.render(self)
@@ -819,6 +850,78 @@ class _Priced:
     nano: int
 
 
+#: The longest call a margin is checked at: one day.
+MAX_MARGIN_DURATION = 86_400
+
+
+def margin_durations(values: Iterable[int], what: str) -> tuple[int, ...]:
+    """Call lengths for true-cost margins: whole seconds, 1..=86400."""
+    out = tuple(values)
+    for d in out:
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_MARGIN_DURATION:
+            raise LcrError(
+                f"{what}: margin_duration must be whole seconds 1..={MAX_MARGIN_DURATION}, "
+                f"got {d!r}"
+            )
+    return out
+
+
+def acd_seconds(acd: int | None, what: str = "acd") -> int:
+    """The caller's average call duration, added to the margin durations when > 0."""
+    if acd is None:
+        return 0
+    if isinstance(acd, bool) or not isinstance(acd, int) or not 0 <= acd <= MAX_MARGIN_DURATION:
+        raise LcrError(f"{what} must be whole seconds 0..={MAX_MARGIN_DURATION}, got {acd!r}")
+    return acd
+
+
+def _exact_cost(rate: Rate, duration: int) -> int:
+    """A call's cost on the 1e-9 scale, uncapped: connect fee + per-minute part, rounded."""
+    t = rate._tariff
+    billed = billed_seconds(duration, t.initial_increment, t.subsequent_increment)
+    units = t.connect_fee + divide(t.rate * billed, 60, rate._rounding)
+    scale: int = 10 ** (MAX_PRECISION - rate.precision)
+    return units * scale
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """A route as built: its digits, limits on the 1e-9 scale and its place in the table."""
+
+    index: int
+    entry: RouteEntry
+    prefix: str
+    caller_prefix: str
+    windows: tuple[TimeWindow, ...]
+    max_rate: int | None
+    min_margin: int | None
+    margin_duration: tuple[int, ...]
+
+    def rank(self) -> tuple[int, int, bool, int]:
+        """Which route wins: longest prefix, longest caller_prefix, windowed, table order."""
+        return -len(self.prefix), -len(self.caller_prefix), not self.windows, self.index
+
+    def applies(self, caller: str, at: _dt.datetime) -> bool:
+        if not caller.startswith(self.caller_prefix):
+            return False
+        return not self.windows or any(w.contains(at) for w in self.windows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One routing question, with its arguments checked and converted."""
+
+    number: str
+    at: _dt.datetime
+    moment: int
+    seed: int
+    exclude: frozenset[str]
+    sell_rate: int | None
+    caller: str
+    sell: dict[int, int] | None
+    acd: int
+
+
 class RouteTable:
     """An immutable routing plan over carriers' decks."""
 
@@ -828,104 +931,155 @@ class RouteTable:
         decks: Mapping[str, RateDeck] | None = None,
         *,
         min_margin: Decimal | None = None,
+        margin_duration: Iterable[int] = (),
     ) -> None:
         self._decks = dict(decks or {})
         for name, deck in self._decks.items():
             if not isinstance(deck, RateDeck):
                 raise LcrError(f"decks[{name}] is not an lcr.RateDeck")
-        self._entries: dict[str, RouteEntry] = {}
-        self._limits: dict[str, tuple[int | None, int | None]] = {}
-        for entry in entries:
-            try:
-                prefix = digits(entry.prefix)
-            except LcrError:
-                raise LcrError(f"route prefix {entry.prefix!r} is not a digit string") from None
-            if len(prefix) > MAX_PREFIX_DIGITS:
-                raise LcrError(f"route prefix '{prefix}' is longer than {MAX_PREFIX_DIGITS} digits")
-            if entry.strategy not in ("lcr", "priority", "weight"):
-                raise LcrError(
-                    f"strategy must be 'lcr', 'priority' or 'weight', got {entry.strategy!r}"
-                )
-            for target in entry.targets:
-                if target.deck is not None and target.deck not in self._decks:
-                    raise LcrError(
-                        f"gateway {target.gateway!r} refers to unknown deck {target.deck!r}"
-                    )
-                if not 0 <= target.weight <= 0xFFFF_FFFF:
-                    raise LcrError(f"gateway {target.gateway!r}: weight must be 0..=4294967295")
-            if prefix in self._entries:
-                raise LcrError(f"route prefix {prefix!r} is defined twice")
-            gateways = [t.gateway for t in entry.targets]
-            if len(set(gateways)) != len(gateways):
-                twice = next(g for g in gateways if gateways.count(g) > 1)
-                raise LcrError(f"route prefix {prefix!r} lists gateway {twice!r} twice")
-            self._entries[prefix] = entry
-            self._limits[prefix] = (
-                None if entry.max_rate is None else nano(entry.max_rate, "max_rate"),
-                None if entry.min_margin is None else nano(entry.min_margin, "min_margin"),
-            )
+        self._routes: list[_Route] = []
+        by_prefix: dict[str, list[_Route]] = {}
+        seen: set[tuple[str, str, frozenset[object]]] = set()
+        for index, entry in enumerate(entries):
+            route = self._build(index, entry)
+            key = (route.prefix, route.caller_prefix, frozenset(w.key for w in route.windows))
+            if key in seen:
+                raise LcrError(_twice(route.prefix, route.caller_prefix, bool(route.windows)))
+            seen.add(key)
+            self._routes.append(route)
+            by_prefix.setdefault(route.prefix, []).append(route)
+        self._by_prefix = {p: sorted(rs, key=_Route.rank) for p, rs in by_prefix.items()}
         self._min_margin = None if min_margin is None else nano(min_margin, "min_margin")
+        self._margin_duration = margin_durations(margin_duration, "RouteTable")
+        self._all_durations = set(self._margin_duration).union(
+            *(r.margin_duration for r in self._routes)
+        )
+
+    def _build(self, index: int, entry: RouteEntry) -> _Route:
+        try:
+            prefix = digits(entry.prefix)
+        except LcrError:
+            raise LcrError(f"route prefix {entry.prefix!r} is not a digit string") from None
+        if len(prefix) > MAX_PREFIX_DIGITS:
+            raise LcrError(f"route prefix '{prefix}' is longer than {MAX_PREFIX_DIGITS} digits")
+        try:
+            caller_prefix = digits(entry.caller_prefix)
+        except (LcrError, TypeError):
+            raise LcrError(
+                f"route prefix '{prefix}': caller_prefix {entry.caller_prefix!r} "
+                "is not a digit string"
+            ) from None
+        if len(caller_prefix) > MAX_PREFIX_DIGITS:
+            raise LcrError(
+                f"route prefix '{prefix}': caller_prefix is longer than {MAX_PREFIX_DIGITS} digits"
+            )
+        if entry.strategy not in ("lcr", "priority", "weight"):
+            raise LcrError(
+                f"strategy must be 'lcr', 'priority' or 'weight', got {entry.strategy!r}"
+            )
+        for window in entry.windows:
+            if not isinstance(window, TimeWindow):
+                raise LcrError(
+                    f"route prefix '{prefix}': windows must be lcr.TimeWindow, "
+                    f"not {type(window).__name__}"
+                )
+        for target in entry.targets:
+            if target.deck is not None and target.deck not in self._decks:
+                raise LcrError(f"gateway {target.gateway!r} refers to unknown deck {target.deck!r}")
+            if not 0 <= target.weight <= 0xFFFF_FFFF:
+                raise LcrError(f"gateway {target.gateway!r}: weight must be 0..=4294967295")
+        gateways = [t.gateway for t in entry.targets]
+        if len(set(gateways)) != len(gateways):
+            twice = next(g for g in gateways if gateways.count(g) > 1)
+            raise LcrError(f"route prefix {prefix!r} lists gateway {twice!r} twice")
+        return _Route(
+            index=index,
+            entry=entry,
+            prefix=prefix,
+            caller_prefix=caller_prefix,
+            windows=tuple(entry.windows),
+            max_rate=None if entry.max_rate is None else nano(entry.max_rate, "max_rate"),
+            min_margin=None if entry.min_margin is None else nano(entry.min_margin, "min_margin"),
+            margin_duration=margin_durations(entry.margin_duration, f"route prefix '{prefix}'"),
+        )
+
+    def _matching(self, call: _Call) -> list[_Route]:
+        """The routes that apply to the call, best first (see the module docstring)."""
+        out = []
+        for k in range(len(call.number), -1, -1):
+            out += [
+                r
+                for r in self._by_prefix.get(call.number[:k], ())
+                if r.applies(call.caller, call.at)
+            ]
+        return out
+
+    def _durations(self, route: _Route, acd: int) -> tuple[int, ...]:
+        durations = route.margin_duration or self._margin_duration
+        if durations and acd and acd not in durations:
+            durations = (*durations, acd)
+        return durations
 
     def _check(
-        self,
-        prefix: str,
-        target: Target,
-        number: str,
-        at: int,
-        exclude: frozenset[str],
-        sell: int | None,
-    ) -> tuple[str | None, _Priced | None]:
+        self, route: _Route, target: Target, call: _Call
+    ) -> tuple[str | None, _Priced | None, int | None]:
         if not target.enabled:
-            return "disabled", None
-        if target.gateway in exclude:
-            return "excluded", None
+            return "disabled", None, None
+        if target.gateway in call.exclude:
+            return "excluded", None, None
+        durations = self._durations(route, call.acd) if call.sell is not None else ()
         if target.deck is None:
-            return None, None
+            return ("unpriced" if durations else None), None, None
         deck = self._decks[target.deck]
-        found = deck._find(number, at)
+        found = deck._find(call.number, call.moment)
         if found is None:
-            return "no_rate", None
+            return "no_rate", None, None
         rate = deck._rate(found)
         assert rate is not None
         priced = _Priced(rate, found[1].rate * 10 ** (MAX_PRECISION - deck.precision))
-        max_rate, min_margin = self._limits[prefix]
-        if max_rate is not None and priced.nano > max_rate:
-            return "above_max_rate", priced
-        floor = min_margin if min_margin is not None else self._min_margin
-        if floor is not None and sell is not None and sell - priced.nano < floor:
-            return "below_min_margin", priced
-        return None, priced
+        if route.max_rate is not None and priced.nano > route.max_rate:
+            return "above_max_rate", priced, None
+        floor = route.min_margin if route.min_margin is not None else self._min_margin
+        if (
+            floor is not None
+            and call.sell_rate is not None
+            and call.sell_rate - priced.nano < floor
+        ):
+            return "below_min_margin", priced, None
+        if durations:
+            assert call.sell is not None
+            per_minute = floor or 0
+            for d in durations:
+                # sell(d) - buy(d) < floor * d / 60, kept in integers.
+                if (call.sell[d] - _exact_cost(rate, d)) * 60 < per_minute * d:
+                    return "below_margin_at", priced, d
+        return None, priced, None
 
-    def _route(
-        self, number: str, at: int, seed: int, exclude: frozenset[str], sell: int | None
-    ) -> RouteResult:
-        chosen: RouteEntry | None = None
+    def _route(self, call: _Call) -> RouteResult:
+        chosen: _Route | None = None
         candidates: list[tuple[Target, _Priced | None]] = []
         rejected: list[Rejection] = []
-        for k in range(len(number), -1, -1):
-            entry = self._entries.get(number[:k])
-            if entry is None:
-                continue
-            chosen = entry
-            prefix = number[:k]
+        for route in self._matching(call):
+            chosen = route
             usable = []
-            for target in entry.targets:
-                reason, priced = self._check(prefix, target, number, at, exclude, sell)
+            for target in route.entry.targets:
+                reason, priced, duration = self._check(route, target, call)
                 if reason is None:
                     usable.append((target, priced))
                 else:
                     rate = None if priced is None else priced.rate.rate
-                    rejected.append(Rejection(target.gateway, reason, prefix, rate))
+                    rejected.append(
+                        Rejection(target.gateway, reason, route.prefix, rate, route.index, duration)
+                    )
             if usable:
-                candidates = _order(entry, usable, seed)
+                candidates = _order(route.entry, usable, call.seed)
                 break
-            if not entry.carry_through:
+            if not route.entry.carry_through:
                 break
-        prefix_text = None if chosen is None else digits(chosen.prefix)
         return RouteResult(
-            number=number,
-            prefix=prefix_text,
-            strategy=None if chosen is None else chosen.strategy,
+            number=call.number,
+            prefix=None if chosen is None else chosen.prefix,
+            strategy=None if chosen is None else chosen.entry.strategy,
             candidates=tuple(
                 Candidate(
                     gateway=t.gateway,
@@ -934,13 +1088,23 @@ class RouteTable:
                     deck=t.deck,
                     rate_prefix=None if p is None else p.rate.prefix,
                     destination=None if p is None else p.rate.destination,
-                    route_prefix=prefix_text or "",
+                    route_prefix="" if chosen is None else chosen.prefix,
                     rate=None if p is None else p.rate.rate,
+                    route=0 if chosen is None else chosen.index,
                 )
                 for t, p in candidates
             ),
             rejected=tuple(rejected),
+            caller_prefix=None if chosen is None else chosen.caller_prefix,
+            route=None if chosen is None else chosen.index,
         )
+
+    def _sell_costs(self, sell: _Cost | None, acd: int) -> dict[int, int] | None:
+        """The sell rate's cost at every margin duration of the table (and the acd)."""
+        if sell is None:
+            return None
+        wanted = sorted(self._all_durations | ({acd} if acd else set()))
+        return {d: nano(sell.cost(d), "sell") for d in wanted}
 
     def route(
         self,
@@ -950,30 +1114,58 @@ class RouteTable:
         *,
         exclude: Iterable[str] | None = None,
         sell_rate: Decimal | None = None,
+        caller: str | None = None,
+        sell: _Cost | None = None,
+        acd: int | None = None,
     ) -> RouteResult:
+        moment = _instant(at)
+        number = digits(number)
+        acd_s = acd_seconds(acd)
         return self._route(
-            digits(number),
-            seconds_at(at),
-            seed_value(seed),
-            frozenset(exclude or ()),
-            None if sell_rate is None else nano(sell_rate, "sell_rate"),
+            _Call(
+                number=number,
+                at=moment,
+                moment=seconds_at(moment),
+                seed=seed_value(seed),
+                exclude=frozenset(exclude or ()),
+                sell_rate=None if sell_rate is None else nano(sell_rate, "sell_rate"),
+                caller=_caller(caller, "caller"),
+                sell=self._sell_costs(sell, acd_s),
+                acd=acd_s,
+            )
         )
 
     def route_many(
         self,
         numbers: Iterable[str],
-        at: _dt.datetime | None = None,
+        at: _dt.datetime | Iterable[_dt.datetime] | None = None,
         seeds: Iterable[int | str] | None = None,
         *,
         exclude: Iterable[str] | None = None,
         sell_rate: Decimal | None = None,
+        callers: Iterable[str | None] | None = None,
+        sell: _Cost | Iterable[_Cost | None] | None = None,
+        acd: int | Iterable[int | None] | None = None,
     ) -> list[RouteResult]:
         numbers = list(numbers)
-        sell = None if sell_rate is None else nano(sell_rate, "sell_rate")
-        seed_list = [seed_value(s) for s in seeds] if seeds is not None else None
-        if seed_list is not None and len(seed_list) != len(numbers):
-            raise LcrError(f"{len(numbers)} numbers but {len(seed_list)} seeds")
-        moment = seconds_at(at)
+        count = len(numbers)
+        sell_nano = None if sell_rate is None else nano(sell_rate, "sell_rate")
+        seed_list = _each(seeds, count, "seeds")
+        if at is None or isinstance(at, _dt.datetime):
+            moments = [_instant(at)] * count
+        else:
+            moments = [_instant(a) for a in at]
+            if len(moments) != count:
+                raise LcrError(f"{count} numbers but {len(moments)} moments in at")
+        caller_list = _each(callers, count, "callers")
+        sell_list: list[Any] = (
+            [sell] * count
+            if sell is None or isinstance(sell, _Cost)
+            else _listed(sell, count, "sell")
+        )
+        acd_list: list[Any] = (
+            [acd] * count if acd is None or isinstance(acd, int) else _listed(acd, count, "acd")
+        )
         excluded = frozenset(exclude or ())
         out = []
         for i, number in enumerate(numbers):
@@ -981,19 +1173,81 @@ class RouteTable:
                 d = digits(number)
             except LcrError as e:
                 raise LcrError(f"numbers[{i}]: {e}") from None
-            seed = seed_list[i] if seed_list is not None else seed_value(None)
-            out.append(self._route(d, moment, seed, excluded, sell))
+            acd_s = acd_seconds(acd_list[i], "acd" if isinstance(acd, int) else f"acd[{i}]")
+            out.append(
+                self._route(
+                    _Call(
+                        number=d,
+                        at=moments[i],
+                        moment=seconds_at(moments[i]),
+                        seed=seed_value(None if seed_list is None else seed_list[i]),
+                        exclude=excluded,
+                        sell_rate=sell_nano,
+                        caller=_caller(
+                            None if caller_list is None else caller_list[i], f"callers[{i}]"
+                        ),
+                        sell=self._sell_costs(sell_list[i], acd_s),
+                        acd=acd_s,
+                    )
+                )
+            )
         return out
 
     @property
     def deck_names(self) -> list[str]:
         return list(self._decks)
 
+    @property
+    def entries(self) -> tuple[RouteEntry, ...]:
+        """The routes as given, in table order (``RouteResult.route`` indexes this)."""
+        return tuple(r.entry for r in self._routes)
+
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._routes)
 
     def __repr__(self) -> str:
-        return f"<RouteTable {len(self._entries)} routes over {len(self._decks)} decks>"
+        return f"<RouteTable {len(self._routes)} routes over {len(self._decks)} decks>"
+
+
+def _twice(prefix: str, caller_prefix: str, windowed: bool) -> str:
+    where = f" for caller_prefix '{caller_prefix}'" if caller_prefix else ""
+    when = " with the same windows" if windowed else ""
+    return f"route prefix '{prefix}' is defined twice{where}{when}"
+
+
+def _instant(at: _dt.datetime | None) -> _dt.datetime:
+    """``at`` checked, or now; naive datetimes are UTC."""
+    if at is None:
+        return _dt.datetime.now(_dt.UTC)
+    if not isinstance(at, _dt.datetime):
+        raise TypeError(f"at must be a datetime or None, not {type(at).__name__}")
+    return at
+
+
+def _caller(caller: str | None, what: str) -> str:
+    """The caller's digits ("" for no caller): only routes without caller_prefix match it."""
+    if caller is None:
+        return ""
+    try:
+        return digits(caller)
+    except LcrError as e:
+        raise LcrError(f"{what}: {e}") from None
+
+
+def _listed(values: Iterable[Any], count: int, what: str) -> list[Any]:
+    out = list(values)
+    if len(out) != count:
+        raise LcrError(f"{count} numbers but {len(out)} {what}")
+    return out
+
+
+def _each(values: Iterable[Any] | None, count: int, what: str) -> list[Any] | None:
+    if values is None:
+        return None
+    out = list(values)
+    if len(out) != count:
+        raise LcrError(f"{count} numbers but {len(out)} {what}")
+    return out
 
 
 def _order(
@@ -1009,18 +1263,23 @@ def _order(
         )
     if entry.strategy == "priority":
         return sorted(usable, key=lambda i: (i[0].priority, -i[0].weight, i[0].gateway))
+    # "weight": priority tiers, lowest first; inside a tier a weighted draw, weight 0 last.
+    # One generator runs through all tiers, so a single tier is exactly the plain draw.
     rng = _SplitMix64(seed)
-    weighted = [i for i in usable if i[0].weight > 0]
-    zero = sorted((i for i in usable if i[0].weight == 0), key=by_priority)
     ordered = []
-    while weighted:
-        total = sum(i[0].weight for i in weighted)
-        pick = rng.next() % total
-        chosen = len(weighted) - 1
-        for n, item in enumerate(weighted):
-            if pick < item[0].weight:
-                chosen = n
-                break
-            pick -= item[0].weight
-        ordered.append(weighted.pop(chosen))
-    return ordered + zero
+    for priority in sorted({t.priority for t, _ in usable}):
+        tier = [i for i in usable if i[0].priority == priority]
+        weighted = [i for i in tier if i[0].weight > 0]
+        zero = sorted((i for i in tier if i[0].weight == 0), key=by_priority)
+        while weighted:
+            total = sum(i[0].weight for i in weighted)
+            pick = rng.next() % total
+            chosen = len(weighted) - 1
+            for n, item in enumerate(weighted):
+                if pick < item[0].weight:
+                    chosen = n
+                    break
+                pick -= item[0].weight
+            ordered.append(weighted.pop(chosen))
+        ordered += zero
+    return ordered

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyString, PyTuple};
 use rayon::prelude::*;
@@ -173,236 +174,307 @@ impl Rate {
     }
 }
 
-/// Dialed numbers read in place from their Python strings, so that the walks can run on all
-/// cores without the GIL and without copying a million strings first.
+/// Dialed numbers copied out of their Python strings, checked, in chunks.
+///
+/// The strings of a large batch are spread over the heap, a cache miss each. Copying their
+/// digits while the GIL is held reads each string once; the walks (on all cores, without
+/// the GIL) then read compact buffers instead of the strings again, and a batch holds no
+/// reference to a million strings (counting them up and down was two more misses each, and
+/// a call each in the stable ABI). A `RateBatch` item takes its prefix from the copy.
 pub struct Numbers {
-    /// Keeps every string, and so its UTF-8 buffer, alive while `spans` point into them. A
-    /// tuple: it cannot change, so no other thread can drop a string while the walks read
-    /// it without the GIL, and making it from a list is one C loop.
-    _owner: Py<PyTuple>,
-    /// The digits of each number (its leading `+` already stepped over once checked).
-    spans: Vec<Span>,
-    /// The first item that is not a `str` with a UTF-8 form (its span is left empty): its
-    /// error is due only if no number before it is bad, as the reference checks in order.
-    unreadable: Option<usize>,
+    /// [`LOOKUP_CHUNK`] numbers each (the last one fewer), filled up to the first problem.
+    chunks: Vec<Chunk>,
+    /// How many items the batch has.
+    count: usize,
+    /// The first item that is not a number, and its position: the reference checks in order,
+    /// so it is the error, and no item after it is read.
+    problem: Option<(usize, Py<PyAny>)>,
 }
 
-/// The UTF-8 bytes of a `str` that a [`Numbers`] keeps alive. Not `Copy`: bytes are only
-/// handed out borrowed from the `Numbers` that owns the string.
-struct Span {
-    ptr: *const u8,
-    len: usize,
+/// The digits of some numbers, one after another, each without its leading `+`.
+#[derive(Default)]
+struct Chunk {
+    digits: Vec<u8>,
+    /// Number `i` of the chunk is `digits[bounds[i]..bounds[i + 1]]`.
+    bounds: Vec<usize>,
 }
 
-// SAFETY: a span points into the UTF-8 buffer of a `str` object that its `Numbers` keeps
-// alive; a Python `str` never changes, so reading it from any thread, without the GIL, is
-// sound.
-unsafe impl Send for Span {}
-unsafe impl Sync for Span {}
-
-impl Span {
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: see the `Send` impl; the buffer outlives the `Numbers` holding the span.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+impl Chunk {
+    fn get(&self, i: usize) -> &[u8] {
+        &self.digits[self.bounds[i]..self.bounds[i + 1]]
     }
+}
+
+/// How many numbers a chunk holds, and a parallel task looks up at once.
+const LOOKUP_CHUNK: usize = 8192;
+
+/// The chunks of a batch of `count` numbers, empty.
+fn empty_chunks(count: usize) -> Vec<Chunk> {
+    (0..count.div_ceil(LOOKUP_CHUNK))
+        .map(|_| Chunk::default())
+        .collect()
 }
 
 impl Numbers {
     /// The numbers of a Python iterable of `str`, checked: all digits after an optional `+`.
     pub fn collect(numbers: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let mut out = Self::gather(numbers)?;
+        let out = Self::gather(numbers)?;
         out.check(numbers.py())?;
         Ok(out)
     }
 
-    /// Checks every number and steps over a leading `+`, in parallel; the first problem by
-    /// position is the error, whether a bad digit or an item that is no `str`.
-    pub fn check(&mut self, py: Python<'_>) -> PyResult<()> {
-        let bad = py.detach(|| {
-            self.spans
-                .par_chunks_mut(CHECK_CHUNK)
-                .enumerate()
-                .filter_map(|(c, part)| check_all(part).map(|i| c * CHECK_CHUNK + i))
-                .min()
-        });
-        match self.first_problem(bad) {
-            Some(i) => Err(self.bad_number(py, i)),
+    /// The numbers, unchecked: [`Self::check`] says whether they all are.
+    fn gather(numbers: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let items = Items::of(numbers)?;
+        let mut chunks = empty_chunks(items.count);
+        let problem = items.copy(&mut chunks, |_, _| {})?;
+        Ok(Self {
+            chunks,
+            count: items.count,
+            problem,
+        })
+    }
+
+    /// The error for the first item that is not a number, if there is one.
+    pub fn check(&self, py: Python<'_>) -> PyResult<()> {
+        match &self.problem {
+            Some((i, item)) => Err(bad_number(item.bind(py), *i)),
             None => Ok(()),
         }
     }
 
-    /// [`Self::collect`] and [`RateDeck::lookup_many`] in one pass: each chunk of numbers is
-    /// checked and walked while its strings are in cache. As in the reference, a bad `at`
-    /// is reported first, then the first bad number.
+    /// [`Self::collect`] and [`RateDeck::lookup_many`], as in the reference a bad `at`
+    /// reported before the first bad number.
+    ///
+    /// A large batch is a pipeline: each chunk, once copied (with the GIL), is looked up by
+    /// the rayon pool (without it) while the next chunks are copied, so that on more than
+    /// one core the copy hides behind the lookups instead of adding to them.
     pub fn collect_and_look_up(
         py: Python<'_>,
         numbers: &Bound<'_, PyAny>,
         deck: &Deck,
         at: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Self, Vec<Option<Match>>)> {
-        let mut gathered = Self::gather(numbers)?;
-        let at = Moments::collect(py, at, gathered.len())?;
-        if gathered.unreadable.is_some() {
-            gathered.check(py)?;
-        }
-        let at = &at;
-        let mut out = vec![None; gathered.len()];
-        let bad = py.detach(|| {
-            let live = at.in_force(deck, gathered.len());
-            gathered
-                .spans
-                .par_chunks_mut(CHECK_CHUNK)
-                .zip(out.par_chunks_mut(CHECK_CHUNK))
-                .enumerate()
-                .filter_map(|(c, (spans, part))| {
-                    if let Some(i) = check_all(spans) {
-                        return Some(c * CHECK_CHUNK + i);
-                    }
-                    look_up_chunk(deck, at, live.as_ref(), c, spans, part);
-                    None
+        let items = Items::of(numbers)?;
+        let count = items.count;
+        let at = Moments::collect(py, at, count)?;
+        let live = at.in_force(deck, count);
+        let walk = |c: usize, chunk: &Chunk, part: &mut [Option<Match>]| {
+            look_up_chunk(deck, &at, live.as_ref(), c, chunk, part);
+        };
+        let mut chunks = empty_chunks(count);
+        let mut out = vec![None; count];
+        let problem = if count <= LOOKUP_CHUNK {
+            items.copy(&mut chunks, |c, chunk| walk(c, chunk, &mut out))?
+        } else {
+            // Re-bound under the GIL taken back below: a `Bound` cannot leave this thread's
+            // hold of it. (Another thread changing the list in between may make the copy
+            // read its new items, or raise `IndexError` if it shrank; never stray memory.)
+            let (sequence, list) = (items.sequence.clone().unbind(), items.list);
+            let (chunks, out) = (&mut chunks, &mut out);
+            py.detach(|| {
+                rayon::in_place_scope(|scope| {
+                    Python::attach(|py| {
+                        let items = Items {
+                            sequence: sequence.bind(py).clone(),
+                            list,
+                            count,
+                        };
+                        let mut parts = out.chunks_mut(LOOKUP_CHUNK);
+                        items.copy(chunks, |c, chunk| {
+                            let part = parts.next().expect("one part per chunk");
+                            scope.spawn(move |_| walk(c, chunk, part));
+                        })
+                    })
                 })
-                .min()
-        });
-        match bad {
-            Some(i) => Err(gathered.bad_number(py, i)),
-            None => Ok((gathered, out)),
-        }
+            })?
+        };
+        let numbers = Self {
+            chunks,
+            count,
+            problem,
+        };
+        numbers.check(py)?;
+        Ok((numbers, out))
     }
 
-    /// Looks every (checked) number up in `deck`, chunks spread over the rayon pool.
+    /// Looks every (checked) number up in `deck`; a large batch in chunks spread over the
+    /// rayon pool, a small one on this thread (handing it over would cost more).
     pub fn lookup_all(&self, deck: &Deck, at: &Moments) -> Vec<Option<Match>> {
         let mut out = vec![None; self.len()];
         let live = at.in_force(deck, self.len());
-        self.spans
-            .par_chunks(CHECK_CHUNK)
-            .zip(out.par_chunks_mut(CHECK_CHUNK))
-            .enumerate()
-            .for_each(|(c, (spans, part))| look_up_chunk(deck, at, live.as_ref(), c, spans, part));
+        let walk = |(c, (chunk, part)): (usize, (&Chunk, &mut [Option<Match>]))| {
+            look_up_chunk(deck, at, live.as_ref(), c, chunk, part);
+        };
+        if self.len() <= LOOKUP_CHUNK {
+            self.chunks
+                .iter()
+                .zip(out.chunks_mut(LOOKUP_CHUNK))
+                .enumerate()
+                .for_each(walk);
+        } else {
+            self.chunks
+                .par_iter()
+                .zip(out.par_chunks_mut(LOOKUP_CHUNK))
+                .enumerate()
+                .for_each(walk);
+        }
         out
     }
 
-    /// The position of the first problem: a bad digit at `bad` or the unreadable item.
-    fn first_problem(&self, bad: Option<usize>) -> Option<usize> {
-        bad.into_iter().chain(self.unreadable).min()
-    }
-
-    /// The error for the number at `i` (its leading `+` not stepped over yet).
-    fn bad_number(&self, py: Python<'_>, i: usize) -> PyErr {
-        if self.unreadable == Some(i) {
-            return self.unreadable_error(py, i);
-        }
-        let text = String::from_utf8_lossy(self.spans[i].bytes());
-        let error = crate::number::digits(&text).unwrap_err();
-        lcr_error(py, "LcrError", format!("numbers[{i}]: {error}"))
-    }
-
-    /// A non-`str` is a `TypeError`; a `str` with no UTF-8 form (a lone surrogate) is an
-    /// invalid number, worded by the reference (Python quotes the surrogate).
-    fn unreadable_error(&self, py: Python<'_>, i: usize) -> PyErr {
-        let item = match self._owner.bind(py).get_item(i) {
-            Ok(item) => item,
-            Err(e) => return e,
-        };
-        if !item.is_instance_of::<PyString>() {
-            return PyTypeError::new_err(format!("numbers[{i}] is not a str"));
-        }
-        let worded = py
-            .import("lcr.reference")
-            .and_then(|reference| reference.getattr("digits")?.call1((&item,)));
-        match worded {
-            Err(e) => lcr_error(py, "LcrError", format!("numbers[{i}]: {}", e.value(py))),
-            Ok(_) => lcr_error(py, "LcrError", format!("numbers[{i}]: not valid UTF-8")),
-        }
-    }
-
-    /// Reads the strings' UTF-8 buffers, unchecked.
-    fn gather(numbers: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let py = numbers.py();
-        let owner = if let Ok(tuple) = numbers.cast::<PyTuple>() {
-            tuple.clone()
-        } else if let Ok(list) = numbers.cast::<PyList>() {
-            list.to_tuple()
-        } else {
-            py.get_type::<PyTuple>()
-                .call1((numbers,))?
-                .cast_into::<PyTuple>()?
-        };
-        let mut spans = Vec::with_capacity(owner.len());
-        let mut unreadable = None;
-        for (index, item) in owner.iter_borrowed().enumerate() {
-            let mut len: pyo3::ffi::Py_ssize_t = 0;
-            // SAFETY: `item` is a live object borrowed from `owner`; the call only reads it
-            // and, for a non-`str`, sets a Python error and returns null.
-            let data = unsafe { pyo3::ffi::PyUnicode_AsUTF8AndSize(item.as_ptr(), &mut len) };
-            if data.is_null() {
-                drop(PyErr::take(py));
-                unreadable.get_or_insert(index);
-                spans.push(Span {
-                    ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
-                    len: 0,
-                });
-                continue;
-            }
-            spans.push(Span {
-                ptr: data.cast::<u8>(),
-                len: len as usize,
-            });
-        }
-        Ok(Self {
-            _owner: owner.unbind(),
-            spans,
-            unreadable,
-        })
-    }
-
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.count
     }
 
+    /// The digits of number `i` (of a checked batch).
     pub fn get(&self, i: usize) -> &[u8] {
-        self.spans[i].bytes()
+        self.chunks[i / LOOKUP_CHUNK].get(i % LOOKUP_CHUNK)
     }
 }
 
-/// How many numbers a parallel task checks (and walks) at once.
-const CHECK_CHUNK: usize = 8192;
-
-/// Looks up chunk `c` of a batch: `spans` (checked) into `out`.
+/// Looks up chunk `c` of a batch into `out`, its part of the answers.
 fn look_up_chunk(
     deck: &Deck,
     at: &Moments,
     live: Option<&InForce>,
     c: usize,
-    spans: &[Span],
+    chunk: &Chunk,
     out: &mut [Option<Match>],
 ) {
-    let start = c * CHECK_CHUNK;
-    let get = |i: usize| spans[i].bytes();
+    let start = c * LOOKUP_CHUNK;
+    let get = |i: usize| chunk.get(i);
     match live {
         Some(live) => deck.lookup_many_in(get, live, out),
         None => deck.lookup_many(get, |i| at.get(start + i), out),
     }
 }
 
-/// Checks a chunk (see [`strip_plus_and_check`]); the position of the first bad number.
-fn check_all(spans: &mut [Span]) -> Option<usize> {
-    spans
-        .iter_mut()
-        .position(|span| !strip_plus_and_check(span))
+/// The items of a batch: a list or a tuple (any other iterable is made a tuple first),
+/// read by index.
+struct Items<'py> {
+    sequence: Bound<'py, PyAny>,
+    /// A list (else a tuple).
+    list: bool,
+    count: usize,
 }
 
-/// Steps `span` over a leading `+` and says whether the rest is all digits; a bad span is
-/// left as it was, so that its error can quote the whole number.
+impl<'py> Items<'py> {
+    fn of(numbers: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let sequence = if numbers.is_instance_of::<PyList>() || numbers.is_instance_of::<PyTuple>()
+        {
+            numbers.clone()
+        } else {
+            numbers
+                .py()
+                .get_type::<PyTuple>()
+                .call1((numbers,))?
+                .into_any()
+        };
+        let count = sequence.len()?;
+        Ok(Self {
+            list: sequence.is_instance_of::<PyList>(),
+            sequence,
+            count,
+        })
+    }
+
+    /// Item `i` (below `count`) without a reference of its own, or null (with a Python
+    /// error set) if the sequence has shrunk.
+    fn borrowed(&self, i: usize) -> *mut ffi::PyObject {
+        let (sequence, i) = (self.sequence.as_ptr(), i as ffi::Py_ssize_t);
+        // SAFETY: the sequence is alive and is a list or a tuple (see `of`); both calls
+        // check the index.
+        unsafe {
+            if self.list {
+                ffi::PyList_GetItem(sequence, i)
+            } else {
+                ffi::PyTuple_GetItem(sequence, i)
+            }
+        }
+    }
+
+    /// Copies the items, chunk by chunk, up to the first that is not a number (returned
+    /// with its position); `ready(c, chunk)` is called on each chunk once it is complete.
+    ///
+    /// An item is read borrowed: a reference of its own, for each of a million strings, would
+    /// cost more than copying them. It stays valid because this thread holds the GIL and runs
+    /// no Python code while it reads it: reading a `str`'s UTF-8 form runs none, and only
+    /// when that fails (making an error object may run the garbage collector) is the item
+    /// used again, fetched anew.
+    fn copy<'c>(
+        &self,
+        chunks: &'c mut [Chunk],
+        mut ready: impl FnMut(usize, &'c Chunk),
+    ) -> PyResult<Option<(usize, Py<PyAny>)>> {
+        let py = self.sequence.py();
+        for (c, chunk) in chunks.iter_mut().enumerate() {
+            let first = c * LOOKUP_CHUNK;
+            let end = (first + LOOKUP_CHUNK).min(self.count);
+            // E.164 numbers have at most 15 digits; a chunk of longer ones grows its buffer.
+            chunk.digits.reserve((end - first) * 16);
+            chunk.bounds.reserve(end - first + 1);
+            chunk.bounds.push(0);
+            for i in first..end {
+                let item = self.borrowed(i);
+                if item.is_null() {
+                    return Err(PyErr::fetch(py));
+                }
+                // SAFETY: `item` is a live `str` (see above) and is read only in this loop.
+                match unsafe { utf8(py, item) }.and_then(crate::number::digit_body) {
+                    Some(body) => {
+                        chunk.digits.extend_from_slice(body);
+                        chunk.bounds.push(chunk.digits.len());
+                    }
+                    None => return Ok(Some((i, self.sequence.get_item(i)?.unbind()))),
+                }
+            }
+            ready(c, chunk);
+        }
+        Ok(None)
+    }
+}
+
+/// The UTF-8 form of `item`, a `str`; `None` for anything else or a `str` without one (a
+/// lone surrogate).
+///
+/// # Safety
+///
+/// `item` must be a live object, alive and unchanged for `'a`.
 #[inline]
-fn strip_plus_and_check(span: &mut Span) -> bool {
-    let Some(body) = crate::number::digit_body(span.bytes()) else {
-        return false;
+unsafe fn utf8<'a>(py: Python<'_>, item: *mut ffi::PyObject) -> Option<&'a [u8]> {
+    let mut len: ffi::Py_ssize_t = 0;
+    // SAFETY: `item` is live; the call only reads it (and may cache its UTF-8 form in it)
+    // and, for a non-`str`, sets a Python error and returns null.
+    let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(item, &mut len) };
+    if data.is_null() {
+        drop(PyErr::take(py));
+        return None;
+    }
+    // SAFETY: the buffer belongs to the `str`, alive and unchanged for `'a`.
+    Some(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len as usize) })
+}
+
+/// The error for `item`, the number at `i` that is not all digits after an optional `+`: a
+/// non-`str` is a `TypeError`; a `str` with no UTF-8 form (a lone surrogate) is an invalid
+/// number, worded by the reference (Python quotes the surrogate).
+fn bad_number(item: &Bound<'_, PyAny>, i: usize) -> PyErr {
+    let py = item.py();
+    let Ok(text) = item.cast::<PyString>() else {
+        return PyTypeError::new_err(format!("numbers[{i}] is not a str"));
     };
-    *span = Span {
-        ptr: body.as_ptr(),
-        len: body.len(),
-    };
-    true
+    if let Ok(text) = text.to_str() {
+        return match crate::number::digits(text) {
+            Err(error) => lcr_error(py, "LcrError", format!("numbers[{i}]: {error}")),
+            Ok(_) => lcr_error(py, "LcrError", format!("numbers[{i}]: not a number")),
+        };
+    }
+    let worded = py
+        .import("lcr.reference")
+        .and_then(|reference| reference.getattr("digits")?.call1((item,)));
+    match worded {
+        Err(e) => lcr_error(py, "LcrError", format!("numbers[{i}]: {}", e.value(py))),
+        Ok(_) => lcr_error(py, "LcrError", format!("numbers[{i}]: not valid UTF-8")),
+    }
 }
 
 /// The moment(s) of a batch: one for all numbers, or one per number (re-rating CDRs).
@@ -742,7 +814,7 @@ impl RateDeck {
         at: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         // The reference's order: the moments, then the numbers, then the durations.
-        let mut numbers = Numbers::gather(numbers)?;
+        let numbers = Numbers::gather(numbers)?;
         let at = Moments::collect(py, at, numbers.len())?;
         numbers.check(py)?;
         let mut seconds = Vec::with_capacity(numbers.len());

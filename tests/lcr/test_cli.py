@@ -94,6 +94,79 @@ targets = [{{ gateway = "A", deck = "a" }}, {{ gateway = "B", deck = "b" }},
     assert reference == out
 
 
+def test_table_windows_and_margin_duration(decks: dict[str, Path], tmp_path: Path) -> None:
+    """``windows`` (``start``/``end`` or ``from``/``to``, quoted or TOML times) choose the
+    route by the call's local time; the table's ``margin_duration`` checks true margins
+    against the ``--sell`` deck's rate; both implementations agree."""
+    sell = tmp_path / "sell.csv"
+    sell.write_text(HEADER + "44,UK,0.0150,,1,1,,\n")
+    table = tmp_path / "table.toml"
+    table.write_text(
+        f"""
+min_margin = 0.004
+margin_duration = [30]
+[decks.a]
+file = "{decks["a"].name}"
+[decks.b]
+file = "{decks["b"].name}"
+
+[[routes]]
+prefix = "44"
+targets = [{{ gateway = "A", deck = "a" }}, {{ gateway = "B", deck = "b" }}]
+
+[[routes]]
+prefix = "44"
+strategy = "priority"
+targets = [{{ gateway = "B", deck = "b" }}, {{ gateway = "A", deck = "a", priority = 1 }}]
+windows = [{{ days = "sat,sun", tz = "Europe/London" }},
+           {{ days = "mon-fri", from = 18:00:00, to = "08:00", tz = "Europe/London" }}]
+"""
+    )
+
+    def order(at: str, *extra: str) -> list[str]:
+        args = ("route", "4420", "--table", str(table), "--at", at, *extra)
+        out = run(*args).stdout
+        assert run(*args, "--reference").stdout == out
+        return [line.split("\t")[0] for line in out.splitlines()]
+
+    assert order("2026-01-15T10:00:00+00:00") == ["A", "B"]  # Thursday, no window: lcr
+    assert order("2026-01-15T20:00:00+00:00") == ["B", "A"]  # Thursday night: priority
+    assert order("2026-01-17T10:00:00+00:00") == ["B", "A"]  # Saturday
+    assert order("2026-01-15T20:00:00+00:00", "--sell", str(sell)) == ["A"]
+    explained = run(
+        "route",
+        "4420",
+        "--table",
+        str(table),
+        "--at",
+        "2026-01-15T20:00:00+00:00",
+        "--sell",
+        str(sell),
+        "--explain",
+    ).stdout
+    assert "below_margin_at" in explained
+    assert "call of 30 s" in explained
+
+    good = table.read_text()
+    for old, new, message in (
+        (
+            'tz = "Europe/London" }]',
+            'tz = "Europe/Londn" }]',
+            "routes[1].windows[1]: TimeWindow tz",
+        ),
+        ("from = 18:00:00", "from_ = 18:00:00", "routes[1].windows[1]: unknown key 'from_'"),
+        ("from = 18:00:00", "from = 18:00:30", "windows[1]: TimeWindow start: expected HH:MM"),
+        ("[30]", '["30"]', "margin_duration takes whole seconds, got '30'"),
+        ("[30]", "[0]", "margin_duration must be whole seconds 1..=86400"),
+        ("min_margin =", "min_margins =", "unknown key 'min_margins'"),
+    ):
+        table.write_text(good.replace(old, new, 1))
+        failed = run("route", "4420", "--table", str(table), check=False)
+        assert failed.returncode == 2, message
+        assert f"error: {table}: " in failed.stderr, failed.stderr
+        assert message in failed.stderr, failed.stderr
+
+
 def test_rate_job_rerates_cdrs_with_progress(decks: dict[str, Path], tmp_path: Path) -> None:
     cdrs = tmp_path / "cdrs.csv"
     cdrs.write_text(

@@ -172,8 +172,10 @@ def test_large_batches_match_single_lookups(impl: ModuleType) -> None:
         return rate and (rate.prefix, rate.rate)
 
     single = [view(deck.lookup(n, JAN)) for n in numbers]
-    for batch in (deck.lookup_many(tuple(numbers), JAN), deck.lookup_many(iter(numbers), JAN)):
+    for given in (numbers, tuple(numbers), iter(numbers)):
+        batch = deck.lookup_many(given, JAN)
         assert [view(r) for r in batch] == single
+        assert [view(r) for r in batch[-3:]] == single[-3:]
     per_moment = deck.lookup_many(numbers, moments)
     assert [view(r) for r in per_moment] == [
         view(deck.lookup(n, m)) for n, m in zip(numbers, moments, strict=True)
@@ -199,6 +201,16 @@ def test_batch_errors_name_the_first_bad_number(impl: ModuleType) -> None:
         deck.lookup_many(["1x", 5], JAN)  # type: ignore[list-item]
     with pytest.raises(lcr.LcrError, match=r"numbers\[1\]: invalid number '1\\ud800'"):
         deck.lookup_many(["1", "1\ud800", 5], JAN)  # type: ignore[list-item]
+    late: list[Any] = ["1555"] * 20_000
+    late[17_000] = "1\ud800"
+    late[19_000] = None
+    with pytest.raises(lcr.LcrError, match=r"numbers\[17000\]: invalid number '1\\ud800'"):
+        deck.lookup_many(late, JAN)
+    late[17_000] = "+1555"
+    with pytest.raises(TypeError, match=r"numbers\[19000\] is not a str"):
+        deck.lookup_many(late, JAN)
+    with pytest.raises(TypeError, match=r"numbers\[1000\] is not a str"):
+        deck.cost_many(late[18_000:], [1] * 2_000, JAN)
 
 
 def test_csv_default_layout(impl: ModuleType, tmp_path: Path) -> None:
