@@ -3,8 +3,13 @@
     python benches/sipp_load.py                      # defaults: UDP, 1 s hold, 20 s steps
     python benches/sipp_load.py --step-seconds 20 --rates 100,200,400,800,1000,1200
     python benches/sipp_load.py --media both --skip-direct   # relay vs direct media, one run
+    python benches/sipp_load.py --skip-direct --workers 1    # one process (--workers 2: two)
+    python benches/sipp_load.py --skip-direct --database postgresql   # CDRs in PostgreSQL
 
-One command, bounded, loopback only. For each rate, SIPp UAC -> ``softswitch run`` (IP
+One command, bounded, loopback only. The switch runs the default configuration but for its
+addresses, the bench's decks and ``drain_timeout = 5``; with ``--workers`` unset it starts as
+many worker processes as ``softswitch run`` does by default (one per core), and its CPU is
+summed over all of them (and the supervisor). For each rate, SIPp UAC -> ``softswitch run`` (IP
 authorisation, LCR routing over two carriers' decks, CDRs to SQLite: the production path)
 -> SIPp UAS, for ``--step-seconds`` at ``-r RATE``; a step passes when under 0.1% of its
 calls failed and under 1% of its messages were retransmitted. The same SIPp pair connected
@@ -47,6 +52,7 @@ import softswitch.media.bencode  # noqa: E402, F401
 
 sys.path.append(str(ROOT / "tests"))
 
+from postgres_tool import Postgres, running_postgres  # noqa: E402
 from rtpengine_tool import Rtpengine, running_rtpengine  # noqa: E402
 
 LOCAL = "127.0.0.1"
@@ -195,6 +201,7 @@ def config(
     spare_port: int,
     billing: str = "none",
     relay: tuple[str, int] | None = None,
+    database: str = "cdr.sqlite",
 ) -> Path:
     (workdir / "sell.csv").write_text("prefix,rate\n44,0.100000\n")
     (workdir / "a.csv").write_text("prefix,rate\n44,0.010000\n")
@@ -204,16 +211,11 @@ def config(
         f"""
 [server]
 listen = ["udp:{LOCAL}:{port}"]
-database = "cdr.sqlite"
+database = "{database}"
 drain_timeout = 5
 
 [management]
 listen = "off"
-
-[defaults]
-setup_timeout = 5
-max_duration = 60
-call_budget = 20
 
 [[rate_decks]]
 id = "sell"
@@ -278,6 +280,36 @@ def process_cpu(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor and its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, ()))
+    return tree
+
+
+def switch_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of the switch: every process of it (all threads), and the main threads
+    alone (each worker's event loop; a supervisor's main thread too)."""
+    total = loops = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += process_cpu(p)
+            loops += process_cpu(p, p)
+    return total, loops
+
+
 def ladder(
     label: str,
     workdir: Path,
@@ -286,9 +318,11 @@ def ladder(
     args: argparse.Namespace,
     pid: int | None = None,
     relay_pid: int | None = None,
+    db_pid: int | None = None,
 ) -> int:
     """Step up the rates until one fails; ``pid``: the switch, whose CPU per call is shown
-    (and ``relay_pid``'s, rtpengine's, when the media is relayed)."""
+    (and ``relay_pid``'s, rtpengine's, when the media is relayed; ``db_pid``'s, PostgreSQL's
+    server processes, when the CDRs go there)."""
     best = 0
     for rate in args.rates:
         uas = sipp(
@@ -305,9 +339,9 @@ def ladder(
             ],
         )
         time.sleep(0.3)
-        cpu_before = process_cpu(pid) if pid is not None else 0.0
-        loop_before = process_cpu(pid, pid) if pid is not None else 0.0
+        cpu_before, loop_before = switch_cpu(pid) if pid is not None else (0.0, 0.0)
         relay_before = process_cpu(relay_pid) if relay_pid is not None else 0.0
+        db_before = switch_cpu(db_pid)[0] if db_pid is not None else 0.0
         try:
             step = run_step(workdir, target, uas_port, rate, args)
         finally:
@@ -315,12 +349,16 @@ def ladder(
         cpu = ""
         if pid is not None and step.ok:
             # The switch's CPU over the step (calls' tails included) per call carried.
-            total = (process_cpu(pid) - cpu_before) / step.ok * 1e3
-            loop = (process_cpu(pid, pid) - loop_before) / step.ok * 1e3
-            cpu = f"  {total:.2f} ms CPU/call ({loop:.2f} in the event loop's thread)"
+            cpu_after, loop_after = switch_cpu(pid)
+            total = (cpu_after - cpu_before) / step.ok * 1e3
+            loop = (loop_after - loop_before) / step.ok * 1e3
+            cpu = f"  {total:.2f} ms CPU/call ({loop:.2f} in the event loops' threads)"
             if relay_pid is not None:
                 relay_cpu = (process_cpu(relay_pid) - relay_before) / step.ok * 1e3
                 cpu += f" + {relay_cpu:.2f} ms rtpengine"
+            if db_pid is not None:
+                db_cpu = (switch_cpu(db_pid)[0] - db_before) / step.ok * 1e3
+                cpu += f" + {db_cpu:.2f} ms PostgreSQL"
         verdict = "pass" if step.passed else "FAIL"
         print(
             f"{label:>8} {rate:>6} cps: {step.ok:>7} ok {step.failed:>6} failed "
@@ -342,6 +380,7 @@ def through_switch(
     spare_port: int,
     args: argparse.Namespace,
     relay: Rtpengine | None,
+    postgres: Postgres | None = None,
 ) -> int:
     """One ladder through a switch started for it (-1: the switch did not start)."""
     switch_port = free_port()
@@ -349,9 +388,27 @@ def through_switch(
     for name in ("cdr.sqlite", "cdr.sqlite-wal", "cdr.sqlite-shm"):
         with contextlib.suppress(FileNotFoundError):
             (workdir / name).unlink()  # each switch its own CDRs (and credit)
-    path = config(workdir, switch_port, uas_port, spare_port, args.billing, address)
+    database = "cdr.sqlite"
+    if postgres is not None:
+        database = postgres.database()  # a fresh one, migrated as an operator would
+        subprocess.run(
+            [sys.executable, "-m", "softswitch.cli", "migrate", "--database", database],
+            cwd=ROOT / "softswitch",
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    path = config(workdir, switch_port, uas_port, spare_port, args.billing, address, database)
     switch = subprocess.Popen(
-        [sys.executable, "-m", "softswitch.cli", "run", "--config", str(path)],
+        [
+            sys.executable,
+            *(["-m", "cProfile", "-o", str(args.cprofile)] if args.cprofile else []),
+            "-m",
+            "softswitch.cli",
+            "run",
+            "--config",
+            str(path),
+            *(["--workers", str(args.workers)] if args.workers is not None else []),
+        ],
         cwd=ROOT / "softswitch",
         stdout=subprocess.PIPE,
         stderr=(workdir / f"{label}.log").open("wb"),
@@ -365,7 +422,11 @@ def through_switch(
                 return -1
         print(line.decode().strip(), flush=True)
         relay_pid = relay.process.pid if relay is not None else None
-        return ladder(label, workdir, switch_port, uas_port, args, switch.pid, relay_pid)
+        db_pid = None
+        if postgres is not None:  # the postmaster; its backends are its children
+            pidfile = postgres.socket_dir.parent / "data" / "postmaster.pid"
+            db_pid = int(pidfile.read_text().split()[0])
+        return ladder(label, workdir, switch_port, uas_port, args, switch.pid, relay_pid, db_pid)
     finally:
         switch.send_signal(signal.SIGTERM)
         try:
@@ -400,6 +461,25 @@ def main(argv: list[str] | None = None) -> int:
         default="direct",
         help="the carrier's media: direct, relayed through rtpengine, or both ladders in one run",
     )
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the CDR store: SQLite (the default) or a PostgreSQL server the bench starts on"
+        " loopback (Debian's postgresql), fsync on",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="the switch's worker processes (softswitch run --workers; default: the"
+        " switch's own default, one per core); CPU is summed over all of them",
+    )
+    parser.add_argument(
+        "--cprofile",
+        type=Path,
+        help="run the switch under cProfile, writing its stats here at exit (call counts"
+        " per call; the profiler's own overhead inflates the CPU figures)",
+    )
     args = parser.parse_args(argv)
     args.rates = [int(r) for r in args.rates.split(",")]
     if shutil.which("sipp") is None:
@@ -414,13 +494,22 @@ def main(argv: list[str] | None = None) -> int:
         results: list[tuple[str, int]] = []
         with contextlib.ExitStack() as stack:
             relay = None
+            postgres = None
+            if args.database == "postgresql":
+                postgres = stack.enter_context(running_postgres())
             if args.media != "direct":
                 # 4 ports a call: room for 2,000 calls up at once.
                 relay = stack.enter_context(running_rtpengine(ports=8000))
             for media in ("direct", "relay") if args.media == "both" else (args.media,):
                 label = "switch" if media == "direct" else "relayed"
                 through = through_switch(
-                    label, workdir, uas_port, spare_port, args, relay if media == "relay" else None
+                    label,
+                    workdir,
+                    uas_port,
+                    spare_port,
+                    args,
+                    relay if media == "relay" else None,
+                    postgres,
                 )
                 if through < 0:
                     return 1
@@ -430,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"switch: {through} calls/s with <0.1% failed (UDP, {args.hold_ms} ms hold, "
                 f"{args.step_seconds} s steps, IP auth + LCR + CDRs, billing {args.billing},"
-                f" media {media})"
+                f" media {media}, workers {args.workers or 'default'}, {args.database})"
             )
         if direct:
             through = results[0][1]

@@ -17,8 +17,12 @@ command -v chromium >/dev/null 2>&1 || MISSING+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || MISSING+=(chromium-driver)
 MISSING_BARE=()
 command -v rtpengine >/dev/null 2>&1 || MISSING_BARE+=(rtpengine-daemon)
+# PostgreSQL's server binaries live off PATH (/usr/lib/postgresql/<version>/bin).
+command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+  || MISSING_BARE+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || MISSING_BARE+=(redis-server)
 if [ $((${#MISSING[@]} + ${#MISSING_BARE[@]})) -gt 0 ]; then
-  step "installing Debian packages: ${MISSING[*]} ${MISSING_BARE[*]} (SIPp; Chromium and its WebDriver; rtpengine)"
+  step "installing Debian packages: ${MISSING[*]} ${MISSING_BARE[*]} (SIPp; Chromium and its WebDriver; rtpengine; PostgreSQL; Redis)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

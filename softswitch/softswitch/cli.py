@@ -13,13 +13,18 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from softswitch import __version__
 from softswitch import config as _config
 from softswitch.commands import add_subcommands, dispatch
+from softswitch.store.errors import StoreError
 from softswitch.transport import Transport, loop_factory
+
+if TYPE_CHECKING:
+    from softswitch.workers.seat import Seat
 
 __all__ = ["main"]
 
@@ -91,16 +96,77 @@ def run_switch(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: configuration refused:\n{e}", file=sys.stderr)
         return 2
+    workers = worker_count(config, args.workers)
+    if workers > 1:
+        return _supervise(config, config_path, args.listen, workers, new_loop)
     try:
         with asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(serve(config, config_path=config_path, listen=args.listen))
     except ConfigError as e:  # a deck that does not load
         print(f"error: configuration refused:\n{e}", file=sys.stderr)
         return 2
+    except StoreError as e:  # the database: unreachable, or `softswitch migrate` it first
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:  # "cannot listen on udp:127.0.0.1:5060: address already in use"
         print(f"softswitch: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def worker_count(config: _config.Config, flag: int | None) -> int:
+    """Worker processes for this run: ``--workers``, else ``[server] workers``, else one per
+    core; 1 when the configuration needs a single process, saying why: a WARNING when more
+    were asked for, INFO when only the core count suggested more (the demo, a default)."""
+    from softswitch.workers.supervisor import single_process_reason
+
+    asked = flag or config.server.workers
+    wanted = asked or os.cpu_count() or 1
+    if wanted > 1:
+        reason = single_process_reason(config)
+        if reason is not None:
+            level = logging.WARNING if asked else logging.INFO
+            logger.log(level, "running 1 worker instead of %d: %s", wanted, reason)
+            return 1
+    return wanted
+
+
+def _supervise(
+    config: _config.Config,
+    config_path: Path | None,
+    listen: Sequence[str] | None,
+    workers: int,
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> int:
+    """``softswitch run`` with several workers (``softswitch.workers.supervisor``)."""
+    from softswitch.workers.supervisor import Supervisor, run_worker
+
+    def run(cfg: _config.Config, path: Path | None, where: Sequence[str] | None, seat: Seat) -> int:
+        return run_worker(cfg, path, where, seat, new_loop)
+
+    logger.info(
+        "%d workers: limits, blocks, gateway health, overrides, statistics and live calls"
+        " are shared; per worker: quality routing's ASR, pike's packet counts, media relay"
+        " metrics (docs/deployment.md#workers)",
+        workers,
+    )
+    try:
+        return Supervisor(
+            config, workers=workers, run=run, config_path=config_path, listen=listen
+        ).run()
+    except OSError as e:  # "cannot listen on udp:127.0.0.1:5060: address already in use"
+        print(f"softswitch: {e}", file=sys.stderr)
+        return 1
+
+
+def _workers_option(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,13 +190,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         " configuration, 127.0.0.1:8080)",
     )
     run.add_argument(
+        "--workers",
+        type=_workers_option,
+        metavar="N",
+        help="worker processes sharing the listen addresses (default: [server] workers of"
+        " the configuration, else one per core; 1: a single process)",
+    )
+    run.add_argument(
         "--log-level",
         default="WARNING",
         type=str.upper,
         choices=LOG_LEVELS,
         help="the least severe messages logged (default: WARNING; any case)",
     )
-    add_subcommands(commands)  # check-config, route, cdr; billing: balance, topup, ...
+    add_subcommands(commands)  # check-config, route, cdr, migrate; billing: balance, topup...
     args = parser.parse_args(argv)
     if args.command != "run":
         try:

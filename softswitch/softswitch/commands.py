@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from .call.cli import Identity, Party, rewrite
 from .call.limits import check_destination
@@ -29,7 +29,7 @@ from .call.normalise import normalise
 from .call.quality import GatewayAnswers, demote, describe, quality_of
 from .call.refusal import EndReason, Refusal
 from .call.rewrite import gateway_request_uri
-from .call.routing import route_call
+from .call.routing import PrefixStats, live_acd, route_call
 from .call.select import select_gateways
 from .call.snapshot import Snapshot, build_snapshot, deck_problems
 from .cdr import query_file, write_csv
@@ -148,6 +148,12 @@ class RouteChoice:
     request_uri: str
 
 
+class LiveStats(GatewayAnswers, PrefixStats, Protocol):
+    """What an explanation reads of the running switch's statistics: the gateways' answers
+    (a route's ``quality``) and the route prefixes' ACD (``margin_duration`` with
+    ``"acd"``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RouteExplanation:
     """The routing decision for an account and a number, as ``softswitch route`` prints it
@@ -232,7 +238,7 @@ def explain_route(
     seed: str = "softswitch-route",
     live: LiveState | None = None,
     now: float = 0.0,
-    stats: GatewayAnswers | None = None,
+    stats: LiveStats | None = None,
     cli: str | bool = True,
 ) -> RouteExplanation:
     """The decision the switch makes for ``account`` dialing ``number`` at ``at`` (now).
@@ -241,8 +247,10 @@ def explain_route(
     down, full, disabled by an operator or by an alarm, an account disabled by one. Without
     it every gateway is taken as up and idle: the exclusions are those of the configuration
     and the decks (disabled, no rate, above the rate ceiling, below the margin). ``stats``
-    (the running switch's statistics, on the same clock) applies the route's ``quality``;
-    without them the explanation only says the route has one.
+    (the running switch's statistics, on the same clock) applies the route's ``quality``
+    and gives the live ACD of routes with ``"acd"`` in ``margin_duration``, as the switch
+    does; without them the explanation only says the route has a quality, and margins are
+    checked at the fixed durations.
 
     ``cli``: the caller-ID the caller sends (its ``From`` user; the account's ``cli``
     rules apply), or True/False for a call with/without one.
@@ -261,12 +269,39 @@ def explain_route(
         return dataclasses.replace(found, refusal=refusal)
     present, caller_id = _caller_id(snapshot, account, cli)
     found = dataclasses.replace(found, caller_id=caller_id)
-    plan = route_call(snapshot, account, normalised, when, seed, cli=present)
+    caller = _caller_number(account, cli)
+    acd = None if stats is None else live_acd(stats, now)
+    plan = route_call(
+        snapshot, account, normalised, when, seed, cli=present, caller=caller, acd=acd
+    )
     if isinstance(plan, Refusal):
         table = snapshot.table(account.routing_plan, cli=present)
         explain = ""
         if table is not None and plan.end_reason is EndReason.NO_ROUTE:
-            explain = table.route(normalised, when, seed).explain()
+            sell = (
+                None
+                if account.rate_deck is None
+                else snapshot.decks[account.rate_deck].lookup(normalised, when)
+            )
+            sell_rate = None if sell is None else sell.rate
+            result = table.route(
+                normalised, when, seed, sell_rate=sell_rate, caller=caller, sell=sell
+            )
+            seconds = None
+            wants_acd = snapshot.uses_acd(account.routing_plan, result, cli=present)
+            if acd is not None and result.prefix is not None and wants_acd:
+                seconds = acd(result.prefix)
+            if seconds is not None:  # as ``route_call`` routed it: with the live ACD
+                result = table.route(
+                    normalised,
+                    when,
+                    seed,
+                    sell_rate=sell_rate,
+                    caller=caller,
+                    sell=sell,
+                    acd=seconds,
+                )
+            explain = result.explain()
         return dataclasses.replace(found, refusal=plan, explain=explain)
     quality = quality_of(snapshot, account, plan)
     if quality is not None and stats is not None:
@@ -305,6 +340,14 @@ def _caller_id(snapshot: Snapshot, account: Account, cli: str | bool) -> tuple[b
     if number is None:
         shown += ": not a caller-ID"
     return number is not None, shown + (_which(number is not None) if routes else "")
+
+
+def _caller_number(account: Account, cli: str | bool) -> str | None:
+    """The caller's number routes see (``caller_prefix``): ``--caller`` after the account's
+    cli rules; None without one."""
+    if isinstance(cli, bool):
+        return None
+    return rewrite(Identity(Party(cli, cli.lower() == "anonymous")), account.cli).number
 
 
 def _which(present: bool) -> str:
@@ -425,11 +468,23 @@ def list_cdrs(
         for problem in e.problems:
             print(f"error: {problem}", file=err)
         return 1
-    database = Path(cfg.server.database)
-    if not database.is_file():
-        print(f"error: no CDR database at {database}", file=err)
-        return 1
-    records = query_file(database, since)
+    if isinstance(cfg.server.database, str):  # a postgresql:// URL (``softswitch.store``)
+        import psycopg
+
+        from .store.postgres import query_postgres
+        from .store.postgres_connect import redacted
+
+        try:
+            records = query_postgres(cfg.server.database, since)
+        except psycopg.Error as e:
+            print(f"error: {redacted(cfg.server.database)}: {e}", file=err)
+            return 1
+    else:
+        database = Path(cfg.server.database)
+        if not database.is_file():
+            print(f"error: no CDR database at {database}", file=err)
+            return 1
+        records = query_file(database, since)
     if as_csv:
         write_csv(records, out)
         return 0
@@ -451,12 +506,32 @@ def list_cdrs(
     return 0
 
 
+class _CallerOption(argparse.Action):
+    """``--cli``/``--caller NUMBER``: the number, and which of the two spellings was typed
+    (``cli_flag``), so that an error names the option the user wrote."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.cli_flag = option_string
+
+
 def _route_command(a: argparse.Namespace) -> int:
     cli: str | bool = False if a.no_cli else (a.cli if a.cli is not None else True)
     if a.live:
         if a.cli is not None or a.no_cli:
+            # The management API's /api/route takes no caller-ID: the running switch
+            # explains a call with one, as the offline default does.
+            flag = "--no-cli" if a.no_cli else getattr(a, "cli_flag", None) or "--cli"
             print(
-                "error: --cli and --no-cli are for the offline route, not --live", file=sys.stderr
+                f"error: {flag} is for the offline route, not --live (the running switch's"
+                " /api/route takes no caller-ID)",
+                file=sys.stderr,
             )
             return 2
         return live_route(a.config, a.account, a.number, at=a.at, seed=a.seed)
@@ -488,9 +563,12 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     caller = route.add_mutually_exclusive_group()
     caller.add_argument(
         "--cli",
+        "--caller",
+        dest="cli",
+        action=_CallerOption,
         metavar="NUMBER",
-        help="the caller-ID the caller sends (its From user; the account's cli rules apply);"
-        " default: a call with a caller-ID",
+        help="the caller-ID the caller sends (its From user; the account's cli rules apply;"
+        " routes' caller_prefix match it); default: a call with a caller-ID",
     )
     caller.add_argument(
         "--no-cli", action="store_true", help="a call without a caller-ID (non-CLI routes)"
@@ -504,10 +582,19 @@ def add_subcommands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     cdr.add_argument("--csv", action="store_true", help="CSV on standard output")
     cdr.set_defaults(handler=lambda a: list_cdrs(a.config, since=a.since, as_csv=a.csv))
 
+    from .store.migrate_command import add_subcommand as add_migrate_subcommand
+
+    add_migrate_subcommand(commands)
+
     # balance, topup, adjust, refund, ledger, spend. Imported here: they use parse_time.
     from .billing.commands import add_subcommands as add_billing_subcommands
 
     add_billing_subcommands(commands)
+
+    # replay: recorded calls re-routed and re-rated with candidate decks (docs/replay.md)
+    from .replay.command import add_subcommand as add_replay_subcommand
+
+    add_replay_subcommand(commands)
 
 
 def dispatch(args: argparse.Namespace) -> int | None:

@@ -43,11 +43,16 @@ import codecs
 import contextlib
 import dataclasses
 import difflib
+import functools
+import hashlib
+import importlib.resources
 import ipaddress
 import math
 import os
 import re
 import tomllib
+import urllib.parse
+import zoneinfo
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -75,6 +80,8 @@ from pydantic_core import (
     core_schema,
 )
 
+from lcr import windows as lcr_windows
+from lcr.errors import LcrError
 from softswitch.media.codecs import canonical_codec
 
 __all__ = [
@@ -102,6 +109,7 @@ __all__ = [
     "RewriteRule",
     "Route",
     "RouteQuality",
+    "RouteTime",
     "SecurityConfig",
     "ServerConfig",
     "demo_config",
@@ -574,6 +582,76 @@ class _File(_Check):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _Database(_Check):
+    """``[server] database``: a ``postgresql://`` (or ``postgres://``) URL, kept as text, or a
+    SQLite file, as ``_File`` reads it."""
+
+    uses_reading: ClassVar[bool] = True
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if isinstance(value, str) and value.lower().startswith(("postgresql:", "postgres:")):
+            parts = urllib.parse.urlsplit(value)
+            if not value.lower().startswith(("postgresql://", "postgres://")) or not (
+                parts.hostname or "host=" in parts.query
+            ):
+                raise _problem(
+                    f"a PostgreSQL URL is postgresql://USER@HOST:PORT/DATABASE, got {value!r}"
+                )
+            try:
+                parts.port  # noqa: B018 (a bad port raises here)
+            except ValueError:
+                raise _problem(f"the port of {value!r} is not a number from 0 to 65535") from None
+            return value
+        if isinstance(value, str) and not value and not reading.partial:
+            raise _problem("must be a file path or a postgresql:// URL, got an empty string")
+        return _File().check(value, reading)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SharedState(_Check):
+    """``[server] shared_state``: a ``redis://``, ``rediss://`` or ``unix://`` URL that
+    redis-py connects with (``softswitch.cluster.config``); the password is never shown."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if value is None:
+            return None
+        # Here, not at the top: the cluster package imports redis, which a switch without
+        # shared state never needs to load.
+        from softswitch.cluster.config import check_url
+        from softswitch.cluster.errors import SharedStateConfigError
+
+        try:
+            return check_url(value, key="shared_state")
+        except SharedStateConfigError as e:
+            raise _problem(str(e).removeprefix("shared_state: ")) from None
+
+    def schema(self) -> dict[str, Any]:
+        return {"pattern": "^(redis|rediss|unix)://"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _NodeId(_Check):
+    """``[server] node_id``: this node's name among those sharing ``shared_state``."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        if not value or len(value) > 200 or any(c.isspace() or c == "#" for c in value):
+            raise _problem(f"must be 1 to 200 characters without spaces or '#', got {value!r}")
+        return value
+
+
+def _database_value(value: Path | str) -> Path | str:
+    """After validation: text that is no PostgreSQL URL is a path (the model form and JSON
+    carry a path as text)."""
+    if isinstance(value, str) and not value.lower().startswith(("postgresql:", "postgres:")):
+        return Path(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Host(_Check):
     """A gateway's host as written in a SIP URI: an IP address (IPv6 in brackets) or a name."""
 
@@ -789,9 +867,38 @@ class _RelayAddress(_Check):
         return value
 
 
+#: The keys of a route's gateway entry written as a table (``{ id = "a", weight = 70 }``).
+_GATEWAY_ENTRY_KEYS = frozenset({"id", "priority", "weight"})
+
+
+def _gateway_entry(entry: Mapping[str, Any], lines: list[InitErrorDetails], i: int) -> Any:
+    """A route's gateway written as a table: its id (what ``_GatewayIds`` keeps; the
+    ``priority`` and ``weight`` go to ``Route.gateway_settings``), its problems in
+    ``lines``."""
+    for key in entry:
+        if key not in _GATEWAY_ENTRY_KEYS:
+            hint = _closest(str(key), _GATEWAY_ENTRY_KEYS)
+            reason = "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+            lines.append(_line((i, str(key)), reason + "; an entry takes id, priority, weight"))
+    for key in ("priority", "weight"):
+        if key in entry:
+            try:
+                _Int(0).check(entry[key])
+            except PydanticCustomError as e:
+                lines.append(_line((i, key), e.message(), entry[key]))
+    gid = entry.get("id")
+    if not isinstance(gid, str) or not gid:
+        shown = "is required" if gid is None else f"must be a gateway id, got {_type_name(gid)}"
+        lines.append(_line((i, "id"), shown, gid))
+        return None
+    return gid
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _GatewayIds(_Check):
-    """A route's ``gateways``: a non-empty list of ids, none twice."""
+    """A route's ``gateways``: a non-empty list of ids, none twice. An entry may be a table
+    ``{ id = "a", priority = 1, weight = 70 }`` overriding the gateway's own priority and
+    weight on this route (``Route.gateway_settings`` keeps those)."""
 
     uses_reading: ClassVar[bool] = True
 
@@ -801,6 +908,10 @@ class _GatewayIds(_Check):
         out: list[str] = []
         lines: list[InitErrorDetails] = []
         for i, gw in enumerate(value):
+            if isinstance(gw, Mapping):
+                gw = _gateway_entry(gw, lines, i)
+                if gw is None:
+                    continue
             if not isinstance(gw, str):
                 lines.append(_line((i,), f"must be a gateway id, got {_type_name(gw)}", gw))
             elif gw in out:
@@ -1054,8 +1165,12 @@ class ServerConfig(_Section):
     """``[server]``: where to listen, where CDRs go, and the digest realm."""
 
     listen: Annotated[tuple[str, ...], _Listen()] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
-    #: SQLite file for CDRs (relative paths are relative to the config file).
-    database: Annotated[Path, _File()] = Path("cdr.sqlite")
+    #: Where CDRs, open calls, the ledger and registrations live: a SQLite file (relative
+    #: paths are relative to the config file) or a ``postgresql://user@host:port/db`` URL
+    #: (kept as text; see ``softswitch.store``).
+    database: Annotated[str | Path, _Database(), pydantic.AfterValidator(_database_value)] = Path(
+        "cdr.sqlite"
+    )
     #: Digest realm offered in 407 challenges.
     realm: Annotated[str, _Realm()] = "softswitch"
     #: Seconds a SIGTERM waits for calls in progress before stopping.
@@ -1081,6 +1196,20 @@ class ServerConfig(_Section):
     #: Longest registration granted, in seconds (a longer one is shortened), and what a
     #: REGISTER that names no expiry gets.
     registrar_max_expires: Annotated[int, _Int(1, 86400)] = 3600
+    #: Worker processes (``softswitch.workers``; ``softswitch run --workers`` wins). Unset:
+    #: one per core (``os.cpu_count()``); 1: a single process, no supervisor.
+    workers: Annotated[int | None, _Int(1, 256, optional=True)] = None
+    #: With several workers, worker i's own port (its Via and Record-Route) is this + i on
+    #: every listen host. Unset: ports the kernel picks at start.
+    worker_port_base: Annotated[int | None, _Int(1, 65535, optional=True)] = None
+    #: Redis the nodes of a cluster share (``softswitch.cluster``): an account's
+    #: ``max_calls`` and ``max_cps`` then hold across all of them. Unset: per node. Read at
+    #: start only.
+    shared_state: Annotated[str | None, _SharedState()] = None
+    #: This node's name in ``shared_state``, unique among the live nodes (a second live
+    #: process with the same one is refused at start). Unset: ``<hostname>:<first listen
+    #: port>``; each worker of ``--workers N`` adds ``/<index>``.
+    node_id: Annotated[str | None, _NodeId()] = None
 
     @classmethod
     def _prepare(
@@ -1762,9 +1891,160 @@ class DeckSpec(_Section):
 _ROUTE_CLI = _Choice(("any", "required", "absent"), listed=True)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _WindowPart(_Check):
+    """One key of a route's ``time`` window, read by ``lcr.windows`` (whose messages name
+    what is wrong): ``days``, a clock time (``from``/``to``) or ``tz``."""
+
+    part: Literal["days", "start", "end", "tz"]
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not isinstance(value, str):
+            raise _problem(f"must be a string, got {_type_name(value)}")
+        try:
+            if self.part == "days":
+                lcr_windows.parse_days(value)
+            elif self.part == "tz":
+                lcr_windows.parse_zone(value)
+            else:
+                what = "from" if self.part == "start" else "to"
+                lcr_windows.parse_clock(value, what, allow_24=self.part == "end")
+        except LcrError as e:
+            # "TimeWindow tz: unknown time zone 'X'": the location already names the key.
+            text = str(e)
+            head, sep, rest = text.partition(": ")
+            raise _problem(rest if sep and head.startswith("TimeWindow") else text) from None
+        return value
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=_MODEL_CONFIG)
+class RouteTime(_Section):
+    """One of a route's ``time`` windows: ``{ days = "mon-fri", from = "08:00", to = "18:00",
+    tz = "Europe/London" }``: the route applies on those days, from ``from`` to ``to`` local
+    time in ``tz`` (``lcr.TimeWindow``; ``from`` after ``to`` crosses midnight, ``to =
+    "24:00"`` is the end of the day)."""
+
+    days: Annotated[str, _WindowPart("days")] = "mon-sun"
+    #: ``from`` in the file (a Python keyword: ``start`` here, as ``lcr.TimeWindow``).
+    start: Annotated[str, _WindowPart("start")] = "00:00"
+    #: ``to`` in the file.
+    end: Annotated[str, _WindowPart("end")] = "24:00"
+    tz: Annotated[str, _WindowPart("tz")] = "UTC"
+
+    _FILE_KEYS: ClassVar[frozenset[str] | None] = frozenset({"days", "from", "to", "tz"})
+
+    @classmethod
+    def _prepare(
+        cls, data: dict[str, Any], reading: _Reading, problems: list[InitErrorDetails]
+    ) -> None:
+        if reading.base_dir is not None:
+            # Checked here, so that a problem is located at the file's key, not the field's.
+            for key, part in (("from", _WindowPart("start")), ("to", _WindowPart("end"))):
+                if key in data:
+                    value = data.pop(key)
+                    try:
+                        data[part.part] = part.check(value)
+                    except PydanticCustomError as e:
+                        problems.append(_line((key,), e.message(), value))
+
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        if obj is not None and obj.start == obj.end:
+            key = "to" if reading.base_dir is not None else "end"
+            reason = "equals from: a window needs from < to, or from > to to cross midnight"
+            return [_line((key,), reason, obj.end)]
+        return []
+
+    @property
+    def window(self) -> lcr_windows.TimeWindow:
+        return lcr_windows.TimeWindow(self.days, self.start, self.end, self.tz)
+
+    @property
+    def meaning(self) -> tuple[int, int, int, str]:
+        """What the window means, for telling routes apart: days as a mask, minutes, and the
+        zone by its tz data (``_zone_identity``), so that aliases of one zone (``UTC`` and
+        ``Etc/UTC``, ``GB`` and ``Europe/London``) are the same window."""
+        mask, start, end, _ = self.window.key
+        return mask, start, end, _zone_identity(self.tz)
+
+
+@functools.lru_cache(maxsize=256)
+def _zone_identity(name: str) -> str:
+    """A zone by what it means: a digest of its TZif data where ``zoneinfo`` would read it
+    (``zoneinfo.TZPATH``, then the ``tzdata`` package), else its name.
+
+    IANA aliases are links to one file, so they get one identity; zones whose data differ
+    (``Etc/GMT`` and ``UTC`` name their abbreviation differently) stay distinct. Identical
+    data means identical local times at every instant, so no two distinct identities are
+    merged wrongly. ``zoneinfo`` has no canonical-name look-up to do this with.
+    """
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return name  # not a key zoneinfo reads from a file (it refuses these anyway)
+    data: bytes | None = None
+    for root in zoneinfo.TZPATH:
+        candidate = Path(root, *parts)
+        if candidate.is_file():
+            with contextlib.suppress(OSError):
+                data = candidate.read_bytes()
+                break
+    if data is None:
+        with contextlib.suppress(ImportError, OSError, ValueError):
+            data = importlib.resources.files("tzdata.zoneinfo").joinpath(*parts).read_bytes()
+    if data is None:
+        return name
+    return "tzif:" + hashlib.sha256(data).hexdigest()
+
+
+#: The longest call a ``margin_duration`` may name (``lcr``'s bound), in seconds.
+MAX_MARGIN_DURATION = 86_400
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _MarginDurations(_Check):
+    """A route's ``margin_duration``: call lengths in whole seconds, or ``"acd"`` (the
+    route prefix's live ACD, which ``lcr`` adds to the fixed lengths: so not alone)."""
+
+    def check(self, value: Any, reading: _Reading = _MODEL_FORM) -> Any:
+        if not _is_list(value):
+            raise _problem(
+                f'must be a list of seconds such as [60, "acd"], got {_type_name(value)}'
+            )
+        out: list[int | str] = []
+        lines: list[InitErrorDetails] = []
+        for i, item in enumerate(value):
+            if item == "acd":
+                out.append("acd")
+                continue
+            try:
+                out.append(_Int(1, MAX_MARGIN_DURATION).check(item))
+            except PydanticCustomError as e:
+                lines.append(_line((i,), f'{e.message()} (seconds, or "acd")', item))
+        _fail_items("margin_duration", lines)
+        if "acd" in out and all(d == "acd" for d in out):
+            raise _problem('"acd" is added to the fixed lengths: list one too, e.g. [60, "acd"]')
+        return tuple(dict.fromkeys(out))
+
+
+def _times_valid(value: object) -> bool:
+    """Whether a route's raw ``time`` reads as windows (the file form)."""
+    if not _is_list(value):
+        return False
+    reading = {"reading": _Reading(base_dir=Path("."))}
+    try:
+        for item in cast(list[Any], value):
+            _adapter(RouteTime).validate_python(item, context=reading)
+    except ValidationError:
+        return False
+    return True
+
+
 def _unsure_routes(raw: Mapping[str, Any]) -> frozenset[int]:
-    """The routes whose ``prefix`` or ``cli`` is wrong (reported on its own): the partial
-    configuration has a default in its place, which must not be reported as a clash."""
+    """The routes whose ``prefix``, ``cli``, ``caller_prefix`` or ``time`` is wrong
+    (reported on its own): the partial configuration has a default in its place, which must
+    not be reported as a clash."""
     routes = raw.get("routes")
     if not isinstance(routes, list | tuple):
         return frozenset()
@@ -1772,12 +2052,18 @@ def _unsure_routes(raw: Mapping[str, Any]) -> frozenset[int]:
     for i, route in enumerate(routes):
         if not isinstance(route, Mapping):
             continue
-        for key, check in (("prefix", _Digits()), ("cli", _ROUTE_CLI)):
+        for key, check in (
+            ("prefix", _Digits()),
+            ("cli", _ROUTE_CLI),
+            ("caller_prefix", _Digits()),
+        ):
             if key in route:
                 try:
                     check.check(route[key])
                 except PydanticCustomError:
                     out.add(i)
+        if "time" in route and not _times_valid(route["time"]):
+            out.add(i)
     return frozenset(out)
 
 
@@ -1799,8 +2085,36 @@ class Route(_Section):
     #: Which calls the route is for: ``any``; ``required``: calls with a caller-ID only;
     #: ``absent``: calls without one (``softswitch.call.cli``: what counts as one).
     cli: Annotated[CliRequirement, _ROUTE_CLI] = "any"
+    #: Only for callers whose number (after the account's cli rules) starts with these
+    #: digits; "" = any caller.
+    caller_prefix: _DigitStr = ""
+    #: Only at the instants inside one of these windows; none = always.
+    time: Annotated[tuple[RouteTime, ...], _Tables()] = ()
+    #: Call lengths (seconds) at which the true cost (increments, connect fees) must leave
+    #: ``min_margin`` per minute; ``"acd"``: also the route prefix's live ACD.
+    margin_duration: Annotated[tuple[int | str, ...], _MarginDurations()] = ()
+    #: (gateway id, priority, weight) of the entries of ``gateways`` written as tables:
+    #: this route's own priority and weight for them (None: the gateway's).
+    gateway_settings: tuple[tuple[str, int | None, int | None], ...] = ()
 
     _PLACEHOLDERS: ClassVar[Mapping[str, object]] = {"plan": "", "prefix": "", "gateways": ()}
+    #: ``gateway_settings`` is written inside ``gateways`` in the file.
+    _FILE_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {
+            "plan",
+            "prefix",
+            "gateways",
+            "strategy",
+            "carry_through",
+            "max_rate",
+            "min_margin",
+            "quality",
+            "cli",
+            "caller_prefix",
+            "time",
+            "margin_duration",
+        }
+    )
 
     @classmethod
     def _prepare(
@@ -1808,6 +2122,59 @@ class Route(_Section):
     ) -> None:
         if reading.base_dir is not None:
             data.setdefault("prefix", "")  # the file form's default: every number
+        gateways: Any = data.get("gateways")
+        if _is_list(gateways) and any(isinstance(g, Mapping) for g in gateways):
+            # ``_GatewayIds`` checks the entries and keeps their ids; the overrides here.
+            data["gateway_settings"] = tuple(
+                (g["id"], _setting(g.get("priority")), _setting(g.get("weight")))
+                for g in gateways
+                if isinstance(g, Mapping) and isinstance(g.get("id"), str)
+            )
+
+    @classmethod
+    def _check(
+        cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
+    ) -> list[InitErrorDetails]:
+        if obj is not None and obj.cli == "absent" and obj.caller_prefix:
+            reason = (
+                f'{obj.caller_prefix!r} can never match: cli = "absent" is for calls without'
+                " a caller-ID, and caller_prefix matches a caller-ID (drop one of the two)"
+            )
+            return [_line(("caller_prefix",), reason, obj.caller_prefix)]
+        return []
+
+    def target_setting(self, gateway: str) -> tuple[int | None, int | None]:
+        """This route's (priority, weight) for ``gateway``; None: the gateway's own."""
+        for gid, priority, weight in self.gateway_settings:
+            if gid == gateway:
+                return priority, weight
+        return None, None
+
+    @property
+    def windows(self) -> tuple[lcr_windows.TimeWindow, ...]:
+        return tuple(t.window for t in self.time)
+
+    @property
+    def fixed_durations(self) -> tuple[int, ...]:
+        """``margin_duration`` without ``"acd"``."""
+        return tuple(d for d in self.margin_duration if isinstance(d, int))
+
+    @property
+    def uses_acd(self) -> bool:
+        return "acd" in self.margin_duration
+
+    @property
+    def condition(self) -> tuple[str, tuple[tuple[int, int, int, str], ...]]:
+        """What, besides its prefix and ``cli``, decides when the route applies: its
+        ``caller_prefix`` and its windows (by meaning). Two routes of a plan with the same
+        prefix and condition serve the same calls."""
+        return self.caller_prefix, tuple(sorted({t.meaning for t in self.time}))
+
+
+def _setting(value: object) -> int | None:
+    """A gateway entry's priority or weight, None when absent (or wrong: reported by
+    ``_GatewayIds``)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 #: The live statistics' windows (``softswitch.stats.windows.WINDOWS``, which a test keeps in
@@ -2184,19 +2551,33 @@ def _route_clash(
 ) -> None:
     """Whether ``routes[i]`` may join ``same`` (the earlier routes of its plan and prefix).
 
-    One plan may hold a prefix twice only as a route for calls with a caller-ID
+    One plan may hold a prefix several times when the routes serve different calls: another
+    ``caller_prefix`` or other ``time`` windows (``Route.condition``: ``lcr`` then picks the
+    one that applies), or, with the same condition, one route for calls with a caller-ID
     (``cli = "required"``) and one for calls without (``"absent"``): ``"any"`` serves both,
-    so it clashes with either. Both take the same ``quality``, which is kept per plan and
+    so it clashes with either. All take the same ``quality``, which is kept per plan and
     prefix (``softswitch.call.quality``).
     """
     r = routes[i]
     for j in same:
         other = routes[j]
+        if r.condition != other.condition:
+            if r.quality != other.quality:
+                fail(
+                    ("routes", i, "quality"),
+                    f"must be the same as routes[{j}]'s (same plan and prefix):"
+                    " quality is kept per plan and prefix",
+                )
+                return
+            continue
         if "any" in (r.cli, other.cli) or r.cli == other.cli:
             if r.cli == other.cli == "any":
                 fail(
                     ("routes", i, "prefix"),
-                    f"plan {r.plan!r} already has prefix {r.prefix!r} (routes[{j}])",
+                    f"plan {r.plan!r} already has prefix {r.prefix!r} (routes[{j}])"
+                    + (
+                        " with the same caller_prefix and time" if r.caller_prefix or r.time else ""
+                    ),
                 )
             else:
                 fail(

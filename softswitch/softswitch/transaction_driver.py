@@ -123,11 +123,20 @@ class TransactionDriver:
         self.transactions = TransactionLayer(timers)
         self.closed = False
         self._timer = DeadlineTimer(self._on_timer, resolution=resolution)
+        self._clock: Callable[[], float] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def now(self) -> float:
-        """The clock every transaction runs on: the event loop's."""
-        return asyncio.get_running_loop().time()
+        """The clock every transaction runs on: the event loop's.
+
+        The running loop's ``time`` is bound at the first call (it is read several times
+        per message, and looking the running loop up each time was most of its cost): a
+        driver lives and dies on one loop.
+        """
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = asyncio.get_running_loop().time
+        return clock()
 
     # -- opening transactions --------------------------------------------------------------
 

@@ -558,6 +558,11 @@ class TransportLayer:
         self._connecting: dict[Address, asyncio.Task[_StreamConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: A worker's own addresses (``softswitch.workers``) by transport and listen host:
+        #: one per interface, named in the Via of a flow on that interface and carrying the
+        #: new flows from it, so answers come back to this process through the same
+        #: interface (one per family would name the last adopted host on every interface).
+        self._own: dict[tuple[Transport, str], Address] = {}
 
     # -- listening -----------------------------------------------------------------------
 
@@ -573,23 +578,49 @@ class TransportLayer:
 
     async def listen(self, transport: Transport, local_addr: Address) -> Address:
         """Start a listener and return its bound address (port 0 picks a free port)."""
+        return await self._serve(transport, local_addr, None, own=False)
+
+    async def adopt(self, transport: Transport, sock: socket.socket, *, own: bool) -> Address:
+        """Listen on ``sock``, bound already (a worker's, bound by its supervisor before the
+        fork); its address. ``own``: the worker's own address (``softswitch.workers``):
+        :meth:`sent_by` names it in our Via, and requests over UDP leave from it, whatever
+        socket the peer's first message came in on, so the answers come back to this process.
+        """
+        name = sock.getsockname()
+        return await self._serve(transport, (str(name[0]), int(name[1])), sock, own=own)
+
+    async def _serve(
+        self, transport: Transport, local_addr: Address, sock: socket.socket | None, *, own: bool
+    ) -> Address:
         loop = asyncio.get_running_loop()
         host, port = _unbracket(local_addr[0]), local_addr[1]
         if transport is Transport.UDP:
-            _, endpoint = await loop.create_datagram_endpoint(
-                lambda: _DatagramEndpoint(self), local_addr=(host, port)
-            )
+            if sock is not None:
+                _, endpoint = await loop.create_datagram_endpoint(
+                    lambda: _DatagramEndpoint(self), sock=sock
+                )
+            else:
+                _, endpoint = await loop.create_datagram_endpoint(
+                    lambda: _DatagramEndpoint(self), local_addr=(host, port)
+                )
             self._udp[endpoint.local] = endpoint
             bound = endpoint.local
             if self.limits.udp_receive_buffer is not None:
                 self._set_receive_buffer(endpoint, self.limits.udp_receive_buffer)
         else:
-            server = await loop.create_server(
-                lambda: _StreamConnection(self, inbound=True), host, port, reuse_address=True
-            )
+            if sock is not None:
+                server = await loop.create_server(
+                    lambda: _StreamConnection(self, inbound=True), sock=sock
+                )
+            else:
+                server = await loop.create_server(
+                    lambda: _StreamConnection(self, inbound=True), host, port, reuse_address=True
+                )
             bound = _normalise(server.sockets[0].getsockname())
             self._servers[bound] = server
             self._schedule_sweep()
+        if own:
+            self._own[(transport, bound[0])] = bound
         logger.info(
             "listening on %s %s", transport, _peer(bound), extra={"transport": str(transport)}
         )
@@ -624,6 +655,9 @@ class TransportLayer:
             self._log_drop(flow, f"outbound message of {len(data)} bytes too large", message)
             return False
         if flow.transport is Transport.UDP:
+            # From the flow's own socket, a worker's requests towards a caller included: the
+            # caller's NAT or firewall lets in only the address it sent to (the listen port).
+            # Their Via still names the worker's own port, so the answers come back here.
             endpoint = self._udp.get(flow.local)
             if endpoint is None:
                 return False
@@ -687,10 +721,16 @@ class TransportLayer:
         """The host and port to write in our Via so that responses find their way back.
 
         On TCP this is a listener's port when we have one, because the peer may have to
-        open a fresh connection to answer.
+        open a fresh connection to answer. In a worker of several, its own address for the
+        flow's transport and interface (``adopt(..., own=True)``), whatever socket the flow
+        uses.
         """
         host, port = flow.local
-        if flow.transport is Transport.TCP:
+        own = self._own_for(flow.transport, host) if self._own else None
+        if own is not None:  # a worker: its own port, so the answer reaches this process
+            host = own[0] if not _is_unspecified(own[0]) else host
+            port = own[1]
+        elif flow.transport is Transport.TCP:
             family_v6 = ":" in host
             for listen_host, listen_port in self._servers:
                 if (":" in listen_host) == family_v6 and (
@@ -728,6 +768,7 @@ class TransportLayer:
                 future.cancel()
         self._servers.clear()
         self._udp.clear()
+        self._own.clear()
         self._connections.clear()
 
     # -- internals -----------------------------------------------------------------------
@@ -742,6 +783,10 @@ class TransportLayer:
 
     async def _udp_endpoint_for(self, remote: Address, local_host: str | None) -> _DatagramEndpoint:
         v6 = ":" in remote[0]
+        if self._own:
+            own = self._own_for(Transport.UDP, local_host, remote=remote)
+            if own is not None:
+                return self._udp[own]
         for (host, _), endpoint in self._udp.items():
             if (":" in host) == v6 and (local_host is None or local_host == host):
                 return endpoint
@@ -750,6 +795,35 @@ class TransportLayer:
         bind_host = local_host or _route_source(remote)
         bound = await self.listen(Transport.UDP, (bind_host, 0))
         return self._udp[bound]
+
+    def _own_for(
+        self, transport: Transport, local_host: str | None, *, remote: Address | None = None
+    ) -> Address | None:
+        """The worker's own address for a flow on ``local_host`` (None: a new flow to
+        ``remote``, from the interface the kernel routes it through).
+
+        The own socket bound to that very host, else the family's wildcard one (a TCP
+        connection accepted on a wildcard listener has a concrete local address), else the
+        family's first. A new flow with several candidates takes the one on the interface
+        towards ``remote``; one candidate needs no routing question.
+        """
+        if local_host is not None:
+            exact = self._own.get((transport, local_host))
+            if exact is not None:
+                return exact
+        v6 = ":" in (local_host if local_host is not None else remote[0] if remote else "")
+        family = [a for (t, h), a in self._own.items() if t is transport and (":" in h) == v6]
+        if not family:
+            return None
+        if local_host is None and len(family) > 1 and remote is not None:
+            source = _route_source(remote)
+            for address in family:
+                if address[0] == source:
+                    return address
+        for address in family:
+            if _is_unspecified(address[0]):
+                return address
+        return family[0]
 
     async def _stream_connection(
         self, remote: Address, local_host: str | None

@@ -8,6 +8,11 @@ a JSON summary, so the sender does not share a process (nor a GIL) with the test
 Every run is bounded by ``--seconds`` and sends only to the loopback address given (anything
 else is refused). The INVITEs differ in Call-ID and branch, as a real flood's do, so none is a
 retransmission the switch could answer from a transaction.
+
+The switch of ``switch_config`` runs ONE process (``[server] workers = 1``): the callers
+measure one process (``process_cpu``/``process_rss`` of the pid they started, the rate one
+event loop sustains, pike's per-process counts). With the default, one worker per core, that
+pid would be the supervisor, which handles no SIP.
 """
 
 from __future__ import annotations
@@ -135,7 +140,8 @@ def switch_config(
     workdir: Path, port: int, gateway_port: int, security: str = "", host: str = "127.0.0.1"
 ) -> Path:
     """A switch with one customer (``host``) and one carrier; ``security`` is ``[security]``'s
-    body. The flood's source must be another loopback address (127.0.0.3)."""
+    body. The flood's source must be another loopback address (127.0.0.3). One worker
+    process (``workers = 1``): what the callers measure is that one process."""
     (workdir / "sell.csv").write_text("prefix,destination,rate\n44,UK,0.100000\n")
     (workdir / "buy.csv").write_text("prefix,destination,rate\n44,UK,0.010000\n")
     path = workdir / "switch.toml"
@@ -145,6 +151,7 @@ def switch_config(
 listen = ["udp:{host}:{port}", "tcp:{host}:{port}"]
 database = "cdr.sqlite"
 drain_timeout = 2
+workers = 1
 
 [defaults]
 setup_timeout = 2

@@ -69,11 +69,14 @@ class Net:
         management: str = 'listen = "off"',
         route_extra: str = "",
         tail: str = "",
+        workers: int | None = 1,
     ) -> Path:
         """The switch's TOML. ``management`` is ``[management]``'s body: off unless a test
         asks (the default 127.0.0.1:8080 may be another program's). ``route_extra``: more
         lines for the route (``quality = {...}``); ``tail``: more tables at the end
-        (``[[alarms]]``)."""
+        (``[[alarms]]``). ``workers``: ``[server] workers``; one process unless a test asks
+        for more (the tests read one process's logs and its Record-Route port), None: the
+        default, one per core (``tests/e2e/test_workers.py``)."""
         lines = [
             "[server]",
             f'listen = ["udp:{LOCAL}:{self.port}", "tcp:{LOCAL}:{self.port}"]',
@@ -81,6 +84,7 @@ class Net:
             'realm = "e2e"',
             "drain_timeout = 2",
             'digest_algorithms = ["MD5"]',
+            *([] if workers is None else [f"workers = {workers}"]),
             "[defaults]",
             "setup_timeout = 1",
             "max_duration = 30",

@@ -9,6 +9,7 @@ customer's follow the route set, so BYEs and ACKs really cross the switch. Timer
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -21,9 +22,30 @@ pytestmark = pytest.mark.e2e
 # ----------------------------------------------------------------------------- answered
 
 
-def test_normal_call_caller_hangs_up(net: Net) -> None:
+def own_udp_port(net: Net, call_id_fragment: str = "") -> int:
+    """The listen port, or with several workers the own UDP port of the worker that logged
+    the call (each worker listens on the shared port and on one of its own)."""
+    log = net.switch_log()
+    workers = {int(w) for w in re.findall(r"worker=(\d+) .*call_id=\S*" + call_id_fragment, log)}
+    if not workers:
+        return net.port
+    assert len(workers) == 1, workers  # the whole dialog in one worker
+    (worker,) = workers
+    ports = {
+        int(p)
+        for p in re.findall(rf"worker={worker} .*listening on UDP {LOCAL}:(\d+)", log)
+        if int(p) != net.port
+    }
+    assert len(ports) == 1, (worker, ports)
+    return ports.pop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_normal_call_caller_hangs_up(net: Net, workers: int) -> None:
+    """Once in one process, once with two workers: then the Record-Route and the Via name
+    the own port of the worker that has the call, not the shared listen port."""
     gw = Carrier("gw1")
-    net.start_switch([gw], [Account()])
+    net.start_switch([gw], [Account()], workers=workers)
     carrier = net.carrier(gw, "uas_answer")
     customer = net.customer("uac_call", args=["-d", "500"])
     ok(net, customer, carrier)
@@ -43,12 +65,18 @@ def test_normal_call_caller_hangs_up(net: Net) -> None:
     assert cdr["sell_cost"] is not None
     assert cdr["buy_cost"] is not None
     # The switch stayed in the path: the carrier saw our Record-Route and our Via.
-    assert f"Record-Route: <sip:{LOCAL}:{net.port};lr>" in carrier.messages()
+    port = net.port if workers == 1 else own_udp_port(net)
+    assert (port == net.port) == (workers == 1)
+    assert f"Record-Route: <sip:{LOCAL}:{port};lr>" in carrier.messages()
+    assert f"Via: SIP/2.0/UDP {LOCAL}:{port};branch=" in carrier.messages()
 
 
-def test_normal_call_callee_hangs_up(net: Net) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_normal_call_callee_hangs_up(net: Net, workers: int) -> None:
+    """The callee's BYE follows the Record-Route: with two workers it reaches the worker
+    that has the call through that worker's own port."""
     gw = Carrier("gw1")
-    net.start_switch([gw], [Account()])
+    net.start_switch([gw], [Account()], workers=workers)
     carrier = net.carrier(gw, "uas_answer_bye", args=["-d", "500"])
     customer = net.customer("uac_wait_bye")
     ok(net, customer, carrier)

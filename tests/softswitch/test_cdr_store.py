@@ -1,5 +1,7 @@
 """The SQLite CDR store: every field round-trips, queries, CSV, and kill -9 durability; call
-starts, heartbeats and the recovery of calls a dead run left up."""
+starts, heartbeats and the recovery of calls a dead run left up. The checks that hold for any
+backend run on SQLite and PostgreSQL alike in ``tests/softswitch/store/test_store_contract.py``
+(PostgreSQL's kill -9: ``test_store_crash.py``; migrations: ``test_store_migrations.py``)."""
 
 from __future__ import annotations
 
@@ -188,6 +190,22 @@ def test_csv_export(tmp_path: Path) -> None:
     assert rows[1]["sell_cost"] == ""
     attempts = json.loads(rows[0]["attempts"])
     assert [(a["gateway_id"], a["status"]) for a in attempts] == [("gwa", 503), ("gwb", 200)]
+
+
+def test_caller_id_is_stored_exported_last_and_none_stays_apart_from_empty(
+    tmp_path: Path,
+) -> None:
+    """``caller_id``: the number routed on, "" for a call without one, None not recorded."""
+    with CdrStore(tmp_path / "cdr.sqlite") as store:
+        for call_id, caller_id in (("c1", "442079460000"), ("c2", ""), ("c3", None)):
+            store.write(record(call_id, caller_id=caller_id)).result(timeout=30)
+        found = [(r.call_id, r.caller_id) for r in store.query()]
+    assert found == [("c1", "442079460000"), ("c2", ""), ("c3", None)]
+    assert CSV_COLUMNS[-1] == "caller_id"
+    out = io.StringIO()
+    write_csv([record(caller_id="442079460000")], out)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert (rows[0][-1], rows[1][-1]) == ("caller_id", "442079460000")
 
 
 def test_write_async_from_the_event_loop(tmp_path: Path) -> None:

@@ -8,6 +8,11 @@ nothing. The reading commands never create the database: before the switch has r
 is no file, and every balance is 0. The writing commands (``topup``, ``adjust``,
 ``refund``) create it (the ledger table only: the switch adds the rest when it starts).
 
+With ``[server] database`` a ``postgresql://`` URL the commands read and write that
+database (``store.postgres_connect``; ``billing.ledger`` speaks both), which
+``softswitch migrate`` must have made: an older schema is refused, naming that command, as
+the switch refuses it.
+
 Amounts are read with ``money.parse_amount`` and shown with ``money.format_amount`` at the
 precision of the account's rate deck: exact decimals, never floats.
 """
@@ -23,10 +28,16 @@ import sys
 from collections.abc import Iterator, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import psycopg
 
 from ..commands import parse_time
 from ..config import Account, Config, ConfigError, demo_config, demo_state_dir, load_config
+from ..store.errors import StoreError
+from ..store.migrations import require_current
+from ..store.postgres_connect import connect as connect_postgres
+from ..store.postgres_connect import is_postgres_url, redacted
 from . import ledger
 from .ledger import Booking, LedgerEntry
 from .money import AmountError, format_amount, parse_amount, to_nanos
@@ -36,6 +47,7 @@ __all__ = [
     "add_subcommands",
     "adjust",
     "billed_account",
+    "database_of",
     "database_path",
     "list_ledger",
     "money_text",
@@ -91,10 +103,23 @@ def _precision(cfg: Config, deck_id: str | None) -> int | None:
     return None
 
 
+def database_of(cfg: Config, path: str | None, *, write: bool = False) -> Path | str:
+    """The switch's database: its ``postgresql://`` URL, or its file (``database_path``)."""
+    if is_postgres_url(cfg.server.database):
+        return str(cfg.server.database)
+    return database_path(cfg, path, write=write)
+
+
 def database_path(cfg: Config, path: str | None, *, write: bool = False) -> Path:
     """The switch's database file; refused if its folder does not exist (a typo in
     ``[server] database``). The demo's state folder is the exception: ``softswitch run``
-    makes it, so before the demo has run there is nothing to read, and a write makes it."""
+    makes it, so before the demo has run there is nothing to read, and a write makes it.
+    A PostgreSQL database has no file: refused here (``database_of`` takes either)."""
+    if is_postgres_url(cfg.server.database):
+        raise BillingInputError(
+            f"database {redacted(str(cfg.server.database))} is PostgreSQL, not a file:"
+            " this reads a SQLite database only"
+        )
     database = Path(cfg.server.database)
     if path is None and write:
         database.parent.mkdir(parents=True, exist_ok=True)
@@ -106,16 +131,34 @@ def database_path(cfg: Config, path: str | None, *, write: bool = False) -> Path
 
 
 @contextlib.contextmanager
-def open_database(database: Path, *, create: bool = False) -> Iterator[sqlite3.Connection]:
-    """``ledger.connect``, with SQLite's errors (locked too long, not a database) refused."""
+def open_database(database: Path | str, *, create: bool = False) -> Iterator[Any]:
+    """A connection ``billing.ledger`` takes, with the database's errors refused: for a
+    file ``ledger.connect`` (SQLite: locked too long, not a database), for a PostgreSQL
+    URL a connection to a database at this code's schema (unreachable, not migrated)."""
+    if not is_postgres_url(database):
+        try:
+            with ledger.connect(database, create=create) as conn:
+                yield conn
+        except sqlite3.Error as e:
+            raise BillingInputError(f"database {database}: {e}") from None
+        return
+    url = str(database)
     try:
-        with ledger.connect(database, create=create) as conn:
-            yield conn
-    except sqlite3.Error as e:
-        raise BillingInputError(f"database {database}: {e}") from None
+        require_current(url)
+        with connect_postgres(url, application="softswitch billing") as remote:
+            yield remote
+    except StoreError as e:
+        raise BillingInputError(str(e)) from None
+    except psycopg.Error as e:
+        raise BillingInputError(f"database {redacted(url)}: {e}") from None
 
 
-def _no_database(database: Path, err: TextIO) -> None:
+def _exists(database: Path | str) -> bool:
+    """Whether there is a database to read: a file the switch made; PostgreSQL always."""
+    return is_postgres_url(database) or Path(database).exists()
+
+
+def _no_database(database: Path | str, err: TextIO) -> None:
     print(f"note: no database at {database} yet (the switch has not run): balances are 0", file=err)
 
 
@@ -192,10 +235,10 @@ def show_balance(
         if not accounts:
             print(f"{path or 'demo'}: no billed accounts", file=out)
             return 0
-        database = database_path(cfg, path)
+        database = database_of(cfg, path)
         sums: dict[str, int] = {}
         held: dict[str, int] = {}
-        if database.exists():
+        if _exists(database):
             with open_database(database) as conn:
                 sums, _ = ledger.balances(conn)
                 held = ledger.reserved(conn)
@@ -245,7 +288,7 @@ def _book(
         cfg = _config(path)
         _, precision = billed_account(cfg, path, account_id)
         units = operator_amount(amount, precision, signed=signed)
-        database = database_path(cfg, path, write=True)
+        database = database_of(cfg, path, write=True)
         with open_database(database, create=True) as conn:
             entry = ledger.book(conn, Booking(account_id, kind, units, note, utc_now()))
     except BillingInputError as e:
@@ -308,47 +351,28 @@ def refund(
         cfg = _config(path)
         _, precision = billed_account(cfg, path, account_id)
         units = None if amount is None else operator_amount(amount, precision)
-        database = database_path(cfg, path)
-        if not database.exists():
+        database = database_of(cfg, path)
+        if not _exists(database):
             raise BillingInputError(
                 f"no database at {database}: account {account_id!r} has no calls"
             )
-        with open_database(database) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                debited, refunded = _call_totals(conn, account_id, call_id)
-                left = debited - refunded
-                if units is None:
-                    units = left
-                _check_refund(account_id, call_id, units, debited, refunded, precision)
-                ledger.append(
-                    conn, [Booking(account_id, "refund", units, call_id, utc_now())], None
+        with open_database(database) as conn, ledger.locked(conn, [account_id]):
+            totals = ledger.call_totals(conn, account_id, call_id)
+            if totals is None:
+                raise BillingInputError(
+                    f"account {account_id!r} has no call debit with Call-ID {call_id!r}"
                 )
-                row = conn.execute("SELECT * FROM ledger WHERE id = last_insert_rowid()").fetchone()
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            debited, refunded = totals
+            if units is None:
+                units = debited - refunded
+            _check_refund(account_id, call_id, units, debited, refunded, precision)
+            ledger.append(conn, [Booking(account_id, "refund", units, call_id, utc_now())], None)
+            entry = ledger.last_entry(conn, account_id)
     except BillingInputError as e:
         return _refused(e, err)
     detail = f" of call {call_id!r} (debited {money_text(debited, precision)})"
-    _print_entry(LedgerEntry.from_row(row), precision, out, detail)
+    _print_entry(entry, precision, out, detail)
     return 0
-
-
-def _call_totals(conn: sqlite3.Connection, account_id: str, call_id: str) -> tuple[int, int]:
-    """(debited, refunded) for the call, both positive; refused if it has no debit."""
-    rows = conn.execute(
-        "SELECT kind, COUNT(*), SUM(amount) FROM ledger"
-        " WHERE account_id = ? AND reference = ? AND kind IN ('call', 'refund') GROUP BY kind",
-        (account_id, call_id),
-    ).fetchall()
-    totals = {kind: (count, total) for kind, count, total in rows}
-    if "call" not in totals:
-        raise BillingInputError(
-            f"account {account_id!r} has no call debit with Call-ID {call_id!r}"
-        )
-    return -totals["call"][1], totals.get("refund", (0, 0))[1]
 
 
 def _check_refund(
@@ -391,9 +415,9 @@ def list_ledger(
         cfg = _config(path)
         _, precision = billed_account(cfg, path, account_id)
         _period(since, until)
-        database = database_path(cfg, path)
+        database = database_of(cfg, path)
         rows: list[LedgerEntry] = []
-        if database.exists():
+        if _exists(database):
             with open_database(database) as conn:
                 rows = ledger.entries(conn, account_id, since, until)
         else:
@@ -443,9 +467,9 @@ def show_spend(
         known = {g.id: g for g in cfg.gateways}
         if gateway_id is not None and gateway_id not in known:
             print(f"note: {path or 'demo'}: no gateway with id {gateway_id!r} now", file=err)
-        database = database_path(cfg, path)
+        database = database_of(cfg, path)
         totals: list[ledger.GatewaySpend] = []
-        if database.exists():
+        if _exists(database):
             with open_database(database) as conn:
                 totals = ledger.spend(conn, gateway_id, since, until)
         else:

@@ -155,6 +155,13 @@ class CreditBook:
     def reserved(self, account_id: str) -> int:
         return self._account(account_id).reserved
 
+    def funds(self, account_id: str) -> int:
+        """Balance plus credit limit: what the account's calls may hold in all (before this
+        process's reservations; with ``[server] shared_state`` the limit of the counter
+        every node's reservations share)."""
+        terms = self.terms.get(account_id)
+        return self._account(account_id).balance + (terms.credit_limit if terms else 0)
+
     def available(self, account_id: str) -> int:
         acct = self._account(account_id)
         terms = self.terms.get(account_id)

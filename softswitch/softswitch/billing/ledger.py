@@ -11,7 +11,31 @@ switch tells the entries it must pick up (top-ups) from its own.
 
 Rows are only ever appended. Whoever appends holds the database's write lock while it reads
 the account's last ``balance_after`` and inserts (``BEGIN IMMEDIATE`` here, the CDR writer's
-transaction there), so two writers never compute a balance from the same predecessor.
+transaction there), so two writers never compute a balance from the same predecessor. On
+PostgreSQL, where several switches (nodes) append at once and there is no database-wide
+write lock, each account is locked instead (``pg_advisory_xact_lock`` on its id, taken in
+sorted order so two writers never wait for each other in a cycle) for the transaction.
+
+The functions take either database's connection: a ``sqlite3.Connection`` or a psycopg one
+from ``store.postgres_connect`` (its rows read by name and position too); the SQL is
+written once with ``?`` and given PostgreSQL's ``%s`` there. The PostgreSQL table is created
+by ``store.migrations`` (``LEDGER_SCHEMA`` is the SQLite one).
+
+A running switch reads what others booked since it last looked (``changes_since``, from the
+``Position`` that ``balances`` or the previous read returned). On SQLite "the rows after the
+last id" is exact: one writer at a time holds the write lock from the id's allocation to the
+commit, so ids commit in order. On PostgreSQL they do not: two transactions (two nodes, or an
+operator's top-up and a node's debits) take ids from the sequence and commit in either order,
+so a reader that has seen id 11 may see id 10 commit later, and "after 11" would never count
+it. There each row carries its writer's transaction id (``tx``, ``pg_current_xact_id()`` by
+default), and the position is kept in transactions: every row of a transaction below the
+``horizon`` is counted, plus the rows in ``seen``. A read, in one snapshot, takes the rows of
+transactions from the horizon on, counts the ones not seen, and moves the horizon to its
+snapshot's ``xmin``: every transaction below it had ended when the snapshot was taken, so
+none of them can add a row later; the rows read at or above it are the new ``seen``. Nothing
+is waited for (a top-up is counted as soon as it is committed) and nothing is counted twice.
+A transaction left open anywhere on the server holds the horizon back: the rows since are
+then re-read at each read (and skipped), not lost.
 """
 
 from __future__ import annotations
@@ -23,6 +47,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "KINDS",
@@ -30,13 +55,17 @@ __all__ = [
     "Booking",
     "GatewaySpend",
     "LedgerEntry",
+    "Position",
     "append",
     "balance_of",
     "balances",
     "book",
+    "call_totals",
     "changes_since",
     "connect",
     "entries",
+    "last_entry",
+    "locked",
     "reserved",
     "spend",
 ]
@@ -87,11 +116,14 @@ class LedgerEntry:
     run_id: str | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> LedgerEntry:
+    def from_row(cls, row: Any) -> LedgerEntry:
+        at = row["at"]  # text in SQLite, a datetime from PostgreSQL
+        if not isinstance(at, dt.datetime):
+            at = dt.datetime.fromisoformat(at)
         return cls(
             id=row["id"],
             account_id=row["account_id"],
-            at=dt.datetime.fromisoformat(row["at"]),
+            at=at.astimezone(dt.UTC),
             kind=row["kind"],
             amount=row["amount"],
             balance_after=row["balance_after"],
@@ -100,27 +132,82 @@ class LedgerEntry:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Position:
+    """How far a reader has counted the ledger (see the module docstring): on SQLite every
+    row up to ``last_id``; on PostgreSQL every row of a transaction below ``horizon`` (an
+    ``xid8``) and the rows whose ids are in ``seen``. ``last_id`` is the newest row counted
+    on both. ``Position()`` has counted nothing."""
+
+    last_id: int = 0
+    horizon: int = 0
+    seen: frozenset[int] = frozenset()
+
+
 def _ts(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def append(conn: sqlite3.Connection, bookings: Sequence[Booking], run_id: str | None) -> None:
-    """Append ``bookings`` in order. The caller holds the write lock (an open write
-    transaction) and commits; each row's ``balance_after`` follows its account's last."""
+def _postgres(conn: Any) -> bool:
+    return not isinstance(conn, sqlite3.Connection)
+
+
+def _execute(conn: Any, sql: str, params: Sequence[object] = ()) -> Any:
+    """``conn.execute`` with the SQL's ``?`` marks in the connection's own style."""
+    if _postgres(conn):
+        sql = sql.replace("?", "%s")
+    return conn.execute(sql, params)
+
+
+def _lock(conn: Any, account_ids: Sequence[str]) -> None:
+    """PostgreSQL: lock each account until the transaction ends (sorted: no deadlock)."""
+    for account in sorted(set(account_ids)):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (account,))
+
+
+@contextlib.contextmanager
+def locked(conn: Any, account_ids: Sequence[str]) -> Iterator[None]:
+    """A write transaction in which nobody else appends to ``account_ids`` (SQLite:
+    ``BEGIN IMMEDIATE``, the write lock; PostgreSQL: the accounts' advisory locks), for a
+    check that must hold when the row goes in, as a refund's "no more than was debited"."""
+    if _postgres(conn):
+        with conn.transaction():
+            _lock(conn, account_ids)
+            yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _last_balance(conn: Any, account_id: str) -> int:
+    row = _execute(
+        conn,
+        "SELECT balance_after FROM ledger WHERE account_id = ? ORDER BY id DESC LIMIT 1",
+        (account_id,),
+    ).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def append(conn: Any, bookings: Sequence[Booking], run_id: str | None) -> None:
+    """Append ``bookings`` in order. The caller holds an open write transaction and commits
+    (on PostgreSQL the accounts' locks are taken here); each row's ``balance_after`` follows
+    its account's last."""
     if not bookings:
         return
-    last: dict[str, int] = {}
     for b in bookings:
         if b.kind not in KINDS:
             raise ValueError(f"ledger kind {b.kind!r} is not one of {', '.join(KINDS)}")
-        if b.account_id not in last:
-            row = conn.execute(
-                "SELECT balance_after FROM ledger WHERE account_id = ? ORDER BY id DESC LIMIT 1",
-                (b.account_id,),
-            ).fetchone()
-            last[b.account_id] = row[0] if row is not None else 0
+    accounts = sorted({b.account_id for b in bookings})
+    if _postgres(conn):
+        _lock(conn, accounts)
+    last = {account: _last_balance(conn, account) for account in accounts}
     values: list[object] = []
     for b in bookings:
         last[b.account_id] += b.amount
@@ -132,7 +219,7 @@ def append(conn: sqlite3.Connection, bookings: Sequence[Booking], run_id: str | 
     for start in range(0, len(values), width * _ROWS_PER_INSERT):
         chunk = values[start : start + width * _ROWS_PER_INSERT]
         n = len(chunk) // width
-        conn.execute(_INSERT + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n), chunk)
+        _execute(conn, _INSERT + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n), chunk)
 
 
 @contextlib.contextmanager
@@ -155,57 +242,103 @@ def connect(path: str | Path, *, create: bool = False) -> Iterator[sqlite3.Conne
         conn.close()
 
 
-def book(conn: sqlite3.Connection, booking: Booking) -> LedgerEntry:
+def book(conn: Any, booking: Booking) -> LedgerEntry:
     """Append one operator booking in its own transaction; returns the row as written."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with locked(conn, [booking.account_id]):
         append(conn, [booking], None)
-        row = conn.execute("SELECT * FROM ledger WHERE id = last_insert_rowid()").fetchone()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        return last_entry(conn, booking.account_id)
+
+
+def last_entry(conn: Any, account_id: str) -> LedgerEntry:
+    """The account's newest row; in ``locked`` after an append, the one just written (the
+    account is locked until the commit)."""
+    row = _execute(
+        conn, "SELECT * FROM ledger WHERE account_id = ? ORDER BY id DESC LIMIT 1", (account_id,)
+    ).fetchone()
     return LedgerEntry.from_row(row)
 
 
-def balances(conn: sqlite3.Connection) -> tuple[dict[str, int], int]:
-    """Every account's balance (the sum of its rows) and the ledger's last row id, read in
-    one snapshot so that what follows the id is exactly what the sums lack."""
+@contextlib.contextmanager
+def _snapshot(conn: Any) -> Iterator[None]:
+    """One snapshot for several reads (PostgreSQL: ``REPEATABLE READ``)."""
+    if _postgres(conn):
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield
+        return
     conn.execute("BEGIN")
     try:
-        sums = {
-            row[0]: row[1]
-            for row in conn.execute("SELECT account_id, SUM(amount) FROM ledger GROUP BY 1")
-        }
-        last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM ledger").fetchone()[0]
+        yield
     finally:
         conn.execute("COMMIT")
-    return sums, last
 
 
-def balance_of(conn: sqlite3.Connection, account_id: str) -> int:
+def _horizon(conn: Any) -> int:
+    """PostgreSQL: the snapshot's ``xmin``, below which every transaction has ended."""
+    return int(conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()[0])
+
+
+def balances(conn: Any) -> tuple[dict[str, int], Position]:
+    """Every account's balance (the sum of its rows) and the position they count up to,
+    read in one snapshot, so that what ``changes_since`` that position finds is exactly
+    what the sums lack."""
+    with _snapshot(conn):
+        sums = {
+            row[0]: int(row[1])
+            for row in conn.execute("SELECT account_id, SUM(amount) FROM ledger GROUP BY 1")
+        }
+        last = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM ledger").fetchone()[0])
+        if not _postgres(conn):
+            return sums, Position(last)
+        horizon = _horizon(conn)
+        seen = conn.execute("SELECT id FROM ledger WHERE tx >= %s::xid8", (str(horizon),))
+        return sums, Position(last, horizon, frozenset(int(row[0]) for row in seen))
+
+
+def balance_of(conn: Any, account_id: str) -> int:
     """One account's balance: its last row's ``balance_after`` (0 without rows)."""
-    row = conn.execute(
-        "SELECT balance_after FROM ledger WHERE account_id = ? ORDER BY id DESC LIMIT 1",
-        (account_id,),
-    ).fetchone()
-    return int(row[0]) if row is not None else 0
+    return _last_balance(conn, account_id)
 
 
 def changes_since(
-    conn: sqlite3.Connection, last_id: int, run_id: str | None
-) -> tuple[list[tuple[str, int]], int]:
-    """(account, amount) of the rows after ``last_id`` that ``run_id`` did not write, and
-    the new last id: what a running switch has not yet counted."""
-    rows = conn.execute(
-        "SELECT id, account_id, amount, run_id FROM ledger WHERE id > ? ORDER BY id", (last_id,)
-    ).fetchall()
-    changes = [(r[1], r[2]) for r in rows if run_id is None or r[3] != run_id]
-    return changes, (rows[-1][0] if rows else last_id)
+    conn: Any, since: Position | int, run_id: str | None
+) -> tuple[list[tuple[str, int]], Position]:
+    """(account, amount) of the rows committed since ``since`` that ``run_id`` did not
+    write, in id order, and the new position: what a running switch has not yet counted.
+
+    ``since`` is a position from ``balances`` or the last call; an id means "the rows after
+    it", which only SQLite can answer (on PostgreSQL only 0, nothing counted yet)."""
+    if isinstance(since, int):
+        if since and _postgres(conn):
+            raise ValueError(
+                "on PostgreSQL ledger ids do not commit in order: read changes from the"
+                " Position that balances() or changes_since() returned, not from an id"
+            )
+        since = Position(since)
+    if not _postgres(conn):
+        rows = _execute(
+            conn,
+            "SELECT id, account_id, amount, run_id FROM ledger WHERE id > ? ORDER BY id",
+            (since.last_id,),
+        ).fetchall()
+        changes = [(r[1], r[2]) for r in rows if run_id is None or r[3] != run_id]
+        return changes, Position(rows[-1][0] if rows else since.last_id)
+    with _snapshot(conn):
+        horizon = max(since.horizon, _horizon(conn))
+        rows = conn.execute(
+            "SELECT id, account_id, amount, run_id, tx::text FROM ledger"
+            " WHERE tx >= %s::xid8 ORDER BY id",
+            (str(since.horizon),),
+        ).fetchall()
+    new = [r for r in rows if r[0] not in since.seen]
+    changes = [(r[1], int(r[2])) for r in new if run_id is None or r[3] != run_id]
+    seen = frozenset(int(r[0]) for r in rows if int(r[4]) >= horizon)
+    last = max([since.last_id, *(int(r[0]) for r in new)])
+    return changes, Position(last, horizon, seen)
 
 
 def entries(
-    conn: sqlite3.Connection,
+    conn: Any,
     account_id: str,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
@@ -219,10 +352,25 @@ def entries(
     if until is not None:
         sql += " AND at < ?"
         params.append(_ts(until))
-    return [LedgerEntry.from_row(r) for r in conn.execute(sql + " ORDER BY id", params)]
+    return [LedgerEntry.from_row(r) for r in _execute(conn, sql + " ORDER BY id", params)]
 
 
-def reserved(conn: sqlite3.Connection) -> dict[str, int]:
+def call_totals(conn: Any, account_id: str, call_id: str) -> tuple[int, int] | None:
+    """(debited, refunded) of one call of the account, both positive; None when the call
+    has no debit. Read in ``locked`` for a refund, so no other refund passes the same check."""
+    rows = _execute(
+        conn,
+        "SELECT kind, SUM(amount) FROM ledger"
+        " WHERE account_id = ? AND reference = ? AND kind IN ('call', 'refund') GROUP BY kind",
+        (account_id, call_id),
+    ).fetchall()
+    totals = {row[0]: int(row[1]) for row in rows}
+    if "call" not in totals:
+        return None
+    return -totals["call"], totals.get("refund", 0)
+
+
+def reserved(conn: Any) -> dict[str, int]:
     """Credit held by answered calls not yet settled, per account (``open_calls.reserved``,
     kept up to date slice by slice by the running switch; a dead run's calls stay reserved
     until the next start settles them)."""
@@ -233,7 +381,7 @@ def reserved(conn: sqlite3.Connection) -> dict[str, int]:
         ).fetchall()
     except sqlite3.OperationalError:  # a database the switch never ran on
         return {}
-    return {row[0]: row[1] or 0 for row in rows}
+    return {row[0]: int(row[1] or 0) for row in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,14 +397,16 @@ class GatewaySpend:
 
 
 def spend(
-    conn: sqlite3.Connection,
+    conn: Any,
     gateway_id: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
 ) -> list[GatewaySpend]:
     """Per-gateway totals of answered CDRs with ``since <= invite_at < until``. Costs are
     summed as ``Decimal`` in Python: the CDRs keep them as exact decimal text."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'cdrs'").fetchone() is None:
+    if not _postgres(conn) and (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'cdrs'").fetchone() is None
+    ):
         return []  # a database the switch never ran on (only a top-up booked so far)
     sql = "SELECT gateway_id, billsec, buy_cost FROM cdrs WHERE answer_at IS NOT NULL"
     sql += " AND gateway_id IS NOT NULL"
@@ -271,7 +421,7 @@ def spend(
         sql += " AND invite_at < ?"
         params.append(_ts(until))
     totals: dict[str, GatewaySpend] = {}
-    for gw, billsec, cost in conn.execute(sql, params):
+    for gw, billsec, cost in _execute(conn, sql, params):
         t = totals.get(gw) or GatewaySpend(gw, 0, 0, Decimal(0), 0)
         totals[gw] = GatewaySpend(
             gw,

@@ -9,6 +9,23 @@ every ``sync_interval`` seconds in a worker thread for what operators booked mea
 one exception is a call about to be refused for credit: the ledger is read first (one
 indexed read of the rows after the last one seen), so a top-up committed before the INVITE
 always counts. Such refusals are bounded by the account's ``max_cps``, checked before.
+
+The database is the store's: a SQLite file or a PostgreSQL URL (``store.postgres_connect``),
+read through ``billing.ledger``, which reads PostgreSQL's changes in commit order. On
+PostgreSQL the read before a refusal uses the meter's connection only if it is open: the
+event loop never waits for a new connection (a server that is down refuses the connection
+at the periodic read, in its worker thread, which reconnects), nor longer than ``LOOP_WAIT``
+for that thread's read in progress; the one query it makes is a network round trip.
+
+What the book holds (reservations) is this process's own: several nodes (or workers)
+sharing one ledger each admit against the balance they read, not against each other's calls
+in progress (docs/billing.md) -- unless ``[server] shared_state`` is set: then ``shared``
+(``cluster.credit.SharedCredit``) holds every reservation on the account's counter in Redis
+too, whose limit is the balance read here plus the credit limit. The first hold is asked
+for in the admission's async step (``admit_across``: refused, the call is refused
+``insufficient_balance``; Redis down, it is refused 503: credit fails closed); each later
+slice in a task of its own, which cuts the call, as a local ``credit_exhausted``, when the
+other nodes' calls hold the rest. The call's end gives it all back.
 """
 
 from __future__ import annotations
@@ -23,22 +40,30 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from softswitch.call.refusal import EndReason
+import psycopg
+
+from softswitch.call.refusal import EndReason, Refusal, refuse
 from softswitch.cdr import CdrSink, Reservation
+from softswitch.store.postgres_connect import connect as connect_postgres
+from softswitch.store.postgres_connect import is_postgres_url
 
 from . import ledger
 from .credit import CreditBook, Decision, Tariff, Terms
 from .money import format_amount, to_nanos
 
 if TYPE_CHECKING:
+    from softswitch.cluster.credit import SharedCredit
     from softswitch.config import Config
     from softswitch.proxy.calls import Call
 
 __all__ = ["CreditMeter", "terms_of"]
 
 logger = logging.getLogger("softswitch.billing")
+
+#: Seconds the read before a refusal waits for the worker thread's read in progress.
+LOOP_WAIT = 1.0
 
 
 def terms_of(config: Config) -> dict[str, Terms]:
@@ -61,14 +86,14 @@ class CreditMeter:
     """One switch's metering of its billed accounts (see the module docstring).
 
     ``hang_up(call, reason)`` is the engine's: set it before calls come in. ``database`` is
-    the store's file, read for balances and top-ups; ``run_id`` the store's run, whose own
-    ledger rows the book has already counted.
+    the store's (a SQLite file or a ``postgresql://`` URL), read for balances and top-ups;
+    ``run_id`` the store's run, whose own ledger rows the book has already counted.
     """
 
     def __init__(
         self,
         store: CdrSink,
-        database: Path | None,
+        database: Path | str | None,
         run_id: str | None,
         *,
         slice: int = 60,
@@ -82,13 +107,17 @@ class CreditMeter:
         self.hang_up: Callable[[Call, EndReason], object] | None = None
         self._calls: dict[Hashable, Call] = {}
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
-        self._conn: sqlite3.Connection | None = None
+        #: A ``sqlite3.Connection`` or a psycopg one (``billing.ledger`` reads either).
+        self._conn: Any = None
         self._lock = threading.Lock()
-        self._last_id = 0
+        self._position = ledger.Position()
         self._pending: list[tuple[str, int]] = []
         #: (billed_until, reserved) last queued per call: unchanged ones are not re-queued.
         self._recorded: dict[Hashable, tuple[int, int]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: ``[server] shared_state``: every hold also counted across nodes (None: not).
+        self.shared: SharedCredit | None = None
+        self._slicing: set[asyncio.Task[None]] = set()
 
     # -- configuration, balances, top-ups -----------------------------------------------
 
@@ -104,7 +133,7 @@ class CreditMeter:
             return
         with self._lock:
             conn = self._connection()
-            sums, self._last_id = ledger.balances(conn)
+            sums, self._position = ledger.balances(conn)
             # Left open by a dead run only if recovery failed: still theirs, not available.
             unsettled = ledger.reserved(conn)
         if unsettled:
@@ -128,10 +157,10 @@ class CreditMeter:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        for task in list(self._slicing):
+            task.cancel()  # the hold itself is shielded: SharedCredit.settle waits for it
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._drop_connection()
 
     async def _sync_forever(self) -> None:
         while True:
@@ -150,26 +179,73 @@ class CreditMeter:
     def _read_changes(self) -> None:
         """Read the new rows into ``_pending`` (any thread). The loop applies them
         (``_apply_pending``): rows read by the worker thread are not lost to a read made
-        on the loop meanwhile, which finds nothing new past ``_last_id``."""
+        on the loop meanwhile, which finds nothing new past ``_position``. A connection is
+        opened before the lock is taken: the loop's read never waits for one."""
+        if self._open() is None:
+            fresh = self._connect()
+            with self._lock:
+                if self._open() is None:
+                    self._conn = fresh
+                else:
+                    fresh.close()
         with self._lock:
-            changes, self._last_id = ledger.changes_since(
-                self._connection(), self._last_id, self.run_id
-            )
-            self._pending += changes
+            self._read_locked(self._connection())
+
+    def _read_on_loop(self) -> None:
+        """The read before a refusal, on the event loop: it waits at most ``LOOP_WAIT``
+        seconds for a read in progress, and on PostgreSQL reads only on a connection that
+        is open (the next periodic read reconnects)."""
+        if not self._lock.acquire(timeout=LOOP_WAIT):
+            logger.warning("ledger not read before a credit refusal: a read is in progress")
+            return
+        try:
+            if self._open() is None and is_postgres_url(self.database):
+                logger.warning("ledger not read before a credit refusal: not connected")
+                return
+            self._read_locked(self._connection())
+        finally:
+            self._lock.release()
+
+    def _read_locked(self, conn: Any) -> None:
+        try:
+            changes, self._position = ledger.changes_since(conn, self._position, self.run_id)
+        except psycopg.OperationalError:
+            self._drop_connection()  # lost: the next read connects again
+            raise
+        self._pending += changes
 
     def _apply_pending(self) -> None:
         with self._lock:
             changes, self._pending = self._pending, []
         self.book.apply(changes)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            assert self.database is not None
-            conn = sqlite3.connect(self.database, timeout=30.0, check_same_thread=False)
-            conn.isolation_level = None
-            conn.row_factory = sqlite3.Row
-            self._conn = conn
-        return self._conn
+    def _open(self) -> Any:
+        """The meter's connection if it is open, else None."""
+        conn = self._conn
+        return None if conn is None or getattr(conn, "closed", False) else conn
+
+    def _connect(self) -> Any:
+        assert self.database is not None
+        if is_postgres_url(self.database):
+            return connect_postgres(str(self.database), application="softswitch meter")
+        conn = sqlite3.connect(self.database, timeout=30.0, check_same_thread=False)
+        conn.isolation_level = None
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _connection(self) -> Any:
+        """The meter's connection (the caller holds ``_lock``), opened if need be: a
+        ``sqlite3.Connection`` or a psycopg one, as ``billing.ledger`` reads either."""
+        conn = self._open()
+        if conn is None:
+            conn = self._conn = self._connect()
+        return conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error, psycopg.Error):
+                self._conn.close()
+            self._conn = None
 
     # -- a call --------------------------------------------------------------------------
 
@@ -193,15 +269,51 @@ class CreditMeter:
         if self.database is None:
             return False
         try:
-            self._read_changes()
-        except sqlite3.Error as e:
+            self._read_on_loop()
+        except (sqlite3.Error, psycopg.Error) as e:
             logger.error("reading the ledger for a top-up failed: %s", e)
         self._apply_pending()
         return self.book.admit(key, account_id, tariff, cap)
 
+    async def admit_across(self, key: Hashable) -> Refusal | None:
+        """With ``shared``: the call's first hold (taken by :meth:`admit`) on the account's
+        counter across nodes; None when held (or nothing to hold), else the refusal:
+        ``insufficient_balance`` when every node's calls hold the rest of the credit, even
+        after reading the ledger for a top-up, 503 when Redis does not answer."""
+        shared, hold = self.shared, self.book.hold(key)
+        if shared is None or hold is None or not hold.reserved:
+            return None
+        account_id, need = hold.account_id, hold.reserved
+        funds = self.book.funds(account_id)
+        verdict = await shared.hold(key, account_id, need, funds)
+        if verdict is False and self.database is not None and self.book.hold(key) is hold:
+            try:
+                self._read_on_loop()
+            except (sqlite3.Error, psycopg.Error) as e:
+                logger.error("reading the ledger for a top-up failed: %s", e)
+            self._apply_pending()
+            if self.book.funds(account_id) > funds:
+                verdict = await shared.hold(key, account_id, need, self.book.funds(account_id))
+        if verdict:
+            return None
+        if verdict is None:
+            return refuse(
+                EndReason.INTERNAL_ERROR,
+                "credit cannot be checked across nodes: shared state (Redis) unavailable;"
+                " billed calls are refused until it answers",
+                status=503,
+            )
+        return refuse(
+            EndReason.INSUFFICIENT_BALANCE,
+            f"credit {self.amount_text(account_id, funds)} is held by calls across nodes:"
+            f" it does not cover the first increment ({self.amount_text(account_id, need)})",
+        )
+
     def release(self, key: Hashable) -> None:
         """A held call that never reached a gateway's answer: its hold goes back."""
         self.book.release(key)
+        if self.shared is not None:
+            self.shared.release(key)
 
     def answered(self, key: Hashable, call: Call, tariff: Tariff | None) -> Decision | None:
         """The call is up: its first slice, and the timer that takes the next. Returns the
@@ -228,6 +340,8 @@ class CreditMeter:
             handle.cancel()
         self._calls.pop(key, None)
         self._recorded.pop(key, None)
+        if self.shared is not None:
+            self.shared.release(key)
         hold = self.book.hold(key)
         if hold is None:
             return None
@@ -274,6 +388,8 @@ class CreditMeter:
                         d.reserved,
                     )
                 )
+            if self.shared is not None:
+                self._share_slice(d.key)
             old = self._timers.pop(d.key, None)
             if old is not None:
                 old.cancel()
@@ -285,6 +401,37 @@ class CreditMeter:
                 self._timers[d.key] = loop.call_later(0, self._cut, d.key)
                 continue
             self._timers[d.key] = loop.call_later(max(0.0, d.at - now), self._fire, d.key)
+
+    def _share_slice(self, key: Hashable) -> None:
+        """What the call's hold grew by (a slice), asked for across nodes in a task."""
+        shared, hold = self.shared, self.book.hold(key)
+        if shared is None or hold is None:
+            return
+        more = hold.reserved - shared.claimed(key)
+        if more <= 0:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._hold_slice(shared, key, hold.account_id, more)
+        )
+        self._slicing.add(task)
+        task.add_done_callback(self._slicing.discard)
+
+    async def _hold_slice(
+        self, shared: SharedCredit, key: Hashable, account_id: str, more: int
+    ) -> None:
+        """Refused (the other nodes' calls hold the rest of the credit), the call is cut now,
+        as when its own credit runs out; Redis down, it goes on with its local hold."""
+        verdict = await shared.hold(key, account_id, more, self.book.funds(account_id))
+        if verdict is False and key in self._calls:
+            logger.info(
+                "account %s: credit held across nodes does not cover the next slice",
+                account_id,
+                extra={"account_id": account_id, "event": "credit_cut_across_nodes"},
+            )
+            handle = self._timers.pop(key, None)
+            if handle is not None:
+                handle.cancel()
+            self._cut(key)
 
     def _fire(self, key: Hashable) -> None:
         self._timers.pop(key, None)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from ..config import Account, Config
 from ..sip.digest import DigestAuthenticator, DigestCredentials, DigestParseError, parse_credentials
@@ -53,6 +53,7 @@ __all__ = [
     "AuthMethod",
     "Authorised",
     "Challenge",
+    "SharedFailures",
     "authorise",
     "dialed_number",
     "has_credentials",
@@ -90,6 +91,14 @@ class Challenge:
 
     def headers(self) -> list[tuple[str, str]]:
         return [(self.header, v) for v in self.values]
+
+
+class SharedFailures(Protocol):
+    """The failures across nodes (``cluster.block_mirror.SharedBlocks``): fire and forget."""
+
+    def note_failure(self, ip: str, limit: int, window: float, block_for: float) -> None: ...
+
+    def note_success(self, ip: str) -> None: ...
 
 
 def make_authenticator(config: Config, secret: bytes) -> DigestAuthenticator:
@@ -170,6 +179,7 @@ def authorise(
     *,
     clock: float | None = None,
     registered: Callable[[str, int], str | None] | None = None,
+    shared: SharedFailures | None = None,
 ) -> Authorised | Refusal | Challenge:
     """Decide which account an INVITE belongs to, challenge it, or refuse it.
 
@@ -177,7 +187,8 @@ def authorise(
     secret must agree on. ``clock`` is monotonic seconds for the failure window and IP
     blocks, so a clock step cannot lift or stretch a block (None: ``now``, for tests that
     drive one fake clock). ``registered`` names the account whose live registration came
-    from a source (ip, port), if any.
+    from a source (ip, port), if any. ``shared`` (``[server] shared_state``) is told of
+    each failure and success too, for the blocks across nodes (it never waits for Redis).
     """
     mono = now if clock is None else clock
     ip, port = source
@@ -192,6 +203,10 @@ def authorise(
             window=defaults.auth_fail_window,
             block_for=defaults.auth_block_time,
         )
+        if shared is not None:
+            shared.note_failure(
+                ip, defaults.auth_fail_limit, defaults.auth_fail_window, defaults.auth_block_time
+            )
         return refuse(EndReason.AUTH_FAILED, detail)
 
     dialed = dialed_number(request)
@@ -241,6 +256,8 @@ def authorise(
         why = result.reason if expected is not None else "unknown user or wrong address"
         return fail(f"digest user {cred.username!r}: {why}")
     live.note_auth_success(ip)
+    if shared is not None:
+        shared.note_success(ip)
     return Authorised(
         expected, dialed, _strip_tech_prefix(expected, dialed), method, username=cred.username
     )

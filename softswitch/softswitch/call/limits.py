@@ -20,6 +20,11 @@ the callee being busy, and a customer's own switch should fail over to another c
 ``number`` is the *normalised* number (see ``normalise``): the lists are written as E.164
 digits. When the checks pass, the call is counted against the account in ``live`` and the
 engine must call ``live.account_release(account.id)`` exactly once when the call ends.
+
+With ``[server] shared_state`` the same ``max_calls`` and ``max_cps`` also hold across every
+node sharing that Redis (``softswitch.cluster.admission``): this node's count stays the
+first gate, and a call it passes is then checked against every node's. Either refusal is
+the same 503 ``limit_exceeded`` (:func:`shared_refusal` words the second).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ..config import Account
 from .live import LiveState
 from .refusal import EndReason, Refusal, refuse
 
-__all__ = ["check_destination", "check_limits"]
+__all__ = ["check_destination", "check_limits", "shared_refusal"]
 
 
 def check_destination(
@@ -55,10 +60,22 @@ def check_limits(account: Account, number: str, live: LiveState, now: float) -> 
     if refusal is not None:
         return refusal
     hit = live.account_admit(account.id, now, max_calls=account.max_calls, max_cps=account.max_cps)
+    return _limit_refusal(account, hit, "")
+
+
+def shared_refusal(account: Account, hit: str) -> Refusal | None:
+    """The refusal for a limit every node's calls together reached (``hit``: ``max_calls``
+    or ``max_cps``; anything else is no refusal)."""
+    return _limit_refusal(account, hit, " across nodes")
+
+
+def _limit_refusal(account: Account, hit: str | None, where: str) -> Refusal | None:
     if hit == "max_calls":
         return refuse(
-            EndReason.LIMIT_EXCEEDED, f"account {account.id}: max_calls {account.max_calls}"
+            EndReason.LIMIT_EXCEEDED, f"account {account.id}: max_calls {account.max_calls}{where}"
         )
     if hit == "max_cps":
-        return refuse(EndReason.LIMIT_EXCEEDED, f"account {account.id}: max_cps {account.max_cps}")
+        return refuse(
+            EndReason.LIMIT_EXCEEDED, f"account {account.id}: max_cps {account.max_cps}{where}"
+        )
     return None

@@ -13,21 +13,38 @@ the longest matching route prefix, rejects targets with reasons (``disabled``, `
 * A plan with caller-ID routes (``cli = "required"`` / ``"absent"``) has a table for calls
   with a caller-ID and one for calls without (``snapshot.Snapshot.table``); ``cli`` says
   which this call is (``call.cli.Identity.present``, after the account's ``cli`` rules).
+* ``caller`` (that caller-ID's number) picks among routes by ``caller_prefix``; ``lcr``
+  picks among routes by their ``time`` windows at ``now``.
+* The account's rate (``sell``) also goes to ``lcr`` for the true-cost margin check of the
+  routes with ``margin_duration``: a carrier whose call of that length would leave less
+  than ``min_margin`` per minute (connect fees and increments counted) is rejected
+  ``below_margin_at``. A route that lists ``"acd"`` adds the live ACD of its prefix
+  (``acd``: a look-up by route prefix, :func:`live_acd`); the call is routed again with it
+  when the route it matched wants it, so routes without ``"acd"`` cost one ``lcr`` call.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, Protocol
 
 import lcr
 
-from ..config import Account
+from ..config import MAX_MARGIN_DURATION, Account
 from .refusal import EndReason, Refusal, refuse
 from .snapshot import Snapshot
 
-__all__ = ["RoutePlan", "route_call"]
+__all__ = [
+    "ACD_WINDOW",
+    "PrefixStats",
+    "RoutePlan",
+    "live_acd",
+    "rejection_reason",
+    "route_call",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +74,37 @@ class RoutePlan:
         return tuple(c.gateway for c in self.candidates)
 
 
+#: The statistics window the live ACD of ``margin_duration = [..., "acd"]`` is read over.
+ACD_WINDOW = "1h"
+
+
+class PrefixStats(Protocol):
+    """What :func:`live_acd` reads of the statistics (``softswitch.stats.Statistics``)."""
+
+    def query(self, dimension: str, key: str, window: str, now: float) -> Mapping[str, Any]: ...
+
+
+def live_acd(stats: PrefixStats, now: float) -> Callable[[str], int | None]:
+    """The ACD (whole seconds, at least 1) of a route prefix over :data:`ACD_WINDOW` at
+    ``now`` (the statistics' monotonic clock); None while it has answered no call."""
+
+    def acd(prefix: str) -> int | None:
+        value = stats.query("prefix", prefix, ACD_WINDOW, now).get("acd")
+        if not isinstance(value, int | float) or value <= 0:
+            return None
+        return max(1, min(MAX_MARGIN_DURATION, round(value)))
+
+    return acd
+
+
+def rejection_reason(rejection: lcr.Rejection) -> str:
+    """``lcr``'s reason, with the call length a true-cost margin failed at
+    (``below_margin_at 60s``)."""
+    if rejection.duration is None:
+        return rejection.reason
+    return f"{rejection.reason} {rejection.duration}s"
+
+
 def route_call(
     snapshot: Snapshot,
     account: Account,
@@ -65,11 +113,15 @@ def route_call(
     call_id: str | int,
     *,
     cli: bool = True,
+    caller: str | None = None,
+    acd: Callable[[str], int | None] | None = None,
 ) -> RoutePlan | Refusal:
     """Ask ``lcr`` for the account's routing plan's answer for ``number`` at ``now``.
 
-    ``number`` is normalised (digits only); ``now`` is wall-clock time (rates are dated);
-    ``cli``: whether the call has a caller-ID.
+    ``number`` is normalised (digits only); ``now`` is wall-clock time (rates are dated,
+    routes may have time windows); ``cli``: whether the call has a caller-ID, ``caller``
+    its number (for ``caller_prefix`` routes); ``acd``: the live ACD of a route prefix, for
+    routes with ``"acd"`` in ``margin_duration`` (None: not used).
     """
     table = snapshot.table(account.routing_plan, cli=cli)
     if table is None:  # load_config checks this; a hand-built Config may not have
@@ -84,10 +136,26 @@ def route_call(
                     EndReason.NO_RATE, f"deck {account.rate_deck!r} has no rate for {number}"
                 )
             sell_rate, sell = rate.rate, rate
-        result = table.route(number, now, call_id, sell_rate=sell_rate)
+        result = table.route(number, now, call_id, sell_rate=sell_rate, caller=caller, sell=sell)
+        if (
+            acd is not None
+            and result.prefix is not None
+            and snapshot.uses_acd(account.routing_plan, result, cli=cli)
+        ):
+            seconds = acd(result.prefix)
+            if seconds is not None:
+                result = table.route(
+                    number,
+                    now,
+                    call_id,
+                    sell_rate=sell_rate,
+                    caller=caller,
+                    sell=sell,
+                    acd=seconds,
+                )
     except lcr.LcrError as e:
         return refuse(EndReason.INVALID_NUMBER, str(e))
-    rejected = tuple((r.gateway, r.reason) for r in result.rejected)
+    rejected = tuple((r.gateway, rejection_reason(r)) for r in result.rejected)
     if not result.candidates:
         which = ""
         if snapshot.has_cli_routes(account.routing_plan):

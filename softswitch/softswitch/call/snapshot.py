@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 import lcr
 
-from ..config import Account, Config, ConfigError, ConfigProblem, Gateway, RouteQuality
+from ..config import Account, Config, ConfigError, ConfigProblem, Gateway, Route, RouteQuality
 
 __all__ = ["Snapshot", "SourceIndex", "build_snapshot", "deck_problems"]
 
@@ -117,6 +117,20 @@ class Snapshot:
     tables_without_cli: Mapping[str, lcr.RouteTable] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: (plan, cli view, entry index) of the routes with ``"acd"`` in their
+    #: ``margin_duration``: the route prefix's live ACD is added to their margin durations
+    #: (``call.routing``). Keyed by position, never by the entry's value: a route of another
+    #: plan (or view) with equal fields but no ``"acd"`` must not pick it up.
+    acd_routes: frozenset[tuple[str, bool, int]] = frozenset()
+
+    def uses_acd(self, plan: str, result: lcr.RouteResult, *, cli: bool = True) -> bool:
+        """Whether the route ``result`` came from (``lcr``'s ``RouteResult.route``: its
+        index in the table of ``plan`` for calls with, or without, a caller-ID) wants the
+        live ACD as a margin duration."""
+        if not self.acd_routes or result.route is None:
+            return False
+        view = cli or plan not in self.tables_without_cli
+        return (plan, view, result.route) in self.acd_routes
 
     def table(self, plan: str, *, cli: bool = True) -> lcr.RouteTable | None:
         """The plan's routes for a call with (``cli``) or without a caller-ID."""
@@ -188,45 +202,65 @@ def deck_problems(config: Config, known: Iterable[ConfigProblem] = ()) -> list[C
     return _load_decks(config, skip)[1]
 
 
-def _targets(config: Config, gateway_ids: tuple[str, ...]) -> list[lcr.Target]:
+def _targets(config: Config, route: Route) -> list[lcr.Target]:
+    """The route's gateways as ``lcr`` targets: each gateway's priority and weight, unless
+    the route sets its own for it (``gateways = [{ id = "a", weight = 70 }, ...]``)."""
     by_id = {g.id: g for g in config.gateways}
     targets = []
-    for gid in gateway_ids:
+    for gid in route.gateways:
         g = by_id[gid]
+        priority, weight = route.target_setting(gid)
         targets.append(
             lcr.Target(
-                g.id, priority=g.priority, weight=g.weight, deck=g.rate_deck, enabled=g.enabled
+                g.id,
+                priority=g.priority if priority is None else priority,
+                weight=g.weight if weight is None else weight,
+                deck=g.rate_deck,
+                enabled=g.enabled,
             )
         )
     return targets
 
 
-def _build_tables(
-    config: Config, decks: Mapping[str, lcr.RateDeck]
-) -> tuple[dict[str, lcr.RouteTable], dict[str, lcr.RouteTable], list[ConfigProblem]]:
+def _entry(config: Config, route: Route) -> lcr.RouteEntry:
+    return lcr.RouteEntry(
+        route.prefix,
+        _targets(config, route),
+        strategy=route.strategy,
+        carry_through=route.carry_through,
+        max_rate=route.max_rate,
+        min_margin=route.min_margin,
+        caller_prefix=route.caller_prefix,
+        windows=route.windows,
+        margin_duration=route.fixed_durations,
+    )
+
+
+@dataclass(slots=True)
+class _Tables:
+    """What ``_build_tables`` makes: the two views' tables, the positions of their ACD
+    routes (``Snapshot.acd_routes``) and the problems."""
+
+    with_cli: dict[str, lcr.RouteTable] = field(default_factory=dict)
+    without_cli: dict[str, lcr.RouteTable] = field(default_factory=dict)
+    acd_routes: set[tuple[str, bool, int]] = field(default_factory=set)
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+
+def _build_tables(config: Config, decks: Mapping[str, lcr.RateDeck]) -> _Tables:
     """Per plan, the table for calls with a caller-ID; and for the plans with caller-ID
     routes (``cli`` other than ``"any"``), the one for calls without."""
-    tables: dict[str, lcr.RouteTable] = {}
-    without_cli: dict[str, lcr.RouteTable] = {}
-    problems: list[ConfigProblem] = []
+    built = _Tables()
+    tables, without_cli, problems = built.with_cli, built.without_cli, built.problems
     for plan in config.plans:
         routes = [r for r in config.routes if r.plan == plan]
-        views = [(tables, "absent")]
+        views = [(tables, "absent", True)]
         if any(r.cli != "any" for r in routes):
-            views.append((without_cli, "required"))
-        for out, left_out in views:
-            entries = [
-                lcr.RouteEntry(
-                    r.prefix,
-                    _targets(config, r.gateways),
-                    strategy=r.strategy,
-                    carry_through=r.carry_through,
-                    max_rate=r.max_rate,
-                    min_margin=r.min_margin,
-                )
-                for r in routes
-                if r.cli != left_out
-            ]
+            views.append((without_cli, "required", False))
+        for out, left_out, view in views:
+            kept = [r for r in routes if r.cli != left_out]
+            entries = [_entry(config, r) for r in kept]
+            built.acd_routes.update((plan, view, i) for i, r in enumerate(kept) if r.uses_acd)
             used = {t.deck for e in entries for t in e.targets if t.deck is not None}
             if not used <= decks.keys():
                 break  # a deck that did not load: already a problem
@@ -237,7 +271,7 @@ def _build_tables(
                 reason = f"plan {plan!r}: {e}"
                 problems.append(ConfigProblem(config.source, f"routes[{first}]", reason))
                 break
-    return tables, without_cli, problems
+    return built
 
 
 def build_snapshot(config: Config) -> Snapshot:
@@ -248,14 +282,14 @@ def build_snapshot(config: Config) -> Snapshot:
     One bad row refuses the whole snapshot: a start or reload never runs on part of a deck.
     """
     decks, problems = _load_decks(config)
-    tables, without_cli, table_problems = _build_tables(config, decks)
-    problems += table_problems
+    built = _build_tables(config, decks)
+    problems += built.problems
     if problems:
         raise ConfigError(problems)
     return Snapshot(
         config=config,
         decks=MappingProxyType(decks),
-        tables=MappingProxyType(tables),
+        tables=MappingProxyType(built.with_cli),
         accounts=MappingProxyType({a.id: a for a in config.accounts}),
         gateways=MappingProxyType({g.id: g for g in config.gateways}),
         users=MappingProxyType({a.username: a for a in config.accounts if a.username}),
@@ -264,5 +298,6 @@ def build_snapshot(config: Config) -> Snapshot:
         qualities=MappingProxyType(
             {(r.plan, r.prefix): r.quality for r in config.routes if r.quality is not None}
         ),
-        tables_without_cli=MappingProxyType(without_cli),
+        tables_without_cli=MappingProxyType(built.without_cli),
+        acd_routes=frozenset(built.acd_routes),
     )

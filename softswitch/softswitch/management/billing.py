@@ -2,7 +2,9 @@
 
 The same code as ``softswitch balance`` and ``softswitch topup`` (``billing.commands``'s
 checks, ``billing.ledger``'s reads and its one booking transaction), run in a worker thread:
-SQLite may wait for the CDR writer's lock, and the event loop carries the calls. A top-up
+SQLite may wait for the CDR writer's lock, PostgreSQL for the network and the account's
+ledger lock, and the event loop carries the calls. The database is ``[server] database`` either
+way: a SQLite file or a ``postgresql://`` URL (``billing.commands.database_of``). A top-up
 is a ledger row like one booked from the command line, so the running switch picks it up by
 itself (its meter reads the ledger every ``[billing] sync_interval``, and a call about to
 be refused for credit reads it first); a top-up through the API makes the meter read it at
@@ -25,7 +27,7 @@ from softswitch.billing import ledger
 from softswitch.billing.commands import (
     BillingInputError,
     billed_account,
-    database_path,
+    database_of,
     money_text,
     open_database,
     operator_amount,
@@ -34,6 +36,7 @@ from softswitch.billing.commands import (
 from softswitch.billing.ledger import Booking, LedgerEntry
 from softswitch.billing.money import to_nanos
 from softswitch.config import Account, Config
+from softswitch.store.postgres_connect import is_postgres_url
 
 from .accounts import account_of
 from .errors import ApiError, json_response
@@ -89,9 +92,11 @@ def _amounts(balance: int, limit: int, reserved: int, precision: int) -> dict[st
     return {n: money_text(v, precision) for n, v in zip(names, values, strict=True)}
 
 
-def _read_ledger(database: Path, account_id: str) -> tuple[int, int] | None:
-    """(balance, reserved) as booked; None before the database exists."""
-    if not database.exists():
+def _read_ledger(database: Path | str, account_id: str) -> tuple[int, int] | None:
+    """(balance, reserved) as booked; None before the SQLite file exists. A PostgreSQL
+    database always exists (``softswitch migrate`` made it; ``open_database`` refuses one
+    that is unreachable or not migrated)."""
+    if not is_postgres_url(database) and not Path(database).exists():
         return None
     with open_database(database) as conn:
         balance = ledger.balance_of(conn, account_id)
@@ -112,7 +117,7 @@ async def get_balance(request: web.Request) -> web.StreamResponse:
     precision = _billed(config, switch.config_path, account)
     limit = to_nanos(account.credit_limit or Decimal(0))
     try:
-        database = database_path(config, _path(switch.config_path))
+        database = database_of(config, _path(switch.config_path))
         booked = await asyncio.to_thread(_read_ledger, database, account.id)
     except BillingInputError as e:
         raise ApiError(409, "; ".join(e.lines)) from None
@@ -127,7 +132,7 @@ async def get_balance(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _book(database: Path, booking: Booking) -> LedgerEntry:
+def _book(database: Path | str, booking: Booking) -> LedgerEntry:
     with open_database(database, create=True) as conn:
         return ledger.book(conn, booking)
 
@@ -150,7 +155,7 @@ async def topup(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "note must be a string")
     try:
         units = operator_amount(str(amount), precision)
-        database = database_path(config, _path(switch.config_path), write=True)
+        database = database_of(config, _path(switch.config_path), write=True)
         entry = await asyncio.to_thread(
             _book, database, Booking(account.id, "topup", units, note, utc_now())
         )

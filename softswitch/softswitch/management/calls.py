@@ -5,6 +5,11 @@ shows is what the switch holds. Hanging up is the engine's own ``hang_up`` with 
 ``operator_hangup``: an answered call gets a BYE on both sides, a ringing one a final
 response (480) to the caller and a CANCEL to its gateway, and either way its CDR says
 ``operator_hangup``.
+
+With several workers (``softswitch.workers``) the API runs in the primary and a call lives in
+the worker that took it: the list and the hang-up ask the other workers too
+(``Switch.peers``), which answer with :func:`answer_peer`; a worker that does not answer in
+time is left out of the list (logged).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,7 +39,10 @@ from .table import (
     switch_of,
 )
 
-__all__ = ["ENDPOINTS", "call_view"]
+if TYPE_CHECKING:
+    from softswitch.proxy.engine import Engine
+
+__all__ = ["ENDPOINTS", "answer_peer", "call_view"]
 
 logger = logging.getLogger("softswitch.management")
 
@@ -84,32 +93,18 @@ def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _live(request: web.Request) -> list[Call]:
-    return [c for c in switch_of(request).engine.calls() if c.phase is not Phase.ENDED]
+def _live(engine: Engine) -> list[Call]:
+    return [c for c in engine.calls() if c.phase is not Phase.ENDED]
 
 
-def _find(request: web.Request) -> list[Call]:
-    call_id = request.match_info["call_id"]
-    calls = [c for c in _live(request) if c.call_id == call_id]
-    if not calls:
-        raise ApiError(404, f"no call in progress with Call-ID {call_id!r}")
-    return calls
-
-
-async def list_calls(request: web.Request) -> web.StreamResponse:
+def _views(engine: Engine) -> list[dict[str, Any]]:
     now = time.time()
-    calls = sorted(_live(request), key=lambda c: c.invite_at)
-    return json_response({"calls": [call_view(c, now) for c in calls]})
+    return [call_view(c, now) for c in sorted(_live(engine), key=lambda c: c.invite_at)]
 
 
-async def get_call(request: web.Request) -> web.StreamResponse:
-    now = time.time()
-    return json_response(call_view(_find(request)[0], now))
-
-
-async def hang_up(request: web.Request) -> web.StreamResponse:
-    calls = _find(request)
-    engine = switch_of(request).engine
+def _hang_up_here(engine: Engine, call_id: str, remote: str | None) -> tuple[int, list[str]]:
+    """Hang up this process's calls with ``call_id``: (how many ended, their states)."""
+    calls = [c for c in _live(engine) if c.call_id == call_id]
     states = [c.phase.value for c in calls]
     ended = 0
     for call in calls:
@@ -119,12 +114,63 @@ async def hang_up(request: web.Request) -> web.StreamResponse:
                 "call_id=%s account=%s hung up by an operator (management API, from %s)",
                 call.call_id,
                 call.admission.account_id,
-                request.remote,
+                remote,
                 extra={"call_id": call.call_id},
             )
+    return ended, states
+
+
+def answer_peer(engine: Engine) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A non-primary worker's answers to the primary's questions (``workers.peers``)."""
+
+    def answer(question: dict[str, Any]) -> dict[str, Any]:
+        if question.get("op") == "calls":
+            return {"calls": _views(engine)}
+        if question.get("op") == "hang_up":
+            ended, states = _hang_up_here(engine, str(question.get("call_id")), "the primary")
+            return {"hung_up": ended, "states": states}
+        return {"error": f"unknown question {question.get('op')!r}"}
+
+    return answer
+
+
+async def _all_views(request: web.Request) -> list[dict[str, Any]]:
+    switch = switch_of(request)
+    views = _views(switch.engine)
+    if switch.peers is not None:
+        answers, _ = await switch.peers.ask_all({"op": "calls"})
+        for answer in answers:
+            views += answer.get("calls", [])
+        views.sort(key=lambda v: (v["started_at"], -v["elapsed"]))
+    return views
+
+
+async def list_calls(request: web.Request) -> web.StreamResponse:
+    return json_response({"calls": await _all_views(request)})
+
+
+async def get_call(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    for view in await _all_views(request):
+        if view["id"] == call_id:
+            return json_response(view)
+    raise ApiError(404, f"no call in progress with Call-ID {call_id!r}")
+
+
+async def hang_up(request: web.Request) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    switch = switch_of(request)
+    ended, states = _hang_up_here(switch.engine, call_id, request.remote)
+    if switch.peers is not None:
+        answers, _ = await switch.peers.ask_all({"op": "hang_up", "call_id": call_id})
+        for answer in answers:
+            ended += int(answer.get("hung_up", 0))
+            states += answer.get("states", [])
+    if not states:
+        raise ApiError(404, f"no call in progress with Call-ID {call_id!r}")
     return json_response(
         {
-            "id": calls[0].call_id,
+            "id": call_id,
             "hung_up": ended,
             "states": states,
             "end_reason": str(EndReason.OPERATOR_HANGUP),

@@ -1,9 +1,11 @@
-"""CDR search and CSV export: the store's reader (``cdr.query_file``) in a worker thread.
+"""CDR search and CSV export: the store's own reader (``query``) in a worker thread.
 
-Reading SQLite can wait for the writer's lock and a big export takes a while: neither may
-stall the event loop that carries the calls. Only committed CDRs are seen (the writer commits
-in groups, a fraction of a second after a call ends). The CSV is ``softswitch cdr --csv``'s,
-column for column (``cdr.write_csv``).
+The switch's store answers, whichever database it is (a SQLite file or PostgreSQL, see
+``softswitch.store``). Reading can wait for the database and a big export takes a while:
+neither may stall the event loop that carries the calls. Only committed CDRs are seen (the
+writer commits in groups, a fraction of a second after a call ends; on PostgreSQL those of
+every node sharing the database). The CSV is ``softswitch cdr --csv``'s, column for column
+(``cdr.write_csv``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from softswitch.cdr import CSV_COLUMNS, CdrRecord, query_file, write_csv
+from softswitch.cdr import CSV_COLUMNS, CdrRecord, write_csv
+from softswitch.store.opening import CdrStoreLike
 
 from .errors import ApiError, json_response
 from .table import INTEGER, Endpoint, Param, array, query_int, query_text, query_time, switch_of
@@ -48,8 +50,8 @@ def _search(request: web.Request, default_limit: int | None) -> dict[str, Any]:
     }
 
 
-def _database(request: web.Request) -> Path:
-    return Path(switch_of(request).cdrs.path)
+def _store(request: web.Request) -> CdrStoreLike:
+    return switch_of(request).cdrs
 
 
 def _row(record: CdrRecord) -> dict[str, Any]:
@@ -58,25 +60,25 @@ def _row(record: CdrRecord) -> dict[str, Any]:
     return row
 
 
-def _query(database: Path, search: dict[str, Any]) -> list[dict[str, Any]]:
-    return [_row(r) for r in query_file(database, **search)]
+def _query(store: CdrStoreLike, search: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_row(r) for r in store.query(**search)]
 
 
-def _csv(database: Path, search: dict[str, Any]) -> str:
+def _csv(store: CdrStoreLike, search: dict[str, Any]) -> str:
     out = io.StringIO()
-    write_csv(query_file(database, **search), out)
+    write_csv(store.query(**search), out)
     return out.getvalue()
 
 
 async def search_cdrs(request: web.Request) -> web.StreamResponse:
     search = _search(request, DEFAULT_LIMIT)
-    rows = await asyncio.to_thread(_query, _database(request), search)
+    rows = await asyncio.to_thread(_query, _store(request), search)
     return json_response({"cdrs": rows, "count": len(rows), "limit": search["limit"]})
 
 
 async def export_cdrs(request: web.Request) -> web.StreamResponse:
     search = _search(request, None)
-    text = await asyncio.to_thread(_csv, _database(request), search)
+    text = await asyncio.to_thread(_csv, _store(request), search)
     return web.Response(
         text=text,
         content_type="text/csv",

@@ -22,6 +22,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from softswitch.call.billing import call_costs
+from softswitch.call.cli import Identity
 from softswitch.call.refusal import END_REASONS, EndReason, q850_for_status
 from softswitch.call.routing import RoutePlan
 from softswitch.call.snapshot import Snapshot
@@ -60,6 +61,16 @@ def _user(uri: object) -> str:
     if isinstance(uri, SipURI):
         return unescape(uri.user or "")
     return str(uri)
+
+
+def _caller_id(call: Call) -> str | None:
+    """The caller-ID the switch routed the call on (the pipeline's ``CallContext.identity``:
+    ``call.cli``, the account's rules applied): ``""`` when it had none, None when the call
+    carries no identity (a context built without one)."""
+    identity = getattr(call.admission.policy, "identity", None)
+    if not isinstance(identity, Identity):
+        return None
+    return identity.number or ""
 
 
 def _caller(request: Request) -> str:
@@ -173,6 +184,7 @@ def build_cdr(
         sell_rate=plan.sell_rate,
         buy_rate=buy_rate,
         detail=_detail(routing_trace(plan, skipped), call.end_detail),
+        caller_id=_caller_id(call),
     )
     if answer_at is not None and costed:
         sell, buy = call_costs(
@@ -205,6 +217,7 @@ def bare_cdr(call: Call, account: Account) -> CdrRecord:
         q850=_q850(_end_reason(call), call.final_status or 500),
         attempts=tuple(_attempt(a) for a in call.attempts),
         detail="costing failed; see the log",
+        caller_id=_caller_id(call),
     )
 
 

@@ -11,6 +11,9 @@ stranger once, without a transaction, or drop it, so that a scan of a public por
 switch no state (``_screened``). A new INVITE that passes is the *receive* stage: 100 Trying
 at once (its server transaction), the RFC 3261 16.3 sanity checks, then the pipeline's
 admission (``CallPolicy.admit``), which either starts the hunt or refuses with a value.
+With limits shared across nodes (``shared_admission``, ``[server] shared_state``) an
+admitted call first awaits that check in a task of its own, then hunts; meanwhile it is a
+call like any other (a CANCEL answers it 487, shutdown 503), only without a branch.
 
 A REGISTER goes to the registrar when the switch has one (``softswitch.registrar``: only a
 REGISTER with credentials gets past the screen, whose stateless 401 challenges the rest),
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from softswitch.call.refusal import EndReason, refuse
 from softswitch.registrar import Registrar
@@ -56,6 +60,9 @@ class Dispatch(Hunting, InDialogRelay):
 
     #: The registrar REGISTERs go to (``softswitch.registrar``); None: answered 405.
     registrar: Registrar | None = None
+    #: The limits stage across nodes (``Pipeline.shared_admit``): None when the call may
+    #: hunt, else its refusal. None here: no shared state, admission is synchronous.
+    shared_admission: Callable[[Call], Awaitable[Reply | None]] | None = None
 
     # -- what no transaction matched -------------------------------------------------------
 
@@ -183,12 +190,44 @@ class Dispatch(Hunting, InDialogRelay):
         call.budget_timer = asyncio.get_running_loop().call_later(
             decision.time_budget, self._budget_expired, call
         )
+        shared = self.shared_admission
+        if shared is not None:
+            self.driver.spawn(self._admit_shared(call, shared), call.call_id)
+            return
         log_call(
             logging.INFO,
             call.call_id,
             "admitted account=%s number=%s",
             decision.account_id,
             decision.number,
+        )
+        self._hunt(call)
+
+    async def _admit_shared(
+        self, call: Call, check: Callable[[Call], Awaitable[Reply | None]]
+    ) -> None:
+        """The admitted call's check across nodes, then its hunt (or its refusal). A call
+        that ended meanwhile (CANCEL, shutdown) was answered and accounted already."""
+        try:
+            refused = await check(call)
+        except Exception:  # a bug: the call's own refusal, with its CDR
+            logger.exception("shared admission failed", extra={"call_id": call.call_id})
+            refused = Reply.of(
+                refuse(EndReason.INTERNAL_ERROR, "shared admission failed; see the log"),
+                account_id=call.admission.account_id,
+            )
+        if call.finished or call.phase is not Phase.HUNTING:
+            return
+        if refused is not None:
+            call.end_detail = refused.detail
+            self._fail_call(call, refused)
+            return
+        log_call(
+            logging.INFO,
+            call.call_id,
+            "admitted account=%s number=%s",
+            call.admission.account_id,
+            call.admission.number,
         )
         self._hunt(call)
 

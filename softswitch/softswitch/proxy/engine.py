@@ -27,6 +27,7 @@ dropped, never raised.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import TYPE_CHECKING
 
 from softswitch.call.refusal import EndReason, refuse
@@ -93,6 +94,18 @@ class Engine(Dispatch):
         bound = await self.transport.listen(transport, addr)
         self._ours.add(bound)
         return bound
+
+    async def adopt(self, transport: Transport, sock: socket.socket, *, own: bool) -> Address:
+        """Listen on a socket bound already (a worker's; see ``TransportLayer.adopt``)."""
+        bound = await self.transport.adopt(transport, sock, own=own)
+        self._ours.add(bound)
+        return bound
+
+    def add_ours(self, address: Address) -> None:
+        """An address of ours this engine does not listen on: the other workers' own ports,
+        so a request that loops through a sibling is still a loop (482) and their Route
+        entries are still ours to strip."""
+        self._ours.add(address)
 
     @property
     def active_calls(self) -> int:

@@ -8,7 +8,10 @@ error, or when the gateway's setup timeout passes without a provisional response
 rings, Timer C bounds the ringing. The first 2xx connects the call and starts the dialog;
 a final answer about the callee (busy, declined ...) ends the hunt; so does running out of
 targets, attempts or the call's time budget. A gateway that answers after the switch moved
-on is ACKed and hung up at once, so it never bills a call nobody hears.
+on is ACKed and hung up at once, so it never bills a call nobody hears. With ``[server]
+shared_state`` a claimed gateway is also checked against every node's calls to it
+(``shared_gateway``, awaited in a task of the call's) before its branch starts; refused
+there, the hunt goes on to the next target.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import functools
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from softswitch.call.refusal import EndReason, q850_for_status, refuse
 from softswitch.sip import Request, Response, SipURI, parse_uri
@@ -38,6 +42,10 @@ __all__ = ["Hunting"]
 
 class Hunting(MediaSteps):
     """Branches, their timers, fail-over, late answers, and the answer that connects."""
+
+    #: The gateway's limits across nodes (``Pipeline.shared_claim``): True when the branch
+    #: may go. None here: no shared state, selection is synchronous.
+    shared_gateway: Callable[[Call, Target], Awaitable[bool]] | None = None
 
     # -- route and select: the next branch -------------------------------------------------
 
@@ -66,6 +74,30 @@ class Hunting(MediaSteps):
             else:
                 self._fail_call(call, choice)
             return
+        shared = self.shared_gateway
+        if shared is not None:
+            self.driver.spawn(self._claim_shared(call, choice, shared), call.call_id)
+            return
+        self._branch_to(call, choice)
+
+    async def _claim_shared(
+        self, call: Call, target: Target, check: Callable[[Call, Target], Awaitable[bool]]
+    ) -> None:
+        """The claimed gateway's check across nodes, then its branch (or the next target).
+        A call that ended meanwhile was accounted already: its claims are back."""
+        try:
+            go = await check(call, target)
+        except Exception:  # a bug: the node's own claim stands
+            logger.exception("shared gateway check failed", extra={"call_id": call.call_id})
+            go = True
+        if call.finished or call.phase is not Phase.HUNTING:
+            return
+        if go:
+            self._branch_to(call, target)
+        else:
+            self._hunt(call)
+
+    def _branch_to(self, call: Call, choice: Target) -> None:
         attempt = Attempt(choice.gateway_id, choice.request_uri, choice.number_sent, time.time())
         call.attempts.append(attempt)
         branch = Branch(call, choice, attempt)

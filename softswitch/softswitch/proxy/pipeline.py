@@ -5,7 +5,9 @@
                  one is answered 400/416/505 by the transport, statelessly
     authorise    which customer account is calling (source IP, digest, tech prefix)
     normalise    the dialed number as routing and billing see it
-    limits       the account may place this call now (enabled, allow/deny, calls, CPS)
+    limits       the account may place this call now (enabled, allow/deny, calls, CPS);
+                 with ``[server] shared_state``, calls and CPS across every node too
+                 (``shared_admit``, awaited by the engine before it hunts)
     route        lcr: the account's plan's candidate gateways, in order, with rejections;
                  the caller-ID (the account's cli rules applied) picks a plan's CLI or
                  non-CLI routes
@@ -44,19 +46,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import lcr
 from softswitch.billing.meter import CreditMeter
 from softswitch.call.authorise import Challenge, authorise, has_credentials
 from softswitch.call.cli import Identity, header_edits, identity_of, rewrite
-from softswitch.call.limits import check_limits
+from softswitch.call.limits import check_limits, shared_refusal
 from softswitch.call.live import LiveState
 from softswitch.call.normalise import normalise
 from softswitch.call.quality import demote
 from softswitch.call.refusal import EndReason, Refusal, q850_for_status, refuse
 from softswitch.call.rewrite import gateway_request_uri, sent_number
-from softswitch.call.routing import RoutePlan, route_call
+from softswitch.call.routing import RoutePlan, live_acd, route_call
 from softswitch.call.select import admit_gateway, select_gateways
 from softswitch.call.snapshot import Snapshot
 from softswitch.cdr import CallStart, CdrSink
@@ -81,6 +83,9 @@ from .accounting import (
 )
 from .calls import Admission, Call, Target
 from .engine import Reply
+
+if TYPE_CHECKING:  # only a switch with [server] shared_state loads redis
+    from softswitch.cluster.admission import SharedLimits
 
 __all__ = ["CallContext", "Pipeline", "reply"]
 
@@ -116,6 +121,12 @@ class CallContext:
     pending: list[Target] = field(default_factory=list)
     #: The caller's identity after the account's ``cli`` rules (None: as received).
     identity: Identity | None = None
+    #: The call holds a slot of the account's ``max_calls`` across nodes (``shared_admit``),
+    #: given back once, at its end.
+    shared_held: bool = False
+    #: Gateways whose ``capacity`` across nodes the call holds a slot of (``shared_claim``),
+    #: each given back when its branch ends.
+    shared_gateways: set[str] = field(default_factory=set)
 
 
 def _customer_rule(snapshot: Snapshot) -> Callable[[str, int], bool]:
@@ -148,6 +159,9 @@ class Pipeline:
         self.cdrs = cdrs
         self.meter = meter
         self.draining = False
+        #: ``[server] shared_state``: the account limits across nodes (None: this node's
+        #: own only). Set, the engine awaits :meth:`shared_admit` before it hunts.
+        self.shared: SharedLimits | None = None
         #: Customers' malformed INVITEs already recorded: a retransmission is no new attempt.
         self._recorded_malformed = Retransmissions()
         self.guard = guard or SourceGuard(snapshot.config.security, blocks=live.blocks)
@@ -224,6 +238,7 @@ class Pipeline:
             self.nonces,
             clock=mono,
             registered=registered,
+            shared=self.shared.blocks if self.shared is not None else None,
         )
         if isinstance(who, Challenge):
             return Reply(who.status, headers=tuple(who.headers()), end_reason=None, cdr=False)
@@ -255,7 +270,14 @@ class Pipeline:
             identity = rewrite(identity_of(request), account.cli)
             at = dt.datetime.fromtimestamp(now, dt.UTC)
             plan = route_call(
-                snapshot, account, number, at, request.call_id or "", cli=identity.present
+                snapshot,
+                account,
+                number,
+                at,
+                request.call_id or "",
+                cli=identity.present,
+                caller=identity.number,
+                acd=None if self.stats is None else live_acd(self.stats, mono),
             )
             if isinstance(plan, Refusal):
                 return reply(plan, account_id=account.id)
@@ -323,6 +345,29 @@ class Pipeline:
         if self.stats is not None:
             self.stats.call_started(started_of(account.id, plan), mono)
         return admission
+
+    async def shared_admit(self, call: Call) -> Reply | None:
+        """The limits stage across nodes, after this node's (``admit``): None when the call
+        may hunt, else its refusal (503 ``limit_exceeded``, as the node's own limits).
+
+        A call that ended while Redis answered (CANCEL, shutdown) gives back at once what
+        the check took; otherwise :meth:`account` does at the call's end."""
+        shared = self.shared
+        if shared is None:
+            return None
+        context = _context(call)
+        account = context.account
+        verdict = await shared.admit(account.id, account.max_calls, account.max_cps)
+        if verdict.held:
+            if call.finished:
+                shared.release(account.id)
+            else:
+                context.shared_held = True
+        refusal = shared_refusal(account, verdict.value)
+        if refusal is None and self.meter is not None and not call.finished:
+            # credit: the first hold across nodes (fails closed when Redis is down)
+            refusal = await self.meter.admit_across(context)
+        return None if refusal is None else reply(refusal, account_id=account.id)
 
     def _registered_source(self, now: float, flow: Flow) -> Callable[[str, int], str | None] | None:
         """authorise's question "whose registration came from this address, over this
@@ -446,11 +491,43 @@ class Pipeline:
             )
         return targets
 
+    async def shared_claim(self, call: Call, target: Target) -> bool:
+        """The gateway ``next_target`` claimed on this node, against every node's calls to
+        it (``capacity``, ``max_cps``): True when the branch may go; False, the claim is
+        released and the gateway skipped (``... across nodes``), and the hunt goes on. Redis
+        unavailable: the node's own claim stands (the failure policy of ``max_calls``)."""
+        shared = self.shared
+        context = _context(call)
+        gateway = context.claimed.get(target.gateway_id)
+        if shared is None or gateway is None:
+            return True
+        verdict = await shared.claim_gateway(gateway.id, gateway.capacity, gateway.max_cps)
+        if verdict.held:
+            if call.finished or target.gateway_id not in context.claimed:
+                shared.release_gateway(gateway.id)  # the call or its claim ended meanwhile
+            else:
+                context.shared_gateways.add(gateway.id)
+            return True
+        limits = {
+            "max_calls": f"capacity {gateway.capacity}",
+            "max_cps": f"max_cps {gateway.max_cps}",
+        }
+        limit = limits.get(verdict.value)
+        if limit is None:
+            return True
+        context.skipped.append((gateway.id, f"{limit} across nodes"))
+        self.release_target(call, target)
+        return False
+
     def release_target(self, call: Call, target: Target) -> None:
-        if _context(call).claimed.pop(target.gateway_id, None) is not None:
+        context = _context(call)
+        if context.claimed.pop(target.gateway_id, None) is not None:
             self.live.gateway_release(target.gateway_id)
             if self.stats is not None:
                 self.stats.gateway_released(target.gateway_id, time.monotonic())
+        if target.gateway_id in context.shared_gateways and self.shared is not None:
+            context.shared_gateways.discard(target.gateway_id)
+            self.shared.release_gateway(target.gateway_id)
 
     # -- fail over: every candidate failed ------------------------------------------------
 
@@ -554,11 +631,18 @@ class Pipeline:
         else:
             self.cdrs.enqueue(record, debit)
         self.live.account_release(context.account.id)
+        if context.shared_held and self.shared is not None:
+            context.shared_held = False
+            self.shared.release(context.account.id)
         for gateway_id in list(context.claimed):
             self.live.gateway_release(gateway_id)
             if self.stats is not None:
                 self.stats.gateway_released(gateway_id, time.monotonic())
         context.claimed.clear()
+        if self.shared is not None:
+            for gateway_id in context.shared_gateways:
+                self.shared.release_gateway(gateway_id)
+        context.shared_gateways.clear()
         if self.stats is not None:
             self.stats.call_ended(ended_of(call, context.plan), time.monotonic())
 

@@ -20,6 +20,10 @@ that takes ``register`` away from an account stops its contacts being used, not 
 
 ``[[alarms]]`` (``softswitch.alarms``) are evaluated on the same loop from the moment the
 switch listens until it stops; a reload hands them the new rules and keeps what is raised.
+
+One of several workers (``softswitch.workers``, ``seat`` given): the supervisor bound the
+sockets and made the shared live state; the management API, the prober and the alarms run in
+the primary worker only, and the supervisor hears "ready" from each worker.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ import functools
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from softswitch import __version__
 from softswitch.alarms import AlarmRunner, Alarms
@@ -40,21 +46,26 @@ from softswitch.call.authorise import make_authenticator
 from softswitch.call.billing import deck_cost
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import Snapshot, build_snapshot
-from softswitch.cdr import CdrStore
-from softswitch.config import Config, ConfigError, is_loopback, load_config
+from softswitch.config import Config, ConfigError, ConfigProblem, is_loopback, load_config
 from softswitch.management import ManagementServer
+from softswitch.management.calls import answer_peer
 from softswitch.media.control import media_control
 from softswitch.media.metrics import MediaCollector
 from softswitch.registrar import BindingWriter, Registrar, Registrations
 from softswitch.registrar import load as load_bindings
 from softswitch.stats import Statistics
 from softswitch.stats.prometheus import Metrics
+from softswitch.store.opening import describe_database, open_cdr_store
 from softswitch.transport import Limits, Transport
 
 from .collector import quiet_collector, restore_collector
 from .engine import UDP_RECEIVE_BUFFER, Engine
 from .pipeline import Pipeline
 from .probe import Prober, ProbeTarget
+
+if TYPE_CHECKING:
+    from softswitch.cluster.admission import SharedLimits
+    from softswitch.workers.seat import Seat
 
 __all__ = ["Switch", "serve"]
 
@@ -81,24 +92,50 @@ def probe_targets(snapshot: Snapshot) -> list[ProbeTarget]:
     ]
 
 
+def _same_database(a: Path | str, b: Path | str) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return a.resolve() == b.resolve()
+
+
 class Switch:
     """Engine, pipeline, prober and CDR store of one running switch."""
 
-    def __init__(self, config: Config, snapshot: Snapshot, config_path: Path | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        snapshot: Snapshot,
+        config_path: Path | None,
+        seat: Seat | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
-        self.live = LiveState()
-        self.cdrs = CdrStore(config.server.database)
+        #: This process's place among several workers (None: the one process).
+        self.seat = seat
+        self.live = LiveState() if seat is None else seat.live()
+        #: Where CDRs, open calls, the ledger and registrations live (``softswitch.store``):
+        #: read at start only, as the reload refuses to move it.
+        self.database = config.server.database
+        self.cdrs = open_cdr_store(self.database)
         self.meter = CreditMeter(
             self.cdrs,
-            config.server.database,
+            self.database,
             self.cdrs.run_id,
             slice=config.billing.slice,
             sync_interval=config.billing.sync_interval,
         )
-        nonces = make_authenticator(config, os.urandom(32))
+        # Workers share the supervisor's secret: a nonce one issued is good at the others.
+        secret = os.urandom(32) if seat is None else seat.nonce_secret
+        nonces = make_authenticator(config, secret)
         #: Live statistics and Prometheus metrics: the Switch keeps them, so reloads do too.
-        self.stats = Statistics(metrics=Metrics())
+        #: A worker other than the primary records its own and sends them to the primary,
+        #: which counts every worker's (``softswitch.workers.statistics``).
+        forwarding = None if seat is None else seat.statistics()
+        self.stats = forwarding if forwarding is not None else Statistics(metrics=Metrics())
+        self._inbox = None if seat is None else seat.inbox(self.stats)
+        #: The primary's line to the other workers' live calls (None: one process, or
+        #: not the primary); the management API lists and hangs up through it.
+        self.peers = None if seat is None else seat.peers()
         #: ``[[alarms]]`` on those statistics; raised alarms survive reloads too.
         self.alarms = Alarms(self.stats, self.live, metrics=self.stats.metrics)
         self.alarms.configure(config, time.monotonic())
@@ -118,7 +155,7 @@ class Switch:
         guard = self.pipeline.guard
         self.registrar = Registrar(
             self.registrations,
-            BindingWriter(config.server.database),
+            BindingWriter(self.database),
             snapshot=lambda: self.pipeline.snapshot,
             nonces=nonces,
             live=self.live,
@@ -139,11 +176,17 @@ class Switch:
         )
         self.meter.hang_up = self.engine.hang_up
         self.engine.registrar = self.registrar
+        #: ``[server] shared_state``: the account limits across nodes (None: per node);
+        #: connected in :meth:`start`, read at start only.
+        self.shared: SharedLimits | None = None
         self.prober = Prober(self.engine.options, self.live.mark_gateway)
         self._reloading: asyncio.Task[bool] | None = None
         #: Why the last reload was refused (every problem, one per line); None after a good one.
         self.reload_error: str | None = None
         self.management = ManagementServer(self)
+        self._answer_calls = answer_peer(self.engine)
+        self._answerer = None if seat is None else seat.answerer(self._answer_primary)
+        self._peer_reload: asyncio.Task[object] | None = None
 
     async def start(self, listen: Sequence[str]) -> None:
         """Close the calls a dead run left open, listen on every address, then start
@@ -164,7 +207,7 @@ class Switch:
         # Balances after recovery: the dead run's calls are debited by now.
         await asyncio.to_thread(self.meter.load)
         # Who was registered when the last run stopped (the expired ones are dropped).
-        bindings = await asyncio.to_thread(load_bindings, self.cdrs.path, time.time())
+        bindings = await asyncio.to_thread(load_bindings, self.database, time.time())
         for binding in bindings:
             self.registrations.put(binding)
         if bindings:
@@ -172,9 +215,12 @@ class Switch:
         self.pipeline.trust_registrations()
         self._sweeper = asyncio.get_running_loop().create_task(self.registrar.sweep_forever())
         self.meter.start()
+        await self._share_limits(listen)
         if self.media is not None:
             await self.media.start()
-        for item in listen:
+        if self.seat is not None:
+            await self._listen_seat(self.seat)
+        for item in listen if self.seat is None else ():
             transport, addr = _listen_item(item)
             try:
                 bound = await self.engine.listen(transport, addr)
@@ -187,10 +233,76 @@ class Switch:
             print(
                 f"softswitch: listening on {transport.name.lower()}:{host}:{bound[1]}", flush=True
             )
+        if self._answerer is not None:
+            self._answerer.start()
+        if not self.primary:
+            return
+        if self._inbox is not None:
+            self._inbox.start()
         self.prober.start(probe_targets(self.pipeline.snapshot))
         self._alarm_runner.start()
         # The management API last: it shows (and may change) a switch that takes calls.
         await self.management.start(self.config.management)
+
+    async def _share_limits(self, listen: Sequence[str]) -> None:
+        """With ``[server] shared_state``: this process's client of the limits every node
+        shares, before any call is taken. Each worker of several is a client of its own
+        (``<node_id>/<index>``): Redis then counts every worker's calls exactly, and a
+        worker's death frees its slots by its own lease."""
+        server = self.config.server
+        if server.shared_state is None:
+            return
+        from softswitch.cluster.admission import SharedLimits
+        from softswitch.cluster.errors import SharedStateConfigError
+        from softswitch.cluster.metrics import SharedStateCollector
+
+        node_id = server.node_id or default_node_id(listen)
+        if self.seat is not None:
+            node_id = f"{node_id}/{self.seat.index}"
+        shared = SharedLimits(server.shared_state, node_id)
+        try:
+            await shared.start()
+        except SharedStateConfigError as e:  # an id in use, a password Redis refuses
+            key = "server.node_id" if "node id" in str(e) else "server.shared_state"
+            where = str(self.config_path) if self.config_path is not None else "configuration"
+            raise ConfigError([ConfigProblem(where, key, str(e))]) from None
+        self.shared = shared
+        self.pipeline.shared = shared
+        self.meter.shared = shared.credit  # billed accounts' credit across nodes too
+        self.engine.shared_admission = self.pipeline.shared_admit
+        self.engine.shared_gateway = self.pipeline.shared_claim
+        shared.blocks.start(self._mirror_block)  # blocks found in Redis, into ours
+        metrics = self.stats.metrics
+        if metrics is not None:
+            metrics.registry.register(SharedStateCollector(shared))
+
+    def _mirror_block(self, ip: str, seconds_left: float) -> bool:
+        """A block across nodes into this node's own list (the guard's and authorise's):
+        whether it is new here."""
+        blocks = self.pipeline.live.blocks
+        now = time.monotonic()
+        new = not blocks.is_blocked(ip, now)
+        return blocks.block(ip, now + seconds_left, now) and new
+
+    @property
+    def primary(self) -> bool:
+        """The one process, or the primary of several workers (API, prober, alarms)."""
+        return self.seat is None or self.seat.primary
+
+    async def _listen_seat(self, seat: Seat) -> None:
+        """A worker's sockets, bound by its supervisor; its siblings' own ports are ours.
+
+        Its own ports and its siblings' first, the shared listen sockets last: a restarted
+        worker finds INVITEs queued in its listen socket while it was dead, and handles them
+        as soon as that socket is adopted; relayed before its own port was, their Via and
+        Record-Route would name the shared port, and the answers would go to whichever
+        worker the kernel picks."""
+        for _, address in seat.own_addresses:
+            self.engine.add_ours(address)
+        for own_first in (True, False):
+            for transport, sock, own in seat.sockets.sockets:
+                if own is own_first:
+                    await self.engine.adopt(transport, sock, own=own)
 
     async def reload(self) -> bool:
         """Load the file and its decks again; swap them in atomically if all is valid."""
@@ -217,6 +329,9 @@ class Switch:
         # re-trusts the addresses of the bindings left.
         self.registrar.forget_changed(self.pipeline.snapshot, snapshot)
         self.pipeline.use(snapshot)  # the one assignment calls see
+        if self.seat is not None:  # the slots of ids the configuration no longer has
+            self.seat.shared.forget_absent(config)
+            self.seat.shared.running.record(config)  # what a restarted worker will run
         self.alarms.configure(config, time.monotonic())  # new rules; raised alarms kept
         self._alarm_runner.wake()
         # [server] realm and digest_algorithms change with it (authorise reads the realm from
@@ -227,7 +342,8 @@ class Switch:
         nonces = self.pipeline.nonces
         nonces.realm = config.server.realm
         nonces.algorithms = config.server.digest_algorithms
-        self.prober.start(probe_targets(snapshot))
+        if self.primary:
+            self.prober.start(probe_targets(snapshot))
         logger.warning("configuration reloaded from %s", path)
         print("softswitch: reloaded", flush=True)
         return True
@@ -247,18 +363,36 @@ class Switch:
                 "media_relays: the switch started without media relays and reads them at"
                 " start only; restart to add them"
             )
-        if config.server.database.resolve() != self.cdrs.path.resolve():
+        if self.seat is not None:  # the workers' shared tables, sized at start
+            refused = self.seat.shared.refusal(config)
+            if refused is not None:
+                return refused
+        if not _same_database(config.server.database, self.database):
             return (
-                f"server.database: the switch writes {self.cdrs.path}; a reload cannot move"
-                f" it to {config.server.database} (restart to change it)"
+                f"server.database: the switch writes {describe_database(self.database)}; a"
+                f" reload cannot move it to {describe_database(config.server.database)}"
+                " (restart to change it)"
             )
         return None
 
-    def request_reload(self) -> asyncio.Task[bool]:
-        """Start a reload (SIGHUP, the management API) unless one runs; the one running."""
+    def request_reload(self, *, others: bool = True) -> asyncio.Task[bool]:
+        """Start a reload (SIGHUP, the management API) unless one runs; the one running.
+
+        The primary of several workers asks the others to reload too (``others``), unless
+        the supervisor's SIGHUP reached every worker already."""
         if self._reloading is None or self._reloading.done():
-            self._reloading = asyncio.get_running_loop().create_task(self.reload())
+            loop = asyncio.get_running_loop()
+            self._reloading = loop.create_task(self.reload())
+            if others and self.peers is not None:
+                self._peer_reload = loop.create_task(self.peers.ask_all({"op": "reload"}))
         return self._reloading
+
+    def _answer_primary(self, question: dict[str, Any]) -> dict[str, Any]:
+        """A non-primary worker's answer to the primary: reload, or a live-call question."""
+        if question.get("op") == "reload":
+            self.request_reload(others=False)
+            return {"reloading": True}
+        return self._answer_calls(question)
 
     @property
     def reloading(self) -> asyncio.Task[bool] | None:
@@ -274,6 +408,12 @@ class Switch:
         await self._alarm_runner.stop()
         await self.prober.stop()
         await self.engine.close()
+        if self.shared is not None:
+            await self.shared.close()  # after the calls ended: their slots are back
+        if self._inbox is not None:
+            self._inbox.stop()
+        if self._answerer is not None:
+            self._answerer.stop()
         if self.media is not None:
             await self.media.close()  # after the calls' deletes are sent
         await self.meter.close()
@@ -282,6 +422,13 @@ class Switch:
         if self.registrar.writer is not None:
             await asyncio.to_thread(self.registrar.writer.close)
         self.cdrs.close()
+
+
+def default_node_id(listen: Sequence[str]) -> str:
+    """``<hostname>:<port>``, the port of the first listen address: unique among the nodes
+    of a cluster as long as no two of one host listen on the same port."""
+    port = _listen_item(listen[0])[1][1] if listen else 5060
+    return f"{socket.gethostname()}:{port}"
 
 
 def os_reason(exc: OSError) -> str:
@@ -320,24 +467,33 @@ async def serve(
     config_path: Path | None = None,
     listen: Sequence[str] | None = None,
     stop: asyncio.Event | None = None,
+    seat: Seat | None = None,
 ) -> None:
-    """Run the switch until SIGTERM/SIGINT (or ``stop`` is set), then drain and exit."""
+    """Run the switch until SIGTERM/SIGINT (or ``stop`` is set), then drain and exit.
+
+    ``seat``: this process is one of several workers (``softswitch.workers.supervisor``)."""
     snapshot = await asyncio.to_thread(build_snapshot, config)
-    switch = Switch(config, snapshot, config_path)
+    switch = Switch(config, snapshot, config_path, seat)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     quiet_collector(config.server.gc_threshold)
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, switch.request_reload)
+        # Several workers: the supervisor passes SIGHUP to each, none asks the others.
+        reload = functools.partial(switch.request_reload, others=seat is None)
+        loop.add_signal_handler(signal.SIGHUP, reload)
         await switch.start(listen or config.server.listen)
-        print(
-            f"softswitch: ready ({len(config.accounts)} accounts, "
-            f"{len(config.gateways)} gateways, CDRs in {config.server.database}, "
-            f"event loop {type(loop).__module__.split('.')[0]})",
-            flush=True,
-        )
+        if seat is not None:
+            seat.ready()  # the supervisor says "ready" when every worker has
+        else:
+            print(
+                f"softswitch: ready ({len(config.accounts)} accounts, "
+                f"{len(config.gateways)} gateways,"
+                f" CDRs in {describe_database(config.server.database)}, "
+                f"event loop {type(loop).__module__.split('.')[0]})",
+                flush=True,
+            )
         await stop.wait()
         logger.warning("stopping: draining %d calls", switch.engine.active_calls)
     finally:

@@ -15,6 +15,11 @@ written once, and one transaction carries everything pending. The connection use
 ``synchronous = NORMAL`` (WAL): a power cut may lose the last refreshes, which the clients
 repeat anyway; it never corrupts the file. The writer and the CDR writer share the file,
 each with its own connection; SQLite's lock (waited for up to 30 s) orders them.
+
+With ``[server] database`` a ``postgresql://`` URL the same table lives in PostgreSQL
+(created by ``softswitch migrate``), written the same way from the same thread; an upsert
+there is ``INSERT ... ON CONFLICT DO UPDATE``, and the commits use
+``synchronous_commit = off`` for the same reason SQLite's use ``NORMAL``.
 """
 
 from __future__ import annotations
@@ -22,8 +27,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from softswitch.store.postgres_connect import connect as connect_postgres
+from softswitch.store.postgres_connect import is_postgres_url
 
 from .bindings import Binding
 
@@ -68,17 +79,31 @@ _UPSERT = (
     f" VALUES ({', '.join('?' * len(_COLUMNS))})"
 )
 _DELETE = "DELETE FROM registrations WHERE account_id = ? AND contact = ?"
+_UPSERT_PG = (
+    f"INSERT INTO registrations ({', '.join(_COLUMNS)})"
+    f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+    " ON CONFLICT (account_id, contact) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[2:])
+)
+_DELETE_PG = "DELETE FROM registrations WHERE account_id = %s AND contact = %s"
+
+#: ``[server] database``: a SQLite file, or a PostgreSQL URL.
+Database = str | Path
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+def _connect(database: Database) -> Any:
+    if is_postgres_url(database):
+        remote = connect_postgres(str(database), application="softswitch registrar")
+        remote.execute("SET synchronous_commit = off")
+        return remote
+    conn = sqlite3.connect(database, timeout=30.0, check_same_thread=False)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.executescript(REGISTRATIONS_SCHEMA)  # cdr.SCHEMA has it; a bare file may not
     return conn
 
 
-def _row(binding: Binding) -> tuple[object, ...]:
+def _row(binding: Binding, *, postgres: bool = False) -> tuple[object, ...]:
     b = binding
     return (
         b.account_id,
@@ -90,18 +115,22 @@ def _row(binding: Binding) -> tuple[object, ...]:
         b.transport,
         b.source_ip,
         b.source_port,
-        int(b.nat),
+        bool(b.nat) if postgres else int(b.nat),
         b.registered_at,
         b.user_agent,
     )
 
 
-def load(path: str | Path, now: float) -> list[Binding]:
+def load(database: Database, now: float) -> list[Binding]:
     """The bindings still live at ``now`` (wall-clock seconds); the expired are deleted."""
-    conn = _connect(Path(path))
+    postgres = is_postgres_url(database)
+    conn = _connect(database if postgres else Path(database))
     try:
-        with conn:
-            conn.execute("DELETE FROM registrations WHERE expires_at <= ?", (now,))
+        if postgres:
+            conn.execute("DELETE FROM registrations WHERE expires_at <= %s", (now,))
+        else:
+            with conn:
+                conn.execute("DELETE FROM registrations WHERE expires_at <= ?", (now,))
         rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM registrations").fetchall()
     finally:
         conn.close()
@@ -127,9 +156,10 @@ def load(path: str | Path, now: float) -> list[Binding]:
 class BindingWriter:
     """Writes binding changes in a thread of its own, the latest change per contact."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        _connect(self.path).close()  # the table exists (and errors surface) before any call
+    def __init__(self, database: Database) -> None:
+        self.postgres = is_postgres_url(database)
+        self.database: Database = database if self.postgres else Path(database)
+        _connect(self.database).close()  # the table exists (and errors surface) before any call
         self._pending: dict[tuple[str, str], Binding | None] = {}
         self._cond = threading.Condition()
         self._closed = False
@@ -167,7 +197,7 @@ class BindingWriter:
         self._thread.join()
 
     def _run(self) -> None:
-        conn = _connect(self.path)
+        conn = _connect(self.database)
         try:
             while True:
                 with self._cond:
@@ -176,6 +206,8 @@ class BindingWriter:
                     self._idle = not batch
                     closing = self._closed
                 if batch:
+                    if self.postgres and conn.closed:  # the connection was lost: a new one
+                        conn = _reconnect(self.database, conn)
                     self._commit(conn, batch)
                     with self._cond:
                         self._idle = True
@@ -185,18 +217,40 @@ class BindingWriter:
         finally:
             conn.close()
 
-    def _commit(
-        self, conn: sqlite3.Connection, batch: dict[tuple[str, str], Binding | None]
-    ) -> None:
-        upserts = [_row(b) for b in batch.values() if b is not None]
+    def _commit(self, conn: Any, batch: dict[tuple[str, str], Binding | None]) -> None:
+        upserts = [_row(b, postgres=self.postgres) for b in batch.values() if b is not None]
         deletes = [key for key, b in batch.items() if b is None]
         try:
-            with conn:
-                if deletes:
-                    conn.executemany(_DELETE, deletes)
-                if upserts:
-                    conn.executemany(_UPSERT, upserts)
-        except sqlite3.Error as e:
+            if self.postgres:
+                with conn.transaction(), conn.cursor() as cursor:
+                    _write(cursor, _DELETE_PG, deletes, _UPSERT_PG, upserts)
+            else:
+                with conn:
+                    _write(conn, _DELETE, deletes, _UPSERT, upserts)
+        except (sqlite3.Error, psycopg.Error) as e:
             # Lost changes are a client re-registering later than it could be called,
             # not a wrong call: logged, not retried (the next change of a contact rewrites it).
             logger.error("writing %d registration changes failed: %s", len(batch), e)
+
+
+def _reconnect(database: Database, conn: Any) -> Any:
+    """A new connection, or the old (closed) one when the database is still unreachable:
+    the commit then fails and is logged, and the next batch tries again."""
+    try:
+        return _connect(database)
+    except psycopg.Error as e:
+        logger.error("reconnecting to the registrations database failed: %s", e)
+        return conn
+
+
+def _write(
+    target: Any,
+    delete: str,
+    deletes: Sequence[tuple[str, str]],
+    upsert: str,
+    upserts: Sequence[tuple[object, ...]],
+) -> None:
+    if deletes:
+        target.executemany(delete, deletes)
+    if upserts:
+        target.executemany(upsert, upserts)

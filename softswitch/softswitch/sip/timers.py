@@ -16,6 +16,10 @@ __all__ = ["Timer", "TimerConfig"]
 class Timer(enum.Enum):
     """RFC 3261 table 4. The comment is the RFC's meaning, not our implementation."""
 
+    # Identity hash (C) rather than Enum's hash of the name (Python): timers key the
+    # transactions' deadline dicts, probed on every message.
+    __hash__ = object.__hash__
+
     A = "A"  # INVITE request retransmit interval, UDP only
     B = "B"  # INVITE transaction timeout
     D = "D"  # wait time for response retransmits (client INVITE, Completed)

@@ -182,6 +182,10 @@ Action: TypeAlias = Send | StartTimer | StopTimer | PassUp | Timeout | Transport
 
 
 class Kind(enum.Enum):
+    # Members are singletons: identity hashing (C) rather than Enum's hash of the name
+    # (Python), since the state table is probed by them several times per message.
+    __hash__ = object.__hash__
+
     CLIENT_INVITE = "client INVITE"  # RFC 3261 17.1.1, figure 5
     CLIENT_NON_INVITE = "client non-INVITE"  # 17.1.2, figure 6
     SERVER_INVITE = "server INVITE"  # 17.2.1, figure 7
@@ -189,6 +193,9 @@ class Kind(enum.Enum):
 
 
 class State(enum.Enum):
+    # Identity hash: see Kind.
+    __hash__ = object.__hash__
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -198,6 +205,9 @@ class State(enum.Enum):
 
 
 class Trigger(enum.Enum):
+    # Identity hash: see Kind.
+    __hash__ = object.__hash__
+
     RECV_1XX = "1xx received"
     RECV_2XX = "2xx received"
     RECV_FAIL = "300-699 received"
@@ -220,6 +230,9 @@ class Trigger(enum.Enum):
 
 
 class Effect(enum.Enum):
+    # Identity hash: see Kind.
+    __hash__ = object.__hash__
+
     PASS_UP = "pass the message up to the TU"
     RETRANSMIT = "retransmit the request"
     SEND_ACK = "send (again) the ACK for the non-2xx final response"

@@ -15,6 +15,10 @@ as ``Statistics``; :meth:`Metrics.exposition` is what ``/metrics`` serves.
                                                            rule is raised on that key, 0
                                                            once it cleared (softswitch.alarms)
 
+With ``[server] shared_state`` set, ``softswitch_shared_state_up`` and
+``softswitch_shared_state_errors_total`` too (``softswitch.cluster.metrics``, a collector
+on this registry).
+
 Labels are bounded: account and gateway ids come from the configuration, outcomes from the
 end reasons' list, status classes are six, alarm rules from the configuration (their keys
 are the switch's ``all`` or its gateway and account ids). A number, a Call-ID or an address
@@ -101,6 +105,10 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[object, ...], object] = {}
+        #: The active gauges' values, kept here to clamp them at zero: an end whose start
+        #: this process never saw (a restarted primary of several workers, whose
+        #: predecessor counted the start) must not push a gauge below zero.
+        self._levels: dict[tuple[object, str], int] = {}
 
     def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> object:
         key = (metric, *labels)
@@ -120,12 +128,28 @@ class Metrics:
 
     # -- events (the same as ``Statistics``', without a clock: Prometheus stamps scrapes) ----
 
+    def _up(self, metric: Gauge, label: str) -> None:
+        key = (metric, label)
+        self._levels[key] = self._levels.get(key, 0) + 1
+        self._gauge(metric, label).inc()
+
+    def _down(self, metric: Gauge, label: str) -> None:
+        key = (metric, label)
+        level = self._levels.get(key, 0)
+        if level > 0:
+            self._levels[key] = level - 1
+            self._gauge(metric, label).dec()
+
     def call_started(self, event: CallStarted) -> None:
-        self._gauge(self.calls_active, event.account).inc()
+        self._up(self.calls_active, event.account)
+
+    def call_lost(self, account: str) -> None:
+        """A call in progress that will never end with an event (its worker died)."""
+        self._down(self.calls_active, account)
 
     def call_ended(self, event: CallEnded) -> None:
         account = event.account
-        self._gauge(self.calls_active, account).dec()
+        self._down(self.calls_active, account)
         self._counter(self.calls, account, event.end_reason).inc()
         if event.pdd_ms is not None:
             self._histogram(self.pdd, account).observe(event.pdd_ms / 1000)
@@ -140,10 +164,10 @@ class Metrics:
         self._counter(self.calls, event.account or "", event.end_reason).inc()
 
     def gateway_seized(self, gateway: str) -> None:
-        self._gauge(self.gateway_calls_active, gateway).inc()
+        self._up(self.gateway_calls_active, gateway)
 
     def gateway_released(self, gateway: str) -> None:
-        self._gauge(self.gateway_calls_active, gateway).dec()
+        self._down(self.gateway_calls_active, gateway)
 
     def alarm(self, rule: str, key: str, active: bool) -> None:
         """An alarm raised (1) or cleared (0) (``softswitch.alarms``)."""

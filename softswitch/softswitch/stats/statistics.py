@@ -27,6 +27,7 @@ they are bounded; a series idle for a whole 24 h window is forgotten (checked ho
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from .aggregate import Summary
@@ -114,6 +115,22 @@ class Statistics:
                 self.metrics.gateway_released(gateway)
         except Exception:
             logger.exception("statistics: recording a gateway release failed")
+
+    def calls_lost(self, calls: Sequence[CallStarted], gateways: Sequence[str], now: float) -> None:
+        """Calls in progress and gateway claims that will never end with an event (the
+        worker that had them died): they leave the levels and gauges, with no outcome."""
+        try:
+            for event in calls:
+                for series in self._call_series(event.account, event.destination, event.prefix):
+                    series.down()
+                if self.metrics is not None:
+                    self.metrics.call_lost(event.account)
+            for gateway in gateways:
+                self._series(self._gateways, gateway).release(now)
+                if self.metrics is not None:
+                    self.metrics.gateway_released(gateway)
+        except Exception:
+            logger.exception("statistics: dropping lost calls failed")
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -538,7 +538,7 @@ def test_softswitch_route_options(tmp_path: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):  # one or the other
         main([*base, "--cli", "0201234", "--no-cli", "441234"])
     assert main([*base, "--live", "--no-cli", "441234"]) == 2
-    assert "--cli and --no-cli are for the offline route" in capsys.readouterr().err
+    assert "--no-cli is for the offline route, not --live" in capsys.readouterr().err
 
 
 def test_the_caller_gets_its_own_from_back_in_the_answers() -> None:

@@ -308,3 +308,27 @@ def test_many_repeated_fields_are_all_read_back() -> None:
     h = Headers([("X-Flood", v) for v in values] + [("Call-ID", "c@h")])
     assert h.get_all("x-flood") == values
     assert h.get("Call-ID") == "c@h"
+
+
+def test_branches_and_tags_are_unique_and_differ_in_a_forked_child() -> None:
+    """Branches come from a pool of OS randomness read in bulk; a forked worker must not
+    hand out the parent's next values (the pool is dropped in the child)."""
+    import os
+
+    from softswitch.sip.fields import make_branch, make_tag
+
+    seen = {make_tag() for _ in range(20_000)}  # several refills of the pool
+    assert len(seen) == 20_000
+    assert all(len(t) == 16 and int(t, 16) >= 0 for t in list(seen)[:100])
+    assert make_branch().startswith("z9hG4bK")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next tag, to the parent
+        os.write(write, make_tag().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert len(child) == 16
+    assert child != make_tag()

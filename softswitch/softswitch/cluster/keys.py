@@ -1,0 +1,54 @@
+"""The Redis key names, all under one prefix (``softswitch`` unless told otherwise).
+
+==================================  =========  ============================================
+key                                 type       holds
+==================================  =========  ============================================
+``<prefix>:node:<node_id>``         string     the node's lease: its incarnation, PX expiry
+``<prefix>:hold:<key>``             hash       ``<node_id>#<incarnation>`` -> amount held
+``<prefix>:rate:<key>``             zset       one member per admission, scored in µs
+``<prefix>:authfail:<ip>``          zset       one member per failed authentication
+``<prefix>:block:<ip>``             string     present (PX expiry) while the IP is blocked
+==================================  =========  ============================================
+
+A counter's ``key`` is the caller's (``account:<id>``, ``gateway:<id>``,
+``credit:<account>``); every key here expires or empties by itself except the hashes, which
+hold one field per node with something held and are deleted by Redis when their last field
+goes. Several switches sharing one Redis for different deployments use different prefixes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import SharedStateConfigError
+
+__all__ = ["Keys"]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "softswitch"
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c.isspace() for c in self.prefix):
+            raise SharedStateConfigError(f"key prefix {self.prefix!r}: empty or has spaces")
+
+    @property
+    def node_prefix(self) -> str:
+        """What a node id is appended to for its lease key (the scripts build it too)."""
+        return f"{self.prefix}:node:"
+
+    def node(self, node_id: str) -> str:
+        return self.node_prefix + node_id
+
+    def hold(self, key: str) -> str:
+        return f"{self.prefix}:hold:{key}"
+
+    def rate(self, key: str) -> str:
+        return f"{self.prefix}:rate:{key}"
+
+    def failures(self, ip: str) -> str:
+        return f"{self.prefix}:authfail:{ip}"
+
+    def block(self, ip: str) -> str:
+        return f"{self.prefix}:block:{ip}"

@@ -1,0 +1,175 @@
+"""A node's lease: the key that says "this node is alive, count what it holds".
+
+``<prefix>:node:<node_id>`` holds the node's *incarnation* (random, new at every connect)
+and expires ``lease`` seconds after it was last renewed (PX, on Redis's clock). A background
+task renews it every ``lease / 3``. Hash fields are ``<node_id>#<incarnation>``, so:
+
+* a node that dies (kill -9, a lost host) stops renewing; within ``lease`` seconds its key
+  is gone and the next admission script on each counter deletes its fields: its calls stop
+  counting against the limits and its credit reservations go back;
+* a node restarted under the same id gets a new incarnation, so its previous run's fields
+  stop counting at once (it waits at connect for the old key to expire, at most ``lease``);
+* two live processes started with one id cannot both hold the lease: the second one's
+  connect fails with ``SharedStateConfigError`` once it has waited a lease for it;
+* a node that loses its lease while alive (paused longer than ``lease``: a stopped process,
+  a frozen VM, Redis unreachable for that long, Redis restarted without its data) notices
+  at its next renewal or admission, logs a WARNING (``event=lease_lost``) and takes the
+  lease again with the same incarnation, writing every holding it still has in one script.
+  Between the expiry and that moment the other nodes did not count those holdings and may
+  have admitted up to that much more: a pause longer than the lease overshoots the limits by
+  at most what the paused node held (the log line says how long the lease was not renewed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import NoReturn
+
+from .connection import Link
+from .errors import SharedStateConfigError, SharedStateError
+from .holdings import Holdings, Snapshot
+from .keys import Keys
+from .scripts import LEASE, LEAVE
+
+__all__ = ["NodeLease"]
+
+logger = logging.getLogger("softswitch.cluster")
+
+
+class NodeLease:
+    def __init__(self, link: Link, keys: Keys, node_id: str, lease: float, book: Holdings):
+        if not node_id or any(c.isspace() for c in node_id):
+            raise SharedStateConfigError(f"node id {node_id!r}: empty or has spaces")
+        if not 0.3 <= lease <= 3600:
+            raise SharedStateConfigError(f"lease {lease!r}: must be 0.3 to 3600 seconds")
+        self.node_id = node_id
+        self.incarnation = secrets.token_hex(6)
+        self.field = f"{node_id}#{self.incarnation}"
+        self.key = keys.node(node_id)
+        self.lease = lease
+        self.losses = 0
+        """How many times this node found its lease gone and took it again."""
+        self._link = link
+        self._keys = keys
+        self._book = book
+        self._renewed_at: float | None = None
+        self._failing = False
+
+    @property
+    def period(self) -> float:
+        return self.lease / 3
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _write(self, mode: str, snapshot: Snapshot) -> int:
+        keys = [self.key, *(self._keys.hold(k) for k in snapshot)]
+        args: list[str | int] = [
+            self.incarnation,
+            max(1, round(self.lease * 1000)),
+            self.field,
+            mode,
+        ]
+        args.extend(held for held, _generation in snapshot.values())
+        code = int(await self._link.run(LEASE, keys, args))
+        if code == 1 or (code == 0 and mode == "claim"):  # the lease and the amounts written
+            self._renewed_at = self._now()
+            self._book.repaired(snapshot)
+        return code
+
+    async def claim(self) -> None:
+        """Take the lease at connect, waiting up to a lease (and a renewal period) for the
+        key of a previous run under this id to expire."""
+        deadline = self._now() + self.lease + self.period
+        waited = False
+        while await self._write("claim", {}) < 0:
+            if self._now() >= deadline:
+                raise SharedStateConfigError(
+                    f"node id {self.node_id!r} is in use: another live process renews its"
+                    f" lease {self.key!r}; give each node (and each worker) its own id"
+                )
+            if not waited:
+                waited = True
+                logger.info(
+                    "shared state: node id %s still has a lease (a previous run?); waiting"
+                    " up to %.1f s for it to expire",
+                    self.node_id,
+                    self.lease,
+                    extra={"event": "lease_wait", "node_id": self.node_id},
+                )
+            await asyncio.sleep(min(0.1, self.period))
+
+    async def renew(self) -> None:
+        """One renewal; repairs unsure keys, and everything if the lease was lost."""
+        snapshot = self._book.to_repair(everything=False)
+        code = await self._write("renew", snapshot)
+        if code < 0:
+            self._taken()
+        if code == 0:
+            await self.regain()
+
+    async def regain(self) -> None:
+        """The lease is not ours in Redis (expired, or Redis lost it): take it again and
+        write every holding this node has."""
+        missed = None if self._renewed_at is None else self._now() - self._renewed_at
+        snapshot = self._book.to_repair(everything=True)
+        code = await self._write("claim", snapshot)
+        if code < 0:
+            self._taken()
+        if code == 0:
+            self.losses += 1
+            logger.warning(
+                "shared state: node %s lost its lease (not renewed for %s, lease %.1f s);"
+                " took it again and re-registered %d held counters",
+                self.node_id,
+                "?" if missed is None else f"{missed:.1f} s",
+                self.lease,
+                len(snapshot),
+                extra={"event": "lease_lost", "node_id": self.node_id},
+            )
+
+    def _taken(self) -> NoReturn:
+        raise SharedStateError(
+            f"node id {self.node_id!r}: another process holds its lease {self.key!r};"
+            " this node's holdings are not counted (two processes with one node id?)"
+        )
+
+    async def keep_alive(self) -> None:
+        """The background task: renew every ``lease / 3`` until cancelled. Failures are
+        logged once when they start and once when they stop."""
+        while True:
+            await asyncio.sleep(self.period)
+            try:
+                await self.renew()
+            except SharedStateError as e:
+                if not self._failing:
+                    logger.warning(
+                        "shared state: node %s cannot renew its lease: %s",
+                        self.node_id,
+                        e,
+                        extra={"event": "lease_renew_failed", "node_id": self.node_id},
+                    )
+                self._failing = True
+                continue
+            except Exception:  # a bug must not stop the renewals: the holdings would go
+                logger.exception(
+                    "shared state: node %s: renewal failed",
+                    self.node_id,
+                    extra={"event": "lease_renew_failed", "node_id": self.node_id},
+                )
+                continue
+            if self._failing:
+                self._failing = False
+                logger.info(
+                    "shared state: node %s renews its lease again",
+                    self.node_id,
+                    extra={"event": "lease_renewed", "node_id": self.node_id},
+                )
+
+    async def leave(self) -> None:
+        """A clean stop: the lease and this node's fields go at once."""
+        held = set(self._book.items()) | self._book.unsure
+        keys = [self.key, *(self._keys.hold(k) for k in sorted(held))]
+        await self._link.run(LEAVE, keys, [self.incarnation, self.field])

@@ -1,0 +1,15 @@
+"""Several worker processes behind one set of listen addresses (``softswitch run --workers N``).
+
+With one worker the switch is the single process it always was: nothing here runs. With N > 1
+the modules read in the order of a start:
+
+``sockets``     the listen sockets (one ``SO_REUSEPORT`` socket per worker and address) and
+                each worker's own port, all bound by the supervisor before the fork, so a port
+                in use is one clear error at start and a restarted worker gets the same ones
+``table``       a fixed-size open-addressing table in shared memory under a process lock
+``live``        :class:`SharedLiveState`, the ``LiveState`` backend on that table (limits,
+                CPS windows, gateway up/down, overrides, auth failures, blocks)
+``supervisor``  forks the workers, restarts one that dies, passes on SIGHUP and SIGTERM
+"""
+
+from __future__ import annotations

@@ -1,0 +1,129 @@
+"""The workers' sockets, bound by the supervisor before the fork.
+
+Two kinds per worker:
+
+* **Listen sockets**: for every ``[server] listen`` address, one socket per worker, all
+  bound to that address with ``SO_REUSEPORT``. The kernel spreads datagrams and connections
+  over the group by a hash of the 4-tuple (source and destination address and port), so
+  every retransmission of an INVITE (same source, same destination) reaches the worker that
+  has its transaction, and a CANCEL or the ACK of a failure goes where its INVITE went.
+* **Own sockets**: one per worker for every transport and host of the listen addresses, on a
+  port of that worker alone: ``[server] worker_port_base`` + index when set, otherwise a
+  port the kernel picks at start. A worker writes its own port in the Via of every request it
+  sends and in its Record-Route, and sends requests from that socket, so responses and the
+  dialog's later requests (ACK, BYE, re-INVITE) come back to the worker that has the call.
+
+The supervisor keeps every socket open for its whole life: a worker that dies is replaced by
+one that inherits the same sockets (nothing queued on them is lost, the reuse-port group
+keeps its size, so the hash of other calls' 4-tuples does not move), and a port in use is
+one clear error at start, before any worker runs.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from softswitch.config import parse_listen
+from softswitch.transport import Address, Transport
+
+__all__ = ["WorkerSockets", "bind_worker_sockets", "close_all"]
+
+
+@dataclass(frozen=True)
+class WorkerSockets:
+    """One worker's sockets: ``(transport, socket, own)``; ``own`` marks its own port."""
+
+    sockets: list[tuple[Transport, socket.socket, bool]] = field(default_factory=list)
+
+    def own_addresses(self) -> list[tuple[Transport, Address]]:
+        return [(t, _address(s)) for t, s, own in self.sockets if own]
+
+
+def _address(sock: socket.socket) -> Address:
+    name = sock.getsockname()
+    return (str(name[0]), int(name[1]))
+
+
+def _shown(transport: Transport, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{transport.name.lower()}:{shown}:{port}"
+
+
+def _new(transport: Transport, host: str, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if transport is Transport.UDP else socket.SOCK_STREAM
+    sock = socket.socket(family, kind)
+    if family == socket.AF_INET6 and transport is Transport.TCP:
+        # As asyncio's own TCP listeners (its UDP endpoints keep the system's dual stack).
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    if transport is Transport.TCP:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setblocking(False)
+    return sock
+
+
+def _bind(sock: socket.socket, transport: Transport, address: Address, what: str) -> None:
+    try:
+        sock.bind(address)
+        if transport is Transport.TCP:
+            sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise OSError(
+            f"cannot listen on {_shown(transport, *address)}{what}:"
+            f" {reason[:1].lower() + reason[1:]}"
+        ) from exc
+
+
+def bind_worker_sockets(
+    listen: Sequence[str], workers: int, port_base: int | None
+) -> list[WorkerSockets]:
+    """Every worker's sockets (index i: worker i), or ``OSError`` naming the address and
+    what it is for when one cannot be bound; nothing stays open after an error."""
+    result = [WorkerSockets() for _ in range(workers)]
+    opened: list[socket.socket] = []
+    try:
+        hosts: list[tuple[Transport, str]] = []
+        for item in listen:
+            proto, host, port = parse_listen(item)
+            transport = Transport.TCP if proto == "tcp" else Transport.UDP
+            # Without SO_REUSEPORT first: fails when anyone holds the address, a switch that
+            # already runs included (a reuse-port group would take the newcomer in silently).
+            probe = _new(transport, host, reuse_port=False)
+            _bind(probe, transport, (host, port), "")
+            port = _address(probe)[1]  # port 0: the group shares the one the kernel picked
+            probe.close()
+            for worker in result:
+                sock = _new(transport, host, reuse_port=True)
+                opened.append(sock)
+                _bind(sock, transport, (host, port), "")
+                worker.sockets.append((transport, sock, False))
+            if (transport, host) not in hosts:
+                hosts.append((transport, host))
+        for index, worker in enumerate(result):
+            for transport, host in hosts:
+                port = 0 if port_base is None else port_base + index
+                sock = _new(transport, host, reuse_port=False)
+                opened.append(sock)
+                what = f" (worker {index}'s own port; [server] worker_port_base)"
+                _bind(sock, transport, (host, port), what)
+                worker.sockets.append((transport, sock, True))
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        raise
+    return result
+
+
+def close_all(groups: Sequence[WorkerSockets], keep: WorkerSockets | None = None) -> None:
+    """Close every socket of ``groups`` except ``keep``'s (a worker drops its siblings')."""
+    for group in groups:
+        if group is keep:
+            continue
+        for _, sock, _ in group.sockets:
+            sock.close()

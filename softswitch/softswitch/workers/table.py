@@ -1,0 +1,390 @@
+"""A fixed-size hash table in shared memory, for state every worker reads and changes.
+
+Created by the supervisor *before* the workers are forked (an anonymous ``MAP_SHARED``
+mapping is inherited by the children, and only by them), sized once and never grown: a table
+that could grow would need every process to re-map it. One slot per key (an account, a
+gateway, a source IP), found by open addressing with linear probing on a 16-byte BLAKE2b
+digest of the key, so keys of any length fit in a fixed slot and every process hashes alike
+(Python's ``hash`` is salted per interpreter).
+
+The table is never let to fill: live entries and tombstones together stay under
+:attr:`SharedTable.capacity` (three quarters of the slots), so a lookup of an absent key
+stops at an empty slot after a few probes instead of scanning every slot. A deleted key
+leaves a tombstone (other keys' probe chains run through it); once tombstones are an eighth
+of the slots, the next insertion that needs room rebuilds the table without them, which is
+O(slots) after at least slots/8 deletions: O(1) amortised per deletion.
+
+A slot holds what ``LiveState`` keeps per id: flags (gateway down, operator overrides), the
+calls in progress *per worker* (so the supervisor can zero a dead worker's share and nothing
+else), a ring of the most recent admission times (the sliding one-second CPS window), a
+block deadline and the ids of the alarms that disable a gateway.
+
+Every read-modify-write happens under :class:`ProcessLock`: a POSIX record lock
+(``lockf``) on a file only these processes hold, which the kernel releases when its holder
+dies. A ``multiprocessing.Lock`` would stay taken for ever if ``kill -9`` hit a worker inside
+a critical section; a record lock cannot. What such a worker was writing may be left half
+done (a counter of that worker, which the supervisor zeroes anyway, or one ring entry).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Final
+
+__all__ = ["ProcessLock", "SharedTable", "Slot"]
+
+_EMPTY: Final = 0
+_USED: Final = 1
+_DELETED: Final = 2
+
+#: Header: live entries, entries with a block deadline, tombstones, spare.
+_HEADER = struct.Struct("<qqqq")
+_KEY_SIZE: Final = 16
+#: The alarm ids of a slot: UTF-8, joined by newlines, NUL-padded.
+ALARM_TEXT: Final = 128
+# state u8 + pad, key, flags u32, ring head u32, ring count u32, pad, until f64, alarm text
+_FIXED = struct.Struct(f"<B7x{_KEY_SIZE}sIIIxxxxd{ALARM_TEXT}s")
+_STATE, _KEY, _FLAGS, _HEAD, _COUNT, _UNTIL, _ALARM = 0, 8, 24, 28, 32, 40, 48
+_I32 = struct.Struct("<i")
+_U32 = struct.Struct("<I")
+_F64 = struct.Struct("<d")
+_Q = struct.Struct("<q")
+
+
+class ProcessLock:
+    """Mutual exclusion between the processes sharing a table, and between threads of one.
+
+    ``lockf`` on an unlinked temporary file: the kernel frees the lock of a process that
+    dies, however it dies. Record locks belong to a process, not a thread, so a thread lock
+    is taken first. Create it before forking; each child uses the inherited descriptor.
+    """
+
+    def __init__(self) -> None:
+        fd, path = tempfile.mkstemp(prefix="softswitch-lock-")
+        os.unlink(path)
+        self._fd = fd
+        self._threads = threading.Lock()
+        self._pid = os.getpid()
+
+    def __enter__(self) -> None:
+        if self._pid != os.getpid():
+            # A child of the fork: its thread lock is a copy taken or not by a thread that
+            # does not exist here; start with a fresh one.
+            self._threads = threading.Lock()
+            self._pid = os.getpid()
+        self._threads.acquire()
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def digest(key: str) -> bytes:
+    """The fixed-size key a slot stores: the same in every process."""
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=_KEY_SIZE).digest()
+
+
+class Slot:
+    """One key's fields, at ``offset`` in the table's memory. Use it under the lock only."""
+
+    __slots__ = ("_mm", "_ring", "_ring_at", "_workers", "offset")
+
+    def __init__(self, table: SharedTable, offset: int) -> None:
+        self._mm = table.memory
+        self._workers = table.workers
+        self._ring = table.ring
+        self._ring_at = table.ring_offset
+        self.offset = offset
+
+    @property
+    def key(self) -> bytes:
+        """The digest of the slot's key (``digest``)."""
+        return bytes(self._mm[self.offset + _KEY : self.offset + _KEY + _KEY_SIZE])
+
+    @property
+    def ring(self) -> int:
+        """Times the slot's ring keeps."""
+        return self._ring
+
+    # -- flags ---------------------------------------------------------------------------
+
+    @property
+    def flags(self) -> int:
+        return int(_U32.unpack_from(self._mm, self.offset + _FLAGS)[0])
+
+    @flags.setter
+    def flags(self, value: int) -> None:
+        _U32.pack_into(self._mm, self.offset + _FLAGS, value)
+
+    def flag(self, bit: int) -> bool:
+        return bool(self.flags & bit)
+
+    def set_flag(self, bit: int, on: bool) -> bool:
+        """Set or clear ``bit``; whether it changed."""
+        flags = self.flags
+        new = flags | bit if on else flags & ~bit
+        self.flags = new
+        return new != flags
+
+    # -- calls per worker ----------------------------------------------------------------
+
+    def calls(self) -> int:
+        """Calls in progress, every worker's together."""
+        base = self.offset + _FIXED.size
+        return sum(_I32.unpack_from(self._mm, base + 4 * i)[0] for i in range(self._workers))
+
+    def worker_calls(self, worker: int) -> int:
+        return int(_I32.unpack_from(self._mm, self.offset + _FIXED.size + 4 * worker)[0])
+
+    def add_calls(self, worker: int, delta: int) -> None:
+        at = self.offset + _FIXED.size + 4 * worker
+        _I32.pack_into(self._mm, at, _I32.unpack_from(self._mm, at)[0] + delta)
+
+    def zero_calls(self, worker: int) -> int:
+        """Forget ``worker``'s calls (it died); how many there were."""
+        at = self.offset + _FIXED.size + 4 * worker
+        had = int(_I32.unpack_from(self._mm, at)[0])
+        _I32.pack_into(self._mm, at, 0)
+        return had
+
+    # -- the ring of recent times (CPS window, auth failures) ----------------------------
+
+    def push_time(self, now: float) -> None:
+        """Record an admission (or a failure) at ``now``; the oldest beyond the ring goes.
+
+        Times stay in order although processes read their clocks before taking the lock:
+        one earlier than the newest is recorded as the newest (a difference of microseconds).
+        """
+        mm, o = self._mm, self.offset
+        head = _U32.unpack_from(mm, o + _HEAD)[0]
+        count = _U32.unpack_from(mm, o + _COUNT)[0]
+        if count:
+            newest = self.nth_newest(1)
+            if newest is not None and newest > now:
+                now = newest
+        _F64.pack_into(mm, self._ring_at(o, head), now)
+        _U32.pack_into(mm, o + _HEAD, (head + 1) % self._ring)
+        _U32.pack_into(mm, o + _COUNT, min(count + 1, self._ring))
+
+    def nth_newest(self, n: int) -> float | None:
+        """The ``n``-th most recent time (1: the newest); None when fewer are kept."""
+        mm, o = self._mm, self.offset
+        count = _U32.unpack_from(mm, o + _COUNT)[0]
+        if n < 1 or n > count:
+            return None
+        head = _U32.unpack_from(mm, o + _HEAD)[0]
+        return float(_F64.unpack_from(mm, self._ring_at(o, (head - n) % self._ring))[0])
+
+    def times_after(self, since: float) -> int:
+        """How many kept times are later than ``since`` (newest first, stops at the first
+        that is not)."""
+        n = 0
+        while True:
+            t = self.nth_newest(n + 1)
+            if t is None or t <= since:
+                return n
+            n += 1
+
+    def clear_times(self) -> None:
+        _U32.pack_into(self._mm, self.offset + _COUNT, 0)
+
+    # -- block deadline and alarm ids ----------------------------------------------------
+
+    @property
+    def until(self) -> float:
+        return float(_F64.unpack_from(self._mm, self.offset + _UNTIL)[0])
+
+    @until.setter
+    def until(self, value: float) -> None:
+        _F64.pack_into(self._mm, self.offset + _UNTIL, value)
+
+    @property
+    def alarms(self) -> set[str]:
+        raw = bytes(self._mm[self.offset + _ALARM : self.offset + _ALARM + ALARM_TEXT])
+        text = raw.rstrip(b"\0").decode("utf-8", "replace")
+        return set(text.split("\n")) if text else set()
+
+    @alarms.setter
+    def alarms(self, ids: set[str]) -> None:
+        raw = "\n".join(sorted(ids)).encode("utf-8")
+        if len(raw) > ALARM_TEXT:
+            raise ValueError(f"alarm ids of one gateway exceed {ALARM_TEXT} bytes: {sorted(ids)}")
+        self._mm[self.offset + _ALARM : self.offset + _ALARM + ALARM_TEXT] = raw.ljust(
+            ALARM_TEXT, b"\0"
+        )
+
+    @property
+    def label(self) -> str:
+        """The key as text, for a slot whose key must be listed (a blocked IP): kept in
+        the bytes a gateway's slot uses for alarm ids."""
+        raw = bytes(self._mm[self.offset + _ALARM : self.offset + _ALARM + ALARM_TEXT])
+        return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+    @label.setter
+    def label(self, text: str) -> None:
+        raw = text.encode("utf-8")[:ALARM_TEXT]
+        self._mm[self.offset + _ALARM : self.offset + _ALARM + ALARM_TEXT] = raw.ljust(
+            ALARM_TEXT, b"\0"
+        )
+
+    def is_idle(self) -> bool:
+        """Nothing worth keeping in a source IP's slot: no flags, calls, failure times, block."""
+        return (
+            self.flags == 0
+            and self.calls() == 0
+            and _U32.unpack_from(self._mm, self.offset + _COUNT)[0] == 0
+            and self.until == 0.0
+        )
+
+
+class SharedTable:
+    """``slots`` slots for up to ``workers`` worker processes, each with a ring of ``ring``
+    times. ``lock`` guards it; every method except :attr:`blocked_hint` expects it held."""
+
+    def __init__(self, slots: int, *, workers: int, ring: int, lock: ProcessLock) -> None:
+        if slots < 1 or workers < 1 or ring < 1:
+            raise ValueError("slots, workers and ring must be at least 1")
+        self.slots = slots
+        self.workers = workers
+        self.ring = ring
+        self.lock = lock
+        calls = 4 * workers
+        self._ring_base = _FIXED.size + calls + (-(_FIXED.size + calls) % 8)
+        self.slot_size = self._ring_base + 8 * ring
+        self.memory = mmap.mmap(-1, _HEADER.size + slots * self.slot_size)
+
+    def ring_offset(self, slot_offset: int, index: int) -> int:
+        return slot_offset + self._ring_base + 8 * index
+
+    def _offset(self, index: int) -> int:
+        return _HEADER.size + index * self.slot_size
+
+    # -- header counters -----------------------------------------------------------------
+
+    @property
+    def entries(self) -> int:
+        return int(_Q.unpack_from(self.memory, 0)[0])
+
+    def _add_entries(self, delta: int) -> None:
+        _Q.pack_into(self.memory, 0, self.entries + delta)
+
+    @property
+    def blocked_hint(self) -> int:
+        """Slots holding a block deadline (expired or not). Read without the lock: a
+        switch that has blocked nobody answers "not blocked" for a packet with no syscall."""
+        return int(_Q.unpack_from(self.memory, 8)[0])
+
+    def add_blocked(self, delta: int) -> None:
+        _Q.pack_into(self.memory, 8, self.blocked_hint + delta)
+
+    # -- slots ---------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Live entries and tombstones held at most: three quarters of the slots."""
+        return max(1, self.slots * 3 // 4)
+
+    @property
+    def tombstones(self) -> int:
+        return int(_Q.unpack_from(self.memory, 16)[0])
+
+    def _add_tombstones(self, delta: int) -> None:
+        _Q.pack_into(self.memory, 16, self.tombstones + delta)
+
+    def find(self, key: str, *, create: bool = False) -> Slot | None:
+        """``key``'s slot; with ``create`` a new one when there is none (None: the table
+        holds :attr:`capacity` entries)."""
+        wanted = digest(key)
+        mm = self.memory
+        start = int.from_bytes(wanted[:8], "little") % self.slots
+        free: int | None = None
+        for step in range(self.slots):
+            offset = self._offset((start + step) % self.slots)
+            state = mm[offset]
+            if state == _EMPTY:
+                if free is None:
+                    free = offset
+                break
+            if state == _DELETED:
+                if free is None:
+                    free = offset
+                continue
+            if mm[offset + _KEY : offset + _KEY + _KEY_SIZE] == wanted:
+                return Slot(self, offset)
+        if not create or free is None:
+            return None
+        if mm[free] == _DELETED:
+            self._add_tombstones(-1)
+        elif self.entries + self.tombstones >= self.capacity:
+            if self.tombstones < max(1, self.slots // 8):
+                return None  # full of live entries: the caller's policy makes room
+            self.rebuild(list(self.used()))  # clear the tombstones, amortised
+            return self.find(key, create=True)
+        mm[free : free + self.slot_size] = bytes(self.slot_size)
+        mm[free + _KEY : free + _KEY + _KEY_SIZE] = wanted
+        mm[free] = _USED
+        self._add_entries(1)
+        return Slot(self, free)
+
+    def delete(self, slot: Slot) -> None:
+        """Free ``slot`` (a tombstone keeps the probe chains of other keys intact)."""
+        if slot.until != 0.0:
+            self.add_blocked(-1)
+        self.memory[slot.offset] = _DELETED
+        self._add_entries(-1)
+        self._add_tombstones(1)
+
+    def used(self) -> Iterator[Slot]:
+        for index in range(self.slots):
+            offset = self._offset(index)
+            if self.memory[offset] == _USED:
+                yield Slot(self, offset)
+
+    def rebuild(self, keep: list[Slot]) -> None:
+        """Rebuild the table with only the ``keep`` slots (of this table) and no tombstones.
+        O(slots): for a table that has no room, and at most once per slots/8 insertions."""
+        raws = [bytes(self.memory[s.offset : s.offset + self.slot_size]) for s in keep]
+        blocked = sum(s.until != 0.0 for s in keep)
+        mm = self.memory
+        for index in range(self.slots):  # the states only: a slot is zeroed when taken
+            mm[self._offset(index)] = _EMPTY
+        for raw in raws:
+            start = int.from_bytes(raw[_KEY : _KEY + 8], "little") % self.slots
+            for step in range(self.slots):
+                offset = self._offset((start + step) % self.slots)
+                if mm[offset] == _EMPTY:
+                    mm[offset : offset + self.slot_size] = raw
+                    break
+        _Q.pack_into(mm, 0, len(raws))
+        _Q.pack_into(mm, 8, blocked)
+        _Q.pack_into(mm, 16, 0)
+
+    def zero_worker(self, worker: int) -> int:
+        """Release every call counted for ``worker`` (it died); how many there were."""
+        released = 0
+        for slot in self.used():
+            released += slot.zero_calls(worker)
+        return released

@@ -1,0 +1,129 @@
+"""Node leases: a dead node's holdings stop counting; a paused node re-registers its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import pytest
+from cluster_support import eventually, nodes, raw
+from node_process import node_process
+
+from softswitch.cluster import SharedState, SharedStateConfigError
+
+
+def test_a_killed_node_frees_its_holdings_within_the_lease(
+    url: str, prefix: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with (
+            node_process(tmp_path, "hold", url, prefix, "doomed", "1.0", "account:x", "3") as p,
+            nodes(url, prefix, "survivor", lease=1.0) as (survivor,),
+        ):
+            assert await p.read() == "held"
+            assert await survivor.total("account:x") == 3
+            assert not await survivor.acquire("account:x", 1, limit=3)
+            p.signal(signal.SIGKILL)
+            assert await p.finish() == -signal.SIGKILL
+
+            async def room_again() -> bool:
+                return await survivor.acquire("account:x", 1, limit=3)
+
+            await eventually(room_again, "the killed node's 3 freed")
+            assert await survivor.total("account:x") == 1
+            async with raw(url) as client:
+                fields = await client.hkeys(f"{prefix}:hold:account:x")
+            assert fields == [survivor.field]  # the dead node's field is deleted
+            await survivor.release("account:x")
+
+    asyncio.run(main())
+
+
+def test_a_paused_node_re_registers_its_holdings(url: str, prefix: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with (
+            node_process(tmp_path, "hold", url, prefix, "sleepy", "1.0", "account:x", "2") as p,
+            nodes(url, prefix, "other", lease=1.0) as (other,),
+        ):
+            assert await p.read() == "held"
+            assert await other.total("account:x") == 2
+            p.signal(signal.SIGSTOP)  # a long pause: no renewal
+
+            async def dropped() -> bool:
+                return await other.total("account:x") == 0
+
+            await eventually(dropped, "the paused node's lease to expire")
+            p.signal(signal.SIGCONT)
+
+            async def back() -> bool:
+                return await other.total("account:x") == 2
+
+            await eventually(back, "the paused node to re-register its 2")
+            p.write()
+            assert await p.finish() == 0
+            assert await other.total("account:x") == 0
+        assert "lost its lease" in p.log.read_text()
+
+    asyncio.run(main())
+
+
+def test_lease_loss_is_noticed_by_renewal_and_by_acquire(
+    url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        async with nodes(url, prefix, "a", "b", lease=1.0) as (a, b), raw(url) as client:
+            assert await a.acquire("account:x", 2, limit=10)
+            assert await a.acquire("credit:x", 500, limit=1000)
+            # What a lease expiry looks like from Redis: the key is gone.
+            await client.delete(f"{prefix}:node:a")
+            assert await b.total("account:x") == 0  # b's script drops a's field
+
+            async def renewed() -> bool:
+                return await b.total("account:x") == 2
+
+            await eventually(renewed, "a's renewal to re-register its holdings")
+            assert await b.total("credit:x") == 500
+            assert a.lease_losses == 1
+            # The same, found by an admission before the renewal runs.
+            await client.delete(f"{prefix}:node:a")
+            assert await a.acquire("account:x", 1, limit=10)
+            assert await b.total("account:x") == 3
+            assert a.lease_losses == 2
+            await a.release("account:x", 3)
+            await a.release("credit:x", 500)
+
+    with caplog.at_level(logging.WARNING, logger="softswitch.cluster"):
+        asyncio.run(main())
+    lost = [r for r in caplog.records if "lost its lease" in r.getMessage()]
+    assert len(lost) == 2
+
+
+def test_a_node_id_held_by_a_live_process_is_refused(url: str, prefix: str) -> None:
+    async def main() -> None:
+        async with nodes(url, prefix, "n1", lease=0.5):
+            with pytest.raises(SharedStateConfigError, match="node id 'n1' is in use"):
+                await SharedState.connect(url, "n1", lease=0.5, prefix=prefix)
+        # Closed cleanly, the id is free at once.
+        again = await SharedState.connect(url, "n1", lease=0.5, prefix=prefix)
+        await again.close()
+
+    asyncio.run(main())
+
+
+def test_a_restart_under_the_same_id_drops_the_previous_runs_holdings(
+    url: str, prefix: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with node_process(tmp_path, "hold", url, prefix, "n", "1.0", "account:x", "3") as p:
+            assert await p.read() == "held"
+            p.signal(signal.SIGKILL)
+            await p.finish()
+        # The new run waits for the dead run's lease, then its holdings no longer count.
+        async with nodes(url, prefix, "n", lease=1.0) as (n,):
+            assert await n.total("account:x") == 0
+            assert await n.acquire("account:x", 3, limit=3)
+            await n.release("account:x", 3)
+
+    asyncio.run(main())
