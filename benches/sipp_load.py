@@ -166,6 +166,10 @@ def run_step(
             "8000",
             "-timeout",
             f"{int(bound)}s",
+            # One UDP socket per call: callers on many source ports, as many customers are;
+            # the kernel spreads SO_REUSEPORT workers by the 4-tuple, so one socket would
+            # put every call on one worker.
+            *(["-t", "un", "-max_socket", "16000"] if args.caller_sockets == "per-call" else []),
         ],
     )
     started = time.monotonic()
@@ -469,6 +473,13 @@ def main(argv: list[str] | None = None) -> int:
         " loopback (Debian's postgresql), fsync on",
     )
     parser.add_argument(
+        "--caller-sockets",
+        choices=("one", "per-call"),
+        default="one",
+        help="the SIPp caller's UDP sockets: one for all calls (one customer's SBC), or one"
+        " per call (many source ports: what spreads calls over workers)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         help="the switch's worker processes (softswitch run --workers; default: the"
@@ -519,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"switch: {through} calls/s with <0.1% failed (UDP, {args.hold_ms} ms hold, "
                 f"{args.step_seconds} s steps, IP auth + LCR + CDRs, billing {args.billing},"
-                f" media {media}, workers {args.workers or 'default'}, {args.database})"
+                f" media {media}, workers {args.workers or 'default'}, {args.database},"
+                f" caller sockets {args.caller_sockets})"
             )
         if direct:
             through = results[0][1]
