@@ -4,18 +4,23 @@
     python benches/sipp_load.py --step-seconds 20 --rates 100,200,400,800,1000,1200
     python benches/sipp_load.py --media both --skip-direct   # relay vs direct media, one run
     python benches/sipp_load.py --skip-direct --workers 1    # one process (--workers 2: two)
+    python benches/sipp_load.py --skip-direct --workers 2 --caller-sockets per-call
     python benches/sipp_load.py --skip-direct --database postgresql   # CDRs in PostgreSQL
 
 One command, bounded, loopback only. The switch runs the default configuration but for its
 addresses, the bench's decks and ``drain_timeout = 5``; with ``--workers`` unset it starts as
 many worker processes as ``softswitch run`` does by default (one per core), and its CPU is
-summed over all of them (and the supervisor). For each rate, SIPp UAC -> ``softswitch run`` (IP
-authorisation, LCR routing over two carriers' decks, CDRs to SQLite: the production path)
--> SIPp UAS, for ``--step-seconds`` at ``-r RATE``; a step passes when under 0.1% of its
-calls failed and under 1% of its messages were retransmitted. The same SIPp pair connected
-directly, in the same run, gives the ceiling the machine allows. The scenarios are the
-end-to-end tests' (``tests/e2e/scenarios/callflow``): the UAS copies Record-Route and the
-UAC follows the route set, so every ACK and BYE crosses the switch.
+summed over all of them (and the supervisor). The kernel gives each worker the callers whose
+4-tuple hashes to it, so calls from one SIPp socket all land on one worker: ``--caller-sockets
+per-call`` (SIPp's ``-t un``) spreads them as many customers would.
+
+For each rate, SIPp UAC -> ``softswitch run`` (IP authorisation, LCR routing over two
+carriers' decks, CDRs to SQLite: the production path) -> SIPp UAS, for ``--step-seconds`` at
+``-r RATE``; a step passes when under 0.1% of its calls failed and under 1% of its messages
+were retransmitted. The same SIPp pair connected directly, in the same run, gives the
+ceiling the machine allows. The scenarios are the end-to-end tests'
+(``tests/e2e/scenarios/callflow``): the UAS copies Record-Route and the UAC follows the
+route set, so every ACK and BYE crosses the switch.
 
 ``--media relay`` puts the carrier's media through rtpengine (Debian's rtpengine-daemon,
 started here in userspace on loopback ports, as the tests start it): every call then costs

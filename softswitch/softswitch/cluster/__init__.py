@@ -24,14 +24,17 @@ What is shared, one Lua script per decision so each is atomic across nodes:
 * authentication-failure blocks (``blocks``).
 
 The modules, in the order of a call: ``config`` (the URL), ``errors``, ``connection`` (the
-client, timeouts, scripts by SHA), ``scripts`` (the Lua), ``keys`` (names), ``holdings`` (what
-this node holds, the truth Redis mirrors), ``leases``, ``counters``, ``rates``, ``blocks``
-and ``state`` (:class:`SharedState`, the one object a node uses); then the switch's use of
-it: ``admission`` (the account and gateway limits with the failure policy), ``credit``
-(reservations, failing closed), ``block_mirror`` (blocks, failing open) and ``metrics``.
+client, timeouts, scripts by SHA), ``circuit`` (the back-off after a failure), ``scripts``
+(the Lua), ``keys`` (names), ``holdings`` (what this node holds, the truth Redis mirrors),
+``incarnations`` (which process holds a lease), ``leases``, ``counters``, ``rates``,
+``blocks`` and ``state`` (:class:`SharedState`, the one object a node uses); then the
+switch's use of it: ``admission`` (the account and gateway limits with the failure
+policy), ``credit`` (reservations, failing closed), ``block_mirror`` (blocks, failing open)
+and ``metrics``.
 
 When Redis cannot answer, every call raises :class:`SharedStateUnavailableError` within the
-client's ``timeout`` (1 s by default) and the caller chooses. What we recommend:
+client's ``timeout`` (1 s by default), or at once during the short back-off that follows a
+failure (``circuit``), and the caller chooses. What we recommend:
 
 * credit (``credit:<account>``): fail closed, refuse the call (503): a switch that cannot
   see the other nodes' reservations cannot know the balance is not spent;

@@ -2,8 +2,9 @@
 
 One hash per key, one field per node (``leases`` says how fields of dead nodes stop
 counting). ``acquire`` counts the live nodes' holdings, compares with the limit and adds, in
-one script; ``release`` takes back what this node holds, never below zero. The same counter
-serves both uses the switch has:
+one script; ``release`` takes back what this node holds, never below zero. Both write the
+node's field as its whole holding from its own book (``holdings``), one operation per key at
+a time. The same counter serves both uses the switch has:
 
 * concurrency: ``acquire("account:<id>", 1, limit=max_calls)`` per call, ``release`` at its
   end (``gateway:<id>`` with ``capacity`` likewise);
@@ -55,15 +56,17 @@ class LeasedCounters:
         check_count("limit", limit, minimum=0)
         lease = self._lease
         keys = [self._keys.hold(key), lease.key]
-        args: list[str | int] = [
-            self._keys.node_prefix,
-            lease.field,
-            lease.incarnation,
-            amount,
-            limit,
-        ]
-        with self._book.operation(key):
+        async with self._book.operation(key):
             for _attempt in range(2):
+                # The field is written as this node's whole holding after the call (not a
+                # delta): a field that Redis lost (a regain) is right again at once.
+                args: list[str | int] = [
+                    self._keys.node_prefix,
+                    lease.field,
+                    lease.incarnation,
+                    self._book.held(key) + amount,
+                    limit,
+                ]
                 try:
                     code, _total = await self._link.run(ACQUIRE, keys, args)
                 except SharedStateError:
@@ -83,25 +86,27 @@ class LeasedCounters:
         Redis cannot be reached (``SharedStateUnavailableError``) the lease's renewal writes
         the right value once Redis is back."""
         check_count("amount", amount, minimum=1)
-        held = self._book.held(key)
-        if held < amount:
-            logger.warning(
-                "shared state: release of %d on %s, but node %s holds %d there",
-                amount,
-                key,
-                self._lease.node_id,
-                held,
-                extra={"event": "unknown_release", "key": key},
-            )
-            amount = held
-            if not amount:
-                return
-        self._book.remove(key, amount)
-        with self._book.operation(key):
+        async with self._book.operation(key):
+            held = self._book.held(key)
+            if held < amount:
+                logger.warning(
+                    "shared state: release of %d on %s, but node %s holds %d there",
+                    amount,
+                    key,
+                    self._lease.node_id,
+                    held,
+                    extra={"event": "unknown_release", "key": key},
+                )
+                amount = held
+                if not amount:
+                    return
+            self._book.remove(key, amount)
             try:
                 short = int(
                     await self._link.run(
-                        RELEASE, [self._keys.hold(key)], [self._lease.field, amount]
+                        RELEASE,
+                        [self._keys.hold(key)],
+                        [self._lease.field, amount, held - amount],
                     )
                 )
             except SharedStateError:

@@ -9,16 +9,21 @@ this book by the lease's renewal (``leases``):
 * a call to Redis failed or timed out: the script may or may not have run, so that key is
   *unsure* and its field is written again.
 
-A repair writes absolute values, so it must not overlap an acquire or release on the same
-key whose effect in Redis is not yet in this book: keys with an operation in flight are left
-for the next round, and a key touched while its repair was on the wire stays unsure.
+Every write of this node's field is an absolute value computed from this book (the
+acquire and release scripts as much as a repair), and writes on one key are serialised by a
+lock per key: an acquire or release holds it across its script, and so does a repair for the
+keys it writes. A repair therefore never races an in-flight delta, and a key that triggered
+a regain (its acquire found the lease gone) is written back by that regain, from the
+operation's own task. Keys a regain cannot lock at once (another task's operation is on the
+wire) stay unsure, and the next renewal waits for their lock, so a busy key converges too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 __all__ = ["Holdings", "Snapshot"]
 
@@ -26,21 +31,20 @@ __all__ = ["Holdings", "Snapshot"]
 @dataclass(slots=True)
 class _Key:
     held: int = 0
-    inflight: int = 0
-    #: The number of the last operation started on the key (one count for all keys, so a
-    #: key forgotten and seen again never repeats a number): did one overlap a repair?
-    generation: int = 0
+    #: Tasks using or waiting for ``lock``: the entry is kept while any is.
+    users: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    owner: asyncio.Task[object] | None = None
 
 
-#: key -> (amount held, generation when read): what one repair writes.
-Snapshot = dict[str, tuple[int, int]]
+#: key -> amount held: what one repair writes.
+Snapshot = dict[str, int]
 
 
 class Holdings:
     def __init__(self) -> None:
         self._keys: dict[str, _Key] = {}
         self._unsure: set[str] = set()
-        self._operations = 0
 
     def held(self, key: str) -> int:
         entry = self._keys.get(key)
@@ -54,17 +58,21 @@ class Holdings:
     def unsure(self) -> frozenset[str]:
         return frozenset(self._unsure)
 
-    @contextlib.contextmanager
-    def operation(self, key: str) -> Iterator[None]:
-        """Around an acquire or release of ``key`` (while Redis may be changing it)."""
+    @contextlib.asynccontextmanager
+    async def operation(self, key: str) -> AsyncIterator[None]:
+        """Around an acquire or release of ``key``: holds the key's lock, so no repair or
+        other operation writes the key meanwhile."""
         entry = self._keys.setdefault(key, _Key())
-        entry.inflight += 1
-        self._operations += 1
-        entry.generation = self._operations
+        entry.users += 1
         try:
-            yield
+            async with entry.lock:
+                entry.owner = asyncio.current_task()
+                try:
+                    yield
+                finally:
+                    entry.owner = None
         finally:
-            entry.inflight -= 1
+            entry.users -= 1
             self._forget_if_empty(key)
 
     def add(self, key: str, amount: int) -> None:
@@ -80,33 +88,46 @@ class Holdings:
     def mark_unsure(self, key: str) -> None:
         self._unsure.add(key)
 
-    def to_repair(self, *, everything: bool) -> Snapshot:
-        """The keys a repair should write now: the unsure ones (and, with ``everything``,
-        every key held), less those with an operation in flight, which stay unsure."""
+    @contextlib.asynccontextmanager
+    async def repairing(self, *, everything: bool) -> AsyncIterator[Snapshot]:
+        """The keys a repair should write now, locked until the block ends: the unsure ones
+        (and, with ``everything``, every key held). A key whose operation is the calling
+        task's own (a regain from inside an acquire) is included as it is. From inside an
+        operation, keys locked by another task are left out and stay unsure (waiting could
+        deadlock two regains); from outside one (the renewal), their locks are awaited, in
+        order, so a key under constant traffic is still repaired."""
+        me = asyncio.current_task()
+        inside = any(e.owner is me for e in self._keys.values())
         wanted = set(self._unsure)
         if everything:
             wanted.update(k for k, e in self._keys.items() if e.held)
+        taken: list[_Key] = []
         snapshot: Snapshot = {}
-        for key in wanted:
-            entry = self._keys.setdefault(key, _Key())
-            if entry.inflight:
-                self._unsure.add(key)
-            else:
-                snapshot[key] = (entry.held, entry.generation)
-        return snapshot
+        try:
+            for key in sorted(wanted):
+                entry = self._keys.setdefault(key, _Key())
+                if entry.owner is not me or me is None:
+                    if inside and entry.lock.locked():
+                        self._unsure.add(key)
+                        continue
+                    entry.users += 1
+                    taken.append(entry)
+                    await entry.lock.acquire()
+                snapshot[key] = entry.held
+            yield snapshot
+        finally:
+            for entry in taken:
+                entry.lock.release()
+                entry.users -= 1
+            for key in wanted:
+                self._forget_if_empty(key)
 
     def repaired(self, snapshot: Snapshot) -> None:
-        """``snapshot`` is written in Redis: those keys are sure again unless an operation
-        started on one meanwhile."""
-        for key, (_held, generation) in snapshot.items():
-            entry = self._keys.get(key, _Key(generation=-1))
-            if entry.inflight or entry.generation != generation:
-                self._unsure.add(key)
-            else:
-                self._unsure.discard(key)
-            self._forget_if_empty(key)
+        """``snapshot`` is written in Redis (its keys were locked): they are sure again."""
+        for key in snapshot:
+            self._unsure.discard(key)
 
     def _forget_if_empty(self, key: str) -> None:
         entry = self._keys.get(key)
-        if entry is not None and not entry.held and not entry.inflight and key not in self._unsure:
+        if entry is not None and not entry.held and not entry.users and key not in self._unsure:
             del self._keys[key]

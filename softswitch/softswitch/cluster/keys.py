@@ -7,7 +7,8 @@ key                                 type       holds
 ``<prefix>:hold:<key>``             hash       ``<node_id>#<incarnation>`` -> amount held
 ``<prefix>:rate:<key>``             zset       one member per admission, scored in µs
 ``<prefix>:authfail:<ip>``          zset       one member per failed authentication
-``<prefix>:block:<ip>``             string     present (PX expiry) while the IP is blocked
+``<prefix>:blocks``                 zset       IP -> end of its block (Redis ms); ended ones
+                                               trimmed by the scripts, PX at the last end
 ==================================  =========  ============================================
 
 A counter's ``key`` is the caller's (``account:<id>``, ``gateway:<id>``,
@@ -50,5 +51,5 @@ class Keys:
     def failures(self, ip: str) -> str:
         return f"{self.prefix}:authfail:{ip}"
 
-    def block(self, ip: str) -> str:
-        return f"{self.prefix}:block:{ip}"
+    def blocks(self) -> str:
+        return f"{self.prefix}:blocks"

@@ -8,13 +8,16 @@ task renews it every ``lease / 3``. Hash fields are ``<node_id>#<incarnation>``,
   is gone and the next admission script on each counter deletes its fields: its calls stop
   counting against the limits and its credit reservations go back;
 * a node restarted under the same id gets a new incarnation, so its previous run's fields
-  stop counting at once (it waits at connect for the old key to expire, at most ``lease``);
+  stop counting at once; if the previous run was a process of this host that no longer
+  exists (``incarnations``: a worker its supervisor restarts, a crash) it takes the key over
+  at once, else it waits at connect for the old key to expire, at most ``lease``;
 * two live processes started with one id cannot both hold the lease: the second one's
   connect fails with ``SharedStateConfigError`` once it has waited a lease for it;
 * a node that loses its lease while alive (paused longer than ``lease``: a stopped process,
   a frozen VM, Redis unreachable for that long, Redis restarted without its data) notices
   at its next renewal or admission, logs a WARNING (``event=lease_lost``) and takes the
-  lease again with the same incarnation, writing every holding it still has in one script.
+  lease again with the same incarnation, writing every holding it still has in one script
+  (a key another call is writing at that moment is written by the next renewal).
   Between the expiry and that moment the other nodes did not count those holdings and may
   have admitted up to that much more: a pause longer than the lease overshoots the limits by
   at most what the paused node held (the log line says how long the lease was not renewed).
@@ -24,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from typing import NoReturn
 
 from .connection import Link
 from .errors import SharedStateConfigError, SharedStateError
 from .holdings import Holdings, Snapshot
+from .incarnations import dead_here, new_incarnation
 from .keys import Keys
 from .scripts import LEASE, LEAVE
 
@@ -45,7 +48,7 @@ class NodeLease:
         if not 0.3 <= lease <= 3600:
             raise SharedStateConfigError(f"lease {lease!r}: must be 0.3 to 3600 seconds")
         self.node_id = node_id
-        self.incarnation = secrets.token_hex(6)
+        self.incarnation = new_incarnation()
         self.field = f"{node_id}#{self.incarnation}"
         self.key = keys.node(node_id)
         self.lease = lease
@@ -72,7 +75,7 @@ class NodeLease:
             self.field,
             mode,
         ]
-        args.extend(held for held, _generation in snapshot.values())
+        args.extend(snapshot.values())
         code = int(await self._link.run(LEASE, keys, args))
         if code == 1 or (code == 0 and mode == "claim"):  # the lease and the amounts written
             self._renewed_at = self._now()
@@ -85,6 +88,8 @@ class NodeLease:
         deadline = self._now() + self.lease + self.period
         waited = False
         while await self._write("claim", {}) < 0:
+            if await self._drop_dead():
+                continue
             if self._now() >= deadline:
                 raise SharedStateConfigError(
                     f"node id {self.node_id!r} is in use: another live process renews its"
@@ -101,10 +106,25 @@ class NodeLease:
                 )
             await asyncio.sleep(min(0.1, self.period))
 
+    async def _drop_dead(self) -> bool:
+        """The lease is held by a process of this host that no longer exists (a worker the
+        supervisor restarts, a crashed run): delete its key, if still that one's, at once."""
+        holder = await self._link.command("GET", self.key)
+        if not isinstance(holder, str) or not dead_here(holder):
+            return False
+        await self._link.run(LEAVE, [self.key], [holder, ""])
+        logger.info(
+            "shared state: node id %s was held by a dead process (%s); taking it over",
+            self.node_id,
+            holder,
+            extra={"event": "lease_takeover", "node_id": self.node_id},
+        )
+        return True
+
     async def renew(self) -> None:
         """One renewal; repairs unsure keys, and everything if the lease was lost."""
-        snapshot = self._book.to_repair(everything=False)
-        code = await self._write("renew", snapshot)
+        async with self._book.repairing(everything=False) as snapshot:
+            code = await self._write("renew", snapshot)
         if code < 0:
             self._taken()
         if code == 0:
@@ -114,19 +134,20 @@ class NodeLease:
         """The lease is not ours in Redis (expired, or Redis lost it): take it again and
         write every holding this node has."""
         missed = None if self._renewed_at is None else self._now() - self._renewed_at
-        snapshot = self._book.to_repair(everything=True)
-        code = await self._write("claim", snapshot)
+        async with self._book.repairing(everything=True) as snapshot:
+            code = await self._write("claim", snapshot)
         if code < 0:
             self._taken()
         if code == 0:
             self.losses += 1
             logger.warning(
                 "shared state: node %s lost its lease (not renewed for %s, lease %.1f s);"
-                " took it again and re-registered %d held counters",
+                " took it again and re-registered %d held counters%s",
                 self.node_id,
                 "?" if missed is None else f"{missed:.1f} s",
                 self.lease,
-                len(snapshot),
+                sum(1 for held in snapshot.values() if held),
+                "" if not self._book.unsure else f" ({len(self._book.unsure)} busy: next renewal)",
                 extra={"event": "lease_lost", "node_id": self.node_id},
             )
 
@@ -172,4 +193,4 @@ class NodeLease:
         """A clean stop: the lease and this node's fields go at once."""
         held = set(self._book.items()) | self._book.unsure
         keys = [self.key, *(self._keys.hold(k) for k in sorted(held))]
-        await self._link.run(LEAVE, keys, [self.incarnation, self.field])
+        await self._link.run(LEAVE, keys, [self.incarnation, self.field], always=True)

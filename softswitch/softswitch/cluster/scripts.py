@@ -7,8 +7,8 @@ sent once and then run by their SHA-1 (``EVALSHA``); a Redis that forgot them (a
 
 Numbers: Redis's Lua 5.1 has only doubles, exact for integers below 2**53, so amounts and
 limits are checked against :data:`MAX_AMOUNT` in Python, counts go to Redis as the strings
-Python sent (``HINCRBY`` works on 64-bit integers), and times are written with
-``string.format('%.0f')`` (Lua's own ``tostring`` would print 1.7e+15).
+Python sent (a node writes its field as its whole holding, ``HSET``, never a delta), and
+times are written with ``string.format('%.0f')`` (Lua's own ``tostring`` would print 1.7e+15).
 
 Liveness: a hash field is ``<node_id>#<incarnation>`` and counts while the node's lease key
 ``<prefix>:node:<node_id>`` holds that incarnation. A node that died (its key expired) or
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "ACQUIRE",
+    "BLOCKS",
     "LEASE",
     "LEAVE",
     "MAX_AMOUNT",
@@ -89,28 +90,35 @@ ACQUIRE = Script(
     "acquire",
     _LIVE_TOTAL
     + """
--- KEYS: hold hash, own lease key. ARGV: node key prefix, own field, incarnation, amount, limit
+-- KEYS: hold hash, own lease key. ARGV: node key prefix, own field, incarnation, this
+-- node's holding after the acquire (absolute: its book plus the amount), limit
 -- -> {1, total after} admitted, {0, total} refused, {-1, 0} this node's lease is not held
 if redis.call('GET', KEYS[2]) ~= ARGV[3] then return {-1, 0} end
 local total = live_total(KEYS[1], ARGV[1], ARGV[2])
-if total + tonumber(ARGV[4]) > tonumber(ARGV[5]) then return {0, total} end
-redis.call('HINCRBY', KEYS[1], ARGV[2], ARGV[4])
-return {1, total + tonumber(ARGV[4])}
+local others = total - tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
+if others + tonumber(ARGV[4]) > tonumber(ARGV[5]) then return {0, total} end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+return {1, others + tonumber(ARGV[4])}
 """,
 )
 
 RELEASE = Script(
     "release",
     """
--- KEYS: hold hash. ARGV: own field, amount. -> what could not be released (0: all of it)
+-- KEYS: hold hash. ARGV: own field, amount, this node's holding after (absolute).
+-- -> what of the amount was not in Redis (0: all of it was)
 local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local amount = tonumber(ARGV[2])
-if held > amount then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], '-' .. ARGV[2])
-  return 0
+local after = tonumber(ARGV[3])
+if after > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return amount - held
+local short = after + amount - held
+if short < 0 then return 0 end
+if short > amount then return amount end
+return short
 """,
 )
 
@@ -175,7 +183,7 @@ NOTE_FAILURE = Script(
     "note_failure",
     _NOW_US
     + """
--- KEYS: failures zset, block key. ARGV: limit, window µs, block ms, member suffix.
+-- KEYS: failures zset, blocks zset. ARGV: limit, window µs, block ms, member suffix, IP.
 -- -> 1 this failure reached the limit: the IP is blocked (a longer block is kept), 0 not
 local window = tonumber(ARGV[2])
 local block_ms = tonumber(ARGV[3])
@@ -183,12 +191,38 @@ redis.call('ZADD', KEYS[1], int(now), int(now) .. ':' .. ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now - window))
 if block_ms > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[1])
-  if redis.call('PTTL', KEYS[2]) < block_ms then
-    redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+  local now_ms = math.floor(now / 1000)
+  local ends = now_ms + block_ms
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', int(now_ms))
+  local current = redis.call('ZSCORE', KEYS[2], ARGV[5])
+  if not current or tonumber(current) < ends then
+    redis.call('ZADD', KEYS[2], int(ends), ARGV[5])
   end
+  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[2], int(tonumber(last[2]) - now_ms + 1))
   return 1
 end
 redis.call('PEXPIRE', KEYS[1], int(math.ceil(window / 1000) + 1))
 return 0
+""",
+)
+
+BLOCKS = Script(
+    "blocks",
+    _NOW_US
+    + """
+-- KEYS: blocks zset. ARGV: one IP, or '' for all. Ended blocks are trimmed first.
+-- -> {ip, ms left, ip, ms left, ...} for the IPs blocked now
+local now_ms = math.floor(now / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now_ms))
+local found = {}
+if ARGV[1] ~= '' then
+  local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if ends then found = {ARGV[1], ends} end
+else
+  found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. int(now_ms), '+inf', 'WITHSCORES')
+end
+for i = 2, #found, 2 do found[i] = int(tonumber(found[i]) - now_ms) end
+return found
 """,
 )

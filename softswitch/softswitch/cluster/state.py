@@ -105,6 +105,11 @@ class SharedState:
         return self._lease.losses
 
     @property
+    def unasked(self) -> int:
+        """Calls failed at once, without asking Redis, in the back-off after a failure."""
+        return self._link.circuit.skipped
+
+    @property
     def script_reloads(self) -> int:
         """Times a script was sent again after NOSCRIPT."""
         return self._link.reloads

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from softswitch.cluster import SharedState
+from softswitch.cluster import SharedState, SharedStateUnavailableError
 
 __all__ = ["eventually", "nodes", "raw"]
 
@@ -45,9 +45,17 @@ async def eventually(
     check: Callable[[], Awaitable[bool]], what: str, *, within: float = 20.0
 ) -> None:
     """Poll ``check`` until it is true; fail naming ``what`` after ``within`` seconds (a
-    bound for a loaded machine, not a timing claim)."""
+    bound for a loaded machine, not a timing claim). ``SharedStateUnavailableError`` counts
+    as "not yet": a node backs off for a moment after Redis failed (``circuit``)."""
     deadline = time.monotonic() + within
-    while not await check():
+    while not await _answered(check):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within} s: {what}")
         await asyncio.sleep(0.05)
+
+
+async def _answered(check: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        return await check()
+    except SharedStateUnavailableError:
+        return False

@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import softswitch
+
 __all__ = ["NodeProcess", "node_process"]
 
 SCRIPT = Path(__file__).with_name("cluster_node.py")
+#: The package this test imported (the tree under test), first on the node's path too: the
+#: interpreter's installed copy may be another checkout's.
+PACKAGE_ROOT = str(Path(softswitch.__file__).resolve().parents[1])
 
 
 class NodeProcess:
@@ -58,6 +64,12 @@ async def node_process(tmp: Path, *args: str) -> AsyncIterator[NodeProcess]:
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             cwd=tmp,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p
+                ),
+            },
         )
     node = NodeProcess(process, log)
     try:

@@ -132,3 +132,31 @@ def test_a_redis_that_lost_its_data_is_refilled_by_the_nodes(prefix: str) -> Non
                 await b.release("account:x")
 
     asyncio.run(main())
+
+
+def test_after_a_failure_calls_fail_at_once_then_redis_is_asked_again(prefix: str) -> None:
+    """While Redis is known down, the next calls do not each wait the timeout: they fail
+    without asking (the callers' policy applies at once) until a probe finds Redis back."""
+
+    async def main() -> None:
+        with running_redis() as server:
+            async with nodes(server.url, prefix, "a", lease=5.0, timeout=0.3) as (a,):
+                server.pause()
+                try:
+                    with pytest.raises(SharedStateUnavailableError):  # waits the timeout
+                        await a.acquire("account:x", 1, limit=5)
+                    for _ in range(3):
+                        with pytest.raises(SharedStateUnavailableError, match="not asked"):
+                            await a.acquire("account:x", 1, limit=5)
+                    assert a.unasked >= 3
+                finally:
+                    server.resume()
+
+                async def admitted() -> bool:
+                    return await a.acquire("account:x", 1, limit=5)
+
+                await eventually(admitted, "Redis asked again after the back-off")
+                assert await a.total("account:x") == 1
+                await a.release("account:x")
+
+    asyncio.run(main())

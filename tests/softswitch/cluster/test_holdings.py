@@ -2,55 +2,79 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from softswitch.cluster.holdings import Holdings
 
 
-def test_a_repair_skips_keys_in_flight_and_keeps_them_unsure() -> None:
-    book = Holdings()
-    with book.operation("a"):
+def test_a_renewal_repair_waits_for_a_key_in_flight() -> None:
+    async def main() -> None:
+        book = Holdings()
         book.add("a", 2)
-    book.mark_unsure("a")
-    with book.operation("a"):
-        assert book.to_repair(everything=False) == {}
-        assert book.unsure == {"a"}
-    snapshot = book.to_repair(everything=False)
-    assert {k: held for k, (held, _g) in snapshot.items()} == {"a": 2}
-    book.repaired(snapshot)
-    assert book.unsure == frozenset()
+        book.mark_unsure("a")
+        order: list[str] = []
+        started = asyncio.Event()
+        finish = asyncio.Event()
+
+        async def call() -> None:
+            async with book.operation("a"):
+                started.set()
+                await finish.wait()
+                book.add("a", 1)
+                order.append("call")
+
+        async def renewal() -> None:
+            async with book.repairing(everything=False) as snapshot:
+                order.append(f"repair {snapshot}")
+                book.repaired(snapshot)
+
+        task = asyncio.create_task(call())
+        await started.wait()
+        repair = asyncio.create_task(renewal())
+        await asyncio.sleep(0)
+        assert order == []  # the repair waits for the call's lock
+        finish.set()
+        await asyncio.gather(task, repair)
+        assert order == ["call", "repair {'a': 3}"]
+        assert book.unsure == frozenset()
+
+    asyncio.run(main())
 
 
-def test_an_operation_during_a_repair_leaves_the_key_unsure() -> None:
-    book = Holdings()
-    with book.operation("a"):
-        book.add("a", 1)
-    snapshot = book.to_repair(everything=True)
-    with book.operation("a"):  # started while the repair was on the wire
-        book.add("a", 1)
-    book.repaired(snapshot)
-    assert book.unsure == {"a"}
-    book.repaired(book.to_repair(everything=False))
-    assert book.unsure == frozenset()
+def test_a_regain_inside_an_operation_writes_its_own_key_and_skips_busy_ones() -> None:
+    async def main() -> None:
+        book = Holdings()
+        book.add("mine", 1)
+        book.add("busy", 4)
+        book.add("idle", 2)
+        started = asyncio.Event()
+        finish = asyncio.Event()
 
+        async def other() -> None:
+            async with book.operation("busy"):
+                started.set()
+                await finish.wait()
 
-def test_a_key_released_and_taken_again_during_a_repair_stays_unsure() -> None:
-    book = Holdings()
-    with book.operation("a"):
-        book.add("a", 1)
-    snapshot = book.to_repair(everything=True)
-    book.remove("a", 1)
-    with book.operation("a"):
-        pass  # the release: the key is forgotten once it holds nothing
-    with book.operation("a"):
-        book.add("a", 1)  # taken again: a new entry, never the old operation number
-    book.repaired(snapshot)
-    assert book.unsure == {"a"}
+        task = asyncio.create_task(other())
+        await started.wait()
+        async with book.operation("mine"), book.repairing(everything=True) as snapshot:
+            assert snapshot == {"mine": 1, "idle": 2}
+            book.repaired(snapshot)
+        assert book.unsure == {"busy"}  # the next renewal writes it
+        finish.set()
+        await task
+
+    asyncio.run(main())
 
 
 def test_an_unsure_key_holding_nothing_is_repaired_to_nothing() -> None:
-    book = Holdings()
-    book.mark_unsure("gone")
-    snapshot = book.to_repair(everything=True)
-    assert {k: held for k, (held, _g) in snapshot.items()} == {"gone": 0}
-    book.repaired(snapshot)
-    assert book.unsure == frozenset()
-    assert book.items() == {}
+    async def main() -> None:
+        book = Holdings()
+        book.mark_unsure("gone")
+        async with book.repairing(everything=True) as snapshot:
+            assert snapshot == {"gone": 0}
+            book.repaired(snapshot)
+        assert book.unsure == frozenset()
+        assert book.items() == {}
+
+    asyncio.run(main())

@@ -127,3 +127,106 @@ def test_a_restart_under_the_same_id_drops_the_previous_runs_holdings(
             await n.release("account:x", 3)
 
     asyncio.run(main())
+
+
+def test_a_regain_from_an_acquire_writes_back_the_key_that_found_it(
+    url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The acquire that finds the lease gone regains it: its own key (busy with that very
+    acquire) must be written back too, or the retry starts the node's field from 0."""
+
+    async def main() -> None:
+        async with nodes(url, prefix, "a", "b") as (a, b):
+            for _ in range(5):
+                assert await a.acquire("account:x", 1, limit=6)
+            assert await a.acquire("account:y", 2, limit=6)
+            async with raw(url) as client:
+                await client.delete(f"{prefix}:node:a")  # a pause longer than the lease
+            assert await b.total("account:x") == 0  # b's script drops a's field
+            with caplog.at_level(logging.WARNING, logger="softswitch.cluster"):
+                assert await a.acquire("account:x", 1, limit=6)
+            assert await b.total("account:x") == 6
+            assert not await b.acquire("account:x", 1, limit=6)
+            assert await b.total("account:y") == 2
+            lost = [r.getMessage() for r in caplog.records if "lost its lease" in r.getMessage()]
+            assert len(lost) == 1, lost
+            assert "re-registered 2 held counters" in lost[0], lost
+
+    asyncio.run(main())
+
+
+def test_a_busy_node_re_registers_under_constant_traffic(url: str, prefix: str) -> None:
+    """After a lost lease, a key that always has a call in flight still gets its field
+    written back: Redis must not under-count a busy node for ever."""
+
+    async def main() -> None:
+        async with nodes(url, prefix, "a", "b", lease=0.9) as (a, b):
+            for _ in range(5):
+                assert await a.acquire("account:hot", 1, limit=100)
+            async with raw(url) as client:
+                await client.delete(f"{prefix}:node:a")
+            await b.total("account:hot")
+            stop = asyncio.Event()
+
+            async def traffic() -> None:
+                while not stop.is_set():
+                    if await a.acquire("account:hot", 1, limit=100):
+                        await a.release("account:hot")
+
+            task = asyncio.create_task(traffic())
+            try:
+
+                async def counted() -> bool:
+                    return await b.total("account:hot") >= 5
+
+                await eventually(counted, "the busy node's 5 calls counted again")
+            finally:
+                stop.set()
+                await task
+            assert await b.total("account:hot") == 5
+
+    asyncio.run(main())
+
+
+def test_a_restart_after_a_dead_process_takes_its_id_over_without_waiting(
+    url: str, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker restarted after its process died on this host need not wait a whole lease
+    (60 s here) for the dead one's key: the process is provably gone."""
+
+    async def main() -> None:
+        args = ("hold", url, prefix, "w1", "60", "account:x", "2")
+        async with node_process(tmp_path, *args) as p:
+            assert await p.read() == "held"
+            p.signal(signal.SIGKILL)
+            await p.finish()
+        with caplog.at_level(logging.INFO, logger="softswitch.cluster"):
+            connecting = SharedState.connect(url, "w1", lease=60, prefix=prefix)
+            n = await asyncio.wait_for(connecting, 20)  # a bound, far below the lease
+        try:
+            events = [getattr(r, "event", None) for r in caplog.records]
+            assert "lease_takeover" in events
+            assert "lease_wait" not in events
+            assert await n.total("account:x") == 0  # the dead run's holdings stop counting
+        finally:
+            await n.close()
+
+    asyncio.run(main())
+
+
+def test_a_stopped_process_still_holds_its_id(url: str, prefix: str, tmp_path: Path) -> None:
+    """A process that exists (here stopped, not dead) is never taken over."""
+
+    async def main() -> None:
+        async with node_process(tmp_path, "hold", url, prefix, "w2", "0.6", "account:x", "1") as p:
+            assert await p.read() == "held"
+            p.signal(signal.SIGSTOP)
+            async with raw(url) as client:  # keep its lease alive while it is stopped
+                holder = await client.get(f"{prefix}:node:w2")
+                await client.pexpire(f"{prefix}:node:w2", 60_000)
+            with pytest.raises(SharedStateConfigError, match="node id 'w2' is in use"):
+                await SharedState.connect(url, "w2", lease=0.6, prefix=prefix)
+            async with raw(url) as client:
+                assert await client.get(f"{prefix}:node:w2") == holder
+
+    asyncio.run(main())

@@ -85,3 +85,29 @@ def test_a_block_expires_by_itself(url: str, prefix: str) -> None:
                 assert await client.keys(f"{prefix}:*198.51.100.1") == []
 
     asyncio.run(main())
+
+
+def test_blocks_are_one_sorted_set_read_in_one_call(url: str, prefix: str) -> None:
+    """The mirror reads every block at once: one sorted set IP -> end of block, not one key
+    per IP to SCAN for and PTTL one by one; an ended block is trimmed by the next read."""
+
+    async def main() -> None:
+        async with nodes(url, prefix, "a") as (a,):
+            for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+                assert await a.note_failure(ip, 1, 60.0, 300.0)
+            assert await a.note_failure("192.0.2.9", 1, 60.0, 0.2)
+            async with raw(url) as client:
+                assert await client.keys(f"{prefix}:block*") == [f"{prefix}:blocks"]
+
+                async def ended() -> bool:
+                    return "192.0.2.9" not in await a.blocked()
+
+                await eventually(ended, "the short block to end")
+                assert await client.zcard(f"{prefix}:blocks") == 3  # trimmed
+            blocked = await a.blocked()
+            assert sorted(blocked) == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+            assert all(0 < left <= 300 for left in blocked.values())
+            assert await a.unblock("192.0.2.1")
+            assert sorted(await a.blocked()) == ["192.0.2.2", "192.0.2.3"]
+
+    asyncio.run(main())
