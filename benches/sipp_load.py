@@ -10,9 +10,10 @@
 One command, bounded, loopback only. The switch runs the default configuration but for its
 addresses, the bench's decks and ``drain_timeout = 5``; with ``--workers`` unset it starts as
 many worker processes as ``softswitch run`` does by default (one per core), and its CPU is
-summed over all of them (and the supervisor). The kernel gives each worker the callers whose
-4-tuple hashes to it, so calls from one SIPp socket all land on one worker: ``--caller-sockets
-per-call`` (SIPp's ``-t un``) spreads them as many customers would.
+summed over all of them (and the supervisor). The workers' listen sockets pick a worker by a
+hash of each request's Call-ID (``softswitch.workers.steering``), so even the calls of one SIPp
+socket (one customer's SBC) spread over the workers; ``--caller-sockets per-call`` (SIPp's
+``-t un``) puts each call on a source port of its own, as many customers would.
 
 For each rate, SIPp UAC -> ``softswitch run`` (IP authorisation, LCR routing over two
 carriers' decks, CDRs to SQLite: the production path) -> SIPp UAS, for ``--step-seconds`` at
@@ -171,9 +172,8 @@ def run_step(
             "8000",
             "-timeout",
             f"{int(bound)}s",
-            # One UDP socket per call: callers on many source ports, as many customers are;
-            # the kernel spreads SO_REUSEPORT workers by the 4-tuple, so one socket would
-            # put every call on one worker.
+            # One UDP socket per call: callers on many source ports, as many customers are
+            # (SIPp's own cost differs from one socket's: compare like with like).
             *(["-t", "un", "-max_socket", "16000"] if args.caller_sockets == "per-call" else []),
         ],
     )
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("one", "per-call"),
         default="one",
         help="the SIPp caller's UDP sockets: one for all calls (one customer's SBC), or one"
-        " per call (many source ports: what spreads calls over workers)",
+        " per call (many source ports, as many customers)",
     )
     parser.add_argument(
         "--workers",

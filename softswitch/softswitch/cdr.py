@@ -128,6 +128,16 @@ def _escaped_row(row: Sequence[object]) -> list[object]:
     return [escaped(v) for v in row]
 
 
+#: The runs other than ours that may leave something to settle: not recovered, and not
+#: stopped cleanly or stopped with open calls left (whether each is dead is decided in Python).
+_UNRECOVERED_RUNS = (
+    "SELECT *, (SELECT count(*) FROM open_calls o WHERE o.run_id = switch_runs.run_id)"
+    " AS open_left FROM switch_runs WHERE run_id != ? AND recovered_at IS NULL"
+    " AND (stopped_at IS NULL"
+    " OR EXISTS (SELECT 1 FROM open_calls o WHERE o.run_id = switch_runs.run_id))"
+)
+
+
 class CdrStore(GroupCommitStore[sqlite3.Connection]):
     """SQLite CDR store (WAL, ``synchronous=FULL``) with one writer thread.
 
@@ -266,12 +276,7 @@ class CdrStore(GroupCommitStore[sqlite3.Connection]):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                runs = conn.execute(
-                    "SELECT * FROM switch_runs WHERE run_id != ? AND recovered_at IS NULL"
-                    " AND (stopped_at IS NULL"
-                    " OR EXISTS (SELECT 1 FROM open_calls o WHERE o.run_id = switch_runs.run_id))",
-                    (self.run_id,),
-                ).fetchall()
+                runs = conn.execute(_UNRECOVERED_RUNS, (self.run_id,)).fetchall()
                 for run in runs:
                     if run_is_alive(run, now, self.host):
                         log_alive(run)
@@ -286,6 +291,18 @@ class CdrStore(GroupCommitStore[sqlite3.Connection]):
         log_recovered(recovered)
         return recovered
 
+    def pending_recovery(self) -> bool:
+        """Whether another run is dead with calls (or its end) not settled yet: a read
+        without the write lock, so a periodic check (``store.sweep``) costs the CDR writer
+        nothing while every run is alive."""
+        conn = self._connect()
+        try:
+            runs = conn.execute(_UNRECOVERED_RUNS, (self.run_id,)).fetchall()
+        finally:
+            conn.close()
+        now = _now()
+        return any(not run_is_alive(run, now, self.host) for run in runs)
+
     def _recover_run(
         self, conn: sqlite3.Connection, run: sqlite3.Row, rate: Rater | None, now: dt.datetime
     ) -> RecoveredRun:
@@ -299,7 +316,9 @@ class CdrStore(GroupCommitStore[sqlite3.Connection]):
         for first in range(0, len(cdr_rows), _ROWS_PER_INSERT):
             part = cdr_rows[first : first + _ROWS_PER_INSERT]
             conn.execute(_INSERT_ROWS[len(part)], [v for row in part for v in row])
-        append_ledger(conn, debits, self.run_id)
+        # Booked as the dead run's own rows: every live switch's meter (this one's too, which
+        # skips the rows it wrote itself) then counts the debits when it next reads the ledger.
+        append_ledger(conn, debits, run["run_id"])
         conn.execute("DELETE FROM open_calls WHERE run_id = ?", (run["run_id"],))
         conn.execute(
             "UPDATE switch_runs SET recovered_at = ?, recovered_calls = recovered_calls + ?"

@@ -116,19 +116,9 @@ def run_switch(args: argparse.Namespace) -> int:
 
 def worker_count(config: _config.Config, flag: int | None) -> int:
     """Worker processes for this run: ``--workers``, else ``[server] workers``, else one per
-    core; 1 when the configuration needs a single process, saying why: a WARNING when more
-    were asked for, INFO when only the core count suggested more (the demo, a default)."""
-    from softswitch.workers.supervisor import single_process_reason
-
-    asked = flag or config.server.workers
-    wanted = asked or os.cpu_count() or 1
-    if wanted > 1:
-        reason = single_process_reason(config)
-        if reason is not None:
-            level = logging.WARNING if asked else logging.INFO
-            logger.log(level, "running 1 worker instead of %d: %s", wanted, reason)
-            return 1
-    return wanted
+    core. Every configuration can run on several: limits, credit and registered contacts
+    are shared between them (docs/deployment.md)."""
+    return flag or config.server.workers or os.cpu_count() or 1
 
 
 def _supervise(

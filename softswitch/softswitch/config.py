@@ -1202,6 +1202,10 @@ class ServerConfig(_Section):
     #: With several workers, worker i's own port (its Via and Record-Route) is this + i on
     #: every listen host. Unset: ports the kernel picks at start.
     worker_port_base: Annotated[int | None, _Int(1, 65535, optional=True)] = None
+    #: With several workers, the kernel picks the worker of a UDP request by its Call-ID
+    #: (``workers.steering``); false: by its 4-tuple, and every worker hands the requests
+    #: another worker owns to it (``workers.handoff``, always on). Read at start only.
+    steer_by_call_id: _Flag = True
     #: Redis the nodes of a cluster share (``softswitch.cluster``): an account's
     #: ``max_calls`` and ``max_cps`` then hold across all of them. Unset: per node. Read at
     #: start only.

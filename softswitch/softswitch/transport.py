@@ -402,6 +402,8 @@ class _DatagramEndpoint(asyncio.DatagramProtocol):
         self._layer = layer
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
+        #: A worker's listen socket, one of a reuse-port group (``TransportLayer.divert``).
+        self.shared = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # CPython 3.11's selector transport does not subclass DatagramTransport.
@@ -563,6 +565,15 @@ class TransportLayer:
         #: new flows from it, so answers come back to this process through the same
         #: interface (one per family would name the last adopted host on every interface).
         self._own: dict[tuple[Transport, str], Address] = {}
+        #: A worker's hand-off (``softswitch.workers.handoff``): called with each datagram
+        #: of an adopted listen socket, its listen address and source; True when it took the
+        #: datagram (handed to the worker that owns it, or dropped when that cannot be
+        #: done), False to handle it here.
+        self.divert: Callable[[bytes, Address, Address], bool] | None = None
+        #: With ``divert``: True for a source whose datagrams the screening would drop for
+        #: its block (``softswitch.workers.handoff.blocked_sources``), dropped before they
+        #: are handed, without the pike counting that the worker parsing them does.
+        self.blocked: Callable[[Address], bool] | None = None
 
     # -- listening -----------------------------------------------------------------------
 
@@ -604,6 +615,7 @@ class TransportLayer:
                     lambda: _DatagramEndpoint(self), local_addr=(host, port)
                 )
             self._udp[endpoint.local] = endpoint
+            endpoint.shared = sock is not None and not own
             bound = endpoint.local
             if self.limits.udp_receive_buffer is not None:
                 self._set_receive_buffer(endpoint, self.limits.udp_receive_buffer)
@@ -914,6 +926,26 @@ class TransportLayer:
         flow = Flow(Transport.UDP, endpoint.local, source)
         if not data.strip(b"\r\n\t "):
             return  # keep-alive
+        if len(data) > self.limits.max_message_size:
+            self._log_drop(flow, f"datagram of {len(data)} bytes too large", None)
+            return
+        if endpoint.shared and self.divert is not None:
+            if self.blocked is not None and self.blocked(source):
+                return
+            if self.divert(data, flow.local, source):
+                return
+        self._on_message_bytes(data, flow, stream=False)
+
+    def inject(self, data: bytes, local: Address, source: Address) -> None:
+        """A datagram another worker received on the listen address ``local`` and handed
+        here (``softswitch.workers.handoff``), taken as if this worker's socket of the same
+        reuse-port group had received it: its answers leave from ``local``. It is never
+        handed on again."""
+        endpoint = self._udp.get(local)
+        flow = Flow(Transport.UDP, local, source)
+        if endpoint is None:
+            self._log_drop(flow, "handed datagram for an address not listened on", None)
+            return
         if len(data) > self.limits.max_message_size:
             self._log_drop(flow, f"datagram of {len(data)} bytes too large", None)
             return

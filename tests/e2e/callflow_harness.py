@@ -173,6 +173,10 @@ class Switch:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
+                # A process group of its own, as a switch started from a terminal has: a
+                # test can send it the terminal's Ctrl-C (``signal_group``), and pytest's own
+                # Ctrl-C does not reach it (the fixtures stop it).
+                start_new_session=True,
             )
         assert self.process.stdout is not None
         deadline = time.monotonic() + 15
@@ -187,6 +191,12 @@ class Switch:
     def signal(self, sig: int) -> None:
         assert self.process is not None
         os.kill(self.process.pid, sig)
+
+    def signal_group(self, sig: int) -> None:
+        """``sig`` to the switch's whole process group (its workers too), as a terminal's
+        Ctrl-C (SIGINT) reaches every process of the foreground group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, sig)
 
     def stop(self) -> int | None:
         process = self.process

@@ -1,4 +1,5 @@
-"""The ``net`` fixture: one end-to-end test's world (``callflow_net.Net``), stopped after."""
+"""The ``net`` fixture: one end-to-end test's world (``callflow_net.Net``), stopped after;
+``second``: a second node's world beside it, for the tests of several nodes."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from callflow_harness import sipp_binary
 from callflow_net import Net
 
 
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
+def _world(workdir: Path) -> Iterator[Net]:
     sipp_binary()
-    world = Net(tmp_path)
+    world = Net(workdir)
     try:
         yield world
     finally:
@@ -21,3 +21,16 @@ def net(tmp_path: Path) -> Iterator[Net]:
             sipp.stop()
         if world.switch is not None:
             world.switch.stop()
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    yield from _world(tmp_path)
+
+
+@pytest.fixture
+def second(tmp_path: Path) -> Iterator[Net]:
+    """Another node's world (its own port, config and files), stopped after."""
+    workdir = tmp_path / "node2"
+    workdir.mkdir()
+    yield from _world(workdir)

@@ -20,7 +20,6 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -148,21 +147,6 @@ def start_node(
     config.write_text(text.replace("[server]\n", f'[server]\nshared_state = "{redis.url}"\n', 1))
     net.switch = Switch(config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log")
     return net.switch.start()
-
-
-@pytest.fixture
-def second(tmp_path: Path) -> Iterator[Net]:
-    """The second node's world (the ``net`` fixture is the first's), stopped after."""
-    workdir = tmp_path / "node2"
-    workdir.mkdir()
-    world = Net(workdir)
-    try:
-        yield world
-    finally:
-        for sipp in world.sipps:
-            sipp.stop()
-        if world.switch is not None:
-            world.switch.stop()
 
 
 def customer(net: Net, scenario: Path, label: str, calls: int, args: list[str]) -> Sipp:

@@ -1,14 +1,17 @@
 """``softswitch run`` with several worker processes, end to end with SIPp.
 
 Which worker handled a call is read from the switch's log: a worker's lines carry
-``worker=N`` and the engine's call lines ``call_id=...``. The kernel spreads the callers'
-4-tuples over the workers by a hash with a secret of its own, so the tests that need both
-workers to take calls place calls from new source ports until both have (each new port is a
-coin toss: 16 tosses all alike happen once in 30 000 runs).
+``worker=N`` and the engine's call lines ``call_id=...``. A UDP request belongs to the
+worker its Call-ID hashes to: the kernel delivers most there itself (``workers.steering``)
+and a worker hands it the others (``workers.handoff``). TCP connections and datagrams with
+no Call-ID go where the kernel's hash of the 4-tuple sends them, a hash with a secret of its
+own; so the tests that need both workers to take calls place calls until both have (each
+new call or source port is a coin toss: 16 tosses all alike happen once in 30 000 runs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -200,6 +203,30 @@ def test_sighup_reaches_both_workers_and_sigterm_drains_both(net: Net) -> None:
     assert len(re.findall(r"worker=\d+ .*stopping: draining", log)) == 2
     c1.stop()
     c2.stop()
+
+
+def test_ctrl_c_to_the_process_group_drains_every_worker(net: Net) -> None:
+    """A terminal's Ctrl-C reaches the supervisor and every worker at once: the workers leave
+    SIGINT to the supervisor, whose SIGTERM they drain on (a worker that took SIGINT itself
+    would be killed by that SIGTERM in the middle of its drain)."""
+    gw = Carrier("gw1")
+    switch = net.start_switch([gw], [Account()], workers=2)
+    carrier = net.carrier(gw, "uas_answer", calls=20)
+    up = []
+    while len({w for ws in workers_of_calls(net).values() for w in ws}) < 2 and len(up) < 16:
+        up.append(net.customer("uac_call", args=["-d", "2000"], label=f"up{len(up)}"))
+        time.sleep(0.3)
+    assert {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}, net.explain()
+    switch.signal_group(signal.SIGINT)
+    ok(net, *up)
+    assert switch.process is not None
+    assert switch.process.wait(timeout=20) == 0
+    rows = net.cdrs(len(up))
+    assert all(r["end_reason"] == "normal_clearing" for r in rows), rows
+    log = net.switch_log()
+    assert len(re.findall(r"worker=\d+ .*stopping: draining", log)) == 2, log
+    assert "exited (signal" not in log, log
+    carrier.stop()
 
 
 def test_killed_worker_is_restarted_and_its_calls_released(net: Net, tmp_path: Path) -> None:
@@ -458,3 +485,461 @@ def test_a_bye_towards_the_caller_leaves_from_the_port_it_called(net: Net) -> No
     ok(net, carrier)
     (cdr,) = net.cdrs()
     assert cdr["hangup_side"] == "callee"
+
+
+def test_one_caller_socket_spreads_its_calls_over_both_workers(net: Net) -> None:
+    """A wholesale SBC sends every call from one ip:port (SIPp's default ``-t u1``: one
+    socket): the Call-ID steering (``workers.steering``) spreads the calls over the workers,
+    where the 4-tuple hash alone would put them all on one. Two witnesses of the worker: the
+    switch log's ``worker=N`` lines per Call-ID, and the worker's own port in the top Via of
+    the INVITEs the carrier received."""
+    calls = 24
+    gw = Carrier("gw1")
+    net.start_switch([gw], [Account()], workers=2)
+    carrier = net.carrier(gw, "uas_answer", calls=calls)
+    customer = net.customer("uac_call", args=["-d", "100", "-r", "20"], calls=calls)
+    ok(net, customer, carrier)
+    rows = net.cdrs(calls)
+    assert all(r["end_reason"] == "normal_clearing" for r in rows)
+    assert len({r["call_id"] for r in rows}) == calls
+    by_call = workers_of_calls(net)
+    assert {r["call_id"] for r in rows} <= set(by_call)
+    # Every call's lines come from one worker (its ACK and BYE reached it), and both worked:
+    # all 24 on one worker by chance happens once in 8 million runs.
+    assert all(len(ws) == 1 for ws in by_call.values()), by_call
+    assert {w for ws in by_call.values() for w in ws} == {0, 1}, net.explain()
+    invites = [m for m in carrier.messages().split("\n\n") if "\nINVITE sip:" in f"\n{m}"]
+    own_ports = {
+        match.group(1)
+        for message in invites
+        if (match := re.search(rf"^Via: SIP/2.0/UDP {LOCAL}:(\d+)", message, re.M))
+    }
+    assert len(invites) >= calls
+    assert len(own_ports) == 2, own_ports
+    assert str(net.port) not in own_ports
+
+
+def test_prepaid_credit_is_never_overspent_across_workers(net: Net) -> None:
+    """A balance of 3.00 covers 3 calls of a 1.00 connect fee; each worker alone would admit
+    3. Twelve calls at once, each from its own source port (``-t un``) and Call-ID: both
+    workers take some;
+    exactly 3 are answered, the rest refused 402, and the ledger never goes below zero."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from callflow_harness import Sipp
+    from test_two_nodes import ANSWERED_OR_REFUSED, CONNECT_FEE_DECK, FIRST_HOLDS
+
+    from softswitch.billing import ledger
+    from softswitch.billing.money import to_nanos
+
+    placed = 12
+    with ledger.connect(net.workdir / "cdr.sqlite", create=True) as conn:
+        at = dt.datetime.now(dt.UTC)
+        ledger.book(conn, ledger.Booking("customer", "topup", to_nanos(Decimal(3)), "e2e", at))
+    net.sell = CONNECT_FEE_DECK
+    gw = Carrier("gw1")
+    prepaid = Account(extra=('billing = "prepaid"',))
+    # No periodic ledger read during the test: the workers admit on the balance at start.
+    net.start_switch([gw], [prepaid], billing="sync_interval = 30", workers=2)
+    carrier = net.carrier(gw, "uas_answer", calls=placed, timeout=60)
+    scenario = net.workdir / "uac_answered_or_refused.xml"
+    scenario.write_text(ANSWERED_OR_REFUSED.replace('"503"', '"402"'))
+    hold = ["-s", NUMBER, "-d", "8000", "-l", str(placed), "-r", "50", "-max_socket", "64"]
+    callers = Sipp(net.workdir, "callers", scenario, args=hold, calls=placed, timeout=60)
+    callers.transport = "un"  # a socket (a source port) per call
+    net.sipps.append(callers)
+    ok(net, callers.start(f"{LOCAL}:{net.port}"))
+    rows = net.cdrs(placed, timeout=10)
+    answered = [r for r in rows if r["end_reason"] == "normal_clearing"]
+    refused = [r for r in rows if r["end_reason"] == "insufficient_balance"]
+    assert len(answered) == FIRST_HOLDS, rows
+    assert len(refused) == placed - FIRST_HOLDS, rows
+    assert {r["status"] for r in refused} == {402}
+    calls = workers_of_calls(net)
+    assert {w for ws in calls.values() for w in ws} == {0, 1}, net.explain()
+    # Both workers took calls, so one refused while its own book still had credit: the
+    # other worker's calls held it.
+    assert any("across workers" in r["detail"] for r in refused), rows
+    with ledger.connect(net.workdir / "cdr.sqlite") as conn:
+        sums, _ = ledger.balances(conn)
+        chain = [e.balance_after for e in ledger.entries(conn, "customer")]
+    assert sums["customer"] == 0  # 3.00 less three connect fees
+    assert len(chain) == 1 + FIRST_HOLDS
+    assert min(chain) >= 0, chain  # never overspent, not even for a moment
+    # A second wave, the first one's calls ended: a worker that took none of the answered
+    # calls has not read their debits (no periodic read), yet admits none: the debits were
+    # held across workers until committed, and once let go it reads the ledger first.
+    before = set(calls)
+    again = Sipp(net.workdir, "again", scenario, args=hold, calls=placed, timeout=60)
+    again.transport = "un"
+    net.sipps.append(again)
+    ok(net, again.start(f"{LOCAL}:{net.port}"))
+    second = [r for r in net.cdrs(2 * placed, timeout=10) if r["call_id"] not in before]
+    assert [r["end_reason"] for r in second] == ["insufficient_balance"] * placed, second
+    # Nothing is held any more (no kept debit leaked): a refusal names credit held by
+    # calls across workers only while some is.
+    assert not any("across workers" in r["detail"] for r in second), second
+    later = {w for c, ws in workers_of_calls(net).items() if c not in before for w in ws}
+    assert later == {0, 1}, net.explain()
+    with ledger.connect(net.workdir / "cdr.sqlite") as conn:
+        chain = [e.balance_after for e in ledger.entries(conn, "customer")]
+    assert chain[-1] == 0, chain
+    assert len(chain) == 1 + FIRST_HOLDS
+    carrier.stop()
+
+
+def _steered_to(worker: int, port: int, label: str) -> str:
+    """A Call-ID (SIPp's ``-cid_str``, one call) that the steering puts on ``worker`` of 2."""
+    from softswitch.workers.steering import call_id_owner
+
+    for n in range(1000):
+        call_id = f"{label}-{n}"
+        if call_id_owner(_invite(port, call_id, 5999), 2) == worker:
+            return call_id
+    raise AssertionError(f"no Call-ID for worker {worker}")
+
+
+def test_slices_of_one_account_cross_workers_and_never_overspend(net: Net) -> None:
+    """Two calls of one prepaid account, one on each worker, 0.60 a minute per second and
+    3 s slices: each slice is held across workers, so the two calls are cut together when
+    the 0.10 runs out, and never bill more than it. Then a top-up while the switch runs
+    pays for one more call: nothing the first two held was left held (no leak)."""
+    from decimal import Decimal
+
+    from test_billing import assert_chain, deck, ledger_rows, nanos, top_up
+
+    net.sell = deck(1)
+    top_up(net, "customer", "0.100000")  # 10 call-seconds for both calls together
+    gw = Carrier("gw1")
+    net.start_switch(
+        [gw],
+        [Account(extra=('billing = "prepaid"',))],
+        billing="slice = 3\nsync_interval = 30",
+        workers=2,
+    )
+    carrier = net.carrier(gw, "uas_answer", calls=3, timeout=60)
+    ids = [_steered_to(w, net.port, f"slices{w}") for w in (0, 1)]
+    calls = [
+        net.customer("uac_wait_bye_reason", label=f"on{w}", args=["-cid_str", call_id])
+        for w, call_id in enumerate(ids)
+    ]
+    ok(net, *calls)
+    cdrs = net.cdrs(2)
+    assert [c["end_reason"] for c in cdrs] == ["credit_exhausted"] * 2, cdrs
+    workers = workers_of_calls(net)
+    assert [workers.get(call_id) for call_id in ids] == [{0}, {1}], net.explain()
+    total = sum(nanos(c["sell_cost"]) for c in cdrs)
+    assert nanos("0.080000") <= total <= nanos("0.100000"), cdrs  # the credit, used up
+    rows = ledger_rows(net)
+    assert_chain(rows)
+    assert min(r["balance_after"] for r in rows) >= 0, rows  # never overspent
+    # A top-up of 3 call-seconds: read before the refusal, it pays for a third call.
+    top_up(net, "customer", "0.030000")
+    third = net.customer("uac_wait_bye_reason", label="third")
+    ok(net, third, carrier)
+    cdrs = net.cdrs(3)
+    assert cdrs[-1]["end_reason"] == "credit_exhausted", cdrs
+    assert Decimal(cdrs[-1]["sell_cost"]) > 0, cdrs
+    rows = ledger_rows(net)
+    assert_chain(rows)
+    assert min(r["balance_after"] for r in rows) >= 0, rows
+
+
+#: A phone's REGISTER alone (401, then with credentials, 200): its Contact names the UAS
+#: that takes the phone's calls (``CONTACT``), registered for ``EXPIRES`` seconds.
+REGISTER_ONLY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="register_only">
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:pbx@[remote_ip]:[remote_port]>;tag=[pid]reg[call_number]
+      To: <sip:pbx@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: CONTACT
+      Expires: EXPIRES
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:pbx@[remote_ip]:[remote_port]>;tag=[pid]reg[call_number]
+      To: <sip:pbx@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      [authentication]
+      Contact: CONTACT
+      Expires: EXPIRES
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def test_registered_contacts_are_shared_by_the_workers(net: Net) -> None:
+    """A phone (a UAS on a port of its own) is registered once, by a REGISTER that lands on
+    one worker (the steering hashes its Call-ID), and called by callers whose calls land
+    on either, until one call was routed by the worker that did not take the REGISTER: that
+    worker knows the contact from the journal only. Its un-REGISTER, through one worker, is
+    then seen by both: calls fail over to the carrier as ``to_pbx: not registered`` on
+    each."""
+    from callflow_harness import Sipp
+    from test_registrar import PASSWORD, PBX, TO_PBX
+
+    phone_at, backup = Carrier("phone"), Carrier("backup")
+    net.start_switch([backup], [Account(), PBX], route=["to_pbx", "backup"], tail=TO_PBX, workers=2)
+    phone = net.carrier(phone_at, "uas_answer", calls=40, timeout=60)
+    carrier = net.carrier(backup, "uas_answer", calls=40, timeout=60)
+    contact = f"sip:pbx@{LOCAL}:{phone_at.port}"
+    registered = re.compile(rf"worker=(\d+) .*registered account=pbx contact={contact} ")
+
+    def register(label: str, expires: int) -> None:
+        xml = net.workdir / f"register_{label}.xml"
+        xml.write_text(
+            REGISTER_ONLY.replace("CONTACT", f"<{contact}>").replace("EXPIRES", str(expires))
+        )
+        args = ["-au", "pbx", "-ap", PASSWORD, "-s", "pbx"]
+        sipp = Sipp(net.workdir, label, xml, args=args, timeout=20)
+        net.sipps.append(sipp)
+        ok(net, sipp.start(f"{LOCAL}:{net.port}"))
+
+    def call(label: str) -> str:
+        """A caller's call, answered; the Call-ID of the call."""
+        before = set(workers_of_calls(net))
+        ok(net, net.customer("uac_call", args=["-d", "100"], label=label))
+        (call_id,) = set(workers_of_calls(net)) - before
+        return call_id
+
+    crossed = None
+    placed = 0
+    # Registered once: the worker that did not take this REGISTER has no REGISTER of the
+    # contact of its own, so a call it routes to the phone proves the journal carried it.
+    register("reg", 300)
+    (by,) = map(int, registered.findall(net.switch_log()))
+    while crossed is None and placed < 16:
+        # Each call lands on a worker the kernel picks from its Call-ID.
+        call_id = call(f"caller{placed}")
+        placed += 1
+        routed = workers_of_calls(net)[call_id]
+        assert routed in ({0}, {1}), routed
+        if routed == {1 - by}:
+            crossed = (by, call_id)
+    assert crossed is not None, net.explain()
+    rows = net.cdrs(placed)
+    assert all(r["attempts"][0]["gateway_id"] == "to_pbx" for r in rows), rows
+    assert all(r["end_reason"] == "normal_clearing" for r in rows), rows
+    assert f"INVITE sip:{NUMBER}@{LOCAL}:{phone_at.port} SIP/2.0" in phone.messages()
+
+    register("unregister", 0)  # through one worker: both route past the phone now
+    assert "unregistered account=pbx" in net.switch_log()
+    failed_over: dict[str, set[int]] = {}
+    while {w for ws in failed_over.values() for w in ws} != {0, 1} and len(failed_over) < 16:
+        call_id = call(f"after{len(failed_over)}")
+        failed_over[call_id] = workers_of_calls(net)[call_id]
+    assert {w for ws in failed_over.values() for w in ws} == {0, 1}, net.explain()
+    after = [r for r in net.cdrs(placed + len(failed_over)) if r["call_id"] in failed_over]
+    assert len(after) == len(failed_over)
+    assert all(r["attempts"][0]["gateway_id"] == "backup" for r in after), after
+    assert all("to_pbx: not registered" in r["detail"] for r in after), after
+    phone.stop()
+    carrier.stop()
+
+
+def test_a_rotated_password_keeps_a_registration_dropped_across_a_worker_restart(
+    net: Net,
+) -> None:
+    """A phone registered through one worker; a reload rotates the account's password,
+    which drops its registration in both workers; then the worker that took the REGISTER
+    is killed and restarted, and replays the journal, which still holds that REGISTER. The
+    contact stays dropped there too: calls through either worker fail over to the carrier
+    as ``to_pbx: not registered`` (before the fix the restarted worker routed them to the
+    phone again, and trusted its source)."""
+    from callflow_harness import Sipp
+    from test_registrar import PASSWORD, PBX, TO_PBX
+
+    phone_at, backup = Carrier("phone"), Carrier("backup")
+    args = dict(route=["to_pbx", "backup"], tail=TO_PBX, workers=2)
+    switch = net.start_switch([backup], [Account(), PBX], **args)  # type: ignore[arg-type]
+    phone = net.carrier(phone_at, "uas_answer", calls=40, timeout=60)
+    carrier = net.carrier(backup, "uas_answer", calls=40, timeout=60)
+    contact = f"sip:pbx@{LOCAL}:{phone_at.port}"
+    xml = net.workdir / "register_once.xml"
+    xml.write_text(REGISTER_ONLY.replace("CONTACT", f"<{contact}>").replace("EXPIRES", "300"))
+    sipp = Sipp(net.workdir, "reg", xml, args=["-au", "pbx", "-ap", PASSWORD, "-s", "pbx"])
+    net.sipps.append(sipp)
+    ok(net, sipp.start(f"{LOCAL}:{net.port}"))
+    registered = re.compile(rf"worker=(\d+) .*registered account=pbx contact={contact} ")
+    (by,) = map(int, registered.findall(net.switch_log()))
+
+    rotated = dataclasses.replace(PBX, password="rotated-" + PASSWORD)
+    net.write_config([backup], [Account(), rotated], **args)  # type: ignore[arg-type]
+    switch.signal(signal.SIGHUP)
+    dropped = r"worker=(\d+) .*registrations of account=pbx dropped"
+    wait_for(
+        lambda: {0, 1} <= set(map(int, re.findall(dropped, net.switch_log()))),
+        "both workers dropped the registration",
+        net,
+    )
+    pids = worker_pids(net)
+    os.kill(pids[by], signal.SIGKILL)
+    wait_for(
+        lambda: worker_pids(net).get(by, pids[by]) != pids[by],
+        "the killed worker restarted",
+        net,
+    )
+    routed: dict[str, set[int]] = {}
+    while {w for ws in routed.values() for w in ws} != {0, 1} and len(routed) < 16:
+        before = set(workers_of_calls(net))
+        ok(net, net.customer("uac_call", args=["-d", "100"], label=f"after{len(routed)}"))
+        (call_id,) = set(workers_of_calls(net)) - before
+        routed[call_id] = workers_of_calls(net)[call_id]
+    assert {w for ws in routed.values() for w in ws} == {0, 1}, net.explain()
+    rows = net.cdrs(len(routed))
+    assert all(r["attempts"][0]["gateway_id"] == "backup" for r in rows), rows
+    assert all("to_pbx: not registered" in r["detail"] for r in rows), rows
+    assert "INVITE sip:" not in phone.messages()
+    phone.stop()
+    carrier.stop()
+
+
+def test_with_redis_as_well_the_credit_is_held_in_redis(net: Net) -> None:
+    """``[server] shared_state`` and two workers: Redis's counters span every worker of
+    every node, so they hold the credit (each worker is a node of its own there) and the
+    shared memory is not used for it: exactly 3 of 12 calls answered, the refusals that
+    other calls' holds caused name the nodes, and every hold is given back in Redis."""
+    import asyncio
+    import datetime as dt
+    from decimal import Decimal
+
+    from callflow_harness import Sipp, Switch
+    from test_two_nodes import ANSWERED_OR_REFUSED, CONNECT_FEE_DECK, FIRST_HOLDS
+
+    from redis_tool import running_redis
+    from softswitch.billing import ledger
+    from softswitch.billing.money import to_nanos
+    from softswitch.cluster import SharedState
+
+    placed = 12
+    with ledger.connect(net.workdir / "cdr.sqlite", create=True) as conn:
+        at = dt.datetime.now(dt.UTC)
+        ledger.book(conn, ledger.Booking("customer", "topup", to_nanos(Decimal(3)), "e2e", at))
+    net.sell = CONNECT_FEE_DECK
+    gw = Carrier("gw1")
+    prepaid = Account(extra=('billing = "prepaid"',))
+    with running_redis() as redis:
+        config = net.write_config([gw], [prepaid], billing="sync_interval = 30", workers=2)
+        text = config.read_text()
+        config.write_text(
+            text.replace("[server]\n", f'[server]\nshared_state = "{redis.url}"\n', 1)
+        )
+        net.switch = Switch(
+            config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log"
+        )
+        net.switch.start()
+        carrier = net.carrier(gw, "uas_answer", calls=placed, timeout=60)
+        scenario = net.workdir / "uac_answered_or_refused.xml"
+        scenario.write_text(ANSWERED_OR_REFUSED.replace('"503"', '"402"'))
+        hold = ["-s", NUMBER, "-d", "4000", "-l", str(placed), "-r", "50", "-max_socket", "64"]
+        callers = Sipp(net.workdir, "callers", scenario, args=hold, calls=placed, timeout=60)
+        callers.transport = "un"
+        net.sipps.append(callers)
+        ok(net, callers.start(f"{LOCAL}:{net.port}"))
+        rows = net.cdrs(placed, timeout=10)
+        answered = [r for r in rows if r["end_reason"] == "normal_clearing"]
+        refused = [r for r in rows if r["end_reason"] == "insufficient_balance"]
+        assert len(answered) == FIRST_HOLDS, rows
+        assert len(refused) == placed - FIRST_HOLDS, rows
+        calls = workers_of_calls(net)
+        assert {w for ws in calls.values() for w in ws} == {0, 1}, net.explain()
+        # Both workers took calls: one was refused by the other's holds, counted in Redis.
+        assert any("held by calls across nodes" in r["detail"] for r in refused), rows
+        assert not any("across workers" in r["detail"] for r in refused), rows
+
+        def credit_held() -> int:
+            async def ask() -> int:
+                state = await SharedState.connect(redis.url, "e2e-workers-observer")
+                try:
+                    return await state.total("credit:customer")
+                finally:
+                    await state.close()
+
+            return asyncio.run(ask())
+
+        wait_for(lambda: credit_held() == 0, "every hold given back in Redis", net)
+        net.switch.stop()
+        carrier.stop()
+
+
+#: Bytes of an X- header put before the Call-ID of the INVITEs: their Call-ID line starts
+#: past the window of the kernel's Call-ID program (``workers.steering.WINDOW``).
+_PADDING = 760
+
+
+@pytest.mark.parametrize("steer", [True, False], ids=["program", "steering-off"])
+def test_cancelled_calls_with_the_call_id_past_the_window_stay_whole(net: Net, steer: bool) -> None:
+    """One caller socket (a wholesale SBC), INVITEs with a long X- header before their
+    Call-ID (the kernel's program cannot find it: the 4-tuple hash picks a worker, one for
+    every INVITE) and their short CANCEL and failure ACK (found, steered by Call-ID): the
+    worker that got an INVITE it does not own hands it to its owner (``workers.handoff``),
+    so every CANCEL finds its INVITE. Without the hand-off about half of them would meet
+    the other worker: 481 to the CANCEL, and the INVITE ringing on. ``steering-off``:
+    ``[server] steer_by_call_id = false`` (a kernel that refused the program): the
+    4-tuple hash for all, the hand-off for every request another worker owns."""
+    from callflow_harness import Switch
+
+    from softswitch.workers.steering import FIRST, WINDOW
+
+    calls = 12
+    gw = Carrier("gw1")
+    config = net.write_config([gw], [Account()], workers=2)
+    if not steer:
+        text = config.read_text().replace("[server]\n", "[server]\nsteer_by_call_id = false\n", 1)
+        config.write_text(text)
+    net.switch = Switch(config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log")
+    net.switch.start()
+    carrier = net.carrier(gw, "uas_ring_cancel", calls=calls)
+    via = "      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
+    scenario = (Path(__file__).parent / "scenarios" / "callflow" / "uac_cancel.xml").read_text()
+    assert scenario.count(via) == 1  # the INVITE's; the CANCEL and ACK copy it
+    padded = scenario.replace(via, f"{via}      X-Route-Info: {'r' * _PADDING}\n")
+    path = net.workdir / "uac_cancel_padded.xml"
+    path.write_text(padded)
+    from callflow_harness import Sipp
+
+    customer = Sipp(net.workdir, "customer", path, args=["-s", NUMBER, "-r", "10"], calls=calls)
+    net.sipps.append(customer)
+    ok(net, customer.start(f"{LOCAL}:{net.port}"), carrier)
+    # SIPp's exit status: every CANCEL answered 200, every INVITE 487. And the INVITEs
+    # sent had their Call-ID past the program's window.
+    invites = [m for m in customer.messages().split("\n\n") if "\nINVITE sip:" in f"\n{m}"]
+    assert len(invites) >= calls
+    assert all(m.index("Call-ID:") > FIRST + WINDOW + 8 for m in invites)
+    messages = customer.messages()
+    assert messages.count("SIP/2.0 487 ") >= calls
+    assert "SIP/2.0 481" not in messages
+    rows = net.cdrs(calls)
+    assert {r["end_reason"] for r in rows} == {"caller_cancelled"}, rows
+    assert {r["status"] for r in rows} == {487}
+    assert all([a["outcome"] for a in r["attempts"]] == ["cancelled"] for r in rows)
+    # Each call's lines come from one worker (its INVITE, CANCEL and ACK met), and both
+    # took calls: all 12 on one worker by chance happens once in 2,000 runs.
+    by_call = workers_of_calls(net)
+    assert {r["call_id"] for r in rows} <= set(by_call)
+    assert all(len(ws) == 1 for ws in by_call.values()), by_call
+    assert {w for ws in by_call.values() for w in ws} == {0, 1}, net.explain()
+    program_off = "no Call-ID program on the UDP listen sockets" in net.switch_log()
+    assert program_off is not steer

@@ -133,12 +133,22 @@ class CreditBook:
     def load(self, balances: Mapping[str, int], unsettled: Mapping[str, int] | None = None) -> None:
         """The balances read from the ledger at start (replacing what the book had), and
         what calls left open by a dead run still hold (``unsettled``: nothing once recovery
-        has settled them; if it failed, that credit stays held until a start settles it)."""
+        has settled them; if it failed, that credit stays held until recovery settles them:
+        :meth:`unsettled_now`)."""
         for account_id, amount in balances.items():
             self._account(account_id).balance = amount
             self._check_low(account_id, quiet=True)
         for account_id, amount in (unsettled or {}).items():
             self._account(account_id).reserved += amount
+
+    def unsettled_now(self, before: Mapping[str, int], now: Mapping[str, int]) -> None:
+        """What dead runs' unsettled calls hold went from ``before`` (as given to
+        :meth:`load` or here last) to ``now``: recovery settled some (their debits come
+        with the ledger's rows), so their credit is no longer held twice."""
+        for account_id in before.keys() | now.keys():
+            delta = now.get(account_id, 0) - before.get(account_id, 0)
+            if delta:
+                self._account(account_id).reserved += delta
 
     def apply(self, changes: Iterable[tuple[str, int]]) -> None:
         """Ledger rows written by someone else (a top-up, an adjustment): counted now."""

@@ -5,9 +5,10 @@ The balance *is* the ledger: ``SUM(amount)`` over an account's rows, and each ro
 adding anything up. Amounts are nano-units (``billing.money``), signed: credit positive,
 debit negative. ``kind`` is ``topup``, ``adjustment``, ``call`` (a call's sell cost, written
 in the transaction that writes its CDR: ``cdr.CdrStore``) or ``refund``. ``reference`` is the
-Call-ID for a call and the operator's note otherwise; ``run_id`` is the switch run that wrote
-a call's row (``switch_runs``), NULL for what an operator booked, which is how a running
-switch tells the entries it must pick up (top-ups) from its own.
+Call-ID for a call and the operator's note otherwise; ``run_id`` is the switch run whose call
+a row debits (``switch_runs``; a dead run's calls settled by recovery keep the dead run's id),
+NULL for what an operator booked, which is how a running switch tells the entries it must
+pick up (top-ups, other runs' calls) from its own.
 
 Rows are only ever appended. Whoever appends holds the database's write lock while it reads
 the account's last ``balance_after`` and inserts (``BEGIN IMMEDIATE`` here, the CDR writer's
@@ -43,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -370,18 +371,41 @@ def call_totals(conn: Any, account_id: str, call_id: str) -> tuple[int, int] | N
     return -totals["call"], totals.get("refund", 0)
 
 
-def reserved(conn: Any) -> dict[str, int]:
-    """Credit held by answered calls not yet settled, per account (``open_calls.reserved``,
-    kept up to date slice by slice by the running switch; a dead run's calls stay reserved
-    until the next start settles them)."""
+def reserved(conn: Any, dead: Callable[[Mapping[str, Any]], bool] | None = None) -> dict[str, int]:
+    """Credit held by answered calls not settled yet, per account (``open_calls.reserved``,
+    kept up to date slice by slice by the running switch). With ``dead``, only dead runs'
+    calls: what recovery could not settle (a dead run's calls stay reserved until it
+    does). ``dead`` says which runs are (``store.recovery.run_is_alive``), given the
+    ``switch_runs`` row's ``run_id``, ``host``, ``pid``, ``heartbeat_at``,
+    ``heartbeat_interval`` and ``stopped_at``: a live run's calls (a sibling worker's,
+    another node's) are that run's own, counted by its own book."""
+    if dead is None:
+        try:
+            rows = conn.execute(
+                "SELECT billed_account, SUM(reserved) FROM open_calls"
+                " WHERE billed_account IS NOT NULL GROUP BY 1"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a database the switch never ran on
+            return {}
+        return {row[0]: int(row[1] or 0) for row in rows}
     try:
         rows = conn.execute(
-            "SELECT billed_account, SUM(reserved) FROM open_calls"
-            " WHERE billed_account IS NOT NULL GROUP BY 1"
+            "SELECT o.billed_account, SUM(o.reserved), r.run_id, r.host, r.pid,"
+            " r.heartbeat_at, r.heartbeat_interval, r.stopped_at"
+            " FROM open_calls o JOIN switch_runs r ON r.run_id = o.run_id"
+            " WHERE o.billed_account IS NOT NULL"
+            " GROUP BY o.billed_account, r.run_id, r.host, r.pid, r.heartbeat_at,"
+            " r.heartbeat_interval, r.stopped_at"
         ).fetchall()
     except sqlite3.OperationalError:  # a database the switch never ran on
         return {}
-    return {row[0]: int(row[1] or 0) for row in rows}
+    names = ("run_id", "host", "pid", "heartbeat_at", "heartbeat_interval", "stopped_at")
+    out: dict[str, int] = {}
+    for row in rows:
+        run = dict(zip(names, tuple(row)[2:], strict=True))
+        if dead(run):
+            out[row[0]] = out.get(row[0], 0) + int(row[1] or 0)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,30 @@ event loop never waits for a new connection (a server that is down refuses the c
 at the periodic read, in its worker thread, which reconnects), nor longer than ``LOOP_WAIT``
 for that thread's read in progress; the one query it makes is a network round trip.
 
-What the book holds (reservations) is this process's own: several nodes (or workers)
-sharing one ledger each admit against the balance they read, not against each other's calls
-in progress (docs/billing.md) -- unless ``[server] shared_state`` is set: then ``shared``
-(``cluster.credit.SharedCredit``) holds every reservation on the account's counter in Redis
+What the book holds (reservations) is this process's own. Several processes sharing one
+ledger would each admit against the balance they read, not against each other's calls in
+progress; so with several workers, or with ``[server] shared_state``, ``shared``
+(``billing.holds.CreditHolds``: ``workers.credit.WorkerCredit`` in the workers' shared
+memory, ``cluster.credit.SharedCredit`` in Redis, which wins when both are set since its
+counters span every worker of every node) holds every reservation on the account's counter
 too, whose limit is the balance read here plus the credit limit. The first hold is asked
 for in the admission's async step (``admit_across``: refused, the call is refused
 ``insufficient_balance``; Redis down, it is refused 503: credit fails closed); each later
 slice in a task of its own, which cuts the call, as a local ``credit_exhausted``, when the
-other nodes' calls hold the rest. The call's end gives it all back.
+other processes' calls hold the rest. The call's end gives it all back. Each process reads
+the others' debits from the ledger (each worker is a run of its own, and only a run's own
+rows are skipped), at every ``sync_interval`` and before a refusal. The workers' counter
+answers at once, so its first hold is taken in ``admit`` itself; and an answered call's
+debit stays held there until the CDR writer reports it committed (``_commit_kept``; a
+debit whose write failed stays held), while a worker reads the ledger before a hold that
+debits released since its last read could change (``_hold_now``): between workers every
+hold is checked against a balance that shows every debit whose hold is gone. A read that
+cannot happen refuses a new call but not a slice: the call goes on with what its own book
+holds and asks again at its next timer (as with Redis down), so for that slice the
+processes together may exceed the credit by one slice. A worker started after a dead one
+takes over the credit its predecessor held once its start-up recovery has debited the dead
+run's calls (``recover_then_take_over``). A starting process counts as unsettled only
+dead runs' open calls (``load``): a live run's are its own.
 """
 
 from __future__ import annotations
@@ -34,13 +49,15 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import psycopg
 
@@ -48,13 +65,14 @@ from softswitch.call.refusal import EndReason, Refusal, refuse
 from softswitch.cdr import CdrSink, Reservation
 from softswitch.store.postgres_connect import connect as connect_postgres
 from softswitch.store.postgres_connect import is_postgres_url
+from softswitch.store.recovery import run_is_alive
 
 from . import ledger
 from .credit import CreditBook, Decision, Tariff, Terms
+from .holds import CreditHolds, ImmediateCreditHolds, later_released
 from .money import format_amount, to_nanos
 
 if TYPE_CHECKING:
-    from softswitch.cluster.credit import SharedCredit
     from softswitch.config import Config
     from softswitch.proxy.calls import Call
 
@@ -115,9 +133,35 @@ class CreditMeter:
         #: (billed_until, reserved) last queued per call: unchanged ones are not re-queued.
         self._recorded: dict[Hashable, tuple[int, int]] = {}
         self._task: asyncio.Task[None] | None = None
-        #: ``[server] shared_state``: every hold also counted across nodes (None: not).
-        self.shared: SharedCredit | None = None
+        #: Several workers or ``[server] shared_state``: every hold also counted across
+        #: processes (None: not); ``across`` names them in refusals ("nodes", "workers").
+        self.shared: CreditHolds | None = None
+        self.across = "nodes"
+        #: An immediate ``shared`` (workers): per account, its ``released`` when this
+        #: process last read the ledger (every debit let go by then is in our balance).
+        self._released_seen: dict[str, int] = {}
+        self._marks: dict[str, int] = {}
+        #: Ended calls' debits kept held until the CDR writer commits them, and its task.
+        self._kept: list[_Kept] = []
+        self._committing: asyncio.Task[None] | None = None
+        #: Debits whose write failed (not in the ledger): held for good, never let go.
+        self.unwritten = 0
+        #: The retried start-up recovery before a dead predecessor's credit is taken over.
+        self._taking_over: asyncio.Task[None] | None = None
+        #: Per account, what dead runs' calls recovery has not settled yet hold (``load``),
+        #: read again with the ledger's rows while there are any (``_read_locked``), and
+        #: the last such reading for the loop to apply (None: none since).
+        self._unsettled: dict[str, int] = {}
+        self._unsettled_read: dict[str, int] | None = None
+        #: A read on the loop waited ``LOOP_WAIT`` in vain, and no read has ended since:
+        #: the next ones do not wait (the loop blocks at most once per stuck read).
+        self._stuck = False
         self._slicing: set[asyncio.Task[None]] = set()
+
+    def share_credit(self, holds: CreditHolds, across: str) -> None:
+        """Count every hold on ``holds`` too, whose processes ``across`` names."""
+        self.shared = holds
+        self.across = across
 
     # -- configuration, balances, top-ups -----------------------------------------------
 
@@ -131,17 +175,66 @@ class CreditMeter:
         """The balances from the ledger (blocking: at start, in a worker thread)."""
         if self.database is None:
             return
+        shared = self.shared
+        # Taken before the read: every debit let go by then is in the balances read.
+        marks = shared.released(list(self.book.terms)) if _immediate(shared) else {}
         with self._lock:
             conn = self._connection()
             sums, self._position = ledger.balances(conn)
-            # Left open by a dead run only if recovery failed: still theirs, not available.
-            unsettled = ledger.reserved(conn)
+            # Only dead runs' calls that recovery could not settle: still theirs, not
+            # available. A live run's (a sibling worker's, another node's) are its own.
+            unsettled = ledger.reserved(conn, _dead_runs())
+        self._released_seen.update(marks)
+        self._unsettled = unsettled
         if unsettled:
             logger.error(
                 "calls of a dead run are not settled yet; their credit stays held: %s",
                 ", ".join(f"{a} {self.amount_text(a, v)}" for a, v in sorted(unsettled.items())),
             )
         self.book.load(sums, unsettled)
+
+    async def recover_then_take_over(self, recover: Callable[[], object], retry: float) -> None:
+        """Start-up recovery (``recover``: the dead runs' calls closed and debited), then,
+        across workers, the credit this worker's dead predecessor held taken over
+        (``take_over``: let go and counted as released only once its debits are in the
+        ledger). Recovery failed: logged, and retried every ``retry`` seconds in a task
+        until it succeeds; the predecessor's credit stays held meanwhile (fail closed)."""
+        shared = self.shared
+        holder = shared if _immediate(shared) else None
+        if await self._recover_once(recover, holder, loud=True):
+            return
+        self._taking_over = asyncio.get_running_loop().create_task(
+            self._recover_until_done(recover, holder, retry)
+        )
+
+    async def _recover_once(
+        self, recover: Callable[[], object], holder: ImmediateCreditHolds | None, *, loud: bool
+    ) -> bool:
+        try:
+            await asyncio.to_thread(recover)
+        except Exception as e:
+            if loud:  # once: the retries fail alike while the database is down
+                logger.exception(
+                    "closing the calls of a dead run failed; retried (its credit stays"
+                    " held meanwhile)"
+                )
+            else:
+                logger.debug("closing the calls of a dead run failed again: %s", e)
+            return False
+        if holder is not None:
+            let_go = holder.take_over()
+            if let_go:
+                logger.info("credit a dead worker held let go: %d nano-units", let_go)
+        return True
+
+    async def _recover_until_done(
+        self, recover: Callable[[], object], holder: ImmediateCreditHolds | None, retry: float
+    ) -> None:
+        while True:
+            await asyncio.sleep(retry)
+            if await self._recover_once(recover, holder, loud=False):
+                logger.warning("the calls of a dead run are closed: recovery retried and done")
+                return
 
     def start(self) -> None:
         """Read the ledger every ``sync_interval`` seconds from now on."""
@@ -159,6 +252,10 @@ class CreditMeter:
         self._timers.clear()
         for task in list(self._slicing):
             task.cancel()  # the hold itself is shielded: SharedCredit.settle waits for it
+        if self._committing is not None:
+            self._committing.cancel()
+        if self._taking_over is not None:
+            self._taking_over.cancel()
         with self._lock:
             self._drop_connection()
 
@@ -191,33 +288,58 @@ class CreditMeter:
         with self._lock:
             self._read_locked(self._connection())
 
-    def _read_on_loop(self) -> None:
-        """The read before a refusal, on the event loop: it waits at most ``LOOP_WAIT``
-        seconds for a read in progress, and on PostgreSQL reads only on a connection that
-        is open (the next periodic read reconnects)."""
-        if not self._lock.acquire(timeout=LOOP_WAIT):
-            logger.warning("ledger not read before a credit refusal: a read is in progress")
-            return
+    def _read_on_loop(self, *, wait: bool = True) -> bool:
+        """The read before a refusal (or before a hold across workers that debits let go
+        since the last read could change), on the event loop: it waits at most
+        ``LOOP_WAIT`` seconds for a read in progress (not at all without ``wait``, nor after
+        a wait in vain until some read has ended: the loop blocks at most once per stuck
+        read), and on PostgreSQL reads only on a connection that is open (the next periodic
+        read reconnects). Whether it read."""
+        patient = wait and not self._stuck
+        if not self._lock.acquire(timeout=LOOP_WAIT if patient else 0):
+            self._stuck = self._stuck or patient
+            logger.warning("ledger not read before a credit decision: a read is in progress")
+            return False
         try:
             if self._open() is None and is_postgres_url(self.database):
-                logger.warning("ledger not read before a credit refusal: not connected")
-                return
+                logger.warning("ledger not read before a credit decision: not connected")
+                return False
             self._read_locked(self._connection())
+            return True
         finally:
             self._lock.release()
 
     def _read_locked(self, conn: Any) -> None:
+        shared = self.shared
+        # Taken before the read: every debit let go by then is committed, so in what it reads.
+        marks = shared.released(list(self.book.terms)) if _immediate(shared) else {}
         try:
             changes, self._position = ledger.changes_since(conn, self._position, self.run_id)
         except psycopg.OperationalError:
             self._drop_connection()  # lost: the next read connects again
             raise
         self._pending += changes
+        self._stuck = False
+        if self._unsettled:
+            # After the rows: a recovery committed in between is then counted twice for a
+            # moment (its debits and its calls), never not at all.
+            self._unsettled_read = ledger.reserved(conn, _dead_runs())
+        for account_id, mark in marks.items():
+            earlier = self._marks.get(account_id)
+            self._marks[account_id] = mark if earlier is None else later_released(mark, earlier)
 
     def _apply_pending(self) -> None:
         with self._lock:
             changes, self._pending = self._pending, []
+            marks, self._marks = self._marks, {}
+            unsettled, self._unsettled_read = self._unsettled_read, None
         self.book.apply(changes)
+        if unsettled is not None:
+            self.book.unsettled_now(self._unsettled, unsettled)
+            self._unsettled = unsettled
+        for account_id, mark in marks.items():
+            seen = self._released_seen.get(account_id)
+            self._released_seen[account_id] = mark if seen is None else later_released(mark, seen)
 
     def _open(self) -> Any:
         """The meter's connection if it is open, else None."""
@@ -253,8 +375,16 @@ class CreditMeter:
         return self.book.billed(account_id)
 
     def available_text(self, account_id: str) -> str:
-        """The account's available credit as a decimal at its deck's precision."""
-        return self.amount_text(account_id, self.book.available(account_id))
+        """The account's available credit as a decimal at its deck's precision; with a
+        counter across workers, what their calls together leave when that is less."""
+        available = self.book.available(account_id)
+        shared = self.shared
+        if _immediate(shared):
+            left = self.book.funds(account_id) - shared.account_held(account_id)
+            if left < available:
+                shown = self.amount_text(account_id, max(0, left))
+                return f"{shown} (the rest held by calls across {self.across})"
+        return self.amount_text(account_id, available)
 
     def amount_text(self, account_id: str, units: int) -> str:
         """``units`` nano-units as a decimal at the account deck's precision."""
@@ -263,17 +393,75 @@ class CreditMeter:
 
     def admit(self, key: Hashable, account_id: str, tariff: Tariff, cap: int) -> bool:
         """Hold the call's first increment, or False: not enough credit, even after reading
-        the ledger for a top-up booked a moment ago."""
-        if self.book.admit(key, account_id, tariff, cap):
+        the ledger for a top-up booked a moment ago. With a counter that answers at once
+        (several workers) the hold is taken there too, against every worker's calls."""
+        if self._admit(key, account_id, tariff, cap):
             return True
-        if self.database is None:
+        if self.database is None or not self._read_for_refusal():
             return False
+        return self._admit(key, account_id, tariff, cap)
+
+    def _read_for_refusal(self) -> bool:
+        """The read before a refusal, applied; whether it read. Not read, nothing is
+        applied either: the rows a read in progress takes wait for the loop's next
+        ``_apply_pending`` (applying now would wait for that read's lock)."""
         try:
-            self._read_on_loop()
+            read = self._read_on_loop()
         except (sqlite3.Error, psycopg.Error) as e:
             logger.error("reading the ledger for a top-up failed: %s", e)
-        self._apply_pending()
-        return self.book.admit(key, account_id, tariff, cap)
+            return False
+        if read:
+            self._apply_pending()
+        return read
+
+    def _admit(self, key: Hashable, account_id: str, tariff: Tariff, cap: int) -> bool:
+        if not self.book.admit(key, account_id, tariff, cap):
+            return False
+        shared, hold = self.shared, self.book.hold(key)
+        if not _immediate(shared) or hold is None:
+            return True  # Redis's is asked in the async step (admit_across)
+        if self._hold_now(shared, key, account_id, hold.reserved, wait=True):
+            return True  # not read (None): refused, as a new call fails closed
+        self.book.release(key)
+        shared.release(key)
+        return False
+
+    def _hold_now(
+        self,
+        shared: ImmediateCreditHolds,
+        key: Hashable,
+        account_id: str,
+        amount: int,
+        *,
+        wait: bool,
+    ) -> bool | None:
+        """A hold across workers, on a balance that shows every debit they let go: when
+        those released since our last ledger read could make the difference, the ledger is
+        read first (on the loop: one indexed read of the newest rows; at most once per
+        release that matters; ``wait``: for a read in progress, ``_read_on_loop``). True
+        held, False refused (the credit is spent), None not decided: the ledger could not
+        be read (a read in progress, not connected, a database error), nothing held."""
+        for _ in range(3):
+            seen = self._released_seen.get(account_id, 0)
+            funds = self.book.funds(account_id)
+            verdict, released = shared.hold_checked(key, account_id, amount, funds, seen)
+            if verdict is not None:
+                return verdict
+            if self.database is None:
+                return shared.hold_now(key, account_id, amount, funds)
+            try:
+                read = self._read_on_loop(wait=wait)
+            except (sqlite3.Error, psycopg.Error) as e:
+                logger.error("reading the ledger for debits across workers failed: %s", e)
+                read = False
+            if not read:
+                return None
+            self._apply_pending()
+            seen_now = self._released_seen.get(account_id)
+            self._released_seen[account_id] = (
+                released if seen_now is None else later_released(released, seen_now)
+            )
+        return None
 
     async def admit_across(self, key: Hashable) -> Refusal | None:
         """With ``shared``: the call's first hold (taken by :meth:`admit`) on the account's
@@ -281,17 +469,13 @@ class CreditMeter:
         ``insufficient_balance`` when every node's calls hold the rest of the credit, even
         after reading the ledger for a top-up, 503 when Redis does not answer."""
         shared, hold = self.shared, self.book.hold(key)
-        if shared is None or hold is None or not hold.reserved:
-            return None
+        if shared is None or hold is None or hold.reserved <= shared.claimed(key):
+            return None  # nothing to hold, or held at admission (``admit``)
         account_id, need = hold.account_id, hold.reserved
         funds = self.book.funds(account_id)
         verdict = await shared.hold(key, account_id, need, funds)
         if verdict is False and self.database is not None and self.book.hold(key) is hold:
-            try:
-                self._read_on_loop()
-            except (sqlite3.Error, psycopg.Error) as e:
-                logger.error("reading the ledger for a top-up failed: %s", e)
-            self._apply_pending()
+            self._read_for_refusal()
             if self.book.funds(account_id) > funds:
                 verdict = await shared.hold(key, account_id, need, self.book.funds(account_id))
         if verdict:
@@ -305,8 +489,9 @@ class CreditMeter:
             )
         return refuse(
             EndReason.INSUFFICIENT_BALANCE,
-            f"credit {self.amount_text(account_id, funds)} is held by calls across nodes:"
-            f" it does not cover the first increment ({self.amount_text(account_id, need)})",
+            f"credit {self.amount_text(account_id, funds)} is held by calls across"
+            f" {self.across}: it does not cover the first increment"
+            f" ({self.amount_text(account_id, need)})",
         )
 
     def release(self, key: Hashable) -> None:
@@ -340,13 +525,13 @@ class CreditMeter:
             handle.cancel()
         self._calls.pop(key, None)
         self._recorded.pop(key, None)
-        if self.shared is not None:
-            self.shared.release(key)
+        shared = self.shared
         hold = self.book.hold(key)
-        if hold is None:
-            return None
-        if call.answer_at is None:
-            self.book.release(key)
+        if hold is None or call.answer_at is None:
+            if shared is not None:
+                shared.release(key)
+            if hold is not None:
+                self.book.release(key)
             return None
         if sell_cost is not None:
             amount = to_nanos(sell_cost)
@@ -360,6 +545,17 @@ class CreditMeter:
                 extra={"call_id": call.call_id},
             )
         self.book.settle(key, amount)
+        if _immediate(shared):
+            # Held across workers until the CDR writer commits the debit (the others read
+            # their balances from the ledger): then let go (``_commit_kept``).
+            kept = shared.keep(key, amount)
+            if kept:
+                self._kept.append(_Kept(hold.account_id, kept, call.call_id))
+                if self._committing is None or self._committing.done():
+                    loop = asyncio.get_running_loop()
+                    self._committing = loop.create_task(self._commit_kept(shared))
+        elif shared is not None:
+            shared.release(key)
         end = call.end_at if call.end_at is not None else time.time()
         at = dt.datetime.fromtimestamp(end, dt.UTC)
         return ledger.Booking(hold.account_id, "call", -amount, call.call_id, at)
@@ -417,21 +613,67 @@ class CreditMeter:
         task.add_done_callback(self._slicing.discard)
 
     async def _hold_slice(
-        self, shared: SharedCredit, key: Hashable, account_id: str, more: int
+        self, shared: CreditHolds, key: Hashable, account_id: str, more: int
     ) -> None:
-        """Refused (the other nodes' calls hold the rest of the credit), the call is cut now,
-        as when its own credit runs out; Redis down, it goes on with its local hold."""
-        verdict = await shared.hold(key, account_id, more, self.book.funds(account_id))
+        """Refused (the other processes' calls hold the rest of the credit), the call is cut
+        now, as when its own credit runs out. Not decided (Redis down; across workers the
+        ledger not read, without waiting for a read in progress), it goes on with what it
+        holds, and the slice is asked for again at its next timer."""
+        if _immediate(shared):
+            verdict = self._hold_now(shared, key, account_id, more, wait=False)
+        else:
+            verdict = await shared.hold(key, account_id, more, self.book.funds(account_id))
         if verdict is False and key in self._calls:
             logger.info(
-                "account %s: credit held across nodes does not cover the next slice",
+                "account %s: credit held across %s does not cover the next slice",
                 account_id,
-                extra={"account_id": account_id, "event": "credit_cut_across_nodes"},
+                self.across,
+                extra={"account_id": account_id, "event": f"credit_cut_across_{self.across}"},
             )
             handle = self._timers.pop(key, None)
             if handle is not None:
                 handle.cancel()
             self._cut(key)
+
+    async def _commit_kept(self, shared: ImmediateCreditHolds) -> None:
+        """Let go of the debits kept held once the CDR writer has committed them (its
+        ``flush_debits``, in a worker thread: the debits were queued before this task ran).
+        Not committed in time (the database is stuck), they stay held and it waits again. A
+        debit whose write failed (the writer logged its record) is not in the ledger: its
+        credit stays held for good (``unwritten``), never counted as released."""
+        while self._kept:
+            batch, self._kept = self._kept, []
+            try:
+                failed = await asyncio.to_thread(_flush_debits, self.store, 30.0)
+            except Exception:
+                logger.exception("waiting for the CDR writer failed")
+                failed = None
+            if failed is None:
+                logger.warning(
+                    "%d debits not committed within 30 s: their credit stays held across workers",
+                    len(batch),
+                )
+                self._kept = batch + self._kept
+                await asyncio.sleep(1.0)
+                continue
+            if failed:
+                # A failed write of a debit queued after the batch was taken is also
+                # reported now: its entry is in ``_kept`` already (``ended`` precedes the
+                # enqueue).
+                lost = [k for k in (*batch, *self._kept) if (k.account_id, k.call_id) in failed]
+                for k in lost:
+                    self.unwritten += k.amount
+                    logger.error(
+                        "account %s: the debit of call %s was not written: its %s stay"
+                        " held across workers until this worker restarts",
+                        k.account_id,
+                        k.call_id,
+                        self.amount_text(k.account_id, k.amount),
+                        extra={"call_id": k.call_id},
+                    )
+                batch = [k for k in batch if k not in lost]
+                self._kept = [k for k in self._kept if k not in lost]
+            shared.committed([(k.account_id, k.amount) for k in batch])
 
     def _fire(self, key: Hashable) -> None:
         self._timers.pop(key, None)
@@ -455,3 +697,37 @@ class CreditMeter:
     def holds(self) -> Mapping[Hashable, Call]:
         """The answered billed calls being metered (for tests and the management view)."""
         return dict(self._calls)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """An ended call's debit kept held across workers until it is committed."""
+
+    account_id: str
+    amount: int
+    call_id: str
+
+
+def _dead_runs() -> Callable[[Mapping[str, Any]], bool]:
+    """Whether a ``switch_runs`` row is a dead run, seen from this host now."""
+    host, now = socket.gethostname(), dt.datetime.now(dt.UTC)
+    return lambda run: not run_is_alive(run, now, host)
+
+
+def _flush_debits(store: CdrSink, timeout: float) -> set[tuple[str, str]] | None:
+    """Wait until the CDR writer has committed everything queued so far: the (account,
+    call id) of the debits among it whose write failed; None on timeout. A sink that
+    cannot tell (``flush`` only: not the switch's stores) reports none failed."""
+    flush_debits = getattr(store, "flush_debits", None)
+    if flush_debits is None:
+        return set() if store.flush(timeout) else None
+    failed: list[ledger.Booking] | None = flush_debits(timeout)
+    if failed is None:
+        return None
+    return {(b.account_id, b.reference) for b in failed}
+
+
+def _immediate(shared: CreditHolds | None) -> TypeGuard[ImmediateCreditHolds]:
+    """Whether ``shared`` answers at once (the workers' shared memory, not Redis): an
+    attribute read, not a protocol check, as it is asked a few times per billed call."""
+    return getattr(shared, "answers_at_once", False) is True

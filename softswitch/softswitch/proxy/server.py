@@ -56,6 +56,7 @@ from softswitch.registrar import load as load_bindings
 from softswitch.stats import Statistics
 from softswitch.stats.prometheus import Metrics
 from softswitch.store.opening import describe_database, open_cdr_store
+from softswitch.store.sweep import RecoverySweep
 from softswitch.transport import Limits, Transport
 
 from .collector import quiet_collector, restore_collector
@@ -142,7 +143,8 @@ class Switch:
         self._alarm_runner = AlarmRunner(self.alarms)
         #: Registered contacts (``softswitch.registrar``), loaded at start, kept across
         #: reloads; the writer keeps them in the ``registrations`` table of the database.
-        self.registrations = Registrations()
+        #: Several workers share their changes (``workers.registrations``).
+        self.registrations = Registrations() if seat is None else self._seat_registrations(seat)
         self.pipeline = Pipeline(
             snapshot,
             self.live,
@@ -153,6 +155,8 @@ class Switch:
             registrations=self.registrations,
         )
         guard = self.pipeline.guard
+        if seat is not None:
+            guard.share_pike(seat.count)  # one source's packets are spread over the workers
         self.registrar = Registrar(
             self.registrations,
             BindingWriter(self.database),
@@ -160,8 +164,15 @@ class Switch:
             nonces=nonces,
             live=self.live,
             guard=guard,
+            keeper=seat is None or seat.primary,
         )
+        if seat is not None:
+            from softswitch.workers.credit import WorkerCredit
+
+            # Billed accounts' credit across the workers (Redis's, if set, replaces it).
+            self.meter.share_credit(WorkerCredit.of(seat.shared, seat.index), "workers")
         self._sweeper: asyncio.Task[None] | None = None
+        self._recovery: RecoverySweep | None = None
         #: The media relays (None without ``[[media_relays]]``): read at start only.
         self.media = media_control(config)
         metrics = self.stats.metrics
@@ -186,7 +197,21 @@ class Switch:
         self.management = ManagementServer(self)
         self._answer_calls = answer_peer(self.engine)
         self._answerer = None if seat is None else seat.answerer(self._answer_primary)
+        #: The requests another worker owns, handed to it (``workers.handoff``).
+        self._handoff = None if seat is None else seat.handoff()
         self._peer_reload: asyncio.Task[object] | None = None
+
+    def _seat_registrations(self, seat: Seat) -> Registrations:
+        """A worker's registered contacts, kept in step with the other workers' through
+        the journal in shared memory; another worker's contact is trusted here too."""
+        from softswitch.workers.registrations import SharedRegistrations
+
+        database = self.database
+        shared = SharedRegistrations(
+            seat.shared.bindings, seat.index, lambda: load_bindings(database, time.time())
+        )
+        shared.learned = lambda binding: self.pipeline.guard.trust(binding.source_ip)
+        return shared
 
     async def start(self, listen: Sequence[str]) -> None:
         """Close the calls a dead run left open, listen on every address, then start
@@ -200,21 +225,26 @@ class Switch:
         # Calls that were up when an earlier run died (kill -9, crash, power cut): their CDRs,
         # rated as a normal CDR is, before this run takes a call. Off the event loop.
         rate = functools.partial(deck_cost, self.pipeline.snapshot)
-        try:
-            await asyncio.to_thread(self.cdrs.recover, rate)
-        except Exception:
-            logger.exception("closing the calls of a dead run failed; retried at the next start")
+        # Then, across workers, the credit a dead predecessor held is let go (failed: retried).
+        await self.meter.recover_then_take_over(
+            functools.partial(self.cdrs.recover, rate), self.cdrs.heartbeat_interval
+        )
         # Balances after recovery: the dead run's calls are debited by now.
         await asyncio.to_thread(self.meter.load)
         # Who was registered when the last run stopped (the expired ones are dropped).
         bindings = await asyncio.to_thread(load_bindings, self.database, time.time())
-        for binding in bindings:
-            self.registrations.put(binding)
+        self.registrations.restore(bindings)
         if bindings:
             logger.warning("registrations: %d live contacts loaded", len(bindings))
         self.pipeline.trust_registrations()
         self._sweeper = asyncio.get_running_loop().create_task(self.registrar.sweep_forever())
         self.meter.start()
+        if self.primary:
+            # A dead node's (or worker's) calls settled while we run, not at the next start.
+            self._recovery = RecoverySweep(
+                self.cdrs, rate, self.cdrs.heartbeat_interval, self.meter.refresh
+            )
+            self._recovery.start()
         await self._share_limits(listen)
         if self.media is not None:
             await self.media.start()
@@ -268,7 +298,9 @@ class Switch:
             raise ConfigError([ConfigProblem(where, key, str(e))]) from None
         self.shared = shared
         self.pipeline.shared = shared
-        self.meter.shared = shared.credit  # billed accounts' credit across nodes too
+        # Billed accounts' credit across nodes too: Redis's counters span every worker of
+        # every node, so they replace the workers' shared memory.
+        self.meter.share_credit(shared.credit, "nodes")
         self.engine.shared_admission = self.pipeline.shared_admit
         self.engine.shared_gateway = self.pipeline.shared_claim
         shared.blocks.start(self._mirror_block)  # blocks found in Redis, into ours
@@ -296,13 +328,23 @@ class Switch:
         worker finds INVITEs queued in its listen socket while it was dead, and handles them
         as soon as that socket is adopted; relayed before its own port was, their Via and
         Record-Route would name the shared port, and the answers would go to whichever
-        worker the kernel picks."""
+        worker the kernel picks. The hand-off diverts from the first listen datagram on,
+        and takes the handed ones once every listen socket is there to answer from."""
         for _, address in seat.own_addresses:
             self.engine.add_ours(address)
+        handoff = self._handoff
+        if handoff is not None:
+            from softswitch.workers.handoff import blocked_sources
+
+            # A blocked source is dropped before it costs a hand-off (and its owner's queue).
+            self.engine.transport.blocked = blocked_sources(self.pipeline.guard)
+            self.engine.transport.divert = handoff.divert
         for own_first in (True, False):
             for transport, sock, own in seat.sockets.sockets:
                 if own is own_first:
                     await self.engine.adopt(transport, sock, own=own)
+        if handoff is not None:
+            handoff.start(self.engine.transport.inject)
 
     async def reload(self) -> bool:
         """Load the file and its decks again; swap them in atomically if all is valid."""
@@ -407,6 +449,8 @@ class Switch:
         await self.management.stop()
         await self._alarm_runner.stop()
         await self.prober.stop()
+        if self._handoff is not None:  # nothing handed is taken once the sockets close
+            self._handoff.stop()
         await self.engine.close()
         if self.shared is not None:
             await self.shared.close()  # after the calls ended: their slots are back
@@ -416,6 +460,8 @@ class Switch:
             self._answerer.stop()
         if self.media is not None:
             await self.media.close()  # after the calls' deletes are sent
+        if self._recovery is not None:
+            await self._recovery.close()
         await self.meter.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -477,8 +523,15 @@ async def serve(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     quiet_collector(config.server.gc_threshold)
+    # A worker drains on the supervisor's SIGTERM only. A terminal's Ctrl-C (SIGINT) reaches
+    # the whole process group: the supervisor turns it into that SIGTERM, and a worker that
+    # took the SIGINT itself would find the default action back (its handlers go when the
+    # drain starts) and be killed by the SIGTERM in the middle of its drain.
+    stop_signals = (signal.SIGINT, signal.SIGTERM) if seat is None else (signal.SIGTERM,)
+    if seat is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals:
             loop.add_signal_handler(sig, stop.set)
         # Several workers: the supervisor passes SIGHUP to each, none asks the others.
         reload = functools.partial(switch.request_reload, others=seat is None)
@@ -498,7 +551,7 @@ async def serve(
         logger.warning("stopping: draining %d calls", switch.engine.active_calls)
     finally:
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for sig in (*stop_signals, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await switch.stop(switch.config.server.drain_timeout)
         finally:

@@ -8,6 +8,7 @@ registration when they come from a live contact's source address. Read in this o
 
 ``bindings``  a binding, the live index, where a NAT'd contact is reached (RFC 3581)
 ``register``  a REGISTER's effect on an account's bindings, as a pure function
+``credentials`` what a binding was registered under, judged against the configuration
 ``store``     the table, loading it at start, the writer thread
 ``service``   the stateless 401, digest, applying and answering; the expiry sweep
 

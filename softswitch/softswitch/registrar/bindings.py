@@ -12,14 +12,21 @@ contacts in the order they are tried (q-value, then the most recently registered
 account whose contact registered from a source address (authorise). Times are wall-clock
 seconds, so that a binding's expiry means the same after a restart. No I/O here: the store
 (``registrar.store``) makes it durable.
+
+Every binding carries the fingerprint of the credentials its REGISTER passed
+(``registrar.credentials``); once told the configuration's (:meth:`Registrations.accept`),
+the index answers every question with the bindings that match it only, so a binding made
+under credentials a reload changed (here or in another worker) is never used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import ClassVar
 
 from softswitch.sip import SipParseError, SipURI, parse_uri
 from softswitch.transport import Address, Transport
@@ -49,6 +56,9 @@ class Binding:
     #: Wall-clock second of the REGISTER that last set it (the later one is tried first).
     registered_at: float
     user_agent: str = ""
+    #: The fingerprint of the account's credentials its REGISTER passed
+    #: (``registrar.credentials``); "" for one read from the table before it was judged.
+    credentials: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -116,35 +126,97 @@ def reached_behind_nat(contact_host: str, source_ip: str, asked_rport: bool) -> 
 
 
 class Registrations:
-    """The live bindings, by account and by source address. Single-threaded (the loop)."""
+    """The live bindings, by account and by source address. Single-threaded (the loop).
 
-    __slots__ = ("_by_account", "_by_source")
+    Until :meth:`accept` is called every binding counts (a bare index, in tests); after it,
+    only those whose ``credentials`` are the accepted fingerprint of their account: the
+    others stay indexed (an expiry sweep drops them, ``every``) but no question sees them.
+    """
+
+    __slots__ = ("_accepted", "_by_account", "_by_source")
+
+    #: Whether other processes write the same table (several workers): an unregister is
+    #: then kept there as a tombstone (``BindingWriter.remove``).
+    shared_table: ClassVar[bool] = False
 
     def __init__(self, bindings: Iterable[Binding] = ()) -> None:
         self._by_account: dict[str, dict[str, Binding]] = {}
         self._by_source: dict[tuple[str, int], dict[tuple[str, str], Binding]] = {}
+        self._accepted: Mapping[str, str] | None = None
         for binding in bindings:
             self.put(binding)
 
     def __len__(self) -> int:
-        return sum(len(c) for c in self._by_account.values())
+        return sum(1 for _ in Registrations.__iter__(self))
 
     def __iter__(self) -> Iterator[Binding]:
-        for contacts in self._by_account.values():
-            yield from contacts.values()
+        """The bindings the configuration accepts (expired ones included)."""
+        return (b for b in self.every() if self.accepts(b))
+
+    def every(self) -> list[Binding]:
+        """Every indexed binding, accepted or not (the sweep, a reload's drops)."""
+        return [b for contacts in self._by_account.values() for b in contacts.values()]
+
+    def accept(self, fingerprints: Mapping[str, str]) -> None:
+        """Judge bindings by these fingerprints from now on (account id to the fingerprint
+        of its credentials, for the accounts that may register: ``credentials.fingerprints``
+        of the configuration in force)."""
+        self._accepted = fingerprints
+
+    def accepts(self, binding: Binding) -> bool:
+        """Whether the configuration in force accepts ``binding``'s credentials."""
+        accepted = self._accepted
+        return accepted is None or accepted.get(binding.account_id) == binding.credentials
+
+    def stamped(self, binding: Binding) -> Binding:
+        """A binding read from the table (it carries no fingerprint) as made under the
+        credentials in force; one that carries a fingerprint as it is. (The table keeps
+        none: a password changed while the switch was stopped is not seen, and the rows
+        of an account a reload changed are deleted by every worker, ``forget_changed``.)"""
+        accepted = self._accepted
+        if binding.credentials or accepted is None:
+            return binding
+        return dataclasses.replace(binding, credentials=accepted.get(binding.account_id, "-"))
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold the index still while a REGISTER is decided and applied (nothing to hold in
+        one process; several workers hold their shared lock, ``workers.registrations``, so
+        that the contact cap counts the other workers' contacts too)."""
+        return nullcontext()
 
     def of(self, account_id: str) -> dict[str, Binding]:
-        """The account's bindings by contact, expired ones included (a copy)."""
-        return dict(self._by_account.get(account_id, {}))
+        """The account's accepted bindings by contact, expired ones included (a copy)."""
+        return {c: b for c, b in self._by_account.get(account_id, {}).items() if self.accepts(b)}
 
     def put(self, binding: Binding) -> None:
-        """Add or replace the binding of its (account, contact)."""
+        """Add or replace the binding of its (account, contact); one without a fingerprint
+        (read from the table) as made under the credentials in force (``stamped``)."""
+        binding = self.stamped(binding)
         old = self._by_account.get(binding.account_id, {}).get(binding.contact)
         if old is not None:
             self._unindex(old)
         self._by_account.setdefault(binding.account_id, {})[binding.contact] = binding
         source = (binding.source_ip, binding.source_port)
         self._by_source.setdefault(source, {})[binding.key] = binding
+
+    def restore(self, bindings: Iterable[Binding]) -> None:
+        """At start: the bindings the database kept (judged by the credentials in force,
+        as the table keeps no fingerprint: ``stamped``)."""
+        for binding in bindings:
+            Registrations.put(self, binding)
+
+    def refresh(self) -> None:
+        """Take changes made elsewhere (nothing here: one process has them all; several
+        workers share theirs, ``workers.registrations``)."""
+
+    async def catch_up(self) -> None:
+        """Work too slow for a lookup, off the event loop (nothing here; a worker that fell
+        behind the others reads the table again, ``workers.registrations``)."""
+
+    def forget(self, account_id: str, contact: str) -> Binding | None:
+        """Remove a binding from this process's index only: a change every process makes
+        by itself (the expiry, a reload's drops), where ``remove`` is a REGISTER's."""
+        return Registrations.remove(self, account_id, contact)
 
     def remove(self, account_id: str, contact: str) -> Binding | None:
         contacts = self._by_account.get(account_id)
@@ -167,7 +239,11 @@ class Registrations:
     def contacts(self, account_id: str, now: float) -> list[Binding]:
         """The account's live contacts in the order calls try them: highest ``q`` first,
         then the most recently registered."""
-        live = [b for b in self._by_account.get(account_id, {}).values() if b.live(now)]
+        live = [
+            b
+            for b in self._by_account.get(account_id, {}).values()
+            if b.live(now) and self.accepts(b)
+        ]
         live.sort(key=lambda b: (-b.q, -b.registered_at))
         return live
 
@@ -185,14 +261,15 @@ class Registrations:
         accounts = {
             b.account_id
             for b in keyed.values()
-            if b.live(now) and (transport is None or b.transport == transport)
+            if b.live(now) and (transport is None or b.transport == transport) and self.accepts(b)
         }
         return accounts.pop() if len(accounts) == 1 else None
 
     def expired(self, now: float) -> list[Binding]:
-        """Bindings whose expiry has passed (still indexed: ``remove`` them)."""
-        return [b for b in self if not b.live(now)]
+        """Bindings whose expiry has passed, accepted or not (still indexed: ``forget``
+        them)."""
+        return [b for b in self.every() if not b.live(now)]
 
     def sources(self, now: float) -> set[str]:
         """The IP addresses live contacts registered from."""
-        return {b.source_ip for b in self if b.live(now)}
+        return {b.source_ip for b in Registrations.__iter__(self) if b.live(now)}

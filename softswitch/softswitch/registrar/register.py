@@ -113,11 +113,14 @@ def decide(
     limits: Limits,
     *,
     user_agent: str = "",
+    credentials: str = "",
 ) -> Accepted | Refused:
     """What an authenticated REGISTER for ``account_id`` does to its bindings.
 
     ``existing`` is the account's bindings by contact (expired ones may be among them: they
-    count as absent). ``now`` is wall-clock seconds.
+    count as absent). ``now`` is wall-clock seconds. ``credentials`` is the fingerprint of
+    the account's credentials the request passed (``registrar.credentials``), carried by
+    the bindings it puts.
     """
     call_id = request.call_id or ""
     cseq = request.cseq
@@ -192,6 +195,7 @@ def decide(
             nat=reached_behind_nat(uri.host, source.ip, asked_rport),
             registered_at=now,
             user_agent=user_agent,
+            credentials=credentials,
         )
     after = {c: b for c, b in live.items() if c not in removed}
     after.update(put)

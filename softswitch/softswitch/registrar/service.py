@@ -37,6 +37,7 @@ from softswitch.sip.digest import (
 from softswitch.transport import Flow, Transport
 
 from .bindings import Binding, Registrations
+from .credentials import fingerprint, fingerprints
 from .register import Accepted, Limits, Source, decide
 from .store import BindingWriter
 
@@ -107,10 +108,17 @@ class Registrar:
         nonces: DigestAuthenticator,
         live: LiveState,
         guard: SourceGuard,
+        keeper: bool = True,
     ) -> None:
         self.bindings = bindings
         self.writer = writer
+        #: Whether this process deletes the expired rows from the database: the one
+        #: process, or the primary of several workers (each of which drops them from its
+        #: own index by itself).
+        self.keeper = keeper
         self._snapshot = snapshot
+        # Bindings count under the credentials in force only (``registrar.credentials``).
+        bindings.accept(fingerprints(snapshot().config.accounts))
         self.nonces = nonces
         self.live = live
         self.guard = guard
@@ -127,11 +135,19 @@ class Registrar:
         return self._active
 
     async def sweep_forever(self, interval: float = SWEEP_INTERVAL) -> None:
-        """Sweep expired bindings every ``interval`` seconds until cancelled."""
+        """Sweep expired bindings every ``interval`` seconds until cancelled; in between,
+        take the changes other workers made once a second (``Registrations.refresh``), so
+        that a worker taking no calls does not fall behind, and catch up off the loop when
+        it did (``Registrations.catch_up``, retried here until it succeeds)."""
+        swept = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(1.0, interval))
             try:
-                self.sweep(time.time())
+                self.bindings.refresh()
+                await self.bindings.catch_up()
+                if time.monotonic() - swept >= interval:
+                    swept = time.monotonic()
+                    self.sweep(time.time())
             except Exception:
                 logger.exception("sweeping expired registrations failed")
 
@@ -207,25 +223,32 @@ class Registrar:
             # idle timeout closes it, so it stays open for as long as the binding lives.
             longest = max(server.registrar_min_expires, min(longest, int(server.tcp_idle_timeout)))
         limits = Limits(server.registrar_min_expires, longest)
-        outcome = decide(
-            request,
-            expected.id,
-            self.bindings.of(expected.id),
-            Source(transport, ip, port),
-            now,
-            limits,
-            user_agent=(request.headers.get("User-Agent") or "")[:200],
-        )
+        # Held still from reading the account's bindings to applying the change: with
+        # several workers another worker's REGISTER in between could take the account past
+        # the contact cap (or make this one out of order).
+        with self.bindings.exclusive():
+            outcome = decide(
+                request,
+                expected.id,
+                self.bindings.of(expected.id),
+                Source(transport, ip, port),
+                now,
+                limits,
+                user_agent=(request.headers.get("User-Agent") or "")[:200],
+                credentials=fingerprint(expected) or "",
+            )
+            if isinstance(outcome, Accepted):
+                self.apply(outcome, now)
         if not isinstance(outcome, Accepted):
             logger.info(
                 "REGISTER account=%s refused %d %s", expected.id, outcome.status, outcome.reason
             )
             return answer(outcome.status, outcome.reason, outcome.headers)
-        self.apply(outcome)
         return answer(200, headers=outcome.headers(now))
 
-    def apply(self, outcome: Accepted) -> None:
-        """Change the live index, then queue the change for the disk."""
+    def apply(self, outcome: Accepted, now: float) -> None:
+        """Change the live index, then queue the change for the disk (``now``: the
+        REGISTER's wall-clock second, which orders an unregister in the table)."""
         for binding in outcome.removed:
             self.bindings.remove(binding.account_id, binding.contact)
             logger.info("unregistered account=%s contact=%s", binding.account_id, binding.contact)
@@ -242,42 +265,46 @@ class Registrar:
                 " (NAT: reached at the source)" if binding.nat else "",
             )
         if self.writer is not None:
-            self.writer.remove(outcome.removed)
+            tombstone_at = now if self.bindings.shared_table else None
+            self.writer.remove(outcome.removed, tombstone_at=tombstone_at)
             self.writer.put(outcome.put)
 
     def forget_changed(self, old: Snapshot, new: Snapshot) -> list[Binding]:
         """After a reload: drop the bindings of accounts that no longer register, were
         disabled or removed, or whose username or password changed. Rotating a leaked
         password must cut off the devices registered with it: they register again with
-        the new one, or not at all."""
-        dropped: list[Binding] = []
-        for account_id in {b.account_id for b in self.bindings}:
-            before, after = old.accounts.get(account_id), new.accounts.get(account_id)
-            if (
-                after is not None
-                and before is not None
-                and after.register
-                and after.enabled
-                and (after.username, after.password) == (before.username, before.password)
-            ):
-                continue
-            for binding in list(self.bindings.of(account_id).values()):
-                self.bindings.remove(binding.account_id, binding.contact)
-                dropped.append(binding)
+        the new one, or not at all.
+
+        The index judges every binding by the new configuration's fingerprints from now
+        on (``registrar.credentials``), so a dropped binding stays dropped here whatever
+        brings it back: another worker that took it with the old password before its own
+        reload, or the journal replayed by a worker that restarts or falls behind. The
+        rows go from the table too; every worker deletes the ones it drops (a row another
+        worker's writer commits after the primary's delete is deleted by that worker's own
+        writer, after it), each unless a later REGISTER replaced it.
+        """
+        del old  # judged by the new configuration alone
+        self.bindings.refresh()  # the other workers' changes too, judged alike
+        self.bindings.accept(fingerprints(new.config.accounts))
+        dropped = [b for b in self.bindings.every() if not self.bindings.accepts(b)]
+        for binding in dropped:
+            self.bindings.forget(binding.account_id, binding.contact)
+        for account_id in sorted({b.account_id for b in dropped}):
             logger.warning(
                 "registrations of account=%s dropped: its credentials or registering changed",
                 account_id,
             )
         if dropped and self.writer is not None:
-            self.writer.remove(dropped)
+            self.writer.retire(dropped)
         return dropped
 
     def sweep(self, now: float) -> list[Binding]:
-        """Remove the expired bindings, from memory and from disk."""
+        """Remove the expired bindings, from memory and (the keeper) from disk. Every
+        worker drops them from its own index by the clock; none tells the others."""
         expired = self.bindings.expired(now)
         for binding in expired:
-            self.bindings.remove(binding.account_id, binding.contact)
+            self.bindings.forget(binding.account_id, binding.contact)
             logger.info("expired account=%s contact=%s", binding.account_id, binding.contact)
-        if expired and self.writer is not None:
-            self.writer.remove(expired)
+        if expired and self.writer is not None and self.keeper:
+            self.writer.retire(expired)
         return expired

@@ -16,6 +16,16 @@ written once, and one transaction carries everything pending. The connection use
 repeat anyway; it never corrupts the file. The writer and the CDR writer share the file,
 each with its own connection; SQLite's lock (waited for up to 30 s) orders them.
 
+With several workers each writes the REGISTERs it took, and the writers' commits are not
+ordered across processes, so no write trusts its turn: a row is replaced only by a binding
+registered at the same second or later (``registered_at``); an unregister is written as a
+*tombstone* (the row kept, registered at the unregistering REGISTER's second and expiring
+at it) so that an older REGISTER committed after it does not bring the contact back (one
+process, the only writer, deletes the row instead); and an expiry or a reload's drop is
+deleted only if no later REGISTER replaced the row (``BindingWriter.retire``). :func:`load`
+reads live rows only and deletes the rows expired (tombstones included) more than
+:data:`KEEP_EXPIRED` seconds ago, long after any writer committed what it held.
+
 With ``[server] database`` a ``postgresql://`` URL the same table lives in PostgreSQL
 (created by ``softswitch migrate``), written the same way from the same thread; an upsert
 there is ``INSERT ... ON CONFLICT DO UPDATE``, and the commits use
@@ -28,6 +38,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +49,7 @@ from softswitch.store.postgres_connect import is_postgres_url
 
 from .bindings import Binding
 
-__all__ = ["REGISTRATIONS_SCHEMA", "BindingWriter", "load"]
+__all__ = ["BINDING_COLUMNS", "KEEP_EXPIRED", "REGISTRATIONS_SCHEMA", "BindingWriter", "load"]
 
 logger = logging.getLogger("softswitch.registrar")
 
@@ -60,7 +71,8 @@ CREATE TABLE IF NOT EXISTS registrations (
 );
 """
 
-_COLUMNS = (
+#: A binding's fields, in the table's column order (the workers' journal writes them too).
+BINDING_COLUMNS = (
     "account_id",
     "contact",
     "expires_at",
@@ -74,18 +86,27 @@ _COLUMNS = (
     "registered_at",
     "user_agent",
 )
+#: Seconds an expired row (a tombstone too) is kept before :func:`load` deletes it: longer
+#: than any writer holds a change it has not committed (SQLite's lock waits up to 30 s).
+KEEP_EXPIRED = 300.0
+
+#: A row is replaced by a binding registered at the same second or later only: another
+#: worker's writer may commit an older REGISTER (or its tombstone) after a newer one.
+_NEWER = " WHERE excluded.registered_at >= registrations.registered_at"
 _UPSERT = (
-    f"INSERT OR REPLACE INTO registrations ({', '.join(_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(_COLUMNS))})"
-)
-_DELETE = "DELETE FROM registrations WHERE account_id = ? AND contact = ?"
-_UPSERT_PG = (
-    f"INSERT INTO registrations ({', '.join(_COLUMNS)})"
-    f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+    f"INSERT INTO registrations ({', '.join(BINDING_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(BINDING_COLUMNS))})"
     " ON CONFLICT (account_id, contact) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[2:])
+    + ", ".join(f"{c} = excluded.{c}" for c in BINDING_COLUMNS[2:])
+    + _NEWER
 )
-_DELETE_PG = "DELETE FROM registrations WHERE account_id = %s AND contact = %s"
+#: A retired binding's row goes unless a later REGISTER (another worker's, say) replaced it.
+_RETIRE = "DELETE FROM registrations WHERE account_id = ? AND contact = ? AND registered_at <= ?"
+_UPSERT_PG = _UPSERT.replace("?", "%s")
+_RETIRE_PG = _RETIRE.replace("?", "%s")
+#: Live rows: not expired, and not a tombstone (which expires the moment it is registered;
+#: a REGISTER's binding never does: a zero expiry unregisters).
+_LIVE = " WHERE expires_at > ? AND expires_at <> registered_at"
 
 #: ``[server] database``: a SQLite file, or a PostgreSQL URL.
 Database = str | Path
@@ -122,16 +143,20 @@ def _row(binding: Binding, *, postgres: bool = False) -> tuple[object, ...]:
 
 
 def load(database: Database, now: float) -> list[Binding]:
-    """The bindings still live at ``now`` (wall-clock seconds); the expired are deleted."""
+    """The bindings still live at ``now`` (wall-clock seconds); the rows expired more than
+    :data:`KEEP_EXPIRED` seconds ago (tombstones too) are deleted."""
     postgres = is_postgres_url(database)
     conn = _connect(database if postgres else Path(database))
+    purge = "DELETE FROM registrations WHERE expires_at <= ?"
+    select = f"SELECT {', '.join(BINDING_COLUMNS)} FROM registrations" + _LIVE
     try:
         if postgres:
-            conn.execute("DELETE FROM registrations WHERE expires_at <= %s", (now,))
+            conn.execute(purge.replace("?", "%s"), (now - KEEP_EXPIRED,))
+            rows = conn.execute(select.replace("?", "%s"), (now,)).fetchall()
         else:
             with conn:
-                conn.execute("DELETE FROM registrations WHERE expires_at <= ?", (now,))
-        rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM registrations").fetchall()
+                conn.execute(purge, (now - KEEP_EXPIRED,))
+            rows = conn.execute(select, (now,)).fetchall()
     finally:
         conn.close()
     return [
@@ -160,7 +185,7 @@ class BindingWriter:
         self.postgres = is_postgres_url(database)
         self.database: Database = database if self.postgres else Path(database)
         _connect(self.database).close()  # the table exists (and errors surface) before any call
-        self._pending: dict[tuple[str, str], Binding | None] = {}
+        self._pending: dict[tuple[str, str], Binding | _Retired] = {}
         self._cond = threading.Condition()
         self._closed = False
         self._idle = True
@@ -170,10 +195,24 @@ class BindingWriter:
     def put(self, bindings: Iterable[Binding]) -> None:
         self._queue({b.key: b for b in bindings})
 
-    def remove(self, bindings: Iterable[Binding]) -> None:
-        self._queue({b.key: None for b in bindings})
+    def remove(self, bindings: Iterable[Binding], *, tombstone_at: float | None = None) -> None:
+        """Unregister. With several workers (``tombstone_at``: the unregistering REGISTER's
+        wall-clock second) each binding's row becomes a tombstone registered and expiring
+        then, so that a REGISTER older than it, committed later by another worker's writer,
+        does not replace it. In one process (one writer, committing in order) the row is
+        deleted, unless a later REGISTER replaced it."""
+        if tombstone_at is None:
+            self.retire(bindings)
+        else:
+            self._queue({b.key: _tombstone(b, tombstone_at) for b in bindings})
 
-    def _queue(self, changes: dict[tuple[str, str], Binding | None]) -> None:
+    def retire(self, bindings: Iterable[Binding]) -> None:
+        """Delete the rows of bindings that expired or a reload dropped, each unless a later
+        REGISTER replaced it meanwhile: with several workers that REGISTER may have been
+        written by another worker's writer, in an order this one does not know."""
+        self._queue({b.key: _Retired(b.registered_at) for b in bindings})
+
+    def _queue(self, changes: dict[tuple[str, str], Binding | _Retired]) -> None:
         if not changes:
             return
         with self._cond:
@@ -217,20 +256,29 @@ class BindingWriter:
         finally:
             conn.close()
 
-    def _commit(self, conn: Any, batch: dict[tuple[str, str], Binding | None]) -> None:
-        upserts = [_row(b, postgres=self.postgres) for b in batch.values() if b is not None]
-        deletes = [key for key, b in batch.items() if b is None]
+    def _commit(self, conn: Any, batch: dict[tuple[str, str], Binding | _Retired]) -> None:
+        upserts = [
+            _row(b, postgres=self.postgres) for b in batch.values() if isinstance(b, Binding)
+        ]
+        retired = [(*key, b.registered_at) for key, b in batch.items() if isinstance(b, _Retired)]
         try:
             if self.postgres:
                 with conn.transaction(), conn.cursor() as cursor:
-                    _write(cursor, _DELETE_PG, deletes, _UPSERT_PG, upserts)
+                    _write(cursor, _UPSERT_PG, upserts, _RETIRE_PG, retired)
             else:
                 with conn:
-                    _write(conn, _DELETE, deletes, _UPSERT, upserts)
+                    _write(conn, _UPSERT, upserts, _RETIRE, retired)
         except (sqlite3.Error, psycopg.Error) as e:
             # Lost changes are a client re-registering later than it could be called,
             # not a wrong call: logged, not retried (the next change of a contact rewrites it).
             logger.error("writing %d registration changes failed: %s", len(batch), e)
+
+
+@dataclass(frozen=True, slots=True)
+class _Retired:
+    """A queued delete of a binding registered at ``registered_at`` (``retire``)."""
+
+    registered_at: float
 
 
 def _reconnect(database: Database, conn: Any) -> Any:
@@ -245,12 +293,17 @@ def _reconnect(database: Database, conn: Any) -> Any:
 
 def _write(
     target: Any,
-    delete: str,
-    deletes: Sequence[tuple[str, str]],
     upsert: str,
     upserts: Sequence[tuple[object, ...]],
+    retire: str,
+    retired: Sequence[tuple[object, ...]],
 ) -> None:
-    if deletes:
-        target.executemany(delete, deletes)
     if upserts:
         target.executemany(upsert, upserts)
+    if retired:
+        target.executemany(retire, retired)
+
+
+def _tombstone(binding: Binding, at: float) -> Binding:
+    """The row an unregister leaves: registered at ``at`` and expired at it."""
+    return replace(binding, expires_at=at, registered_at=at)

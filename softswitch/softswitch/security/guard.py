@@ -60,6 +60,11 @@ DROP_BLOCKED = Screen(None, "blocked")
 DROP = Screen(None, "unknown_source")
 
 
+def pike_share_of(rate: int, processes: int) -> int:
+    """One worker's pike rate: ``rate`` split over ``processes``, rounded up (0 stays off)."""
+    return -(-rate // processes)
+
+
 class SourceGuard:
     """Blocks, pike, scanner User-Agents and stranger refusals for one switch process."""
 
@@ -76,6 +81,8 @@ class SourceGuard:
         self.blocks = blocks if blocks is not None else Blocklist()
         self._trusted: dict[str, float] = {}
         self.pike = Pike(security.pike_rate, security.pike_window)
+        #: How many processes one source's packets are spread over (``share_pike``).
+        self.pike_share = 1
         self.refusals = RefusalCounters(security.log_interval, logger)
         #: Stateless 407s sent to addresses that are not yet customers.
         self.challenges = 0
@@ -93,7 +100,7 @@ class SourceGuard:
         the next window.
         """
         self.security = security
-        self.pike.rate = security.pike_rate
+        self.pike.rate = pike_share_of(security.pike_rate, self.pike_share)
         self.pike.window = security.pike_window
         self.refusals.interval = security.log_interval
         self._agents = tuple(a.lower() for a in security.drop_user_agents)
@@ -103,6 +110,23 @@ class SourceGuard:
         self._trusted = {}
         self._gateways = gateways
         self._customer_cache: dict[tuple[str, int], bool] = {}
+
+    def share_pike(self, processes: int) -> None:
+        """Count pike in one of ``processes`` workers that split each source's packets.
+
+        A request is handled by the worker its Call-ID names (``workers.steering``, with
+        ``workers.handoff`` for what the kernel delivered elsewhere; a datagram with no
+        Call-ID where it arrived), so each worker sees about its share of a flood: each
+        blocks at ``pike_rate / processes`` (rounded up), and the block is shared, so a
+        scanner spreading new Call-IDs over every worker is caught at about ``pike_rate`` in
+        all. A source whose every request lands on one worker (one Call-ID retransmitted,
+        or datagrams with none) is caught sooner, at that worker's share: pike counts unknown
+        sources only, never a customer's or a gateway's traffic.
+        """
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, not {processes}")
+        self.pike_share = processes
+        self.pike.rate = pike_share_of(self.security.pike_rate, processes)
 
     # -- who is known --------------------------------------------------------------------
 

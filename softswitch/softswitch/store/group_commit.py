@@ -39,12 +39,15 @@ Conn = TypeVar("Conn")
 
 
 class _Flush:
-    """A queue marker: completes its future once everything queued before it is committed."""
+    """A queue marker: completes its future once everything queued before it is committed
+    (or failed); with ``debits``, its result is the debits whose write failed since the
+    previous such marker (``flush_debits``)."""
 
-    __slots__ = ("future",)
+    __slots__ = ("debits", "future")
 
-    def __init__(self) -> None:
-        self.future: Future[None] = Future()
+    def __init__(self, *, debits: bool = False) -> None:
+        self.debits = debits
+        self.future: Future[list[Booking]] = Future()
 
 
 _STOP = object()
@@ -71,6 +74,8 @@ class GroupCommitStore(Generic[Conn]):
         self.run_id = run_id
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._closed = False
+        #: Debits whose write failed, for the next ``flush_debits`` (the writer's only).
+        self._failed_debits: list[Booking] = []
         self._thread = threading.Thread(target=self._run, name="cdr-writer", daemon=True)
 
     def _start_writer(self) -> None:
@@ -171,6 +176,18 @@ class GroupCommitStore(Generic[Conn]):
             return False
         return True
 
+    def flush_debits(self, timeout: float | None = None) -> list[Booking] | None:
+        """``flush``, and the debits whose write failed (their records logged, not in the
+        ledger) since the previous call: queued before this one, or after it but failed
+        before its turn. None on timeout (they are reported by the next call). The meter's
+        question before letting a debit's credit go (``billing.meter``); one caller."""
+        marker = _Flush(debits=True)
+        self._queue.put(marker)
+        try:
+            return marker.future.result(timeout)
+        except TimeoutError:
+            return None
+
     def close(self) -> None:
         """Commit everything queued, mark the run stopped, stop the writer. Idempotent."""
         if self._closed:
@@ -230,6 +247,9 @@ class GroupCommitStore(Generic[Conn]):
                 for reservation in slices:
                     self._insert_alone(reservation)
                 errors = [self._insert_alone((r, d)) for r, _, d in writes]
+                self._failed_debits += [
+                    d for (_, _, d), e in zip(writes, errors, strict=True) if d and e
+                ]
             for (_, future, _), error in zip(writes, errors, strict=True):
                 if future is None:
                     continue
@@ -239,7 +259,11 @@ class GroupCommitStore(Generic[Conn]):
                     future.set_exception(error)
         for item in batch:
             if isinstance(item, _Flush):
-                item.future.set_result(None)
+                if item.debits:
+                    failed, self._failed_debits = self._failed_debits, []
+                    item.future.set_result(failed)
+                else:
+                    item.future.set_result([])
 
     def _insert_alone(
         self, item: tuple[CdrRecord, Booking | None] | CallStart | Reservation

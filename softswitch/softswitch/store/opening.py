@@ -23,6 +23,8 @@ class CdrStoreLike(CdrSink, Protocol):
     """What the switch holds: a ``CdrSink`` that also recovers dead runs and has a run."""
 
     run_id: str
+    #: Seconds between heartbeats (three missed: the run is dead).
+    heartbeat_interval: float
 
     @property
     def path(self) -> Path:
@@ -34,6 +36,8 @@ class CdrStoreLike(CdrSink, Protocol):
     def writer_thread_id(self) -> int | None: ...
 
     def recover(self, rate: Rater | None = None) -> list[RecoveredRun]: ...
+
+    def pending_recovery(self) -> bool: ...
 
     def query(
         self,

@@ -59,6 +59,16 @@ from .recovery import log_alive, log_recovered, recovered_calls, recovered_run, 
 
 __all__ = ["PostgresCdrStore", "query_postgres"]
 
+#: Runs that may leave something to settle (``softswitch.cdr._UNRECOVERED_RUNS``), oldest
+#: first.
+_UNRECOVERED_RUNS = (
+    "SELECT *, (SELECT count(*) FROM open_calls o WHERE o.run_id = switch_runs.run_id)"
+    " AS open_left FROM switch_runs WHERE run_id != %s AND recovered_at IS NULL"
+    " AND (stopped_at IS NULL"
+    " OR EXISTS (SELECT 1 FROM open_calls o WHERE o.run_id = switch_runs.run_id))"
+    " ORDER BY started_at"
+)
+
 #: ``pg_advisory_xact_lock`` key held while recovering: one recoverer at a time.
 _RECOVERY_LOCK = 0x50F7CD12EC
 
@@ -197,13 +207,7 @@ class PostgresCdrStore(GroupCommitStore[Connection]):
         with connect(self.url, application="softswitch recover") as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_RECOVERY_LOCK,))
             now = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-            runs = conn.execute(
-                "SELECT * FROM switch_runs WHERE run_id != %s AND recovered_at IS NULL"
-                " AND (stopped_at IS NULL"
-                " OR EXISTS (SELECT 1 FROM open_calls o WHERE o.run_id = switch_runs.run_id))"
-                " ORDER BY started_at",
-                (self.run_id,),
-            ).fetchall()
+            runs = conn.execute(_UNRECOVERED_RUNS, (self.run_id,)).fetchall()
             for run in runs:
                 if run_is_alive(run, now, self.host):
                     log_alive(run)
@@ -211,6 +215,15 @@ class PostgresCdrStore(GroupCommitStore[Connection]):
                 recovered.append(self._recover_run(conn, run, rate, now))
         log_recovered(recovered)
         return recovered
+
+    def pending_recovery(self) -> bool:
+        """Whether another run is dead with something to settle (see
+        ``CdrStore.pending_recovery``): a read without the recovery lock, on the database's
+        clock."""
+        with connect(self.url, application="softswitch recovery check") as conn:
+            now = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            runs = conn.execute(_UNRECOVERED_RUNS, (self.run_id,)).fetchall()
+        return any(not run_is_alive(run, now, self.host) for run in runs)
 
     def _recover_run(
         self, conn: Connection, run: Row, rate: Rater | None, now: dt.datetime
@@ -224,7 +237,8 @@ class PostgresCdrStore(GroupCommitStore[Connection]):
             if records:
                 # Escaped always: a call start written escaped reads back with its escapes.
                 cursor.executemany(_INSERT_CDR, [_escaped_row(r.values()) for r in records])
-            append_ledger(conn, debits, self.run_id)
+            # The dead run's own rows: every live meter counts them (``CdrStore._recover_run``).
+            append_ledger(conn, debits, run["run_id"])
             cursor.execute("DELETE FROM open_calls WHERE run_id = %s", (run["run_id"],))
             cursor.execute(
                 "UPDATE switch_runs SET recovered_at = now(),"

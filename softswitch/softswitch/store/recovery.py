@@ -221,11 +221,17 @@ def recovered_run(run: RowLike, heartbeat: dt.datetime, calls: int) -> Recovered
 
 
 def log_alive(run: RowLike) -> None:
+    """A live run with calls up (``open_left``, counted by the query) is worth a WARNING: if
+    it is in fact dead, its calls wait for its heartbeat to go stale. A live run with none
+    (a sibling worker, another node between calls) is the normal case and says nothing."""
+    if not run["open_left"]:
+        return
     logger.warning(
-        "run %s (pid %s on %s) looks alive: its open calls are left to it",
+        "run %s (pid %s on %s) looks alive: its %d open calls are left to it",
         run["run_id"],
         run["pid"],
         run["host"],
+        run["open_left"],
     )
 
 

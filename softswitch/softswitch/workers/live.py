@@ -35,6 +35,8 @@ from softswitch.call.live import AccountLimitHit, GatewayLimitHit, LiveState
 from softswitch.config import Account, Config, Gateway
 from softswitch.security.pike import Blocklist
 
+from .credit import credit_key
+from .registrations import BindingJournal
 from .running_config import RunningConfig
 from .table import ProcessLock, SharedTable, Slot, digest
 
@@ -77,6 +79,16 @@ class SharedState:
         slots = max(1024, 4 * ids)
         self.counters = SharedTable(slots, workers=workers, ring=cps_ring, lock=self.lock)
         self.ips = SharedTable(IP_SLOTS, workers=1, ring=auth_ring, lock=self.lock)
+        #: Billed accounts' credit held by every worker's calls (``workers.credit``): an
+        #: amount per worker, no ring to speak of. Sized as the counters, for accounts.
+        self.credit = SharedTable(slots, workers=workers, ring=1, lock=self.lock, amounts=True)
+        #: Per billed account, the debits each worker kept held until committed and then
+        #: released (``WorkerCredit.committed``), and the columns replacements took over
+        #: (``WorkerCredit.take_over``): counters modulo 2**64, never zeroed nor freed.
+        #: A dead worker's credit column is left alone here: its replacement takes it over.
+        self.released = SharedTable(slots, workers=workers, ring=1, lock=self.lock, amounts=True)
+        #: Registered contacts' changes, for the other workers (``workers.registrations``).
+        self.bindings = BindingJournal(self.lock)
         #: What the workers run since their last reload, for a restarted one.
         self.running = RunningConfig(self.lock)
 
@@ -122,6 +134,25 @@ class SharedState:
                 f" fit the workers' shared table sized at start for {table.capacity};"
                 " restart to size it for this configuration"
             )
+        return self.credit_refusal(config)
+
+    def credit_refusal(self, config: Config) -> str | None:
+        """Why ``config``'s billed accounts would not fit the credit table (None: they do)."""
+        billed = [credit_key(a.id) for a in config.accounts if a.billed]
+        wanted = _digests(billed)
+        with self.lock:
+            table = self.credit
+            new = sum(table.find(key) is None for key in billed)
+            kept = sum(1 for slot in table.used() if slot.key in wanted or slot.amount())
+            released = self.released  # its slots are never freed
+            more = sum(released.find(key) is None for key in billed) + released.entries
+        if kept + new > table.capacity or more > released.capacity:
+            return (
+                f"accounts: {len(billed)} billed accounts (with those still holding credit,"
+                " and every account billed since the start) do not fit the workers' shared"
+                f" credit table sized at start for {table.capacity}; restart to size it"
+                " for this configuration"
+            )
         return None
 
     def forget_absent(self, config: Config) -> int:
@@ -135,6 +166,10 @@ class SharedState:
                 if slot.key not in wanted and slot.calls() == 0:
                     table.delete(slot)
                     freed += 1
+            billed = _digests([credit_key(a.id) for a in config.accounts if a.billed])
+            for slot in list(self.credit.used()):
+                if slot.key not in billed and slot.amount() == 0:
+                    self.credit.delete(slot)
         return freed
 
     def release_worker(self, worker: int) -> int:
@@ -294,6 +329,8 @@ class SharedLiveState(LiveState):
         self._ips = shared.ips
         self._lock = shared.lock
         self._worker = worker
+        #: key -> (slot offset, key digest) for the lock-free flag reads (``_flag``).
+        self._places: dict[str, tuple[int, bytes]] = {}
 
     # -- accounts ----------------------------------------------------------------------
 
@@ -473,9 +510,21 @@ class SharedLiveState(LiveState):
         return slot
 
     def _flag(self, key: str, bit: int) -> bool:
+        # Asked several times per call (disabled? alarmed? up?): read without the lock at
+        # the slot's remembered place (``SharedTable.flags_at``: the key is checked around
+        # the read); looked up under the lock the first time and when a reload moved it.
+        place = self._places.get(key)
+        if place is not None:
+            flags = self._table.flags_at(*place)
+            if flags is not None:
+                return bool(flags & bit)
         with self._lock:
             slot = self._table.find(key)
-            return slot is not None and slot.flag(bit)
+            if slot is None:
+                self._places.pop(key, None)
+                return False
+            self._places[key] = (slot.offset, digest(key))
+            return slot.flag(bit)
 
     def _release(self, key: str, what: str) -> None:
         with self._lock:

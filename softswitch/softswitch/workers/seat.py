@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from softswitch.stats import Statistics
 from softswitch.transport import Address, Transport
 
+from .handoff import Handoff
 from .live import SharedLiveState, SharedState
 from .peers import Handler, PeerAnswerer, Peers
 from .sockets import WorkerSockets
@@ -41,6 +42,9 @@ class Seat:
     nonce_secret: bytes
     #: (the primary's end, worker i's end) for workers 1 .. count-1 (``workers.peers``).
     peer_ends: tuple[tuple[socket.socket, socket.socket], ...] = ()
+    #: (the sending end, the receiving end) of worker i's hand-off channel, for every
+    #: worker (``workers.handoff``); empty: no hand-off (a test's seat).
+    handoff_ends: tuple[tuple[socket.socket, socket.socket], ...] = ()
 
     @property
     def primary(self) -> bool:
@@ -66,8 +70,18 @@ class Seat:
         """A non-primary worker's answers to the primary (None: the primary)."""
         return None if self.primary else PeerAnswerer(self.peer_ends[self.index - 1][1], handle)
 
+    def handoff(self) -> Handoff | None:
+        """This worker's hand-off of the requests another worker owns (None: none)."""
+        if len(self.handoff_ends) != self.count or self.count < 2:
+            return None
+        senders = [ends[0] for ends in self.handoff_ends]
+        return Handoff(self.index, senders, self.handoff_ends[self.index][1])
+
     def close_unused(self) -> None:
         """In the child after the fork: the ends of channels this worker does not use."""
+        for n, (_, inbox) in enumerate(self.handoff_ends):
+            if n != self.index:
+                inbox.close()
         (self.stats_outbox if self.primary else self.stats_inbox).close()
         for n, (primary_end, worker_end) in enumerate(self.peer_ends, start=1):
             if not self.primary:

@@ -3,10 +3,16 @@
 Two kinds per worker:
 
 * **Listen sockets**: for every ``[server] listen`` address, one socket per worker, all
-  bound to that address with ``SO_REUSEPORT``. The kernel spreads datagrams and connections
-  over the group by a hash of the 4-tuple (source and destination address and port), so
-  every retransmission of an INVITE (same source, same destination) reaches the worker that
-  has its transaction, and a CANCEL or the ACK of a failure goes where its INVITE went.
+  bound to that address with ``SO_REUSEPORT``. A UDP request belongs to the worker its
+  Call-ID hashes to (``steering.call_id_owner``), so one peer's calls from a single source
+  ip:port spread over every worker, and an INVITE's retransmissions, its CANCEL and the ACK
+  of a failure (same Call-ID) reach the worker that has its transaction. On a UDP address
+  the group gets a classic BPF program (``steering``) with which the kernel itself delivers
+  most requests to their owner; one it delivered elsewhere (a Call-ID past the program's
+  window, a kernel that refuses the program: one WARNING; ``[server] steer_by_call_id =
+  false``) is handed to its owner by the worker that got it (``handoff``). A datagram with
+  no Call-ID and TCP stay with the kernel's hash of the 4-tuple (source and destination
+  address and port): a TCP connection's messages all reach the worker that accepted it.
 * **Own sockets**: one per worker for every transport and host of the listen addresses, on a
   port of that worker alone: ``[server] worker_port_base`` + index when set, otherwise a
   port the kernel picks at start. A worker writes its own port in the Via of every request it
@@ -15,20 +21,27 @@ Two kinds per worker:
 
 The supervisor keeps every socket open for its whole life: a worker that dies is replaced by
 one that inherits the same sockets (nothing queued on them is lost, the reuse-port group
-keeps its size, so the hash of other calls' 4-tuples does not move), and a port in use is
-one clear error at start, before any worker runs.
+keeps its size and its bind order, so other calls' Call-IDs and 4-tuples still map to the
+same workers), and a port in use is one clear error at start, before any worker runs.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import socket
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from softswitch.config import parse_listen
 from softswitch.transport import Address, Transport
 
+from .steering import attach_call_id_steering, call_id_program, converted_size_estimate
+
 __all__ = ["WorkerSockets", "bind_worker_sockets", "close_all"]
+
+logger = logging.getLogger("softswitch.workers")
 
 
 @dataclass(frozen=True)
@@ -81,12 +94,26 @@ def _bind(sock: socket.socket, transport: Transport, address: Address, what: str
 
 
 def bind_worker_sockets(
-    listen: Sequence[str], workers: int, port_base: int | None
+    listen: Sequence[str],
+    workers: int,
+    port_base: int | None,
+    *,
+    steer_by_call_id: bool = True,
 ) -> list[WorkerSockets]:
     """Every worker's sockets (index i: worker i), or ``OSError`` naming the address and
-    what it is for when one cannot be bound; nothing stays open after an error."""
+    what it is for when one cannot be bound; nothing stays open after an error.
+
+    ``steer_by_call_id``: with more than one worker, each UDP listen group picks the worker
+    by Call-ID (``steering``); False leaves every group to the kernel's 4-tuple hash (the
+    workers' hand-off, ``handoff``, still brings each request to the worker that owns it)."""
     result = [WorkerSockets() for _ in range(workers)]
     opened: list[socket.socket] = []
+    steer = steer_by_call_id and workers > 1
+    if not steer_by_call_id and workers > 1:
+        logger.info(
+            "no Call-ID program on the UDP listen sockets ([server] steer_by_call_id = false):"
+            " each request the kernel gives to another worker than its Call-ID's is handed on"
+        )
     try:
         hosts: list[tuple[Transport, str]] = []
         for item in listen:
@@ -103,6 +130,9 @@ def bind_worker_sockets(
                 opened.append(sock)
                 _bind(sock, transport, (host, port), "")
                 worker.sockets.append((transport, sock, False))
+            if steer and transport is Transport.UDP:
+                group = [w.sockets[-1][1] for w in result]
+                steer = _steer(group, _shown(transport, host, port))
             if (transport, host) not in hosts:
                 hosts.append((transport, host))
         for index, worker in enumerate(result):
@@ -118,6 +148,35 @@ def bind_worker_sockets(
             sock.close()
         raise
     return result
+
+
+def _steer(group: list[socket.socket], shown: str) -> bool:
+    """Attach the Call-ID program to ``group`` (bound, in worker order); False, after one
+    WARNING, when the kernel refuses it: the next groups are not tried."""
+    if not sys.platform.startswith("linux"):
+        reason = f"SO_ATTACH_REUSEPORT_CBPF is Linux only (this is {sys.platform})"
+    else:
+        try:
+            attach_call_id_steering(group[0], len(group))
+        except OSError as exc:
+            reason = f"the kernel refused SO_ATTACH_REUSEPORT_CBPF on {shown}: {exc}"
+            if exc.errno == errno.ENOMEM:
+                size = converted_size_estimate(call_id_program(len(group)))
+                reason += (
+                    f"; the program needs about {size} bytes once the kernel converted it,"
+                    " more than net.core.optmem_max allows (20480 by default before Linux"
+                    " 6.9): `sysctl net.core.optmem_max=262144` lets it attach (set in each"
+                    " network namespace since Linux 6.9)"
+                )
+        else:
+            return True
+    logger.warning(
+        "the kernel delivers UDP requests to the workers by source address and port, not by"
+        " Call-ID: calls are still spread by Call-ID, each request handed on to the worker"
+        " that owns it, at the cost of one more hop: %s",
+        reason,
+    )
+    return False
 
 
 def close_all(groups: Sequence[WorkerSockets], keep: WorkerSockets | None = None) -> None:

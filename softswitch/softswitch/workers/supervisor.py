@@ -13,10 +13,13 @@ start the next either.
 
 Afterwards:
 
-* a worker that dies is logged, its share of calls in the shared limits released, and it is
-  started again after a back-off (0.5 s, doubling with each death in a row up to 30 s; a
+* a worker that dies is logged, its share of calls in the shared limits released, and it
+  is started again after a back-off (0.5 s, doubling with each death in a row up to 30 s; a
   worker that ran a minute starts the count again). The new one re-reads the configuration
-  file, so it runs what the others run since the last SIGHUP.
+  file, so it runs what the others run since the last SIGHUP. The credit the dead worker
+  held for billed accounts stays held until the new one has recovered its calls (their
+  debits in the ledger) and takes it over (``workers.credit.WorkerCredit.take_over``); if
+  the supervisor stops instead, every worker stops and the shared memory goes with them.
 * SIGHUP is passed to every worker (each reloads as one process does);
 * SIGTERM / SIGINT are passed to every worker (each drains as one process does); the
   supervisor exits 0 once all have exited (after ``drain_timeout`` + 30 s it kills those left).
@@ -46,13 +49,14 @@ from softswitch.config import Config, ConfigError, load_config
 from softswitch.store.errors import StoreError
 from softswitch.store.opening import describe_database
 
+from .handoff import handoff_channels
 from .live import SharedState
 from .peers import peer_channels
 from .seat import Seat
 from .sockets import WorkerSockets, bind_worker_sockets, close_all
 from .statistics import stats_channel, worker_died
 
-__all__ = ["Supervisor", "single_process_reason"]
+__all__ = ["Supervisor"]
 
 logger = logging.getLogger("softswitch.workers")
 
@@ -66,23 +70,6 @@ _BACKOFF_MAX: Final = 30.0
 _STABLE_AFTER: Final = 60.0
 
 Runner = Callable[[Config, Path | None, Sequence[str] | None, Seat], int]
-
-
-def single_process_reason(config: Config) -> str | None:
-    """Why ``config`` must run in one process whatever the worker count (None: it need not).
-
-    Billing reservations (``softswitch.billing``) and registered contacts
-    (``softswitch.registrar``) are kept in one process's memory: across workers an account
-    could overspend its credit, and a worker could miss a contact another one registered.
-    """
-    billed = [a.id for a in config.accounts if a.billed]
-    if billed:
-        return f"billed accounts ({', '.join(billed[:3])}): credit reservations are per process"
-    registering = [a.id for a in config.accounts if a.register]
-    if registering:
-        shown = ", ".join(registering[:3])
-        return f"registering accounts ({shown}): registered contacts are per process"
-    return None
 
 
 class Supervisor:
@@ -115,6 +102,7 @@ class Supervisor:
         self._ready_w = -1
         self._stats: list[socket.socket] = []  # the primary's end, the others' end
         self._peers: list[tuple[socket.socket, socket.socket]] = []
+        self._handoff: list[tuple[socket.socket, socket.socket]] = []
         #: SIGTERM/SIGINT came during the start: stop the started workers, exit 0.
         self._stop_asked = False
         #: SIGHUP came during the start: passed on once every worker listens.
@@ -127,12 +115,16 @@ class Supervisor:
     def run(self) -> int:
         """Start, supervise, stop; the exit status (0 after a clean stop)."""
         self._sockets = bind_worker_sockets(
-            self.listen, self.workers, self.config.server.worker_port_base
+            self.listen,
+            self.workers,
+            self.config.server.worker_port_base,
+            steer_by_call_id=self.config.server.steer_by_call_id,
         )
         self._shared = SharedState.for_config(self.config, workers=self.workers)
         self._ready_r, self._ready_w = os.pipe()
         self._stats = list(stats_channel())
         self._peers = peer_channels(self.workers)
+        self._handoff = handoff_channels(self.workers)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             # The primary first: it migrates the database and closes a dead run's calls
@@ -162,6 +154,8 @@ class Supervisor:
             os.close(self._ready_r)
             os.close(self._ready_w)
             for sock in [*self._stats, *(end for pair in self._peers for end in pair)]:
+                sock.close()
+            for sock in (end for pair in self._handoff for end in pair):
                 sock.close()
 
     def _announce(self) -> None:
@@ -197,6 +191,7 @@ class Supervisor:
             self._stats[1],
             self._nonce_secret,
             tuple(self._peers),
+            tuple(self._handoff),
         )
         supervisor = os.getpid()
         pid = os.fork()
@@ -302,7 +297,8 @@ class Supervisor:
         delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (deaths - 1))
         logger.error(
             "worker %d (pid %d) died (%s) after %.1f s; its %d call counts (accounts' and"
-            " gateways') released from the shared limits; restarting it in %.1f s",
+            " gateways') released from the shared limits (its credit held is let go by its"
+            " replacement, once recovery has debited its calls); restarting it in %.1f s",
             index,
             pid,
             _status(status),

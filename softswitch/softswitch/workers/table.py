@@ -17,7 +17,10 @@ O(slots) after at least slots/8 deletions: O(1) amortised per deletion.
 A slot holds what ``LiveState`` keeps per id: flags (gateway down, operator overrides), the
 calls in progress *per worker* (so the supervisor can zero a dead worker's share and nothing
 else), a ring of the most recent admission times (the sliding one-second CPS window), a
-block deadline and the ids of the alarms that disable a gateway.
+block deadline and the ids of the alarms that disable a gateway. A table made with
+``amounts`` also keeps a 64-bit amount per worker (the credit table: nano-units each
+worker's calls of a billed account hold, ``workers.credit``, signed; or a counter that only
+grows, modulo 2**64: ``Slot.add_total``).
 
 Every read-modify-write happens under :class:`ProcessLock`: a POSIX record lock
 (``lockf``) on a file only these processes hold, which the kernel releases when its holder
@@ -39,7 +42,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Final
 
-__all__ = ["ProcessLock", "SharedTable", "Slot"]
+__all__ = ["TOTAL_MODULUS", "ProcessLock", "SharedTable", "Slot"]
 
 _EMPTY: Final = 0
 _USED: Final = 1
@@ -57,6 +60,9 @@ _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
 _Q = struct.Struct("<q")
+_U64 = struct.Struct("<Q")
+#: The modulus of :meth:`Slot.add_total`'s counters.
+TOTAL_MODULUS: Final = 2**64
 
 
 class ProcessLock:
@@ -110,13 +116,14 @@ def digest(key: str) -> bytes:
 class Slot:
     """One key's fields, at ``offset`` in the table's memory. Use it under the lock only."""
 
-    __slots__ = ("_mm", "_ring", "_ring_at", "_workers", "offset")
+    __slots__ = ("_amounts", "_mm", "_ring", "_ring_at", "_workers", "offset")
 
     def __init__(self, table: SharedTable, offset: int) -> None:
         self._mm = table.memory
         self._workers = table.workers
         self._ring = table.ring
         self._ring_at = table.ring_offset
+        self._amounts = table.amounts_base
         self.offset = offset
 
     @property
@@ -169,6 +176,42 @@ class Slot:
         had = int(_I32.unpack_from(self._mm, at)[0])
         _I32.pack_into(self._mm, at, 0)
         return had
+
+    # -- amounts per worker (a table made with ``amounts``: credit held, nano-units) -----
+
+    def amount(self) -> int:
+        """Every worker's amount together."""
+        base = self.offset + self._amounts
+        return sum(_Q.unpack_from(self._mm, base + 8 * i)[0] for i in range(self._workers))
+
+    def worker_amount(self, worker: int) -> int:
+        return int(_Q.unpack_from(self._mm, self.offset + self._amounts + 8 * worker)[0])
+
+    def add_amount(self, worker: int, delta: int) -> None:
+        at = self.offset + self._amounts + 8 * worker
+        _Q.pack_into(self._mm, at, _Q.unpack_from(self._mm, at)[0] + delta)
+
+    def zero_amount(self, worker: int) -> int:
+        """Forget ``worker``'s amount (it died); how much it was."""
+        at = self.offset + self._amounts + 8 * worker
+        had = int(_Q.unpack_from(self._mm, at)[0])
+        _Q.pack_into(self._mm, at, 0)
+        return had
+
+    # -- wrapping totals (a table made with ``amounts`` used as counters that only grow) --
+
+    def total(self) -> int:
+        """Every worker's counter together, modulo 2**64 (:meth:`add_total`)."""
+        base = self.offset + self._amounts
+        words = (_U64.unpack_from(self._mm, base + 8 * i)[0] for i in range(self._workers))
+        return int(sum(words)) % TOTAL_MODULUS
+
+    def add_total(self, worker: int, delta: int) -> None:
+        """Add ``delta`` to ``worker``'s counter modulo 2**64: a lifetime total never
+        overflows (nor, as a signed field would, drops to 0); readers compare two values
+        by their difference modulo 2**64 (``workers.credit``)."""
+        at = self.offset + self._amounts + 8 * worker
+        _U64.pack_into(self._mm, at, (_U64.unpack_from(self._mm, at)[0] + delta) % TOTAL_MODULUS)
 
     # -- the ring of recent times (CPS window, auth failures) ----------------------------
 
@@ -262,9 +305,14 @@ class Slot:
 
 class SharedTable:
     """``slots`` slots for up to ``workers`` worker processes, each with a ring of ``ring``
-    times. ``lock`` guards it; every method except :attr:`blocked_hint` expects it held."""
+    times; with ``amounts`` also a signed 64-bit amount per worker (``Slot.amount``: the
+    credit each worker's calls hold, kept apart per worker like the calls so that a dead
+    worker's share is released alone). ``lock`` guards it; every method except
+    :attr:`blocked_hint` expects it held."""
 
-    def __init__(self, slots: int, *, workers: int, ring: int, lock: ProcessLock) -> None:
+    def __init__(
+        self, slots: int, *, workers: int, ring: int, lock: ProcessLock, amounts: bool = False
+    ) -> None:
         if slots < 1 or workers < 1 or ring < 1:
             raise ValueError("slots, workers and ring must be at least 1")
         self.slots = slots
@@ -272,7 +320,9 @@ class SharedTable:
         self.ring = ring
         self.lock = lock
         calls = 4 * workers
-        self._ring_base = _FIXED.size + calls + (-(_FIXED.size + calls) % 8)
+        #: Where a slot's amounts start (its ring when the table has none).
+        self.amounts_base = _FIXED.size + calls + (-(_FIXED.size + calls) % 8)
+        self._ring_base = self.amounts_base + (8 * workers if amounts else 0)
         self.slot_size = self._ring_base + 8 * ring
         self.memory = mmap.mmap(-1, _HEADER.size + slots * self.slot_size)
 
@@ -314,10 +364,28 @@ class SharedTable:
     def _add_tombstones(self, delta: int) -> None:
         _Q.pack_into(self.memory, 16, self.tombstones + delta)
 
+    def flags_at(self, offset: int, wanted: bytes) -> int | None:
+        """The flags of the slot at ``offset`` if it still holds the key digest ``wanted``
+        (None: it does not), read WITHOUT the lock. Flags are one aligned 32-bit word,
+        written whole under the lock, so a reader sees the old or the new value; the key is
+        checked before and after, so a slot freed and reused by a reload meanwhile reads as
+        None (then look it up again under the lock), never as another key's flags."""
+        mm = self.memory
+        key = slice(offset + _KEY, offset + _KEY + _KEY_SIZE)
+        if mm[offset] != _USED or mm[key] != wanted:
+            return None
+        flags = int(_U32.unpack_from(mm, offset + _FLAGS)[0])
+        if mm[offset] != _USED or mm[key] != wanted:
+            return None
+        return flags
+
     def find(self, key: str, *, create: bool = False) -> Slot | None:
         """``key``'s slot; with ``create`` a new one when there is none (None: the table
         holds :attr:`capacity` entries)."""
-        wanted = digest(key)
+        return self.find_digest(digest(key), create=create)
+
+    def find_digest(self, wanted: bytes, *, create: bool = False) -> Slot | None:
+        """:meth:`find` by the key's digest (``Slot.key``: a slot of another table)."""
         mm = self.memory
         start = int.from_bytes(wanted[:8], "little") % self.slots
         free: int | None = None
@@ -342,7 +410,7 @@ class SharedTable:
             if self.tombstones < max(1, self.slots // 8):
                 return None  # full of live entries: the caller's policy makes room
             self.rebuild(list(self.used()))  # clear the tombstones, amortised
-            return self.find(key, create=True)
+            return self.find_digest(wanted, create=True)
         mm[free : free + self.slot_size] = bytes(self.slot_size)
         mm[free + _KEY : free + _KEY + _KEY_SIZE] = wanted
         mm[free] = _USED

@@ -68,6 +68,26 @@ def test_pike_blocks_a_stranger_over_the_rate_and_drops_it_before_parsing() -> N
     assert guard.packet(STRANGER)  # the block has expired
 
 
+def test_workers_split_the_pike_rate_and_a_reload_keeps_the_split() -> None:
+    """Two workers that each see half of a stranger's flood block it at about the rate."""
+    clock = Clock()
+    guards = [make_guard(clock, pike_rate=11, pike_window=1.0, block_time=60.0) for _ in "ab"]
+    for guard in guards:
+        guard.share_pike(2)
+    assert all(guard.packet(STRANGER) for guard in guards for _ in range(6))  # 12 in all
+    assert not guards[0].packet(STRANGER)  # the 7th in one worker: over 11 / 2, rounded up
+    guards[1].configure(
+        dataclasses.replace(guards[1].security, pike_rate=21),
+        lambda ip, port: False,
+        frozenset(),
+    )
+    assert guards[1].pike.rate == 11  # a reload's new rate is split too
+    guards[1].share_pike(1)
+    assert guards[1].pike.rate == 21
+    with pytest.raises(ValueError, match="processes"):
+        guards[1].share_pike(0)
+
+
 def test_known_sources_are_never_counted_by_pike() -> None:
     guard = make_guard(Clock(), pike_rate=10)
     assert all(guard.packet(CUSTOMER) for _ in range(1000))

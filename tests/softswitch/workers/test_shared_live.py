@@ -9,27 +9,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+from forking import exit_code, forked
 
 from softswitch.call.live import LiveState
 from softswitch.workers.live import SharedLiveState, SharedState
-from softswitch.workers.table import ProcessLock, SharedTable
-
-
-def forked(body: Callable[[], int]) -> int:
-    """Run ``body`` in a child process; its pid (the child exits with body's value)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = body()
-        finally:
-            os._exit(code)
-    return pid
-
-
-def exit_code(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+from softswitch.workers.table import ProcessLock, SharedTable, digest
 
 
 def test_concurrent_admits_from_two_processes_never_exceed_max_calls() -> None:
@@ -155,6 +139,37 @@ def test_blocks_overrides_and_gateway_health_are_seen_by_the_other_process() -> 
     assert not here.is_blocked("203.0.113.9", 20.0)
     assert not here.is_blocked("203.0.113.9", 20.0)
     assert len(here.blocks) == 0
+
+
+def test_a_flag_read_without_the_lock_follows_its_slot_being_freed_and_reused() -> None:
+    """Flags are read lock-free at a remembered slot: another process's change is seen at
+    once, and a slot a reload freed (and another id took) is never read as the old id's."""
+    shared = SharedState(workers=2, ids=1)
+    here = SharedLiveState(shared, 0)
+    here.set_account_disabled("acme", True)
+    assert here.account_disabled("acme")  # its place is remembered now
+
+    def enable() -> int:
+        SharedLiveState(shared, 1).set_account_disabled("acme", False)
+        return 0
+
+    assert exit_code(forked(enable)) == 0
+    assert not here.account_disabled("acme")
+    here.set_account_disabled("acme", True)
+    table = shared.counters
+    slot = table.find("a\0acme")
+    assert slot is not None
+    with shared.lock:
+        table.delete(slot)  # what forget_absent does for an id a reload removed
+    assert table.flags_at(slot.offset, digest("a\0acme")) is None
+    assert not here.account_disabled("acme")  # gone: not the freed slot's old flags
+    here.set_account_disabled("other", True)  # another id in a slot of its own
+    other = table.find("a\0other")
+    assert other is not None
+    assert table.flags_at(other.offset, digest("a\0acme")) is None  # another key: not read
+    assert table.flags_at(other.offset, digest("a\0other")) == other.flags
+    assert not here.account_disabled("acme")
+    assert here.account_disabled("other")
 
 
 def test_block_expires() -> None:

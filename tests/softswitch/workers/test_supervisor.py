@@ -7,6 +7,7 @@ the supervisor runs in a forked process of its own, as ``softswitch run`` does.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import signal
@@ -18,9 +19,11 @@ from types import FrameType
 import pytest
 
 from loopback_ports import LOCAL, free_port
+from softswitch.cli import worker_count
 from softswitch.config import Config, demo_config
 from softswitch.workers.seat import Seat
-from softswitch.workers.supervisor import Supervisor, single_process_reason
+from softswitch.workers.steering import call_id_owner
+from softswitch.workers.supervisor import Supervisor
 
 Runner = Callable[[Config, Path | None, Sequence[str] | None, Seat], int]
 
@@ -149,10 +152,20 @@ def test_a_worker_failing_at_start_stops_the_start(tmp_path: Path) -> None:
         running.stop()
 
 
-def test_billed_or_registering_accounts_need_one_process(tmp_path: Path) -> None:
-    reason = single_process_reason(demo_config(tmp_path))
-    assert reason is not None
-    assert "credit reservations are per process" in reason
+def test_billed_or_registering_accounts_run_on_every_worker(tmp_path: Path) -> None:
+    # The demo has billed accounts: their credit (and registered contacts) are shared
+    # between workers (tests/softswitch/workers/test_worker_credit.py, ...bindings.py), so
+    # it runs one worker per core like any configuration, and as many as asked.
+    config = demo_config(tmp_path)
+    assert any(a.billed for a in config.accounts)
+    assert worker_count(config, None) == (os.cpu_count() or 1)
+    assert worker_count(config, 3) == 3
+    assert (
+        worker_count(
+            dataclasses.replace(config, server=dataclasses.replace(config.server, workers=2)), None
+        )
+        == 2
+    )
 
 
 def held_at_start(events: Path) -> Runner:
@@ -232,6 +245,94 @@ def test_a_restarted_worker_runs_what_the_others_reloaded(tmp_path: Path) -> Non
         (new,) = set(files(events, "start")[1]) - {first[1]}
         assert (events / f"start-1-{new}").read_text() == "reloaded"
         assert (events / f"start-1-{first[1]}").read_text() != "reloaded"
+        os.kill(running.pid, signal.SIGTERM)
+        assert running.wait() == 0
+    finally:
+        running.stop()
+
+
+def handing(events: Path) -> Runner:
+    """A worker that records each datagram handed to it (``handed-<index>-<pid>``: the
+    datagram, its listen address and source); on SIGUSR1 worker 0 hands worker 1 a request
+    it owns, recording (``hand-0-<pid>``) how many worker 1s had started by then."""
+
+    def run(config: Config, path: Path | None, listen: Sequence[str] | None, seat: Seat) -> int:
+        pid = os.getpid()
+        handoff = seat.handoff()
+        assert handoff is not None
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+            def inject(data: bytes, local: tuple[str, int], source: tuple[str, int]) -> None:
+                line = f"{local[0]} {local[1]} {source[0]} {source[1]}\n".encode()
+                (events / "handed.tmp").write_bytes(line + data)  # whole once it is there
+                (events / "handed.tmp").rename(events / f"handed-{seat.index}-{pid}")
+
+            def hand() -> None:
+                starts = len(list(events.glob("start-1-*")))
+                taken = handoff.divert(HANDED, (LOCAL, 5060), ("2001:db8::7", 5062))
+                (events / f"hand-{seat.index}-{pid}").write_text(f"{taken} {starts}")
+
+            handoff.start(inject)
+            loop.add_signal_handler(signal.SIGUSR1, hand)
+            (events / f"start-{seat.index}-{pid}").touch()
+            seat.ready()
+            await stop.wait()
+            handoff.stop()
+
+        asyncio.run(main())
+        return 0
+
+    return run
+
+
+#: A request worker 1 of 2 owns.
+HANDED = next(
+    payload
+    for n in range(100)
+    if call_id_owner(
+        payload := (
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1\r\n"
+            f"Call-ID: {n}-dead-owner@example.com\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        ).encode(),
+        2,
+    )
+    == 1
+)
+
+
+def test_a_request_handed_to_a_dead_worker_reaches_its_successor(tmp_path: Path) -> None:
+    """The supervisor's hand-off channels outlive a worker: a request handed to worker 1
+    while it is dead waits in its channel and is taken by the worker started after it."""
+    events = tmp_path / "events"
+    events.mkdir()
+    running = Running(tmp_path, handing(events))
+    try:
+        wait_until(lambda: set(files(events, "start")) == {0, 1}, "two workers started")
+        first = {i: pids[0] for i, pids in files(events, "start").items()}
+        os.kill(first[1], signal.SIGKILL)
+
+        def gone() -> bool:  # reaped by the supervisor
+            try:
+                os.kill(first[1], 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_until(gone, "worker 1 dead")
+        os.kill(first[0], signal.SIGUSR1)
+        wait_until(lambda: bool(files(events, "hand")), "worker 0 handed the request")
+        # Handed (not dropped) while only the dead worker 1 had started.
+        assert (events / f"hand-0-{first[0]}").read_text() == "True 1"
+        wait_until(lambda: len(files(events, "start").get(1, [])) == 2, "worker 1 restarted")
+        (new,) = set(files(events, "start")[1]) - {first[1]}
+        wait_until(lambda: bool(files(events, "handed")), "the successor took it")
+        assert files(events, "handed") == {1: [new]}
+        handed = (events / f"handed-1-{new}").read_bytes()
+        assert handed == f"{LOCAL} 5060 2001:db8::7 5062\n".encode() + HANDED
         os.kill(running.pid, signal.SIGTERM)
         assert running.wait() == 0
     finally:

@@ -1,6 +1,6 @@
 """The SQLite CDR store: every field round-trips, queries, CSV, and kill -9 durability; call
 starts, heartbeats and the recovery of calls a dead run left up. The checks that hold for any
-backend run on SQLite and PostgreSQL alike in ``tests/softswitch/store/test_store_contract.py``
+backend run on SQLite and PostgreSQL alike in ``test_store_contract.py``
 (PostgreSQL's kill -9: ``test_store_crash.py``; migrations: ``test_store_migrations.py``)."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import dataclasses
 import datetime as dt
 import io
 import json
@@ -23,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from store_support import T0, call_start, ended, rate, record
 
 import softswitch
 from softswitch.call.refusal import EndReason
@@ -30,54 +30,10 @@ from softswitch.cdr import (
     CSV_COLUMNS,
     SCHEMA_VERSION,
     CallStart,
-    CdrAttempt,
-    CdrRecord,
     CdrStore,
     query_file,
     write_csv,
 )
-
-T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
-
-
-def record(call_id: str = "c1", start: dt.datetime = T0, **changes: object) -> CdrRecord:
-    fields: dict[str, object] = {
-        "call_id": call_id,
-        "account_id": "acme",
-        "source": "192.0.2.10:5060",
-        "caller": "alice",
-        "callee_dialed": "1234#+447911123456",
-        "callee_normalised": "447911123456",
-        "callee_sent": "777911123456",
-        "gateway_id": "gwb",
-        "route_prefix": "447",
-        "invite_at": start,
-        "ring_at": start + dt.timedelta(seconds=1.25),
-        "answer_at": start + dt.timedelta(seconds=4),
-        "end_at": start + dt.timedelta(seconds=65.5),
-        "end_reason": "normal_clearing",
-        "status": 200,
-        "q850": 16,
-        "hangup_side": "callee",
-        "attempts": (
-            CdrAttempt("gwa", 503, "failed", start, start + dt.timedelta(seconds=0.5)),
-            CdrAttempt(
-                "gwb",
-                200,
-                "answered",
-                start + dt.timedelta(seconds=0.5),
-                start + dt.timedelta(seconds=65.5),
-                request_uri="sip:777911123456@192.0.2.2:5060",
-                ring_at=start + dt.timedelta(seconds=1.25),
-            ),
-        ),
-        "sell_rate": Decimal("0.200000"),
-        "sell_cost": Decimal("0.205000"),
-        "buy_rate": Decimal("0.150000"),
-        "buy_cost": Decimal("0.153750"),
-    }
-    fields.update(changes)
-    return CdrRecord(**fields)  # type: ignore[arg-type]
 
 
 def test_derived_durations() -> None:
@@ -340,47 +296,6 @@ def test_kill_9_after_a_burst_is_acknowledged_loses_nothing(tmp_path: Path) -> N
 
 
 # ----------------------------------------------------------------------- calls in progress
-
-#: Per-minute-free test rates: a deck id's cost of one billed second.
-PER_SECOND = {"sell": Decimal("0.002"), "buy-gwb": Decimal("0.001")}
-
-
-def rate(deck: str | None, number: str, start: dt.datetime, billsec: int) -> Decimal | None:
-    assert number == "447911123456"
-    return None if deck is None else PER_SECOND[deck] * billsec
-
-
-def call_start(call_id: str, answer_at: dt.datetime, **changes: object) -> CallStart:
-    """The mark ``Pipeline.answered`` queues: the CDR as known at the 2xx."""
-    cdr = record(
-        call_id,
-        answer_at - dt.timedelta(seconds=4),
-        end_at=answer_at,
-        end_reason="system_failure",
-        q850=41,
-        hangup_side="switch",
-        sell_cost=None,
-        buy_cost=None,
-        **changes,
-    )
-    attempts = list(cdr.attempts)
-    attempts[-1] = CdrAttempt("gwb", 200, "answered", answer_at - dt.timedelta(seconds=3.5))
-    cdr.attempts = tuple(attempts)
-    return CallStart(cdr, sell_deck="sell", buy_deck="buy-gwb", max_duration=3600.0)
-
-
-def ended(start: CallStart, seconds: float) -> CdrRecord:
-    """The same call's normal CDR, ``seconds`` after its answer."""
-    assert start.cdr.answer_at is not None
-    return dataclasses.replace(
-        start.cdr,
-        end_at=start.cdr.answer_at + dt.timedelta(seconds=seconds),
-        end_reason="normal_clearing",
-        q850=16,
-        hangup_side="caller",
-        duration=None,
-        billsec=None,
-    )
 
 
 def table(db: Path, sql: str) -> list[dict[str, object]]:

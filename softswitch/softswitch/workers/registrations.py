@@ -1,0 +1,350 @@
+"""Registered contacts across workers: each worker's index, kept in step through a journal
+of changes in shared memory.
+
+A REGISTER reaches one worker (the kernel's hash of its 4-tuple), a call to the registered
+account may reach any. Each worker keeps the in-memory index the call path reads
+(``registrar.Registrations``); :class:`SharedRegistrations` is that index whose changes are
+also written, in the order they happen, to a :class:`BindingJournal` every worker shares,
+and which applies the other workers' changes before it answers any question. So a contact
+registered (or unregistered) through one worker is seen by every other at its next lookup,
+with no database read on the call path and no wait for the registrar's writer to commit:
+the change is in the journal before the REGISTER's 200 leaves.
+
+Why a journal and not the database read on lookup: the registrar writes the table from a
+thread of its own, after the 200 (a commit per REGISTER on the event loop would cost a disk
+sync, or a network round trip on PostgreSQL); a call right after the 200 would not find the
+contact there yet. The database stays what a restart reads (``registrar.store``).
+
+The journal is a ring of the last :data:`ENTRIES` changes, each with its sequence number,
+under the shared table's lock. Publishing a change and taking the others' is one step under
+that lock, so every worker applies the changes in one order: the last change of a contact
+wins in every worker alike. A REGISTER holds the lock from reading the account's contacts
+to publishing its change (``exclusive``), so the contact cap counts every worker's. A
+worker catches up at every lookup and once a second (``Registrar.sweep_forever``).
+
+One that fell more than :data:`ENTRIES` changes behind (the ring went round) reads the
+table again and replays the ring, which holds every change the writers may not have
+committed yet (WARNING). That read is a database query, so it is not made on a lookup:
+``catch_up`` (once a second, from ``sweep_forever``) reads in a thread while the worker
+keeps answering from its index (with the changes the ring still holds applied), builds a
+new index from the rows and the ring, and swaps it in only when all of it succeeded; a
+failed read leaves the index as it was and is retried a second later (logged once). A
+worker starting (or restarted) does the same before it listens: the table, then the ring.
+
+Expiry needs no journal: every worker drops an expired contact by the clock alone
+(``Registrar.sweep``). Neither does a reload's drop: each binding carries the fingerprint
+of the credentials its REGISTER passed (``registrar.credentials``, in the journal too), and
+every worker judges it against its own configuration when it looks it up, so a binding
+made under a password a reload rotated is used by no worker, however often the ring is
+replayed, and whichever worker took it before its own reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import mmap
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from softswitch.registrar import Binding, Registrations
+
+from .table import ProcessLock
+
+__all__ = ["ENTRIES", "ENTRY_SIZE", "BindingJournal", "SharedRegistrations"]
+
+logger = logging.getLogger("softswitch.workers")
+
+#: Changes the ring keeps.
+ENTRIES: Final = 2048
+#: Bytes per change: its header and the JSON of a binding (a contact, a Call-ID and a
+#: User-Agent of up to 200 bytes fit many times over).
+ENTRY_SIZE: Final = 4096
+#: seq u64, worker i32, payload length u32.
+_ENTRY = struct.Struct("<qiI")
+_HEAD = struct.Struct("<q")
+_PAYLOAD = ENTRY_SIZE - _ENTRY.size
+
+#: A binding's fields as the journal writes them: the table's columns and its fingerprint.
+_FIELDS = tuple(f.name for f in dataclasses.fields(Binding))
+
+
+class BindingJournal:
+    """The ring of the last :data:`ENTRIES` binding changes (module docstring). Made by the
+    supervisor before the fork; every method but the constructor and :attr:`head` expects
+    ``lock`` held."""
+
+    def __init__(self, lock: ProcessLock) -> None:
+        self.lock = lock
+        self.memory = mmap.mmap(-1, _HEAD.size + ENTRIES * ENTRY_SIZE)
+
+    @property
+    def head(self) -> int:
+        """The sequence number of the newest change (0: none yet). Read without the lock
+        it may be a moment old, never a change that was not published."""
+        return int(_HEAD.unpack_from(self.memory, 0)[0])
+
+    def publish(self, worker: int, payload: bytes) -> int:
+        """Append a change; its sequence number. ``payload`` fits (:func:`fits`)."""
+        seq = self.head + 1
+        at = _HEAD.size + (seq % ENTRIES) * ENTRY_SIZE
+        _ENTRY.pack_into(self.memory, at, seq, worker, len(payload))
+        self.memory[at + _ENTRY.size : at + _ENTRY.size + len(payload)] = payload
+        _HEAD.pack_into(self.memory, 0, seq)
+        return seq
+
+    def since(self, seen: int) -> tuple[list[tuple[int, int, bytes]], bool]:
+        """The changes after ``seen`` still in the ring, oldest first, as (seq, worker,
+        payload); and whether some after ``seen`` are lost (the ring went round)."""
+        head = self.head
+        oldest = max(1, head - ENTRIES + 1)
+        out = []
+        for seq in range(max(seen + 1, oldest), head + 1):
+            at = _HEAD.size + (seq % ENTRIES) * ENTRY_SIZE
+            stored, worker, size = _ENTRY.unpack_from(self.memory, at)
+            if stored != seq:  # never written whole (a writer killed inside the lock)
+                continue
+            out.append(
+                (seq, worker, bytes(self.memory[at + _ENTRY.size : at + _ENTRY.size + size]))
+            )
+        return out, seen + 1 < oldest
+
+
+def fits(payload: bytes) -> bool:
+    return len(payload) <= _PAYLOAD
+
+
+def _put_payload(binding: Binding) -> bytes:
+    return json.dumps(["put", [getattr(binding, f) for f in _FIELDS]]).encode("utf-8")
+
+
+def _remove_payload(account_id: str, contact: str) -> bytes:
+    return json.dumps(["remove", account_id, contact]).encode("utf-8")
+
+
+def _binding(values: list[object]) -> Binding:
+    fields = dict(zip(_FIELDS, values, strict=True))
+    return Binding(**fields)  # type: ignore[arg-type]
+
+
+class SharedRegistrations(Registrations):
+    """``Registrations`` kept in step with the other workers' through ``journal``.
+
+    ``put`` and ``remove`` are shared (a REGISTER); ``forget`` is this worker's alone (the
+    expiry and a reload's drops, which every worker makes by itself). ``learned`` is called
+    with each binding another worker put that this worker's configuration accepts (the
+    guard trusts its source address, as the worker that checked its digest does).
+    ``reload`` reads the table again (the ring went round: ``catch_up``). Single-threaded
+    (the event loop), like ``Registrations``.
+    """
+
+    __slots__ = (
+        "_failed",
+        "_held",
+        "_journal",
+        "_lapped",
+        "_reload",
+        "_seen",
+        "_started",
+        "_worker",
+        "learned",
+    )
+
+    shared_table = True
+
+    def __init__(
+        self,
+        journal: BindingJournal,
+        worker: int,
+        reload: Callable[[], list[Binding]],
+    ) -> None:
+        super().__init__()
+        self._journal = journal
+        self._worker = worker
+        self._reload = reload
+        self._seen = 0
+        #: The ring went round since this worker last looked: ``catch_up`` reads the table.
+        self._lapped = False
+        #: The last table read failed (logged once until one succeeds).
+        self._failed = False
+        #: The journal's lock is held (``exclusive``).
+        self._held = False
+        #: ``restore`` ran: before it the index takes no changes (they would be judged
+        #: before the registrar tells it the credentials in force, and trusted unjudged).
+        self._started = False
+        self.learned: Callable[[Binding], None] | None = None
+
+    def restore(self, bindings: Iterable[Binding]) -> None:
+        """At start: the table's bindings (read by the caller), then every change the ring
+        still holds, this worker's earlier life's included (some may not be committed)."""
+        self._started = True
+        Registrations.restore(self, bindings)
+        with self._journal.lock:
+            changes, _ = self._journal.since(0)
+            self._seen = self._journal.head
+        self._apply(self, changes, skip_own=False)
+
+    def refresh(self) -> None:
+        """Take the other workers' changes (at every lookup, and once a second)."""
+        self._exchange(None)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The journal's lock, held with the other workers' changes taken: a REGISTER's
+        decision and its change are one step for every worker."""
+        with self._journal.lock:
+            self._held = True
+            try:
+                self._apply(self, self._trade(None), skip_own=True)
+                yield
+            finally:
+                self._held = False
+
+    async def catch_up(self) -> None:
+        """After the ring went round: the table read again in a thread, then the ring
+        replayed over it, swapped in whole; on a failure nothing changes and the next call
+        (a second later) tries again."""
+        if not self._lapped:
+            return
+        journal = self._journal
+        start = journal.head
+        try:
+            rows = await asyncio.to_thread(self._reload)
+        except Exception as e:
+            if not self._failed:
+                self._failed = True
+                logger.error(
+                    "registrations: reading the table again failed (retried every second;"
+                    " this worker keeps the contacts it has meanwhile): %s",
+                    e,
+                )
+            return
+        fresh = Registrations()
+        if self._accepted is not None:
+            fresh.accept(self._accepted)
+        fresh.restore(rows)
+        with journal.lock:
+            _, lost = journal.since(start)
+            changes, _ = journal.since(0)
+            head = journal.head
+        if lost:  # the ring went round again while the table was read: read it again
+            return
+        self._apply(fresh, changes, skip_own=False, learn=False)
+        self._by_account, self._by_source = fresh._by_account, fresh._by_source
+        self._seen = head
+        self._lapped = self._failed = False
+        logger.warning("registrations: %d contacts after reading the table again", len(fresh))
+        if self.learned is not None:
+            now = time.time()
+            for binding in fresh:
+                if binding.live(now):
+                    self.learned(binding)
+
+    # -- changes: this worker's go to the journal -----------------------------------------
+
+    def put(self, binding: Binding) -> None:
+        self._exchange(_put_payload(binding))
+        Registrations.put(self, binding)
+
+    def remove(self, account_id: str, contact: str) -> Binding | None:
+        self._exchange(_remove_payload(account_id, contact))
+        return Registrations.remove(self, account_id, contact)
+
+    # -- lookups: the other workers' changes first ---------------------------------------
+
+    def __len__(self) -> int:
+        self.refresh()
+        return super().__len__()
+
+    def __iter__(self) -> Iterator[Binding]:
+        self.refresh()
+        return super().__iter__()
+
+    def of(self, account_id: str) -> dict[str, Binding]:
+        self.refresh()
+        return super().of(account_id)
+
+    def contacts(self, account_id: str, now: float) -> list[Binding]:
+        self.refresh()
+        return super().contacts(account_id, now)
+
+    def account_at(
+        self, ip: str, port: int, now: float, transport: str | None = None
+    ) -> str | None:
+        self.refresh()
+        return super().account_at(ip, port, now, transport)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _exchange(self, payload: bytes | None) -> None:
+        """Under the lock: the others' changes since the last look, and ours after them."""
+        journal = self._journal
+        if payload is not None and not fits(payload):
+            logger.error(
+                "a registration change of %d bytes does not fit the workers' journal: the"
+                " other workers see it after a restart only",
+                len(payload),
+            )
+            payload = None
+        if payload is None and not self._started:
+            return  # ``restore`` replays the whole ring
+        if self._held:  # inside ``exclusive``: the lock is ours already
+            changes = self._trade(payload)
+        elif payload is None and journal.head == self._seen:
+            # Read without the lock (as ``SharedTable.blocked_hint``): a lookup when no worker
+            # changed anything costs no system call; a change made this instant is as if
+            # made just after the lookup.
+            return
+        else:
+            with journal.lock:
+                changes = self._trade(payload)
+        self._apply(self, changes, skip_own=True)
+
+    def _trade(self, payload: bytes | None) -> list[tuple[int, int, bytes]]:
+        """With the lock held: the changes since the last look, and ``payload`` published
+        after them. When some were lost (the ring went round), those still in the ring are
+        applied meanwhile and ``catch_up`` reads the table."""
+        journal = self._journal
+        changes, lapped = journal.since(self._seen)
+        if payload is not None:
+            journal.publish(self._worker, payload)
+        self._seen = journal.head
+        if lapped and not self._lapped:
+            self._lapped = True
+            logger.warning(
+                "registrations: more than %d changes since this worker last looked; reading"
+                " the table again",
+                ENTRIES,
+            )
+        return changes
+
+    def _apply(
+        self,
+        target: Registrations,
+        changes: list[tuple[int, int, bytes]],
+        *,
+        skip_own: bool,
+        learn: bool = True,
+    ) -> None:
+        """Apply journal changes to ``target`` (this index, or the one ``catch_up`` builds).
+        A put is applied whatever its fingerprint (it is the contact's last word; lookups
+        judge it), and learned only when this worker's configuration accepts it."""
+        for _, worker, payload in changes:
+            if skip_own and worker == self._worker:
+                continue  # applied when it was made
+            try:
+                change = json.loads(payload)
+                if change[0] == "put":
+                    binding = _binding(change[1])
+                    Registrations.put(target, binding)
+                    if learn and self.learned is not None and self.accepts(binding):
+                        self.learned(binding)
+                else:
+                    Registrations.remove(target, change[1], change[2])
+            except (ValueError, TypeError, IndexError, KeyError) as e:
+                logger.error("registrations: a journal entry does not decode: %s", e)

@@ -1,0 +1,110 @@
+"""The registrations table whatever order the workers' writers commit in: a row is replaced by
+a binding registered at the same second or later only, and an unregister leaves a tombstone
+that an older REGISTER committed after it does not replace; on SQLite and PostgreSQL.
+
+Each writer here stands for another worker's: two ``BindingWriter`` on one database, one
+committing after the other, as happens when two workers take REGISTERs of one contact."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from postgres_tool import postgres
+from softswitch.registrar import Binding, BindingWriter, load
+
+__all__ = ["postgres"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The registrations table on either database (PostgreSQL: a fresh, migrated one)."""
+    if request.param == "sqlite":
+        return tmp_path / "cdr.sqlite"
+    from softswitch.store.migrations import migrate
+
+    url: str = request.getfixturevalue("postgres").database()
+    migrate(url)
+    return url
+
+
+def binding(at: float, *, port: int = 5070) -> Binding:
+    return Binding(
+        account_id="pbx",
+        contact="sip:pbx@192.0.2.7:5070",
+        expires_at=at + 300,
+        q=1.0,
+        call_id="reg-1",
+        cseq=int(at),
+        transport="udp",
+        source_ip="192.0.2.7",
+        source_port=port,
+        nat=False,
+        registered_at=at,
+    )
+
+
+def committed(database: Path | str, *batches: list[Binding]) -> None:
+    """Each batch put by a writer of its own, committed in the order given."""
+    for batch in batches:
+        writer = BindingWriter(database)
+        writer.put(batch)
+        assert writer.flush()
+        writer.close()
+
+
+def test_an_older_register_committed_later_does_not_replace_a_newer(
+    database: Path | str,
+) -> None:
+    now = time.time()
+    older, newer = binding(now - 10, port=5070), binding(now, port=6080)
+    committed(database, [newer], [older])
+    assert load(database, now) == [newer]
+    later = binding(now + 1, port=7090)
+    committed(database, [later])  # a later one still replaces it
+    assert load(database, now) == [later]
+
+
+def test_an_unregister_wins_over_an_older_register_committed_after_it(
+    database: Path | str,
+) -> None:
+    now = time.time()
+    put = binding(now - 10)
+    first, second = BindingWriter(database), BindingWriter(database)
+    try:
+        first.put([put])
+        assert first.flush()
+        # Another worker unregisters the contact (the REGISTER with Expires: 0 at ``now``),
+        # and the first worker's writer commits a refresh made before that, late.
+        second.remove([put], tombstone_at=now)
+        assert second.flush()
+        first.put([dataclasses.replace(put, registered_at=now - 1, expires_at=now + 299)])
+        assert first.flush()
+        assert load(database, now) == []
+        # A REGISTER after the unregister binds the contact again.
+        again = binding(now + 1)
+        first.put([again])
+        assert first.flush()
+        assert load(database, now + 2) == [again]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_tombstones_are_deleted_once_no_writer_can_still_hold_an_older_register(
+    database: Path | str,
+) -> None:
+    from softswitch.registrar.store import KEEP_EXPIRED
+
+    now = time.time()
+    writer = BindingWriter(database)
+    writer.remove([binding(now - 10)], tombstone_at=now)
+    assert writer.flush()
+    writer.close()
+    assert load(database, now) == []
+    assert load(database, now + KEEP_EXPIRED + 1) == []
+    committed(database, [binding(now - 5)])  # older than the deleted tombstone: live again
+    assert [b.registered_at for b in load(database, now)] == [now - 5]
