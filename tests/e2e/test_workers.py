@@ -11,19 +11,32 @@ new call or source port is a coin toss: 16 tosses all alike happen once in 30 00
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime as dt
 import os
 import re
 import signal
 import socket
 import time
 import urllib.parse
+from decimal import Decimal
 from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
-from callflow_harness import LOCAL
+from callflow_harness import LOCAL, Sipp, Switch
 from callflow_net import NUMBER, Account, Carrier, Net, ok
+from test_billing import assert_chain, deck, ledger_rows, nanos, top_up
+from test_management import start
+from test_registrar import PASSWORD, PBX, TO_PBX
+from test_two_nodes import ANSWERED_OR_REFUSED, CONNECT_FEE_DECK, FIRST_HOLDS
+
+from redis_tool import running_redis
+from softswitch.billing import ledger
+from softswitch.billing.money import to_nanos
+from softswitch.cluster import SharedState
+from softswitch.workers.steering import FIRST, WINDOW, call_id_owner
 
 pytestmark = pytest.mark.e2e
 
@@ -169,6 +182,16 @@ def test_account_max_calls_holds_across_workers(net: Net) -> None:
     assert all(r["status"] == 503 for r in rows if r["end_reason"] == "limit_exceeded")
 
 
+def calls_up_on_both_workers(net: Net, hold_ms: int) -> list[Sipp]:
+    """Calls held ``hold_ms`` each, placed until both workers have one (at most 16)."""
+    up: list[Sipp] = []
+    while len({w for ws in workers_of_calls(net).values() for w in ws}) < 2 and len(up) < 16:
+        up.append(net.customer("uac_call", args=["-d", str(hold_ms)], label=f"up{len(up)}"))
+        time.sleep(0.3)
+    assert {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}, net.explain()
+    return up
+
+
 def test_sighup_reaches_both_workers_and_sigterm_drains_both(net: Net) -> None:
     gw1, gw2 = Carrier("gw1"), Carrier("gw2")
     switch = net.start_switch([gw1, gw2], [Account()], route=["gw1"], workers=2)
@@ -185,11 +208,7 @@ def test_sighup_reaches_both_workers_and_sigterm_drains_both(net: Net) -> None:
         net,
     )
     # Calls from many ports go to gw2 now, whichever worker takes them; two stay up.
-    up = []
-    while len({w for ws in workers_of_calls(net).values() for w in ws}) < 2 and len(up) < 16:
-        up.append(net.customer("uac_call", args=["-d", "1500"], label=f"up{len(up)}"))
-        time.sleep(0.3)
-    assert {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}, net.explain()
+    up = calls_up_on_both_workers(net, hold_ms=1500)
     switch.signal(signal.SIGTERM)
     ok(net, *up)
     assert switch.process is not None
@@ -212,11 +231,7 @@ def test_ctrl_c_to_the_process_group_drains_every_worker(net: Net) -> None:
     gw = Carrier("gw1")
     switch = net.start_switch([gw], [Account()], workers=2)
     carrier = net.carrier(gw, "uas_answer", calls=20)
-    up = []
-    while len({w for ws in workers_of_calls(net).values() for w in ws}) < 2 and len(up) < 16:
-        up.append(net.customer("uac_call", args=["-d", "2000"], label=f"up{len(up)}"))
-        time.sleep(0.3)
-    assert {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}, net.explain()
+    up = calls_up_on_both_workers(net, hold_ms=2000)
     switch.signal_group(signal.SIGINT)
     ok(net, *up)
     assert switch.process is not None
@@ -270,7 +285,6 @@ def test_killed_worker_is_restarted_and_its_calls_released(net: Net, tmp_path: P
 def test_statistics_and_operator_overrides_hold_across_workers(net: Net) -> None:
     """The primary's ``/metrics`` count every worker's calls; a gateway disabled through its
     API is disabled for the other worker too."""
-    from test_management import start
 
     gw = Carrier("gw1")
     api = start(net, [gw], [Account()], workers=2)
@@ -311,7 +325,6 @@ def test_statistics_and_operator_overrides_hold_across_workers(net: Net) -> None
 
 
 def test_live_calls_of_every_worker_listed_and_hung_up_from_the_api(net: Net) -> None:
-    from test_management import start
 
     gw = Carrier("gw1")
     api = start(net, [gw], [Account()], workers=2)
@@ -339,7 +352,6 @@ def test_live_calls_of_every_worker_listed_and_hung_up_from_the_api(net: Net) ->
 
 
 def test_reload_from_the_api_reaches_every_worker(net: Net) -> None:
-    from test_management import start
 
     gw1, gw2 = Carrier("gw1"), Carrier("gw2")
     api = start(net, [gw1, gw2], [Account()], route=["gw1"], workers=2)
@@ -524,14 +536,6 @@ def test_prepaid_credit_is_never_overspent_across_workers(net: Net) -> None:
     3. Twelve calls at once, each from its own source port (``-t un``) and Call-ID: both
     workers take some;
     exactly 3 are answered, the rest refused 402, and the ledger never goes below zero."""
-    import datetime as dt
-    from decimal import Decimal
-
-    from callflow_harness import Sipp
-    from test_two_nodes import ANSWERED_OR_REFUSED, CONNECT_FEE_DECK, FIRST_HOLDS
-
-    from softswitch.billing import ledger
-    from softswitch.billing.money import to_nanos
 
     placed = 12
     with ledger.connect(net.workdir / "cdr.sqlite", create=True) as conn:
@@ -591,7 +595,6 @@ def test_prepaid_credit_is_never_overspent_across_workers(net: Net) -> None:
 
 def _steered_to(worker: int, port: int, label: str) -> str:
     """A Call-ID (SIPp's ``-cid_str``, one call) that the steering puts on ``worker`` of 2."""
-    from softswitch.workers.steering import call_id_owner
 
     for n in range(1000):
         call_id = f"{label}-{n}"
@@ -605,9 +608,6 @@ def test_slices_of_one_account_cross_workers_and_never_overspend(net: Net) -> No
     3 s slices: each slice is held across workers, so the two calls are cut together when
     the 0.10 runs out, and never bill more than it. Then a top-up while the switch runs
     pays for one more call: nothing the first two held was left held (no leak)."""
-    from decimal import Decimal
-
-    from test_billing import assert_chain, deck, ledger_rows, nanos, top_up
 
     net.sell = deck(1)
     top_up(net, "customer", "0.100000")  # 10 call-seconds for both calls together
@@ -697,8 +697,6 @@ def test_registered_contacts_are_shared_by_the_workers(net: Net) -> None:
     worker knows the contact from the journal only. Its un-REGISTER, through one worker, is
     then seen by both: calls fail over to the carrier as ``to_pbx: not registered`` on
     each."""
-    from callflow_harness import Sipp
-    from test_registrar import PASSWORD, PBX, TO_PBX
 
     phone_at, backup = Carrier("phone"), Carrier("backup")
     net.start_switch([backup], [Account(), PBX], route=["to_pbx", "backup"], tail=TO_PBX, workers=2)
@@ -768,8 +766,6 @@ def test_a_rotated_password_keeps_a_registration_dropped_across_a_worker_restart
     contact stays dropped there too: calls through either worker fail over to the carrier
     as ``to_pbx: not registered`` (before the fix the restarted worker routed them to the
     phone again, and trusted its source)."""
-    from callflow_harness import Sipp
-    from test_registrar import PASSWORD, PBX, TO_PBX
 
     phone_at, backup = Carrier("phone"), Carrier("backup")
     args = dict(route=["to_pbx", "backup"], tail=TO_PBX, workers=2)
@@ -821,17 +817,6 @@ def test_with_redis_as_well_the_credit_is_held_in_redis(net: Net) -> None:
     every node, so they hold the credit (each worker is a node of its own there) and the
     shared memory is not used for it: exactly 3 of 12 calls answered, the refusals that
     other calls' holds caused name the nodes, and every hold is given back in Redis."""
-    import asyncio
-    import datetime as dt
-    from decimal import Decimal
-
-    from callflow_harness import Sipp, Switch
-    from test_two_nodes import ANSWERED_OR_REFUSED, CONNECT_FEE_DECK, FIRST_HOLDS
-
-    from redis_tool import running_redis
-    from softswitch.billing import ledger
-    from softswitch.billing.money import to_nanos
-    from softswitch.cluster import SharedState
 
     placed = 12
     with ledger.connect(net.workdir / "cdr.sqlite", create=True) as conn:
@@ -899,9 +884,6 @@ def test_cancelled_calls_with_the_call_id_past_the_window_stay_whole(net: Net, s
     the other worker: 481 to the CANCEL, and the INVITE ringing on. ``steering-off``:
     ``[server] steer_by_call_id = false`` (a kernel that refused the program): the
     4-tuple hash for all, the hand-off for every request another worker owns."""
-    from callflow_harness import Switch
-
-    from softswitch.workers.steering import FIRST, WINDOW
 
     calls = 12
     gw = Carrier("gw1")
@@ -918,7 +900,6 @@ def test_cancelled_calls_with_the_call_id_past_the_window_stay_whole(net: Net, s
     padded = scenario.replace(via, f"{via}      X-Route-Info: {'r' * _PADDING}\n")
     path = net.workdir / "uac_cancel_padded.xml"
     path.write_text(padded)
-    from callflow_harness import Sipp
 
     customer = Sipp(net.workdir, "customer", path, args=["-s", NUMBER, "-r", "10"], calls=calls)
     net.sipps.append(customer)
