@@ -44,23 +44,29 @@ class DeadlineTimer:
         self._resolution = resolution
         self._handle: asyncio.TimerHandle | None = None
         self._at: float | None = None
+        # The deadline last asked for while armed (before rounding): asked again after
+        # every message, it has mostly not moved, and then not even rounding is needed.
+        self._asked: float | None = None
 
     def schedule(self, deadline: float | None) -> None:
         """Arm for ``deadline`` (``None``: nothing pending); a no-op when it has not moved."""
-        if deadline is not None and self._resolution:
-            deadline = round_up(deadline, self._resolution)
-        if deadline == self._at:
+        if deadline == self._asked:
             return
-        self.cancel()
-        if deadline is not None:
-            self._handle = asyncio.get_running_loop().call_at(deadline, self._run, deadline)
-            self._at = deadline
+        at = deadline
+        if at is not None and self._resolution:
+            at = round_up(at, self._resolution)
+        if at != self._at:
+            self.cancel()
+            if at is not None:
+                self._handle = asyncio.get_running_loop().call_at(at, self._run, at)
+                self._at = at
+        self._asked = deadline
 
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        self._handle = self._at = None
+        self._handle = self._at = self._asked = None
 
     def _run(self, deadline: float) -> None:
-        self._handle = self._at = None
+        self._handle = self._at = self._asked = None
         self._fire(deadline)

@@ -28,6 +28,8 @@ from softswitch.sip.transaction import (
     PassUp,
     Send,
     ServerTransaction,
+    StartTimer,
+    StopTimer,
     Terminated,
     Timeout,
     Transaction,
@@ -169,7 +171,11 @@ class TransactionDriver:
     def process(self, outputs: Iterable[TransactionOutput]) -> None:
         """Carry out the layer's actions in order, then re-arm the timer at its next deadline."""
         for output in outputs:
-            tx, action = output.transaction, output.action
+            action = output.action
+            kind = type(action)
+            if kind is StartTimer or kind is StopTimer:
+                continue  # the layer keeps its timers; nearly half the actions
+            tx = output.transaction
             if isinstance(action, Send):
                 self._transmit(tx, action.message)
             elif isinstance(action, PassUp):

@@ -368,9 +368,10 @@ def response_destination(response: Response) -> tuple[str, int] | None:
     via = response.top_via
     if via is None:
         return None
-    host = _unbracket(via.received or via.host)
+    received = via.received
+    host = _unbracket(received or via.host)
     rport = via.rport
-    if isinstance(rport, int) and not isinstance(rport, bool) and via.received:
+    if isinstance(rport, int) and not isinstance(rport, bool) and received:
         return (host, rport)
     return (host, via.port or DEFAULT_SIP_PORT)
 
@@ -385,8 +386,13 @@ def _stamp_received(request: Request, source: Address) -> None:
     if via is None:
         return
     wants_rport = via.rport is True
-    if not wants_rport and _same_ip(via.host, source[0]):
-        return
+    if not wants_rport:
+        host = via.host
+        # The usual case first: the sent-by is the source address, written the same way.
+        if host == source[0] and _ip(host) is not None:
+            return
+        if _same_ip(host, source[0]):
+            return
     params: dict[str, str | None] = {"received": source[0]}
     if wants_rport:
         params["rport"] = str(source[1])
@@ -397,6 +403,10 @@ def _stamp_received(request: Request, source: Address) -> None:
 # ----------------------------------------------------------------------------- the sockets
 
 
+#: Peers whose UDP flow an endpoint keeps (``_DatagramEndpoint.flow``).
+_FLOW_CACHE_SIZE: Final = 4096
+
+
 class _DatagramEndpoint(asyncio.DatagramProtocol):
     def __init__(self, layer: TransportLayer) -> None:
         self._layer = layer
@@ -404,14 +414,32 @@ class _DatagramEndpoint(asyncio.DatagramProtocol):
         self.local: Address = ("", 0)
         #: A worker's listen socket, one of a reuse-port group (``TransportLayer.divert``).
         self.shared = False
+        # The flows of recent peers: a call's datagrams come from a few addresses, and a
+        # flow was made for each datagram.
+        self._flows: dict[Address, Flow] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # CPython 3.11's selector transport does not subclass DatagramTransport.
         self.transport = cast(asyncio.DatagramTransport, transport)
         self.local = _normalise(transport.get_extra_info("sockname"))
+        self._flows.clear()
+
+    def flow(self, remote: Address) -> Flow:
+        """The UDP flow between this socket and ``remote``."""
+        flow = self._flows.get(remote)
+        if flow is None or flow.local != self.local:
+            if len(self._flows) >= _FLOW_CACHE_SIZE:
+                self._flows.clear()  # bounded: a crowd of sources cannot grow it
+            flow = self._flows[remote] = Flow(Transport.UDP, self.local, remote)
+        return flow
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._layer._on_datagram(self, data, _normalise(addr))
+        # An IPv4 (host, port) is kept as it is; IPv6's 4-tuples and anything else reduced.
+        if not (
+            type(addr) is tuple and len(addr) == 2 and type(addr[0]) is str and type(addr[1]) is int
+        ):
+            addr = _normalise(addr)
+        self._layer._on_datagram(self, data, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the transaction layer times out on its own.
@@ -706,7 +734,11 @@ class TransportLayer:
             self._log_drop(request_flow, "response without a usable Via", response)
             return
         if request_flow.transport is Transport.UDP and _is_ip(dest[0]):
-            self.send(Flow(Transport.UDP, request_flow.local, dest), response)
+            endpoint = self._udp.get(request_flow.local)
+            if endpoint is not None and endpoint.local == request_flow.local:
+                self.send(endpoint.flow(dest), response)
+            else:
+                self.send(Flow(Transport.UDP, request_flow.local, dest), response)
             return
         task = asyncio.get_running_loop().create_task(
             self._send_response_later(response, request_flow, dest)
@@ -923,9 +955,10 @@ class TransportLayer:
         self._schedule_sweep()
 
     def _on_datagram(self, endpoint: _DatagramEndpoint, data: bytes, source: Address) -> None:
-        flow = Flow(Transport.UDP, endpoint.local, source)
-        if not data.strip(b"\r\n\t "):
-            return  # keep-alive
+        # Only a datagram starting with white space can be a keep-alive (strip copies).
+        if data[:1] in b"\r\n\t " and not data.strip(b"\r\n\t "):
+            return  # keep-alive (or empty)
+        flow = endpoint.flow(source)
         if len(data) > self.limits.max_message_size:
             self._log_drop(flow, f"datagram of {len(data)} bytes too large", None)
             return

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from softswitch.deadline import DeadlineTimer
 from softswitch.sip import Request, Response, SipParseError, parse_message
 from softswitch.sip.timers import TimerConfig
 from softswitch.sip.transaction import ClientTransaction, ServerTransaction, Transaction
@@ -309,3 +310,33 @@ def test_a_failing_task_is_logged_with_its_call_id(caplog: pytest.LogCaptureFixt
         assert record.call_id == "call-9"  # type: ignore[attr-defined]
 
     run(body)
+
+
+@pytest.mark.parametrize("resolution", [0.0, 0.01])
+def test_the_same_deadline_is_armed_again_after_it_fired_or_was_cancelled(
+    resolution: float,
+) -> None:
+    fired: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        timer = DeadlineTimer(fired.append, resolution=resolution)
+        at = loop.time() + 0.01
+        timer.schedule(at)
+        await asyncio.sleep(0.05)
+        assert len(fired) == 1
+        timer.schedule(at)  # in the past now: fires at once
+        await asyncio.sleep(0.02)
+        assert len(fired) == 2
+        timer.schedule(at + 0.03)
+        timer.cancel()
+        timer.schedule(at + 0.03)
+        timer.schedule(None)
+        await asyncio.sleep(0.05)
+        assert len(fired) == 2  # cancelled by None
+        timer.schedule(at + 0.03)
+        await asyncio.sleep(0.02)
+        assert len(fired) == 3
+        assert fired[2] >= at + 0.03
+
+    asyncio.run(main())

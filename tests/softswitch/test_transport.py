@@ -210,6 +210,40 @@ def test_udp_request_is_stamped_and_answered_at_its_source_port() -> None:
     run(body())
 
 
+def test_udp_keepalives_are_skipped_and_each_peer_keeps_its_flow() -> None:
+    """Blank datagrams are keep-alives; blank lines before a message do not make it one."""
+
+    async def body() -> None:
+        inbox = Inbox()
+        layer = TransportLayer(inbox)
+        addr = await layer.listen(Transport.UDP, (LOCAL, 0))
+        peer, other = await UdpPeer.open(), await UdpPeer.open()
+        try:
+            for keepalive in (b"\r\n\r\n", b"\r\n", b" \t\r\n"):
+                peer.send(keepalive, addr)
+            peer.send(b"\r\n" + options(call_id="after-blank@test"), addr)
+            other.send(options(call_id="other@test"), addr)
+            peer.send(options(call_id="again@test"), addr)
+            got = [await inbox.get() for _ in range(3)]
+            assert sorted(m.call_id or "" for m, _ in got) == [
+                "after-blank@test",
+                "again@test",
+                "other@test",
+            ]
+            flows = {m.call_id: f for m, f in got}
+            assert flows["after-blank@test"] == Flow(Transport.UDP, addr, (LOCAL, peer.port))
+            assert flows["again@test"] == flows["after-blank@test"]
+            assert flows["other@test"] == Flow(Transport.UDP, addr, (LOCAL, other.port))
+            with pytest.raises(TimeoutError):
+                await inbox.get(timeout=0.2)
+        finally:
+            peer.close()
+            other.close()
+            await layer.close()
+
+    run(body())
+
+
 def test_udp_response_without_rport_goes_to_the_sent_by_port() -> None:
     """RFC 3261 18.2.2: no rport, so the answer goes to the Via port, not the source port."""
 

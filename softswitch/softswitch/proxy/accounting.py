@@ -20,6 +20,7 @@ import datetime as dt
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from softswitch.call.billing import call_costs
 from softswitch.call.cli import Identity
@@ -36,6 +37,7 @@ from .calls import Attempt, Call
 from .engine import Reply
 
 __all__ = [
+    "CdrMemo",
     "RefusedInvite",
     "Retransmissions",
     "bare_cdr",
@@ -125,6 +127,93 @@ def _attempt(a: Attempt) -> CdrAttempt:
     )
 
 
+class CdrMemo:
+    """What an answered call's two records (its ``CallStart`` at the answer, its CDR at the
+    end) share, worked out once: the fields that cannot change once the call is answered,
+    and each attempt's record. Reused only while what they were read from is unchanged
+    (``key``; an attempt's record, while the attempt's fields are)."""
+
+    __slots__ = ("attempts", "fixed", "key")
+
+    def __init__(self) -> None:
+        self.key: tuple[object, ...] | None = None
+        self.fixed: _Fixed | None = None
+        self.attempts: dict[int, tuple[tuple[object, ...], CdrAttempt]] = {}
+
+    def attempt(self, a: Attempt) -> CdrAttempt:
+        """``_attempt(a)``, or its record from the last build when ``a`` is as it was."""
+        state = (
+            a.gateway_id,
+            a.status,
+            a.outcome,
+            a.started_at,
+            a.ended_at,
+            a.request_uri,
+            a.ring_at,
+        )
+        known = self.attempts.get(id(a))
+        if known is not None and known[0] == state:
+            return known[1]
+        record = _attempt(a)
+        self.attempts[id(a)] = (state, record)
+        return record
+
+
+class _Fixed:
+    """The record's fields that ``build_cdr`` derives from the call, its account and its plan
+    and that no later event of an answered call changes."""
+
+    __slots__ = (
+        "answer_at",
+        "buy_rate",
+        "caller",
+        "caller_id",
+        "invite_at",
+        "pdd",
+        "ring_at",
+        "source",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        source: str,
+        caller: str,
+        invite_at: dt.datetime,
+        ring_at: dt.datetime | None,
+        answer_at: dt.datetime | None,
+        pdd: float | None,
+        buy_rate: Decimal | None,
+        trace: str,
+        caller_id: str | None,
+    ) -> None:
+        self.source, self.caller, self.caller_id = source, caller, caller_id
+        self.invite_at, self.ring_at, self.answer_at = invite_at, ring_at, answer_at
+        self.pdd, self.buy_rate, self.trace = pdd, buy_rate, trace
+
+
+def _fixed(call: Call, plan: RoutePlan, skipped: Sequence[tuple[str, str]]) -> _Fixed:
+    invite_at = _at_required(call.invite_at)
+    ring_at = _at(call.ring_at)
+    buy_rate = None
+    if call.answered_gateway is not None:
+        buy_rate = next(
+            (c.rate for c in plan.candidates if c.gateway == call.answered_gateway), None
+        )
+    return _Fixed(
+        source=_source(call.caller_flow),
+        caller=_caller(call.invite),
+        invite_at=invite_at,
+        ring_at=ring_at,
+        answer_at=_at(call.answer_at),
+        # ``CdrRecord``'s own rule (``seconds_between``), on datetimes already in UTC.
+        pdd=None if ring_at is None else max(0.0, round((ring_at - invite_at).total_seconds(), 3)),
+        buy_rate=buy_rate,
+        trace=routing_trace(plan, skipped),
+        caller_id=_caller_id(call),
+    )
+
+
 def routing_trace(plan: RoutePlan, skipped: Sequence[tuple[str, str]]) -> str:
     """The routing decision in one line (DESIGN.md principle 7): the candidates in order, each
     gateway ``lcr`` rejected, each one quality routing moved last and each one selection
@@ -147,44 +236,64 @@ def build_cdr(
     skipped: Sequence[tuple[str, str]] = (),
     *,
     costed: bool = True,
+    memo: CdrMemo | None = None,
 ) -> CdrRecord:
     """The CDR of an admitted call (answered or not), costed for ``billed_duration``
-    (``costed=False``: without costs, for a call-start record that is re-rated anyway)."""
+    (``costed=False``: without costs, for a call-start record that is re-rated anyway).
+    ``memo``: the call's own, to share the work with its other record (``CdrMemo``)."""
     end_at = _at_required(call.end_at if call.end_at is not None else call.invite_at)
-    answer_at = _at(call.answer_at)
     duration, billsec = billed_duration(call)
-    sell = buy = buy_rate = None
+    sell = buy = None
     gateway = None
     if call.answered_gateway is not None:
         gateway = snapshot.gateways.get(call.answered_gateway)
-        buy_rate = next(
-            (c.rate for c in plan.candidates if c.gateway == call.answered_gateway), None
+    if memo is None:
+        fixed = _fixed(call, plan, skipped)
+        attempts = tuple([_attempt(a) for a in call.attempts])
+    else:
+        key = (
+            call.ring_at,
+            call.answer_at,
+            call.answered_gateway,
+            call.caller_flow,
+            id(call.invite),
+            id(plan),
+            len(skipped),
+            id(call.admission.policy),
         )
+        if memo.key != key or memo.fixed is None:
+            memo.fixed, memo.key = _fixed(call, plan, skipped), key
+        fixed = memo.fixed
+        attempts = tuple([memo.attempt(a) for a in call.attempts])
+    answer_at = fixed.answer_at
+    end_reason = _end_reason(call)
+    status = call.final_status or 500
     record = CdrRecord(
         call_id=call.call_id,
         account_id=account.id,
-        source=_source(call.caller_flow),
-        caller=_caller(call.invite),
+        source=fixed.source,
+        caller=fixed.caller,
         callee_dialed=call.admission.number_dialed,
         callee_normalised=call.admission.number,
         callee_sent=call.number_sent,
         gateway_id=call.answered_gateway,
         route_prefix=plan.prefix,
-        invite_at=_at_required(call.invite_at),
-        ring_at=_at(call.ring_at),
+        invite_at=fixed.invite_at,
+        ring_at=fixed.ring_at,
         answer_at=answer_at,
         end_at=end_at,
         duration=duration,
         billsec=billsec,
+        pdd=fixed.pdd,
         hangup_side=call.hangup_side if answer_at is not None else None,
-        end_reason=_end_reason(call),
-        status=call.final_status or 500,
-        q850=_q850(_end_reason(call), call.final_status or 500),
-        attempts=tuple(_attempt(a) for a in call.attempts),
+        end_reason=end_reason,
+        status=status,
+        q850=_q850(end_reason, status),
+        attempts=attempts,
         sell_rate=plan.sell_rate,
-        buy_rate=buy_rate,
-        detail=_detail(routing_trace(plan, skipped), call.end_detail),
-        caller_id=_caller_id(call),
+        buy_rate=fixed.buy_rate,
+        detail=_detail(fixed.trace, call.end_detail),
+        caller_id=fixed.caller_id,
     )
     if answer_at is not None and costed:
         sell, buy = call_costs(

@@ -110,6 +110,8 @@ class EngineCore:
         #: Requests of our own (OPTIONS probes) -> who waits for the final answer.
         self._own: dict[ClientTransaction, asyncio.Future[Response | None]] = {}
         self._ours: set[Address] = set()
+        #: Our Via's text up to its branch value, by what ``_our_via`` writes before it.
+        self._via_heads: dict[tuple[object, str, int], str] = {}
 
     def is_ours(self, host: str, port: int) -> bool:
         """Whether ``host:port`` names one of our listeners (loop detection, own Routes)."""
@@ -147,6 +149,27 @@ class EngineCore:
         self._process(outputs)
         return tx
 
-    def _our_via(self, flow: Flow) -> Via:
+    def _our_via(self, flow: Flow) -> str:
+        """Our Via for a request leaving on ``flow``, as header text: what
+        ``str(Via.new(transport, host, port))`` writes, its fixed part kept per sent-by
+        (a fresh branch each time)."""
         host, port = self.transport.sent_by(flow)
-        return Via.new(str(flow.transport), uri_host(host), port, branch=make_branch())
+        key = (flow.transport, host, port)
+        head = self._via_heads.get(key)
+        if head is None:
+            via = Via.new(str(flow.transport), uri_host(host), port, branch=_BRANCH_MARK)
+            text = str(via)
+            if not text.endswith(f";branch={_BRANCH_MARK}"):  # not one Via.new writes
+                return str(Via.new(str(flow.transport), uri_host(host), port, branch=make_branch()))
+            if len(self._via_heads) >= _VIA_HEADS_MAX:
+                # Outgoing TCP without a listener of that address sends from a new port
+                # per connection: bounded, as the other per-hop caches are.
+                self._via_heads.clear()
+            head = self._via_heads[key] = text[: -len(_BRANCH_MARK)]
+        return head + make_branch()
+
+
+#: Sent-by addresses whose Via text ``_our_via`` keeps at most.
+_VIA_HEADS_MAX = 256
+#: A branch value no Via of ours ends with otherwise: marks where ``_our_via``'s head ends.
+_BRANCH_MARK = "z9hG4bK-mark-of-the-head"

@@ -39,7 +39,7 @@ def build_request(
     method: str,
     uri: str,
     *,
-    via: Via,
+    via: Via | str,
     routes: Iterable[str],
     from_: str,
     to: str,
@@ -64,7 +64,7 @@ def build_request(
 
 
 def teardown_requests(
-    call: Call, reason: str, via_for: Callable[[Flow], Via], user_agent: str
+    call: Call, reason: str, via_for: Callable[[Flow], Via | str], user_agent: str
 ) -> list[tuple[Request, Flow]]:
     """A BYE for each side of an answered call, with the flow each goes out on.
 
@@ -119,7 +119,7 @@ def late_answer_requests(
     response_to: str,
     target: str,
     routes: Sequence[str],
-    via_for: Callable[[], Via],
+    via_for: Callable[[], Via | str],
     user_agent: str,
 ) -> tuple[Request, Request]:
     """The ACK and the BYE for a 2xx that arrived after its branch was abandoned."""

@@ -111,9 +111,10 @@ class CallEnding(EngineCore):
         call.end_at = time.time()
         if hangup_side is not None and call.hangup_side is None:
             call.hangup_side = hangup_side
-        stop_call_timer(call, "duration_timer")
-        stop_call_timer(call, "budget_timer")
-        stop_call_timer(call, "ack_timer")
+        for handle in (call.duration_timer, call.budget_timer, call.ack_timer):
+            if handle is not None:
+                handle.cancel()
+        call.duration_timer = call.budget_timer = call.ack_timer = None
         if call.media is not None and self.media is not None:
             self.media.unwatch(call)
         branch = call.branch

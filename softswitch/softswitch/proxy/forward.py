@@ -10,6 +10,7 @@ P-Asserted-Identity, their user part only: ``call.cli``), and its body untouched
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -57,6 +58,12 @@ def own_uri(hop: Hop) -> SipURI:
     return SipURI(host=_uri_host(hop.host), port=hop.port, params=params)
 
 
+@functools.lru_cache(maxsize=64)
+def _record_route(hop: Hop) -> str:
+    """Our Record-Route value for ``hop`` (the same for every call through it)."""
+    return str(NameAddr(own_uri(hop)))
+
+
 def check_request(request: Request, is_ours: Callable[[str, int], bool]) -> tuple[int, str] | None:
     """The sanity checks of RFC 3261 16.3 that ``validate_request`` leaves to a proxy.
 
@@ -82,7 +89,7 @@ def check_request(request: Request, is_ours: Callable[[str, int], bool]) -> tupl
 
 def copy_request(request: Request) -> Request:
     """An independent copy that keeps the received header bytes."""
-    return Request(request.method, request.uri, request.headers.copy(), request.body)
+    return request.copy()
 
 
 def _decrement_max_forwards(request: Request) -> None:
@@ -109,7 +116,7 @@ def prepare_branch(
     request: Request,
     *,
     uri: SipURI,
-    via: Via,
+    via: Via | str,
     record_route: Iterable[Hop],
     is_ours: Callable[[str, int], bool],
     realm: str | None = None,
@@ -131,7 +138,7 @@ def prepare_branch(
     _decrement_max_forwards(out)
     _remove_own_credentials(out, realm)
     for hop in reversed(list(record_route)):
-        out.headers.prepend("Record-Route", str(NameAddr(own_uri(hop))))
+        out.headers.prepend("Record-Route", _record_route(hop))
     out.push_via(via)
     return out
 
@@ -160,7 +167,7 @@ def _names_realm(credentials: str, realm: str) -> bool:
 
 
 def prepare_in_dialog(
-    request: Request, *, via: Via, is_ours: Callable[[str, int], bool]
+    request: Request, *, via: Via | str, is_ours: Callable[[str, int], bool]
 ) -> Request:
     """A mid-dialog request on its way through (16.4, 16.6): our Routes off, our Via on."""
     out = copy_request(request)
@@ -176,7 +183,7 @@ def relay_response(response: Response, *, restore: Iterable[tuple[str, str]] = (
     ``restore``: fields put back as the caller sent them, for a branch whose INVITE had them
     replaced (a gateway echoes the ``From`` it got; the caller gets its own back).
     """
-    out = Response(response.status, response.reason, response.headers.copy(), response.body)
+    out = response.copy()
     out.pop_via()
     for name, value in restore:
         out.headers.set(name, value)

@@ -31,7 +31,7 @@ from . import forward
 from .calls import Attempt, Branch, Call, Phase, Target
 from .core import log_call, logger
 from .dialogs import late_answer_requests, routes_beyond_us
-from .ending import stop_call_timer, stop_setup_timer
+from .ending import stop_setup_timer
 from .failover import best_final_status, should_fail_over
 from .forward import Hop
 from .media import MediaSteps
@@ -196,8 +196,8 @@ class Hunting(MediaSteps):
 
     def _branch_request(self, call: Call, target: Target, flow: Flow) -> Request:
         """The caller's INVITE as this gateway gets it (``forward.prepare_branch``)."""
-        outbound = Hop(flow.transport, *self.transport.sent_by(flow))
-        inbound = Hop(call.caller_flow.transport, *self.transport.sent_by(call.caller_flow))
+        outbound = _hop(flow.transport, *self.transport.sent_by(flow))
+        inbound = _hop(call.caller_flow.transport, *self.transport.sent_by(call.caller_flow))
         hops = [outbound] if outbound == inbound else [outbound, inbound]
         return forward.prepare_branch(
             call.invite,
@@ -402,7 +402,9 @@ class Hunting(MediaSteps):
         if call.invite.cseq is not None:
             call.caller_cseq = max(call.caller_cseq, call.invite.cseq.seq)
         self._dialogs[call.key] = call
-        stop_call_timer(call, "budget_timer")
+        if call.budget_timer is not None:
+            call.budget_timer.cancel()
+            call.budget_timer = None
         loop = asyncio.get_running_loop()
         call.duration_timer = loop.call_later(call.admission.max_duration, self._max_duration, call)
         call.ack_timer = loop.call_later(call.admission.ack_timeout, self._no_ack, call)
@@ -440,6 +442,12 @@ def _for_caller(branch: Branch, response: Response) -> Response:
         if original is not None:
             restore = (("From", original),)
     return forward.relay_response(response, restore=restore)
+
+
+@functools.lru_cache(maxsize=256)
+def _hop(transport: Transport, host: str, port: int) -> Hop:
+    """One of our few hops (a frozen value, made once rather than twice per branch)."""
+    return Hop(transport, host, port)
 
 
 @functools.lru_cache(maxsize=256)

@@ -74,6 +74,7 @@ from softswitch.stats.events import ended_of, refused_of, started_of
 from softswitch.transport import Flow, Malformed, Transport
 
 from .accounting import (
+    CdrMemo,
     RefusedInvite,
     Retransmissions,
     bare_cdr,
@@ -127,6 +128,9 @@ class CallContext:
     #: Gateways whose ``capacity`` across nodes the call holds a slot of (``shared_claim``),
     #: each given back when its branch ends.
     shared_gateways: set[str] = field(default_factory=set)
+    #: An answered call's record work shared by its ``CallStart`` and its CDR (None until
+    #: the answer: a call's only record needs none).
+    cdr_memo: CdrMemo | None = None
 
 
 def _customer_rule(snapshot: Snapshot) -> Callable[[str, int], bool]:
@@ -554,7 +558,9 @@ class Pipeline:
         """
         context = _context(call)
         covered = None
-        if self.meter is not None:
+        # A call that holds no credit is not metered (``CreditMeter.answered`` answers None
+        # at once): no rate to look up for it.
+        if self.meter is not None and self.meter.book.hold(context) is not None:
             try:
                 rate = _answer_rate(context, call)
             except Exception:  # metered at the admission's rate instead
@@ -570,6 +576,7 @@ class Pipeline:
                 )
         try:
             try:
+                memo = context.cdr_memo = CdrMemo()
                 record = build_cdr(
                     call,
                     context.snapshot,
@@ -577,6 +584,7 @@ class Pipeline:
                     context.plan,
                     context.skipped,
                     costed=False,
+                    memo=memo,
                 )
             except Exception:  # a bug: the mark still says what is known
                 record = bare_cdr(call, context.account)
@@ -610,7 +618,12 @@ class Pipeline:
         context = _context(call)
         try:
             record = build_cdr(
-                call, context.snapshot, context.account, context.plan, context.skipped
+                call,
+                context.snapshot,
+                context.account,
+                context.plan,
+                context.skipped,
+                memo=context.cdr_memo,
             )
         except Exception:  # a costing bug must not cost us the record
             logger.exception("CDR costing failed", extra={"call_id": call.call_id})

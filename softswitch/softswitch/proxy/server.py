@@ -58,6 +58,7 @@ from softswitch.stats.prometheus import Metrics
 from softswitch.store.opening import describe_database, open_cdr_store
 from softswitch.store.sweep import RecoverySweep
 from softswitch.transport import Limits, Transport
+from softswitch.workers.statistics import ForwardingStatistics
 
 from .collector import quiet_collector, restore_collector
 from .engine import UDP_RECEIVE_BUFFER, Engine
@@ -456,6 +457,8 @@ class Switch:
             await self.shared.close()  # after the calls ended: their slots are back
         if self._inbox is not None:
             self._inbox.stop()
+        if isinstance(self.stats, ForwardingStatistics):
+            self.stats.flush()  # the ends of the calls just drained, to the primary
         if self._answerer is not None:
             self._answerer.stop()
         if self.media is not None:

@@ -18,6 +18,9 @@ from . import grammar as g
 from .errors import SipParseError
 from .uri import URI, SipURI, parse_uri
 
+_PLAIN_PARAMS_RE: Final = g.PLAIN_PARAMS_RE
+_VIA_COMMON_RE: Final = g.VIA_COMMON_RE
+
 __all__ = [
     "BRANCH_MAGIC_COOKIE",
     "AuthHeader",
@@ -112,6 +115,17 @@ def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
     Values are kept as written (quoted strings with their quotes) so that printing the
     parameters back gives the same meaning.
     """
+    if pos < len(text) and _PLAIN_PARAMS_RE.fullmatch(text, pos) is not None:
+        # No blanks, no quoted or bracketed values: split, as GENERIC_PARAM_RE would read.
+        params: dict[str, str | None] = {}
+        for piece in text[pos + 1 :].split(";"):
+            name, eq, value = piece.partition("=")
+            params[name] = value if eq else None
+        return params
+    return _parse_params_general(text, pos, what)
+
+
+def _parse_params_general(text: str, pos: int, what: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     n = len(text)
     while pos < n:
@@ -170,15 +184,15 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self.param("branch")
+        return _lookup(self.params, "branch")
 
     @property
     def received(self) -> str | None:
-        return self.param("received")
+        return _lookup(self.params, "received")
 
     @property
     def maddr(self) -> str | None:
-        return self.param("maddr")
+        return _lookup(self.params, "maddr")
 
     @property
     def ttl(self) -> int | None:
@@ -187,7 +201,7 @@ class Via:
 
     @property
     def rport(self) -> int | bool | None:
-        r = self.param("rport")
+        r = _lookup(self.params, "rport")
         if r is None:
             return None
         return int(r) if r else True
@@ -214,6 +228,30 @@ class Via:
         return dataclasses.replace(self, **changes)
 
 
+def _slot_setters(cls: type, names: str) -> tuple[Any, ...]:
+    return tuple(vars(cls)[name].__set__ for name in names.split())
+
+
+_new_object: Final = object.__new__
+_VIA_SLOTS: Final = _slot_setters(Via, "transport host port params protocol")
+
+
+def _new_via(
+    transport: str, host: str, port: int | None, params: dict[str, str | None], protocol: str
+) -> Via:
+    """``Via(transport, host, port, params, protocol)`` for the parsers, made by filling
+    the slots: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, which was a measurable share of parsing a Via."""
+    via = _new_object(Via)
+    s_transport, s_host, s_port, s_params, s_protocol = _VIA_SLOTS
+    s_transport(via, transport)
+    s_host(via, host)
+    s_port(via, port)
+    s_params(via, params)
+    s_protocol(via, protocol)
+    return via
+
+
 #: Parsed values by their exact text. A call carries the same From, To, Contact, Route and
 #: Via values in many messages (the request, its provisional and final responses, the ACK
 #: and BYE on both legs), so each is parsed once instead of once per message. The values
@@ -222,6 +260,9 @@ class Via:
 #: A parsed value is therefore shared: treat its ``params`` as read-only and change a value
 #: with ``with_params``/``with_``, which copy.
 PARSE_CACHE_SIZE: Final = 8192
+#: The longest text a cache keeps (characters). Real values are far shorter; without the
+#: limit a peer could fill every cache with 64 KiB values (gigabytes held).
+CACHED_TEXT_MAX: Final = 512
 _via_cache: dict[str, Via] = {}
 _name_addr_cache: dict[str, NameAddr] = {}
 
@@ -231,6 +272,8 @@ def parse_via(value: str) -> Via:
     via = _via_cache.get(value)
     if via is None:
         via = _parse_via(value)
+        if len(value) > CACHED_TEXT_MAX:
+            return via
         if len(_via_cache) >= PARSE_CACHE_SIZE:
             _via_cache.clear()
         _via_cache[value] = via
@@ -238,18 +281,41 @@ def parse_via(value: str) -> Via:
 
 
 def _parse_via(value: str) -> Via:
+    m = _VIA_COMMON_RE.fullmatch(value)
+    if m is not None:
+        # ``SIP/2.0/UDP host:port;branch=...``: what SENT_PROTOCOL_RE and parse_params
+        # would read, found by one pattern.
+        transport, host, port, ptext = m.groups()
+        params: dict[str, str | None] = {}
+        if ptext:
+            for piece in ptext[1:].split(";"):
+                name, eq, v = piece.partition("=")
+                params[name] = v if eq else None
+        return _checked_via(transport, host, port, params, "SIP/2.0")
+    return _parse_via_general(value)
+
+
+def _parse_via_general(value: str) -> Via:
     m = g.SENT_PROTOCOL_RE.match(value)
     if m is None:
         raise SipParseError("Bad Via header")
     name, version, transport, host, port = m.groups()
     params = parse_params(value, m.end(), "Via")
+    return _checked_via(transport, host, port, params, f"{name}/{version}")
+
+
+def _checked_via(
+    transport: str, host: str, port: str | None, params: dict[str, str | None], protocol: str
+) -> Via:
     p = None
     if port is not None:
         p = int(port)
         if p > 65535:
             raise SipParseError("Bad Via port")
     if params:
-        low = {k.lower(): v for k, v in params.items()}
+        # Names as written are usually lower-case already (then the dict is its own
+        # lower-cased copy); tokens are ASCII, so ``islower`` of them all says so.
+        low = params if "".join(params).islower() else {k.lower(): v for k, v in params.items()}
         ttl = low.get("ttl", "")
         if ttl != "" and (ttl is None or (t := small_int(ttl, 3)) is None or t > 255):
             raise SipParseError("Bad Via ttl")
@@ -258,11 +324,15 @@ def _parse_via(value: str) -> Via:
             raise SipParseError("Bad Via rport")
         if "branch" in low and not low["branch"]:
             raise SipParseError("Bad Via branch")
-    return Via(transport.upper(), host, p, params, f"{name}/{version}")
+    return _new_via(transport.upper(), host, p, params, protocol)
 
 
 def parse_via_list(values: list[str]) -> tuple[Via, ...]:
-    return tuple(parse_via(v) for v in values)
+    cache = _via_cache
+    if len(values) == 1:
+        via = cache.get(values[0])
+        return (parse_via(values[0]) if via is None else via,)
+    return tuple([parse_via(v) for v in values])
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,7 +382,7 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
-        return self.param("tag")
+        return _lookup(self.params, "tag")
 
     def with_tag(self, tag: str) -> NameAddr:
         new = {k: v for k, v in self.params.items() if k.lower() != "tag"}
@@ -323,12 +393,30 @@ class NameAddr:
         return dataclasses.replace(self, **changes)
 
 
+#: ``[display] <URI>`` texts (through the ``>``) with their URI and display name: the tag
+#: after them is new in every call, the rest of a From or To is not.  Kept only where that
+#: ``>`` is the value's first, so the text up to the first ``>`` of another value finds it
+#: exactly when the general parse would read that text the same way.
+_bracketed_cache: dict[str, tuple[URI, str | None]] = {}
+
+
 def parse_name_addr(value: str) -> NameAddr:
     """One ``(name-addr / addr-spec) *(SEMI param)`` element."""
     na = _name_addr_cache.get(value)
     if na is None:
-        na = _parse_name_addr(value)
-        if isinstance(na.uri, SipURI):  # the URI types whose == compares by value
+        gt = value.find(">")
+        known = _bracketed_cache.get(value[: gt + 1]) if gt > 0 else None
+        if known is not None:
+            na = NameAddr(known[0], known[1], parse_params(value, gt + 1, "header"))
+        else:
+            uri, display, pos = _parse_name_addr_head(value)
+            na = NameAddr(uri, display, parse_params(value, pos, "header"))
+            if pos == gt + 1 and 0 < gt < CACHED_TEXT_MAX and isinstance(uri, SipURI):
+                if len(_bracketed_cache) >= PARSE_CACHE_SIZE:
+                    _bracketed_cache.clear()
+                _bracketed_cache[value[:pos]] = (uri, display)
+        # Only the URI types whose == compares by value.
+        if isinstance(na.uri, SipURI) and len(value) <= CACHED_TEXT_MAX:
             if len(_name_addr_cache) >= PARSE_CACHE_SIZE:
                 _name_addr_cache.clear()
             _name_addr_cache[value] = na
@@ -336,6 +424,12 @@ def parse_name_addr(value: str) -> NameAddr:
 
 
 def _parse_name_addr(value: str) -> NameAddr:
+    uri, display, pos = _parse_name_addr_head(value)
+    return NameAddr(uri, display, parse_params(value, pos, "header"))
+
+
+def _parse_name_addr_head(value: str) -> tuple[URI, str | None, int]:
+    """The URI, the display name and where the header parameters start."""
     v = value
     display: str | None = None
     if v.startswith('"'):
@@ -373,11 +467,11 @@ def _parse_name_addr(value: str) -> NameAddr:
             raise SipParseError("Bad addr-spec")
         uri = parse_uri(text)
         pos = len(v) if semi < 0 else semi
-    return NameAddr(uri, display, parse_params(v, pos, "header"))
+    return uri, display, pos
 
 
 def parse_name_addr_list(values: list[str]) -> tuple[NameAddr, ...]:
-    return tuple(parse_name_addr(v) for v in values)
+    return tuple([parse_name_addr(v) for v in values])
 
 
 # ---------------------------------------------------------------------------------------
@@ -395,7 +489,23 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+#: CSeq values by their exact text: ``1 INVITE``, ``2 BYE`` ... recur in every call.
+_cseq_cache: dict[str, CSeq] = {}
+
+
 def parse_cseq(value: str) -> CSeq:
+    cseq = _cseq_cache.get(value)
+    if cseq is None:
+        cseq = _parse_cseq(value)
+        if len(value) > CACHED_TEXT_MAX:
+            return cseq
+        if len(_cseq_cache) >= PARSE_CACHE_SIZE:
+            _cseq_cache.clear()
+        _cseq_cache[value] = cseq
+    return cseq
+
+
+def _parse_cseq(value: str) -> CSeq:
     m = g.CSEQ_RE.fullmatch(value)
     if m is None:
         raise SipParseError("Bad CSeq header")

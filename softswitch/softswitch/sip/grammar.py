@@ -333,6 +333,19 @@ SENT_PROTOCOL_RE: Final = re.compile(
 GEN_VALUE: Final = rf"(?:{QUOTED_STRING}|{IPV6_REFERENCE}|[A-Za-z0-9\-.!%*_+`'~:]+)"
 GENERIC_PARAM_RE: Final = re.compile(rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?{SWS}")
 CSEQ_RE: Final = re.compile(rf"([0-9]+){LWS}({TOKEN})")
+
+# The common shapes of those values in one pattern each: no blanks around the separators,
+# ``SIP/2.0`` as the protocol, parameter values that are neither quoted strings nor IPv6
+# references.  Only a speed-up: whatever they do not match goes through the general
+# patterns above (SENT_PROTOCOL_RE, GENERIC_PARAM_RE), which read everything these match
+# to the same groups.  The parameter names and values exclude ";" and "=", so splitting a
+# match at those gives the parameters back.
+PLAIN_PARAM_VALUE: Final = r"[A-Za-z0-9\-.!%*_+`'~:]+"
+PLAIN_PARAMS: Final = rf"(?:;{TOKEN}(?:={PLAIN_PARAM_VALUE})?)*"
+PLAIN_PARAMS_RE: Final = re.compile(PLAIN_PARAMS)
+VIA_COMMON_RE: Final = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ({HOST})(?::([0-9]{{1,5}}))?({PLAIN_PARAMS})"
+)
 DIGITS_RE: Final = re.compile(r"[0-9]+")
 # RFC 3261 8.1.1.5: "The sequence number value MUST be expressible as a 32-bit unsigned
 # integer"; RFC 4475 scalar02 is invalid for exceeding 2**32 - 1.

@@ -133,11 +133,9 @@ def _contacts(values: list[str]) -> tuple[NameAddr, ...]:
     return parse_name_addr_list(values)
 
 
-def _first_int(what: str) -> Callable[[list[str]], int | None]:
-    def parse(values: list[str]) -> int | None:
-        if not values:
-            return None
-        n = small_int(values[0])
+def _int_value(what: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        n = small_int(value)
         if n is None:
             raise SipParseError(f"Bad {what} header")
         return n
@@ -145,10 +143,40 @@ def _first_int(what: str) -> Callable[[list[str]], int | None]:
     return parse
 
 
-_parse_max_forwards = _first_int("Max-Forwards")
-_parse_content_length = _first_int("Content-Length")
+def _first_int(one: Callable[[str], int]) -> Callable[[list[str]], int | None]:
+    def parse(values: list[str]) -> int | None:
+        return one(values[0]) if values else None
 
-_COPIED_TO_RESPONSE: Final = ("via", "from", "to", "call-id", "cseq")
+    return parse
+
+
+_max_forwards_value = _int_value("Max-Forwards")
+_content_length_value = _int_value("Content-Length")
+_parse_max_forwards = _first_int(_max_forwards_value)
+_parse_content_length = _first_int(_content_length_value)
+
+_COPIED_TO_RESPONSE: Final = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+# Methods known to be tokens, so a request for one is made without checking each
+# character (a proxy makes a request per hop).
+_METHODS: Final = frozenset(
+    {
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "INVITE",
+        "MESSAGE",
+        "NOTIFY",
+        "OPTIONS",
+        "PRACK",
+        "PUBLISH",
+        "REFER",
+        "REGISTER",
+        "SUBSCRIBE",
+        "UPDATE",
+    }
+)
 
 
 def _as_headers(headers: Headers | Iterable[tuple[str, str]] | None) -> Headers:
@@ -180,9 +208,14 @@ class Message:
     def _init_body(self, body: bytes) -> None:
         self._body = bytes(body)
         self._start = None
-        cl = self.headers.get("content-length")
-        if cl is None or cl != str(len(self._body)):
-            self.headers.set("Content-Length", str(len(self._body)))
+        self._frame()
+
+    def _frame(self) -> None:
+        """Content-Length as the body has it: a message made here, or copied, is framed by
+        its own body whatever the field said (absent, or written with leading zeros)."""
+        length = str(len(self._body))
+        if self.headers.get("content-length") != length:
+            self.headers.set("Content-Length", length)
 
     # -- body ------------------------------------------------------------------------
 
@@ -203,7 +236,11 @@ class Message:
 
     def __bytes__(self) -> bytes:
         start = self._start if self._start is not None else self._start_line()
-        return b"".join((start, b"\r\n", self.headers.to_bytes(), b"\r\n", self._body))
+        # One join: the start line, each header line and the body, the empty line between.
+        try:
+            return b"\r\n".join([start, *self.headers._raw, b"", self._body])  # type: ignore[list-item]
+        except TypeError:  # a header line that would not encode: raise its error
+            return b"\r\n".join([start, *self.headers._wire_lines(), b"", self._body])
 
     # -- typed header access (parsed on first use, cached until the field changes) ----
 
@@ -235,12 +272,12 @@ class Message:
 
     @property
     def from_tag(self) -> str | None:
-        f = self.from_
+        f = self.headers.parsed("from", _first_name_addr)
         return None if f is None else f.tag
 
     @property
     def to_tag(self) -> str | None:
-        t = self.to
+        t = self.headers.parsed("to", _first_name_addr)
         return None if t is None else t.tag
 
     @property
@@ -315,8 +352,21 @@ class Message:
         self.headers.prepend("Via", str(via))
 
     def pop_via(self) -> str | None:
-        """Remove the top Via value (a proxy forwarding a response, RFC 3261 16.7)."""
-        return self.headers.pop_first("Via")
+        """Remove the top Via value (a proxy forwarding a response, RFC 3261 16.7).
+
+        The Via values already parsed stay parsed, less the top one: what the transport
+        reads next is the new top Via (where the response goes). That is what parsing
+        the field again gives when its first line holds no quoted string and no ``<``:
+        its values are then split at every comma, and joined again at commas.
+        """
+        h = self.headers
+        vias = h._cache.get("via")
+        index = h._index
+        lines = None if index is None else index.get("via")
+        top = h.pop_first("Via")
+        if vias is not None and lines and '"' not in lines[0] and "<" not in lines[0]:
+            h._cache["via"] = vias[1:]  # type: ignore[index]  # what parse_via_list gave
+        return top
 
 
 class Request(Message):
@@ -334,12 +384,12 @@ class Request(Message):
         *,
         version: str = g.SUPPORTED_VERSION,
     ) -> None:
-        if not method or not set(method) <= g.TOKEN_CHARS:
+        if method not in _METHODS and (not method or not set(method) <= g.TOKEN_CHARS):
             raise ValueError(f"invalid method {method!r}")
         self._method = method
         self._uri = parse_uri(uri) if isinstance(uri, str) else uri
         self._version = version
-        self.headers = _as_headers(headers)
+        self.headers = headers if isinstance(headers, Headers) else _as_headers(headers)
         self._init_body(body)
 
     @classmethod
@@ -349,6 +399,17 @@ class Request(Message):
         r = cls.__new__(cls)
         r._method, r._uri, r._version = method, uri, version
         r.headers, r._body, r._start = headers, body, start
+        return r
+
+    def copy(self) -> Request:
+        """An independent copy, the one ``Request(method, uri, headers.copy(), body)``
+        makes (Request-Line printed anew, SIP/2.0, Content-Length as the body has it),
+        without that constructor's checks of what was checked when this one was made: a
+        proxy copies every request it forwards. Header lines keep their received bytes."""
+        r = Request.__new__(Request)
+        r._method, r._uri, r._version = self._method, self._uri, g.SUPPORTED_VERSION
+        r.headers, r._body, r._start = self.headers.copy(), self._body, None
+        r._frame()
         return r
 
     @classmethod
@@ -441,7 +502,7 @@ class Response(Message):
         self._status = status
         self._reason = _default_reason(status) if reason is None else _checked_reason(reason)
         self._version = version
-        self.headers = _as_headers(headers)
+        self.headers = headers if isinstance(headers, Headers) else _as_headers(headers)
         self._init_body(body)
 
     @classmethod
@@ -451,6 +512,23 @@ class Response(Message):
         r = cls.__new__(cls)
         r._status, r._reason, r._version = status, reason, version
         r.headers, r._body, r._start = headers, body, start
+        return r
+
+    def copy(self) -> Response:
+        """An independent copy, the one ``Response(status, reason, headers.copy(), body)``
+        makes (SIP/2.0, Content-Length as the body has it), without that constructor's
+        checks of what was checked when this one was made: a proxy copies every response
+        it relays. Header lines keep their received bytes, and so does a received
+        Status-Line printed anew the same (it is, when it has a reason phrase and says
+        SIP/2.0 in capitals: the parser's pattern puts one space on either side of the
+        code)."""
+        r = Response.__new__(Response)
+        r._status, r._reason, r._version = self._status, self._reason, g.SUPPORTED_VERSION
+        start = self._start
+        if start is not None and not (self._reason and self._version == g.SUPPORTED_VERSION):
+            start = None
+        r.headers, r._body, r._start = self.headers.copy(), self._body, start
+        r._frame()
         return r
 
     @classmethod
@@ -469,7 +547,7 @@ class Response(Message):
         The copied lines keep their received bytes.  ``to_tag`` is added to To when To
         has none (a UAS or a proxy answering itself, 8.2.6.2: not for 100 Trying).
         """
-        h = request.headers.subset(_COPIED_TO_RESPONSE)
+        h = request.headers._subset(_COPIED_TO_RESPONSE)
         if to_tag is not None and "to" in h:
             to_value = h.get("to") or ""
             if request.to_tag is None:

@@ -21,18 +21,25 @@ only exception ``parse_message`` raises for any input bytes.
 from __future__ import annotations
 
 import re
-from typing import Final
+from operator import itemgetter
+from typing import Final, TypeVar, cast
 
 from . import grammar as g
 from .errors import SipParseError
-from .headers import Headers
+from .fields import CACHED_TEXT_MAX
+from .headers import _KEY_OF, Headers, build_index
 from .message import Request, Response
-from .uri import SipURI, parse_uri
+from .uri import URI, SipURI, parse_uri
 
 __all__ = ["frame_length", "parse_message", "stream_content_length"]
 
+T = TypeVar("T")
+
 _COMPACT: Final = g.COMPACT_FORMS
 _TOKENS_RE: Final = re.compile(g.TOKEN)
+_TOKEN_RE: Final = g.TOKEN_RE
+_FIRST: Final = itemgetter(0)
+_SECOND: Final = itemgetter(1)
 _REQUEST_LINE_RE: Final = g.REQUEST_LINE_RE
 _STATUS_LINE_RE: Final = g.STATUS_LINE_RE
 _BLANK_LINE_RE: Final = re.compile(rb"\r?\n\r?\n")
@@ -72,7 +79,7 @@ def _split_head(data: bytes, stream: bool) -> tuple[int, int, int]:
     raise SipParseError("Truncated message")
 
 
-def _header_lines(head: bytes) -> tuple[list[bytes | None], list[str], bool]:
+def _header_lines(head: bytes) -> tuple[list[bytes], list[str], bool]:
     """Raw and decoded lines of the header section, folded lines already joined."""
     raw = head.split(b"\r\n")
     nl = len(raw) - 1
@@ -99,7 +106,7 @@ def _header_lines(head: bytes) -> tuple[list[bytes | None], list[str], bool]:
         # throughout.
         raw = [lines[0] if len(lines) == 1 else b"\r\n".join(lines) for lines in fields]
     text = [line.decode("utf-8", "surrogateescape") for line in raw]
-    return list(raw), text, folded
+    return raw, text, folded
 
 
 def _unfold(value: str) -> str:
@@ -132,7 +139,75 @@ def _unfold(value: str) -> str:
 
 
 def _parse(data: bytes, stream: bool) -> Request | Response:
+    end = data.find(b"\r\n\r\n")
+    if end > 0 and data[0] not in (10, 13):
+        # The usual message: no leading CRLFs, and (when the counts below show CRLF line
+        # ends throughout) no bare-LF blank line before this one, so this is where the
+        # header section ends, as ``_split_head`` would find.
+        head = data[:end]
+        raw = head.split(b"\r\n")
+        nl = len(raw) - 1
+        if nl and head.count(b"\n") == nl and head.count(b"\r") == nl:
+            message = _parse_plain(data, stream, head, raw, end + 4)
+            if message is not None:
+                return message
     start, head_end, body_start = _split_head(data, stream)
+    return _parse_lines(data, stream, start, head_end, body_start)
+
+
+def _parse_plain(
+    data: bytes, stream: bool, head: bytes, raw: list[bytes], body_start: int
+) -> Request | Response | None:
+    """A header section with CRLF line ends throughout, or None when a line is not
+    ``token *WSP ":" value`` (then ``_parse_lines`` reads it all again, and says why).
+
+    A folded line starts with a blank, so its "name" is no token and it goes there too.
+    CR and LF decode to themselves and nothing else decodes to them (UTF-8 continuation
+    bytes are never ASCII; surrogateescape gives surrogates), so the decoded text has the
+    lines of the bytes.  The lines are read by list comprehensions and ``map`` over the
+    whole section rather than a loop with a step per line: that is most of the parse.
+    """
+    lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    parts = [line.partition(":") for line in lines[1:]]
+    names = list(map(_FIRST, parts))
+    found = list(map(_KEY_OF.get, names))
+    if not all(map(_SECOND, parts)):
+        return None
+    if None in found and not _resolve_names(parts, names, found):
+        return None
+    keys = cast(list[str], found)
+    values = [p[2].strip(" \t") for p in parts]
+    index: dict[str, tuple[str, ...]] = {k: (v,) for k, v in zip(keys, values, strict=True)}
+    if len(index) != len(keys):
+        index = build_index(keys, values)
+    try:  # (``_build_salvaging``, one call less)
+        return _build(data, stream, raw, lines[0], keys, names, values, index, body_start)
+    except SipParseError as e:
+        if not e.partial:
+            e.partial = _salvage(keys, values)
+        raise
+
+
+def _resolve_names(
+    parts: list[tuple[str, str, str]], names: list[str], keys: list[str | None]
+) -> bool:
+    """Fill in the keys of the names ``_KEY_OF`` does not know; False when a line is not
+    ``token *WSP ":" value`` (``_parse_lines`` then reads it all again, and says why)."""
+    for i, key in enumerate(keys):
+        if key is None:
+            name = parts[i][0].rstrip(" \t")
+            if _TOKEN_RE.fullmatch(name) is None:
+                return False
+            names[i] = name
+            low = name.lower()
+            keys[i] = _COMPACT.get(low, low)
+    return True
+
+
+def _parse_lines(
+    data: bytes, stream: bool, start: int, head_end: int, body_start: int
+) -> Request | Response:
+    """The general case: bare LF line ends, folded lines, malformed lines."""
     raw, text, folded = _header_lines(data[start:head_end])
 
     keys: list[str] = []
@@ -154,8 +229,23 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
         values.append(value.strip(" \t"))
     if names and _TOKENS_RE.fullmatch("".join(names)) is None:
         raise SipParseError("Bad header field name", partial=_salvage(keys, values))
+    index = build_index(keys, values)
+    return _build_salvaging(data, stream, raw, text[0], keys, names, values, index, body_start)
+
+
+def _build_salvaging(
+    data: bytes,
+    stream: bool,
+    raw: list[bytes],
+    line: str,
+    keys: list[str],
+    names: list[str],
+    values: list[str],
+    index: dict[str, tuple[str, ...]],
+    body_start: int,
+) -> Request | Response:
     try:
-        return _build(data, stream, raw, text, keys, names, values, body_start)
+        return _build(data, stream, raw, line, keys, names, values, index, body_start)
     except SipParseError as e:
         if not e.partial:
             e.partial = _salvage(keys, values)
@@ -165,25 +255,26 @@ def _parse(data: bytes, stream: bool) -> Request | Response:
 def _build(
     data: bytes,
     stream: bool,
-    raw: list[bytes | None],
-    text: list[str],
+    raw: list[bytes],
+    line: str,
     keys: list[str],
     names: list[str],
     values: list[str],
+    index: dict[str, tuple[str, ...]],
     body_start: int,
 ) -> Request | Response:
     # -- body framing
     rest_len = len(data) - body_start
-    try:
-        i = keys.index("content-length")
-    except ValueError:
+    cl_values = index.get("content-length")
+    cl: int | None = None
+    if cl_values is None:
         if stream:
             raise SipParseError("Missing Content-Length") from None
         body = data[body_start:]
     else:
-        if keys.count("content-length") > 1:
+        if len(cl_values) > 1:
             raise SipParseError("Multiple Content-Length header fields")
-        cl_text = values[i]
+        cl_text = cl_values[0]
         if not (0 < len(cl_text) <= 10 and cl_text.isascii() and cl_text.isdigit()):
             raise SipParseError("Bad Content-Length")
         cl = int(cl_text)
@@ -193,8 +284,17 @@ def _build(
             raise SipParseError("Octets after message body")
         body = data[body_start:] if cl == rest_len else data[body_start : body_start + cl]
 
-    headers = Headers._from_wire(keys, names, values, raw[1:])
-    line = text[0]
+    # The Content-Length just read is what the message's ``content_length`` gives (the
+    # same digits, read once).
+    lines = cast("list[bytes | None]", raw[1:])  # received lines: bytes, never None
+    headers = Headers._from_wire(keys, names, values, lines, index, {"content-length": cl})
+    start = raw[0]
+    response = _status_line_cache.get(line)
+    if response is not None:
+        return Response._from_wire(*response, headers, body, start)
+    request = _request_line_cache.get(line)
+    if request is not None:
+        return Request._from_wire(*request, headers, body, start)
     if line[:4].upper() == "SIP/":
         m = _STATUS_LINE_RE.fullmatch(line)
         if m is None:
@@ -205,7 +305,9 @@ def _build(
         status = int(status_text)
         if not 100 <= status <= 699:  # RFC 4475 bigcode: classes are 1xx to 6xx
             raise SipParseError("Bad Status-Code")
-        return Response._from_wire(status, reason or "", version, headers, body, raw[0] or b"")
+        response = (status, reason or "", version)
+        _remember(_status_line_cache, line, response)
+        return Response._from_wire(*response, headers, body, start)
     m = _REQUEST_LINE_RE.fullmatch(line)
     if m is None:
         raise SipParseError("Bad Request-Line")
@@ -213,10 +315,31 @@ def _build(
     if version.upper() != g.SUPPORTED_VERSION:
         raise SipParseError("Version Not Supported", 505)
     uri = parse_uri(uri_text)
-    if isinstance(uri, SipURI) and uri.headers:
-        # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI (RFC 4475 escruri).
-        raise SipParseError("Headers not allowed in Request-URI")
-    return Request._from_wire(method, uri, version, headers, body, raw[0] or b"")
+    if isinstance(uri, SipURI):
+        if uri.headers:
+            # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI (RFC 4475
+            # escruri).
+            raise SipParseError("Headers not allowed in Request-URI")
+        # (Kept for the URI types that compare by value, as the other parse caches.)
+        _remember(_request_line_cache, line, (method, uri, version))
+    return Request._from_wire(method, uri, version, headers, body, start)
+
+
+#: Start lines read before, by their text: ``SIP/2.0 200 OK``, ``SIP/2.0 180 Ringing``, and
+#: the Request-Line of an ACK or BYE to a gateway's Contact, recur call after call.  Only
+#: well-formed ones are kept (the values are immutable), and each cache is emptied when
+#: full, which bounds what a peer can make us hold.
+_START_LINES_SIZE: Final = 4096
+_status_line_cache: dict[str, tuple[int, str, str]] = {}
+_request_line_cache: dict[str, tuple[str, URI, str]] = {}
+
+
+def _remember(cache: dict[str, T], line: str, value: T) -> None:
+    if len(line) > CACHED_TEXT_MAX:
+        return
+    if len(cache) >= _START_LINES_SIZE:
+        cache.clear()
+    cache[line] = value
 
 
 def _salvage(keys: list[str], values: list[str]) -> tuple[tuple[str, str], ...]:

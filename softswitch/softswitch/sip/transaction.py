@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import enum
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from .deadline_queue import DeadlineQueue
 from .errors import SipParseError
+from .fields import Via
 from .headers import Headers
 from .message import Request, Response
 from .parser import parse_message
@@ -174,6 +175,63 @@ class Terminated:
 
 
 Action: TypeAlias = Send | StartTimer | StopTimer | PassUp | Timeout | TransportFailure | Terminated
+
+# Constructors for the events and actions made on every message. A frozen dataclass's
+# ``__init__`` sets each field through ``object.__setattr__``, a Python-level call per
+# field; these set the slots directly, for about half the cost, with the same result.
+# Terminated, which holds nothing, and StopTimer and TimerFired, which hold only a timer,
+# are shared instances.
+_new = object.__new__
+_set_message = Send.__dict__["message"].__set__
+_set_pass_up = PassUp.__dict__["message"].__set__
+_set_start_timer = StartTimer.__dict__["timer"].__set__
+_set_start_deadline = StartTimer.__dict__["deadline"].__set__
+_set_received_response = ResponseReceived.__dict__["response"].__set__
+_set_received_request = RequestReceived.__dict__["request"].__set__
+_set_sent_response = SendResponse.__dict__["response"].__set__
+_TERMINATED: Final = Terminated()
+
+
+def _send(message: Request | Response) -> Send:
+    action: Send = _new(Send)
+    _set_message(action, message)
+    return action
+
+
+def _pass_up(message: Request | Response) -> PassUp:
+    action: PassUp = _new(PassUp)
+    _set_pass_up(action, message)
+    return action
+
+
+def _start_timer(timer: Timer, deadline: float) -> StartTimer:
+    action: StartTimer = _new(StartTimer)
+    _set_start_timer(action, timer)
+    _set_start_deadline(action, deadline)
+    return action
+
+
+#: One StopTimer and one TimerFired per timer, shared (they hold nothing else).
+_STOP_TIMER: Final[dict[Timer, StopTimer]] = {t: StopTimer(t) for t in Timer}
+_TIMER_FIRED: Final[dict[Timer, TimerFired]] = {t: TimerFired(t) for t in Timer}
+
+
+def _response_received(response: Response) -> ResponseReceived:
+    event: ResponseReceived = _new(ResponseReceived)
+    _set_received_response(event, response)
+    return event
+
+
+def _request_received(request: Request) -> RequestReceived:
+    event: RequestReceived = _new(RequestReceived)
+    _set_received_request(event, request)
+    return event
+
+
+def _send_response(response: Response) -> SendResponse:
+    event: SendResponse = _new(SendResponse)
+    _set_sent_response(event, response)
+    return event
 
 
 # ======================================================================================
@@ -382,15 +440,29 @@ def _status_trigger(status: int, *, tu: bool) -> Trigger:
     raise ValueError(f"status {status} outside 100-699")
 
 
+#: ``Trigger[f"TIMER_{timer.value}"]`` for each timer, looked up once.
+_TIMER_TRIGGER: Final[dict[Timer, Trigger]] = {t: Trigger[f"TIMER_{t.value}"] for t in Timer}
+
+
+#: The triggers of a status by its hundreds, received and sent: ``_status_trigger`` as a
+#: look-up, which that function still answers for the statuses outside 100-699.
+_RECEIVED_BY_CLASS: Final = {c: _status_trigger(c * 100, tu=False) for c in range(1, 7)}
+_SENT_BY_CLASS: Final = {c: _status_trigger(c * 100, tu=True) for c in range(1, 7)}
+
+
 def _trigger(event: Event) -> Trigger:
     if isinstance(event, ResponseReceived):
-        return _status_trigger(event.response.status, tu=False)
+        status = event.response.status
+        trigger = _RECEIVED_BY_CLASS.get(status // 100)
+        return trigger if trigger is not None else _status_trigger(status, tu=False)
     if isinstance(event, SendResponse):
-        return _status_trigger(event.response.status, tu=True)
+        status = event.response.status
+        trigger = _SENT_BY_CLASS.get(status // 100)
+        return trigger if trigger is not None else _status_trigger(status, tu=True)
+    if isinstance(event, TimerFired):
+        return _TIMER_TRIGGER[event.timer]
     if isinstance(event, RequestReceived):
         return T.RECV_ACK if event.request.method == "ACK" else T.RECV_REQUEST
-    if isinstance(event, TimerFired):
-        return Trigger[f"TIMER_{event.timer.value}"]
     return T.TRANSPORT_ERROR
 
 
@@ -438,6 +510,29 @@ def make_cancel(request: Request) -> Request:
     )
 
 
+#: The first durations of every timer per configuration in use (by identity, the
+#: configuration kept alongside so that its id is not reused) and transport reliability:
+#: entering a state asks for them on nearly every message. A layer and its transactions
+#: share one configuration; the bound keeps configurations made per transaction in check.
+_DURATIONS: dict[int, tuple[TimerConfig, dict[Timer, float | None], dict[Timer, float | None]]]
+_DURATIONS = {}
+_DURATIONS_MAX: Final = 64
+
+
+def _initial_durations(config: TimerConfig, reliable: bool) -> dict[Timer, float | None]:
+    """``config.initial(timer, reliable=reliable)`` for every timer."""
+    cached = _DURATIONS.get(id(config))
+    if cached is None or cached[0] is not config:
+        if len(_DURATIONS) >= _DURATIONS_MAX:
+            _DURATIONS.clear()
+        cached = _DURATIONS[id(config)] = (
+            config,
+            {t: config.initial(t, reliable=False) for t in Timer},
+            {t: config.initial(t, reliable=True) for t in Timer},
+        )
+    return cached[2] if reliable else cached[1]
+
+
 # ======================================================================================
 # The machines
 # ======================================================================================
@@ -462,6 +557,9 @@ class Transaction:
         peer: Hashable = None,
     ) -> None:
         self.kind = kind
+        # This kind's rows of the tables, looked up on every event.
+        self._transitions = TRANSITIONS[kind]
+        self._state_timers = STATE_TIMERS[kind]
         self._request: Request | None = request
         self.reliable = reliable
         self.config = config
@@ -473,6 +571,9 @@ class Transaction:
         self._ack: Request | None = None
         self._deadlines: dict[Timer, float] = {}
         self._intervals: dict[Timer, float] = {}
+        #: Told of each timer started, as ``(transaction, timer, deadline, now)``: the
+        #: layer's queue, so that it need not look through every action for them.
+        self._on_start: Callable[[Transaction, Timer, float, float], None] | None = None
 
     def __repr__(self) -> str:
         if self._request is not None:
@@ -521,45 +622,56 @@ class Transaction:
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """Apply one event at time ``now``; the returned actions are to be carried out in order."""
-        trigger = _trigger(event)
         if isinstance(event, TimerFired):
-            if event.timer not in self._deadlines:
+            timer = event.timer
+            if timer not in self._deadlines:
                 return []  # stopped already: a late callback from the event loop
-            del self._deadlines[event.timer]
-        row = TRANSITIONS[self.kind][self.state]
-        if trigger not in row:
+            del self._deadlines[timer]
+            trigger = _TIMER_TRIGGER[timer]
+        else:
+            trigger = _trigger(event)
+        transition = self._transitions[self.state].get(trigger)
+        if transition is None:
             if isinstance(event, SendResponse):
                 raise TransactionUsageError(
                     f"{self.kind.value} transaction in state {self.state.value} "
                     f"cannot send a {event.response.status}"
                 )
             return []
-        new_state, effects = row[trigger]
+        new_state, effects = transition
         actions: list[Action] = []
         for effect in effects:
-            self._apply(effect, event, now, actions)
-        return actions + self._enter(new_state, now)
+            # The two effects of nearly every message inline; the rest in _apply.
+            if effect is E.SEND and isinstance(event, SendResponse):
+                self._last_response = event.response
+                actions.append(_send(event.response))
+            elif effect is E.PASS_UP and isinstance(event, ResponseReceived):
+                actions.append(_pass_up(event.response))
+            else:
+                self._apply(effect, event, now, actions)
+        self._enter(new_state, now, actions)
+        return actions
 
     # -- internals --------------------------------------------------------------------
 
     def _apply(self, effect: Effect, event: Event, now: float, out: list[Action]) -> None:
         if effect is E.PASS_UP:
             assert isinstance(event, ResponseReceived)
-            out.append(PassUp(event.response))
+            out.append(_pass_up(event.response))
+        elif effect is E.SEND:
+            assert isinstance(event, SendResponse)
+            self._last_response = event.response
+            out.append(_send(event.response))
         elif effect is E.RETRANSMIT:
-            out.append(Send(self.request))
+            out.append(_send(self.request))
         elif effect is E.SEND_ACK:
             assert isinstance(event, ResponseReceived)
             if self._ack is None:
                 self._ack = make_ack(self.request, event.response)
-            out.append(Send(self._ack))
-        elif effect is E.SEND:
-            assert isinstance(event, SendResponse)
-            self._last_response = event.response
-            out.append(Send(event.response))
+            out.append(_send(self._ack))
         elif effect is E.RESEND_LAST:
             if self.last_response is not None:
-                out.append(Send(self.last_response))
+                out.append(_send(self.last_response))
         elif effect is E.BACKOFF or effect is E.RESTART_T2:
             assert isinstance(event, TimerFired)
             timer = event.timer
@@ -579,32 +691,45 @@ class Transaction:
         self._intervals[timer] = interval
         deadline = now + interval
         self._deadlines[timer] = deadline
-        return StartTimer(timer, deadline)
+        if self._on_start is not None:
+            self._on_start(self, timer, deadline, now)
+        return _start_timer(timer, deadline)
 
-    def _enter(self, state: State, now: float) -> list[Action]:
+    def _enter(self, state: State, now: float, actions: list[Action] | None = None) -> list[Action]:
+        """Enter ``state``: stop the timers it does not run, start the ones it does.
+
+        The actions are appended to ``actions`` (a new list when None), which is returned.
+        """
+        if actions is None:
+            actions = []
         entered = state is not self.state
         self.state = state
-        live = STATE_TIMERS[self.kind][state]
-        actions: list[Action] = []
-        for timer in list(self._deadlines):
-            if timer not in live:
-                del self._deadlines[timer]
-                actions.append(StopTimer(timer))
-        immediate: list[Timer] = []
-        for timer in live:
-            if timer in self._deadlines:
-                continue  # already running: E and F carry on from Trying to Proceeding
-            duration = self.config.initial(timer, reliable=self.reliable)
-            if duration is None:
-                continue
-            if duration == 0:
-                immediate.append(timer)
-                self._intervals[timer] = 0.0
-                self._deadlines[timer] = now
-            else:
-                actions.append(self._start(timer, duration, now))
+        live = self._state_timers[state]
+        deadlines = self._deadlines
+        if deadlines:
+            for timer in tuple(deadlines):
+                if timer not in live:
+                    del deadlines[timer]
+                    actions.append(_STOP_TIMER[timer])
+        immediate: list[Timer] | None = None
+        if live:
+            durations = _initial_durations(self.config, self.reliable)
+            for timer in live:
+                if timer in deadlines:
+                    continue  # already running: E and F carry on from Trying to Proceeding
+                duration = durations[timer]
+                if duration is None:
+                    continue
+                if duration == 0:
+                    if immediate is None:
+                        immediate = []
+                    immediate.append(timer)
+                    self._intervals[timer] = 0.0
+                    deadlines[timer] = now
+                else:
+                    actions.append(self._start(timer, duration, now))
         if state is S.TERMINATED:
-            actions.append(Terminated())
+            actions.append(_TERMINATED)
         elif (
             entered
             and state is S.COMPLETED
@@ -612,8 +737,9 @@ class Transaction:
             and not self.reliable  # Timer J is 0 there: it ends at once
         ):
             self._compact()
-        for timer in immediate:
-            actions += self.handle(TimerFired(timer), now)
+        if immediate is not None:
+            for timer in immediate:
+                actions += self.handle(_TIMER_FIRED[timer], now)
         return actions
 
     def _compact(self) -> None:
@@ -678,7 +804,7 @@ class ClientTransaction(Transaction):
         if self._started:
             raise TransactionUsageError("client transaction already started")
         self._started = True
-        return [Send(self.request), *self._enter(self.state, now)]
+        return self._enter(self.state, now, [_send(self.request)])
 
 
 class ServerTransaction(Transaction):
@@ -705,13 +831,13 @@ class ServerTransaction(Transaction):
         if self._started:
             raise TransactionUsageError("server transaction already started")
         self._started = True
-        actions: list[Action] = [PassUp(self.request)]
+        actions: list[Action] = [_pass_up(self.request)]
         if auto_trying and self.kind is Kind.SERVER_INVITE:
-            actions += self.handle(SendResponse(Response.for_request(self.request, 100)), now)
+            actions += self.handle(_send_response(Response.for_request(self.request, 100)), now)
         return actions
 
     def respond(self, response: Response, now: float) -> list[Action]:
-        return self.handle(SendResponse(response), now)
+        return self.handle(_send_response(response), now)
 
 
 # ======================================================================================
@@ -723,57 +849,56 @@ _ServerKey: TypeAlias = tuple[str, str, int, str]
 _LegacyKey: TypeAlias = tuple[str, URI, str, str, int, tuple[str, str, int, str]]
 
 
+#: What matching reads of a top Via: the branch lower-cased (None without one), the same
+#: when it is an RFC 3261 branch (else None: RFC 2543 matching), the sent-by host
+#: lower-cased, the sent-by port (the transport's default when absent) and the transport
+#: upper-cased.
+_ViaKey: TypeAlias = tuple[str | None, str | None, str, int, str]
+
+
 def _default_port(transport: str) -> int:
     return 5061 if transport.upper() in ("TLS", "WSS") else 5060
 
 
-def _is_rfc3261(message: Request | Response) -> bool:
-    """Magic cookie and something after it; else RFC 2543 matching (RFC 4475 badbranch)."""
-    via = message.top_via
-    return via is not None and via.is_rfc3261_branch
+def _is_rfc3261(branch: str) -> bool:
+    """Via.is_rfc3261_branch of a branch already read: the magic cookie and something
+    after it (RFC 4475 badbranch has nothing after: RFC 2543 matching then)."""
+    return branch.startswith(MAGIC_COOKIE) and len(branch) > 7
 
 
-def _client_key(message: Request | Response) -> _ClientKey | None:
-    via = message.top_via
-    cseq = message.cseq
-    if via is None or via.branch is None or cseq is None:
-        return None
-    return (via.branch.lower(), cseq.method)
-
-
-def _server_key(request: Request, method: str) -> _ServerKey | None:
-    via = request.top_via
-    if via is None or via.branch is None or not via.is_rfc3261_branch:
-        return None
+def _via_key(via: Via) -> _ViaKey:
+    branch = via.branch
     port = via.port if via.port is not None else _default_port(via.transport)
-    return (via.branch.lower(), via.host.lower(), port, method)
+    if branch is None:
+        return (None, None, via.host.lower(), port, via.transport.upper())
+    lower = branch.lower()
+    return (
+        lower,
+        lower if _is_rfc3261(branch) else None,
+        via.host.lower(),
+        port,
+        via.transport.upper(),
+    )
 
 
-def _legacy_key(request: Request, method: str) -> _LegacyKey | None:
+def _legacy_key(request: Request, method: str, via: _ViaKey | None) -> _LegacyKey | None:
     """RFC 2543 matching (17.2.3, last paragraphs): everything but the To tag."""
-    via = request.top_via
     cseq = request.cseq
     if via is None or cseq is None:
         return None
-    port = via.port if via.port is not None else _default_port(via.transport)
-    via_key = (via.transport.upper(), via.host.lower(), port, (via.branch or "").lower())
+    branch, _, host, port, transport = via
     return (
         method,
         request.uri,  # compared by RFC 3261 19.1.4 rules, not as text
         request.from_tag or "",
         request.call_id or "",
         cseq.seq,
-        via_key,
+        (transport, host, port, branch or ""),
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Keys:
-    """Where the layer filed a transaction, so it can be forgotten in O(1)."""
-
-    client: _ClientKey | None = None
-    server: _ServerKey | None = None
-    legacy: _LegacyKey | None = None
+#: Where the layer filed a transaction (client, server, legacy key), to forget it in O(1).
+_Keys: TypeAlias = tuple[_ClientKey | None, _ServerKey | None, _LegacyKey | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -782,6 +907,18 @@ class TransactionOutput:
 
     transaction: Transaction
     action: Action
+
+
+_set_output_transaction = TransactionOutput.__dict__["transaction"].__set__
+_set_output_action = TransactionOutput.__dict__["action"].__set__
+
+
+def _output(transaction: Transaction, action: Action) -> TransactionOutput:
+    """``TransactionOutput(transaction, action)``, as the events are made (a dozen a call)."""
+    output: TransactionOutput = _new(TransactionOutput)
+    _set_output_transaction(output, transaction)
+    _set_output_action(output, action)
+    return output
 
 
 @dataclass(frozen=True, slots=True)
@@ -796,6 +933,24 @@ class Unmatched:
     response, a new server transaction for a request, the TU for an ACK to a 2xx)."""
 
     message: Request | Response
+
+
+_set_matched_transaction = Matched.__dict__["transaction"].__set__
+_set_matched_outputs = Matched.__dict__["outputs"].__set__
+_set_unmatched_message = Unmatched.__dict__["message"].__set__
+
+
+def _matched(transaction: Transaction, outputs: tuple[TransactionOutput, ...]) -> Matched:
+    result: Matched = _new(Matched)
+    _set_matched_transaction(result, transaction)
+    _set_matched_outputs(result, outputs)
+    return result
+
+
+def _unmatched(message: Request | Response) -> Unmatched:
+    result: Unmatched = _new(Unmatched)
+    _set_unmatched_message(result, message)
+    return result
 
 
 class TransactionLayer:
@@ -818,9 +973,31 @@ class TransactionLayer:
         # second, holding them cost a gigabyte and garbage-collector pauses.
         self._timers: DeadlineQueue[tuple[weakref.ref[Transaction], Timer]] = DeadlineQueue()
         self._cancel_pending: set[ClientTransaction] = set()
+        # The last top Via read and what matching takes from it: a request is matched by
+        # receive() and filed by create_server() (two reads of one Via), and a proxy's
+        # Via values are shared between messages.
+        self._via: Via | None = None
+        self._via_key: _ViaKey | None = None
+        # The earliest live entry next_deadline() found, while no timer fired since: the
+        # driver asks after every input. Checked again before it is reported (its timer
+        # may have stopped since), and replaced by an earlier timer started.
+        self._next: tuple[float, weakref.ref[Transaction], Timer] | None = None
+        self._next_known = False
+        # Bound once: transactions compare it to know they report to this layer.
+        self._timer_started = self._on_timer_started
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def _top_via(self, message: Request | Response) -> _ViaKey | None:
+        via = message.top_via
+        if via is None:
+            return None
+        if via is self._via:
+            return self._via_key
+        key = _via_key(via)
+        self._via, self._via_key = via, key
+        return key
 
     # -- creation ---------------------------------------------------------------------
 
@@ -828,14 +1005,18 @@ class TransactionLayer:
         self, request: Request, now: float, *, reliable: bool, peer: Hashable = None
     ) -> tuple[ClientTransaction, tuple[TransactionOutput, ...]]:
         """Create and start a client transaction (the request must carry its own branch)."""
-        key = _client_key(request)
-        if key is None or not _is_rfc3261(request):
+        via = request.top_via
+        cseq = request.cseq
+        branch = None if via is None else via.branch
+        if branch is None or cseq is None or not _is_rfc3261(branch):
             raise TransactionUsageError("our requests need a z9hG4bK branch in the top Via")
+        key = (branch.lower(), cseq.method)
         if key in self._clients:
             raise TransactionUsageError(f"branch {key[0]!r} already in use for {key[1]}")
         tx = ClientTransaction(request, reliable=reliable, config=self.config, peer=peer)
+        tx._on_start = self._timer_started
         self._clients[key] = tx
-        self._keys[tx] = _Keys(client=key)
+        self._keys[tx] = (key, None, None)
         return tx, self._track(tx, tx.start(now), now)
 
     def create_server(
@@ -843,20 +1024,24 @@ class TransactionLayer:
     ) -> tuple[ServerTransaction, tuple[TransactionOutput, ...]]:
         """Create a server transaction for a request that :meth:`receive` did not match."""
         tx = ServerTransaction(request, reliable=reliable, config=self.config, peer=peer)
+        tx._on_start = self._timer_started
         if request.method == "ACK":
             raise TransactionUsageError("ACK does not create a server transaction (17.2)")
-        if self.match_server(request) is not None:
-            raise TransactionUsageError("a server transaction already matches this request")
-        skey = lkey = None
-        if _is_rfc3261(request):
-            skey = _server_key(request, request.method)
-        else:
-            lkey = _legacy_key(request, request.method)
-        if skey is not None:
+        skey: _ServerKey | None = None
+        lkey: _LegacyKey | None = None
+        via = self._top_via(request)
+        if via is not None and (branch := via[1]) is not None:
+            skey = (branch, via[2], via[3], request.method)
+            if skey in self._servers:
+                raise TransactionUsageError("a server transaction already matches this request")
             self._servers[skey] = tx
-        if lkey is not None:
-            self._legacy.setdefault(lkey, []).append(tx)
-        self._keys[tx] = _Keys(server=skey, legacy=lkey)
+        else:
+            if self.match_server(request) is not None:
+                raise TransactionUsageError("a server transaction already matches this request")
+            lkey = _legacy_key(request, request.method, via)
+            if lkey is not None:
+                self._legacy.setdefault(lkey, []).append(tx)
+        self._keys[tx] = (None, skey, lkey)
         return tx, self._track(tx, tx.start(now, auto_trying=self.auto_trying), now)
 
     # -- input ------------------------------------------------------------------------
@@ -864,26 +1049,39 @@ class TransactionLayer:
     def receive(self, message: Request | Response, now: float) -> Matched | Unmatched:
         """Route a message from the network to its transaction, or report no match."""
         if isinstance(message, Response):
-            key = _client_key(message)
-            client = self._clients.get(key) if key is not None else None
+            # The client key: the branch and the CSeq method (17.1.3).
+            via = message.top_via
+            cseq = message.cseq
+            branch = None if via is None else via.branch
+            if branch is None or cseq is None:
+                return _unmatched(message)
+            client = self._clients.get((branch.lower(), cseq.method))
             if client is None:
-                return Unmatched(message)
-            out = self._track(client, client.handle(ResponseReceived(message), now), now)
+                return _unmatched(message)
+            out = self._track(client, client.handle(_response_received(message), now), now)
             if client in self._cancel_pending and client.state is not S.CALLING:
                 self._cancel_pending.discard(client)
                 if client.state is S.PROCEEDING:
                     out += self._send_cancel(client, now)
-            return Matched(client, out)
-        server = self.match_server(message)
+            return _matched(client, out)
+        sent_by = self._top_via(message)
+        if sent_by is not None and (branch := sent_by[1]) is not None:
+            method = message.method
+            key = (branch, sent_by[2], sent_by[3], "INVITE" if method == "ACK" else method)
+            server = self._servers.get(key)
+        else:
+            server = self.match_server(message)
         if server is None:
-            return Unmatched(message)
-        out = self._track(server, server.handle(RequestReceived(message), now), now)
-        return Matched(server, out)
+            return _unmatched(message)
+        out = self._track(server, server.handle(_request_received(message), now), now)
+        return _matched(server, out)
 
     def match_server(self, request: Request) -> ServerTransaction | None:
         """The server transaction this request belongs to (17.2.3), ACK included."""
-        method = "INVITE" if request.method == "ACK" else request.method
-        return self._find_server(request, method, ack=request.method == "ACK")
+        method = request.method
+        if method == "ACK":
+            return self._find_server(request, "INVITE", ack=True)
+        return self._find_server(request, method, ack=False)
 
     def match_cancel(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL targets (9.2: match as if it were INVITE)."""
@@ -891,10 +1089,10 @@ class TransactionLayer:
         return tx if tx is not None and tx.kind is Kind.SERVER_INVITE else None
 
     def _find_server(self, request: Request, method: str, *, ack: bool) -> ServerTransaction | None:
-        if _is_rfc3261(request):
-            skey = _server_key(request, method)
-            return self._servers.get(skey) if skey is not None else None
-        lkey = _legacy_key(request, method)
+        via = self._top_via(request)
+        if via is not None and (branch := via[1]) is not None:
+            return self._servers.get((branch, via[2], via[3], method))
+        lkey = _legacy_key(request, method, via)
         if lkey is None:
             return None
         to_tag = request.to_tag
@@ -948,38 +1146,62 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timers` next has work, or None if no timer runs."""
-        timers = self._timers
-        while (head := timers.peek()) is not None:
-            deadline, (ref, timer) = head
+        if self._next_known:
+            head = self._next
+            if head is None:
+                return None
+            deadline, ref, timer = head
             tx = ref()
             if tx is not None and tx._deadlines.get(timer) == deadline:
                 return deadline
+        timers = self._timers
+        while (entry := timers.peek()) is not None:
+            deadline, (ref, timer) = entry
+            tx = ref()
+            if tx is not None and tx._deadlines.get(timer) == deadline:
+                self._next, self._next_known = (deadline, ref, timer), True
+                return deadline
             timers.drop_earliest()
+        self._next, self._next_known = None, True
         return None
 
     def handle_timers(self, now: float) -> tuple[TransactionOutput, ...]:
         out: list[TransactionOutput] = []
+        self._next_known = False
         # Firing may start timers; one due at ``now`` already is fired in the next round.
         while due := self._timers.pop_due(now):
             for deadline, (ref, timer) in due:
                 tx = ref()
                 if tx is None or tx._deadlines.get(timer) != deadline:
                     continue  # stopped, restarted or its transaction is gone
-                out += self._track(tx, tx.handle(TimerFired(timer), now), now)
+                out += self._track(tx, tx.handle(_TIMER_FIRED[timer], now), now)
+        self._next_known = False
         return tuple(out)
 
     # -- bookkeeping ------------------------------------------------------------------
 
+    def _on_timer_started(self, tx: Transaction, timer: Timer, deadline: float, now: float) -> None:
+        ref = weakref.ref(tx)
+        self._timers.push(deadline, deadline - now, (ref, timer))
+        if self._next_known:
+            head = self._next
+            if head is None or deadline < head[0]:
+                self._next = (deadline, ref, timer)
+
     def _track(
         self, tx: Transaction, actions: list[Action], now: float
     ) -> tuple[TransactionOutput, ...]:
+        if tx._on_start is not self._timer_started:
+            # Not one of ours (made around the layer): its timers are queued here.
+            for action in actions:
+                if isinstance(action, StartTimer):
+                    self._on_timer_started(tx, action.timer, action.deadline, now)
+        if tx.state is S.TERMINATED:
+            self._forget(tx)
+        out = []
         for action in actions:
-            if isinstance(action, StartTimer):
-                deadline = action.deadline
-                self._timers.push(deadline, deadline - now, (weakref.ref(tx), action.timer))
-            elif isinstance(action, Terminated):
-                self._forget(tx)
-        return tuple([TransactionOutput(tx, a) for a in actions])
+            out.append(_output(tx, action))
+        return tuple(out)
 
     def _forget(self, tx: Transaction) -> None:
         if isinstance(tx, ClientTransaction):
@@ -987,13 +1209,14 @@ class TransactionLayer:
         keys = self._keys.pop(tx, None)
         if keys is None:
             return
-        if keys.client is not None:
-            self._clients.pop(keys.client, None)
-        if keys.server is not None:
-            self._servers.pop(keys.server, None)
-        if keys.legacy is not None:
-            txs = self._legacy.get(keys.legacy, [])
+        client, server, legacy = keys
+        if client is not None:
+            self._clients.pop(client, None)
+        if server is not None:
+            self._servers.pop(server, None)
+        if legacy is not None:
+            txs = self._legacy.get(legacy, [])
             if tx in txs:
                 txs.remove(tx)
             if not txs:
-                self._legacy.pop(keys.legacy, None)
+                self._legacy.pop(legacy, None)

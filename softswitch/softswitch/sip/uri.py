@@ -91,6 +91,11 @@ class SipURI:
     their meaning.  ``host`` keeps IPv6 brackets.  ``params`` maps each parameter name as
     written to its value, or None for a flag such as ``lr``; look-ups by the helpers below
     are case-insensitive, as RFC 3261 19.1.4 says names are.
+
+    Frozen, and so are its mappings by contract: a URI prints itself once and keeps the
+    text, and parsed URIs are shared through the parse cache, so a ``params`` or
+    ``headers`` dict changed in place would go unprinted (and change every message sharing
+    it). Make a changed URI with ``with_`` / ``dataclasses.replace``.
     """
 
     scheme: str = "sip"
@@ -100,8 +105,19 @@ class SipURI:
     port: int | None = None
     params: Mapping[str, str | None] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The printed form, made on first use: a URI is printed in every request sent to it
+    # (the Request-URI of each ACK and BYE) and parsed URIs are shared through the parse
+    # cache.  Not a field anyone gives: a copy (``with_``, ``replace``) prints itself anew.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._print()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _print(self) -> str:
         parts = [self.scheme, ":"]
         if self.user is not None:
             parts.append(self.user)
@@ -317,6 +333,9 @@ def _parse_sip_general(scheme: str, rest: str) -> SipURI:
 #: Route/Contact URIs repeat across messages and calls. Only well-formed ones are kept; the
 #: cache is emptied when full.
 _SIP_CACHE_SIZE: Final = 8192
+#: The longest URI text the cache keeps (``fields.CACHED_TEXT_MAX``, which imports this
+#: module, says why).
+_CACHED_TEXT_MAX: Final = 512
 _sip_cache: dict[str, SipURI] = {}
 
 
@@ -337,6 +356,8 @@ def parse_uri(text: str) -> URI:
     low = scheme.lower()
     if low in ("sip", "sips"):
         uri = _parse_sip(scheme, rest)
+        if len(text) > _CACHED_TEXT_MAX:  # a peer's 64 KiB URIs are not kept
+            return uri
         if len(_sip_cache) >= _SIP_CACHE_SIZE:
             _sip_cache.clear()
         _sip_cache[text] = uri

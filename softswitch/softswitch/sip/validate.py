@@ -14,8 +14,29 @@ from typing import Final
 
 from . import grammar as g
 from .errors import SipParseError
-from .fields import parse_name_addr_list, parse_via_list
-from .message import Message, Request, Response, _contacts
+from .fields import (
+    CSeq,
+    NameAddr,
+    Via,
+    parse_cseq,
+    parse_name_addr,
+    parse_name_addr_list,
+    parse_via,
+    parse_via_list,
+)
+from .headers import _Forced
+from .message import (
+    Message,
+    Request,
+    Response,
+    _contacts,
+    _content_length_value,
+    _first_cseq,
+    _first_name_addr,
+    _max_forwards_value,
+    _parse_content_length,
+    _parse_max_forwards,
+)
 from .uri import AbsoluteURI
 
 __all__ = ["SUPPORTED_SCHEMES", "validate_request", "validate_response"]
@@ -46,30 +67,59 @@ _LABELS: Final = {
 }
 
 
-def _common(msg: Message) -> tuple[int, str] | None:
-    counts = msg.headers.key_counts()
-    for key, label in _MANDATORY:
-        if key not in counts:
-            return 400, f"Missing {label} header"
-    for key, label in _LABELS.items():
-        if counts.get(key, 0) > 1:
-            return 400, f"Multiple {label} headers"
-    call_id = msg.call_id or ""
-    if g.CALLID_RE.fullmatch(call_id) is None:
-        return 400, "Bad Call-ID header"
-    # Force the lazy parsers over everything a proxy reads or forwards with meaning (the
-    # parsed values are cached on the message, and the list-valued ones read here without
-    # the defensive copy their properties make).
+# What the list parses below give for a field of one line holding one value, without
+# gathering that value into a list first.
+def _one_via(value: str) -> tuple[Via, ...]:
+    return (parse_via(value),)
+
+
+def _one_name_addr(value: str) -> tuple[NameAddr, ...]:
+    return (parse_name_addr(value),)
+
+
+def _one_contact(value: str) -> tuple[NameAddr, ...]:
+    return () if value == "*" else (parse_name_addr(value),)
+
+
+# In the order they are parsed (a message with several malformed fields is refused for the
+# first of them), each with the parse of its property, the value that parse gives when the
+# field is absent, and the parse of a single value that gives what it gives for one line.
+_FORCED: Final[tuple[_Forced, ...]] = (
+    ("via", parse_via_list, (), _one_via),
+    ("from", _first_name_addr, None, parse_name_addr),
+    ("to", _first_name_addr, None, parse_name_addr),
+    ("cseq", _first_cseq, None, parse_cseq),
+    ("max-forwards", _parse_max_forwards, None, _max_forwards_value),
+    ("contact", _contacts, _contacts([]), _one_contact),
+    ("record-route", parse_name_addr_list, (), _one_name_addr),
+    ("content-length", _parse_content_length, None, _content_length_value),
+)
+_FORCED_REQUEST: Final = (*_FORCED, ("route", parse_name_addr_list, (), _one_name_addr))
+_MANDATORY_KEYS: Final = frozenset(key for key, _ in _MANDATORY)
+
+
+def _common(msg: Message, forced: tuple[_Forced, ...] = _FORCED) -> tuple[int, str] | None:
     headers = msg.headers
-    if not headers.parsed("via", parse_via_list):
+    lines = headers._line_index()  # each field's lines: presence and repeats at a look-up each
+    if not lines.keys() >= _MANDATORY_KEYS:
+        for key, label in _MANDATORY:
+            if key not in lines:
+                return 400, f"Missing {label} header"
+    if len(lines) != len(headers):  # some field has several lines
+        for key, label in _LABELS.items():
+            found = lines.get(key)
+            if found is not None and len(found) > 1:
+                return 400, f"Multiple {label} headers"
+    if g.CALLID_RE.fullmatch(lines["call-id"][0]) is None:  # what ``msg.call_id`` gives
+        return 400, "Bad Call-ID header"
+    # Force the lazy parsers over everything a proxy reads or forwards with meaning, with
+    # the parse functions of the message's properties: the parsed values are cached on the
+    # message.
+    headers._parse_all(forced)
+    # An empty Via list cannot come from a Via line (each of its elements is parsed or
+    # refused), so this refuses what it did when it came before the other parses.
+    if not headers._cache["via"]:
         return 400, "Missing Via header"
-    msg.from_  # noqa: B018
-    msg.to  # noqa: B018
-    msg.cseq  # noqa: B018
-    msg.max_forwards  # noqa: B018
-    headers.parsed("contact", _contacts)
-    headers.parsed("record-route", parse_name_addr_list)
-    msg.content_length  # noqa: B018
     return None
 
 
@@ -84,12 +134,11 @@ def validate_request(
     Max-Forwards of 0 (483), Proxy-Require (420) and routing questions are the proxy's.
     """
     try:
-        refusal = _common(req)
+        refusal = _common(req, _FORCED_REQUEST)  # Route too, after the others
         if refusal is not None:
             return refusal
-        req.headers.parsed("route", parse_name_addr_list)
-        cseq = req.cseq
-        if cseq is not None and cseq.method != req.method:
+        cseq = req.headers._cache["cseq"]  # what ``req.cseq`` gives: parsed just now
+        if isinstance(cseq, CSeq) and cseq.method != req.method:
             return 400, "CSeq method mismatch"
     except SipParseError as e:
         return e.status, e.reason

@@ -13,11 +13,15 @@ is the count of the last whole second, ``[floor(now) - 1, floor(now))``; a windo
 the highest count of the seconds in it, the current partial second included. A second always
 lies inside one bucket (bucket widths are whole seconds), so the bucket simply keeps the
 highest count its seconds reached.
+
+Every event writes to the bucket of ``now`` in each ring, so a series remembers the three
+buckets it wrote to last and the span of time all three cover (``Series.current``): events
+inside that span, nearly all of them, skip the rings' arithmetic.
 """
 
 from __future__ import annotations
 
-from .aggregate import Summary, summarise
+from .aggregate import Bucket, Summary, summarise
 from .histogram import pdd_bin
 from .windows import RINGS, WINDOWS, Ring, Window, ring_of
 
@@ -30,7 +34,17 @@ _RING_OF = {w: ring_of(w) for w in WINDOWS.values()}
 class Series:
     """The counters of one key of one dimension."""
 
-    __slots__ = ("before", "before_count", "calls", "count", "rings", "second")
+    __slots__ = (
+        "before",
+        "before_count",
+        "buckets",
+        "calls",
+        "count",
+        "rings",
+        "second",
+        "span_end",
+        "span_start",
+    )
 
     def __init__(self) -> None:
         self.rings: tuple[Ring, ...] = tuple(Ring(w) for w in RINGS)
@@ -41,12 +55,46 @@ class Series:
         self.count = 0
         self.before = -1
         self.before_count = 0
+        #: The rings' buckets of the last event, and the span ``[start, end)`` of the clock
+        #: in which they are still each ring's bucket of ``now`` (empty until an event).
+        self.buckets: tuple[Bucket, ...] = ()
+        self.span_start = float("inf")
+        self.span_end = float("-inf")
+
+    def current(self, now: float) -> tuple[Bucket, ...]:
+        """Each ring's bucket of ``now`` (``Ring.at``), one per ring in ``RINGS`` order."""
+        if self.span_start <= now < self.span_end:
+            return self.buckets
+        buckets = tuple([ring.at(now) for ring in self.rings])
+        start, end = float("-inf"), float("inf")
+        for ring, bucket in zip(self.rings, buckets, strict=True):
+            number = bucket.number
+            if ring.slots[number % ring.count] is not bucket:
+                # A throwaway bucket (the clock ran backwards): not to be reused.
+                return buckets
+            start = max(start, number * ring.width)
+            end = min(end, (number + 1) * ring.width)
+        self.buckets, self.span_start, self.span_end = buckets, start, end
+        return buckets
 
     # -- levels ------------------------------------------------------------------------------
 
     def _arrival(self, now: float) -> int:
-        """Count one more attempt (or seizure) this second; the second's count so far."""
+        """Count one more attempt (or seizure) this second; the second's count so far.
+
+        An arrival stamped with an earlier second than the one being counted is a late one:
+        another worker's event, sent in a batch a few milliseconds after it happened
+        (``workers.statistics``), or the primary reading its inbox after its own events of
+        the new second. It counts in the second it belongs to when that is the one kept
+        (``before``), and is not counted otherwise: it must not make its old second the
+        current one again and throw away the count in progress. (``now`` is the monotonic
+        clock, the same in every worker, so only lateness makes it go back.)"""
         second = int(now // 1)
+        if second < self.second:
+            if second == self.before:
+                self.before_count += 1
+                return self.before_count
+            return 0
         if second != self.second:
             self.before, self.before_count = self.second, self.count
             self.second, self.count = second, 0
@@ -67,8 +115,7 @@ class Series:
         cps = self._arrival(now)
         self.calls += 1
         level = self.calls
-        for ring in self.rings:
-            bucket = ring.at(now)
+        for bucket in self.current(now):
             if cps > bucket.peak_cps:
                 bucket.peak_cps = cps
             if level > bucket.peak_calls:
@@ -85,8 +132,7 @@ class Series:
     def release(self, now: float) -> None:
         """A seizure ends without an outcome of its own (the gateway's is the call's)."""
         held = self.down()
-        for ring in self.rings:
-            bucket = ring.at(now)
+        for bucket in self.current(now):
             if held > bucket.peak_calls:
                 bucket.peak_calls = held
 
@@ -128,8 +174,27 @@ class Series:
         pass (0: none).
         """
         pdd_index = pdd_bin(pdd_ms) if pdd_ms is not None else 0
-        for ring in self.rings:
-            b = ring.at(now)
+        self.record(
+            now, answered, ner, seizures, duration_ms, pdd_ms, pdd_index, status, reason, level, cps
+        )
+
+    def record(
+        self,
+        now: float,
+        answered: bool,
+        ner: bool,
+        seizures: int,
+        duration_ms: int,
+        pdd_ms: int | None,
+        pdd_index: int,
+        status: int | None,
+        reason: str | None,
+        level: int,
+        cps: int,
+    ) -> None:
+        """:meth:`outcome` with its arguments in a row and the PDD's bin (``pdd_bin``) worked
+        out by the caller: a call's outcome is recorded in up to four series at once."""
+        for b in self.current(now):
             b.attempts += 1
             b.seizures += seizures
             if level > b.peak_calls:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Final
 from .aggregate import Summary
 from .definitions import ner_success
 from .events import CallEnded, CallRefused, CallStarted
+from .histogram import pdd_bin
 from .series import Series
 from .windows import WINDOWS, Window
 
@@ -194,29 +195,34 @@ class Statistics:
         answered = event.answered
         ner = answered or ner_success(event.status, event.rang)
         seizures = len(event.attempts)
+        duration_ms, pdd_ms = event.duration_ms, event.pdd_ms
+        pdd_index = pdd_bin(pdd_ms) if pdd_ms is not None else 0
+        status, reason = event.status, event.end_reason
         for series in self._call_series(event.account, event.destination, event.prefix):
-            series.outcome(
+            series.record(
                 now,
-                level=series.down(),
-                answered=answered,
-                ner=ner,
-                seizures=seizures,
-                duration_ms=event.duration_ms,
-                pdd_ms=event.pdd_ms,
-                status=event.status,
-                reason=event.end_reason,
+                answered,
+                ner,
+                seizures,
+                duration_ms,
+                pdd_ms,
+                pdd_index,
+                status,
+                reason,
+                series.down(),
+                0,
             )
         for attempt in event.attempts:
-            status = attempt.status
+            gateway_status, outcome = attempt.status, attempt.outcome
             self._series(self._gateways, attempt.gateway).outcome(
                 now,
-                answered=attempt.outcome == "answered",
-                ner=ner_success(status, attempt.rang),
+                answered=outcome == "answered",
+                ner=ner_success(gateway_status, attempt.rang),
                 seizures=1,
                 duration_ms=attempt.duration_ms,
                 pdd_ms=attempt.pdd_ms,
-                status=status,
-                reason=attempt.outcome,
+                status=gateway_status,
+                reason=outcome,
             )
         if self._next_prune is None:
             self._next_prune = now + PRUNE_EVERY

@@ -61,6 +61,9 @@ _CPS_WINDOW: Final = 1.0
 _DOWN: Final = 1
 _GATEWAY_OFF: Final = 2
 _ACCOUNT_OFF: Final = 4
+#: A gateway with an alarm's disable in force (its ids are in the slot's alarm text): read
+#: without the lock, so the usual gateway with none costs no lock.
+_ALARMED: Final = 8
 
 
 class SharedState:
@@ -331,6 +334,8 @@ class SharedLiveState(LiveState):
         self._worker = worker
         #: key -> (slot offset, key digest) for the lock-free flag reads (``_flag``).
         self._places: dict[str, tuple[int, bytes]] = {}
+        #: key -> the table's generation when the key had no slot (``_flag``).
+        self._absent: dict[str, int] = {}
 
     # -- accounts ----------------------------------------------------------------------
 
@@ -384,6 +389,8 @@ class SharedLiveState(LiveState):
         capacity: int | None = None,
         max_cps: int | None = None,
     ) -> GatewayLimitHit | None:
+        if capacity is None and max_cps is None:
+            return None  # nothing to read: no lock
         with self._lock:
             slot = self._table.find(_gateway(gateway_id))
             hit = None if slot is None else _limit_hit(slot, now, capacity, max_cps)
@@ -447,11 +454,15 @@ class SharedLiveState(LiveState):
             else:
                 rules.discard(rule_id)
             slot.alarms = rules
+            slot.set_flag(_ALARMED, bool(rules))
             return True
 
     def gateway_alarm(self, gateway_id: str) -> str | None:
+        key = _gateway(gateway_id)
+        if not self._flag(key, _ALARMED):
+            return None
         with self._lock:
-            slot = self._table.find(_gateway(gateway_id))
+            slot = self._table.find(key)
             rules = set() if slot is None else slot.alarms
         return min(rules) if rules else None
 
@@ -513,16 +524,22 @@ class SharedLiveState(LiveState):
         # Asked several times per call (disabled? alarmed? up?): read without the lock at
         # the slot's remembered place (``SharedTable.flags_at``: the key is checked around
         # the read); looked up under the lock the first time and when a reload moved it.
+        # A key without a slot (a gateway no call has used yet) has no flags: so is it
+        # while the table's generation, read without the lock too, has not moved.
         place = self._places.get(key)
         if place is not None:
             flags = self._table.flags_at(*place)
             if flags is not None:
                 return bool(flags & bit)
+        elif self._absent.get(key) == self._table.generation:
+            return False
         with self._lock:
             slot = self._table.find(key)
             if slot is None:
                 self._places.pop(key, None)
+                self._absent[key] = self._table.generation
                 return False
+            self._absent.pop(key, None)
             self._places[key] = (slot.offset, digest(key))
             return slot.flag(bit)
 

@@ -4,22 +4,30 @@
 refused; a gateway seized or released). With several workers the primary (worker 0) keeps
 the statistics the management API, ``/metrics`` and the alarms read; each other worker
 sends it every event over a Unix datagram socket pair the supervisor made before the fork
-(one datagram per event, pickled: the socket pair is reachable by these processes only),
-and the primary records it as if it had happened there. A worker also records its own
-events locally, without Prometheus metrics, because quality routing (``call.quality``)
-reads a gateway's recent ASR in the worker that routes the call; that ASR is the worker's.
+(pickled: the socket pair is reachable by these processes only), and the primary records
+it as if it had happened there. A worker also records its own events locally, without
+Prometheus metrics, because quality routing (``call.quality``) reads a gateway's recent ASR
+in the worker that routes the call; that ASR is the worker's.
+
+Events travel in batches: what a worker records within :data:`FLUSH_AFTER` (at most
+:data:`BATCH` events) goes as one datagram, so a call's four events cost the two processes
+one send and one receive rather than four of each, and the primary sees them a few
+milliseconds late. ``ForwardingStatistics.flush`` sends what waits at once: a worker that
+stops calls it last.
 
 Sends never block the call path: when the primary falls behind and the socket's buffer is
-full, the event is dropped and counted, and the count is logged (at most once a minute).
-The supervisor keeps both ends open, so events sent while the primary restarts wait for it.
+full, the batch is dropped and its events counted, and the count is logged (at most once a
+minute). The supervisor keeps both ends open, so events sent while the primary restarts
+wait for it.
 
-A worker that dies never sends the ends of its calls in progress. Every event names its
-worker, so the primary knows each worker's calls in progress and gateway claims; the
-supervisor, having reaped a worker, sends :data:`WORKER_DIED` on the same channel (after
-everything that worker sent), and the primary drops what that worker still held
-(``Statistics.calls_lost``). A primary that restarts starts its statistics from nothing:
-its windows, and the levels of the calls in progress then; the ends of those calls later
-find no start and are clamped at zero rather than pushing a level below it.
+A worker that dies never sends the ends of its calls in progress, nor the events still
+waiting in its batch. Every event names its worker, so the primary knows each worker's
+calls in progress and gateway claims; the supervisor, having reaped a worker, sends
+:data:`WORKER_DIED` on the same channel (after everything that worker sent), and the
+primary drops what that worker still held (``Statistics.calls_lost``). A primary that
+restarts starts its statistics from nothing: its windows, and the levels of the calls in
+progress then; the ends of those calls later find no start and are clamped at zero rather
+than pushing a level below it.
 """
 
 from __future__ import annotations
@@ -42,6 +50,13 @@ logger = logging.getLogger("softswitch.workers")
 
 #: Bytes of socket buffer asked for on both ends (Linux caps it at net.core.[rw]mem_max).
 _BUFFER: Final = 4 * 1024 * 1024
+#: How long a worker's events wait for others to share their datagram (seconds): short
+#: beside any statistics window, long enough that a busy worker sends tens at once.
+FLUSH_AFTER: Final = 0.005
+#: Events in one datagram at most (a pickled event is a few hundred bytes: well under
+#: what the primary reads at once, :data:`_DATAGRAM`).
+BATCH: Final = 64
+_DATAGRAM: Final = 256 * 1024
 _REPORT_EVERY: Final = 60.0
 _KINDS: Final = frozenset(
     ("call_started", "call_ended", "call_refused", "gateway_seized", "gateway_released")
@@ -79,13 +94,44 @@ class ForwardingStatistics(Statistics):
         self._worker = worker
         self.dropped = 0
         self._reported = 0.0
+        self._waiting: list[tuple[str, Any, float, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def _send(self, kind: str, event: Any, now: float) -> None:
+        self._waiting.append((kind, event, now, self._worker))
+        if len(self._waiting) >= BATCH:
+            self.flush()
+            return
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a tool, a test): nothing would flush it later
+                self.flush()
+                return
+            self._timer = loop.call_later(FLUSH_AFTER, self.flush)
+
+    def flush(self) -> None:
+        """Send the waiting events now, as one datagram."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            self._send_batch(waiting)
+
+    def _send_batch(self, waiting: list[tuple[str, Any, float, int]]) -> None:
+        data = pickle.dumps(waiting, pickle.HIGHEST_PROTOCOL)
+        if len(data) > _DATAGRAM // 2 and len(waiting) > 1:
+            # Calls with very many attempts make big events: halves, each within what the
+            # primary reads at once and the socket's buffer takes.
+            half = len(waiting) // 2
+            self._send_batch(waiting[:half])
+            self._send_batch(waiting[half:])
+            return
         try:
-            data = pickle.dumps((kind, event, now, self._worker), pickle.HIGHEST_PROTOCOL)
             self._outbox.send(data)
         except (BlockingIOError, OSError) as exc:
-            self.dropped += 1
+            self.dropped += len(waiting)
             wall = time.monotonic()
             if wall - self._reported >= _REPORT_EVERY:
                 self._reported = wall
@@ -138,21 +184,25 @@ class StatsInbox:
     def _read(self) -> None:
         for _ in range(256):  # then let the loop serve SIP before reading on
             try:
-                data = self._inbox.recv(65536)
+                data = self._inbox.recv(_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             try:
-                kind, *rest = pickle.loads(data)
-                if kind == WORKER_DIED:
-                    self._drop(*rest)
+                message = pickle.loads(data)
+                if message[0] == WORKER_DIED:
+                    self._drop(*message[1:])
                     continue
-                event, now, worker = rest
+                batch: list[tuple[str, Any, float, int]] = list(message)
             except Exception:
                 logger.exception("statistics: an unreadable event from a worker")
                 continue
-            if kind in _KINDS:
-                self._track(kind, event, worker)
-                getattr(self._stats, kind)(event, now)
+            for kind, event, now, worker in batch:
+                if kind in _KINDS:
+                    try:
+                        self._track(kind, event, worker)
+                        getattr(self._stats, kind)(event, now)
+                    except Exception:
+                        logger.exception("statistics: an unreadable event from a worker")
 
     def _track(self, kind: str, event: Any, worker: int) -> None:
         if kind == "call_started" or kind == "call_ended":

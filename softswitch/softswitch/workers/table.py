@@ -48,7 +48,7 @@ _EMPTY: Final = 0
 _USED: Final = 1
 _DELETED: Final = 2
 
-#: Header: live entries, entries with a block deadline, tombstones, spare.
+#: Header: live entries, entries with a block deadline, tombstones, generation.
 _HEADER = struct.Struct("<qqqq")
 _KEY_SIZE: Final = 16
 #: The alarm ids of a slot: UTF-8, joined by newlines, NUL-padded.
@@ -65,6 +65,19 @@ _U64 = struct.Struct("<Q")
 TOTAL_MODULUS: Final = 2**64
 
 
+#: This process's id, kept by a fork hook: a lock taken a dozen times per call asks it
+#: without a system call.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class ProcessLock:
     """Mutual exclusion between the processes sharing a table, and between threads of one.
 
@@ -78,14 +91,14 @@ class ProcessLock:
         os.unlink(path)
         self._fd = fd
         self._threads = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _pid
 
     def __enter__(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != _pid:
             # A child of the fork: its thread lock is a copy taken or not by a thread that
             # does not exist here; start with a fresh one.
             self._threads = threading.Lock()
-            self._pid = os.getpid()
+            self._pid = _pid
         self._threads.acquire()
         try:
             fcntl.lockf(self._fd, fcntl.LOCK_EX)
@@ -350,6 +363,16 @@ class SharedTable:
     def add_blocked(self, delta: int) -> None:
         _Q.pack_into(self.memory, 8, self.blocked_hint + delta)
 
+    @property
+    def generation(self) -> int:
+        """Changes (under the lock) whenever a key gets or loses its slot. Read WITHOUT the
+        lock: a key found absent while the generation read ``g`` is still absent while it
+        reads ``g``, so asking again costs no lock (``SharedLiveState._flag``)."""
+        return int(_Q.unpack_from(self.memory, 24)[0])
+
+    def _next_generation(self) -> None:
+        _Q.pack_into(self.memory, 24, self.generation + 1)
+
     # -- slots ---------------------------------------------------------------------------
 
     @property
@@ -415,6 +438,7 @@ class SharedTable:
         mm[free + _KEY : free + _KEY + _KEY_SIZE] = wanted
         mm[free] = _USED
         self._add_entries(1)
+        self._next_generation()
         return Slot(self, free)
 
     def delete(self, slot: Slot) -> None:
@@ -424,6 +448,7 @@ class SharedTable:
         self.memory[slot.offset] = _DELETED
         self._add_entries(-1)
         self._add_tombstones(1)
+        self._next_generation()
 
     def used(self) -> Iterator[Slot]:
         for index in range(self.slots):
@@ -449,6 +474,7 @@ class SharedTable:
         _Q.pack_into(mm, 0, len(raws))
         _Q.pack_into(mm, 8, blocked)
         _Q.pack_into(mm, 16, 0)
+        self._next_generation()
 
     def zero_worker(self, worker: int) -> int:
         """Release every call counted for ``worker`` (it died); how many there were."""

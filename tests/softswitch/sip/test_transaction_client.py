@@ -334,6 +334,25 @@ def test_layer_deadlines_and_forgetting() -> None:
     assert layer.next_deadline() is None
 
 
+def test_layer_next_deadline_follows_timers_started_stopped_and_fired() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS", "z9hG4bK-1"), 0.0, reliable=True)
+    assert layer.next_deadline() == 32.0  # Timer F
+    invite, _ = layer.send_request(request(), 1.0, reliable=False)
+    assert layer.next_deadline() == 1.5  # Timer A, earlier
+    layer.receive(response_to(invite.request, 180), 1.1)  # stops A and B
+    assert layer.next_deadline() == 32.0
+    bye, _ = layer.send_request(request("BYE", "z9hG4bK-3"), 2.0, reliable=False)
+    assert layer.next_deadline() == 2.5  # Timer E
+    layer.handle_timers(2.5)
+    assert layer.next_deadline() == 3.5  # E again, doubled
+    layer.receive(response_to(bye.request, 200), 3.0)  # E, F stopped; K started
+    assert layer.next_deadline() == 8.0
+    layer.handle_timers(40.0)
+    assert layer.next_deadline() is None
+    assert len(layer) == 1  # the INVITE in Proceeding (Timer C is the TU's)
+
+
 def test_layer_refuses_reused_or_legacy_branch() -> None:
     layer = TransactionLayer()
     layer.send_request(request(), 0.0, reliable=False)

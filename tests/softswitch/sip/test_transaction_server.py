@@ -408,3 +408,15 @@ def test_a_compacted_transaction_that_cannot_re_read_says_so() -> None:
     with pytest.raises(TransactionUsageError, match="no longer parse"):
         tx.last_response  # noqa: B018
     assert "BYE" in repr(tx)
+
+
+def test_a_transaction_made_around_the_layer_has_its_timers_run_by_it() -> None:
+    """The layer runs the timers of whatever it is handed, not only what it created."""
+    layer = TransactionLayer()
+    tx = invite_tx()
+    out = layer.respond(tx, answer(tx.request, 486), 1.0)
+    assert [o.action for o in out][1:] == [StartTimer(Timer.G, 1.5), StartTimer(Timer.H, 33.0)]
+    assert layer.next_deadline() == 1.5
+    fired = layer.handle_timers(1.5)
+    assert [o.action for o in fired] == [Send(tx.last_response), StartTimer(Timer.G, 2.5)]
+    assert layer.next_deadline() == 2.5

@@ -172,6 +172,60 @@ def test_a_flag_read_without_the_lock_follows_its_slot_being_freed_and_reused() 
     assert here.account_disabled("other")
 
 
+class CountingLock(ProcessLock):
+    """The shared lock, counting how often it is taken."""
+
+    taken = 0
+
+    def __enter__(self) -> None:
+        type(self).taken += 1
+        super().__enter__()
+
+
+def test_an_unused_gateway_and_one_without_alarms_cost_no_lock_per_call() -> None:
+    """What every call asks of every candidate gateway (disabled? up? alarmed? room
+    without limits?) is read without the lock once known, also for a gateway no call has
+    used yet; a slot another process creates, and an alarm it raises, are still seen."""
+    shared = SharedState(workers=2, ids=2)
+    lock = CountingLock()
+    shared.lock = shared.counters.lock = lock
+    here = SharedLiveState(shared, 0)
+
+    def ask() -> tuple[bool, bool, str | None, object]:
+        return (
+            here.gateway_disabled("gw9"),
+            here.gateway_is_up("gw9"),
+            here.gateway_alarm("gw9"),
+            here.gateway_has_room("gw9", 1.0),
+        )
+
+    assert ask() == (False, True, None, None)
+    before = CountingLock.taken
+    for _ in range(5):
+        assert ask() == (False, True, None, None)
+    assert CountingLock.taken == before  # no slot, same generation: no lock
+
+    def alarm() -> int:
+        SharedLiveState(shared, 1).set_gateway_alarm("gw9", "asr_low", True)
+        return 0
+
+    assert exit_code(forked(alarm)) == 0  # creates the slot: a new generation
+    assert here.gateway_alarm("gw9") == "asr_low"
+    before = CountingLock.taken
+    assert here.gateway_alarm("gw9") == "asr_low"  # the text is read under the lock
+    assert CountingLock.taken == before + 1
+
+    def clear() -> int:
+        SharedLiveState(shared, 1).set_gateway_alarm("gw9", "asr_low", False)
+        return 0
+
+    assert exit_code(forked(clear)) == 0
+    before = CountingLock.taken
+    assert here.gateway_alarm("gw9") is None
+    assert not here.gateway_disabled("gw9")
+    assert CountingLock.taken == before  # the slot's place is known: flags lock-free
+
+
 def test_block_expires() -> None:
     live = SharedLiveState(SharedState(workers=1, ids=1), 0)
     assert live.note_auth_failure("198.51.100.1", 0.0, limit=1, window=5, block_for=10)
