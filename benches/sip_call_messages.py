@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from softswitch.proxy import forward
 from softswitch.sip import Request, Response, SipURI, Via, parse_message
@@ -41,96 +43,16 @@ from softswitch.sip import uri as _uri
 from softswitch.sip.validate import validate_request, validate_response
 from softswitch.transport import Transport
 
-# The six datagrams the switch received in one call (captured, unedited).
-INVITE = (
-    b"INVITE sip:441234567@127.0.0.1:39585 SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Contact: <sip:1000@127.0.0.1:58614;transport=UDP>\r\n"
-    b"Max-Forwards: 70\r\n"
-    b"Content-Type: application/sdp\r\n"
-    b"Content-Length:   115\r\n"
-    b"\r\n"
-    b"v=0\r\n"
-    b"o=caller 1 1 IN IP4 127.0.0.1\r\n"
-    b"s=-\r\n"
-    b"c=IN IP4 127.0.0.1\r\n"
-    b"t=0 0\r\n"
-    b"m=audio 47770 RTP/AVP 0\r\n"
-    b"a=rtpmap:0 PCMU/8000\r\n"
-)
-RINGING = (
-    b"SIP/2.0 180 Ringing\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK66b90893025a01ac, "
-    b"SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Record-Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b"Contact: <sip:carrier@127.0.0.1:38514;transport=UDP>\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-OK_INVITE = (
-    b"SIP/2.0 200 OK\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK66b90893025a01ac, "
-    b"SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Record-Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b"Contact: <sip:carrier@127.0.0.1:38514;transport=UDP>\r\n"
-    b"Content-Type: application/sdp\r\n"
-    b"Content-Length:   116\r\n"
-    b"\r\n"
-    b"v=0\r\n"
-    b"o=carrier 1 1 IN IP4 127.0.0.1\r\n"
-    b"s=-\r\n"
-    b"c=IN IP4 127.0.0.1\r\n"
-    b"t=0 0\r\n"
-    b"m=audio 40266 RTP/AVP 0\r\n"
-    b"a=rtpmap:0 PCMU/8000\r\n"
-)
-ACK = (
-    b"ACK sip:carrier@127.0.0.1:38514;transport=UDP SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-5\r\n"
-    b"Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 ACK\r\n"
-    b"Max-Forwards: 70\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-BYE = (
-    b"BYE sip:carrier@127.0.0.1:38514;transport=UDP SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-7\r\n"
-    b"Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 2 BYE\r\n"
-    b"Max-Forwards: 70\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-OK_BYE = (
-    b"SIP/2.0 200 OK\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK20a570b4f37373a3, "
-    b"SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-7\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 2 BYE\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
+# The six datagrams the switch received in one call (captured, unedited), from tests/
+# (after the imports above: its softswitch/ folder of tests would shadow the package).
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+from captured_call import ACK_IN as ACK
+from captured_call import BYE_IN as BYE
+from captured_call import BYE_OK_IN as OK_BYE
+from captured_call import INVITE_IN as INVITE
+from captured_call import OK_IN as OK_INVITE
+from captured_call import RINGING_IN as RINGING
+
 CALL: tuple[tuple[str, bytes], ...] = (
     ("INVITE", INVITE),
     ("180", RINGING),

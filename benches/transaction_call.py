@@ -32,9 +32,11 @@ import cProfile
 import gc
 import logging
 import pstats
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from softswitch.proxy.engine import TIMER_RESOLUTION
@@ -49,197 +51,25 @@ from softswitch.sip.transaction import (
 from softswitch.transaction_driver import TransactionDriver
 from softswitch.transport import Flow, Transport, _DatagramEndpoint
 
+# The captured call, from tests/ (after the imports above: its softswitch/ folder of tests
+# would shadow the installed package).
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+from captured_call import (
+    ACK_IN,
+    ACK_OUT,
+    BYE_IN,
+    BYE_OK_IN,
+    BYE_OK_OUT,
+    BYE_OUT,
+    INVITE_IN,
+    INVITE_OUT,
+    OK_IN,
+    OK_OUT,
+    RINGING_IN,
+    RINGING_OUT,
+)
+
 # ---------------------------------------------------------------------------- one call
-
-INVITE_IN = (
-    b"INVITE sip:441234567@127.0.0.1:39585 SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Contact: <sip:1000@127.0.0.1:58614;transport=UDP>\r\n"
-    b"Max-Forwards: 70\r\n"
-    b"Content-Type: application/sdp\r\n"
-    b"Content-Length:   115\r\n"
-    b"\r\n"
-    b"v=0\r\n"
-    b"o=caller 1 1 IN IP4 127.0.0.1\r\n"
-    b"s=-\r\n"
-    b"c=IN IP4 127.0.0.1\r\n"
-    b"t=0 0\r\n"
-    b"m=audio 47770 RTP/AVP 0\r\n"
-    b"a=rtpmap:0 PCMU/8000\r\n"
-)
-
-INVITE_OUT = (
-    b"INVITE sip:441234567@127.0.0.1:38514 SIP/2.0\r\n"
-    b"Record-Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK66b90893025a01ac\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Contact: <sip:1000@127.0.0.1:58614;transport=UDP>\r\n"
-    b"Max-Forwards: 69\r\n"
-    b"Content-Type: application/sdp\r\n"
-    b"Content-Length:   115\r\n"
-    b"\r\n"
-    b"v=0\r\n"
-    b"o=caller 1 1 IN IP4 127.0.0.1\r\n"
-    b"s=-\r\n"
-    b"c=IN IP4 127.0.0.1\r\n"
-    b"t=0 0\r\n"
-    b"m=audio 47770 RTP/AVP 0\r\n"
-    b"a=rtpmap:0 PCMU/8000\r\n"
-)
-
-RINGING_IN = (
-    b"SIP/2.0 180 Ringing\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK66b90893025a01ac, "
-    b"SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Record-Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b"Contact: <sip:carrier@127.0.0.1:38514;transport=UDP>\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-
-RINGING_OUT = (
-    b"SIP/2.0 180 Ringing\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Record-Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b"Contact: <sip:carrier@127.0.0.1:38514;transport=UDP>\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-
-OK_IN = (
-    b"SIP/2.0 200 OK\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK66b90893025a01ac, "
-    b"SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Record-Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b"Contact: <sip:carrier@127.0.0.1:38514;transport=UDP>\r\n"
-    b"Content-Type: application/sdp\r\n"
-    b"Content-Length:   116\r\n"
-    b"\r\n"
-    b"v=0\r\n"
-    b"o=carrier 1 1 IN IP4 127.0.0.1\r\n"
-    b"s=-\r\n"
-    b"c=IN IP4 127.0.0.1\r\n"
-    b"t=0 0\r\n"
-    b"m=audio 40266 RTP/AVP 0\r\n"
-    b"a=rtpmap:0 PCMU/8000\r\n"
-)
-
-OK_OUT = (
-    b"SIP/2.0 200 OK\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Record-Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b"Contact: <sip:carrier@127.0.0.1:38514;transport=UDP>\r\n"
-    b"Content-Type: application/sdp\r\n"
-    b"Content-Length:   116\r\n"
-    b"\r\n"
-    b"v=0\r\n"
-    b"o=carrier 1 1 IN IP4 127.0.0.1\r\n"
-    b"s=-\r\n"
-    b"c=IN IP4 127.0.0.1\r\n"
-    b"t=0 0\r\n"
-    b"m=audio 40266 RTP/AVP 0\r\n"
-    b"a=rtpmap:0 PCMU/8000\r\n"
-)
-
-ACK_IN = (
-    b"ACK sip:carrier@127.0.0.1:38514;transport=UDP SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-5\r\n"
-    b"Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 ACK\r\n"
-    b"Max-Forwards: 70\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-
-ACK_OUT = (
-    b"ACK sip:carrier@127.0.0.1:38514;transport=UDP SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK2a99950073eea033\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-5\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 ACK\r\n"
-    b"Max-Forwards: 69\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-
-BYE_IN = (
-    b"BYE sip:carrier@127.0.0.1:38514;transport=UDP SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-7\r\n"
-    b"Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 2 BYE\r\n"
-    b"Max-Forwards: 70\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-
-BYE_OUT = (
-    b"BYE sip:carrier@127.0.0.1:38514;transport=UDP SIP/2.0\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK20a570b4f37373a3\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-7\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 2 BYE\r\n"
-    b"Max-Forwards: 69\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-
-BYE_OK_IN = (
-    b"SIP/2.0 200 OK\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK20a570b4f37373a3, "
-    b"SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-7\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 2 BYE\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-
-BYE_OK_OUT = (
-    b"SIP/2.0 200 OK\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-7\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 2 BYE\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
-
 
 #: The caller's branches end in -48-N, the Call-ID starts with 48-, and the switch's own
 #: branches are these three: each call gets its own copies.

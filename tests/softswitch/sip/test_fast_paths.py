@@ -20,6 +20,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from captured_call import RINGING_IN
 from softswitch.sip import (
     Request,
     Response,
@@ -60,19 +61,7 @@ INVITE = (
     b"s=-\r\n"
     b"t=0 0\r\n"
 )
-RESPONSE = (
-    b"SIP/2.0 180 Ringing\r\n"
-    b"Via: SIP/2.0/UDP 127.0.0.1:39585;branch=z9hG4bK66b90893025a01ac, "
-    b"SIP/2.0/UDP 127.0.0.1:58614;branch=z9hG4bK-32551-48-0\r\n"
-    b'From: "caller" <sip:1000@127.0.0.1:58614>;tag=32551SIPpTag0048\r\n'
-    b"To: <sip:441234567@127.0.0.1:39585>;tag=32550SIPpTag0148\r\n"
-    b"Call-ID: 48-32551@127.0.0.1\r\n"
-    b"CSeq: 1 INVITE\r\n"
-    b"Record-Route: <sip:127.0.0.1:39585;lr>\r\n"
-    b"Contact: <sip:carrier@127.0.0.1:38514;transport=UDP>\r\n"
-    b"Content-Length: 0\r\n"
-    b"\r\n"
-)
+RESPONSE = RINGING_IN
 # Shapes beside the usual one: compact and odd-case names, unknown fields, repeated
 # fields, blanks before the colon, folding, bare LF, leading CRLF, no header at all.
 ODD = (
