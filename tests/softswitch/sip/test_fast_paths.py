@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from byte_mutations import mutate
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -200,20 +201,7 @@ def test_seed_messages(data: bytes) -> None:
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SEEDS[:3])))
-    for _ in range(draw(st.integers(1, 5))):
-        if not data:
-            break
-        pos = draw(st.integers(0, len(data) - 1))
-        action = draw(st.sampled_from(["replace", "insert", "delete"]))
-        chunk = draw(st.one_of(st.sampled_from(INTERESTING), st.binary(min_size=1, max_size=3)))
-        if action == "replace":
-            data[pos : pos + len(chunk)] = chunk
-        elif action == "insert":
-            data[pos:pos] = chunk
-        else:
-            del data[pos : pos + draw(st.integers(1, 8))]
-    return bytes(data)
+    return mutate(draw, draw(st.sampled_from(SEEDS[:3])), INTERESTING, max_edits=5)
 
 
 @given(mutated())
