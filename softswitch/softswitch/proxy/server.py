@@ -53,6 +53,7 @@ from softswitch.media.control import media_control
 from softswitch.media.metrics import MediaCollector
 from softswitch.registrar import BindingWriter, Registrar, Registrations
 from softswitch.registrar import load as load_bindings
+from softswitch.registrar.node_sync import NodeSync
 from softswitch.stats import Statistics
 from softswitch.stats.prometheus import Metrics
 from softswitch.store.opening import describe_database, open_cdr_store
@@ -173,6 +174,8 @@ class Switch:
             # Billed accounts' credit across the workers (Redis's, if set, replaces it).
             self.meter.share_credit(WorkerCredit.of(seat.shared, seat.index), "workers")
         self._sweeper: asyncio.Task[None] | None = None
+        #: Other nodes' registrations on a shared PostgreSQL (``registrar.node_sync``).
+        self._node_sync: NodeSync | None = None
         self._recovery: RecoverySweep | None = None
         #: The media relays (None without ``[[media_relays]]``): read at start only.
         self.media = media_control(config)
@@ -238,6 +241,14 @@ class Switch:
         if bindings:
             logger.warning("registrations: %d live contacts loaded", len(bindings))
         self.pipeline.trust_registrations()
+        if self.registrar.writer is not None and self.registrar.writer.postgres:
+            # Other nodes on the database take REGISTERs too: theirs, as they commit.
+            self._node_sync = NodeSync(
+                str(self.database),
+                self.registrations,
+                learned=lambda binding: self.pipeline.guard.trust(binding.source_ip),
+            )
+            self._node_sync.start()
         self._sweeper = asyncio.get_running_loop().create_task(self.registrar.sweep_forever())
         self.meter.start()
         if self.primary:
@@ -468,6 +479,8 @@ class Switch:
         await self.meter.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._node_sync is not None:
+            await asyncio.to_thread(self._node_sync.stop)
         if self.registrar.writer is not None:
             await asyncio.to_thread(self.registrar.writer.close)
         self.cdrs.close()

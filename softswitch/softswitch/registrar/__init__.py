@@ -10,6 +10,7 @@ registration when they come from a live contact's source address. Read in this o
 ``register``  a REGISTER's effect on an account's bindings, as a pure function
 ``credentials`` what a binding was registered under, judged against the configuration
 ``store``     the table, loading it at start, the writer thread
+``node_sync`` other nodes' changes on a shared PostgreSQL, as they commit (LISTEN/NOTIFY)
 ``service``   the stateless 401, digest, applying and answering; the expiry sweep
 
 See docs/registrar.md.

@@ -188,6 +188,12 @@ class Registrations:
         """The account's accepted bindings by contact, expired ones included (a copy)."""
         return {c: b for c, b in self._by_account.get(account_id, {}).items() if self.accepts(b)}
 
+    def indexed(self, account_id: str, contact: str) -> Binding | None:
+        """The binding indexed for (account, contact), accepted or not, as this process has
+        it (without taking other workers' changes first): what a change from another node
+        is ordered against (``node_sync``)."""
+        return self._by_account.get(account_id, {}).get(contact)
+
     def put(self, binding: Binding) -> None:
         """Add or replace the binding of its (account, contact); one without a fingerprint
         (read from the table) as made under the credentials in force (``stamped``)."""

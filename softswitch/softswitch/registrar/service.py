@@ -265,7 +265,10 @@ class Registrar:
                 " (NAT: reached at the source)" if binding.nat else "",
             )
         if self.writer is not None:
-            tombstone_at = now if self.bindings.shared_table else None
+            # Other writers share the table (workers, or nodes on one PostgreSQL): a
+            # tombstone, so that an older REGISTER one of them commits later stays out.
+            shared = self.bindings.shared_table or self.writer.postgres
+            tombstone_at = now if shared else None
             self.writer.remove(outcome.removed, tombstone_at=tombstone_at)
             self.writer.put(outcome.put)
 

@@ -16,24 +16,33 @@ written once, and one transaction carries everything pending. The connection use
 repeat anyway; it never corrupts the file. The writer and the CDR writer share the file,
 each with its own connection; SQLite's lock (waited for up to 30 s) orders them.
 
-With several workers each writes the REGISTERs it took, and the writers' commits are not
-ordered across processes, so no write trusts its turn: a row is replaced only by a binding
-registered at the same second or later (``registered_at``); an unregister is written as a
-*tombstone* (the row kept, registered at the unregistering REGISTER's second and expiring
-at it) so that an older REGISTER committed after it does not bring the contact back (one
-process, the only writer, deletes the row instead); and an expiry or a reload's drop is
-deleted only if no later REGISTER replaced the row (``BindingWriter.retire``). :func:`load`
-reads live rows only and deletes the rows expired (tombstones included) more than
-:data:`KEEP_EXPIRED` seconds ago, long after any writer committed what it held.
+With several workers (or nodes) each writes the REGISTERs it took, and the writers' commits
+are not ordered across processes, so no write trusts its turn: a row is replaced only by a
+binding registered at the same second or later (``registered_at``); an unregister is written
+as a *tombstone* (the row kept, registered at the unregistering REGISTER's second and
+expiring at it) so that an older REGISTER committed after it does not bring the contact back
+(one process on SQLite, the only writer, deletes the row instead; on PostgreSQL other nodes
+may write too); and an expiry or a reload's drop is deleted only if no later REGISTER
+replaced the row (``BindingWriter.retire``). :func:`load` reads live rows only and deletes
+the rows expired (tombstones included) more than :data:`KEEP_EXPIRED` seconds ago, long
+after any writer committed what it held.
 
 With ``[server] database`` a ``postgresql://`` URL the same table lives in PostgreSQL
 (created by ``softswitch migrate``), written the same way from the same thread; an upsert
 there is ``INSERT ... ON CONFLICT DO UPDATE``, and the commits use
-``synchronous_commit = off`` for the same reason SQLite's use ``NORMAL``.
+``synchronous_commit = off`` for the same reason SQLite's use ``NORMAL``. Several nodes may
+share that database, so each change the table took is also announced, in its transaction,
+on the :data:`CHANNEL` of PostgreSQL's ``NOTIFY`` (``registrar.node_sync`` listens): the
+binding itself, fingerprint included (the table keeps none), or the row deleted. Only a
+change the table took is announced (an older REGISTER the ordering rule refused is not), and
+PostgreSQL delivers notifications in commit order, so a listener replaying them replays the
+table's own history.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import sqlite3
 import threading
@@ -49,7 +58,19 @@ from softswitch.store.postgres_connect import is_postgres_url
 
 from .bindings import Binding
 
-__all__ = ["BINDING_COLUMNS", "KEEP_EXPIRED", "REGISTRATIONS_SCHEMA", "BindingWriter", "load"]
+__all__ = [
+    "BINDING_COLUMNS",
+    "CHANNEL",
+    "KEEP_EXPIRED",
+    "READ_ALL",
+    "REGISTRATIONS_SCHEMA",
+    "BindingWriter",
+    "binding_of",
+    "binding_of_notice",
+    "gone_notice",
+    "load",
+    "put_notice",
+]
 
 logger = logging.getLogger("softswitch.registrar")
 
@@ -104,6 +125,18 @@ _UPSERT = (
 _RETIRE = "DELETE FROM registrations WHERE account_id = ? AND contact = ? AND registered_at <= ?"
 _UPSERT_PG = _UPSERT.replace("?", "%s")
 _RETIRE_PG = _RETIRE.replace("?", "%s")
+#: A binding's fields as a notice carries them: the table's columns and the fingerprint.
+_FIELDS = tuple(f.name for f in dataclasses.fields(Binding))
+#: PostgreSQL's ``NOTIFY`` channel of the changes the table took (``registrar.node_sync``).
+CHANNEL = "softswitch_registrations"
+#: The longest ``NOTIFY`` payload PostgreSQL takes is 8000 bytes; a change whose notice
+#: would not fit is announced as :data:`READ_ALL` (the listeners read the table again).
+_NOTICE_MAX = 7999
+READ_ALL = '["all"]'
+#: A change is announced only when the table took it (``RETURNING`` gives its row then): an
+#: older REGISTER refused by ``_NEWER``, or a retire a later REGISTER beat, is not.
+_UPSERT_NOTIFY = f"WITH changed AS ({_UPSERT_PG} RETURNING 1) SELECT pg_notify(%s, %s) FROM changed"
+_RETIRE_NOTIFY = f"WITH gone AS ({_RETIRE_PG} RETURNING 1) SELECT pg_notify(%s, %s) FROM gone"
 #: Live rows: not expired, and not a tombstone (which expires the moment it is registered;
 #: a REGISTER's binding never does: a zero expiry unregisters).
 _LIVE = " WHERE expires_at > ? AND expires_at <> registered_at"
@@ -159,23 +192,27 @@ def load(database: Database, now: float) -> list[Binding]:
             rows = conn.execute(select, (now,)).fetchall()
     finally:
         conn.close()
-    return [
-        Binding(
-            account_id=r[0],
-            contact=r[1],
-            expires_at=float(r[2]),
-            q=float(r[3]),
-            call_id=r[4],
-            cseq=int(r[5]),
-            transport=r[6],
-            source_ip=r[7],
-            source_port=int(r[8]),
-            nat=bool(r[9]),
-            registered_at=float(r[10]),
-            user_agent=r[11],
-        )
-        for r in rows
-    ]
+    return [binding_of(r) for r in rows]
+
+
+def binding_of(row: Sequence[Any]) -> Binding:
+    """A row of :data:`BINDING_COLUMNS` as a binding (without a fingerprint: the table keeps
+    none)."""
+    r = row
+    return Binding(
+        account_id=r[0],
+        contact=r[1],
+        expires_at=float(r[2]),
+        q=float(r[3]),
+        call_id=r[4],
+        cseq=int(r[5]),
+        transport=r[6],
+        source_ip=r[7],
+        source_port=int(r[8]),
+        nat=bool(r[9]),
+        registered_at=float(r[10]),
+        user_agent=r[11],
+    )
 
 
 class BindingWriter:
@@ -196,11 +233,11 @@ class BindingWriter:
         self._queue({b.key: b for b in bindings})
 
     def remove(self, bindings: Iterable[Binding], *, tombstone_at: float | None = None) -> None:
-        """Unregister. With several workers (``tombstone_at``: the unregistering REGISTER's
-        wall-clock second) each binding's row becomes a tombstone registered and expiring
-        then, so that a REGISTER older than it, committed later by another worker's writer,
-        does not replace it. In one process (one writer, committing in order) the row is
-        deleted, unless a later REGISTER replaced it."""
+        """Unregister. With several workers or nodes (``tombstone_at``: the unregistering
+        REGISTER's wall-clock second) each binding's row becomes a tombstone registered and
+        expiring then, so that a REGISTER older than it, committed later by another writer,
+        does not replace it. In one process on SQLite (one writer, committing in order) the
+        row is deleted, unless a later REGISTER replaced it."""
         if tombstone_at is None:
             self.retire(bindings)
         else:
@@ -257,17 +294,22 @@ class BindingWriter:
             conn.close()
 
     def _commit(self, conn: Any, batch: dict[tuple[str, str], Binding | _Retired]) -> None:
-        upserts = [
-            _row(b, postgres=self.postgres) for b in batch.values() if isinstance(b, Binding)
-        ]
+        puts = [b for b in batch.values() if isinstance(b, Binding)]
         retired = [(*key, b.registered_at) for key, b in batch.items() if isinstance(b, _Retired)]
         try:
             if self.postgres:
+                # Announced to every node in the same transaction: delivered on commit only.
+                announced_puts = [
+                    (*_row(b, postgres=True), CHANNEL, _notice(put_notice(b))) for b in puts
+                ]
+                announced_retired = [(*r, CHANNEL, _notice(gone_notice(*r))) for r in retired]
                 with conn.transaction(), conn.cursor() as cursor:
-                    _write(cursor, _UPSERT_PG, upserts, _RETIRE_PG, retired)
+                    _write(
+                        cursor, _UPSERT_NOTIFY, announced_puts, _RETIRE_NOTIFY, announced_retired
+                    )
             else:
                 with conn:
-                    _write(conn, _UPSERT, upserts, _RETIRE, retired)
+                    _write(conn, _UPSERT, [_row(b) for b in puts], _RETIRE, retired)
         except (sqlite3.Error, psycopg.Error) as e:
             # Lost changes are a client re-registering later than it could be called,
             # not a wrong call: logged, not retried (the next change of a contact rewrites it).
@@ -302,6 +344,31 @@ def _write(
         target.executemany(upsert, upserts)
     if retired:
         target.executemany(retire, retired)
+
+
+def put_notice(binding: Binding) -> list[object]:
+    """The notice of a binding the table took: every field, the fingerprint included (a
+    tombstone is one, registered and expiring at its unregister)."""
+    return ["put", [getattr(binding, name) for name in _FIELDS]]
+
+
+def binding_of_notice(values: Sequence[object]) -> Binding:
+    """The binding a ``put`` notice carries; ValueError or TypeError when it does not
+    decode."""
+    if len(values) != len(_FIELDS):
+        raise ValueError(f"{len(values)} fields, not {len(_FIELDS)}")
+    return Binding(**dict(zip(_FIELDS, values, strict=True)))  # type: ignore[arg-type]
+
+
+def gone_notice(account_id: str, contact: str, registered_at: float) -> list[object]:
+    """The notice of a row deleted (an expiry, a reload's drop) unless a later REGISTER had
+    replaced it: listeners drop a binding registered at ``registered_at`` or earlier."""
+    return ["gone", account_id, contact, registered_at]
+
+
+def _notice(change: list[object]) -> str:
+    text = json.dumps(change)  # ASCII: its length is its size in bytes
+    return text if len(text) <= _NOTICE_MAX else READ_ALL
 
 
 def _tombstone(binding: Binding, at: float) -> Binding:
