@@ -23,9 +23,12 @@ as a *tombstone* (the row kept, registered at the unregistering REGISTER's secon
 expiring at it) so that an older REGISTER committed after it does not bring the contact back
 (one process on SQLite, the only writer, deletes the row instead; on PostgreSQL other nodes
 may write too); and an expiry or a reload's drop is deleted only if no later REGISTER
-replaced the row (``BindingWriter.retire``). :func:`load` reads live rows only and deletes
-the rows expired (tombstones included) more than :data:`KEEP_EXPIRED` seconds ago, long
-after any writer committed what it held.
+replaced the row (``BindingWriter.retire``). The rows expired (tombstones included) more
+than :data:`KEEP_EXPIRED` seconds ago, long after any writer committed what it held, are
+deleted by :func:`load` at start and, while the switch runs, by the keeper's writer
+(``BindingWriter.purge``, asked for once a minute by ``Registrar.sweep``): a switch that runs
+for months would otherwise keep every unregister and every expiry it did not retire, and
+each node's listener reads them all again whenever it reconnects.
 
 With ``[server] database`` a ``postgresql://`` URL the same table lives in PostgreSQL
 (created by ``softswitch migrate``), written the same way from the same thread; an upsert
@@ -107,8 +110,9 @@ BINDING_COLUMNS = (
     "registered_at",
     "user_agent",
 )
-#: Seconds an expired row (a tombstone too) is kept before :func:`load` deletes it: longer
-#: than any writer holds a change it has not committed (SQLite's lock waits up to 30 s).
+#: Seconds an expired row (a tombstone too) is kept before :func:`load` or a purge
+#: (``BindingWriter.purge``) deletes it: longer than any writer holds a change it has not
+#: committed (SQLite's lock waits up to 30 s).
 KEEP_EXPIRED = 300.0
 
 #: A row is replaced by a binding registered at the same second or later only: another
@@ -140,6 +144,18 @@ _RETIRE_NOTIFY = f"WITH gone AS ({_RETIRE_PG} RETURNING 1) SELECT pg_notify(%s, 
 #: Live rows: not expired, and not a tombstone (which expires the moment it is registered;
 #: a REGISTER's binding never does: a zero expiry unregisters).
 _LIVE = " WHERE expires_at > ? AND expires_at <> registered_at"
+#: The rows expired (tombstones too) at or before a second.
+_PURGE = "DELETE FROM registrations WHERE expires_at <= ?"
+#: The same on PostgreSQL, where several nodes' keepers may purge at once and their writers
+#: upsert meanwhile: the rows are locked first, skipping any another transaction holds, so
+#: a purge never waits for a lock, and so never deadlocks a writer's batch or another
+#: node's purge (a row skipped goes at the next purge). A row a REGISTER replaced after
+#: this statement began is checked again once locked, and kept.
+_PURGE_PG = (
+    "DELETE FROM registrations WHERE (account_id, contact) IN"
+    " (SELECT account_id, contact FROM registrations WHERE expires_at <= %s"
+    " FOR UPDATE SKIP LOCKED)"
+)
 
 #: ``[server] database``: a SQLite file, or a PostgreSQL URL.
 Database = str | Path
@@ -180,15 +196,14 @@ def load(database: Database, now: float) -> list[Binding]:
     :data:`KEEP_EXPIRED` seconds ago (tombstones too) are deleted."""
     postgres = is_postgres_url(database)
     conn = _connect(database if postgres else Path(database))
-    purge = "DELETE FROM registrations WHERE expires_at <= ?"
     select = f"SELECT {', '.join(BINDING_COLUMNS)} FROM registrations" + _LIVE
     try:
         if postgres:
-            conn.execute(purge.replace("?", "%s"), (now - KEEP_EXPIRED,))
+            conn.execute(_PURGE_PG, (now - KEEP_EXPIRED,))
             rows = conn.execute(select.replace("?", "%s"), (now,)).fetchall()
         else:
             with conn:
-                conn.execute(purge, (now - KEEP_EXPIRED,))
+                conn.execute(_PURGE, (now - KEEP_EXPIRED,))
             rows = conn.execute(select, (now,)).fetchall()
     finally:
         conn.close()
@@ -223,6 +238,10 @@ class BindingWriter:
         self.database: Database = database if self.postgres else Path(database)
         _connect(self.database).close()  # the table exists (and errors surface) before any call
         self._pending: dict[tuple[str, str], Binding | _Retired] = {}
+        #: The latest purge asked for and not begun yet: rows expired at or before it go.
+        self._purge_before: float | None = None
+        #: Whether the last purge failed (the next failure is not logged at ERROR again).
+        self._purge_failed = False
         self._cond = threading.Condition()
         self._closed = False
         self._idle = True
@@ -249,6 +268,20 @@ class BindingWriter:
         written by another worker's writer, in an order this one does not know."""
         self._queue({b.key: _Retired(b.registered_at) for b in bindings})
 
+    def purge(self, now: float) -> None:
+        """Delete, in the writer's thread, the rows expired (tombstones included) more than
+        :data:`KEEP_EXPIRED` seconds before ``now`` (wall-clock seconds): long after any
+        writer committed a REGISTER older than a tombstone, so none can bring its contact
+        back. Requests not begun yet are one purge, up to the latest ``now``. Idempotent, so
+        several processes on one database (each node's keeper) may all purge."""
+        before = now - KEEP_EXPIRED
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("BindingWriter is closed")
+            if self._purge_before is None or before > self._purge_before:
+                self._purge_before = before
+            self._cond.notify()
+
     def _queue(self, changes: dict[tuple[str, str], Binding | _Retired]) -> None:
         if not changes:
             return
@@ -259,9 +292,12 @@ class BindingWriter:
             self._cond.notify()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far is committed; False on timeout."""
+        """Wait until everything queued so far (a purge too) is done; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and self._idle, timeout)
+            return self._cond.wait_for(lambda: not self._has_work() and self._idle, timeout)
+
+    def _has_work(self) -> bool:
+        return bool(self._pending) or self._purge_before is not None
 
     def close(self) -> None:
         """Commit what is pending and stop the thread. Idempotent."""
@@ -277,14 +313,19 @@ class BindingWriter:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: bool(self._pending) or self._closed)
+                    self._cond.wait_for(lambda: self._has_work() or self._closed)
                     batch, self._pending = self._pending, {}
-                    self._idle = not batch
+                    purge_before, self._purge_before = self._purge_before, None
+                    work = bool(batch) or purge_before is not None
+                    self._idle = not work
                     closing = self._closed
-                if batch:
+                if work:
                     if self.postgres and conn.closed:  # the connection was lost: a new one
                         conn = _reconnect(self.database, conn)
-                    self._commit(conn, batch)
+                    if batch:
+                        self._commit(conn, batch)
+                    if purge_before is not None:
+                        self._purge(conn, purge_before)
                     with self._cond:
                         self._idle = True
                         self._cond.notify_all()
@@ -314,6 +355,29 @@ class BindingWriter:
             # Lost changes are a client re-registering later than it could be called,
             # not a wrong call: logged, not retried (the next change of a contact rewrites it).
             logger.error("writing %d registration changes failed: %s", len(batch), e)
+
+    def _purge(self, conn: Any, before: float) -> None:
+        """Delete the rows expired at or before ``before``. No notice: every node already
+        dropped them, by the tombstone's own notice or by its clock (a node that missed the
+        tombstone while cut off keeps its contact until the contact expires)."""
+        try:
+            if self.postgres:
+                deleted = conn.execute(_PURGE_PG, (before,)).rowcount
+            else:
+                with conn:
+                    deleted = conn.execute(_PURGE, (before,)).rowcount
+        except Exception as e:  # whatever it was, the writer goes on
+            # Retried at the next purge; one ERROR per run of failures, not one a minute.
+            if self._purge_failed:
+                logger.debug("purging expired registrations failed again: %s", e)
+            else:
+                logger.error("purging expired registrations failed (retried later): %s", e)
+            self._purge_failed = True
+            return
+        if self._purge_failed:
+            logger.warning("purging expired registrations works again")
+        self._purge_failed = False
+        logger.debug("purged %d registrations expired before %.0f", deleted, before)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,348 @@
+"""The rows expired long ago (tombstones, expiries) purged while the switch runs, not only at
+its next start: the keeper's sweep has its writer delete, once a ``purge_interval``, the rows
+expired more than ``KEEP_EXPIRED`` seconds ago, in the writer's thread; rows expired more
+recently (a tombstone still guarding against an older REGISTER) and live rows stay; a
+process that is not the keeper does not purge; a purge that fails is logged once and retried,
+and the writer goes on writing. On SQLite and PostgreSQL.
+
+Time is the ``now`` given to ``Registrar.sweep``; the rows are written by a writer of their
+own (another worker's, or another node's), so the keeper purges rows it never indexed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+from registrar_support import binding, make_snapshot
+
+from postgres_tool import Postgres, postgres
+from softswitch.call.live import LiveState
+from softswitch.cdr import CdrRecord
+from softswitch.proxy.pipeline import Pipeline
+from softswitch.registrar import Binding, BindingWriter, Registrar, Registrations, load
+from softswitch.registrar.store import KEEP_EXPIRED
+from softswitch.sip.digest import DigestAuthenticator
+from softswitch.store.migrations import migrate
+from softswitch.store.postgres_connect import connect, is_postgres_url
+
+__all__ = ["postgres"]
+
+#: Seconds between purges in these tests (the switch's is ``PURGE_INTERVAL``).
+EVERY = 60.0
+_processes = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The registrations table on either database (PostgreSQL: a fresh, migrated one)."""
+    if request.param == "sqlite":
+        return tmp_path / "cdr.sqlite"
+    url: str = request.getfixturevalue("postgres").database()
+    migrate(url)
+    return url
+
+
+class Sink:
+    def write(self, record: CdrRecord) -> Future[None]:
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def enqueue(self, record: CdrRecord) -> None:
+        pass
+
+
+class Process:
+    """One switch process's registrar and writer on ``database`` (``keeper``: the one that
+    deletes expired rows, as the primary of several workers, or each node's)."""
+
+    def __init__(self, tmp_path: Path, database: Path | str, *, keeper: bool = True) -> None:
+        where = tmp_path / f"process{next(_processes)}"
+        where.mkdir()
+        snapshot = make_snapshot(where)
+        nonces = DigestAuthenticator(realm="test", secret=b"0123456789abcdef0123")
+        live = LiveState()
+        self.bindings = Registrations()
+        pipeline = Pipeline(snapshot, live, nonces, Sink(), registrations=self.bindings)
+        self.writer = BindingWriter(database)
+        self.registrar = Registrar(
+            self.bindings,
+            self.writer,
+            snapshot=lambda: pipeline.snapshot,
+            nonces=nonces,
+            live=live,
+            guard=pipeline.guard,
+            keeper=keeper,
+        )
+        self.registrar.purge_interval = EVERY
+
+    def sweep(self, now: float) -> None:
+        self.registrar.sweep(now)
+        assert self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+def keeper(tmp_path: Path, database: Path | str) -> Iterator[Process]:
+    process = Process(tmp_path, database)
+    yield process
+    process.close()
+
+
+def execute(database: Path | str, statement: str) -> None:
+    if is_postgres_url(database):
+        with connect(str(database)) as remote:
+            remote.execute(statement)
+        return
+    local = sqlite3.connect(database)
+    try:
+        with local:
+            local.executescript(statement)
+    finally:
+        local.close()
+
+
+def contacts(database: Path | str) -> list[str]:
+    """The contacts of every row of the table, live or not."""
+    select = "SELECT contact FROM registrations ORDER BY contact"
+    if is_postgres_url(database):
+        with connect(str(database)) as remote:
+            return [r[0] for r in remote.execute(select).fetchall()]
+    local = sqlite3.connect(database)
+    try:
+        return [r[0] for r in local.execute(select).fetchall()]
+    finally:
+        local.close()
+
+
+def written(database: Path | str, *, puts: list[Binding], tombstones: dict[str, float]) -> None:
+    """Rows committed by another process's writer: ``puts``, then the unregisters of the
+    contacts ``tombstones`` names (at the second given)."""
+    other = BindingWriter(database)
+    try:
+        other.put(puts)
+        assert other.flush()
+        by_contact = {b.contact: b for b in puts}
+        for contact, at in tombstones.items():
+            other.remove([by_contact[contact]], tombstone_at=at)
+        assert other.flush()
+    finally:
+        other.close()
+
+
+def contact(name: str) -> str:
+    return f"sip:{name}@192.0.2.50:5060"
+
+
+def aged(database: Path | str, now: float) -> None:
+    """Rows of every age at ``now``: expired or unregistered long ago, recently, and live."""
+    long_ago = now - KEEP_EXPIRED - 10
+    recently = now - KEEP_EXPIRED + 30  # expired, kept for 30 more seconds
+    puts = [
+        binding(contact("old-tombstone"), registered_at=long_ago - 100, expires_at=now + 3600),
+        binding(contact("old-expired"), registered_at=long_ago - 600, expires_at=long_ago),
+        binding(contact("new-tombstone"), registered_at=now - 100, expires_at=now + 3600),
+        binding(contact("new-expired"), registered_at=recently - 600, expires_at=recently),
+        binding(contact("live"), registered_at=now - 100, expires_at=now + 3600),
+    ]
+    written(
+        database,
+        puts=puts,
+        tombstones={contact("old-tombstone"): long_ago, contact("new-tombstone"): now - 10},
+    )
+
+
+def test_the_keepers_sweep_purges_what_expired_long_ago_and_keeps_the_rest(
+    database: Path | str, keeper: Process
+) -> None:
+    now = time.time()
+    aged(database, now)
+    assert len(contacts(database)) == 5
+    keeper.sweep(now)
+    assert contacts(database) == [contact("live"), contact("new-expired"), contact("new-tombstone")]
+    # The tombstone still there keeps out an older REGISTER committed after it.
+    written(
+        database,
+        puts=[binding(contact("new-tombstone"), registered_at=now - 50, expires_at=now + 3600)],
+        tombstones={},
+    )
+    assert [b.contact for b in load(database, now)] == [contact("live")]
+    # Not purged again before the interval is over, even though a row is old enough by then.
+    keeper.sweep(now + 31)
+    assert contact("new-expired") in contacts(database)
+    keeper.sweep(now + EVERY)
+    assert contacts(database) == [contact("live"), contact("new-tombstone")]
+    keeper.sweep(now + KEEP_EXPIRED + EVERY)
+    assert contacts(database) == [contact("live")]
+
+
+def test_purges_asked_for_before_the_writer_takes_them_are_one(
+    database: Path | str, keeper: Process, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = time.time()
+    aged(database, now)
+    caplog.set_level(logging.DEBUG, logger="softswitch.registrar")
+    writer = keeper.writer
+    with writer._cond:  # the writer's thread cannot take them before all three are asked
+        writer.purge(now - 1000)
+        writer.purge(now)
+        writer.purge(now - 500)
+    assert writer.flush()
+    purged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("purged")]
+    assert len(purged) == 1
+    assert purged[0].startswith("purged 2 registrations")  # at the latest ``now`` asked
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert contacts(database) == [contact("live"), contact("new-expired"), contact("new-tombstone")]
+    caplog.clear()
+    writer.purge(now)
+    assert writer.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"purged 0 registrations expired before {now - KEEP_EXPIRED:.0f}"
+    ]
+    assert caplog.records[0].levelno == logging.DEBUG
+
+
+def test_a_process_that_is_not_the_keeper_does_not_purge(
+    tmp_path: Path, database: Path | str, keeper: Process
+) -> None:
+    now = time.time()
+    aged(database, now)
+    other = Process(tmp_path, database, keeper=False)
+    try:
+        for later in (0.0, EVERY, 10 * EVERY):
+            other.sweep(now + later)
+            assert len(contacts(database)) == 5
+        other.writer.put([binding(contact("other"), registered_at=now, expires_at=now + 60)])
+        assert other.writer.flush()
+        assert len(contacts(database)) == 6
+    finally:
+        other.close()
+    keeper.sweep(now)
+    assert contact("old-tombstone") not in contacts(database)
+
+
+def test_several_keepers_on_one_database_purge_the_same_rows_without_error(
+    tmp_path: Path, database: Path | str, keeper: Process, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each node's keeper purges the shared table; deleting a row twice is deleting it once."""
+    now = time.time()
+    aged(database, now)
+    others = [Process(tmp_path, database) for _ in range(3)]
+    try:
+        for process in [keeper, *others]:
+            process.registrar.sweep(now)
+        for process in [keeper, *others]:
+            assert process.writer.flush()
+    finally:
+        for process in others:
+            process.close()
+    assert contacts(database) == [contact("live"), contact("new-expired"), contact("new-tombstone")]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_failing_purge_is_logged_once_retried_and_does_not_stop_the_writer(
+    database: Path | str, keeper: Process, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = time.time()
+    aged(database, now)
+    caplog.set_level(logging.DEBUG, logger="softswitch.registrar")
+    if is_postgres_url(database):
+        execute(
+            database,
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'deleting refused'; END $$;"
+            " CREATE TRIGGER refuse BEFORE DELETE ON registrations"
+            " FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+    else:
+        execute(
+            database,
+            "CREATE TRIGGER refuse BEFORE DELETE ON registrations"
+            " BEGIN SELECT RAISE(ABORT, 'deleting refused'); END;",
+        )
+    keeper.sweep(now)
+    keeper.sweep(now + EVERY)  # failing again: not another ERROR
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "purging expired registrations failed" in errors[0].getMessage()
+    assert "deleting refused" in errors[0].getMessage()
+    assert len(contacts(database)) == 5
+    # The writer goes on: later changes land.
+    later = binding(contact("later"), registered_at=now + EVERY, expires_at=now + 3600)
+    keeper.writer.put([later])
+    assert keeper.writer.flush()
+    assert contact("later") in contacts(database)
+    # Retried at the next purge once deleting works again.
+    execute(
+        database,
+        "DROP TRIGGER refuse ON registrations"
+        if is_postgres_url(database)
+        else "DROP TRIGGER refuse",
+    )
+    keeper.sweep(now + 2 * EVERY)
+    assert contact("old-tombstone") not in contacts(database)
+    assert contact("old-expired") not in contacts(database)
+    assert contact("later") in contacts(database)
+    assert "purging expired registrations works again" in caplog.text
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_a_purge_on_postgresql_skips_a_row_another_transaction_holds(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Several nodes' writers and keepers share the table: a purge never waits for a row
+    another transaction locked (so it never deadlocks with it); that row goes next time."""
+    database = postgres.database()
+    migrate(database)
+    keeper = Process(tmp_path, database)
+    try:
+        now = time.time()
+        aged(database, now)
+        with connect(database) as holder, holder.transaction():
+            holder.execute(
+                "SELECT 1 FROM registrations WHERE contact = %s FOR UPDATE",
+                (contact("old-expired"),),
+            )
+            started = time.monotonic()
+            keeper.sweep(now)
+            assert time.monotonic() - started < 5.0
+            assert contact("old-tombstone") not in contacts(database)
+            assert contact("old-expired") in contacts(database)
+        keeper.sweep(now + EVERY)
+        assert contact("old-expired") not in contacts(database)
+    finally:
+        keeper.close()
+
+
+def test_the_running_sweep_purges(tmp_path: Path, database: Path | str) -> None:
+    """``sweep_forever`` as the switch runs it, with a purge every sweep here."""
+    now = time.time()
+    aged(database, now)
+    process = Process(tmp_path, database)
+    process.registrar.purge_interval = 0.0
+
+    async def main() -> None:
+        sweeper = asyncio.create_task(process.registrar.sweep_forever(interval=0.05))
+        try:
+            deadline = time.monotonic() + 10.0
+            while contact("old-tombstone") in await asyncio.to_thread(contacts, database):
+                assert time.monotonic() < deadline, "not purged while running"
+                await asyncio.sleep(0.05)
+        finally:
+            sweeper.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        process.close()
+    assert contact("live") in contacts(database)
+    assert contact("new-tombstone") in contacts(database)
