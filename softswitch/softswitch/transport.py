@@ -579,6 +579,10 @@ class TransportLayer:
         self._on_message = on_message
         self._source_filter = source_filter
         self._on_malformed = on_malformed
+        #: A datagram's way round the parser: called with each UDP datagram that passed the
+        #: source filter, it returns True when it handled the datagram whole (the proxy's
+        #: express lane, ``proxy.express``), False to let the full path take it.
+        self.shortcut: Callable[[bytes, Flow], bool] | None = None
         self.limits = limits or Limits()
         self._udp: dict[Address, _DatagramEndpoint] = {}
         self._servers: dict[Address, asyncio.Server] = {}
@@ -694,18 +698,7 @@ class TransportLayer:
         if len(data) > self.limits.max_message_size:
             self._log_drop(flow, f"outbound message of {len(data)} bytes too large", message)
             return False
-        if flow.transport is Transport.UDP:
-            # From the flow's own socket, a worker's requests towards a caller included: the
-            # caller's NAT or firewall lets in only the address it sent to (the listen port).
-            # Their Via still names the worker's own port, so the answers come back here.
-            endpoint = self._udp.get(flow.local)
-            if endpoint is None:
-                return False
-            endpoint.send(data, flow.remote)
-            sent = True
-        else:
-            connection = self._connections.get(flow.remote)
-            sent = connection is not None and connection.send(data)
+        sent = self.send_bytes(flow, data)
         if sent and logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "sent %s to %s",
@@ -714,6 +707,20 @@ class TransportLayer:
                 extra={"transport": str(flow.transport), "call_id": _call_id(message)},
             )
         return sent
+
+    def send_bytes(self, flow: Flow, data: bytes) -> bool:
+        """:meth:`send` of a message already printed (and within the size limit)."""
+        if flow.transport is Transport.UDP:
+            # From the flow's own socket, a worker's requests towards a caller included: the
+            # caller's NAT or firewall lets in only the address it sent to (the listen port).
+            # Their Via still names the worker's own port, so the answers come back here.
+            endpoint = self._udp.get(flow.local)
+            if endpoint is None:
+                return False
+            endpoint.send(data, flow.remote)
+            return True
+        connection = self._connections.get(flow.remote)
+        return connection is not None and connection.send(data)
 
     def send_response(self, response: Response, request_flow: Flow) -> None:
         """Send a response to the request that arrived on ``request_flow`` (RFC 3261 18.2.2).
@@ -987,6 +994,16 @@ class TransportLayer:
     def _on_message_bytes(self, data: bytes, flow: Flow, *, stream: bool) -> None:
         if self._source_filter is not None and not self._source_filter(flow.remote):
             return
+        shortcut = self.shortcut
+        if shortcut is not None and not stream:
+            try:
+                if shortcut(data, flow):
+                    return
+            except Exception:  # its bug: logged, the message dropped as a handler's would be
+                logger.exception(
+                    "shortcut failed on %d bytes from %s", len(data), _peer(flow.remote)
+                )
+                return
         try:
             message = parse_message(data, stream=stream)
             refusal = (

@@ -43,6 +43,7 @@ from . import forward
 from .calls import Call, Phase
 from .core import log_call, logger
 from .ending import stop_setup_timer
+from .express import ExpressLane
 from .hunting import Hunting
 from .policy import Reply
 from .relay import InDialogRelay
@@ -55,7 +56,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
 _SANITY_END_REASONS = {482: EndReason.LOOP_DETECTED, 483: EndReason.TOO_MANY_HOPS}
 
 
-class Dispatch(Hunting, InDialogRelay):
+class Dispatch(Hunting, InDialogRelay, ExpressLane):
     """Routes each message and each transaction result to its handler."""
 
     #: The registrar REGISTERs go to (``softswitch.registrar``); None: answered 405.

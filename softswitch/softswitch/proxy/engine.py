@@ -75,6 +75,7 @@ class Engine(Dispatch):
         user_agent: str = "softswitch",
         source_filter: SourceFilter | None = None,
         media: MediaControl | None = None,
+        express: bool = True,
     ) -> None:
         driver = TransactionDriver(
             on_unmatched=self._dispatch,
@@ -89,6 +90,8 @@ class Engine(Dispatch):
             resolution=TIMER_RESOLUTION,
         )
         super().__init__(policy, driver, user_agent, media)
+        if express:  # the usual ACK relayed from its bytes (``proxy.express``)
+            self.transport.shortcut = self._express
 
     async def listen(self, transport: Transport, addr: Address) -> Address:
         bound = await self.transport.listen(transport, addr)

@@ -1076,6 +1076,16 @@ class TransactionLayer:
         out = self._track(server, server.handle(_request_received(message), now), now)
         return _matched(server, out)
 
+    def serves(self, via: Via, method: str) -> bool | None:
+        """Whether a server transaction matches a request of ``method`` (ACK: its INVITE's)
+        with ``via`` on top, by RFC 3261 branch (17.2.3); None when the branch is not an RFC
+        3261 one, whose matching needs the whole request (:meth:`match_server`)."""
+        key = _via_key(via)
+        branch = key[1]
+        if branch is None:
+            return None
+        return (branch, key[2], key[3], "INVITE" if method == "ACK" else method) in self._servers
+
     def match_server(self, request: Request) -> ServerTransaction | None:
         """The server transaction this request belongs to (17.2.3), ACK included."""
         method = request.method

@@ -1,0 +1,266 @@
+"""The express lane (``softswitch.proxy.express``) relays an ACK exactly as the full path
+does, or leaves it to the full path.
+
+Two calls are answered through one switch in this process (``tests/engine_calls.py``), the
+same but for their Call-IDs and the caller's branches. Each ACK variant, made by the same
+edits of each call's ACK, goes to call A through the lane and to call B the full way (the
+transport's shortcut off); what the switch sent, with A's identifiers written as B's, must
+be the same bytes to the same place, and the calls' ACK timers alike. The variants are the
+captured shape with seeded random edits: header order, Max-Forwards values, inert and
+meaningful extra fields, compact and lower-case names, Route sets ours and not, Via
+``rport``/``received``/a second Via/another host, CSeq and tag mismatches, bodies, white
+space, bad URIs and bytes. The lane must take the usual ones and decline many others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from engine_calls import CALLER, LOCAL, Rig, ScriptedCall, bye_answer, header_lines, sent_to
+from loopback_ports import free_port
+from softswitch.proxy import core
+from softswitch.proxy.calls import Call, Phase
+
+Edit = Callable[[list[bytes], int], list[bytes]]
+
+
+def write_config(tmp_path: Path, port: int, gateway_port: int) -> Path:
+    (tmp_path / "sell.csv").write_text("prefix,rate\n44,0.100000\n")
+    (tmp_path / "buy.csv").write_text("prefix,rate\n44,0.010000\n")
+    path = tmp_path / "switch.toml"
+    path.write_text(
+        f"""
+[server]
+listen = ["udp:{LOCAL}:{port}"]
+database = "{tmp_path / "cdr.sqlite"}"
+
+[management]
+listen = "off"
+
+[[rate_decks]]
+id = "sell"
+file = "sell.csv"
+
+[[rate_decks]]
+id = "buy"
+file = "buy.csv"
+
+[[accounts]]
+id = "customer"
+ips = ["{LOCAL}"]
+rate_deck = "sell"
+routing_plan = "main"
+
+[[gateways]]
+id = "carrier"
+address = "{LOCAL}:{gateway_port}"
+rate_deck = "buy"
+
+[[routes]]
+plan = "main"
+prefix = "44"
+gateways = ["carrier"]
+"""
+    )
+    return path
+
+
+def _field(lines: list[bytes], name: bytes) -> int:
+    for i, line in enumerate(lines):
+        if line.lower().startswith(name):
+            return i
+    return -1
+
+
+def _replace(name: bytes, make: Callable[[bytes], bytes]) -> Edit:
+    def edit(lines: list[bytes], k: int) -> list[bytes]:
+        i = _field(lines, name)
+        if i > 0:
+            lines[i] = make(lines[i])
+        return lines
+
+    return edit
+
+
+def _add(line: bytes, at: int | None = None) -> Edit:
+    def edit(lines: list[bytes], k: int) -> list[bytes]:
+        where = len(lines) if at is None else min(at, len(lines))
+        return [*lines[:where], line, *lines[where:]]
+
+    return edit
+
+
+def _drop(name: bytes) -> Edit:
+    return lambda lines, k: [line for line in lines if not line.lower().startswith(name)]
+
+
+def _shuffle(lines: list[bytes], k: int) -> list[bytes]:
+    rest = lines[1:]
+    random.Random(k).shuffle(rest)
+    return [lines[0], *rest]
+
+
+def edits(port: int) -> list[Edit]:
+    ours = b"<sip:127.0.0.1:%d;lr>" % port
+    return [
+        _shuffle,
+        _replace(b"max-forwards:", lambda line: b"Max-Forwards: 0"),
+        _replace(b"max-forwards:", lambda line: b"Max-Forwards: 1"),
+        _replace(b"max-forwards:", lambda line: b"Max-Forwards:  5"),
+        _replace(b"max-forwards:", lambda line: b"Max-Forwards: x"),
+        _replace(b"max-forwards:", lambda line: b"max-forwards: 9"),
+        _drop(b"max-forwards:"),
+        _add(b"User-Agent: SIPp/3.7"),
+        _add(b"X-Trace: abc;def"),
+        _add(b"Subject: hello", 2),
+        _add(b"user-agent: lower"),
+        _add(b"Contact: <sip:1000@127.0.0.1:45061>"),
+        _add(b"Record-Route: <sip:192.0.2.9;lr>"),
+        _add(b"Proxy-Require: foo"),
+        _add(b"k: timer"),
+        _replace(b"via:", lambda line: b"v:" + line[4:]),
+        _replace(b"from:", lambda line: b"f:" + line[5:]),
+        _replace(b"call-id:", lambda line: b"i:" + line[8:]),
+        _replace(b"content-length:", lambda line: b"l: 0"),
+        _replace(b"via:", lambda line: b"via:" + line[4:]),
+        _replace(b"via:", lambda line: line + b";rport"),
+        _replace(b"via:", lambda line: line + b";received=127.0.0.1"),
+        _replace(b"via:", lambda line: line.replace(b"127.0.0.1:45061", b"127.0.0.2:45061")),
+        _replace(b"via:", lambda line: line.replace(b"z9hG4bK-", b"old-")),
+        _add(b"Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKdownstream", 2),
+        _drop(b"route:"),
+        _add(b"Route: " + ours, 1),
+        _add(b"Route: <sip:192.0.2.8;lr>"),
+        _add(b"Route: <sip:192.0.2.8;lr>", 1),
+        _add(b"Route: <sip:127.0.0.1:%d;lr>" % (port + 1), 1),
+        _replace(b"route:", lambda line: line + b", <sip:192.0.2.8;lr>"),
+        _replace(b"route:", lambda line: b"Route: <sip:127.0.0.1:%d;lr;transport=udp>" % port),
+        _replace(b"cseq:", lambda line: b"CSeq: 1 INVITE"),
+        _replace(b"cseq:", lambda line: b"CSeq: 2 ACK"),
+        _replace(b"cseq:", lambda line: b"CSeq: ACK"),
+        _replace(b"to:", lambda line: line.split(b";tag=")[0]),
+        _replace(b"to:", lambda line: line + b"x"),
+        _replace(b"from:", lambda line: line + b"y"),
+        _replace(b"to:", lambda line: line + b" "),
+        _replace(b"call-id:", lambda line: line + b"\t"),
+        _add(b"From: <sip:other@192.0.2.1>;tag=9"),
+        _replace(b"content-length:", lambda line: b"Content-Length: 4"),
+        _replace(b"content-length:", lambda line: b"Content-Length: 00"),
+        _drop(b"content-length:"),
+        _replace(b"ack ", lambda line: line.replace(b"sip:carrier", b"sips:carrier")),
+        _replace(b"ack ", lambda line: b"ACK tel:+441234567 SIP/2.0"),
+        _replace(b"ack ", lambda line: b"ACK sip:@@ SIP/2.0"),
+        _replace(b"ack ", lambda line: line.replace(b"SIP/2.0", b"SIP/3.0")),
+        _add(b"X-Name: caf\xc3\xa9"),
+        _add(b" folded continuation", 3),
+    ]
+
+
+def variant(base: bytes, recipe: list[tuple[Edit, int]], body: bytes) -> bytes:
+    lines = header_lines(base)
+    for edit, k in recipe:
+        lines = edit(lines, k)
+    if any(line.lower().startswith(b"content-length: 4") for line in lines):
+        body = b"abcd"
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_the_lane_sends_what_the_full_path_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, gateway = free_port(), (LOCAL, free_port())
+    config = write_config(tmp_path, port, gateway[1])
+
+    async def main() -> tuple[int, int]:
+        async with Rig(config, port) as rig:
+            a = ScriptedCall("A-express@127.0.0.1", (LOCAL, port), n=1, tags=7)
+            b = ScriptedCall("B-express@127.0.0.1", (LOCAL, port), n=2, tags=7)
+            rig.answer(a, gateway)
+            rig.answer(b, gateway)
+            engine = rig.switch.engine
+            calls = {c.call_id: c for c in engine.calls()}
+            call_a, call_b = calls["A-express@127.0.0.1"], calls["B-express@127.0.0.1"]
+            assert isinstance(call_a, Call)
+            assert isinstance(call_b, Call)
+            assert call_a.ack_timer is not None
+            assert call_b.ack_timer is not None
+            # Our Via's branch is the one random part of a relayed ACK: fixed here (an ACK
+            # opens no transaction, so the same branch twice is no clash).
+            branches = core.make_branch
+            monkeypatch.setattr(core, "make_branch", lambda: "z9hG4bKfixed")
+            lane = rig.transport.shortcut
+            assert lane is not None
+            taken = declined = 0
+            rng = random.Random(20261205)
+            every_edit = edits(port)
+            for round_ in range(700):
+                if round_ == 600:  # both calls hung up: their dialogs linger, ended
+                    monkeypatch.setattr(core, "make_branch", branches)  # BYEs open transactions
+                    for call in (a, b):
+                        bye = rig.feed(call.in_dialog(b"BYE", 2, "bye"), CALLER)
+                        rig.feed(bye_answer(sent_to(bye, gateway, b"BYE ")), gateway)
+                    monkeypatch.setattr(core, "make_branch", lambda: "z9hG4bKfixed")
+                    assert call_a.phase is Phase.ENDED
+                    assert call_b.phase is Phase.ENDED
+                picks = [] if round_ % 600 < 3 else rng.sample(every_edit, rng.randint(1, 4))
+                recipe = [(edit, rng.randrange(1000)) for edit in picks]
+                body = b"x" if rng.random() < 0.03 else b""
+                ack_a = variant(a.in_dialog(b"ACK", 1, "ack"), recipe, body)
+                ack_b = variant(b.in_dialog(b"ACK", 1, "ack"), recipe, body)
+                rig.transport.shortcut = lane
+                rig.sent.clear()
+                took = lane(ack_a, rig.endpoint.flow(CALLER))  # what the lane decides ...
+                rig.transport.shortcut = None
+                if took:
+                    taken += 1
+                    out_a = list(rig.sent)
+                    rig.sent.clear()
+                else:
+                    declined += 1
+                    out_a = rig.feed(ack_a, CALLER)  # ... and the full path when it declines
+                out_b = rig.feed(ack_b, CALLER)
+                as_b = [
+                    (d.replace(b"A-express", b"B-express").replace(b"-1-ack", b"-2-ack"), t)
+                    for d, t in out_a
+                ]
+                assert as_b == out_b, (round_, [e for e, _ in recipe], ack_a)
+                assert (call_a.ack_timer is None) == (call_b.ack_timer is None)
+            rig.transport.shortcut = lane
+            return taken, declined
+
+    taken, declined = asyncio.run(main())
+    print(f"express lane: {taken} taken, {declined} declined")
+    assert taken >= 60, taken  # the usual shapes go the express way
+    assert declined >= 200, declined  # and the others the full way
+
+
+def test_the_lane_takes_the_captured_ack_and_stops_the_ack_timer(tmp_path: Path) -> None:
+    port, gateway = free_port(), (LOCAL, free_port())
+    config = write_config(tmp_path, port, gateway[1])
+
+    async def main() -> None:
+        async with Rig(config, port) as rig:
+            call = ScriptedCall("express@127.0.0.1", (LOCAL, port), n=3)
+            rig.answer(call, gateway)
+            (live,) = rig.switch.engine.calls()
+            assert live.ack_timer is not None
+            lane = rig.transport.shortcut
+            assert lane is not None
+            ack = call.in_dialog(b"ACK", 1, "ack")
+            rig.sent.clear()
+            assert lane(ack, rig.endpoint.flow(CALLER))
+            ((out, to),) = rig.sent
+            assert to == gateway
+            assert out.startswith(b"ACK sip:carrier@127.0.0.1:38514")
+            assert live.ack_timer is None
+            lines = header_lines(out)
+            assert lines[1].startswith(b"Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK" % port)
+            assert b"Max-Forwards: 69" in lines
+            assert not any(line.startswith(b"Route:") for line in lines)  # ours, taken off
+
+    asyncio.run(main())
