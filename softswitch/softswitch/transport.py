@@ -1012,8 +1012,14 @@ class TransportLayer:
                 else validate_response(message)
             )
         except SipParseError as exc:
-            is_request = not data.lstrip(b"\r\n").startswith(b"SIP/")
-            reply = Response.for_parse_error(exc) if is_request else None
+            start = data.lstrip(b"\r\n")
+            is_request = not start.startswith(b"SIP/")
+            # Never an answer to an ACK (RFC 3261 17.1.1.3: it has no response), as below.
+            reply = (
+                Response.for_parse_error(exc)
+                if is_request and not start.startswith(b"ACK ")
+                else None
+            )
             refused = Malformed(
                 flow, exc.status, exc.reason, reply is not None, is_request, None, exc.partial, data
             )

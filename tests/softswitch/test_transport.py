@@ -288,6 +288,14 @@ def test_udp_malformed_requests_are_refused_or_dropped_and_the_listener_survives
             peer.send(options().replace(b"sip:ping@127.0.0.1", b"mailto:ping@example.com", 1), addr)
             assert (await peer.expect()).startswith(b"SIP/2.0 416 ")
             peer.send(b"\x00\xffnot sip at all\r\n\r\n", addr)
+            # An ACK has no response (RFC 3261 17.1.1.3), malformed or not: dropped.
+            peer.send(
+                options().replace(b"OPTIONS", b"ACK").replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1),
+                addr,
+            )
+            peer.send(
+                options().replace(b"OPTIONS", b"ACK").replace(b"Call-ID: abc@test\r\n", b""), addr
+            )
             peer.send(options(body=b"x" * 3000), addr)  # over max_message_size
             peer.send(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\r\n", addr)
             await peer.expect_nothing()

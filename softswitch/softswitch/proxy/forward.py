@@ -21,6 +21,7 @@ from softswitch.transport import Address, Transport
 
 __all__ = [
     "DEFAULT_MAX_FORWARDS",
+    "MAX_FORWARDS_LIMIT",
     "Hop",
     "check_request",
     "copy_request",
@@ -92,9 +93,16 @@ def copy_request(request: Request) -> Request:
     return request.copy()
 
 
+#: The largest Max-Forwards we send: a received value beyond it (the grammar allows ten
+#: digits) is counted down to it rather than refused.
+MAX_FORWARDS_LIMIT: Final = 2**31
+
+
 def _decrement_max_forwards(request: Request) -> None:
     current = request.max_forwards
-    request.max_forwards = DEFAULT_MAX_FORWARDS if current is None else max(current - 1, 0)
+    request.max_forwards = (
+        DEFAULT_MAX_FORWARDS if current is None else min(max(current - 1, 0), MAX_FORWARDS_LIMIT)
+    )
 
 
 def _strip_own_routes(request: Request, is_ours: Callable[[str, int], bool]) -> None:

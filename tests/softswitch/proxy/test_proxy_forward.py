@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from softswitch.call.rewrite import gateway_request_uri
 from softswitch.config import Gateway
 from softswitch.proxy.forward import (
@@ -82,6 +84,19 @@ def test_branch_request_rewrites_and_leaves_the_original_alone() -> None:
     assert str(original.uri) == "sip:441234567@127.0.0.1:5060"
     assert original.max_forwards == 70
     assert len(original.via) == 1
+
+
+@pytest.mark.parametrize(
+    ("received", "sent"),
+    [("70", 69), ("0", 0), ("2147483649", 2**31), ("4294967296", 2**31), ("9999999999", 2**31)],
+)
+def test_max_forwards_counts_down_to_the_range_we_send(received: str, sent: int) -> None:
+    """Ten digits are a valid Max-Forwards; counting one down past 2**31 is capped there
+    rather than lost (the setter refuses such values)."""
+    out = prepare_in_dialog(
+        invite(max_forwards=received), via=Via.new("UDP", "127.0.0.1", 5060), is_ours=ours
+    )
+    assert out.max_forwards == sent
 
 
 def test_in_dialog_request_loses_our_routes_only() -> None:
