@@ -13,6 +13,7 @@ behaviour, in one module per job, read in the order of a call:
 ``hunting``   one branch per gateway: forward, fail over, CANCEL, late answers, connect
 ``relay``     the dialog's requests between the sides: ACK, BYE, re-INVITE, the caller's CANCEL
 ``ending``    every way out of a call (failed, hung up, torn down by the switch) and its CDR
+``express``   the usual ACK of an answered call relayed from its bytes, as ``relay`` would
 ``core``      the state and primitives the parts share
 
 This module puts them together (:class:`Engine`) with the lifecycle (listen, drain, close)
