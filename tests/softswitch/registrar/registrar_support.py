@@ -1,13 +1,16 @@
-"""Test support for the registrar: REGISTER requests as bytes, bindings, a configuration.
+"""Test support for the registrar: REGISTER requests as bytes, bindings, a configuration, a
+CDR store that keeps nothing.
 
 A module with a unique name (not ``conftest``) so tests can import it directly.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 
 from softswitch.call.snapshot import Snapshot, build_snapshot
+from softswitch.cdr import CdrRecord
 from softswitch.config import load_config
 from softswitch.registrar import Binding
 from softswitch.sip import Request, parse_message
@@ -131,3 +134,16 @@ def binding(
         nat=nat,
         registered_at=registered_at,
     )
+
+
+class NullSink:
+    """The CDR store a registrar test's pipeline needs and never reads back: what it is
+    given is done at once and dropped."""
+
+    def write(self, record: CdrRecord) -> Future[None]:
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def enqueue(self, record: CdrRecord) -> None:
+        pass

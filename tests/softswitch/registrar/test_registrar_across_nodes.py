@@ -18,17 +18,15 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
-from registrar_support import CONFIG, binding, make_snapshot, register
+from registrar_support import CONFIG, NullSink, binding, make_snapshot, register
 
 from postgres_tool import Postgres, postgres
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import build_snapshot
-from softswitch.cdr import CdrRecord
 from softswitch.config import load_config
 from softswitch.proxy.engine import Reply
 from softswitch.proxy.pipeline import Pipeline
@@ -63,16 +61,6 @@ def database(postgres: Postgres) -> str:
     return url
 
 
-class Sink:
-    def write(self, record: CdrRecord) -> Future[None]:
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-
-    def enqueue(self, record: CdrRecord) -> None:
-        pass
-
-
 class Node:
     """One node's registrar, pipeline, index, writer and listener on ``database``;
     started as ``Switch.start`` does (the table, then listening)."""
@@ -92,7 +80,7 @@ class Node:
         self.live = LiveState()
         self.bindings = bindings if bindings is not None else Registrations()
         self.pipeline = Pipeline(
-            self._snapshot(config), self.live, self.nonces, Sink(), registrations=self.bindings
+            self._snapshot(config), self.live, self.nonces, NullSink(), registrations=self.bindings
         )
         self.writer = BindingWriter(database)
         self.registrar = Registrar(

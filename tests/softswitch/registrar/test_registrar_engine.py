@@ -5,14 +5,12 @@ no account registers."""
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, cast
 
-from registrar_support import CONFIG, make_snapshot
+from registrar_support import CONFIG, NullSink, make_snapshot
 
 from softswitch.call.live import LiveState
-from softswitch.cdr import CdrRecord
 from softswitch.proxy.engine import Engine
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.registrar import BindingWriter, Registrar, Registrations
@@ -21,16 +19,6 @@ from softswitch.sip.digest import DigestAuthenticator, build_authorization
 from softswitch.transport import Transport
 
 LOCAL = "127.0.0.1"
-
-
-class Sink:
-    def write(self, record: CdrRecord) -> Future[None]:
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-
-    def enqueue(self, record: CdrRecord) -> None:
-        pass
 
 
 class Peer(asyncio.DatagramProtocol):
@@ -74,7 +62,7 @@ async def run(tmp_path: Path, config: str) -> list[Response]:
     live = LiveState()
     nonces = DigestAuthenticator(realm="test", secret=b"0123456789abcdef0123")
     bindings = Registrations()
-    pipeline = Pipeline(snapshot, live, nonces, Sink(), registrations=bindings)
+    pipeline = Pipeline(snapshot, live, nonces, NullSink(), registrations=bindings)
     writer = BindingWriter(tmp_path / "cdr.sqlite")
     engine = Engine(pipeline)
     engine.registrar = Registrar(

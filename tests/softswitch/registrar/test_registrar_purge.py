@@ -16,15 +16,13 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-from registrar_support import binding, make_snapshot
+from registrar_support import NullSink, binding, make_snapshot
 
 from postgres_tool import Postgres, postgres
 from softswitch.call.live import LiveState
-from softswitch.cdr import CdrRecord
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.registrar import Binding, BindingWriter, Registrar, Registrations, load
 from softswitch.registrar.store import KEEP_EXPIRED
@@ -49,16 +47,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     return url
 
 
-class Sink:
-    def write(self, record: CdrRecord) -> Future[None]:
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-
-    def enqueue(self, record: CdrRecord) -> None:
-        pass
-
-
 class Process:
     """One switch process's registrar and writer on ``database`` (``keeper``: the one that
     deletes expired rows, as the primary of several workers, or each node's)."""
@@ -70,7 +58,7 @@ class Process:
         nonces = DigestAuthenticator(realm="test", secret=b"0123456789abcdef0123")
         live = LiveState()
         self.bindings = Registrations()
-        pipeline = Pipeline(snapshot, live, nonces, Sink(), registrations=self.bindings)
+        pipeline = Pipeline(snapshot, live, nonces, NullSink(), registrations=self.bindings)
         self.writer = BindingWriter(database)
         self.registrar = Registrar(
             self.bindings,

@@ -11,14 +11,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-from registrar_support import CONFIG, make_snapshot, register
+from registrar_support import CONFIG, NullSink, make_snapshot, register
 
 from softswitch.call.live import LiveState
-from softswitch.cdr import CdrRecord
 from softswitch.proxy.engine import Reply
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.registrar import Binding, BindingWriter, Registrar, load
@@ -31,16 +29,6 @@ from softswitch.workers.registrations import SharedRegistrations
 PHONE = ("203.0.113.7", 40000)
 ROTATED = CONFIG.replace('password = "secret"\nregister', 'password = "rotated"\nregister')
 _dirs = itertools.count()
-
-
-class Sink:
-    def write(self, record: CdrRecord) -> Future[None]:
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-
-    def enqueue(self, record: CdrRecord) -> None:
-        pass
 
 
 class Worker:
@@ -58,7 +46,7 @@ class Worker:
         self.learned: list[Binding] = []
         self.bindings.learned = self.learned.append
         self.pipeline = Pipeline(
-            self._snapshot(config), self.live, self.nonces, Sink(), registrations=self.bindings
+            self._snapshot(config), self.live, self.nonces, NullSink(), registrations=self.bindings
         )
         self.writer = BindingWriter(self.database)
         self.registrar = Registrar(
