@@ -70,8 +70,35 @@ logger = logging.getLogger("softswitch.registrar")
 POLL_INTERVAL = 0.25
 #: Seconds between reconnection attempts, the last one repeated while the database is away.
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
-#: Notices handed to the loop in one call at most (a burst is applied in slices).
+#: Notices read in one go at most (a burst is checked and applied in slices), and table rows
+#: handed to the loop at once.
 _BATCH = 1000
+#: Seconds at least between two reads of the whole table asked for by notices.
+READ_GAP = 5.0
+#: Seconds a removal's time may be ahead of this node's clock (clocks differ a little).
+_SKEW = 60.0
+#: Seconds between two WARNINGs of ignored notices (the count in between is in the next).
+_WARN_GAP = 60.0
+
+
+class _Throttled:
+    """One WARNING per kind per ``_WARN_GAP`` seconds, with how many it stands for: a
+    flood of forged notices must not become a flood of log lines on every node."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def note(self, what: str, count: int) -> None:
+        now = time.monotonic()
+        held = self._held.get(what, 0) + count
+        if now < self._next.get(what, 0.0):
+            self._held[what] = held
+            return
+        self._held[what] = 0
+        self._next[what] = now + _WARN_GAP
+        logger.warning("registrations: %s (%d since the last report)", what, held)
+
 
 _SELECT_ALL = f"SELECT {', '.join(BINDING_COLUMNS)} FROM registrations"
 #: The rows of the (account, contact) pairs given as two arrays.
@@ -117,6 +144,11 @@ class NodeSync:
         self.applied = 0
         #: Notices the table did not bear out (forged, or the table lost the row), ignored.
         self.unbacked = 0
+        #: Notices that did not decode (no writer sends such), ignored.
+        self.undecoded = 0
+        self._warn = _Throttled()
+        self._read_asked = False
+        self._read_after = 0.0
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Listen from now on (``loop``: the one the index lives on; the running one)."""
@@ -128,12 +160,21 @@ class NodeSync:
         self._thread.start()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop listening and close the connection; blocks until the thread ended (at most
-        a poll, or a connection attempt under way). Idempotent."""
+        """Stop listening and close the connection; blocks until the thread ended: a poll
+        (``POLL_INTERVAL``) or a connection attempt under way, normally. A query stuck on a
+        connection whose peer vanished ends with the connection's TCP bound (a minute,
+        ``store.postgres_connect``); after ``timeout`` the thread (a daemon) is left to it,
+        with a WARNING. Idempotent."""
         self._stopping.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)
+            if thread.is_alive():
+                logger.warning(
+                    "registrations: the listener did not stop within %.0f s (its database"
+                    " connection is stuck); left to end on its own",
+                    timeout,
+                )
 
     # -- the thread ----------------------------------------------------------------------
 
@@ -171,18 +212,26 @@ class NodeSync:
         while not self._stopping.is_set():
             payloads = [n.payload for n in conn.notifies(timeout=POLL_INTERVAL, stop_after=1)]
             while payloads and len(payloads) < _BATCH:  # and what arrived with it
-                more = [n.payload for n in conn.notifies(timeout=0)]
+                more = [
+                    n.payload for n in conn.notifies(timeout=0, stop_after=_BATCH - len(payloads))
+                ]
                 if not more:
                     break
                 payloads += more
-            if not payloads:
-                continue
-            changes, read_all = _decode(payloads)
-            if changes:
-                changes = self._backed(conn, changes)
-            if changes:
-                self._post(self._apply_changes, changes)
-            if read_all:
+            if payloads:
+                changes, read_all, bad = _decode(payloads, time.time())
+                if bad:
+                    self.undecoded += bad
+                    self._warn.note("a notice that does not decode was ignored", bad)
+                if changes:
+                    changes = self._backed(conn, changes)
+                if changes:
+                    self._post(self._apply_changes, changes)
+                self._read_asked = self._read_asked or read_all
+            # A change too big for a notice asks for the table; at most every READ_GAP
+            # seconds, so a flood of such notices costs one read per gap, not one each.
+            if self._read_asked and time.monotonic() >= self._read_after:
+                self._read_asked = False
                 self._read_all(conn)
 
     def _backed(self, conn: Any, changes: list[Change]) -> list[Change]:
@@ -210,15 +259,11 @@ class NodeSync:
                 backed.append(change)
             elif row is None or row.registered_at <= _registered_at(change):
                 self.unbacked += 1
-                logger.warning(
-                    "registrations: a notice the table does not bear out was ignored"
-                    " (account %s, contact %s)",
-                    _key(change)[0],
-                    _key(change)[1],
-                )
+                self._warn.note("a notice the table does not bear out was ignored", 1)
         return backed
 
     def _read_all(self, conn: Any) -> None:
+        self._read_after = time.monotonic() + READ_GAP
         rows = [binding_of(r) for r in conn.execute(_SELECT_ALL).fetchall()]
         # In slices, so that a big table does not hold the loop up in one go.
         for start in range(0, max(1, len(rows)), _BATCH):
@@ -295,21 +340,38 @@ def _registered_at(change: Change) -> float:
     return change.registered_at if isinstance(change, Binding) else change[2]
 
 
-def _decode(payloads: list[str]) -> tuple[list[Change], bool]:
-    """The notices' changes, and whether one asks for the whole table (too big for a notice,
-    or one that does not decode: the table has what it said)."""
+def _decode(payloads: list[str], now: float) -> tuple[list[Change], bool, int]:
+    """The notices' changes, whether one asks for the whole table (a change too big for a
+    notice), and how many did not decode. One that does not decode is skipped alone: it is
+    no writer's (``store`` writes only what decodes), so it is someone else's noise, and
+    neither the changes beside it nor the listening connection pay for it. A removal is
+    taken only up to ``now`` and a minute: a forged one far in the future would drop any
+    binding of its contact, however late."""
     changes: list[Change] = []
     read_all = False
+    bad = 0
     for payload in payloads:
         try:
             notice = json.loads(payload)
-            if notice[0] == "put":
-                changes.append(binding_of_notice(notice[1]))
-            elif notice[0] == "gone":
-                changes.append((str(notice[1]), str(notice[2]), float(notice[3])))
-            else:
+            if not isinstance(notice, list) or not notice:
+                raise ValueError("not a notice")
+            if notice == ["all"]:
                 read_all = True
-        except (ValueError, TypeError, IndexError, KeyError) as e:
-            logger.error("registrations: a notice from another node does not decode: %s", e)
-            read_all = True
-    return changes, read_all
+            elif notice[0] == "put" and len(notice) == 2:
+                changes.append(binding_of_notice(notice[1]))
+            elif notice[0] == "gone" and len(notice) == 4:
+                account_id, contact, at = notice[1:]
+                if (
+                    not isinstance(account_id, str)
+                    or not isinstance(contact, str)
+                    or isinstance(at, bool)
+                    or not isinstance(at, int | float)
+                    or not at <= now + _SKEW
+                ):
+                    raise ValueError("not a removal")
+                changes.append((account_id, contact, float(at)))
+            else:
+                raise ValueError("not a notice")
+        except ValueError:  # json's errors are ValueErrors too
+            bad += 1
+    return changes, read_all, bad

@@ -30,6 +30,7 @@ from email.utils import formatdate
 from softswitch.sip import NameAddr, Request, SipParseError, SipURI
 
 from .bindings import Binding, reached_behind_nat
+from .store import storable
 
 __all__ = ["MAX_CONTACTS", "Accepted", "Limits", "Refused", "Source", "decide"]
 
@@ -160,6 +161,8 @@ def decide(
         if not isinstance(uri, SipURI):
             return Refused(400, "Contact must be a sip: or sips: URI")
         contact = str(uri)
+        if storable(contact) != contact:  # the table could not keep it as it is
+            return Refused(400, "Invalid Contact")
         expires = default
         param = na.param("expires")
         if param is not None:

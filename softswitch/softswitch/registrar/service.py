@@ -39,7 +39,7 @@ from softswitch.transport import Flow, Transport
 from .bindings import Binding, Registrations
 from .credentials import fingerprint, fingerprints
 from .register import Accepted, Limits, Source, decide
-from .store import BindingWriter
+from .store import BindingWriter, storable
 
 __all__ = ["PURGE_INTERVAL", "SWEEP_INTERVAL", "Registrar", "has_authorization", "screen_register"]
 
@@ -243,7 +243,7 @@ class Registrar:
                 Source(transport, ip, port),
                 now,
                 limits,
-                user_agent=(request.headers.get("User-Agent") or "")[:200],
+                user_agent=storable((request.headers.get("User-Agent") or "")[:200]),
                 credentials=fingerprint(expected) or "",
             )
             if isinstance(outcome, Accepted):
@@ -294,20 +294,27 @@ class Registrar:
         rows go from the table too; every worker deletes the ones it drops (a row another
         worker's writer commits after the primary's delete is deleted by that worker's own
         writer, after it), each unless a later REGISTER replaced it.
+
+        Only the rows of bindings the *old* configuration accepted, though: a binding
+        neither configuration accepts came from a node whose configuration differs from
+        this one's (a rollout reaching the nodes one by one: the other node may already run
+        the new password this one has yet to get), and is that node's to keep or drop. It
+        leaves this index only.
         """
-        del old  # judged by the new configuration alone
         self.bindings.refresh()  # the other workers' changes too, judged alike
+        before = fingerprints(old.config.accounts)
         self.bindings.accept(fingerprints(new.config.accounts))
         dropped = [b for b in self.bindings.every() if not self.bindings.accepts(b)]
         for binding in dropped:
             self.bindings.forget(binding.account_id, binding.contact)
-        for account_id in sorted({b.account_id for b in dropped}):
+        cut_off = [b for b in dropped if before.get(b.account_id) == b.credentials]
+        for account_id in sorted({b.account_id for b in cut_off}):
             logger.warning(
                 "registrations of account=%s dropped: its credentials or registering changed",
                 account_id,
             )
-        if dropped and self.writer is not None:
-            self.writer.retire(dropped)
+        if cut_off and self.writer is not None:
+            self.writer.retire(cut_off)
         return dropped
 
     def sweep(self, now: float) -> list[Binding]:

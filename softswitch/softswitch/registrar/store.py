@@ -47,12 +47,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 
@@ -73,6 +74,7 @@ __all__ = [
     "gone_notice",
     "load",
     "put_notice",
+    "storable",
 ]
 
 logger = logging.getLogger("softswitch.registrar")
@@ -208,6 +210,18 @@ def load(database: Database, now: float) -> list[Binding]:
     finally:
         conn.close()
     return [binding_of(r) for r in rows]
+
+
+def storable(text: str) -> str:
+    """``text`` as both databases store it unchanged: a byte the SIP parser could not decode
+    (kept as a surrogate) as a ``\\xNN`` escape, a NUL (which PostgreSQL's text refuses) as
+    ``\\x00``. A binding's free text (its User-Agent) is made so before it is kept, so the
+    index, the table and the notices say the same; an encoding error in the writer would
+    otherwise stop it, and a NUL lose its whole batch."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    clean = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return clean.replace("\x00", "\\x00")
 
 
 def binding_of(row: Sequence[Any]) -> Binding:
@@ -351,7 +365,7 @@ class BindingWriter:
             else:
                 with conn:
                     _write(conn, _UPSERT, [_row(b) for b in puts], _RETIRE, retired)
-        except (sqlite3.Error, psycopg.Error) as e:
+        except Exception as e:  # whatever it was, the writer goes on
             # Lost changes are a client re-registering later than it could be called,
             # not a wrong call: logged, not retried (the next change of a contact rewrites it).
             logger.error("writing %d registration changes failed: %s", len(batch), e)
@@ -416,12 +430,40 @@ def put_notice(binding: Binding) -> list[object]:
     return ["put", [getattr(binding, name) for name in _FIELDS]]
 
 
-def binding_of_notice(values: Sequence[object]) -> Binding:
-    """The binding a ``put`` notice carries; ValueError or TypeError when it does not
-    decode."""
-    if len(values) != len(_FIELDS):
-        raise ValueError(f"{len(values)} fields, not {len(_FIELDS)}")
-    return Binding(**dict(zip(_FIELDS, values, strict=True)))  # type: ignore[arg-type]
+#: What each field of a ``put`` notice must be, as JSON gives it back (a number may come as
+#: an int or a float; a bool is never a number here).
+_NOTICE_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "account_id": (str,),
+    "contact": (str,),
+    "expires_at": (int, float),
+    "q": (int, float),
+    "call_id": (str,),
+    "cseq": (int,),
+    "transport": (str,),
+    "source_ip": (str,),
+    "source_port": (int,),
+    "nat": (bool,),
+    "registered_at": (int, float),
+    "user_agent": (str,),
+    "credentials": (str,),
+}
+
+
+def binding_of_notice(values: object) -> Binding:
+    """The binding a ``put`` notice carries; ValueError when it is not one (any role that
+    may connect may send a notice: nothing in it is taken on trust, not even its shape)."""
+    if not isinstance(values, list) or len(values) != len(_FIELDS):
+        raise ValueError("not a binding's fields")
+    for name, value in zip(_FIELDS, values, strict=True):
+        kinds = _NOTICE_TYPES[name]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ValueError(f"{name}: {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name}: not finite")
+    fields = dict(zip(_FIELDS, values, strict=True))
+    for name in ("expires_at", "q", "registered_at"):
+        fields[name] = float(fields[name])
+    return Binding(**fields)
 
 
 def gone_notice(account_id: str, contact: str, registered_at: float) -> list[object]:

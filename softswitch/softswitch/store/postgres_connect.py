@@ -77,6 +77,14 @@ def connect(url: str, *, application: str = "softswitch") -> psycopg.Connection[
         autocommit=True,
         row_factory=_row_factory,
         application_name=application,
-        options="-c TimeZone=UTC -c synchronous_commit=on",
+        # Floats as exact text whatever the server's default (a binding's times are compared
+        # as they come back); and a dead peer noticed in about a minute, not the kernel's
+        # quarter of an hour: keep-alive probes while idle, a bound on unacknowledged sends.
+        options="-c TimeZone=UTC -c synchronous_commit=on -c extra_float_digits=3",
         connect_timeout=10,
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+        tcp_user_timeout=60_000,
     )

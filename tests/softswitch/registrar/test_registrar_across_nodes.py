@@ -300,6 +300,100 @@ def test_a_notice_the_table_does_not_bear_out_is_ignored(tmp_path: Path, databas
     asyncio.run(main())
 
 
+def test_a_reload_on_a_node_not_yet_rotated_leaves_the_other_nodes_registrations(
+    tmp_path: Path, database: str
+) -> None:
+    """A rollout reaches A first: the phone registers through A with the new password; B,
+    still on the old one, reloads for another reason. B drops the binding from its own index
+    (it cannot judge it) but leaves the row, and A keeps the contact."""
+
+    async def main() -> None:
+        a, b = nodes(tmp_path, database, ROTATED, CONFIG)
+        try:
+            await a.started()
+            await b.started()
+            assert a.registered("rotated").status == 200
+            await until(lambda: b.indexed() == [URI])  # arrived; B does not use it
+            assert b.contacts() == []
+            b.reload(CONFIG)  # an unrelated reload: B still has the old password
+            assert b.writer.flush()
+            assert b.indexed() == []
+            await asyncio.sleep(0.3)  # a removal's notice, had B sent one, is back by now
+            assert a.contacts() == [URI]
+            assert [x.contact for x in load(database, time.time())] == [URI]
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
+def test_notices_that_do_not_decode_are_skipped_alone(tmp_path: Path, database: str) -> None:
+    """Junk on the channel (anyone who may connect may send it) is counted and skipped: no
+    reconnection, no read of the table, and a real change in the same burst still lands. A
+    removal dated far ahead is junk too (it would drop any later binding of its contact)."""
+    from softswitch.registrar.store import CHANNEL
+
+    async def main() -> None:
+        a, b = nodes(tmp_path, database, CONFIG, CONFIG)
+        try:
+            await a.started()
+            await b.started()
+            reads = b.sync.reads
+            junk = [
+                "junk",
+                "[]",
+                '["put", [["x"], "c", 1, 1, "i", 1, "udp", "ip", 1, false, 1, "", ""]]',
+                '["put", ["pbx", "c", "1", 1, "i", 1, "udp", "ip", 1, false, 1, "", ""]]',
+                '["gone", "pbx", "sip:pbx@192.168.1.20:5060", 1e300]',
+                '["gone", ["pbx"], "c", 1]',
+            ]
+            with connect(database) as conn:
+                for payload in junk:
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            assert a.registered().status == 200
+            await until(lambda: b.contacts() == [URI])
+            await until(lambda: b.sync.undecoded == len(junk))
+            assert b.sync.reads == reads  # no reconnection, no read of the table
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
+def test_a_user_agent_the_table_cannot_hold_as_sent_is_kept_escaped(
+    tmp_path: Path, database: str
+) -> None:
+    """Bytes that are not UTF-8 and a NUL in a phone's User-Agent: kept escaped, in the index
+    and the table alike (they stopped the writer, or lost its whole batch, before)."""
+
+    async def main() -> None:
+        a, b = nodes(tmp_path, database, CONFIG, CONFIG)
+        try:
+            await a.started()
+            await b.started()
+            sent = "SIPp \udcff\x00/3.7"  # as the parser keeps an undecodable byte
+            original = a.registrar.register
+
+            def with_agent(request: Request, flow: Flow, now: float) -> Response:
+                request.headers.set("User-Agent", sent)
+                return original(request, flow, now)
+
+            a.registrar.register = with_agent  # type: ignore[method-assign]
+            assert a.registered().status == 200
+            (row,) = load(database, time.time())
+            assert row.user_agent == "SIPp \\xff\\x00/3.7"
+            await until(lambda: b.contacts() == [URI])
+            (there,) = b.bindings.contacts("pbx", time.time())
+            assert there.user_agent == row.user_agent
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
 def test_a_binding_under_credentials_the_other_node_does_not_have_is_not_used_there(
     tmp_path: Path, database: str
 ) -> None:

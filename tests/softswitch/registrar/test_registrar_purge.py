@@ -11,6 +11,7 @@ own (another worker's, or another node's), so the keeper purges rows it never in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import sqlite3
@@ -334,3 +335,23 @@ def test_the_running_sweep_purges(tmp_path: Path, database: Path | str) -> None:
         process.close()
     assert contact("live") in contacts(database)
     assert contact("new-tombstone") in contacts(database)
+
+
+def test_a_change_the_database_cannot_take_does_not_stop_the_writer(
+    database: Path | str, keeper: Process, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Text the database cannot encode (a surrogate, as the SIP parser keeps an undecodable
+    byte) fails its commit, logged; the writer goes on and later changes land. (The registrar
+    escapes such text first, ``store.storable``: this is the writer's own guard.)"""
+    now = time.time()
+    caplog.set_level(logging.ERROR, logger="softswitch.registrar")
+    bad = dataclasses.replace(
+        binding(contact("bad"), registered_at=now, expires_at=now + 3600), user_agent="\udcff"
+    )
+    keeper.writer.put([bad])
+    assert keeper.writer.flush()
+    assert "writing 1 registration changes failed" in caplog.text
+    later = binding(contact("later"), registered_at=now, expires_at=now + 3600)
+    keeper.writer.put([later])
+    assert keeper.writer.flush()
+    assert contact("later") in contacts(database)
