@@ -169,10 +169,10 @@ class Registrations:
         return accepted is None or accepted.get(binding.account_id) == binding.credentials
 
     def stamped(self, binding: Binding) -> Binding:
-        """A binding read from the table (it carries no fingerprint) as made under the
-        credentials in force; one that carries a fingerprint as it is. (The table keeps
-        none: a password changed while the switch was stopped is not seen, and the rows
-        of an account a reload changed are deleted by every worker, ``forget_changed``.)"""
+        """A binding without a fingerprint (a row written before schema migration 3 kept
+        them) as made under the credentials in force; one that carries a fingerprint as it
+        is (a row read back keeps the one its REGISTER passed, so a password changed while
+        the switch was stopped cuts it off at the start)."""
         accepted = self._accepted
         if binding.credentials or accepted is None:
             return binding
@@ -196,7 +196,7 @@ class Registrations:
 
     def put(self, binding: Binding) -> None:
         """Add or replace the binding of its (account, contact); one without a fingerprint
-        (read from the table) as made under the credentials in force (``stamped``)."""
+        (an old row) as made under the credentials in force (``stamped``)."""
         binding = self.stamped(binding)
         old = self._by_account.get(binding.account_id, {}).get(binding.contact)
         if old is not None:
@@ -206,8 +206,8 @@ class Registrations:
         self._by_source.setdefault(source, {})[binding.key] = binding
 
     def restore(self, bindings: Iterable[Binding]) -> None:
-        """At start: the bindings the database kept (judged by the credentials in force,
-        as the table keeps no fingerprint: ``stamped``)."""
+        """At start: the bindings the database kept, each judged by the fingerprint it was
+        made under (an old row without one: by the credentials in force, ``stamped``)."""
         for binding in bindings:
             Registrations.put(self, binding)
 

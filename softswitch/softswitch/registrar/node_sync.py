@@ -23,23 +23,23 @@ follows:
 This node's own notices come back too; they carry the same binding or an older one, so
 applying them changes nothing and they are not told apart.
 
-Why the notice carries the binding rather than the account to read again: the table keeps
-no fingerprint, so a row read back could not be judged. A notice that would not fit in
-``NOTIFY``'s 8000 bytes says "read everything" instead.
+The notice carries the binding, fingerprint included, so a burst of them costs one query
+(the check below) rather than one per change. A notice that would not fit in ``NOTIFY``'s
+8000 bytes says "read everything" instead.
 
 A notice is not trusted on its own word: any role that may connect to the database may
 ``NOTIFY``, so each batch of notices is checked against the table in one query
-(``NodeSync._backed``) and only the changes the table bears out are applied; forging one
-takes writing the table, as before there were notices. The fingerprint a notice carries is
-a SHA-256 of the account's credentials (``registrar.credentials``), readable by any role
-that may ``LISTEN`` on the database: grant connection to that database as you would read
-access to the SIP passwords' digests.
+(``NodeSync._backed``) and only the changes the table bears out, fingerprint and all, are
+applied; forging one takes writing the table, as before there were notices. The fingerprint
+is a SHA-256 of the account's credentials (``registrar.credentials``), readable by any role
+that may ``LISTEN`` on the database or read the table: grant access to that database as you
+would read access to the SIP passwords' digests.
 
 A lost connection loses the notices sent meanwhile. The thread reconnects with backoff
 (:data:`RECONNECT_DELAYS`), ``LISTEN``\\s, then reads the whole table (after ``LISTEN``, so a
 commit after the read is notified) and reconciles: a row registered later than the index's
-binding replaces it, or removes it when the row is a tombstone or expired. Rows carry no
-fingerprint, so those are judged as the rows read at start are (as made under the
+binding replaces it, or removes it when the row is a tombstone or expired. Rows carry their
+fingerprint (schema migration 3; an older row's is "" and counts as made under the
 credentials in force). The same read runs when the listener starts. The event loop never
 waits: the thread reads and decodes, the loop applies (``call_soon_threadsafe``).
 """
@@ -47,7 +47,6 @@ waits: the thread reads and decodes, the loop applies (``call_soon_threadsafe``)
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import threading
@@ -230,8 +229,9 @@ class NodeSync:
                 self._read_asked = self._read_asked or read_all
             # A change too big for a notice asks for the table; at most every READ_GAP
             # seconds, so a flood of such notices costs one read per gap, not one each.
-            if self._read_asked and time.monotonic() >= self._read_after:
+            if self._read_asked and (now := time.monotonic()) >= self._read_after:
                 self._read_asked = False
+                self._read_after = now + READ_GAP
                 self._read_all(conn)
 
     def _backed(self, conn: Any, changes: list[Change]) -> list[Change]:
@@ -252,7 +252,7 @@ class NodeSync:
         for change in changes:
             row = table.get(_key(change))
             if isinstance(change, Binding):
-                ok = row is not None and row == dataclasses.replace(change, credentials="")
+                ok = row is not None and row == change  # the fingerprint too
             else:
                 ok = row is None or row.registered_at > change[2]
             if ok:
@@ -263,7 +263,6 @@ class NodeSync:
         return backed
 
     def _read_all(self, conn: Any) -> None:
-        self._read_after = time.monotonic() + READ_GAP
         rows = [binding_of(r) for r in conn.execute(_SELECT_ALL).fetchall()]
         # In slices, so that a big table does not hold the loop up in one go.
         for start in range(0, max(1, len(rows)), _BATCH):

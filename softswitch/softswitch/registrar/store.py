@@ -69,6 +69,7 @@ __all__ = [
     "READ_ALL",
     "REGISTRATIONS_SCHEMA",
     "BindingWriter",
+    "add_credentials_column",
     "binding_of",
     "binding_of_notice",
     "gone_notice",
@@ -79,6 +80,8 @@ __all__ = [
 
 logger = logging.getLogger("softswitch.registrar")
 
+#: The table as schema migration 1 makes it; migration 3 adds ``credentials`` (the
+#: fingerprint of the credentials a binding's REGISTER passed, ``registrar.credentials``).
 REGISTRATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS registrations (
     account_id    TEXT    NOT NULL,
@@ -111,6 +114,7 @@ BINDING_COLUMNS = (
     "nat",
     "registered_at",
     "user_agent",
+    "credentials",
 )
 #: Seconds an expired row (a tombstone too) is kept before :func:`load` or a purge
 #: (``BindingWriter.purge``) deletes it: longer than any writer holds a change it has not
@@ -172,7 +176,16 @@ def _connect(database: Database) -> Any:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.executescript(REGISTRATIONS_SCHEMA)  # cdr.SCHEMA has it; a bare file may not
+    add_credentials_column(conn)
     return conn
+
+
+def add_credentials_column(conn: sqlite3.Connection) -> None:
+    """Schema migration 3 on SQLite (``store.migrations``), and what a bare file the writer
+    opens gets too: ``registrations.credentials``, "" in the rows before it."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(registrations)")}
+    if "credentials" not in have:
+        conn.execute("ALTER TABLE registrations ADD COLUMN credentials TEXT NOT NULL DEFAULT ''")
 
 
 def _row(binding: Binding, *, postgres: bool = False) -> tuple[object, ...]:
@@ -190,6 +203,7 @@ def _row(binding: Binding, *, postgres: bool = False) -> tuple[object, ...]:
         bool(b.nat) if postgres else int(b.nat),
         b.registered_at,
         b.user_agent,
+        b.credentials,
     )
 
 
@@ -225,8 +239,9 @@ def storable(text: str) -> str:
 
 
 def binding_of(row: Sequence[Any]) -> Binding:
-    """A row of :data:`BINDING_COLUMNS` as a binding (without a fingerprint: the table keeps
-    none)."""
+    """A row of :data:`BINDING_COLUMNS` as a binding, with the fingerprint of the credentials
+    its REGISTER passed ("" in a row written before schema migration 3 kept it: the index
+    then judges it as made under the credentials in force, ``Registrations.stamped``)."""
     r = row
     return Binding(
         account_id=r[0],
@@ -241,6 +256,7 @@ def binding_of(row: Sequence[Any]) -> Binding:
         nat=bool(r[9]),
         registered_at=float(r[10]),
         user_agent=r[11],
+        credentials=r[12] or "",
     )
 
 

@@ -12,6 +12,8 @@ migration once. Version 1 is the schema the switch wrote before migrations exist
 * PostgreSQL: the same tables in PostgreSQL's types (``store.postgres_schema``).
 
 Version 2 adds ``cdrs.caller_id`` (the caller-ID the switch routed on), NULL in older rows.
+Version 3 adds ``registrations.credentials`` (the fingerprint of the credentials a binding's
+REGISTER passed), "" in older rows.
 
 Who runs them: the SQLite store migrates its own file when it opens it (the embedded default
 needs no setup). Against PostgreSQL the switch never changes the schema: a database shared by
@@ -32,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from softswitch.registrar.store import add_credentials_column
 
 from . import postgres_schema, sqlite_schema
 from .errors import StoreError
@@ -67,6 +71,11 @@ class Migration:
 #: Migration 2, both dialects: ``cdrs.caller_id``, the caller-ID the switch routed on
 #: (``store.records.CdrRecord``); NULL in the rows written before it.
 _CALLER_ID = "cdrs.caller_id: the caller-ID the switch routed on"
+#: Migration 3, both dialects: ``registrations.credentials``, the fingerprint of the
+#: credentials a binding's REGISTER passed (``registrar.credentials``), so that a binding read
+#: back, by another node above all, is judged by the credentials it was made under; "" in
+#: the rows written before it (judged as made under the credentials in force).
+_CREDENTIALS = "registrations.credentials: the fingerprint a binding's REGISTER passed"
 
 # -- SQLite ----------------------------------------------------------------------------
 
@@ -105,6 +114,10 @@ def _sqlite_caller_id(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE cdrs ADD COLUMN caller_id TEXT")
 
 
+def _sqlite_credentials(conn: sqlite3.Connection) -> None:
+    add_credentials_column(conn)
+
+
 SQLITE: tuple[Migration, ...] = (
     Migration(
         1,
@@ -113,6 +126,7 @@ SQLITE: tuple[Migration, ...] = (
         _sqlite_baseline,
     ),
     Migration(2, _CALLER_ID, _sqlite_caller_id),
+    Migration(3, _CREDENTIALS, _sqlite_credentials),
 )
 
 
@@ -138,11 +152,18 @@ def _postgres_caller_id(conn: Any) -> None:
     conn.execute("ALTER TABLE cdrs ADD COLUMN IF NOT EXISTS caller_id text")
 
 
+def _postgres_credentials(conn: Any) -> None:
+    conn.execute(
+        "ALTER TABLE registrations ADD COLUMN IF NOT EXISTS credentials text NOT NULL DEFAULT ''"
+    )
+
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(
         1, "baseline: cdrs, switch_runs, open_calls, ledger, registrations", _postgres_baseline
     ),
     Migration(2, _CALLER_ID, _postgres_caller_id),
+    Migration(3, _CREDENTIALS, _postgres_credentials),
 )
 
 

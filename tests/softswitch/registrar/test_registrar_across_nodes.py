@@ -300,6 +300,40 @@ def test_a_notice_the_table_does_not_bear_out_is_ignored(tmp_path: Path, databas
     asyncio.run(main())
 
 
+def test_a_notice_cannot_relabel_a_bindings_credentials(tmp_path: Path, database: str) -> None:
+    """B already runs the rotated password; A's REGISTER with the old one reaches B unused.
+    A forged notice of the very same row with B's current fingerprint (seen on the channel,
+    or "") is not borne out by the table, which keeps the fingerprint the REGISTER passed."""
+    from softswitch.registrar.credentials import fingerprints
+    from softswitch.registrar.store import CHANNEL, put_notice
+
+    async def main() -> None:
+        a, b = nodes(tmp_path, database, CONFIG, ROTATED)
+        try:
+            await a.started()
+            await b.started()
+            assert a.registered("secret").status == 200
+            await until(lambda: b.indexed() == [URI])
+            assert b.contacts() == []
+            (old,) = [x for x in b.bindings.every() if x.account_id == "pbx"]
+            current = fingerprints(b.pipeline.snapshot.config.accounts)["pbx"]
+            assert old.credentials != current
+            with connect(database) as conn:
+                for label in (current, ""):
+                    forged = dataclasses.replace(old, credentials=label)
+                    conn.execute(
+                        "SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(put_notice(forged)))
+                    )
+            await until(lambda: b.sync.unbacked == 2)
+            assert b.contacts() == []
+            assert b.phone_calls() == 407
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
 def test_a_reload_on_a_node_not_yet_rotated_leaves_the_other_nodes_registrations(
     tmp_path: Path, database: str
 ) -> None:

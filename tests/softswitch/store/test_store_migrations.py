@@ -57,10 +57,10 @@ def schema_of(db: Path) -> dict[str, str]:
 
 def test_a_fresh_sqlite_file_gets_every_version_once(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "cdr.sqlite"
-    assert migrate(db) == [1, 2]
+    assert migrate(db) == [1, 2, 3]
     assert migrate(db) == []
-    assert current_version(db) == 2
-    assert sqlite_rows(db, "SELECT version FROM schema_version") == [(1,), (2,)]
+    assert current_version(db) == 3
+    assert sqlite_rows(db, "SELECT version FROM schema_version") == [(1,), (2,), (3,)]
     assert sqlite_rows(db, "PRAGMA user_version") == [(3,)]  # what older switches read
 
 
@@ -73,7 +73,7 @@ def test_a_file_made_before_migrations_is_adopted_as_version_1_unchanged(
     cdrs = sqlite_rows(db, "SELECT * FROM cdrs ORDER BY id")
     ledger = sqlite_rows(db, "SELECT * FROM ledger ORDER BY id")
     assert current_version(db) == 0
-    assert [m.version for m in pending(db)] == [1, 2]
+    assert [m.version for m in pending(db)] == [1, 2, 3]
     with monkeypatch.context() as m:  # this code as it was at version 1
         m.setattr(migrations, "SQLITE", migrations.SQLITE[:1])
         migrate(fresh)
@@ -82,7 +82,7 @@ def test_a_file_made_before_migrations_is_adopted_as_version_1_unchanged(
     assert schema_of(db) == before == schema_of(fresh)
     assert sqlite_rows(db, "SELECT * FROM cdrs ORDER BY id") == cdrs
     assert sqlite_rows(db, "SELECT * FROM ledger ORDER BY id") == ledger
-    assert migrate(db) == [2]
+    assert migrate(db) == [2, 3]
     assert migrate(db) == []
 
 
@@ -104,16 +104,46 @@ def test_a_version_1_file_upgrades_to_version_2_with_its_cdrs_kept(
     conn.commit()
     conn.close()
     assert current_version(db) == 1
-    assert [m.version for m in pending(db)] == [2]
+    assert [m.version for m in pending(db)] == [2, 3]
     with CdrStore(db) as store:  # the store migrates its own file
         new = replace(store.query()[0], call_id="new-1", caller_id="442079460000")
         store.write(new).result(timeout=30)
         rows = {r.call_id: r for r in store.query()}
-    assert current_version(db) == 2
+    assert current_version(db) == 3
     assert rows["old-1"].caller_id is None
     assert rows["new-1"].caller_id == "442079460000"
     columns = [r[1] for r in sqlite_rows(db, "PRAGMA table_info(cdrs)")]
     assert columns[-1] == "caller_id"
+
+
+def test_a_version_2_file_upgrades_to_version_3_with_its_registrations_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 3 adds ``registrations.credentials``: "" in the rows written before (judged as
+    made under the credentials in force), the fingerprint a REGISTER passed after."""
+    from softswitch.registrar import Binding, BindingWriter, load
+
+    db = tmp_path / "cdr.sqlite"
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "SQLITE", migrations.SQLITE[:2])
+        assert migrate(db) == [1, 2]
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "INSERT INTO registrations VALUES ('pbx', 'sip:old@192.0.2.1', 9e9, 1.0, 'c', 1,"
+        " 'udp', '192.0.2.1', 5060, 0, 1000.0, 'old phone')"
+    )
+    conn.commit()
+    conn.close()
+    assert migrate(db) == [3]
+    new = Binding("pbx", "sip:new@192.0.2.2", 9e9, 1.0, "c2", 1, "udp", "192.0.2.2", 5060,
+                  False, 2000.0, "new phone", credentials="fp-1")  # fmt: skip
+    writer = BindingWriter(db)
+    writer.put([new])
+    assert writer.flush()
+    writer.close()
+    rows = {b.contact: b for b in load(db, 3000.0)}
+    assert rows["sip:old@192.0.2.1"].credentials == ""
+    assert rows["sip:new@192.0.2.2"] == new
 
 
 def test_the_store_opens_a_file_made_before_migrations_and_recovers_its_dead_run(
@@ -131,7 +161,7 @@ def test_the_store_opens_a_file_made_before_migrations_and_recovers_its_dead_run
     # Ended at the dead run's last heartbeat: 58 s after the answer at 12:00:02.
     assert up.end_at == dt.datetime(2026, 3, 1, 12, 1, tzinfo=dt.UTC)
     assert up.billsec == 58
-    assert current_version(db) == 2
+    assert current_version(db) == 3
     debits = sqlite_rows(db, "SELECT reference, amount FROM ledger ORDER BY id")
     assert debits[0] == ("done-1", -100000000)
     assert debits[1][0] == "up-1"
@@ -155,7 +185,7 @@ def test_a_version_2_legacy_file_gets_the_missing_tables_and_columns(tmp_path: P
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()
-    assert migrate(db) == [1, 2]
+    assert migrate(db) == [1, 2, 3]
     columns = [r[1] for r in sqlite_rows(db, "PRAGMA table_info(open_calls)")]
     assert columns[-3:] == ["billed_account", "billed_until", "reserved"]
     tables = {r[0] for r in sqlite_rows(db, "SELECT name FROM sqlite_master")}
@@ -179,11 +209,11 @@ CREATE TABLE cdrs (
 
 def test_a_dry_run_changes_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "none.sqlite"
-    assert migrate(missing, dry_run=True) == [1, 2]
+    assert migrate(missing, dry_run=True) == [1, 2, 3]
     assert not missing.exists()
     db = legacy_file(tmp_path)
     before = schema_of(db)
-    assert migrate(db, dry_run=True) == [1, 2]
+    assert migrate(db, dry_run=True) == [1, 2, 3]
     assert schema_of(db) == before
     assert current_version(db) == 0
 
@@ -195,7 +225,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.execute("INSERT INTO schema_version VALUES (99, 'from the future', 'x')")
     conn.commit()
     conn.close()
-    with pytest.raises(SchemaError, match="schema version 99 is newer than this switch's 2"):
+    with pytest.raises(SchemaError, match="schema version 99 is newer than this switch's 3"):
         migrate(db)
     with pytest.raises(SchemaError, match="version 99"):
         CdrStore(db)
@@ -215,11 +245,11 @@ def pg_tables(url: str) -> set[str]:
 def test_a_fresh_postgres_database_gets_every_version_once(postgres: Postgres) -> None:
     url = postgres.database()
     assert current_version(url) == 0
-    assert migrate(url, dry_run=True) == [1, 2]
+    assert migrate(url, dry_run=True) == [1, 2, 3]
     assert pg_tables(url) == set()  # the dry run created nothing, not even schema_version
-    assert migrate(url) == [1, 2]
+    assert migrate(url) == [1, 2, 3]
     assert migrate(url) == []
-    assert current_version(url) == 2
+    assert current_version(url) == 3
     assert pg_tables(url) == {
         "cdrs",
         "switch_runs",
@@ -275,14 +305,14 @@ def test_two_migrators_at_once_apply_each_migration_once(postgres: Postgres) -> 
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(results) == [[], [1, 2]]
+    assert sorted(results) == [[], [1, 2, 3]]
 
 
 def test_the_postgres_store_refuses_an_unmigrated_database(postgres: Postgres) -> None:
     url = postgres.database()
     with pytest.raises(StoreError, match="softswitch migrate") as refused:
         open_cdr_store(url)
-    assert "schema version 0, this switch needs 2" in str(refused.value)
+    assert "schema version 0, this switch needs 3" in str(refused.value)
     assert pg_tables(url) == set()  # the switch never migrates a shared database itself
 
 
@@ -290,10 +320,10 @@ def test_a_newer_postgres_schema_is_refused(postgres: Postgres) -> None:
     url = postgres.database()
     migrate(url)
     with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO schema_version (version, description) VALUES (3, 'next')")
-    with pytest.raises(SchemaError, match="newer than this switch's 2"):
+        conn.execute("INSERT INTO schema_version (version, description) VALUES (4, 'next')")
+    with pytest.raises(SchemaError, match="newer than this switch's 3"):
         open_cdr_store(url)
-    assert migrations.latest_version(url) == 2
+    assert migrations.latest_version(url) == 3
 
 
 def test_migrate_command_dry_run_then_apply(postgres: Postgres, tmp_path: Path) -> None:
@@ -302,12 +332,13 @@ def test_migrate_command_dry_run_then_apply(postgres: Postgres, tmp_path: Path) 
     assert migrate_command(None, url, dry_run=True, out=out, err=err) == 0
     assert "would apply 1: baseline" in out.getvalue()
     assert "would apply 2: cdrs.caller_id" in out.getvalue()
+    assert "would apply 3: registrations.credentials" in out.getvalue()
     assert "dry run: nothing changed" in out.getvalue()
     assert current_version(url) == 0
     out = io.StringIO()
     assert migrate_command(None, url, out=out, err=err) == 0
     assert "applied 1: baseline" in out.getvalue()
-    assert "at version 2 (2 migration(s) applied)" in out.getvalue()
+    assert "at version 3 (3 migration(s) applied)" in out.getvalue()
     out = io.StringIO()
     assert migrate_command(None, url, out=out, err=err) == 0
     assert "(0 migration(s) applied)" in out.getvalue()
@@ -325,7 +356,7 @@ def test_migrate_command_reads_the_configuration(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "cdr.sqlite").exists()
     out = io.StringIO()
     assert migrate_command(str(tmp_path / "switch.toml"), None, out=out) == 0
-    assert current_version(tmp_path / "state" / "cdr.sqlite") == 2
+    assert current_version(tmp_path / "state" / "cdr.sqlite") == 3
 
 
 def test_migrate_command_names_an_unreachable_database() -> None:
