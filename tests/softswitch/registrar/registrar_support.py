@@ -1,19 +1,23 @@
 """Test support for the registrar: REGISTER requests as bytes, bindings, a configuration, a
-CDR store that keeps nothing.
+CDR store that keeps nothing, and the phone's call as the pipeline's admission sees it.
 
 A module with a unique name (not ``conftest``) so tests can import it directly.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
 from softswitch.call.snapshot import Snapshot, build_snapshot
 from softswitch.cdr import CdrRecord
 from softswitch.config import load_config
+from softswitch.proxy.engine import Reply
+from softswitch.proxy.pipeline import Pipeline
 from softswitch.registrar import Binding
 from softswitch.sip import Request, parse_message
+from softswitch.transport import Flow, Transport
 
 CONFIG = """
 [server]
@@ -147,3 +151,30 @@ class NullSink:
 
     def enqueue(self, record: CdrRecord) -> None:
         pass
+
+
+#: The registering phone's source address in the tests that call from it.
+PHONE = ("203.0.113.7", 40000)
+
+
+def invite(source: str, port: int) -> Request:
+    """A bare INVITE from ``source:port`` to a number the CONFIG routes."""
+    text = (
+        "INVITE sip:441234567@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bKx\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:1000@{source}>;tag=f\r\n"
+        "To: <sip:x@127.0.0.1>\r\n"
+        f"Call-ID: c-{port}\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@{source}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    message = parse_message(text.encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def phone_calls(pipeline: Pipeline) -> int | None:
+    """The status a call from the phone's address gets at admission (None: admitted): whether
+    a registration authorises it."""
+    flow = Flow(Transport.UDP, ("127.0.0.1", 5060), PHONE)
+    answer = pipeline.admit(invite(*PHONE), flow, time.time())
+    return answer.status if isinstance(answer, Reply) else None

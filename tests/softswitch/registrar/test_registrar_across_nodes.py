@@ -22,18 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from registrar_support import CONFIG, NullSink, binding, make_snapshot, register
+from registrar_support import CONFIG, PHONE, NullSink, binding, make_snapshot, phone_calls, register
 
 from postgres_tool import Postgres, postgres
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import build_snapshot
 from softswitch.config import load_config
-from softswitch.proxy.engine import Reply
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.proxy.server import Switch
 from softswitch.registrar import BindingWriter, Registrar, Registrations, load
 from softswitch.registrar.node_sync import NodeSync
-from softswitch.sip import Request, Response, parse_message
+from softswitch.sip import Request, Response
 from softswitch.sip.digest import DigestAuthenticator, build_authorization
 from softswitch.store.migrations import migrate
 from softswitch.store.postgres_connect import connect
@@ -43,7 +42,6 @@ from softswitch.workers.registrations import SharedRegistrations
 
 __all__ = ["postgres"]
 
-PHONE = ("203.0.113.7", 40000)
 CONTACT = "<sip:pbx@192.168.1.20:5060>"
 URI = "sip:pbx@192.168.1.20:5060"
 ROTATED = CONFIG.replace('password = "secret"\nregister', 'password = "rotated"\nregister')
@@ -149,24 +147,8 @@ class Node:
         return [b.contact for b in self.bindings.every() if b.account_id == "pbx"]
 
     def phone_calls(self) -> int | None:
-        """The status a call from the phone's address gets at authorise (None: admitted)."""
-        flow = Flow(Transport.UDP, ("127.0.0.1", 5060), PHONE)
-        answer = self.pipeline.admit(invite(*PHONE), flow, time.time())
-        return answer.status if isinstance(answer, Reply) else None
-
-
-def invite(source: str, port: int) -> Request:
-    text = (
-        "INVITE sip:441234567@127.0.0.1 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bKx\r\n"
-        f"Max-Forwards: 70\r\nFrom: <sip:1000@{source}>;tag=f\r\n"
-        "To: <sip:x@127.0.0.1>\r\n"
-        f"Call-ID: c-{port}\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@{source}>\r\n"
-        "Content-Length: 0\r\n\r\n"
-    )
-    message = parse_message(text.encode())
-    assert isinstance(message, Request)
-    return message
+        """The status a call from the phone's address gets at admission (None: admitted)."""
+        return phone_calls(self.pipeline)
 
 
 async def until(condition: Callable[[], bool], within: float = WITHIN) -> float:

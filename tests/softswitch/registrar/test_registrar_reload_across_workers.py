@@ -14,19 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registrar_support import CONFIG, NullSink, make_snapshot, register
+from registrar_support import CONFIG, PHONE, NullSink, make_snapshot, phone_calls, register
 
 from softswitch.call.live import LiveState
-from softswitch.proxy.engine import Reply
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.registrar import Binding, BindingWriter, Registrar, load
-from softswitch.sip import Request, Response, parse_message
+from softswitch.sip import Response
 from softswitch.sip.digest import DigestAuthenticator, build_authorization
 from softswitch.transport import Flow, Transport
 from softswitch.workers.live import SharedState
 from softswitch.workers.registrations import SharedRegistrations
 
-PHONE = ("203.0.113.7", 40000)
 ROTATED = CONFIG.replace('password = "secret"\nregister', 'password = "rotated"\nregister')
 _dirs = itertools.count()
 
@@ -91,24 +89,8 @@ class Worker:
         return [b.contact for b in self.bindings.contacts("pbx", time.time())]
 
     def phone_calls(self) -> int | None:
-        """The status a call from the phone's address gets at authorise (None: admitted)."""
-        flow = Flow(Transport.UDP, ("127.0.0.1", 5060), PHONE)
-        answer = self.pipeline.admit(invite(*PHONE), flow, time.time())
-        return answer.status if isinstance(answer, Reply) else None
-
-
-def invite(source: str, port: int) -> Request:
-    text = (
-        "INVITE sip:441234567@127.0.0.1 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bKx\r\n"
-        f"Max-Forwards: 70\r\nFrom: <sip:1000@{source}>;tag=f\r\n"
-        "To: <sip:x@127.0.0.1>\r\n"
-        f"Call-ID: c-{port}\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@{source}>\r\n"
-        "Content-Length: 0\r\n\r\n"
-    )
-    message = parse_message(text.encode())
-    assert isinstance(message, Request)
-    return message
+        """The status a call from the phone's address gets at admission (None: admitted)."""
+        return phone_calls(self.pipeline)
 
 
 @pytest.fixture
