@@ -205,6 +205,34 @@ class Registrations:
         source = (binding.source_ip, binding.source_port)
         self._by_source.setdefault(source, {})[binding.key] = binding
 
+    def put_if_newer(self, binding: Binding) -> bool:
+        """Put ``binding`` in this process's index unless the binding held for its contact
+        was registered later, or is this very one; whether it was put.
+
+        The rule the table follows (``registrar.store``: a row is replaced only by a binding
+        registered at the same second or later), applied to every change that reaches an
+        index from elsewhere (another node's notice, ``node_sync``; another worker's journal
+        entry, ``workers.registrations``): those arrive in different orders at different
+        processes, and only a rule that does not depend on the order leaves them alike."""
+        current = self.indexed(binding.account_id, binding.contact)
+        if current is not None and (
+            current.registered_at > binding.registered_at or current == binding
+        ):
+            return False
+        Registrations.put(self, binding)  # this process's index only, whatever the subclass
+        return True
+
+    def forget_if_older(
+        self, account_id: str, contact: str, registered_at: float
+    ) -> Binding | None:
+        """``forget`` the binding of (account, contact) if it was registered at
+        ``registered_at`` or earlier (a removal does not take a later REGISTER with it: the
+        table's retire and tombstones follow the same rule); the binding forgotten."""
+        current = self.indexed(account_id, contact)
+        if current is None or current.registered_at > registered_at:
+            return None
+        return self.forget(account_id, contact)
+
     def restore(self, bindings: Iterable[Binding]) -> None:
         """At start: the bindings the database kept, each judged by the fingerprint it was
         made under (an old row without one: by the credentials in force, ``stamped``)."""

@@ -9,7 +9,8 @@ table, and notices arrive in commit order. A :class:`NodeSync` per process (each
 a node has its own, as it has its own index and writer, so no worker waits for another to
 pass changes on) listens on a connection of its own, in a thread of its own, and hands
 the notices to the event loop, which applies them to the index with the rules the table
-follows:
+follows (``Registrations.put_if_newer`` and ``forget_if_older``, which the workers' journal
+applies too):
 
 - a binding replaces the index's binding of its contact only when registered at the same
   time or later (this node may hold a newer REGISTER its writer has not committed yet);
@@ -314,21 +315,15 @@ class NodeSync:
 
     def _put(self, binding: Binding, now: float) -> None:
         bindings = self.bindings
-        current = bindings.indexed(binding.account_id, binding.contact)
-        if current is not None and (
-            current.registered_at > binding.registered_at or current == binding
-        ):
+        if not bindings.put_if_newer(binding):  # this process's index only: every worker listens
             return
-        Registrations.put(bindings, binding)  # this process's index only: every worker listens
         if self.learned is not None and binding.live(now):
             put = bindings.indexed(binding.account_id, binding.contact)
             if put is not None and bindings.accepts(put):
                 self.learned(put)
 
     def _drop(self, account_id: str, contact: str, registered_at: float) -> None:
-        current = self.bindings.indexed(account_id, contact)
-        if current is not None and current.registered_at <= registered_at:
-            self.bindings.forget(account_id, contact)
+        self.bindings.forget_if_older(account_id, contact, registered_at)
 
 
 def _key(change: Change) -> tuple[str, str]:

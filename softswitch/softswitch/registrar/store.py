@@ -65,11 +65,13 @@ from .bindings import Binding
 __all__ = [
     "BINDING_COLUMNS",
     "CHANNEL",
+    "EXPIRY_INDEX",
     "KEEP_EXPIRED",
     "READ_ALL",
     "REGISTRATIONS_SCHEMA",
     "BindingWriter",
     "add_credentials_column",
+    "add_expiry_index",
     "binding_of",
     "binding_of_notice",
     "gone_notice",
@@ -81,7 +83,8 @@ __all__ = [
 logger = logging.getLogger("softswitch.registrar")
 
 #: The table as schema migration 1 makes it; migration 3 adds ``credentials`` (the
-#: fingerprint of the credentials a binding's REGISTER passed, ``registrar.credentials``).
+#: fingerprint of the credentials a binding's REGISTER passed, ``registrar.credentials``),
+#: migration 4 an index on ``expires_at`` (:data:`EXPIRY_INDEX`).
 REGISTRATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS registrations (
     account_id    TEXT    NOT NULL,
@@ -99,6 +102,10 @@ CREATE TABLE IF NOT EXISTS registrations (
     PRIMARY KEY (account_id, contact)
 );
 """
+
+#: Schema migration 4: the rows by expiry, so that a purge (each node's keeper's, once a
+#: minute) and :func:`load` read the rows expired long ago only, not the whole table.
+EXPIRY_INDEX = "CREATE INDEX IF NOT EXISTS registrations_expires_at ON registrations (expires_at)"
 
 #: A binding's fields, in the table's column order (the workers' journal writes them too).
 BINDING_COLUMNS = (
@@ -157,10 +164,18 @@ _PURGE = "DELETE FROM registrations WHERE expires_at <= ?"
 #: a purge never waits for a lock, and so never deadlocks a writer's batch or another
 #: node's purge (a row skipped goes at the next purge). A row a REGISTER replaced after
 #: this statement began is checked again once locked, and kept.
+#:
+#: The second asked for (the first parameter) is no later than the database's clock less
+#: the second parameter (:data:`KEEP_EXPIRED`): the nodes' clocks differ, and one running
+#: ahead would otherwise delete the other nodes' live bindings, and the tombstones still
+#: keeping an older REGISTER out, early. Gives the second used and the rows deleted.
 _PURGE_PG = (
-    "DELETE FROM registrations WHERE (account_id, contact) IN"
-    " (SELECT account_id, contact FROM registrations WHERE expires_at <= %s"
-    " FOR UPDATE SKIP LOCKED)"
+    "WITH cutoff AS"
+    " (SELECT LEAST(%s, extract(epoch FROM clock_timestamp())::float8 - %s) AS at),"
+    " gone AS (DELETE FROM registrations WHERE (account_id, contact) IN"
+    " (SELECT account_id, contact FROM registrations"
+    " WHERE expires_at <= (SELECT at FROM cutoff) FOR UPDATE SKIP LOCKED) RETURNING 1)"
+    " SELECT (SELECT at FROM cutoff), (SELECT count(*) FROM gone)"
 )
 
 #: ``[server] database``: a SQLite file, or a PostgreSQL URL.
@@ -177,6 +192,7 @@ def _connect(database: Database) -> Any:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.executescript(REGISTRATIONS_SCHEMA)  # cdr.SCHEMA has it; a bare file may not
     add_credentials_column(conn)
+    add_expiry_index(conn)
     return conn
 
 
@@ -186,6 +202,12 @@ def add_credentials_column(conn: sqlite3.Connection) -> None:
     have = {row[1] for row in conn.execute("PRAGMA table_info(registrations)")}
     if "credentials" not in have:
         conn.execute("ALTER TABLE registrations ADD COLUMN credentials TEXT NOT NULL DEFAULT ''")
+
+
+def add_expiry_index(conn: sqlite3.Connection) -> None:
+    """Schema migration 4 on SQLite (``store.migrations``), and what a bare file the writer
+    opens gets too: :data:`EXPIRY_INDEX`."""
+    conn.execute(EXPIRY_INDEX)
 
 
 def _row(binding: Binding, *, postgres: bool = False) -> tuple[object, ...]:
@@ -209,13 +231,14 @@ def _row(binding: Binding, *, postgres: bool = False) -> tuple[object, ...]:
 
 def load(database: Database, now: float) -> list[Binding]:
     """The bindings still live at ``now`` (wall-clock seconds); the rows expired more than
-    :data:`KEEP_EXPIRED` seconds ago (tombstones too) are deleted."""
+    :data:`KEEP_EXPIRED` seconds ago (tombstones too) are deleted (on PostgreSQL, ago by
+    ``now`` and by the database's clock both: ``_PURGE_PG``)."""
     postgres = is_postgres_url(database)
     conn = _connect(database if postgres else Path(database))
     select = f"SELECT {', '.join(BINDING_COLUMNS)} FROM registrations" + _LIVE
     try:
         if postgres:
-            conn.execute(_PURGE_PG, (now - KEEP_EXPIRED,))
+            conn.execute(_PURGE_PG, (now - KEEP_EXPIRED, KEEP_EXPIRED))
             rows = conn.execute(select.replace("?", "%s"), (now,)).fetchall()
         else:
             with conn:
@@ -303,7 +326,11 @@ class BindingWriter:
         :data:`KEEP_EXPIRED` seconds before ``now`` (wall-clock seconds): long after any
         writer committed a REGISTER older than a tombstone, so none can bring its contact
         back. Requests not begun yet are one purge, up to the latest ``now``. Idempotent, so
-        several processes on one database (each node's keeper) may all purge."""
+        several processes on one database (each node's keeper) may all purge.
+
+        On PostgreSQL, shared by nodes whose clocks differ, never past :data:`KEEP_EXPIRED`
+        seconds before the database's clock either (``_PURGE_PG``): a node whose clock runs
+        ahead must not delete the others' live bindings, nor tombstones still needed."""
         before = now - KEEP_EXPIRED
         with self._cond:
             if self._closed:
@@ -392,7 +419,7 @@ class BindingWriter:
         tombstone while cut off keeps its contact until the contact expires)."""
         try:
             if self.postgres:
-                deleted = conn.execute(_PURGE_PG, (before,)).rowcount
+                before, deleted = conn.execute(_PURGE_PG, (before, KEEP_EXPIRED)).fetchone()
             else:
                 with conn:
                     deleted = conn.execute(_PURGE, (before,)).rowcount

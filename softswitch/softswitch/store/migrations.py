@@ -13,7 +13,8 @@ migration once. Version 1 is the schema the switch wrote before migrations exist
 
 Version 2 adds ``cdrs.caller_id`` (the caller-ID the switch routed on), NULL in older rows.
 Version 3 adds ``registrations.credentials`` (the fingerprint of the credentials a binding's
-REGISTER passed), "" in older rows.
+REGISTER passed), "" in older rows. Version 4 adds the index ``registrations_expires_at``
+(the keepers' purge of the rows expired long ago reads those only).
 
 Who runs them: the SQLite store migrates its own file when it opens it (the embedded default
 needs no setup). Against PostgreSQL the switch never changes the schema: a database shared by
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from softswitch.registrar.store import add_credentials_column
+from softswitch.registrar.store import EXPIRY_INDEX, add_credentials_column, add_expiry_index
 
 from . import postgres_schema, sqlite_schema
 from .errors import StoreError
@@ -76,6 +77,10 @@ _CALLER_ID = "cdrs.caller_id: the caller-ID the switch routed on"
 #: back, by another node above all, is judged by the credentials it was made under; "" in
 #: the rows written before it (judged as made under the credentials in force).
 _CREDENTIALS = "registrations.credentials: the fingerprint a binding's REGISTER passed"
+#: Migration 4, both dialects: ``registrations_expires_at``, the rows by expiry
+#: (``registrar.store.EXPIRY_INDEX``), so that each node's keeper's purge, once a minute,
+#: and the read at a start find the rows expired long ago without reading the whole table.
+_EXPIRY_INDEX = "registrations_expires_at: an index on registrations.expires_at (the purge)"
 
 # -- SQLite ----------------------------------------------------------------------------
 
@@ -118,6 +123,10 @@ def _sqlite_credentials(conn: sqlite3.Connection) -> None:
     add_credentials_column(conn)
 
 
+def _sqlite_expiry_index(conn: sqlite3.Connection) -> None:
+    add_expiry_index(conn)
+
+
 SQLITE: tuple[Migration, ...] = (
     Migration(
         1,
@@ -127,6 +136,7 @@ SQLITE: tuple[Migration, ...] = (
     ),
     Migration(2, _CALLER_ID, _sqlite_caller_id),
     Migration(3, _CREDENTIALS, _sqlite_credentials),
+    Migration(4, _EXPIRY_INDEX, _sqlite_expiry_index),
 )
 
 
@@ -158,12 +168,19 @@ def _postgres_credentials(conn: Any) -> None:
     )
 
 
+def _postgres_expiry_index(conn: Any) -> None:
+    # Not CONCURRENTLY (that cannot run in the migration's transaction): writes to the table
+    # wait while it is built, a moment for the rows of a registrar's clients.
+    conn.execute(EXPIRY_INDEX)
+
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(
         1, "baseline: cdrs, switch_runs, open_calls, ledger, registrations", _postgres_baseline
     ),
     Migration(2, _CALLER_ID, _postgres_caller_id),
     Migration(3, _CREDENTIALS, _postgres_credentials),
+    Migration(4, _EXPIRY_INDEX, _postgres_expiry_index),
 )
 
 

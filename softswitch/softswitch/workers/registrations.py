@@ -17,10 +17,15 @@ contact there yet. The database stays what a restart reads (``registrar.store``)
 
 The journal is a ring of the last :data:`ENTRIES` changes, each with its sequence number,
 under the shared table's lock. Publishing a change and taking the others' is one step under
-that lock, so every worker applies the changes in one order: the last change of a contact
-wins in every worker alike. A REGISTER holds the lock from reading the account's contacts
-to publishing its change (``exclusive``), so the contact cap counts every worker's. A
-worker catches up at every lookup and once a second (``Registrar.sweep_forever``).
+that lock, so every worker applies the changes in one order, each by the rule the table
+and the other nodes' notices follow (``Registrations.put_if_newer``, ``forget_if_older``):
+a binding replaces only one registered at the same time or earlier, an unregister removes
+only the binding its worker held or an older one. The same contact registered through two
+nodes at once reaches a worker by the journal and by a notice in either order; by that rule
+every worker, and the table, keep the later one. A REGISTER holds the lock from reading the
+account's contacts to publishing its change (``exclusive``), so the contact cap counts
+every worker's. A worker catches up at every lookup and once a second
+(``Registrar.sweep_forever``).
 
 One that fell more than :data:`ENTRIES` changes behind (the ring went round) reads the
 table again and replays the ring, which holds every change the writers may not have
@@ -123,8 +128,10 @@ def _put_payload(binding: Binding) -> bytes:
     return json.dumps(["put", [getattr(binding, f) for f in _FIELDS]]).encode("utf-8")
 
 
-def _remove_payload(account_id: str, contact: str) -> bytes:
-    return json.dumps(["remove", account_id, contact]).encode("utf-8")
+def _remove_payload(account_id: str, contact: str, registered_at: float) -> bytes:
+    """An unregister of the binding registered at ``registered_at`` (the one the worker
+    held): a later one of the contact, from another node, is not taken with it."""
+    return json.dumps(["remove", account_id, contact, registered_at]).encode("utf-8")
 
 
 def _binding(values: list[object]) -> Binding:
@@ -150,6 +157,7 @@ class SharedRegistrations(Registrations):
         "_lapped",
         "_reload",
         "_seen",
+        "_since_read",
         "_started",
         "_worker",
         "learned",
@@ -177,6 +185,10 @@ class SharedRegistrations(Registrations):
         #: ``restore`` ran: before it the index takes no changes (they would be judged
         #: before the registrar tells it the credentials in force, and trusted unjudged).
         self._started = False
+        #: While ``catch_up`` reads the table: every change made to this index since the
+        #: read began, in order (a binding put; a removal of what was registered at or
+        #: before a second), to be made again to the index the read builds.
+        self._since_read: list[Binding | tuple[str, str, float]] | None = None
         self.learned: Callable[[Binding], None] | None = None
 
     def restore(self, bindings: Iterable[Binding]) -> None:
@@ -208,34 +220,54 @@ class SharedRegistrations(Registrations):
     async def catch_up(self) -> None:
         """After the ring went round: the table read again in a thread, then the ring
         replayed over it, swapped in whole; on a failure nothing changes and the next call
-        (a second later) tries again."""
+        (a second later) tries again.
+
+        The index keeps changing while the table is read: the other workers' changes (in
+        the ring, replayed anyway), and the other nodes' notices (``node_sync``), the
+        expiry and a reload's drops, which are nowhere else: a notice of a commit the read
+        did not see would be lost with the old index. So every change made to the index
+        meanwhile is kept aside and made again, in its order and by the same rules
+        (``Registrations.put_if_newer``, ``forget_if_older``), after the ring."""
         if not self._lapped:
             return
         journal = self._journal
         start = journal.head
+        since_read: list[Binding | tuple[str, str, float]] = []
+        self._since_read = since_read
         try:
-            rows = await asyncio.to_thread(self._reload)
-        except Exception as e:
-            if not self._failed:
-                self._failed = True
-                logger.error(
-                    "registrations: reading the table again failed (retried every second;"
-                    " this worker keeps the contacts it has meanwhile): %s",
-                    e,
-                )
-            return
-        fresh = Registrations()
-        if self._accepted is not None:
-            fresh.accept(self._accepted)
-        fresh.restore(rows)
-        with journal.lock:
-            _, lost = journal.since(start)
-            changes, _ = journal.since(0)
-            head = journal.head
-        if lost:  # the ring went round again while the table was read: read it again
-            return
-        self._apply(fresh, changes, skip_own=False, learn=False)
-        self._by_account, self._by_source = fresh._by_account, fresh._by_source
+            try:
+                rows = await asyncio.to_thread(self._reload)
+            except Exception as e:
+                if not self._failed:
+                    self._failed = True
+                    logger.error(
+                        "registrations: reading the table again failed (retried every second;"
+                        " this worker keeps the contacts it has meanwhile): %s",
+                        e,
+                    )
+                return
+            fresh = Registrations()
+            if self._accepted is not None:
+                fresh.accept(self._accepted)
+            fresh.restore(rows)
+            with journal.lock:
+                # This index takes the ring up to its head first, so that what it did since
+                # the read began ends with the ring's last word too.
+                self._apply(self, self._trade(None), skip_own=True)
+                _, lost = journal.since(start)
+                changes, _ = journal.since(0)
+                head = journal.head
+            if lost:  # the ring went round again while the table was read: read it again
+                return
+            self._apply(fresh, changes, skip_own=False, learn=False)
+            for change in since_read:
+                if isinstance(change, Binding):
+                    fresh.put_if_newer(change)
+                else:
+                    fresh.forget_if_older(*change)
+            self._by_account, self._by_source = fresh._by_account, fresh._by_source
+        finally:
+            self._since_read = None
         self._seen = head
         self._lapped = self._failed = False
         logger.warning("registrations: %d contacts after reading the table again", len(fresh))
@@ -248,12 +280,37 @@ class SharedRegistrations(Registrations):
     # -- changes: this worker's go to the journal -----------------------------------------
 
     def put(self, binding: Binding) -> None:
+        """A REGISTER's binding, applied here as every other worker applies it from the
+        journal (``put_if_newer``): a later one of the contact (another node's, taken
+        meanwhile) stays, here as in the table and in every worker."""
         self._exchange(_put_payload(binding))
-        Registrations.put(self, binding)
+        self.put_if_newer(binding)
 
     def remove(self, account_id: str, contact: str) -> Binding | None:
-        self._exchange(_remove_payload(account_id, contact))
-        return Registrations.remove(self, account_id, contact)
+        """An unregister of the binding this worker holds (nothing when it holds none): the
+        others drop it, or an older one, and keep a later one (``forget_if_older``)."""
+        if not self._held:
+            self.refresh()
+        held = self.indexed(account_id, contact)
+        if held is None:
+            return None
+        self._exchange(_remove_payload(account_id, contact, held.registered_at))
+        return self.forget_if_older(account_id, contact, held.registered_at)
+
+    # -- this index's own changes, kept aside while ``catch_up`` reads the table -----------
+
+    def put_if_newer(self, binding: Binding) -> bool:
+        if not Registrations.put_if_newer(self, binding):
+            return False
+        if self._since_read is not None:
+            self._since_read.append(binding)
+        return True
+
+    def forget(self, account_id: str, contact: str) -> Binding | None:
+        forgotten = Registrations.forget(self, account_id, contact)
+        if forgotten is not None and self._since_read is not None:
+            self._since_read.append((account_id, contact, forgotten.registered_at))
+        return forgotten
 
     # -- lookups: the other workers' changes first ---------------------------------------
 
@@ -331,9 +388,13 @@ class SharedRegistrations(Registrations):
         skip_own: bool,
         learn: bool = True,
     ) -> None:
-        """Apply journal changes to ``target`` (this index, or the one ``catch_up`` builds).
-        A put is applied whatever its fingerprint (it is the contact's last word; lookups
-        judge it), and learned only when this worker's configuration accepts it."""
+        """Apply journal changes to ``target`` (this index, or the one ``catch_up`` builds),
+        by the rules the table and the other nodes' notices follow
+        (``Registrations.put_if_newer``, ``forget_if_older``): the same contact registered
+        through two nodes at once reaches a worker by the journal and by a notice, in either
+        order, and every worker must keep the same one. A put is applied whatever its
+        fingerprint (lookups judge it), and learned only when this worker's configuration
+        accepts it."""
         for _, worker, payload in changes:
             if skip_own and worker == self._worker:
                 continue  # applied when it was made
@@ -341,10 +402,11 @@ class SharedRegistrations(Registrations):
                 change = json.loads(payload)
                 if change[0] == "put":
                     binding = _binding(change[1])
-                    Registrations.put(target, binding)
-                    if learn and self.learned is not None and self.accepts(binding):
+                    put = target.put_if_newer(binding)
+                    if put and learn and self.learned is not None and self.accepts(binding):
                         self.learned(binding)
                 else:
-                    Registrations.remove(target, change[1], change[2])
+                    _, account_id, contact, registered_at = change
+                    target.forget_if_older(account_id, contact, float(registered_at))
             except (ValueError, TypeError, IndexError, KeyError) as e:
                 logger.error("registrations: a journal entry does not decode: %s", e)

@@ -150,6 +150,29 @@ def aged(database: Path | str, now: float) -> None:
     )
 
 
+class Elapsing:
+    """Seconds passing after ``now``, as the keeper sees them: its clock moves on (the purge
+    interval goes by it). On PostgreSQL the purge goes by the database's clock too, which a
+    test cannot move on: the rows are made older by as much instead."""
+
+    def __init__(self, database: Path | str, now: float) -> None:
+        self.database = database
+        self.now = now
+        self._aged = 0.0
+
+    def after(self, seconds: float) -> float:
+        """The keeper's ``now``, ``seconds`` after the start."""
+        if is_postgres_url(self.database):
+            older = seconds - self._aged
+            execute(
+                self.database,
+                f"UPDATE registrations SET expires_at = expires_at - {older},"
+                f" registered_at = registered_at - {older}",
+            )
+            self._aged = seconds
+        return self.now + seconds
+
+
 def test_the_keepers_sweep_purges_what_expired_long_ago_and_keeps_the_rest(
     database: Path | str, keeper: Process
 ) -> None:
@@ -166,12 +189,40 @@ def test_the_keepers_sweep_purges_what_expired_long_ago_and_keeps_the_rest(
     )
     assert [b.contact for b in load(database, now)] == [contact("live")]
     # Not purged again before the interval is over, even though a row is old enough by then.
-    keeper.sweep(now + 31)
+    time_passes = Elapsing(database, now)
+    keeper.sweep(time_passes.after(31))
     assert contact("new-expired") in contacts(database)
-    keeper.sweep(now + EVERY)
+    keeper.sweep(time_passes.after(EVERY))
     assert contacts(database) == [contact("live"), contact("new-tombstone")]
-    keeper.sweep(now + KEEP_EXPIRED + EVERY)
+    keeper.sweep(time_passes.after(KEEP_EXPIRED + EVERY))
     assert contacts(database) == [contact("live")]
+
+
+def test_a_node_whose_clock_runs_ahead_purges_by_the_databases_clock(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Nodes sharing a PostgreSQL do not share a clock: a keeper whose clock runs a day
+    ahead deletes what expired ``KEEP_EXPIRED`` seconds ago by the database's clock (the
+    purge runs), not the other nodes' live bindings, nor the rows expired or unregistered
+    just now (a tombstone still keeping an older REGISTER out)."""
+    database = postgres.database()
+    migrate(database)
+    with connect(database) as remote:
+        (now,) = remote.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    aged(database, now)
+    keeper = Process(tmp_path, database)
+    try:
+        keeper.sweep(now + 86400.0)
+        assert contacts(database) == [
+            contact("live"),
+            contact("new-expired"),
+            contact("new-tombstone"),
+        ]
+        # The same at a start (``load`` purges too), the binding still live by then.
+        assert [b.contact for b in load(database, now + 60)] == [contact("live")]
+        assert len(contacts(database)) == 3
+    finally:
+        keeper.close()
 
 
 def test_purges_asked_for_before_the_writer_takes_them_are_one(
