@@ -54,13 +54,15 @@ from sipp_load import free_port
 by_kind: dict[bytes, float] = {}
 
 
-async def run(calls: int, concurrent: int, express: bool = True) -> tuple[float, float, int]:
+async def run(
+    calls: int, concurrent: int, express: bool = True, workers: int = 1
+) -> tuple[float, float, int]:
     """(handler CPU, process CPU, calls ended) over one run, in seconds."""
     workdir = Path(tempfile.mkdtemp(prefix="engine_call_"))
     port = free_port()
     gw = (LOCAL, free_port())
     path = bench_config(workdir, port, gw[1], free_port())
-    async with Rig(path, port) as rig:
+    async with Rig(path, port, workers=workers) as rig:
         if not express:
             rig.transport.shortcut = None  # every ACK the full way (``proxy.express``)
         sent, endpoint, deliver = rig.sent, rig.endpoint, rig.deliver
@@ -125,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-express", action="store_true", help="the ACKs the full way, not the express lane"
     )
     parser.add_argument("--by-message", action="store_true", help="handler CPU per message")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="above 1: the switch is the primary of that many workers (shared tables), alone",
+    )
     parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args(argv)
     logging.disable(logging.INFO)
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         with asyncio.Runner(loop_factory=new_loop) as runner:
             handlers, process, ended = runner.run(
-                run(args.calls, args.concurrent, not args.no_express)
+                run(args.calls, args.concurrent, not args.no_express, args.workers)
             )
         results.append((handlers / ended * 1e6, process / ended * 1e6))
         print(f"  handlers {results[-1][0]:7.1f} µs/call   process {results[-1][1]:7.1f} µs/call")

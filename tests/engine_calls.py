@@ -12,12 +12,20 @@ Shared by ``benches/engine_call.py`` (CPU per call) and the express lane's diffe
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from softswitch.call.snapshot import build_snapshot
-from softswitch.config import load_config
+from softswitch.config import Config, load_config
 from softswitch.proxy.collector import quiet_collector, restore_collector
 from softswitch.proxy.server import Switch
+from softswitch.workers.live import SharedState
+from softswitch.workers.peers import peer_channels
+from softswitch.workers.seat import Seat
+from softswitch.workers.sockets import bind_worker_sockets, close_all
+from softswitch.workers.statistics import stats_channel
 
 LOCAL = "127.0.0.1"
 CALLER = (LOCAL, 45061)
@@ -142,27 +150,49 @@ def bye_answer(bye: bytes) -> bytes:
 
 class Rig:
     """A switch started on ``config`` (a file), listening on ``LOCAL:port`` with sends
-    caught; ``feed`` a datagram, get what it sent. Use ``async with``."""
+    caught; ``feed`` a datagram, get what it sent. Use ``async with``.
 
-    def __init__(self, config: Path, port: int) -> None:
+    ``workers`` above 1: the switch is worker 0 (the primary) of that many, on the shared
+    tables, channels and sockets ``softswitch run --workers`` gives each worker, with no
+    sibling running (so no request is handed on: each call's every message comes here)."""
+
+    def __init__(self, config: Path, port: int, *, workers: int = 1) -> None:
         loaded = load_config(config)
         self.config = loaded
         self.port = port
-        self.switch = Switch(loaded, build_snapshot(loaded), config)
+        self._closing: list[Callable[[], None]] = []
+        seat = None if workers < 2 else self._seat(loaded, workers)
+        self.switch = Switch(loaded, build_snapshot(loaded), config, seat)
         self.sent: Sent = []
+
+    def _seat(self, config: Config, workers: int) -> Seat:
+        groups = bind_worker_sockets([f"udp:{LOCAL}:{self.port}"], workers, None)
+        shared = SharedState.for_config(config, workers=workers)
+        ready_r, ready_w = os.pipe()
+        stats, peers = stats_channel(), peer_channels(workers)
+        own = tuple(a for group in groups for a in group.own_addresses())
+        self._closing += [lambda: close_all(groups), shared.lock.close]
+        self._closing += [functools.partial(os.close, fd) for fd in (ready_r, ready_w)]
+        self._closing += [end.close for end in (*stats, *(e for pair in peers for e in pair))]
+        secret = os.urandom(32)
+        return Seat(0, workers, shared, groups[0], own, ready_w, *stats, secret, tuple(peers))
 
     async def __aenter__(self) -> Rig:
         quiet_collector(self.config.server.gc_threshold)  # as ``softswitch run`` does
         await self.switch.start([f"udp:{LOCAL}:{self.port}"])
         self.transport = self.switch.engine.transport
-        (self.endpoint,) = self.transport._udp.values()
-        self.endpoint.send = self._catch  # type: ignore[method-assign]
+        endpoints = list(self.transport._udp.values())
+        for endpoint in endpoints:
+            endpoint.send = self._catch  # type: ignore[method-assign]
+        self.endpoint = endpoints[-1]  # the listen port's (a worker's own port comes first)
         self.deliver = self.transport._on_datagram
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.switch.stop(0)
         restore_collector()
+        for close in self._closing:
+            close()
 
     def _catch(self, data: bytes, dest: tuple[str, int]) -> None:
         self.sent.append((data, dest))
