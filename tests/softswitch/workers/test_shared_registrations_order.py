@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from journal_support import CONTACT, binding, no_table
+
 from postgres_tool import Postgres, postgres
 from softswitch.registrar import Binding, BindingWriter, load
 from softswitch.registrar.node_sync import NodeSync
@@ -19,29 +21,6 @@ from softswitch.workers.live import SharedState
 from softswitch.workers.registrations import ENTRIES, SharedRegistrations
 
 __all__ = ["postgres"]
-
-CONTACT = "sip:pbx@192.0.2.7:5070"
-
-
-def binding(contact: str = CONTACT, *, at: float, port: int = 5070) -> Binding:
-    return Binding(
-        account_id="pbx",
-        contact=contact,
-        expires_at=at + 300,
-        q=1.0,
-        call_id=f"reg-{at}",
-        cseq=1,
-        transport="udp",
-        source_ip="192.0.2.7",
-        source_port=port,
-        nat=False,
-        registered_at=at,
-        user_agent="phone/1.0",
-    )
-
-
-def no_table() -> list[Binding]:
-    raise AssertionError("the table is not read while the journal has every change")
 
 
 def notified(index: SharedRegistrations, *changes: Binding) -> None:

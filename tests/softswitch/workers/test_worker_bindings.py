@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from forking import exit_code, forked
+from journal_support import binding, no_table
 
 from postgres_tool import postgres
 from softswitch.registrar import Binding, BindingWriter, load
@@ -23,30 +24,6 @@ from softswitch.workers.live import SharedState
 from softswitch.workers.registrations import ENTRIES, SharedRegistrations
 
 __all__ = ["postgres"]
-
-
-def binding(
-    contact: str, *, account: str = "pbx", at: float | None = None, port: int = 5070
-) -> Binding:
-    now = time.time() if at is None else at
-    return Binding(
-        account_id=account,
-        contact=contact,
-        expires_at=now + 300,
-        q=1.0,
-        call_id="reg-1",
-        cseq=1,
-        transport="udp",
-        source_ip="192.0.2.7",
-        source_port=port,
-        nat=False,
-        registered_at=now,
-        user_agent="phone/1.0",
-    )
-
-
-def no_table() -> list[Binding]:
-    raise AssertionError("the table is not read while the journal has every change")
 
 
 def test_a_contact_registered_by_one_worker_is_found_by_the_other() -> None:
