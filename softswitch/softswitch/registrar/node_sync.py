@@ -60,7 +60,7 @@ import psycopg
 from softswitch.store.postgres_connect import connect as connect_postgres
 
 from .bindings import Binding, Registrations
-from .store import BINDING_COLUMNS, CHANNEL, binding_of, binding_of_notice
+from .store import CHANNEL, SELECT_BINDINGS, binding_of, binding_of_notice
 
 __all__ = ["POLL_INTERVAL", "RECONNECT_DELAYS", "NodeSync"]
 
@@ -100,10 +100,10 @@ class _Throttled:
         logger.warning("registrations: %s (%d since the last report)", what, held)
 
 
-_SELECT_ALL = f"SELECT {', '.join(BINDING_COLUMNS)} FROM registrations"
 #: The rows of the (account, contact) pairs given as two arrays.
 _SELECT_KEYS = (
-    _SELECT_ALL + " WHERE (account_id, contact) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+    SELECT_BINDINGS
+    + " WHERE (account_id, contact) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 )
 
 #: A notice decoded: a binding put (a tombstone too), or a row deleted (account, contact,
@@ -264,7 +264,7 @@ class NodeSync:
         return backed
 
     def _read_all(self, conn: Any) -> None:
-        rows = [binding_of(r) for r in conn.execute(_SELECT_ALL).fetchall()]
+        rows = [binding_of(r) for r in conn.execute(SELECT_BINDINGS).fetchall()]
         # In slices, so that a big table does not hold the loop up in one go.
         for start in range(0, max(1, len(rows)), _BATCH):
             self._post(self._apply_rows, rows[start : start + _BATCH], start + _BATCH >= len(rows))

@@ -69,6 +69,7 @@ __all__ = [
     "KEEP_EXPIRED",
     "READ_ALL",
     "REGISTRATIONS_SCHEMA",
+    "SELECT_BINDINGS",
     "BindingWriter",
     "add_credentials_column",
     "add_expiry_index",
@@ -123,6 +124,9 @@ BINDING_COLUMNS = (
     "user_agent",
     "credentials",
 )
+#: Every row's binding fields (``binding_of`` reads them back): the read at a start, and the
+#: other nodes' listeners' (``node_sync``).
+SELECT_BINDINGS = f"SELECT {', '.join(BINDING_COLUMNS)} FROM registrations"
 #: Seconds an expired row (a tombstone too) is kept before :func:`load` or a purge
 #: (``BindingWriter.purge``) deletes it: longer than any writer holds a change it has not
 #: committed (SQLite's lock waits up to 30 s).
@@ -235,7 +239,7 @@ def load(database: Database, now: float) -> list[Binding]:
     ``now`` and by the database's clock both: ``_PURGE_PG``)."""
     postgres = is_postgres_url(database)
     conn = _connect(database if postgres else Path(database))
-    select = f"SELECT {', '.join(BINDING_COLUMNS)} FROM registrations" + _LIVE
+    select = SELECT_BINDINGS + _LIVE
     try:
         if postgres:
             conn.execute(_PURGE_PG, (now - KEEP_EXPIRED, KEEP_EXPIRED))

@@ -47,7 +47,6 @@ replayed, and whichever worker took it before its own reload.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import mmap
@@ -58,6 +57,7 @@ from contextlib import contextmanager
 from typing import Final
 
 from softswitch.registrar import Binding, Registrations
+from softswitch.registrar.store import binding_of_notice, put_notice
 
 from .table import ProcessLock
 
@@ -75,10 +75,8 @@ _ENTRY = struct.Struct("<qiI")
 _HEAD = struct.Struct("<q")
 _PAYLOAD = ENTRY_SIZE - _ENTRY.size
 
+
 #: A binding's fields as the journal writes them: the table's columns and its fingerprint.
-_FIELDS = tuple(f.name for f in dataclasses.fields(Binding))
-
-
 class BindingJournal:
     """The ring of the last :data:`ENTRIES` binding changes (module docstring). Made by the
     supervisor before the fork; every method but the constructor and :attr:`head` expects
@@ -125,18 +123,15 @@ def fits(payload: bytes) -> bool:
 
 
 def _put_payload(binding: Binding) -> bytes:
-    return json.dumps(["put", [getattr(binding, f) for f in _FIELDS]]).encode("utf-8")
+    """A put, as the other nodes are told of it (``registrar.store.put_notice``): one format,
+    read back by one strict decoder (``binding_of_notice``)."""
+    return json.dumps(put_notice(binding)).encode("utf-8")
 
 
 def _remove_payload(account_id: str, contact: str, registered_at: float) -> bytes:
     """An unregister of the binding registered at ``registered_at`` (the one the worker
     held): a later one of the contact, from another node, is not taken with it."""
     return json.dumps(["remove", account_id, contact, registered_at]).encode("utf-8")
-
-
-def _binding(values: list[object]) -> Binding:
-    fields = dict(zip(_FIELDS, values, strict=True))
-    return Binding(**fields)  # type: ignore[arg-type]
 
 
 class SharedRegistrations(Registrations):
@@ -401,7 +396,7 @@ class SharedRegistrations(Registrations):
             try:
                 change = json.loads(payload)
                 if change[0] == "put":
-                    binding = _binding(change[1])
+                    binding = binding_of_notice(change[1])
                     put = target.put_if_newer(binding)
                     if put and learn and self.learned is not None and self.accepts(binding):
                         self.learned(binding)
