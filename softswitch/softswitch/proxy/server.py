@@ -212,7 +212,9 @@ class Switch:
 
         database = self.database
         shared = SharedRegistrations(
-            seat.shared.bindings, seat.index, lambda: load_bindings(database, time.time())
+            seat.shared.bindings,
+            seat.index,
+            lambda: load_bindings(database, time.time(), settled=True),
         )
         shared.learned = lambda binding: self.pipeline.guard.trust(binding.source_ip)
         return shared
@@ -236,10 +238,15 @@ class Switch:
         # Balances after recovery: the dead run's calls are debited by now.
         await asyncio.to_thread(self.meter.load)
         # Who was registered when the last run stopped (the expired ones are dropped).
-        bindings = await asyncio.to_thread(load_bindings, self.database, time.time())
+        # A worker reads the tombstones too: they judge the ring's changes (``restore``).
+        settled = self.registrations.shared_table
+        bindings = await asyncio.to_thread(
+            functools.partial(load_bindings, settled=settled), self.database, time.time()
+        )
         self.registrations.restore(bindings)
-        if bindings:
-            logger.warning("registrations: %d live contacts loaded", len(bindings))
+        live = len(self.registrations.every())
+        if live:
+            logger.warning("registrations: %d live contacts loaded", live)
         self.pipeline.trust_registrations()
         if self.registrar.writer is not None and self.registrar.writer.postgres:
             # Other nodes on the database take REGISTERs too: theirs, as they commit.

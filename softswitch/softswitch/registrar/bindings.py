@@ -252,7 +252,10 @@ class Registrations:
         by itself (the expiry, a reload's drops), where ``remove`` is a REGISTER's."""
         return Registrations.remove(self, account_id, contact)
 
-    def remove(self, account_id: str, contact: str) -> Binding | None:
+    def remove(self, account_id: str, contact: str, at: float | None = None) -> Binding | None:
+        """A REGISTER's unregister of (account, contact); the binding removed. ``at``: the
+        REGISTER's second, by which the workers' shared index orders it
+        (``workers.registrations``); one process has no one to order it for."""
         contacts = self._by_account.get(account_id)
         if contacts is None or contact not in contacts:
             return None

@@ -196,7 +196,9 @@ def decide(
             source_ip=source.ip,
             source_port=source.port,
             nat=reached_behind_nat(uri.host, source.ip, asked_rport),
-            registered_at=now,
+            # Never before the binding it replaces (a clock stepped back since): the table,
+            # the workers and the other nodes keep a contact's latest binding by this.
+            registered_at=now if old is None else max(now, old.registered_at),
             user_agent=user_agent,
             credentials=credentials,
         )

@@ -259,7 +259,7 @@ class Registrar:
         """Change the live index, then queue the change for the disk (``now``: the
         REGISTER's wall-clock second, which orders an unregister in the table)."""
         for binding in outcome.removed:
-            self.bindings.remove(binding.account_id, binding.contact)
+            self.bindings.remove(binding.account_id, binding.contact, now)
             logger.info("unregistered account=%s contact=%s", binding.account_id, binding.contact)
         for binding in outcome.put:
             self.bindings.put(binding)

@@ -76,7 +76,6 @@ _HEAD = struct.Struct("<q")
 _PAYLOAD = ENTRY_SIZE - _ENTRY.size
 
 
-#: A binding's fields as the journal writes them: the table's columns and its fingerprint.
 class BindingJournal:
     """The ring of the last :data:`ENTRIES` binding changes (module docstring). Made by the
     supervisor before the fork; every method but the constructor and :attr:`head` expects
@@ -126,6 +125,15 @@ def _put_payload(binding: Binding) -> bytes:
     """A put, as the other nodes are told of it (``registrar.store.put_notice``): one format,
     read back by one strict decoder (``binding_of_notice``)."""
     return json.dumps(put_notice(binding)).encode("utf-8")
+
+
+def _drop_tombstones(index: Registrations) -> None:
+    """Out of ``index``: the table's tombstones (registered and expired at their unregister),
+    read with the live rows to judge the ring's changes by (an expired binding stays, as
+    it would have anyway: the sweep drops it)."""
+    for binding in index.every():
+        if binding.expires_at == binding.registered_at:
+            Registrations.forget(index, binding.account_id, binding.contact)
 
 
 def _remove_payload(account_id: str, contact: str, registered_at: float) -> bytes:
@@ -187,14 +195,19 @@ class SharedRegistrations(Registrations):
         self.learned: Callable[[Binding], None] | None = None
 
     def restore(self, bindings: Iterable[Binding]) -> None:
-        """At start: the table's bindings (read by the caller), then every change the ring
-        still holds, this worker's earlier life's included (some may not be committed)."""
+        """At start: the table's rows (read by the caller, its tombstones included:
+        ``load(..., settled=True)``), then every change the ring still holds,
+        this worker's earlier life's included (some may not be committed), then the rows
+        that are no binding dropped. A tombstone in the table refuses the ring's put of an
+        older REGISTER of its contact (another node's unregister, or one committed by a
+        writer of this node's that the ring lost), as the table did."""
         self._started = True
         Registrations.restore(self, bindings)
         with self._journal.lock:
             changes, _ = self._journal.since(0)
             self._seen = self._journal.head
         self._apply(self, changes, skip_own=False)
+        _drop_tombstones(self)
 
     def refresh(self) -> None:
         """Take the other workers' changes (at every lookup, and once a second)."""
@@ -260,6 +273,7 @@ class SharedRegistrations(Registrations):
                     fresh.put_if_newer(change)
                 else:
                     fresh.forget_if_older(*change)
+            _drop_tombstones(fresh)
             self._by_account, self._by_source = fresh._by_account, fresh._by_source
         finally:
             self._since_read = None
@@ -281,27 +295,41 @@ class SharedRegistrations(Registrations):
         self._exchange(_put_payload(binding))
         self.put_if_newer(binding)
 
-    def remove(self, account_id: str, contact: str) -> Binding | None:
+    def remove(self, account_id: str, contact: str, at: float | None = None) -> Binding | None:
         """An unregister of the binding this worker holds (nothing when it holds none): the
-        others drop it, or an older one, and keep a later one (``forget_if_older``)."""
+        others drop what was registered up to the later of that binding's second and ``at``
+        (the unregistering REGISTER's, as its tombstone in the table), and keep a later
+        one (``forget_if_older``): a worker that had not seen a re-REGISTER of the contact
+        yet (its ring went round) still unregisters it everywhere, as the table does."""
         if not self._held:
             self.refresh()
         held = self.indexed(account_id, contact)
         if held is None:
             return None
-        self._exchange(_remove_payload(account_id, contact, held.registered_at))
-        return self.forget_if_older(account_id, contact, held.registered_at)
+        upto = held.registered_at if at is None else max(held.registered_at, at)
+        self._exchange(_remove_payload(account_id, contact, upto))
+        return self.forget_if_older(account_id, contact, upto)
 
-    # -- this index's own changes, kept aside while ``catch_up`` reads the table -----------
+    # -- what reached this index, kept aside while ``catch_up`` reads the table ----------
+    # What *came in* is kept, whatever it did here (a removal of a contact this index did
+    # not hold yet, a put it held a later one of): the index the read builds may hold what
+    # this one did not, and the same rules make the same decision there.
 
     def put_if_newer(self, binding: Binding) -> bool:
-        if not Registrations.put_if_newer(self, binding):
-            return False
         if self._since_read is not None:
             self._since_read.append(binding)
-        return True
+        return Registrations.put_if_newer(self, binding)
+
+    def forget_if_older(
+        self, account_id: str, contact: str, registered_at: float
+    ) -> Binding | None:
+        if self._since_read is not None:
+            self._since_read.append((account_id, contact, registered_at))
+        return Registrations.forget_if_older(self, account_id, contact, registered_at)
 
     def forget(self, account_id: str, contact: str) -> Binding | None:
+        """The expiry's and a reload's drops (and ``forget_if_older``'s, kept aside again
+        by their second: harmless, it is the same removal)."""
         forgotten = Registrations.forget(self, account_id, contact)
         if forgotten is not None and self._since_read is not None:
             self._since_read.append((account_id, contact, forgotten.registered_at))

@@ -26,7 +26,7 @@ from postgres_tool import Postgres, postgres
 from softswitch.call.live import LiveState
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.registrar import Binding, BindingWriter, Registrar, Registrations, load
-from softswitch.registrar.store import KEEP_EXPIRED
+from softswitch.registrar.store import _LIVE, _PURGE, _PURGE_PG, KEEP_EXPIRED, SELECT_BINDINGS
 from softswitch.sip.digest import DigestAuthenticator
 from softswitch.store.migrations import migrate
 from softswitch.store.postgres_connect import connect, is_postgres_url
@@ -406,3 +406,51 @@ def test_a_change_the_database_cannot_take_does_not_stop_the_writer(
     keeper.writer.put([later])
     assert keeper.writer.flush()
     assert contact("later") in contacts(database)
+
+
+def test_the_purge_finds_its_rows_by_the_index_and_the_start_reads_the_table(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """Migration 4's index serves the purge, rows to delete or not, on both dialects (on
+    PostgreSQL the cutoff must be known to the planner: one from a CTE made it scan the
+    table); the read of the live rows at a start, nearly every row, does not go through
+    it."""
+    now = time.time()
+    live = [
+        binding(f"sip:l{n}@192.0.2.1:5060", registered_at=now, expires_at=now + 3600)
+        for n in range(5000)
+    ]
+    long_ago = now - 2 * KEEP_EXPIRED
+    dead = [
+        binding(f"sip:d{n}@192.0.2.1:5060", registered_at=long_ago - 600, expires_at=long_ago)
+        for n in range(20)
+    ]
+    purge_args = {"before": now - KEEP_EXPIRED, "keep": KEEP_EXPIRED}
+    url = postgres.database()
+    migrate(url)
+    for database in (url, tmp_path / "registrations.sqlite"):
+        writer = BindingWriter(database)
+        writer.put(live + dead)
+        assert writer.flush()
+        writer.close()
+        with connect(database) if is_postgres_url(database) else sqlite3.connect(database) as c:
+            c.execute("ANALYZE registrations")
+            if is_postgres_url(database):
+                plan = "\n".join(
+                    r[0] for r in c.execute("EXPLAIN (ANALYZE) " + _PURGE_PG, purge_args)
+                )
+                live_read = "\n".join(
+                    r[0]
+                    for r in c.execute(
+                        "EXPLAIN " + SELECT_BINDINGS + _LIVE.replace("?", "%s"), (now,)
+                    )
+                )
+            else:
+                plan = str(c.execute("EXPLAIN QUERY PLAN " + _PURGE, (now,)).fetchall())
+                live_read = str(
+                    c.execute("EXPLAIN QUERY PLAN " + SELECT_BINDINGS + _LIVE, (now,)).fetchall()
+                )
+        assert "registrations_expires_at" in plan, plan
+        assert "Seq Scan on registrations" not in plan, plan
+        assert "registrations_expires_at" not in live_read, live_read
+        assert {b.contact for b in load(database, now)} == {b.contact for b in live}

@@ -183,3 +183,27 @@ def test_a_query_without_contacts_lists_the_bindings() -> None:
     out = accepted(decide(register(), "pbx", {b.contact: b}, SOURCE, NOW, LIMITS))
     assert (out.put, out.removed) == ((), ())
     assert out.headers(NOW)[0] == ("Contact", "<sip:pbx@203.0.113.7:5060>;expires=100")
+
+
+def test_a_refresh_after_the_clock_stepped_back_is_registered_no_earlier_than_its_binding() -> None:
+    """The table, the workers' journal and the other nodes keep a contact's binding with the
+    latest ``registered_at``: a refresh dated before the binding it replaces (NTP stepped
+    the clock back) would be refused by all of them while the 200 says it took."""
+    old = binding("sip:pbx@203.0.113.7:5060", registered_at=NOW + 2, expires_at=NOW + 300)
+    out = accepted(
+        decide(
+            register("<sip:pbx@203.0.113.7:5060>", expires=120, cseq=2),
+            "pbx",
+            {old.contact: old},
+            SOURCE,
+            NOW,
+            LIMITS,
+        )
+    )
+    (b,) = out.put
+    assert b.registered_at == NOW + 2
+    assert b.expires_at == NOW + 120  # the expiry is still counted from the clock
+    fresh = accepted(
+        decide(register("<sip:pbx@203.0.113.7:5060>", expires=120), "pbx", {}, SOURCE, NOW, LIMITS)
+    )
+    assert fresh.put[0].registered_at == NOW

@@ -95,6 +95,23 @@ def test_an_unregister_wins_over_an_older_register_committed_after_it(
         second.close()
 
 
+def test_an_unregister_dated_before_its_binding_still_removes_it(database: Path | str) -> None:
+    """The clock stepped back between a REGISTER and its unregister: the tombstone is dated
+    no earlier than the binding it removes, or the table would keep the row (a row is
+    replaced only by one registered at its second or later) while the 200 says it went."""
+    now = time.time()
+    put = binding(now)
+    writer = BindingWriter(database)
+    try:
+        writer.put([put])
+        assert writer.flush()
+        writer.remove([put], tombstone_at=now - 5)
+        assert writer.flush()
+        assert load(database, now) == []
+    finally:
+        writer.close()
+
+
 def later(database: Path | str, now: float, seconds: float) -> float:
     """``now`` + ``seconds``, for ``load``. On PostgreSQL its purge goes by the database's
     clock too, which a test cannot move on: the rows are made that much older instead."""

@@ -7,9 +7,11 @@ order the journal and the notices reach them in; and a worker that reads the tab
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from journal_support import CONTACT, binding, no_table
 
@@ -17,6 +19,7 @@ from postgres_tool import Postgres, postgres
 from softswitch.registrar import Binding, BindingWriter, load
 from softswitch.registrar.node_sync import NodeSync
 from softswitch.store.migrations import migrate
+from softswitch.store.postgres_connect import connect
 from softswitch.workers.live import SharedState
 from softswitch.workers.registrations import ENTRIES, SharedRegistrations
 
@@ -151,3 +154,126 @@ def test_notices_applied_while_the_table_is_read_again_are_kept(postgres: Postgr
         asyncio.run(main())
     finally:
         node_2.close()
+
+
+def test_an_unregister_through_a_worker_that_missed_a_refresh_reaches_every_worker() -> None:
+    """A worker whose ring went round (it missed another worker's re-REGISTER of the
+    contact) and that then takes the contact's unregister removes it everywhere, as its
+    tombstone does in the table: the removal carries the unregister's second, not only
+    the stale binding's."""
+    shared = SharedState(workers=2, ids=1)
+    first, second = (SharedRegistrations(shared.bindings, n, no_table) for n in (0, 1))
+    for index in (first, second):
+        index.restore([])
+    now = time.time()
+    stale = binding(at=now - 60)
+    first.put(stale)
+    second.refresh()
+    first.put(binding(at=now - 1, port=5071))  # a refresh from a new NAT port
+    for n in range(ENTRIES + 5):  # and more changes than the ring keeps
+        first.put(binding(f"sip:f{n}@192.0.2.9:5070", account="other", at=time.time()))
+    with second.exclusive():
+        assert second.of("pbx")[CONTACT] == stale
+        second.remove("pbx", CONTACT, now)
+    first.refresh()
+    assert first.indexed("pbx", CONTACT) is None
+
+
+def test_an_unregister_notice_for_a_contact_this_worker_did_not_hold_survives_a_catch_up(
+    postgres: Postgres,
+) -> None:
+    """While a worker reads the table again, another node registers a phone (before the
+    read saw the table) and unregisters it (after): the listener's batch keeps only the
+    tombstone, which removes nothing from this worker's index (it never held the phone),
+    and the read brings the registration back. The removal is kept aside as it came, so
+    the index swapped in does not hold the phone either."""
+    database = postgres.database()
+    migrate(database)
+    node_2 = BindingWriter(database)
+    shared = SharedState(workers=2, ids=1)
+    busy = SharedRegistrations(shared.bindings, 0, no_table)
+    busy.restore([])
+    read, release = threading.Event(), threading.Event()
+
+    def slow_table() -> list[Binding]:
+        rows = load(database, time.time())
+        read.set()
+        assert release.wait(10.0)
+        return rows
+
+    idle = SharedRegistrations(shared.bindings, 1, slow_table)
+    idle.restore(load(database, time.time()))
+    phone = binding("sip:x@192.0.2.7:5070", at=time.time())
+
+    async def main() -> None:
+        for n in range(ENTRIES + 10):
+            busy.put(binding(f"sip:n{n % 7}@192.0.2.7:5070", at=time.time()))
+        idle.refresh()
+        node_2.put([phone])
+        assert await asyncio.to_thread(node_2.flush)
+        task = asyncio.create_task(idle.catch_up())
+        assert await asyncio.to_thread(read.wait, 10)  # the read saw the phone registered
+        gone_at = time.time()
+        node_2.remove([phone], tombstone_at=gone_at)
+        assert await asyncio.to_thread(node_2.flush)
+        sync = NodeSync(database, idle)
+        tombstone = dataclasses.replace(phone, expires_at=gone_at, registered_at=gone_at)
+        with connect(database) as conn:
+            backed = sync._backed(conn, [phone, tombstone])
+        assert [b.registered_at for b in backed] == [gone_at]  # the put is not borne out
+        sync._apply_changes(backed)
+        assert idle.indexed("pbx", phone.contact) is None
+        release.set()
+        await task
+        assert not idle._lapped  # the read was swapped in
+        assert idle.indexed("pbx", phone.contact) is None
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        node_2.close()
+
+
+def test_a_contact_unregistered_in_the_table_is_not_brought_back_by_the_ring(
+    tmp_path: Path,
+) -> None:
+    """Another node unregisters a contact this node's ring still holds an older REGISTER
+    of: a worker that reads the table again (its ring went round) or starts reads the
+    tombstone with the live rows, so the ring's older put is refused as the table refused
+    it, and the tombstone itself is no binding."""
+    database = tmp_path / "cdr.sqlite"
+    shared = SharedState(workers=2, ids=1)
+    busy = SharedRegistrations(shared.bindings, 0, no_table)
+    busy.restore([])
+
+    def table() -> list[Binding]:
+        return load(database, time.time(), settled=True)
+
+    idle = SharedRegistrations(shared.bindings, 1, table)
+    idle.restore(table())
+    now = time.time()
+    phone = binding(at=now - 30)
+    for n in range(200):  # idle sees the first 100 changes only
+        busy.put(binding(f"sip:f{n}@192.0.2.9:5070", account="other", at=time.time()))
+        if n == 99:
+            idle.refresh()
+    busy.put(phone)  # this node's REGISTER, still in the ring when idle reads the table
+    for n in range(ENTRIES - 50):
+        busy.put(binding(f"sip:g{n}@192.0.2.9:5070", account="other", at=time.time()))
+    other_node = BindingWriter(database)
+    try:
+        other_node.remove([phone], tombstone_at=now - 5)  # the phone unregisters there
+        assert other_node.flush()
+    finally:
+        other_node.close()
+    idle.refresh()
+    assert idle._lapped
+    asyncio.run(idle.catch_up())
+    assert not idle._lapped
+    assert idle.indexed("pbx", CONTACT) is None
+    assert idle.indexed("other", "sip:g0@192.0.2.9:5070") is not None  # the ring is applied
+    restarted = SharedRegistrations(shared.bindings, 1, table)
+    restarted.restore(table())
+    assert restarted.indexed("pbx", CONTACT) is None
+    assert all(b.expires_at != b.registered_at for b in restarted.every())
