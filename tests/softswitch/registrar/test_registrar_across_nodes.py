@@ -12,12 +12,13 @@ hosts have (one node runs two workers sharing a journal); one test runs two whol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,14 +183,24 @@ def nodes(tmp_path: Path, database: str, *configs: str) -> list[Node]:
     return [Node(tmp_path, database, config) for config in configs]
 
 
+@contextlib.asynccontextmanager
+async def started(tmp_path: Path, database: str, *configs: str) -> AsyncIterator[list[Node]]:
+    """A node per configuration, started in order, closed in order at the end."""
+    made = nodes(tmp_path, database, *configs)
+    try:
+        for node in made:
+            await node.started()
+        yield made
+    finally:
+        for node in made:
+            node.close()
+
+
 def test_a_contact_registered_through_one_node_is_called_through_another(
     tmp_path: Path, database: str
 ) -> None:
     async def main() -> None:
-        a, b = nodes(tmp_path, database, CONFIG, CONFIG)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, CONFIG, CONFIG) as (a, b):
             assert b.contacts() == []
             assert b.phone_calls() == 407
             assert a.registered().status == 200
@@ -198,9 +209,6 @@ def test_a_contact_registered_through_one_node_is_called_through_another(
             assert b.learned == [URI]  # its source trusted by B's guard too
             (binding,) = b.bindings.contacts("pbx", time.time())
             assert binding == a.bindings.contacts("pbx", time.time())[0]  # fingerprint too
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
@@ -209,10 +217,7 @@ def test_an_unregister_through_one_node_removes_the_contact_from_another(
     tmp_path: Path, database: str
 ) -> None:
     async def main() -> None:
-        a, b = nodes(tmp_path, database, CONFIG, CONFIG)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, CONFIG, CONFIG) as (a, b):
             assert b.registered().status == 200  # through B this time
             await until(lambda: a.contacts() == [URI])
             assert a.registered(expires=0, cseq=4).status == 200  # unregistered through A
@@ -220,9 +225,6 @@ def test_an_unregister_through_one_node_removes_the_contact_from_another(
             await until(lambda: b.indexed() == [])
             assert b.phone_calls() == 407
             assert load(database, time.time()) == []  # a tombstone row, not a live one
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
@@ -231,19 +233,13 @@ def test_a_reload_rotating_the_password_on_one_node_drops_the_contact_on_another
     tmp_path: Path, database: str
 ) -> None:
     async def main() -> None:
-        a, b = nodes(tmp_path, database, CONFIG, CONFIG)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, CONFIG, CONFIG) as (a, b):
             assert b.registered().status == 200
             await until(lambda: a.contacts() == [URI])
             a.reload(ROTATED)  # A first: its writer deletes the row, and B hears of it
             assert a.writer.flush()
             await until(lambda: b.indexed() == [])
             assert b.phone_calls() == 407
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
@@ -255,10 +251,7 @@ def test_a_notice_the_table_does_not_bear_out_is_ignored(tmp_path: Path, databas
     from softswitch.registrar.store import CHANNEL, gone_notice, put_notice
 
     async def main() -> None:
-        a, b = nodes(tmp_path, database, CONFIG, CONFIG)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, CONFIG, CONFIG) as (a, b):
             assert a.registered().status == 200
             await until(lambda: b.contacts() == [URI])
             (real,) = b.bindings.contacts("pbx", time.time())
@@ -275,9 +268,6 @@ def test_a_notice_the_table_does_not_bear_out_is_ignored(tmp_path: Path, databas
             assert b.learned == [URI]  # the forged source not trusted
             assert a.registered(contact="<sip:pbx@192.168.1.21:5060>", cseq=4).status == 200
             await until(lambda: len(b.contacts()) == 2)  # a real change after them still arrives
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
@@ -290,10 +280,7 @@ def test_a_notice_cannot_relabel_a_bindings_credentials(tmp_path: Path, database
     from softswitch.registrar.store import CHANNEL, put_notice
 
     async def main() -> None:
-        a, b = nodes(tmp_path, database, CONFIG, ROTATED)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, CONFIG, ROTATED) as (a, b):
             assert a.registered("secret").status == 200
             await until(lambda: b.indexed() == [URI])
             assert b.contacts() == []
@@ -309,9 +296,6 @@ def test_a_notice_cannot_relabel_a_bindings_credentials(tmp_path: Path, database
             await until(lambda: b.sync.unbacked == 2)
             assert b.contacts() == []
             assert b.phone_calls() == 407
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
@@ -324,10 +308,7 @@ def test_a_reload_on_a_node_not_yet_rotated_leaves_the_other_nodes_registrations
     (it cannot judge it) but leaves the row, and A keeps the contact."""
 
     async def main() -> None:
-        a, b = nodes(tmp_path, database, ROTATED, CONFIG)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, ROTATED, CONFIG) as (a, b):
             assert a.registered("rotated").status == 200
             await until(lambda: b.indexed() == [URI])  # arrived; B does not use it
             assert b.contacts() == []
@@ -337,9 +318,6 @@ def test_a_reload_on_a_node_not_yet_rotated_leaves_the_other_nodes_registrations
             await asyncio.sleep(0.3)  # a removal's notice, had B sent one, is back by now
             assert a.contacts() == [URI]
             assert [x.contact for x in load(database, time.time())] == [URI]
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
@@ -351,10 +329,7 @@ def test_notices_that_do_not_decode_are_skipped_alone(tmp_path: Path, database: 
     from softswitch.registrar.store import CHANNEL
 
     async def main() -> None:
-        a, b = nodes(tmp_path, database, CONFIG, CONFIG)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, CONFIG, CONFIG) as (a, b):
             reads = b.sync.reads
             junk = [
                 "junk",
@@ -371,9 +346,6 @@ def test_notices_that_do_not_decode_are_skipped_alone(tmp_path: Path, database: 
             await until(lambda: b.contacts() == [URI])
             await until(lambda: b.sync.undecoded == len(junk))
             assert b.sync.reads == reads  # no reconnection, no read of the table
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
@@ -385,10 +357,7 @@ def test_a_user_agent_the_table_cannot_hold_as_sent_is_kept_escaped(
     and the table alike (they stopped the writer, or lost its whole batch, before)."""
 
     async def main() -> None:
-        a, b = nodes(tmp_path, database, CONFIG, CONFIG)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, CONFIG, CONFIG) as (a, b):
             sent = "SIPp \udcff\x00/3.7"  # as the parser keeps an undecodable byte
             original = a.registrar.register
 
@@ -403,9 +372,6 @@ def test_a_user_agent_the_table_cannot_hold_as_sent_is_kept_escaped(
             await until(lambda: b.contacts() == [URI])
             (there,) = b.bindings.contacts("pbx", time.time())
             assert there.user_agent == row.user_agent
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
@@ -418,10 +384,7 @@ def test_a_binding_under_credentials_the_other_node_does_not_have_is_not_used_th
     with the new one (its reload), B uses that."""
 
     async def main() -> None:
-        a, b = nodes(tmp_path, database, CONFIG, ROTATED)
-        try:
-            await a.started()
-            await b.started()
+        async with started(tmp_path, database, CONFIG, ROTATED) as (a, b):
             assert a.registered("secret").status == 200
             await until(lambda: b.indexed() == [URI])  # it did arrive
             assert b.contacts() == []
@@ -431,9 +394,6 @@ def test_a_binding_under_credentials_the_other_node_does_not_have_is_not_used_th
             assert a.registered("rotated", cseq=4).status == 200
             await until(lambda: b.contacts() == [URI])
             assert b.phone_calls() is None
-        finally:
-            a.close()
-            b.close()
 
     asyncio.run(main())
 
