@@ -137,8 +137,9 @@ def _drop_tombstones(index: Registrations) -> None:
 
 
 def _remove_payload(account_id: str, contact: str, registered_at: float) -> bytes:
-    """An unregister of the binding registered at ``registered_at`` (the one the worker
-    held): a later one of the contact, from another node, is not taken with it."""
+    """An unregister of what was registered up to ``registered_at`` (the later of the
+    binding the worker held and the unregister's own second): a later binding of the
+    contact, from another node, is not taken with it."""
     return json.dumps(["remove", account_id, contact, registered_at]).encode("utf-8")
 
 
