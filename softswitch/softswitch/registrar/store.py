@@ -325,8 +325,17 @@ class BindingWriter:
         row is deleted, unless a later REGISTER replaced it."""
         if tombstone_at is None:
             self.retire(bindings)
-        else:
-            self._queue({b.key: _tombstone(b, tombstone_at) for b in bindings})
+            return
+        # A binding dated after the unregister (made by a node whose clock runs ahead, or
+        # before this one's clock stepped back) cannot be replaced by a tombstone of that
+        # second (the table keeps the later row), and one dated at its own second would
+        # refuse the contact's next REGISTER through this node, dated now, until the clock
+        # passes it: its row is deleted instead, unless a later REGISTER replaced it.
+        changes: dict[tuple[str, str], Binding | _Retired] = {}
+        for b in bindings:
+            later = b.registered_at > tombstone_at
+            changes[b.key] = _Retired(b.registered_at) if later else _tombstone(b, tombstone_at)
+        self._queue(changes)
 
     def retire(self, bindings: Iterable[Binding]) -> None:
         """Delete the rows of bindings that expired or a reload dropped, each unless a later
@@ -536,8 +545,5 @@ def _notice(change: list[object]) -> str:
 
 
 def _tombstone(binding: Binding, at: float) -> Binding:
-    """The row an unregister leaves: registered at ``at`` and expired at it; never before
-    the binding it removes was registered (a clock stepped back since: a tombstone older
-    than its row would not replace it, and the unregister would not reach the table)."""
-    at = max(at, binding.registered_at)
+    """The row an unregister leaves: registered at ``at`` and expired at it."""
     return replace(binding, expires_at=at, registered_at=at)

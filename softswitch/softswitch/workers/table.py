@@ -162,9 +162,10 @@ def _record_lock(fd: int, command: int) -> None:
 
     libc's ``lockf`` reaches from the file offset to the end: the offset of this descriptor,
     shared by every process that inherited it, is 0 for ever (nothing reads or writes the
-    file), so it is the whole file, as ``fcntl.lockf`` asks for. A signal during the wait
-    interrupts it (EINTR): asked again, the signal's Python handler running once the lock
-    is taken, as for any C call that does not return to the interpreter."""
+    file), so it is the whole file, as ``fcntl.lockf`` asks for. A signal whose handler was
+    installed without SA_RESTART (``signal.signal``) interrupts the wait (EINTR): the
+    interpreter runs the handler between the failed call and the next, which asks again
+    (asyncio's handlers restart the wait and reach the loop through its wake-up fd)."""
     if _lockf is None:
         fcntl.lockf(fd, fcntl.LOCK_EX if command == _F_LOCK else fcntl.LOCK_UN)
         return

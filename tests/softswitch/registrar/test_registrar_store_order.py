@@ -112,6 +112,30 @@ def test_an_unregister_dated_before_its_binding_still_removes_it(database: Path 
         writer.close()
 
 
+def test_an_unregister_of_a_binding_dated_ahead_leaves_room_for_the_next_register(
+    database: Path | str,
+) -> None:
+    """A binding dated after the unregister (registered through a node whose clock runs 30 s
+    ahead): its row is deleted rather than replaced by a tombstone (one of the unregister's
+    second would not replace it; one of the binding's would refuse the phone's next
+    REGISTER through this node, dated now, for 30 s), and the next REGISTER is taken."""
+    now = time.time()
+    ahead = binding(now + 30)
+    writer = BindingWriter(database)
+    try:
+        writer.put([ahead])
+        assert writer.flush()
+        writer.remove([ahead], tombstone_at=now)
+        assert writer.flush()
+        assert load(database, now) == []
+        again = binding(now + 1, port=5071)
+        writer.put([again])
+        assert writer.flush()
+        assert load(database, now + 2) == [again]
+    finally:
+        writer.close()
+
+
 def later(database: Path | str, now: float, seconds: float) -> float:
     """``now`` + ``seconds``, for ``load``. On PostgreSQL its purge goes by the database's
     clock too, which a test cannot move on: the rows are made that much older instead."""
