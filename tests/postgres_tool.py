@@ -173,3 +173,17 @@ def postgres() -> Iterator[Postgres]:
         if _Shared.users == 0:
             _Shared.server = None
             _Shared.stack.close()
+
+
+@pytest.fixture(name="database", params=["sqlite", "postgres"])
+def either_database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The switch's database on either engine: a SQLite file, or a fresh database of the
+    session's PostgreSQL migrated to the current schema. A test module that imports it
+    runs its tests that take ``database`` on both."""
+    if request.param == "sqlite":
+        return tmp_path / "cdr.sqlite"
+    from softswitch.store.migrations import migrate
+
+    url: str = request.getfixturevalue("postgres").database()
+    migrate(url)
+    return url

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from registrar_support import NullSink, binding, make_snapshot
 
-from postgres_tool import Postgres, postgres
+from postgres_tool import Postgres, either_database, postgres
 from softswitch.call.live import LiveState
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.registrar import Binding, BindingWriter, Registrar, Registrations, load
@@ -31,21 +31,11 @@ from softswitch.sip.digest import DigestAuthenticator
 from softswitch.store.migrations import migrate
 from softswitch.store.postgres_connect import connect, is_postgres_url
 
-__all__ = ["postgres"]
+__all__ = ["either_database", "postgres"]
 
 #: Seconds between purges in these tests (the switch's is ``PURGE_INTERVAL``).
 EVERY = 60.0
 _processes = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    """The registrations table on either database (PostgreSQL: a fresh, migrated one)."""
-    if request.param == "sqlite":
-        return tmp_path / "cdr.sqlite"
-    url: str = request.getfixturevalue("postgres").database()
-    migrate(url)
-    return url
 
 
 class Process:

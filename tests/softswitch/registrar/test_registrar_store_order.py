@@ -11,25 +11,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-import pytest
-
-from postgres_tool import postgres
+from postgres_tool import either_database, postgres
 from softswitch.registrar import Binding, BindingWriter, load
 from softswitch.store.postgres_connect import connect, is_postgres_url
 
-__all__ = ["postgres"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    """The registrations table on either database (PostgreSQL: a fresh, migrated one)."""
-    if request.param == "sqlite":
-        return tmp_path / "cdr.sqlite"
-    from softswitch.store.migrations import migrate
-
-    url: str = request.getfixturevalue("postgres").database()
-    migrate(url)
-    return url
+__all__ = ["either_database", "postgres"]
 
 
 def binding(at: float, *, port: int = 5070) -> Binding:

@@ -18,12 +18,12 @@ import pytest
 from forking import exit_code, forked
 from journal_support import binding, no_table
 
-from postgres_tool import postgres
+from postgres_tool import either_database, postgres
 from softswitch.registrar import Binding, BindingWriter, load
 from softswitch.workers.live import SharedState
 from softswitch.workers.registrations import ENTRIES, SharedRegistrations
 
-__all__ = ["postgres"]
+__all__ = ["either_database", "postgres"]
 
 
 def test_a_contact_registered_by_one_worker_is_found_by_the_other() -> None:
@@ -234,18 +234,6 @@ def test_a_restarted_worker_takes_the_table_then_the_ring() -> None:
     stale_table = [gone]  # the remove was not committed when the table was read
     restarted.restore(stale_table)
     assert {b.contact for b in restarted} == {kept.contact}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    """The registrations table on either database (PostgreSQL: a fresh, migrated one)."""
-    if request.param == "sqlite":
-        return tmp_path / "cdr.sqlite"
-    from softswitch.store.migrations import migrate
-
-    url: str = request.getfixturevalue("postgres").database()
-    migrate(url)
-    return url
 
 
 def test_expiry_is_each_worker_own_and_retiring_keeps_a_later_registration(
