@@ -71,6 +71,12 @@ class Binding:
     def live(self, now: float) -> bool:
         return self.expires_at > now
 
+    @property
+    def tombstone(self) -> bool:
+        """The row an unregister leaves (``registrar.store``): registered and expired at the
+        same second, which no REGISTER's binding is (a zero expiry unregisters)."""
+        return self.expires_at == self.registered_at
+
     def request_uri(self, user: str) -> SipURI | None:
         """The Request-URI of a call to this contact: the Contact URI (RFC 3261 16.5: the
         registrar's location service retargets the request to it) with ``user`` (the number

@@ -287,7 +287,7 @@ class NodeSync:
         now = time.time()
         for change in changes:
             if isinstance(change, Binding):
-                if change.expires_at == change.registered_at:  # a tombstone
+                if change.tombstone:
                     self._drop(change.account_id, change.contact, change.registered_at)
                 else:
                     self._put(change, now)
@@ -304,7 +304,7 @@ class NodeSync:
         bindings.refresh()
         now = time.time()
         for row in rows:
-            if not row.live(now) or row.expires_at == row.registered_at:
+            if not row.live(now) or row.tombstone:
                 self._drop(row.account_id, row.contact, row.registered_at)
                 continue
             current = bindings.indexed(row.account_id, row.contact)

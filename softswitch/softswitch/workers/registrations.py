@@ -132,7 +132,7 @@ def _drop_tombstones(index: Registrations) -> None:
     read with the live rows to judge the ring's changes by (an expired binding stays, as
     it would have anyway: the sweep drops it)."""
     for binding in index.every():
-        if binding.expires_at == binding.registered_at:
+        if binding.tombstone:
             Registrations.forget(index, binding.account_id, binding.contact)
 
 
