@@ -3,7 +3,9 @@
 The worker that owns a UDP request is a function of its Call-ID alone
 (``steering.call_id_owner``): the owner has, or will have, the transaction of the INVITE, so
 its retransmissions, its CANCEL and the ACK of a failure must reach it whatever socket of the
-reuse-port group the kernel gave them to. The kernel's Call-ID program (``steering``) makes
+reuse-port group the kernel gave them to. The hash is keyed (``steering.SteeringKey``), and
+every worker's hand-off must have the key of the listen groups' program, or kernel and
+workers would disagree on the owner. The kernel's Call-ID program (``steering``) makes
 that the common case; when it did not (a Call-ID past its window, a kernel that refused the
 program, ``[server] steer_by_call_id = false``), the worker that got the datagram hands it
 on, once: the owner takes it as if its own socket of the same listen address had received
@@ -49,7 +51,7 @@ from typing import Final
 from softswitch.security.guard import SourceGuard
 from softswitch.transport import Address
 
-from .steering import call_id_owner
+from .steering import SteeringKey, call_id_owner
 
 __all__ = ["Handoff", "Inject", "blocked_sources", "handoff_channels"]
 
@@ -143,9 +145,18 @@ class Handoff:
     """One worker's side: :meth:`divert` on the datagrams of its listen sockets, and the
     handed datagrams of its own channel injected into its transport."""
 
-    def __init__(self, index: int, senders: Sequence[socket.socket], inbox: socket.socket) -> None:
+    def __init__(
+        self,
+        index: int,
+        senders: Sequence[socket.socket],
+        inbox: socket.socket,
+        key: SteeringKey,
+    ) -> None:
+        """``key``: the Call-ID hash's key, the one the listen groups' program was made with
+        (``WorkerSockets.steering_key``)."""
         self.index = index
         self.count = len(senders)
+        self._key = key
         self._senders = list(senders)
         self._inbox = inbox
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,7 +171,7 @@ class Handoff:
         """True when ``data`` (received on the listen address ``local`` from ``source``)
         belongs to another worker: handed to it, or dropped when that cannot be done (see
         the module docstring); False: handle it here."""
-        owner = call_id_owner(data, self.count)
+        owner = call_id_owner(data, self.count, self._key)
         if owner is None or owner == self.index:
             return False
         line = f"{local[0]} {local[1]} {source[0]} {source[1]}\n".encode()

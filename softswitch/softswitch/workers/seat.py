@@ -75,7 +75,9 @@ class Seat:
         if len(self.handoff_ends) != self.count or self.count < 2:
             return None
         senders = [ends[0] for ends in self.handoff_ends]
-        return Handoff(self.index, senders, self.handoff_ends[self.index][1])
+        return Handoff(
+            self.index, senders, self.handoff_ends[self.index][1], self.sockets.steering_key
+        )
 
     def close_unused(self) -> None:
         """In the child after the fork: the ends of channels this worker does not use."""

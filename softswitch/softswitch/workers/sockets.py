@@ -10,7 +10,9 @@ Two kinds per worker:
   the group gets a classic BPF program (``steering``) with which the kernel itself delivers
   most requests to their owner; one it delivered elsewhere (a Call-ID past the program's
   window, a kernel that refuses the program: one WARNING; ``[server] steer_by_call_id =
-  false``) is handed to its owner by the worker that got it (``handoff``). A datagram with
+  false``) is handed to its owner by the worker that got it (``handoff``). The hash is keyed
+  (``steering.SteeringKey``): one key for every group and every worker's hand-off, drawn by
+  the supervisor before it binds, kept in each worker's :class:`WorkerSockets`. A datagram with
   no Call-ID and TCP stay with the kernel's hash of the 4-tuple (source and destination
   address and port): a TCP connection's messages all reach the worker that accepted it.
 * **Own sockets**: one per worker for every transport and host of the listen addresses, on a
@@ -37,7 +39,12 @@ from dataclasses import dataclass, field
 from softswitch.config import parse_listen
 from softswitch.transport import Address, Transport
 
-from .steering import attach_call_id_steering, call_id_program, converted_size_estimate
+from .steering import (
+    SteeringKey,
+    attach_call_id_steering,
+    call_id_program,
+    converted_size_estimate,
+)
 
 __all__ = ["WorkerSockets", "bind_worker_sockets", "close_all"]
 
@@ -49,6 +56,9 @@ class WorkerSockets:
     """One worker's sockets: ``(transport, socket, own)``; ``own`` marks its own port."""
 
     sockets: list[tuple[Transport, socket.socket, bool]] = field(default_factory=list)
+    #: The key the Call-ID program of the listen groups hashes with: the worker's hand-off
+    #: must find the owner with the same one (``handoff.Handoff``).
+    steering_key: SteeringKey = field(kw_only=True, repr=False)
 
     def own_addresses(self) -> list[tuple[Transport, Address]]:
         return [(t, _address(s)) for t, s, own in self.sockets if own]
@@ -99,14 +109,18 @@ def bind_worker_sockets(
     port_base: int | None,
     *,
     steer_by_call_id: bool = True,
+    steering_key: SteeringKey | None = None,
 ) -> list[WorkerSockets]:
     """Every worker's sockets (index i: worker i), or ``OSError`` naming the address and
     what it is for when one cannot be bound; nothing stays open after an error.
 
     ``steer_by_call_id``: with more than one worker, each UDP listen group picks the worker
     by Call-ID (``steering``); False leaves every group to the kernel's 4-tuple hash (the
-    workers' hand-off, ``handoff``, still brings each request to the worker that owns it)."""
-    result = [WorkerSockets() for _ in range(workers)]
+    workers' hand-off, ``handoff``, still brings each request to the worker that owns it).
+    ``steering_key``: the Call-ID hash's key, kept in every :class:`WorkerSockets` (None: a
+    new random one; a test passes its own to know each Call-ID's owner)."""
+    key = SteeringKey.random() if steering_key is None else steering_key
+    result = [WorkerSockets(steering_key=key) for _ in range(workers)]
     opened: list[socket.socket] = []
     steer = steer_by_call_id and workers > 1
     if not steer_by_call_id and workers > 1:
@@ -132,7 +146,7 @@ def bind_worker_sockets(
                 worker.sockets.append((transport, sock, False))
             if steer and transport is Transport.UDP:
                 group = [w.sockets[-1][1] for w in result]
-                steer = _steer(group, _shown(transport, host, port))
+                steer = _steer(group, _shown(transport, host, port), key)
             if (transport, host) not in hosts:
                 hosts.append((transport, host))
         for index, worker in enumerate(result):
@@ -150,18 +164,19 @@ def bind_worker_sockets(
     return result
 
 
-def _steer(group: list[socket.socket], shown: str) -> bool:
-    """Attach the Call-ID program to ``group`` (bound, in worker order); False, after one
-    WARNING, when the kernel refuses it: the next groups are not tried."""
+def _steer(group: list[socket.socket], shown: str, key: SteeringKey) -> bool:
+    """Attach the Call-ID program hashing with ``key`` to ``group`` (bound, in worker
+    order); False, after one WARNING, when the kernel refuses it: the next groups are not
+    tried."""
     if not sys.platform.startswith("linux"):
         reason = f"SO_ATTACH_REUSEPORT_CBPF is Linux only (this is {sys.platform})"
     else:
         try:
-            attach_call_id_steering(group[0], len(group))
+            attach_call_id_steering(group[0], len(group), key)
         except OSError as exc:
             reason = f"the kernel refused SO_ATTACH_REUSEPORT_CBPF on {shown}: {exc}"
             if exc.errno == errno.ENOMEM:
-                size = converted_size_estimate(call_id_program(len(group)))
+                size = converted_size_estimate(call_id_program(len(group), key))
                 reason += (
                     f"; the program needs about {size} bytes once the kernel converted it,"
                     " more than net.core.optmem_max allows (20480 by default before Linux"

@@ -55,6 +55,7 @@ from .peers import peer_channels
 from .seat import Seat
 from .sockets import WorkerSockets, bind_worker_sockets, close_all
 from .statistics import stats_channel, worker_died
+from .steering import SteeringKey
 
 __all__ = ["Supervisor"]
 
@@ -84,6 +85,7 @@ class Supervisor:
         run: Runner,
         config_path: Path | None = None,
         listen: Sequence[str] | None = None,
+        steering_key: SteeringKey | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -109,6 +111,11 @@ class Supervisor:
         self._hup_queued = False
         #: The digest nonce secret of every worker, for the supervisor's whole life.
         self._nonce_secret = os.urandom(32)
+        #: The Call-ID hash's key of the listen groups' programs and of every worker's
+        #: hand-off (through its ``Seat``), for the supervisor's whole life: a restarted
+        #: worker is forked from it and hashes as the kernel does. A new random one per
+        #: start by default; a test passes its own to know each Call-ID's owner.
+        self.steering_key = SteeringKey.random() if steering_key is None else steering_key
 
     # -- the whole life ------------------------------------------------------------------
 
@@ -119,6 +126,7 @@ class Supervisor:
             self.workers,
             self.config.server.worker_port_base,
             steer_by_call_id=self.config.server.steer_by_call_id,
+            steering_key=self.steering_key,
         )
         self._shared = SharedState.for_config(self.config, workers=self.workers)
         self._ready_r, self._ready_w = os.pipe()

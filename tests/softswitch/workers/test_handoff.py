@@ -5,7 +5,8 @@ Real sockets throughout: a reuse-port group bound by ``bind_worker_sockets`` as 
 supervisor binds it, the hand-off channels ``handoff_channels`` makes, one
 ``TransportLayer`` per worker on one event loop (the code path a worker runs: the listen
 socket adopted, ``divert`` on it, the channel injected into the transport), and ONE client
-socket sending every request (one source ip:port: the wholesale SBC).
+socket sending every request (one source ip:port: the wholesale SBC). The group's program
+and every hand-off hash with one secret key (:data:`KEY`), as in a running switch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from softswitch.sip import Message, Request, Response, parse_message
 from softswitch.transport import Flow, Malformed, Transport, TransportLayer
 from softswitch.workers.handoff import Handoff, blocked_sources, handoff_channels
 from softswitch.workers.sockets import bind_worker_sockets, close_all
-from softswitch.workers.steering import FIRST, WINDOW, call_id_owner, steered_index
+from softswitch.workers.steering import FIRST, WINDOW, SteeringKey, call_id_owner, steered_index
+
+#: The key of every group's program and every hand-off here (from a fixed secret, so the
+#: owners are the same on every run).
+KEY = SteeringKey.from_secret(b"test_handoff: the switch's secret key")
 
 
 class Workers:
@@ -37,11 +42,11 @@ class Workers:
         self.size = size
         self.port = free_port()
         self.groups = bind_worker_sockets(
-            [f"udp:{LOCAL}:{self.port}"], size, None, steer_by_call_id=steer
+            [f"udp:{LOCAL}:{self.port}"], size, None, steer_by_call_id=steer, steering_key=KEY
         )
         self.channels = handoff_channels(size)
         senders = [ends[0] for ends in self.channels]
-        self.handoffs = [Handoff(i, senders, self.channels[i][1]) for i in range(size)]
+        self.handoffs = [Handoff(i, senders, self.channels[i][1], KEY) for i in range(size)]
         #: (worker index, method or None for a malformed datagram, flow)
         self.handled: list[tuple[int, str | None, Flow]] = []
         self.layers = [self._layer(i) for i in range(size)]
@@ -132,10 +137,10 @@ def test_a_call_past_the_window_ends_at_its_owner(steer: bool) -> None:
             call_id = f"{n}f81d4fae-7dec-11d0-a765-00a0c91e6bf6@192.0.2.4"
             invite, cancel, ack = _call(call_id, 12)
             assert invite.index(call_id.encode()) > FIRST + WINDOW
-            assert steered_index(invite, 3) is None  # the kernel's 4-tuple hash decides
-            owner = call_id_owner(invite, 3)
+            assert steered_index(invite, 3, KEY) is None  # the kernel's 4-tuple hash decides
+            owner = call_id_owner(invite, 3, KEY)
             assert owner is not None
-            assert steered_index(cancel, 3) == owner == call_id_owner(ack, 3)
+            assert steered_index(cancel, 3, KEY) == owner == call_id_owner(ack, 3, KEY)
             handled = await workers.send(invite, cancel, ack)
             assert [(i, m) for i, m, _ in handled] == [
                 (owner, "INVITE"),
@@ -160,7 +165,7 @@ def test_every_request_ends_at_its_owner(steer: bool) -> None:
             header = ("Call-ID: ", "call-id:", "i: ")[n % 3]
             payload = request("OPTIONS", call_id, header=header, before=1 + n % 14)
             handled = await workers.send(payload)
-            assert [(i, m) for i, m, _ in handled] == [(call_id_owner(payload, 3), "OPTIONS")]
+            assert [(i, m) for i, m, _ in handled] == [(call_id_owner(payload, 3, KEY), "OPTIONS")]
 
     _run(body, steer=steer)
 
@@ -201,7 +206,7 @@ def test_no_call_id_stays_where_it_arrived(steer: bool) -> None:
             bytes.fromhex("000100002112a442") + b"\x01" * 12,  # STUN
         ]
         for payload in no_call_id:
-            assert call_id_owner(payload, 3) is None
+            assert call_id_owner(payload, 3, KEY) is None
             assert workers.handoffs[0].divert(payload, (LOCAL, workers.port), ("192.0.2.1", 1)) is (
                 False
             )
@@ -223,7 +228,7 @@ def test_a_handed_datagram_is_never_handed_again() -> None:
         payload = next(
             p
             for n in range(100)
-            if call_id_owner(p := request("OPTIONS", f"{n:08d}-x@example.com"), 3) == 2
+            if call_id_owner(p := request("OPTIONS", f"{n:08d}-x@example.com"), 3, KEY) == 2
         )
         line = f"{LOCAL} {workers.port} 192.0.2.9 5062\n".encode()
         workers.channels[1][0].send(line + payload)
@@ -250,7 +255,7 @@ def test_a_full_channel_drops_with_a_warning(caplog: pytest.LogCaptureFixture) -
         # A small channel whatever the host's wmem_max (the kernel doubles it).
         workers.channels[1][0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         payloads = [request("OPTIONS", f"{n:08d}-full@example.com") for n in range(400)]
-        theirs = [p for p in payloads if call_id_owner(p, 2) == 1]
+        theirs = [p for p in payloads if call_id_owner(p, 2, KEY) == 1]
         with caplog.at_level(logging.WARNING, logger="softswitch.workers"):
             for n in range(100000):
                 taken = handoff.divert(
@@ -304,7 +309,7 @@ def test_a_blocked_source_is_not_handed() -> None:
         for layer in workers.layers:
             layer.blocked = blocked_sources(guard)
         payloads = [request("OPTIONS", f"{n:08d}-blocked@example.com") for n in range(12)]
-        assert {call_id_owner(p, 3) for p in payloads} == {0, 1, 2}
+        assert {call_id_owner(p, 3, KEY) for p in payloads} == {0, 1, 2}
         guard.block(LOCAL, "test")
         for payload in payloads:
             workers.client.sendto(payload, (LOCAL, workers.port))
@@ -317,7 +322,7 @@ def test_a_blocked_source_is_not_handed() -> None:
         assert workers.handled == []
         guard.blocks.unblock(LOCAL)
         handled = await workers.send(*payloads)
-        assert [i for i, _, _ in handled] == [call_id_owner(p, 3) for p in payloads]
+        assert [i for i, _, _ in handled] == [call_id_owner(p, 3, KEY) for p in payloads]
 
     _run(body, steer=False)
 
@@ -332,13 +337,14 @@ def test_an_ipv6_source_is_injected_as_received() -> None:
         bound = await layer.listen(Transport.UDP, ("::1", 0))
         channels = handoff_channels(2)
         senders = [ends[0] for ends in channels]
-        sender, owner = Handoff(0, senders, channels[0][1]), Handoff(1, senders, channels[1][1])
+        sender = Handoff(0, senders, channels[0][1], KEY)
+        owner = Handoff(1, senders, channels[1][1], KEY)
         owner.start(layer.inject)
         try:
             payload = next(
                 p
                 for n in range(100)
-                if call_id_owner(p := request("OPTIONS", f"{n:08d}-v6@example.com"), 2) == 1
+                if call_id_owner(p := request("OPTIONS", f"{n:08d}-v6@example.com"), 2, KEY) == 1
             )
             assert sender.divert(payload, bound, ("2001:db8::9", 5062))
             for _ in range(500):

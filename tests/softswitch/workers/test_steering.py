@@ -2,7 +2,9 @@
 
 Every group here is bound by ``bind_worker_sockets``, as the supervisor binds it, and every
 datagram comes from ONE client socket (one source ip:port: the wholesale SBC), so without the
-program the kernel's 4-tuple hash would send them all to one socket.
+program the kernel's 4-tuple hash would send them all to one socket. The kernel is held to
+the reference with the fixed key (the public constants) and with a secret one, as a running
+switch draws (here from a fixed secret, so a failure can be run again).
 """
 
 from __future__ import annotations
@@ -29,21 +31,30 @@ from softswitch.workers.steering import (
     CONVERTED_BUDGET,
     FIRST,
     MAX_INSTRUCTIONS,
+    MODULUS,
     WINDOW,
+    SteeringKey,
     call_id_owner,
     call_id_program,
     converted_size_estimate,
     steered_index,
 )
 
+#: The public constants' key, and a secret one (from a fixed secret: the same on every run).
+FIXED = SteeringKey.fixed()
+SECRET = SteeringKey.from_secret(b"test_steering: a secret key, the same on every run")
+KEYS = pytest.mark.parametrize("key", [FIXED, SECRET], ids=["fixed-key", "secret-key"])
+
 
 class Group:
-    """A reuse-port group of ``size`` UDP sockets and one client socket sending to it."""
+    """A reuse-port group of ``size`` UDP sockets, its program made with ``key``, and one
+    client socket sending to it."""
 
-    def __init__(self, size: int, *, steer: bool = True) -> None:
+    def __init__(self, size: int, *, steer: bool = True, key: SteeringKey = SECRET) -> None:
         self.port = free_port()
+        self.key = key
         self.workers = bind_worker_sockets(
-            [f"udp:{LOCAL}:{self.port}"], size, None, steer_by_call_id=steer
+            [f"udp:{LOCAL}:{self.port}"], size, None, steer_by_call_id=steer, steering_key=key
         )
         self.sockets = [w.sockets[0][1] for w in self.workers]
         self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -63,9 +74,9 @@ class Group:
         close_all(self.workers)
 
 
-@pytest.fixture(scope="module")
-def group3() -> Iterator[Group]:
-    group = Group(3)
+@pytest.fixture(scope="module", params=[FIXED, SECRET], ids=["fixed-key", "secret-key"])
+def group3(request: pytest.FixtureRequest) -> Iterator[Group]:
+    group = Group(3, key=request.param)
     yield group
     group.close()
 
@@ -101,9 +112,10 @@ def request(
     ).encode()
 
 
-def test_the_program_fits_the_kernel_limit() -> None:
+@KEYS
+def test_the_program_fits_the_kernel_limit(key: SteeringKey) -> None:
     for size in (1, 2, 3, 16, 256):
-        assert len(call_id_program(size)) <= MAX_INSTRUCTIONS
+        assert len(call_id_program(size, key)) <= MAX_INSTRUCTIONS
 
 
 @pytest.mark.parametrize(
@@ -130,15 +142,16 @@ def test_a_transactions_requests_reach_one_socket(group3: Group, header: str, be
             request("CANCEL", call_id, header=header, before=1),
             request("ACK", call_id, header=header, before=1, to_tag=";tag=x-9"),
         ]
-        expected = steered_index(invite, 3)
+        expected = steered_index(invite, 3, group3.key)
         assert expected is not None
         assert [group3.arrival(m) for m in messages] == [expected] * 4, call_id
     if before == 10:
         assert invite.index(call_id.encode()) > 700, invite.index(call_id.encode())
 
 
-def test_many_calls_from_one_source_reach_every_socket() -> None:
-    group = Group(4)
+@KEYS
+def test_many_calls_from_one_source_reach_every_socket(key: SteeringKey) -> None:
+    group = Group(4, key=key)
     try:
         counts = [0, 0, 0, 0]
         for n in range(400):
@@ -210,7 +223,7 @@ def test_the_kernel_chooses_as_the_reference_says(
     message = f"{head}{line}\r\n{''.join(after)}Content-Length: 0\r\n\r\n"
     message = message.replace("\r\n", line_end)
     payload = message.encode()
-    expected = steered_index(payload, 3)
+    expected = steered_index(payload, 3, group3.key)
     arrived = group3.arrival(payload)
     line_start = len(head.replace("\r\n", line_end))
     compact = len(header) == 1
@@ -218,7 +231,7 @@ def test_the_kernel_chooses_as_the_reference_says(
         # Within the window and a form the program knows: found, hashed, steered.
         assert expected is not None, payload
     if expected is not None:
-        assert arrived == expected
+        assert arrived == expected == call_id_owner(payload, 3, group3.key)
     else:  # the kernel's 4-tuple hash: where this client's datagrams without a Call-ID go
         assert arrived == group3.arrival(b"no Call-ID here" * 8)
 
@@ -243,15 +256,16 @@ def test_no_call_id_and_tiny_datagrams_arrive(group3: Group) -> None:
         b"\x00" * 2000,
     ]
     for payload in no_call_id:
-        assert steered_index(payload, 3) is None, payload
+        assert steered_index(payload, 3, group3.key) is None, payload
     assert len({group3.arrival(p) for p in no_call_id}) == 1
 
 
-def test_every_cut_of_a_request_goes_where_the_reference_says() -> None:
+@KEYS
+def test_every_cut_of_a_request_goes_where_the_reference_says(key: SteeringKey) -> None:
     """A request cut at every length: each load the program makes is guarded by the length.
     An unguarded load past the end aborts the program with 0, so the client is one the
     kernel's own hash sends to another socket, where an abort would show."""
-    group = Group(3)
+    group = Group(3, key=key)
     try:
         for _ in range(64):
             if group.arrival(b"") != 0:
@@ -268,7 +282,7 @@ def test_every_cut_of_a_request_goes_where_the_reference_says() -> None:
         cuts += [b"a" * n for n in range(FIRST + WINDOW + 8)]
         found = 0
         for payload in cuts:
-            expected = steered_index(payload, 3)
+            expected = steered_index(payload, 3, key)
             found += expected is not None
             assert group.arrival(payload) == (fallback if expected is None else expected)
         assert found > 100  # the cuts that keep the whole Call-ID line were steered
@@ -281,7 +295,7 @@ def test_a_refused_program_is_one_warning(caplog: pytest.LogCaptureFixture) -> N
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as lone:
         lone.bind((LOCAL, 0))
         with caplog.at_level(logging.WARNING, logger="softswitch.workers"):
-            assert _steer([lone], "udp:127.0.0.1:1") is False
+            assert _steer([lone], "udp:127.0.0.1:1", SECRET) is False
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
     message = record.getMessage()
@@ -302,6 +316,7 @@ def test_a_refused_program_is_one_warning(caplog: pytest.LogCaptureFixture) -> N
     line_end=st.sampled_from(["\r\n", "\n"]),
     decoy=st.sampled_from(["", "X-Call-ID: decoy-1\r\n", "Call-ID-Ext: 1\r\n", "X-I: no\r\n"]),
     size=st.integers(1, 9),
+    key=st.sampled_from([FIXED, SECRET]),
 )
 def test_the_owner_is_the_programs_choice_whenever_it_finds_the_call_id(
     call_id: str,
@@ -311,6 +326,7 @@ def test_the_owner_is_the_programs_choice_whenever_it_finds_the_call_id(
     line_end: str,
     decoy: str,
     size: int,
+    key: SteeringKey,
 ) -> None:
     """Whenever the program finds the Call-ID, the owner the workers compute in Python is
     the socket the program picks: a datagram the kernel steered is never handed on. A
@@ -321,8 +337,8 @@ def test_the_owner_is_the_programs_choice_whenever_it_finds_the_call_id(
     line = f"{header}{spaces}:{value_spaces}{call_id}"
     message = f"{head}{line}\r\n{''.join(after)}Content-Length: 0\r\n\r\n"
     payload = message.replace("\r\n", line_end).encode()
-    steered = steered_index(payload, size)
-    owner = call_id_owner(payload, size)
+    steered = steered_index(payload, size, key)
+    owner = call_id_owner(payload, size, key)
     if steered is not None:
         assert owner == steered
     compact = len(header) == 1
@@ -330,12 +346,19 @@ def test_the_owner_is_the_programs_choice_whenever_it_finds_the_call_id(
         assert owner is not None
         # The owner is the value's: the same with the Call-ID line first.
         first = f"INVITE sip:a@b SIP/2.0\r\n{line}\r\n\r\n".replace("\r\n", line_end)
-        assert owner == call_id_owner(first.encode(), size) == steered_index(first.encode(), size)
+        first_line = first.encode()
+        assert owner == call_id_owner(first_line, size, key) == steered_index(first_line, size, key)
 
 
-@given(payload=st.binary(max_size=1200), at=st.integers(0, 1200), form=_NAMES, value=_WORD)
+@given(
+    payload=st.binary(max_size=1200),
+    at=st.integers(0, 1200),
+    form=_NAMES,
+    value=_WORD,
+    key=st.sampled_from([FIXED, SECRET]),
+)
 def test_the_owner_agrees_with_the_program_on_any_bytes(
-    payload: bytes, at: int, form: tuple[str, str, str], value: str
+    payload: bytes, at: int, form: tuple[str, str, str], value: str, key: SteeringKey
 ) -> None:
     """Any bytes with a Call-ID line dropped in anywhere (or none): whenever the program
     finds one, the owner is its choice. The owner no longer searches the whole datagram,
@@ -346,35 +369,170 @@ def test_the_owner_agrees_with_the_program_on_any_bytes(
     line = f"\r\n{header}{spaces}:{value_spaces}{value}\r\n".encode()
     for candidate in (payload, payload[:at] + line + payload[at:]):
         for size in (2, 3, 7):
-            steered = steered_index(candidate, size)
+            steered = steered_index(candidate, size, key)
             if steered is not None:
-                assert call_id_owner(candidate, size) == steered
+                assert call_id_owner(candidate, size, key) == steered
 
 
-def test_the_owner_finds_what_the_program_cannot() -> None:
+@KEYS
+def test_the_owner_finds_what_the_program_cannot(key: SteeringKey) -> None:
     """Past the window, and behind a lone decoy in the program's chunk."""
     far = request("INVITE", "far-away@example.com", before=30)
-    assert steered_index(far, 2) is None
-    assert call_id_owner(far, 2) == steered_index(request("CANCEL", "far-away@example.com"), 2)
+    assert steered_index(far, 2, key) is None
+    cancel = request("CANCEL", "far-away@example.com")
+    assert call_id_owner(far, 2, key) == steered_index(cancel, 2, key)
     decoy = b"INVITE sip:a@b SIP/2.0\r\nX-Call-ID: nope\r\nCall-ID: behind@example.com\r\n\r\n"
-    assert steered_index(decoy, 2) is None
-    assert call_id_owner(decoy, 2) == call_id_owner(b"OPTIONS x\r\ni: behind@example.com\r\n", 2)
-    assert call_id_owner(b"\x00\x01 STUN and no Call-ID" * 40, 2) is None
+    assert steered_index(decoy, 2, key) is None
+    compact = b"OPTIONS x\r\ni: behind@example.com\r\n"
+    assert call_id_owner(decoy, 2, key) == call_id_owner(compact, 2, key)
+    assert call_id_owner(b"\x00\x01 STUN and no Call-ID" * 40, 2, key) is None
 
 
-def test_the_owner_searches_the_header_section_not_the_body() -> None:
+@KEYS
+def test_the_owner_searches_the_header_section_not_the_body(key: SteeringKey) -> None:
     """Past the program's reach only the header section is searched: a Call-ID line in a
     long body (SDP) is not the owner's, one behind many headers is."""
     body = "a=x-padding:" + "z" * 900 + "\r\ni: in-the-body@example.com\r\n"
     head = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1\r\n"
     no_call_id = f"{head}Content-Length: {len(body)}\r\n\r\n{body}".encode()
     assert len(no_call_id) > FIRST + WINDOW + 100
-    assert steered_index(no_call_id, 7) is None
-    assert call_id_owner(no_call_id, 7) is None
-    assert call_id_owner(no_call_id.replace(b"\r\n\r\n", b"\r\nX: y\r\n"), 7) is not None
+    assert steered_index(no_call_id, 7, key) is None
+    assert call_id_owner(no_call_id, 7, key) is None
+    assert call_id_owner(no_call_id.replace(b"\r\n\r\n", b"\r\nX: y\r\n"), 7, key) is not None
     far = request("INVITE", "far-and-long@example.com", before=30, body=True)
     far += b"i: a-decoy@example.com\r\n" * 40  # a body past the reach
-    assert call_id_owner(far, 7) == steered_index(request("BYE", "far-and-long@example.com"), 7)
+    bye = request("BYE", "far-and-long@example.com")
+    assert call_id_owner(far, 7, key) == steered_index(bye, 7, key)
+
+
+# -- the key ------------------------------------------------------------------------------
+
+
+def _crafted_for_the_public_constants(count: int, size: int) -> list[bytes]:
+    """INVITEs whose Call-IDs all hash to worker 0 of ``size`` under the public constants:
+    what anyone can find offline by trying Call-IDs (about ``size`` tries each)."""
+    crafted = []
+    n = 0
+    while len(crafted) < count:
+        invite = request("INVITE", f"{n:012d}@flood.example.net")
+        if call_id_owner(invite, size, FIXED) == 0:
+            crafted.append(invite)
+        n += 1
+    return crafted
+
+
+def test_call_ids_crafted_for_the_public_constants_spread_under_a_secret_key() -> None:
+    """64 Call-IDs found to land on worker 0 of 8 with the public constants: the kernel puts
+    them all on one socket with those, and spreads them with a secret key as any other
+    Call-IDs (8 each on average; all on one worker has a chance of 8^-63 for a random key)."""
+    crafted = _crafted_for_the_public_constants(64, 8)
+    public, secret = Group(8, key=FIXED), Group(8, key=SECRET)
+    try:
+        assert {public.arrival(p) for p in crafted} == {0}  # the flood on one worker
+        arrivals = [secret.arrival(p) for p in crafted]
+    finally:
+        public.close()
+        secret.close()
+    assert arrivals == [call_id_owner(p, 8, SECRET) for p in crafted]
+    assert len(set(arrivals)) >= 6, arrivals
+    assert max(arrivals.count(w) for w in range(8)) <= 24, arrivals
+    for n in range(20):  # not one lucky key
+        key = SteeringKey.from_secret(f"another secret {n}".encode())
+        owners = [call_id_owner(p, 8, key) for p in crafted]
+        assert max(owners.count(w) for w in range(8)) <= 24, (n, owners)
+
+
+def test_two_keys_spread_the_same_call_ids_differently() -> None:
+    """The key decides: each key spreads 400 Call-IDs over all 8 workers, and two keys agree
+    on about one in eight of them, as two unrelated choices would."""
+    other = SteeringKey.from_secret(b"test_steering: another secret key")
+    invites = [request("INVITE", f"{n}-{n * 7919 % 1000}@example.com") for n in range(400)]
+    mine = [call_id_owner(p, 8, SECRET) for p in invites]
+    theirs = [call_id_owner(p, 8, other) for p in invites]
+    assert set(mine) == set(theirs) == set(range(8))
+    agree = sum(a == b for a, b in zip(mine, theirs, strict=True))
+    assert agree < 100, agree  # 50 expected
+    assert [steered_index(p, 8, SECRET) for p in invites] == mine
+
+
+def _order(multiplier: int) -> int:
+    power, order = multiplier, 1
+    while power != 1:
+        power, order = power * multiplier % MODULUS, order + 1
+    return order
+
+
+def test_keys_random_fixed_and_from_a_secret() -> None:
+    keys = [SteeringKey.random() for _ in range(32)]
+    assert len({(k.multiplier, k.seed) for k in keys}) == 32  # new each time
+    assert all(2 <= k.multiplier < MODULUS and 0 <= k.seed < MODULUS for k in keys)
+    assert repr(keys[0]) == "SteeringKey()"  # a log line does not give it away
+    assert SteeringKey.from_secret(b"s") == SteeringKey.from_secret(b"s") != SECRET
+    # FNV's prime and offset basis modulo p: the reference.
+    assert (FIXED.multiplier, FIXED.seed) == (16777619 % 65407, 0x811C9DC5 % 65407)
+    assert MODULUS == 65407
+    drawn = [SteeringKey.from_secret(b"order %d" % n) for n in range(200)] + [FIXED]
+    assert min(_order(k.multiplier) for k in drawn) >= 991  # no short cycle of powers
+    # 1 and -1 (a sum of the bytes, an alternating sum), others whose powers repeat within
+    # 66 (here of order 3, 11, 22, 66), 0 and numbers past p are no multiplier.
+    weak = [1, MODULUS - 1, pow(5, (MODULUS - 1) // 3, MODULUS), 0, MODULUS, MODULUS + 3, -5]
+    weak += [pow(5, (MODULUS - 1) // order, MODULUS) for order in (11, 22, 66)]
+    for multiplier in weak:
+        with pytest.raises(ValueError, match="multiplier"):
+            SteeringKey(multiplier, 0)
+    with pytest.raises(ValueError, match="seed"):
+        SteeringKey(3, MODULUS)
+    SteeringKey(3, MODULUS - 1)
+
+
+def _call_ids_that_collide_modulo_2_32() -> list[bytes]:
+    """Nine distinct 32-byte Call-IDs whose hashes modulo 2^32 (as the hash first was) are
+    equal under every odd multiplier: their bytes differ by -1, 0 or 1 times the
+    coefficients of ``(x^2 - 1)^5 (x^4 - 1)^3 (x^8 - 1)`` and of the same shifted by one
+    byte, a polynomial that vanishes modulo 2^32 at every
+    odd ``x`` (``x^2 - 1`` is a multiple of 8 there, ``x^4 - 1`` of 16, ``x^8 - 1`` of 32:
+    2^(15 + 12 + 5) in all)."""
+    coefficients = [1]
+    for factor, times in (([-1, 0, 1], 5), ([-1, 0, 0, 0, 1], 3), ([-1] + [0] * 7 + [1], 1)):
+        for _ in range(times):
+            product = [0] * (len(coefficients) + len(factor) - 1)
+            for i, a in enumerate(coefficients):
+                for j, b in enumerate(factor):
+                    product[i + j] += a * b
+            coefficients = product
+    assert len(coefficients) == 31
+    assert max(map(abs, coefficients)) == 27
+    first, shifted = [*coefficients, 0], [0, *coefficients]
+    return [
+        bytes(100 + c1 * a + c2 * b for a, b in zip(first, shifted, strict=True))
+        for c1 in (-1, 0, 1)
+        for c2 in (-1, 0, 1)
+    ]
+
+
+def test_call_ids_built_to_collide_under_every_key_spread() -> None:
+    """Call-IDs built to share a worker under every key of the hash modulo 2^32 (the
+    polynomial's zeroes there): modulo the prime they are Call-IDs like any other, so under
+    a secret key they spread over both workers of 2 (all nine on one has a chance of 2^-8
+    for a key) and over most of 8, in the kernel's choice as in the owner's."""
+    call_ids = _call_ids_that_collide_modulo_2_32()
+    assert len(set(call_ids)) == 9
+    assert all(0x21 <= b <= 0xFF for c in call_ids for b in c)
+    invites = [b"INVITE sip:a@b SIP/2.0\r\nCall-ID: " + c + b"\r\n\r\n" for c in call_ids]
+    keys = [SteeringKey.from_secret(b"spread %d" % n) for n in range(20)]
+    spread = [len({call_id_owner(p, 2, key) for p in invites}) for key in keys]
+    assert spread.count(2) >= 18, spread
+    for key in keys:
+        assert [steered_index(p, 2, key) for p in invites] == [
+            call_id_owner(p, 2, key) for p in invites
+        ]
+    eights = [len({call_id_owner(p, 8, key) for p in invites}) for key in keys]
+    assert min(eights) >= 3, eights
+    group = Group(2, key=SECRET)
+    try:
+        assert len({group.arrival(p) for p in invites}) == 2
+    finally:
+        group.close()
 
 
 # -- the program's size once the kernel converted it ---------------------------------------
@@ -383,10 +541,14 @@ def test_the_owner_searches_the_header_section_not_the_body() -> None:
 def test_the_converted_program_fits_the_default_optmem_max_since_6_9() -> None:
     """The reviewer's model: the kernel refuses the program when its eBPF conversion is
     larger than net.core.optmem_max; each of the scan's word loads becomes 14 eBPF
-    instructions (~15,230 in all, ~122 KB). It must stay under 128 KiB, the default since
+    instructions (~15,260 in all, ~122 KB). It must stay under 128 KiB, the default since
     Linux 6.9, or a stock kernel refuses it too: a program that grows fails here first."""
     for size in (2, 3, 16, 256):
-        program = call_id_program(size)
+        program = call_id_program(size, SECRET)
+        # The key is in immediates: the same instructions, whatever the key.
+        assert converted_size_estimate(program) == converted_size_estimate(
+            call_id_program(size, FIXED)
+        )
         word_loads = sum(1 for code, _, _, _ in program if code == 0x20)
         assert word_loads == 816
         estimate = converted_size_estimate(program)
@@ -398,7 +560,7 @@ _MEASURE = """
 import logging, socket, sys
 sys.path.insert(0, {path!r})
 from softswitch.workers.sockets import _steer
-from softswitch.workers.steering import call_id_program, converted_size_estimate
+from softswitch.workers.steering import SteeringKey, call_id_program, converted_size_estimate
 
 def attaches(limit):
     with open("/proc/sys/net/core/optmem_max", "w") as f:
@@ -411,7 +573,7 @@ def attaches(limit):
             sock.bind(("127.0.0.1", 5060))
             group.append(sock)
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
-        return _steer(group, "udp:127.0.0.1:5060")
+        return _steer(group, "udp:127.0.0.1:5060", SteeringKey.random())
     finally:
         for sock in group:
             sock.close()
@@ -422,7 +584,7 @@ assert attaches(high)
 while high - low > 1:
     middle = (low + high) // 2
     low, high = (low, middle) if attaches(middle) else (middle, high)
-print("needs", high, "estimate", converted_size_estimate(call_id_program(2)))
+print("needs", high, "estimate", converted_size_estimate(call_id_program(2, SteeringKey.random())))
 """
 
 

@@ -22,10 +22,15 @@ from loopback_ports import LOCAL, free_port
 from softswitch.cli import worker_count
 from softswitch.config import Config, demo_config
 from softswitch.workers.seat import Seat
-from softswitch.workers.steering import call_id_owner
+from softswitch.workers.steering import SteeringKey, call_id_owner
 from softswitch.workers.supervisor import Supervisor
 
 Runner = Callable[[Config, Path | None, Sequence[str] | None, Seat], int]
+
+#: The Call-ID hash's key the supervisors here are given, so that a test knows which worker
+#: owns a Call-ID: a secret one (from a fixed secret), as a running switch has, which each
+#: worker's hand-off must take from its seat's sockets.
+KEY = SteeringKey.from_secret(b"test_supervisor: the switch's secret key")
 
 
 def stand_in(events: Path, *, fail_worker: int | None = None) -> Runner:
@@ -54,6 +59,8 @@ def stand_in(events: Path, *, fail_worker: int | None = None) -> Runner:
         signal.signal(signal.SIGTERM, term)
         (events / f"start-{seat.index}-{pid}").touch()
         (events / f"secret-{seat.index}-{pid}").write_bytes(seat.nonce_secret)
+        # The key its listen group's program and its hand-off hash with.
+        (events / f"key-{seat.index}-{pid}").write_text(str(seat.sockets.steering_key == KEY))
         seat.ready()
         while not stopping:
             signal.pause()
@@ -89,7 +96,7 @@ class Running:
         config = demo_config(tmp_path / "state")
         port = free_port()
         self.supervisor = Supervisor(
-            config, workers=workers, run=runner, listen=[f"udp:{LOCAL}:{port}"]
+            config, workers=workers, run=runner, listen=[f"udp:{LOCAL}:{port}"], steering_key=KEY
         )
         self.pid = os.fork()
         if self.pid == 0:
@@ -129,6 +136,9 @@ def test_killed_worker_restarted_its_call_released_hup_and_term_reach_all(
         assert len(list(events.glob("secret-*"))) == 3
         assert len(secrets) == 1
         assert len(secrets.pop()) >= 16
+        # Every worker, the restarted one too, has the supervisor's steering key.
+        keys = [p.read_text() for p in events.glob("key-*")]
+        assert keys == ["True"] * 3, keys
         os.kill(running.pid, signal.SIGHUP)
         wait_until(
             lambda: files(events, "hup") == {0: [first[0]], 1: [new]}, "SIGHUP to both workers"
@@ -289,24 +299,30 @@ def handing(events: Path) -> Runner:
     return run
 
 
-#: A request worker 1 of 2 owns.
+#: A request worker 1 of 2 owns with :data:`KEY`, and worker 0 with the fixed key: a
+#: hand-off that hashed with any key but the supervisor's would keep it.
 HANDED = next(
     payload
     for n in range(100)
-    if call_id_owner(
-        payload := (
-            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1\r\n"
-            f"Call-ID: {n}-dead-owner@example.com\r\nCSeq: 1 OPTIONS\r\n\r\n"
-        ).encode(),
-        2,
-    )
-    == 1
+    if [
+        call_id_owner(
+            payload := (
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1\r\n"
+                f"Call-ID: {n}-dead-owner@example.com\r\nCSeq: 1 OPTIONS\r\n\r\n"
+            ).encode(),
+            2,
+            key,
+        )
+        for key in (KEY, SteeringKey.fixed())
+    ]
+    == [1, 0]
 )
 
 
 def test_a_request_handed_to_a_dead_worker_reaches_its_successor(tmp_path: Path) -> None:
     """The supervisor's hand-off channels outlive a worker: a request handed to worker 1
-    while it is dead waits in its channel and is taken by the worker started after it."""
+    while it is dead waits in its channel and is taken by the worker started after it.
+    Worker 0's hand-off finds the owner with the supervisor's key (its seat's)."""
     events = tmp_path / "events"
     events.mkdir()
     running = Running(tmp_path, handing(events))
@@ -337,3 +353,12 @@ def test_a_request_handed_to_a_dead_worker_reaches_its_successor(tmp_path: Path)
         assert running.wait() == 0
     finally:
         running.stop()
+
+
+def test_each_supervisor_draws_its_own_steering_key(tmp_path: Path) -> None:
+    """A start of the switch hashes Call-IDs with a key of its own, never the public one:
+    nobody can build Call-IDs for it offline."""
+    config = demo_config(tmp_path / "state")
+    keys = [Supervisor(config, workers=2, run=stand_in(tmp_path)).steering_key for _ in range(3)]
+    assert len({(k.multiplier, k.seed) for k in keys}) == 3
+    assert SteeringKey.fixed() not in keys
