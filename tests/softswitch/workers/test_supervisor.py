@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,10 +58,10 @@ def stand_in(events: Path, *, fail_worker: int | None = None) -> Runner:
 
         signal.signal(signal.SIGHUP, hup)
         signal.signal(signal.SIGTERM, term)
-        (events / f"start-{seat.index}-{pid}").touch()
-        (events / f"secret-{seat.index}-{pid}").write_bytes(seat.nonce_secret)
         # The key its listen group's program and its hand-off hash with.
         (events / f"key-{seat.index}-{pid}").write_text(str(seat.sockets.steering_key == KEY))
+        (events / f"secret-{seat.index}-{pid}").write_bytes(seat.nonce_secret)
+        (events / f"start-{seat.index}-{pid}").touch()
         seat.ready()
         while not stopping:
             signal.pause()
@@ -98,13 +99,21 @@ class Running:
         self.supervisor = Supervisor(
             config, workers=workers, run=runner, listen=[f"udp:{LOCAL}:{port}"], steering_key=KEY
         )
+        #: What the supervisor prints ("softswitch: ready ..." once every worker is up).
+        self.out = tmp_path / "supervisor.out"
         self.pid = os.fork()
         if self.pid == 0:
             code = 1
             try:
+                sys.stdout = self.out.open("w")  # pytest's capture is not fd 1 alone
                 code = self.supervisor.run()
             finally:
                 os._exit(code)
+
+    def ready(self) -> bool:
+        """Every worker up, as the supervisor sees it: a worker that dies before is a
+        failed start (the supervisor exits), one that dies after is restarted."""
+        return self.out.exists() and b"softswitch: ready" in self.out.read_bytes()
 
     def wait(self) -> int:
         _, status = os.waitpid(self.pid, 0)
@@ -126,6 +135,7 @@ def test_killed_worker_restarted_its_call_released_hup_and_term_reach_all(
     running = Running(tmp_path, stand_in(events))
     try:
         wait_until(lambda: set(files(events, "start")) == {0, 1}, "two workers started")
+        wait_until(running.ready, "the supervisor's start over")
         first = {i: pids[0] for i, pids in files(events, "start").items()}
         os.kill(first[1], signal.SIGKILL)
         wait_until(lambda: len(files(events, "start").get(1, [])) == 2, "worker 1 restarted")
@@ -328,6 +338,7 @@ def test_a_request_handed_to_a_dead_worker_reaches_its_successor(tmp_path: Path)
     running = Running(tmp_path, handing(events))
     try:
         wait_until(lambda: set(files(events, "start")) == {0, 1}, "two workers started")
+        wait_until(running.ready, "the supervisor's start over")
         first = {i: pids[0] for i, pids in files(events, "start").items()}
         os.kill(first[1], signal.SIGKILL)
 
