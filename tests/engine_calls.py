@@ -174,8 +174,7 @@ class Rig:
         self._closing += [lambda: close_all(groups), shared.lock.close]
         self._closing += [functools.partial(os.close, fd) for fd in (ready_r, ready_w)]
         self._closing += [end.close for end in (*stats, *(e for pair in peers for e in pair))]
-        secret = os.urandom(32)
-        return Seat(0, workers, shared, groups[0], own, ready_w, *stats, secret, tuple(peers))
+        return Seat(0, workers, shared, groups[0], own, ready_w, *stats, tuple(peers))
 
     async def __aenter__(self) -> Rig:
         quiet_collector(self.config.server.gc_threshold)  # as ``softswitch run`` does

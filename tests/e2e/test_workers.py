@@ -37,6 +37,9 @@ from redis_tool import running_redis
 from softswitch.billing import ledger
 from softswitch.billing.money import to_nanos
 from softswitch.cluster import SharedState
+from softswitch.sip import Response, parse_message
+from softswitch.sip.digest import build_authorization
+from softswitch.transport import Address
 from softswitch.workers.steering import FIRST, WINDOW
 
 pytestmark = pytest.mark.e2e
@@ -945,3 +948,71 @@ def test_cancelled_calls_with_the_call_id_past_the_window_stay_whole(net: Net, s
     assert {w for ws in by_call.values() for w in ws} == {0, 1}, net.explain()
     program_off = "no Call-ID program on the UDP listen sockets" in net.switch_log()
     assert program_off is not steer
+
+
+def _invite_with(
+    listen: int, call_id: str, source: int, cseq: int, auth: str | None = None
+) -> bytes:
+    """``_invite`` as the ``cseq``-th request of its call, with a Proxy-Authorization."""
+    invite = _invite(listen, call_id, source)
+    invite = invite.replace(b"CSeq: 1 INVITE", f"CSeq: {cseq} INVITE".encode())
+    invite = invite.replace(
+        f"branch=z9hG4bK-{call_id}".encode(), f"branch=z9hG4bK-{call_id}-{cseq}".encode()
+    )
+    if auth is not None:
+        invite = invite.replace(
+            b"Max-Forwards", f"Proxy-Authorization: {auth}\r\nMax-Forwards".encode()
+        )
+    return invite
+
+
+def _final(sock: socket.socket, request: bytes, to: Address) -> Response:
+    """Send ``request`` to ``to`` and read until its final response; ACK it (the ACK of a
+    non-2xx goes where the INVITE went, RFC 3261 17.1.1.3)."""
+    sock.sendto(request, to)
+    while True:
+        response = parse_message(sock.recv(65535))
+        assert isinstance(response, Response)
+        if response.status >= 200:
+            break
+    ack = request.split(b"\r\n\r\n", 1)[0].replace(b"INVITE sip", b"ACK sip", 1)
+    ack = re.sub(rb"CSeq: (\d+) INVITE", rb"CSeq: \1 ACK", ack)
+    ack = re.sub(rb"^Proxy-Authorization: .*\r\n", b"", ack, flags=re.M)
+    ack = re.sub(rb"^To: .*$", f"To: {response.headers.get('To')}".encode(), ack, flags=re.M)
+    sock.sendto(ack + b"\r\n\r\n", to)
+    return response
+
+
+def test_a_captured_invite_replayed_to_another_worker_gets_stale_not_a_call(net: Net) -> None:
+    """Each worker signs its digest nonces with a secret of its own, since it alone counts
+    the nonce's uses: an INVITE with right credentials, captured and sent again with another
+    Call-ID (which the steering gives to either worker), is answered ``stale=true`` by the
+    other worker as by the one that issued it (a nonce count seen), and places no call."""
+    gw = Carrier("gw1")
+    customer = Account(ips=(), username="alice", password="secret")
+    base = _start_with_own_ports(net, net.write_config([gw], [customer], workers=2), workers=2)
+    carrier = net.carrier(gw, "uas_reject", fill={"STATUS": "486 Busy Here"}, calls=1)
+    uri = f"sip:{NUMBER}@{LOCAL}:{net.port}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOCAL, 0))
+        sock.settimeout(10)
+        source = sock.getsockname()[1]
+        worker0, worker1 = (LOCAL, base), (LOCAL, base + 1)
+        challenge = _final(sock, _invite_with(net.port, "replay-0", source, 1), worker0)
+        assert challenge.status == 407, challenge
+        header = challenge.headers.get("Proxy-Authenticate")
+        assert header is not None
+        auth = build_authorization(
+            header, method="INVITE", uri=uri, username="alice", password="secret"
+        )
+        answered = _final(sock, _invite_with(net.port, "replay-0", source, 2, auth), worker0)
+        assert answered.status == 486, answered  # authorised, routed, refused by the carrier
+        for call_id, worker in (("replay-1", worker1), ("replay-2", worker0)):
+            replay = _final(sock, _invite_with(net.port, call_id, source, 1, auth), worker)
+            assert replay.status == 407, (worker, replay)
+            stale = replay.headers.get("Proxy-Authenticate")
+            assert stale is not None, replay
+            assert "stale=true" in stale, (worker, stale)
+    ok(net, carrier)  # its one call, the first
+    time.sleep(0.5)  # the CDR writers' commits (a replayed call would have one too)
+    assert [r["call_id"] for r in net.cdrs(1)] == ["replay-0"]

@@ -127,9 +127,12 @@ class Switch:
             slice=config.billing.slice,
             sync_interval=config.billing.sync_interval,
         )
-        # Workers share the supervisor's secret: a nonce one issued is good at the others.
-        secret = os.urandom(32) if seat is None else seat.nonce_secret
-        nonces = make_authenticator(config, secret)
+        # A secret of this process's own, never shared with the other workers: a nonce is
+        # then good at the one process that keeps its nonce counts, so a captured request
+        # replayed with another Call-ID (to reach another worker) or after a restart gets
+        # ``stale``, never a call. A client's request that answers a challenge carries the
+        # challenged request's Call-ID, so it reaches the worker that issued the nonce.
+        nonces = make_authenticator(config, os.urandom(32))
         #: Live statistics and Prometheus metrics: the Switch keeps them, so reloads do too.
         #: A worker other than the primary records its own and sends them to the primary,
         #: which counts every worker's (``softswitch.workers.statistics``).

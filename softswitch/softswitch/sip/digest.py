@@ -464,7 +464,13 @@ class DigestAuthenticator:
     """Issues challenges and checks credentials for one realm.
 
     ``secret`` signs nonces; every process of a cluster that shares it accepts the others'
-    nonces. Rotate it and all outstanding nonces become invalid (clients re-authenticate).
+    nonces. Credentials with a right response to a nonce signed with another secret (another
+    node's, each drawing its own; this switch's before a restart rotated it) are answered
+    ``stale``, as for an expired nonce: the client retries with a fresh one of ours silently
+    (RFC 7616 3.3: stale when "the nonce is invalid but with a valid digest for that
+    nonce"), where a plain rejection would make it ask its user for a password that
+    was right, and count as a failure towards a block. A wrong response is rejected whatever
+    the nonce.
     """
 
     def __init__(
@@ -578,13 +584,17 @@ class DigestAuthenticator:
             return reject("qop is required")
         if cred.qop is not None and cred.qop != "auth":
             return reject(f"qop {cred.qop!r} was not offered")
-        if cred.opaque is not None and not hmac.compare_digest(cred.opaque, self.opaque):
-            return reject("opaque mismatch")
         if request_uri is not None and cred.uri != request_uri:
             return reject("digest uri does not match the Request-URI")
+        # A nonce (or opaque) signed with another secret is another node's or an earlier
+        # run's: with a right response it is answered stale, as an expired one is, so the
+        # client retries with ours without asking its user, and nothing counts as a failure.
+        foreign = None
+        if cred.opaque is not None and not hmac.compare_digest(cred.opaque, self.opaque):
+            foreign = "opaque mismatch"
         issued = self._nonce_issued_ms(cred.nonce)
         if issued is None:
-            return reject("nonce was not issued by us")
+            foreign = "nonce was not issued by us"
         try:
             expected = compute_response(
                 algorithm=cred.algorithm,
@@ -602,7 +612,10 @@ class DigestAuthenticator:
         except DigestParseError as exc:
             return reject(str(exc))
         if not hmac.compare_digest(expected.encode(), cred.response.encode()):
-            return reject("wrong response")
+            return reject(foreign or "wrong response")
+        if foreign is not None or issued is None:
+            why = f"{foreign}, the response right: another node's or an earlier run's"
+            return AuthResult(AuthOutcome.STALE, why, user)
         now_ms = int(now * 1000)
         if now_ms - issued > self._ttl_ms or issued > now_ms + 1000:
             return AuthResult(AuthOutcome.STALE, "nonce expired", user)

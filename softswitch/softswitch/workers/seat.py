@@ -36,10 +36,6 @@ class Seat:
     #: The statistics channel (``workers.statistics``): the primary's end, the others' end.
     stats_inbox: socket.socket
     stats_outbox: socket.socket
-    #: Signs the digest nonces: made once by the supervisor before any fork, so a nonce
-    #: one worker issued is good at every other (the kernel may hand the retried request
-    #: to any of them) and at a restarted worker.
-    nonce_secret: bytes
     #: (the primary's end, worker i's end) for workers 1 .. count-1 (``workers.peers``).
     peer_ends: tuple[tuple[socket.socket, socket.socket], ...] = ()
     #: (the sending end, the receiving end) of worker i's hand-off channel, for every

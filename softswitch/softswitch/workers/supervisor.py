@@ -109,8 +109,6 @@ class Supervisor:
         self._stop_asked = False
         #: SIGHUP came during the start: passed on once every worker listens.
         self._hup_queued = False
-        #: The digest nonce secret of every worker, for the supervisor's whole life.
-        self._nonce_secret = os.urandom(32)
         #: The Call-ID hash's key of the listen groups' programs and of every worker's
         #: hand-off (through its ``Seat``), for the supervisor's whole life: a restarted
         #: worker is forked from it and hashes as the kernel does. A new random one per
@@ -197,7 +195,6 @@ class Supervisor:
             self._ready_w,
             self._stats[0],
             self._stats[1],
-            self._nonce_secret,
             tuple(self._peers),
             tuple(self._handoff),
         )

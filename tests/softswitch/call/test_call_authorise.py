@@ -222,6 +222,39 @@ def test_expired_nonce_is_rechallenged_as_stale(
     assert "stale=true" in out.values[0]
 
 
+def test_another_nodes_challenge_answered_here_is_stale_and_never_counted(
+    snapshot: Snapshot, nonces: DigestAuthenticator
+) -> None:
+    """Behind DNS SRV or a balancer a client may send the answer to one node's 407 to
+    another (each node signs nonces with its own secret), or to this node after a restart:
+    right credentials get a stale challenge (the client retries without prompting) and are
+    never counted towards a block; the retry with our nonce is authorised. Wrong ones are
+    refused and counted, as always."""
+    uri = "sip:447911123456@switch"
+    source = ("203.0.113.9", 5060)
+    other = make_authenticator(snapshot.config, b"another node's secret, 32 bytes.")
+    live = LiveState()
+    limit = snapshot.config.defaults.auth_fail_limit
+    for _ in range(limit + 1):
+        theirs = authorise(snapshot, invite(uri), source, LiveState(), NOW, other)
+        assert isinstance(theirs, Challenge)
+        auth = _answer(uri, theirs.values[0], "alice", "secret")
+        out = authorise(snapshot, invite(uri, auth), source, live, NOW, nonces)
+        assert isinstance(out, Challenge), out
+        assert out.stale
+        assert "stale=true" in out.values[0]
+    assert not live.is_blocked(source[0], NOW)
+    auth = _answer(uri, out.values[0], "alice", "secret")
+    done = authorise(snapshot, invite(uri, auth), source, live, NOW, nonces)
+    assert isinstance(done, Authorised)
+    assert (done.account.id, done.method, done.username) == ("digest", "digest", "alice")
+    theirs = authorise(snapshot, invite(uri), source, LiveState(), NOW, other)
+    assert isinstance(theirs, Challenge)
+    wrong = _answer(uri, theirs.values[0], "alice", "guess")
+    refused = authorise(snapshot, invite(uri, wrong), source, live, NOW, nonces)
+    assert isinstance(refused, Refusal)
+
+
 def test_disabled_account_still_authorises_limits_refuse_it(
     snapshot: Snapshot, nonces: DigestAuthenticator
 ) -> None:

@@ -214,13 +214,36 @@ def test_wrong_method_rejected() -> None:
     assert not auth.verify(header, method="INVITE", now=1.0, password="pw").ok
 
 
-def test_forged_nonce_rejected_even_with_right_password() -> None:
+def test_another_secrets_nonce_is_stale_with_the_right_password_rejected_without() -> None:
+    """Another node's nonce (each node signs with its own secret), or this switch's before a
+    restart: a right response gets ``stale`` (the client retries with our nonce without
+    prompting, RFC 7616 3.3), a wrong one a rejection (counted as a failure)."""
     auth = make_auth()
     other = DigestAuthenticator(realm="switch.example", secret=b"another-secret-of-16+")
-    forged = other.challenges(0.0)[0].replace(other.opaque, auth.opaque)
-    result = auth.verify(answer(forged), method="INVITE", now=1.0, password="pw")
-    assert result.outcome is AuthOutcome.REJECTED
-    assert "nonce" in result.reason
+    assert other.opaque != auth.opaque
+    theirs = other.challenges(0.0)[0]
+    forged = theirs.replace(other.opaque, auth.opaque)  # their nonce, our opaque
+    for challenge in (theirs, forged):
+        result = auth.verify(answer(challenge), method="INVITE", now=1.0, password="pw")
+        assert result.outcome is AuthOutcome.STALE, result
+        assert result.username == "alice"
+        wrong = auth.verify(
+            answer(challenge, password="guess"), method="INVITE", now=1.0, password="pw"
+        )
+        assert wrong.outcome is AuthOutcome.REJECTED, wrong
+    assert (
+        "nonce"
+        in auth.verify(answer(forged, password="x"), method="INVITE", now=1.0, password="pw").reason
+    )
+    # Our nonce with another secret's opaque: stale too (the opaque is theirs).
+    ours = auth.challenges(0.0)[0].replace(auth.opaque, other.opaque)
+    assert auth.verify(answer(ours), method="INVITE", now=1.0, password="pw").stale
+    # A garbage nonce with a right response for it: stale; the fresh nonce then works.
+    garbage = auth.challenges(0.0)[0].replace('nonce="', 'nonce="x', 1)
+    assert auth.verify(answer(garbage), method="INVITE", now=1.0, password="pw").stale
+    assert auth.verify(
+        answer(auth.challenges(2.0, stale=True)[0]), method="INVITE", now=3.0, password="pw"
+    ).ok
 
 
 def test_expired_nonce_with_valid_credentials_is_stale() -> None:
