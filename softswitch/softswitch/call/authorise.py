@@ -104,7 +104,8 @@ class SharedFailures(Protocol):
 def make_authenticator(config: Config, secret: bytes) -> DigestAuthenticator:
     """The engine's long-lived authenticator (it keeps nonce counts across reloads).
 
-    ``secret`` (at least 16 bytes) signs nonces; processes sharing it accept each other's.
+    ``secret`` (at least 16 bytes) signs nonces: one per process, never shared, since the
+    nonces' use counts live in the authenticator (``DigestAuthenticator``).
     """
     return DigestAuthenticator(
         realm=config.server.realm, secret=secret, algorithms=config.server.digest_algorithms
@@ -183,8 +184,8 @@ def authorise(
 ) -> Authorised | Refusal | Challenge:
     """Decide which account an INVITE belongs to, challenge it, or refuse it.
 
-    ``now`` is wall-clock time in seconds: it ages nonces, which processes sharing the nonce
-    secret must agree on. ``clock`` is monotonic seconds for the failure window and IP
+    ``now`` is wall-clock time in seconds: it ages nonces (a nonce carries the wall-clock
+    time it was issued at). ``clock`` is monotonic seconds for the failure window and IP
     blocks, so a clock step cannot lift or stretch a block (None: ``now``, for tests that
     drive one fake clock). ``registered`` names the account whose live registration came
     from a source (ip, port), if any. ``shared`` (``[server] shared_state``) is told of

@@ -199,6 +199,18 @@ class Registrar:
             return challenge()
         user = snapshot.users.get(cred.username)
         expected = user if user is not None and user.register and user.enabled else None
+        # An account that needs its addresses as well as its password registers from them
+        # only, as its INVITEs are taken from them only (its registration would otherwise
+        # authorise calls from anywhere its password leaked to). Checked before the password,
+        # as the call's authorisation does: from elsewhere a right password must get the
+        # answer a wrong one gets, never a stale challenge that tells them apart.
+        elsewhere = (
+            expected is not None
+            and expected.uses_ip
+            and expected not in snapshot.accounts_for_source(ip, port)
+        )
+        if elsewhere:
+            expected = None
         password = expected.password if expected is not None else None
         result = self.nonces.verify(
             cred,
@@ -209,6 +221,8 @@ class Registrar:
         )
         if result.stale and expected is not None:
             return challenge(stale=True)
+        if elsewhere:
+            return fail(f"account of {cred.username!r} does not list {ip}:{port} in its ips")
         if not result.ok or expected is None:
             why = result.reason if expected is not None else "unknown user or not registering"
             return fail(f"digest user {cred.username!r}: {why}")
@@ -216,11 +230,6 @@ class Registrar:
         aor = to.uri if to is not None else None
         if not isinstance(aor, SipURI) or unescape(aor.user or "") != expected.username:
             return fail(f"digest user {cred.username!r} may not register {aor}")
-        if expected.uses_ip and expected not in snapshot.accounts_for_source(ip, port):
-            # An account that needs its addresses as well as its password registers from
-            # them only, as its INVITEs are taken from them only (its registration would
-            # otherwise authorise calls from anywhere its password leaked to).
-            return fail(f"account {expected.id!r} does not list {ip}:{port} in its ips")
         self.live.note_auth_success(ip)
         self.guard.trust(ip)
 

@@ -391,9 +391,12 @@ def build_authorization(
 
 class AuthOutcome(enum.Enum):
     OK = "ok"
-    #: Credentials were right but the nonce is expired or spent: challenge with stale=true.
+    #: Credentials were right but the nonce is expired, spent, or signed with another
+    #: secret (another worker's or node's, or from before a restart): challenge with
+    #: stale=true.
     STALE = "stale"
-    #: Wrong password, forged nonce, wrong realm...: challenge again (or 403 after retries).
+    #: Wrong password (whatever the nonce), wrong realm, refused algorithm...: challenge
+    #: again (or 403 after retries).
     REJECTED = "rejected"
 
 
@@ -463,14 +466,15 @@ def _issued_ms(nonce: str) -> int:
 class DigestAuthenticator:
     """Issues challenges and checks credentials for one realm.
 
-    ``secret`` signs nonces; every process of a cluster that shares it accepts the others'
-    nonces. Credentials with a right response to a nonce signed with another secret (another
-    node's, each drawing its own; this switch's before a restart rotated it) are answered
-    ``stale``, as for an expired nonce: the client retries with a fresh one of ours silently
-    (RFC 7616 3.3: stale when "the nonce is invalid but with a valid digest for that
-    nonce"), where a plain rejection would make it ask its user for a password that
-    was right, and count as a failure towards a block. A wrong response is rejected whatever
-    the nonce.
+    ``secret`` signs nonces. The uses of each nonce are counted here, in this object, so a
+    secret must not be shared with another process that verifies too: that one would accept
+    a request this one has counted (a replay). Credentials with a right response to a nonce
+    signed with another secret (another worker's or node's, each drawing its own; this
+    switch's before a restart) are answered ``stale``, as for an expired nonce: the client
+    retries with a fresh one of ours silently (RFC 7616 3.3: stale when "the nonce is invalid
+    but with a valid digest for that nonce"), where a plain rejection would make it ask its
+    user for a password that was right, and count as a failure towards a block. A wrong
+    response is rejected whatever the nonce.
     """
 
     def __init__(
@@ -619,7 +623,9 @@ class DigestAuthenticator:
         now_ms = int(now * 1000)
         if now_ms - issued > self._ttl_ms or issued > now_ms + 1000:
             return AuthResult(AuthOutcome.STALE, "nonce expired", user)
-        nc = int(cred.nc, 16) if cred.nc is not None else 0
+        # Without qop the response does not cover an ``nc``: one added to a captured request
+        # must not make it fresh again, so such a nonce is counted as used once (nc 0).
+        nc = int(cred.nc, 16) if cred.qop is not None and cred.nc is not None else 0
         if not self._store.is_fresh(cred.nonce, issued, nc):
             return AuthResult(AuthOutcome.STALE, "nonce count replayed", user)
         self._store.record(cred.nonce, issued, nc)

@@ -415,6 +415,66 @@ def test_an_account_with_ips_registers_from_its_addresses_only(tmp_path: Path) -
         w.writer.close()
 
 
+def _answer_to_another_secret(password: str) -> str:
+    """Credentials for a nonce another node (or a forger) signed, with ``password``."""
+    other = DigestAuthenticator(realm="test", secret=b"another node's secret, 32 bytes.")
+    return build_authorization(
+        other.challenges(time.time())[0],
+        method="REGISTER",
+        uri="sip:127.0.0.1:5060",
+        username="pbx",
+        password=password,
+    )
+
+
+def test_another_secrets_nonce_right_password_gets_stale_a_wrong_one_is_counted(
+    world: World,
+) -> None:
+    """A client that answers another node's 401 here (or sends a nonce from before a
+    restart): the right password gets a stale challenge, not counted; wrong ones are refused
+    and counted towards the block."""
+    right = world.send(
+        register("<sip:pbx@192.0.2.9>", authorization=_answer_to_another_secret("secret"), cseq=2)
+    )
+    assert right.status == 401
+    assert "stale=true" in (right.headers.get("WWW-Authenticate") or "")
+    assert not world.live.is_blocked(SOURCE[0], time.monotonic())
+    for _ in range(3):
+        wrong = world.send(
+            register("<sip:pbx@192.0.2.9>", authorization=_answer_to_another_secret("nope"), cseq=2)
+        )
+        assert wrong.status == 403
+    assert world.live.is_blocked(SOURCE[0], time.monotonic())
+
+
+def test_from_an_address_its_account_does_not_list_a_right_password_looks_wrong(
+    tmp_path: Path,
+) -> None:
+    """The address rule of an account with ``ips`` is checked before the password, so from
+    elsewhere a right guess gets the answer a wrong one gets (403), never a stale challenge
+    that would tell them apart (a review finding), with our nonce or another's."""
+    config = CONFIG.replace(
+        'id = "pbx"\nusername = "pbx"', 'id = "pbx"\nips = ["203.0.113.0/24"]\nusername = "pbx"'
+    )
+    w = World(tmp_path, config)
+    elsewhere = ("198.51.100.4", 5080)
+    try:
+        answers = {
+            password: w.send(
+                register(
+                    "<sip:pbx@192.0.2.9>", authorization=_answer_to_another_secret(password), cseq=2
+                ),
+                elsewhere,
+            )
+            for password in ("secret", "wrong")
+        }
+        assert {p: r.status for p, r in answers.items()} == {"secret": 403, "wrong": 403}
+        assert w.registered("<sip:pbx@192.0.2.9>", source=elsewhere).status == 403
+        assert w.bindings.contacts("pbx", time.time()) == []
+    finally:
+        w.writer.close()
+
+
 def test_a_tcp_registration_does_not_authorise_udp_invites(world: World) -> None:
     now = time.time()
     source = ("198.51.100.7", 40001)
