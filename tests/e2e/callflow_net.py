@@ -70,13 +70,15 @@ class Net:
         route_extra: str = "",
         tail: str = "",
         workers: int | None = 1,
+        server: str = "",
     ) -> Path:
         """The switch's TOML. ``management`` is ``[management]``'s body: off unless a test
         asks (the default 127.0.0.1:8080 may be another program's). ``route_extra``: more
         lines for the route (``quality = {...}``); ``tail``: more tables at the end
-        (``[[alarms]]``). ``workers``: ``[server] workers``; one process unless a test asks
-        for more (the tests read one process's logs and its Record-Route port), None: the
-        default, one per core (``tests/e2e/test_workers.py``)."""
+        (``[[alarms]]``); ``server``: more ``[server]`` lines. ``workers``: ``[server]
+        workers``; one process unless a test asks for more (the tests read one process's logs
+        and its Record-Route port), None: the default, one per core
+        (``tests/e2e/test_workers.py``)."""
         lines = [
             "[server]",
             f'listen = ["udp:{LOCAL}:{self.port}", "tcp:{LOCAL}:{self.port}"]',
@@ -85,6 +87,7 @@ class Net:
             "drain_timeout = 2",
             'digest_algorithms = ["MD5"]',
             *([] if workers is None else [f"workers = {workers}"]),
+            server,
             "[defaults]",
             "setup_timeout = 1",
             "max_duration = 30",
@@ -181,7 +184,9 @@ class Net:
         label: str = "customer",
         fill: dict[str, str] | None = None,
         timeout: float = 15.0,
+        port: int | None = None,
     ) -> Sipp:
+        """A customer's SIPp calling the switch's listen port (or ``port``: a worker's own)."""
         sipp = Sipp(
             self.workdir,
             label,
@@ -192,7 +197,7 @@ class Net:
             transport=transport,
         )
         self.sipps.append(sipp)
-        return sipp.start(f"{LOCAL}:{self.port}")
+        return sipp.start(f"{LOCAL}:{self.port if port is None else port}")
 
     def switch_log(self) -> str:
         assert self.switch is not None

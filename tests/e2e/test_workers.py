@@ -25,7 +25,7 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
-from callflow_harness import LOCAL, Sipp, Switch, scenario
+from callflow_harness import LOCAL, Sipp, Switch
 from callflow_net import NUMBER, Account, Carrier, Net, ok
 from test_billing import assert_chain, deck, ledger_rows, nanos, top_up
 from test_management import start
@@ -597,33 +597,13 @@ def test_prepaid_credit_is_never_overspent_across_workers(net: Net) -> None:
     carrier.stop()
 
 
-def _start_with_own_ports(net: Net, config: Path, workers: int) -> int:
-    """Start the switch of ``config`` with ``[server] worker_port_base`` set: worker i's own
-    port is the returned base + i. The Call-ID hash has a secret key drawn at each start, so
-    no test can tell which worker a Call-ID goes to on the listen port; a request sent to a
-    worker's own port is that worker's."""
+def _own_ports(workers: int) -> tuple[int, str]:
+    """A ``[server] worker_port_base`` and its line: worker i's own port is base + i. The
+    Call-ID hash has a secret key drawn at each start, so no test can tell which worker a
+    Call-ID goes to on the listen port; a request sent to a worker's own port is that
+    worker's."""
     base = free_port(span=workers)
-    text = config.read_text()
-    assert "[server]\n" in text, text
-    config.write_text(text.replace("[server]\n", f"[server]\nworker_port_base = {base}\n", 1))
-    net.switch = Switch(config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log")
-    net.switch.start()
-    return base
-
-
-def _call_on_worker(net: Net, name: str, base: int, worker: int, call_id: str) -> Sipp:
-    """A customer's call (scenario ``name``, Call-ID ``call_id``) sent to ``worker``'s own
-    port: ``net.customer`` but not to the listen port."""
-    sipp = Sipp(
-        net.workdir,
-        f"on{worker}",
-        scenario(name, net.workdir),
-        args=["-s", NUMBER, "-cid_str", call_id],
-        calls=1,
-        timeout=15.0,
-    )
-    net.sipps.append(sipp)
-    return sipp.start(f"{LOCAL}:{base + worker}")
+    return base, f"worker_port_base = {base}"
 
 
 def test_slices_of_one_account_cross_workers_and_never_overspend(net: Net) -> None:
@@ -635,17 +615,20 @@ def test_slices_of_one_account_cross_workers_and_never_overspend(net: Net) -> No
     net.sell = deck(1)
     top_up(net, "customer", "0.100000")  # 10 call-seconds for both calls together
     gw = Carrier("gw1")
-    config = net.write_config(
+    base, own_ports = _own_ports(2)
+    net.start_switch(
         [gw],
         [Account(extra=('billing = "prepaid"',))],
         billing="slice = 3\nsync_interval = 30",
         workers=2,
+        server=own_ports,
     )
-    base = _start_with_own_ports(net, config, workers=2)
     carrier = net.carrier(gw, "uas_answer", calls=3, timeout=60)
     ids = [f"slices{w}@own-port" for w in (0, 1)]
     calls = [
-        _call_on_worker(net, "uac_wait_bye_reason", base, w, call_id)
+        net.customer(
+            "uac_wait_bye_reason", label=f"on{w}", args=["-cid_str", call_id], port=base + w
+        )
         for w, call_id in enumerate(ids)
     ]
     ok(net, *calls)
@@ -990,7 +973,8 @@ def test_a_captured_invite_replayed_to_another_worker_gets_stale_not_a_call(net:
     other worker as by the one that issued it (a nonce count seen), and places no call."""
     gw = Carrier("gw1")
     customer = Account(ips=(), username="alice", password="secret")
-    base = _start_with_own_ports(net, net.write_config([gw], [customer], workers=2), workers=2)
+    base, own_ports = _own_ports(2)
+    net.start_switch([gw], [customer], workers=2, server=own_ports)
     carrier = net.carrier(gw, "uas_reject", fill={"STATUS": "486 Busy Here"}, calls=1)
     uri = f"sip:{NUMBER}@{LOCAL}:{net.port}"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
