@@ -71,18 +71,20 @@ class Net:
         tail: str = "",
         workers: int | None = 1,
         server: str = "",
+        database: str = "cdr.sqlite",
     ) -> Path:
         """The switch's TOML. ``management`` is ``[management]``'s body: off unless a test
         asks (the default 127.0.0.1:8080 may be another program's). ``route_extra``: more
         lines for the route (``quality = {...}``); ``tail``: more tables at the end
-        (``[[alarms]]``); ``server``: more ``[server]`` lines. ``workers``: ``[server]
+        (``[[alarms]]``); ``server``: more ``[server]`` lines; ``database``: ``[server]
+        database`` (a ``postgresql://`` URL, say). ``workers``: ``[server]
         workers``; one process unless a test asks for more (the tests read one process's logs
         and its Record-Route port), None: the default, one per core
         (``tests/e2e/test_workers.py``)."""
         lines = [
             "[server]",
             f'listen = ["udp:{LOCAL}:{self.port}", "tcp:{LOCAL}:{self.port}"]',
-            'database = "cdr.sqlite"',
+            f'database = "{database}"',
             'realm = "e2e"',
             "drain_timeout = 2",
             'digest_algorithms = ["MD5"]',
@@ -153,10 +155,12 @@ class Net:
 
     def start_switch(self, *args: Any, **kwargs: Any) -> Switch:
         config = self.write_config(*args, **kwargs)
+        # Kept before it starts: a start that fails or times out still leaves a process
+        # for the fixture to stop.
         self.switch = Switch(
             config, self.workdir / "cdr.sqlite", self.port, self.workdir / "switch.log"
-        ).start()
-        return self.switch
+        )
+        return self.switch.start()
 
     def carrier(self, carrier: Carrier, name: str, calls: int = 1, **kw: Any) -> Sipp:
         transport = "t1" if carrier.transport == "tcp" else "u1"

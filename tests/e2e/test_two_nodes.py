@@ -142,11 +142,12 @@ def start_node(
     net: Net, carrier: Carrier, redis: Redis, workers: int = 1, max_calls: int | None = MAX_CALLS
 ) -> Switch:
     """``net``'s switch: its own port and CDR file, the shared Redis."""
-    config = net.write_config([carrier], [Account(max_calls=max_calls)], workers=workers)
-    text = config.read_text()
-    config.write_text(text.replace("[server]\n", f'[server]\nshared_state = "{redis.url}"\n', 1))
-    net.switch = Switch(config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log")
-    return net.switch.start()
+    return net.start_switch(
+        [carrier],
+        [Account(max_calls=max_calls)],
+        workers=workers,
+        server=f'shared_state = "{redis.url}"',
+    )
 
 
 def customer(net: Net, scenario: Path, label: str, calls: int, args: list[str]) -> Sipp:
@@ -263,13 +264,13 @@ def start_billed_node(net: Net, carrier: Carrier, redis: Redis, database: str) -
     net.sell = CONNECT_FEE_DECK
     prepaid = Account(extra=('billing = "prepaid"',))
     # No periodic ledger read during the test: each node admits on the balance at its start.
-    config = net.write_config([carrier], [prepaid], billing="sync_interval = 30")
-    text = config.read_text()
-    assert 'database = "cdr.sqlite"' in text
-    text = text.replace('database = "cdr.sqlite"', f'database = "{database}"')
-    config.write_text(text.replace("[server]\n", f'[server]\nshared_state = "{redis.url}"\n', 1))
-    net.switch = Switch(config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log")
-    return net.switch.start()
+    return net.start_switch(
+        [carrier],
+        [prepaid],
+        billing="sync_interval = 30",
+        server=f'shared_state = "{redis.url}"',
+        database=database,
+    )
 
 
 def test_credit_is_never_overspent_across_two_nodes(
@@ -397,18 +398,13 @@ def test_auth_failures_through_both_nodes_block_the_source_on_both(net: Net, sec
         for n in (net, second):
             port = free_port()
             apis.append(port)
-            config = n.write_config(
+            n.start_switch(
                 [gw],
                 [Account(), alice],
                 defaults="auth_fail_limit = 4",
                 management=f'listen = "{LOCAL}:{port}"\ntoken = "e2e-token"',
+                server=f'shared_state = "{redis.url}"',
             )
-            text = config.read_text()
-            config.write_text(
-                text.replace("[server]\n", f'[server]\nshared_state = "{redis.url}"\n', 1)
-            )
-            n.switch = Switch(config, n.workdir / "cdr.sqlite", n.port, n.workdir / "switch.log")
-            n.switch.start()
         try:
             for n in (net, second):
                 wrong = ["-au", "alice", "-ap", "wrong", "-auth_uri", f"{NUMBER}@{LOCAL}:{n.port}"]

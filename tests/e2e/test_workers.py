@@ -25,7 +25,7 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
-from callflow_harness import LOCAL, Sipp, Switch
+from callflow_harness import LOCAL, Sipp
 from callflow_net import NUMBER, Account, Carrier, Net, ok
 from test_billing import assert_chain, deck, ledger_rows, nanos, top_up
 from test_management import start
@@ -833,15 +833,13 @@ def test_with_redis_as_well_the_credit_is_held_in_redis(net: Net) -> None:
     gw = Carrier("gw1")
     prepaid = Account(extra=('billing = "prepaid"',))
     with running_redis() as redis:
-        config = net.write_config([gw], [prepaid], billing="sync_interval = 30", workers=2)
-        text = config.read_text()
-        config.write_text(
-            text.replace("[server]\n", f'[server]\nshared_state = "{redis.url}"\n', 1)
+        switch = net.start_switch(
+            [gw],
+            [prepaid],
+            billing="sync_interval = 30",
+            workers=2,
+            server=f'shared_state = "{redis.url}"',
         )
-        net.switch = Switch(
-            config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log"
-        )
-        net.switch.start()
         carrier = net.carrier(gw, "uas_answer", calls=placed, timeout=60)
         scenario = net.workdir / "uac_answered_or_refused.xml"
         scenario.write_text(ANSWERED_OR_REFUSED.replace('"503"', '"402"'))
@@ -872,7 +870,7 @@ def test_with_redis_as_well_the_credit_is_held_in_redis(net: Net) -> None:
             return asyncio.run(ask())
 
         wait_for(lambda: credit_held() == 0, "every hold given back in Redis", net)
-        net.switch.stop()
+        switch.stop()
         carrier.stop()
 
 
@@ -894,12 +892,9 @@ def test_cancelled_calls_with_the_call_id_past_the_window_stay_whole(net: Net, s
 
     calls = 12
     gw = Carrier("gw1")
-    config = net.write_config([gw], [Account()], workers=2)
-    if not steer:
-        text = config.read_text().replace("[server]\n", "[server]\nsteer_by_call_id = false\n", 1)
-        config.write_text(text)
-    net.switch = Switch(config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log")
-    net.switch.start()
+    net.start_switch(
+        [gw], [Account()], workers=2, server="" if steer else "steer_by_call_id = false"
+    )
     carrier = net.carrier(gw, "uas_ring_cancel", calls=calls)
     via = "      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
     scenario = (Path(__file__).parent / "scenarios" / "callflow" / "uac_cancel.xml").read_text()
@@ -1000,3 +995,54 @@ def test_a_captured_invite_replayed_to_another_worker_gets_stale_not_a_call(net:
     ok(net, carrier)  # its one call, the first
     time.sleep(0.5)  # the CDR writers' commits (a replayed call would have one too)
     assert [r["call_id"] for r in net.cdrs(1)] == ["replay-0"]
+
+
+def test_a_restarted_worker_draws_a_new_nonce_secret(net: Net) -> None:
+    """A worker killed and restarted by the supervisor draws its own secret again, never
+    the dead one's: a nonce of the dead worker answered with the right password at its
+    replacement is ``stale=true`` and no call (the replacement's nonce counts start empty,
+    so with the old secret a captured, never used challenge would be a fresh call there);
+    the client's retry with the replacement's own nonce is then a call."""
+    gw = Carrier("gw1")
+    customer = Account(ips=(), username="alice", password="secret")
+    base, own_ports = _own_ports(2)
+    net.start_switch([gw], [customer], workers=2, server=own_ports)
+    carrier = net.carrier(gw, "uas_reject", fill={"STATUS": "486 Busy Here"}, calls=1)
+    uri = f"sip:{NUMBER}@{LOCAL}:{net.port}"
+    worker1 = (LOCAL, base + 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOCAL, 0))
+        sock.settimeout(10)
+        source = sock.getsockname()[1]
+        challenge = _final(sock, _invite_with(net.port, "restart-0", source, 1), worker1)
+        assert challenge.status == 407, challenge
+        header = challenge.headers.get("Proxy-Authenticate")
+        assert header is not None
+        auth = build_authorization(
+            header, method="INVITE", uri=uri, username="alice", password="secret"
+        )
+        pids = worker_pids(net)
+        os.kill(pids[1], signal.SIGKILL)
+        wait_for(
+            lambda: worker_pids(net).get(1, pids[1]) != pids[1],
+            "the killed worker restarted",
+            net,
+        )
+        # Worker 1's own port is a socket the supervisor keeps and the replacement inherits:
+        # sent now, the request waits there until the replacement reads it.
+        stale = _final(sock, _invite_with(net.port, "restart-0", source, 2, auth), worker1)
+        assert stale.status == 407, stale
+        fresh = stale.headers.get("Proxy-Authenticate")
+        assert fresh is not None
+        assert "stale=true" in fresh, fresh
+        auth = build_authorization(
+            fresh, method="INVITE", uri=uri, username="alice", password="secret"
+        )
+        answered = _final(sock, _invite_with(net.port, "restart-0", source, 3, auth), worker1)
+        assert answered.status == 486, answered  # authorised, routed, refused by the carrier
+    ok(net, carrier)  # its one call, the retry's
+    time.sleep(0.5)  # the CDR writers' commits (a call on the old nonce would have one too)
+    (cdr,) = net.cdrs(1)
+    assert cdr["call_id"] == "restart-0"
+    assert [a["gateway_id"] for a in cdr["attempts"]] == ["gw1"], cdr
+    assert workers_of_calls(net)["restart-0"] == {1}, net.explain()
