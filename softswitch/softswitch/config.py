@@ -1214,6 +1214,12 @@ class ServerConfig(_Section):
     #: process with the same one is refused at start). Unset: ``<hostname>:<first listen
     #: port>``; each worker of ``--workers N`` adds ``/<index>``.
     node_id: Annotated[str | None, _NodeId()] = None
+    #: SIP proxies in front of the switch (a balancer such as Kamailio's dispatcher) that
+    #: forward customers' requests from their own address: addresses or CIDRs, as an
+    #: account's ``ips``. A request from one is taken as coming from the client the proxy
+    #: names in ``X-AUTH-IP``/``X-AUTH-PORT`` (``security.proxies``): accounts' ``ips``,
+    #: blocks, pike and the CDR's source see the client, not the proxy. Empty: none.
+    trusted_proxies: Annotated[tuple[IpRule, ...], _Ips()] = ()
 
     @classmethod
     def _prepare(

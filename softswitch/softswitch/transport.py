@@ -110,6 +110,18 @@ class Flow:
     transport: Transport
     local: Address
     remote: Address
+    #: The client a trusted proxy forwarded the request for (``[server] trusted_proxies``,
+    #: named by the proxy in ``X-AUTH-IP``, see ``security.proxies``); None when the
+    #: remote is the client.
+    #: Answers still go to ``remote``: only who is asking changes, not where.
+    client: Address | None = None
+
+    @property
+    def origin(self) -> Address:
+        """Who sent the request: whose ``ips``, blocks and pike count apply, and the CDR's
+        source. The remote, unless a trusted proxy forwarded it."""
+        client = self.client
+        return self.remote if client is None else client
 
 
 Message = Request | Response

@@ -71,7 +71,7 @@ def call_view(call: Call, now: float) -> dict[str, Any]:
     """One live call as JSON. ``now``: wall-clock seconds (the call's times are)."""
     branch = call.branch
     gateway = call.answered_gateway or (branch.target.gateway_id if branch is not None else None)
-    ip, port = call.caller_flow.remote[:2]
+    ip, port = call.caller_flow.origin[:2]
     return {
         "id": call.call_id,
         "account": call.admission.account_id,

@@ -338,7 +338,7 @@ def _detail(trace: str, end_detail: str | None) -> str:
 
 
 def _source(flow: Flow) -> str:
-    host, port = flow.remote
+    host, port = flow.origin
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

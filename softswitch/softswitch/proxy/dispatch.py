@@ -71,6 +71,7 @@ class Dispatch(Hunting, InDialogRelay, ExpressLane):
         if isinstance(message, Response):
             self._stray_response(message)
             return
+        flow = self.policy.origin(message, flow)
         method = message.method
         if method == "ACK":
             call, from_caller = self._find_dialog(message)

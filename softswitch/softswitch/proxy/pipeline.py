@@ -67,6 +67,7 @@ from softswitch.media.offer import offer_allowed, offered_codecs
 from softswitch.media.policy import MediaPolicy, media_policy
 from softswitch.registrar import Registrations, screen_register
 from softswitch.security import Screen, SourceGuard, gateway_addresses
+from softswitch.security.proxies import UNIDENTIFIED, TrustedProxies
 from softswitch.sip import Request, escape
 from softswitch.sip.digest import DigestAuthenticator
 from softswitch.stats import Statistics
@@ -169,6 +170,8 @@ class Pipeline:
         #: Customers' malformed INVITEs already recorded: a retransmission is no new attempt.
         self._recorded_malformed = Retransmissions()
         self.guard = guard or SourceGuard(snapshot.config.security, blocks=live.blocks)
+        #: ``[server] trusted_proxies`` of the snapshot in use (``origin``); None: none.
+        self.proxies: TrustedProxies | None = None
         self.snapshot = snapshot
         self.use(snapshot)
 
@@ -176,7 +179,15 @@ class Pipeline:
         """Take a new snapshot (start, reload): new calls follow it, calls in progress keep
         theirs, and the guard learns the new known sources and ``[security]``."""
         gateways = gateway_addresses([g.host for g in snapshot.config.gateways])
-        self.guard.configure(snapshot.config.security, _customer_rule(snapshot), gateways)
+        rules = snapshot.config.server.trusted_proxies
+        proxies = TrustedProxies(rules) if rules else None
+        self.guard.configure(
+            snapshot.config.security,
+            _customer_rule(snapshot),
+            gateways,
+            None if proxies is None else proxies.trusts,
+        )
+        self.proxies = proxies
         if self.meter is not None:
             self.meter.configure(snapshot.config)
         self._registering = any(a.register for a in snapshot.config.accounts)
@@ -198,15 +209,44 @@ class Pipeline:
 
     # -- before any state: strangers are answered statelessly --------------------------------
 
+    def origin(self, request: Request, flow: Flow) -> Flow:
+        """``flow`` with the client behind a trusted proxy filled in (``Flow.client``).
+
+        The proxy is a known source, so what it forwards passed the per-packet checks
+        unseen; its client is counted by pike here instead (``SourceGuard.forwarded``), and
+        ``screen`` answers it as it would the client."""
+        proxies = self.proxies
+        if proxies is None:
+            return flow
+        proxied = proxies.flow_of(request, flow)
+        client = proxied.client
+        if client is not None and client != UNIDENTIFIED:
+            self.guard.forwarded(client)
+        return proxied
+
     def screen(self, request: Request, flow: Flow) -> Screen | None:
-        """``SourceGuard.screen`` with this snapshot's realm and digest challenge."""
+        """``SourceGuard.screen`` with this snapshot's realm and digest challenge, by who
+        sent the request (``Flow.origin``); for a client behind a trusted proxy, a drop is
+        answered 403 instead."""
+        if flow.client == UNIDENTIFIED:
+            # The proxy named its client twice or wrongly: nobody's request for sure.
+            self.guard.refusals.note(flow.remote[0], "proxy_client_unknown", time.monotonic())
+            return Screen(403, "proxy_client_unknown")
+        screen = self._screen(request, flow)
+        if screen is not None and screen.status is None and flow.client is not None:
+            # Never silence a trusted proxy: its transaction would time out, and a
+            # balancer takes a node that does not answer for a dead one.
+            return Screen(403, screen.why)
+        return screen
+
+    def _screen(self, request: Request, flow: Flow) -> Screen | None:
         snapshot = self.snapshot
         realm = snapshot.config.server.realm
 
         if request.method == "REGISTER" and self._registering:
             return screen_register(
                 request,
-                flow.remote,
+                flow.origin,
                 self.guard,
                 realm=realm,
                 challenge=lambda: self.nonces.challenges(time.time()),
@@ -217,7 +257,7 @@ class Pipeline:
 
         return self.guard.screen(
             request,
-            flow.remote,
+            flow.origin,
             has_credentials=lambda r: has_credentials(r, realm),
             challenge=challenge if snapshot.digest_only else None,
         )
@@ -236,7 +276,7 @@ class Pipeline:
         who = authorise(
             snapshot,
             request,
-            flow.remote,
+            flow.origin,
             self.live,
             now,
             self.nonces,
@@ -250,7 +290,7 @@ class Pipeline:
             return reply(who)
         account = who.account
         if who.method == "digest":
-            self.guard.trust(flow.remote[0])
+            self.guard.trust(flow.origin[0])
 
         # normalise
         number = normalise(account, who.number)
@@ -664,7 +704,7 @@ class Pipeline:
     ) -> None:
         """A CDR when the source is a customer's address or the refusal names an account;
         a stranger's refusal (a failed digest guess, say) is only counted, never a row."""
-        ip, port = flow.remote
+        ip, port = flow.origin
         if refused.account_id is None and not self.guard.is_account_address(ip, port):
             reason = refused.end_reason or EndReason.INTERNAL_ERROR
             self.guard.refusals.note(ip, reason, time.monotonic())

@@ -56,7 +56,9 @@ class Reply:
 class CallPolicy(Protocol):
     """What the engine asks the pipeline; ``proxy.pipeline.Pipeline`` implements it.
 
-    ``screen`` a request from outside any call, before the switch keeps state for it;
+    ``origin`` names the client behind a trusted proxy, before
+    anything else asks who sent it; ``screen`` a request from outside any call, before the
+    switch keeps state for it;
     ``admit`` a new INVITE (the authorise, normalise and limits stages); ``next_target`` for
     each branch (route and select); ``release_target`` when a branch ends; ``exhausted`` when
     no gateway is left; ``answered`` when a gateway's 2xx connects the call (its durable
@@ -64,6 +66,8 @@ class CallPolicy(Protocol):
     ends and ``account_refusal`` when one never started (the account stage). ``malformed``
     gets what the transport refused before any of that (True when it wrote a CDR).
     """
+
+    def origin(self, request: Request, flow: Flow) -> Flow: ...
 
     def screen(self, request: Request, flow: Flow) -> Screen | None: ...
 

@@ -164,7 +164,9 @@ class Registrar:
         """The final response to a REGISTER (``now``: wall-clock seconds)."""
         snapshot = self._snapshot()
         realm = snapshot.config.server.realm
-        ip, port = flow.remote
+        # Who registers (the client behind a trusted proxy): its ips, failures and blocks.
+        # Where it is reached stays the remote the REGISTER came from (the binding's source).
+        ip, port = flow.origin
         ip = ip.strip("[]")
         defaults = snapshot.config.defaults
         mono = time.monotonic()
@@ -249,7 +251,7 @@ class Registrar:
                 request,
                 expected.id,
                 self.bindings.of(expected.id),
-                Source(transport, ip, port),
+                Source(transport, flow.remote[0].strip("[]"), flow.remote[1]),
                 now,
                 limits,
                 user_agent=storable((request.headers.get("User-Agent") or "")[:200]),

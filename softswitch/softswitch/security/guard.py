@@ -93,8 +93,13 @@ class SourceGuard:
         security: SecurityConfig,
         customer: Callable[[str, int], bool],
         gateways: frozenset[str],
+        proxies: Callable[[str, int], bool] | None = None,
     ) -> None:
         """Take a new ``[security]`` and known sources (start and each reload).
+
+        ``proxies`` tells a trusted proxy's address (``[server] trusted_proxies``): known,
+        so never counted or blocked itself; the engine screens the clients behind it
+        (``packet`` and ``screen`` with the client's address).
 
         Counters, blocks and trusted addresses carry over; a changed pike rate applies from
         the next window.
@@ -109,6 +114,7 @@ class SourceGuard:
         # removes or disables an account (or changes its password) must not keep them.
         self._trusted = {}
         self._gateways = gateways
+        self._proxies = proxies
         self._customer_cache: dict[tuple[str, int], bool] = {}
 
     def share_pike(self, processes: int) -> None:
@@ -147,8 +153,11 @@ class SourceGuard:
         return bool(self._trusted) and self._trusted.get(ip, float("-inf")) > now
 
     def is_known(self, ip: str, port: int, now: float) -> bool:
-        """A customer's address or a gateway's."""
-        return ip in self._gateways or self.is_customer(ip, port, now)
+        """A customer's address, a gateway's or a trusted proxy's."""
+        if ip in self._gateways or self.is_customer(ip, port, now):
+            return True
+        proxies = self._proxies
+        return proxies is not None and proxies(ip, port)
 
     def trust(self, ip: str) -> None:
         """``ip`` passed digest authentication: a customer's for ``TRUST_TIME``."""
@@ -175,6 +184,21 @@ class SourceGuard:
             self.block(ip, "pike", now)
             return self.security.blocked_source != "drop"
         return True
+
+    def forwarded(self, source: tuple[str, int]) -> None:
+        """Pike for the client behind a trusted proxy (``Flow.client``): the proxy's packets
+        are known and pass ``packet`` uncounted, so each request it forwards counts here
+        for the client it names. A client blocked already is left to ``screen``."""
+        if self.pike.rate <= 0:
+            return
+        ip, port = source
+        now = self.clock()
+        if self.is_known(ip, port, now):
+            return
+        if len(self.blocks) and self.blocks.is_blocked(ip, now):
+            return
+        if self.pike.hit(ip, now):
+            self.block(ip, "pike", now)
 
     def block(self, ip: str, why: str, now: float | None = None) -> None:
         """Block ``ip`` for ``[security] block_time`` seconds (logged once per block)."""
@@ -212,7 +236,8 @@ class SourceGuard:
         ip, port = source
         now = self.clock()
         customer = self.is_customer(ip, port, now)
-        known = customer or ip in self._gateways
+        proxies = self._proxies
+        known = customer or ip in self._gateways or (proxies is not None and proxies(ip, port))
         if not known and len(self.blocks) and self.blocks.is_blocked(ip, now):
             return self._refused(
                 ip,

@@ -75,6 +75,9 @@ class Policy:
     calls: list[Call] = field(default_factory=list)
     refused_malformed: list[Malformed] = field(default_factory=list)
 
+    def origin(self, request: Request, flow: Flow) -> Flow:
+        return flow
+
     def screen(self, request: Request, flow: Flow) -> Screen | None:
         return None
 

@@ -543,3 +543,56 @@ def test_a_disabled_account_neither_registers_nor_takes_calls(tmp_path: Path) ->
         assert target.gateway_id == "carrier"  # to_pbx skipped: nobody to ring
     finally:
         w.writer.close()
+
+
+BALANCER = ("198.51.100.10", 5060)
+
+
+def test_through_a_trusted_balancer_the_client_registers_and_is_judged(tmp_path: Path) -> None:
+    """``[server] trusted_proxies``: the account's ``ips`` and the failures count the client
+    the balancer names (``X-AUTH-IP``); the contact is reached through the balancer, where
+    the REGISTER came from."""
+    config = CONFIG.replace(
+        'realm = "test"', 'realm = "test"\ntrusted_proxies = ["198.51.100.10"]'
+    ).replace(
+        'password = "secret"\nregister = true',
+        'password = "secret"\nregister = true\nips = ["203.0.113.0/24"]',
+    )
+    world = World(tmp_path, config)
+
+    def through_balancer(client: str, password: str, cseq: int) -> Response:
+        def forwarded(request: Request) -> Response:
+            request.headers.prepend("Via", "SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKlb")
+            request.headers.add("X-AUTH-IP", client)
+            flow = world.pipeline.origin(
+                request, Flow(Transport.UDP, ("127.0.0.1", 5060), BALANCER)
+            )
+            assert flow.remote == BALANCER
+            return world.registrar.register(request, flow, time.time())
+
+        contact = "<sip:pbx@10.1.1.5:5060>"
+        challenge = forwarded(register(contact, via_host=f"{client}:5060", cseq=cseq))
+        assert challenge.status == 401
+        value = challenge.headers.get("WWW-Authenticate")
+        assert value is not None
+        auth = build_authorization(
+            value, method="REGISTER", uri="sip:127.0.0.1:5060", username="pbx", password=password
+        )
+        return forwarded(
+            register(contact, via_host=f"{client}:5060", cseq=cseq + 1, authorization=auth)
+        )
+
+    try:
+        assert through_balancer("203.0.113.7", "secret", 1).status == 200
+        (bound,) = world.bindings.of("pbx").values()
+        assert (bound.source_ip, bound.source_port) == BALANCER
+        # a client outside the account's ips: refused with the right password, counted
+        # against the client; the balancer, carrying everyone's REGISTERs, is never blocked
+        for cseq in (3, 5, 7):
+            assert through_balancer("198.18.0.1", "secret", cseq).status == 403
+        mono = time.monotonic()
+        assert world.live.is_blocked("198.18.0.1", mono)
+        assert not world.live.is_blocked(BALANCER[0], mono)
+        assert through_balancer("203.0.113.7", "secret", 9).status == 200
+    finally:
+        world.writer.close()

@@ -1,0 +1,52 @@
+"""Calls through a SIP balancer the switch trusts (``[server] trusted_proxies``), on the wire.
+
+SIPp plays the balancer: it sends from 127.0.0.1 with its own Via on top, the Via of the
+customer it forwards for below it, and the customer's address in ``X-AUTH-IP`` and
+``X-AUTH-PORT``. The customer's account lists the customer's address, not the balancer's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from callflow_harness import LOCAL
+from callflow_net import Account, Carrier, Net, ok
+
+pytestmark = pytest.mark.e2e
+
+#: The Via line of the scenarios' requests; the client's Via goes right below it.
+SIPP_VIA = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]"
+CLIENT = "127.0.0.7"
+
+
+def forwarded_for(client: str) -> dict[str, str]:
+    """The scenario's requests as a balancer forwards them for ``client`` (at 5062): the
+    client's Via below the balancer's, and the client's address in ``X-AUTH-IP``."""
+    below = "Via: SIP/2.0/UDP 192.0.2.7:5062;branch=z9hG4bKcl[call_number]"
+    fields = f"X-AUTH-IP: {client}\n      X-AUTH-PORT: 5062"
+    return {SIPP_VIA: f"{SIPP_VIA}\n      {below}\n      {fields}"}
+
+
+def test_a_call_through_a_trusted_balancer_is_the_clients(net: Net) -> None:
+    gw = Carrier("gw1")
+    net.start_switch(
+        [gw], [Account(id="behind", ips=(CLIENT,))], server=f'trusted_proxies = ["{LOCAL}"]'
+    )
+    carrier = net.carrier(gw, "uas_answer")
+    balancer = net.customer("uac_call", fill=forwarded_for(CLIENT))
+    ok(net, balancer, carrier)
+    (cdr,) = net.cdrs()
+    assert cdr["status"] == 200
+    assert cdr["account_id"] == "behind"
+    assert cdr["source"] == f"{CLIENT}:5062"  # the client, not the balancer's 127.0.0.1
+    assert cdr["end_reason"] == "normal_clearing"
+
+
+def test_the_same_vias_from_a_source_not_trusted_prove_nothing(net: Net) -> None:
+    gw = Carrier("gw1")
+    net.start_switch([gw], [Account(id="behind", ips=(CLIENT,))])
+    balancer = net.customer(
+        "uac_refused", fill={**forwarded_for(CLIENT), "EXPECTED": "403"}, label="forger"
+    )
+    ok(net, balancer)
+    assert net.switch is not None
+    assert net.switch.cdrs(0, 0.5) == []

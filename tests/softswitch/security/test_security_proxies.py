@@ -1,0 +1,266 @@
+"""``[server] trusted_proxies``: a balancer's requests are judged by the client behind it.
+
+The client is the one the proxy names in ``X-AUTH-IP``/``X-AUTH-PORT``, read only when the
+source is a proxy the configuration trusts: anyone can write a header field, so from any
+other source it is never read. Then accounts' ``ips``, digest failures, blocks and pike see
+the client, and the balancer itself is never counted or blocked for its customers' sake.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from softswitch.call.live import LiveState
+from softswitch.call.snapshot import build_snapshot
+from softswitch.cdr import CdrRecord
+from softswitch.config import IpRule, load_config
+from softswitch.proxy.engine import Reply
+from softswitch.proxy.pipeline import Pipeline
+from softswitch.security.proxies import UNIDENTIFIED, TrustedProxies, client_address
+from softswitch.sip import Request, parse_message
+from softswitch.sip.digest import DigestAuthenticator
+from softswitch.sip.uri import parse_uri
+from softswitch.transport import Flow, Transport
+
+BALANCER = ("198.51.100.10", 5060)
+LOCAL = ("127.0.0.1", 5060)
+
+CONFIG = """
+[server]
+listen = ["udp:127.0.0.1:5060"]
+database = "cdr.sqlite"
+realm = "test"
+trusted_proxies = ["198.51.100.10", "198.51.100.32/28"]
+
+[security]
+pike_rate = 5
+pike_window = 60
+block_time = 300
+
+[defaults]
+auth_fail_limit = 2
+auth_fail_window = 60
+auth_block_time = 300
+
+[[rate_decks]]
+id = "sell"
+file = "sell.csv"
+
+[[accounts]]
+id = "behind"
+ips = ["203.0.113.7"]
+rate_deck = "sell"
+routing_plan = "main"
+
+[[accounts]]
+id = "digest"
+username = "pbx"
+password = "secret"
+rate_deck = "sell"
+routing_plan = "main"
+
+[[gateways]]
+id = "carrier"
+address = "192.0.2.1:5060"
+
+[[routes]]
+plan = "main"
+prefix = "44"
+gateways = ["carrier"]
+"""
+
+
+def rules(*texts: str) -> TrustedProxies:
+    """``[server] trusted_proxies`` as written in the file (``address[/bits][:port]``)."""
+    out = []
+    for text in texts:
+        address, _, port = text.partition(":")
+        out.append(IpRule(network=ipaddress.ip_network(address), port=int(port) if port else None))
+    return TrustedProxies(out)
+
+
+def invite(*extra: str, call_id: str = "c1", auth: str = "") -> Request:
+    """An INVITE as a balancer forwards it: its Via on top, the client's below, and the
+    header lines in ``extra`` (the proxy's ``X-AUTH-IP``, say)."""
+    lines = [
+        "INVITE sip:441234567@127.0.0.1 SIP/2.0",
+        "Via: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKlb1",
+        "Via: SIP/2.0/UDP 10.1.1.5:5060;received=203.0.113.250;branch=z9hG4bKc",
+        *extra,
+        "Max-Forwards: 69",
+        "From: <sip:1000@example.net>;tag=f",
+        "To: <sip:441234567@127.0.0.1>",
+        f"Call-ID: {call_id}",
+        "CSeq: 1 INVITE",
+        "Contact: <sip:1000@203.0.113.7>",
+        *([f"Proxy-Authorization: {auth}"] if auth else []),
+        "Content-Length: 0",
+    ]
+    message = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def through_balancer(client: str, port: int | None = None, **kw: str) -> Request:
+    """An INVITE the balancer forwards for ``client`` (at ``port``, when it says)."""
+    extra = [f"X-AUTH-IP: {client}", *([f"X-AUTH-PORT: {port}"] if port else [])]
+    return invite(*extra, **kw)
+
+
+# -- reading the client the proxy names ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "client"),
+    [
+        (["X-AUTH-IP: 203.0.113.7", "X-AUTH-PORT: 40000"], ("203.0.113.7", 40000)),
+        (["x-auth-ip:203.0.113.7"], ("203.0.113.7", 0)),  # no port: 0, matches no port rule
+        (["X-AUTH-IP: [2001:db8::7]", "X-AUTH-PORT: 5070"], ("2001:db8::7", 5070)),
+        (["X-AUTH-IP: 2001:DB8::7"], ("2001:db8::7", 0)),
+        ([], None),  # the proxy's own request
+        # named wrongly or twice (a proxy that appended its own and kept the client's)
+        (["X-AUTH-IP: 203.0.113.66", "X-AUTH-IP: 203.0.113.7"], UNIDENTIFIED),
+        (["X-AUTH-IP: 203.0.113.66, 203.0.113.7"], UNIDENTIFIED),
+        (["X-AUTH-IP: pbx.example.net"], UNIDENTIFIED),
+        (["X-AUTH-IP: 203.0.113.7", "X-AUTH-PORT: 0"], UNIDENTIFIED),
+        (["X-AUTH-IP: 203.0.113.7", "X-AUTH-PORT: 5060", "X-AUTH-PORT: 5061"], UNIDENTIFIED),
+        (["X-AUTH-PORT: 5060"], None),
+    ],
+)
+def test_the_client_a_proxy_names(fields: list[str], client: tuple[str, int] | None) -> None:
+    assert client_address(invite(*fields)) == client
+
+
+def test_only_a_trusted_source_is_believed() -> None:
+    proxies = rules("198.51.100.10")
+    request = through_balancer("203.0.113.7", 5060)
+    assert proxies.client_of(request, BALANCER) == ("203.0.113.7", 5060)
+    # the same bytes from anyone else: the fields are theirs to forge
+    assert proxies.client_of(request, ("198.51.100.11", 5060)) is None
+    assert rules().client_of(request, BALANCER) is None
+    assert not rules()
+
+
+def test_a_port_in_the_rule_trusts_that_port_only() -> None:
+    proxies = rules("198.51.100.10:5080")
+    request = through_balancer("203.0.113.7", 5060)
+    assert proxies.client_of(request, ("198.51.100.10", 5080)) == ("203.0.113.7", 5060)
+    assert proxies.client_of(request, BALANCER) is None
+
+
+def test_the_vias_are_never_read_for_the_client() -> None:
+    """The client's Via says 203.0.113.250 in a received the client may have written
+    itself (a proxy adds one only when the sent-by is not the source)."""
+    proxies = rules("198.51.100.10")
+    assert proxies.client_of(invite(), BALANCER) is None
+    flow = proxies.flow_of(through_balancer("203.0.113.7"), Flow(Transport.UDP, LOCAL, BALANCER))
+    assert flow.remote == BALANCER
+    assert flow.origin == ("203.0.113.7", 0)
+
+
+# -- the pipeline: who the call is, who is counted -------------------------------------------
+
+
+class Sink:
+    """The CDR store: what it is given is kept in ``records``."""
+
+    def __init__(self) -> None:
+        self.records: list[CdrRecord] = []
+
+    def write(self, record: CdrRecord) -> Future[None]:
+        self.records.append(record)
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def enqueue(self, record: CdrRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Pipeline:
+    (tmp_path / "sell.csv").write_text("prefix,rate\n44,0.10\n")
+    (tmp_path / "switch.toml").write_text(CONFIG)
+    snapshot = build_snapshot(load_config(tmp_path / "switch.toml"))
+    nonces = DigestAuthenticator(realm="test", secret=b"0123456789abcdef0123")
+    return Pipeline(snapshot, LiveState(), nonces, Sink())
+
+
+def status(pipeline: Pipeline, request: Request, remote: tuple[str, int]) -> int | str | None:
+    """What the request gets: the screen's status ("dropped" when silent), the admission's
+    refusal status, or None when the call is admitted (then released)."""
+    flow = pipeline.origin(request, Flow(Transport.UDP, LOCAL, remote))
+    screen = pipeline.screen(request, flow)
+    if screen is not None:
+        return screen.status if screen.status is not None else "dropped"
+    answer = pipeline.admit(request, flow, time.time())
+    if isinstance(answer, Reply):
+        return answer.status
+    pipeline.live.account_release(answer.account_id)
+    return None
+
+
+def test_a_customer_behind_the_balancer_is_authorised_by_its_own_address(
+    pipeline: Pipeline,
+) -> None:
+    assert status(pipeline, through_balancer("203.0.113.7", 40000), BALANCER) is None
+    # a stranger behind the same balancer is a stranger (challenged: digest accounts
+    # exist), not the balancer's customer
+    assert status(pipeline, through_balancer("203.0.113.99"), BALANCER) == 407
+    # the customer's address forged from a source nobody trusts proves nothing
+    assert status(pipeline, through_balancer("203.0.113.7"), ("198.51.100.11", 5060)) == 407
+    # a proxy that names two clients, or none it can, names nobody: refused outright
+    two = invite("X-AUTH-IP: 203.0.113.66", "X-AUTH-IP: 203.0.113.7")
+    assert status(pipeline, two, BALANCER) == 403
+
+
+def test_pike_blocks_a_stranger_behind_the_balancer_not_the_balancer(pipeline: Pipeline) -> None:
+    scanner = "203.0.113.66"
+    customer = "203.0.113.7"
+    answers = [
+        status(pipeline, through_balancer(scanner, call_id=f"s{i}"), BALANCER) for i in range(8)
+    ]
+    assert answers[:5] == [407] * 5  # challenged, counted: pike_rate = 5
+    # blocked; answered, not dropped (blocked_source = "drop"): the balancer waits for an
+    # answer, and a node that gives none looks dead to it
+    assert answers[5:] == [403] * 3
+    guard = pipeline.guard
+    now = guard.clock()
+    assert guard.blocks.is_blocked("203.0.113.66", now)
+    assert not guard.blocks.is_blocked(BALANCER[0], now)
+    assert guard.packet(BALANCER)  # the balancer's own packets still parsed
+    assert status(pipeline, through_balancer(customer, call_id="c9"), BALANCER) is None
+
+
+def test_wrong_passwords_behind_the_balancer_block_the_client_only(pipeline: Pipeline) -> None:
+    bad = (
+        'Digest username="pbx", realm="test", nonce="x", uri="sip:441234567@127.0.0.1",'
+        ' response="00000000000000000000000000000000"'
+    )
+    guesser = "203.0.113.50"
+    customer = "203.0.113.7"
+    for i in range(4):
+        status(pipeline, through_balancer(guesser, call_id=f"g{i}", auth=bad), BALANCER)
+    mono = time.monotonic()
+    assert pipeline.live.is_blocked("203.0.113.50", mono)
+    assert not pipeline.live.is_blocked(BALANCER[0], mono)
+    assert status(pipeline, through_balancer(customer, call_id="c2"), BALANCER) is None
+
+
+def test_a_refused_calls_cdr_names_the_client_behind_the_balancer(pipeline: Pipeline) -> None:
+    request = through_balancer("203.0.113.7", 40000)
+    request.uri = parse_uri("sip:3312345678@127.0.0.1")  # no route for 33
+    flow = pipeline.origin(request, Flow(Transport.UDP, LOCAL, BALANCER))
+    assert flow.remote == BALANCER
+    answer = pipeline.admit(request, flow, time.time())
+    assert isinstance(answer, Reply)
+    assert answer.account_id == "behind"
+    pipeline.account_refusal(request, flow, answer, time.time())
+    sink = pipeline.cdrs
+    assert isinstance(sink, Sink)
+    assert [r.source for r in sink.records] == ["203.0.113.7:40000"]
