@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need (SIPp from Debian's
 # sip-tester, Debian's chromium and chromium-driver for the dashboard's browser tests,
-# rtpengine from Debian's rtpengine-daemon as the media relay, the
+# rtpengine from Debian's rtpengine-daemon as the media relay, Kamailio as the SIP balancer
+# in front of two nodes, the
 # Python test tools, both packages in development mode), then lints and runs
 # cargo tests and pytest (property, conformance and end-to-end tests included).
 set -euo pipefail
@@ -21,8 +22,10 @@ command -v rtpengine >/dev/null 2>&1 || MISSING_BARE+=(rtpengine-daemon)
 command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
   || MISSING_BARE+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || MISSING_BARE+=(redis-server)
+# Kamailio lives in /usr/sbin, off a user's PATH.
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || MISSING_BARE+=(kamailio)
 if [ $((${#MISSING[@]} + ${#MISSING_BARE[@]})) -gt 0 ]; then
-  step "installing Debian packages: ${MISSING[*]} ${MISSING_BARE[*]} (SIPp; Chromium and its WebDriver; rtpengine; PostgreSQL; Redis)"
+  step "installing Debian packages: ${MISSING[*]} ${MISSING_BARE[*]} (SIPp; Chromium and its WebDriver; rtpengine; PostgreSQL; Redis; Kamailio)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -11,6 +11,8 @@ import pytest
 from callflow_harness import LOCAL
 from callflow_net import Account, Carrier, Net, ok
 
+from kamailio_tool import running_balancer
+
 pytestmark = pytest.mark.e2e
 
 #: The Via line of the scenarios' requests; the client's Via goes right below it.
@@ -50,3 +52,33 @@ def test_the_same_vias_from_a_source_not_trusted_prove_nothing(net: Net) -> None
     ok(net, balancer)
     assert net.switch is not None
     assert net.switch.cdrs(0, 0.5) == []
+
+
+def test_two_nodes_behind_kamailio_judge_each_customer_by_its_own_address(
+    net: Net, second: Net
+) -> None:
+    """A real balancer: Kamailio's dispatcher spreads calls over two nodes with the script
+    docs/deployment.md gives (remove the client's X-AUTH-IP, append its own). The customer
+    calls from 127.0.0.7, the only address its account lists; a stranger at 127.0.0.9 is
+    refused, also when it writes the customer's address into X-AUTH-IP itself, and so is
+    that forgery sent to a node directly."""
+    gw = Carrier("gw1")
+    calls = 4
+    with running_balancer([f"{LOCAL}:{net.port}", f"{LOCAL}:{second.port}"]) as balancer:
+        trust = f'trusted_proxies = ["{balancer.address}"]'
+        for node in (net, second):
+            node.start_switch([gw], [Account(id="behind", ips=(CLIENT,))], server=trust)
+        carrier = net.carrier(gw, "uas_answer", calls=calls)
+        customer = net.customer("uac_call", calls=calls, port=balancer.port, args=["-i", CLIENT])
+        ok(net, customer, carrier)
+        forged = {"EXPECTED": "403", SIPP_VIA: f"{SIPP_VIA}\n      X-AUTH-IP: {CLIENT}"}
+        for label, port in (("stranger", balancer.port), ("forger", net.port)):
+            refused = second.customer(
+                "uac_refused", fill=forged, port=port, args=["-i", "127.0.0.9"], label=label
+            )
+            ok(second, refused)
+        rows = net.cdrs(2) + second.cdrs(2)  # round robin: every other call to each node
+    assert {r["account_id"] for r in rows} == {"behind"}
+    assert {r["status"] for r in rows} == {200}
+    customer_port = customer.port
+    assert {r["source"] for r in rows} == {f"{CLIENT}:{customer_port}"}, balancer.log()
