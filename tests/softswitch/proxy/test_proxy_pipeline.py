@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from kept_cdrs import Sink
 from softswitch.call.live import LiveState
 from softswitch.call.refusal import END_REASONS, EndReason, refuse
 from softswitch.call.snapshot import Snapshot, build_snapshot
@@ -76,20 +76,6 @@ prefix = "44"
 gateways = ["a", "b"]
 strategy = "lcr"
 """
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[CdrRecord] = []
-
-    def write(self, record: CdrRecord) -> Future[None]:
-        self.records.append(record)
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-
-    def enqueue(self, record: CdrRecord) -> None:
-        self.records.append(record)
 
 
 def make_snapshot(tmp_path: Path, config: str = CONFIG) -> Snapshot:

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 from registrar_support import CONFIG, binding, make_snapshot, register
 
+from kept_cdrs import Sink
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import Snapshot
-from softswitch.cdr import CdrRecord
 from softswitch.config import ConfigError, load_config
 from softswitch.proxy.calls import Admission, Attempt, Call, Target
 from softswitch.proxy.engine import Reply
@@ -26,20 +25,6 @@ from softswitch.sip.transaction import ServerTransaction
 from softswitch.transport import Flow, Transport
 
 SOURCE = ("203.0.113.7", 40000)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[CdrRecord] = []
-
-    def write(self, record: CdrRecord) -> Future[None]:
-        self.records.append(record)
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-
-    def enqueue(self, record: CdrRecord) -> None:
-        self.records.append(record)
 
 
 class World:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
+from kept_cdrs import Sink
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import build_snapshot
-from softswitch.cdr import CdrRecord
 from softswitch.config import IpRule, load_config
 from softswitch.proxy.engine import Reply
 from softswitch.proxy.pipeline import Pipeline
@@ -164,22 +163,6 @@ def test_the_vias_are_never_read_for_the_client() -> None:
 
 
 # -- the pipeline: who the call is, who is counted -------------------------------------------
-
-
-class Sink:
-    """The CDR store: what it is given is kept in ``records``."""
-
-    def __init__(self) -> None:
-        self.records: list[CdrRecord] = []
-
-    def write(self, record: CdrRecord) -> Future[None]:
-        self.records.append(record)
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-
-    def enqueue(self, record: CdrRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture

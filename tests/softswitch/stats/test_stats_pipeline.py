@@ -4,16 +4,16 @@ through the real stages with a real configuration and decks (no sockets)."""
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import cast
 
 import pytest
 
+from kept_cdrs import Sink
 from softswitch.call.live import LiveState
 from softswitch.call.refusal import EndReason
 from softswitch.call.snapshot import Snapshot, build_snapshot
-from softswitch.cdr import CdrRecord, CdrSink
+from softswitch.cdr import CdrSink
 from softswitch.config import load_config
 from softswitch.proxy.calls import Admission, Attempt, Call, Target
 from softswitch.proxy.engine import Reply
@@ -69,22 +69,6 @@ prefix = "44"
 gateways = ["a", "b"]
 strategy = "lcr"
 """
-
-
-class Sink:
-    """The part of ``CdrSink`` the pipeline uses for these calls."""
-
-    def __init__(self) -> None:
-        self.records: list[CdrRecord] = []
-
-    def write(self, record: CdrRecord) -> Future[None]:
-        self.records.append(record)
-        done: Future[None] = Future()
-        done.set_result(None)
-        return done
-
-    def enqueue(self, record: CdrRecord, debit: object = None) -> None:
-        self.records.append(record)
 
 
 def make_snapshot(tmp_path: Path) -> Snapshot:
