@@ -1232,13 +1232,24 @@ class ServerConfig(_Section):
     def _check(
         cls, raw: dict[str, Any], obj: Any, reading: _Reading, context: Any
     ) -> list[InitErrorDetails]:
-        if obj is None or obj.registrar_min_expires <= obj.registrar_max_expires:
+        if obj is None:
             return []
-        reason = (
-            f"must be at least registrar_min_expires ({obj.registrar_min_expires}),"
-            f" got {obj.registrar_max_expires}"
-        )
-        return [_line(("registrar_max_expires",), reason, obj.registrar_max_expires)]
+        lines = [
+            _line(
+                ("trusted_proxies", i),
+                f"{rule} trusts every address: any sender could name any account's address",
+                str(rule),
+            )
+            for i, rule in enumerate(obj.trusted_proxies)
+            if rule.network.prefixlen == 0
+        ]
+        if obj.registrar_min_expires > obj.registrar_max_expires:
+            reason = (
+                f"must be at least registrar_min_expires ({obj.registrar_min_expires}),"
+                f" got {obj.registrar_max_expires}"
+            )
+            lines.append(_line(("registrar_max_expires",), reason, obj.registrar_max_expires))
+        return lines
 
 
 #: User-Agent fragments of the SIP scanners that sweep the internet (sipvicious and its
@@ -2550,7 +2561,28 @@ def _cross_references(
                     " give one of them a different tech_prefix",
                 )
             by_rule.setdefault(k, i)
+    # Every address of such an account is a trusted proxy's, so every request from it
+    # would be taken as forwarded for someone else: the account could never call.
+    proxies = cfg.server.trusted_proxies
+    for i, a in enumerate(cfg.accounts):
+        for rule in a.ips:
+            inside = next((p for p in proxies if _rule_within(rule, p)), None)
+            if inside is not None:
+                fail(
+                    ("accounts", i, "ips"),
+                    f"{rule} is within [server] trusted_proxies {inside}: requests from it"
+                    " are taken as a proxy's, forwarded for the client it names",
+                )
     return lines
+
+
+def _rule_within(inner: IpRule, outer: IpRule) -> bool:
+    """Whether every (address, port) ``inner`` matches, ``outer`` matches too."""
+    if inner.network.version != outer.network.version:
+        return False
+    if outer.port is not None and inner.port != outer.port:
+        return False
+    return inner.network.subnet_of(outer.network)  # type: ignore[arg-type]
 
 
 def _route_clash(

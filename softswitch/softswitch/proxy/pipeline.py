@@ -723,8 +723,16 @@ class Pipeline:
         ``account_refusal`` writes its CDR, end reason ``invalid_request`` with the status
         the transport sent (400, 416 or 505), from what could be read of it. A copy of one
         already recorded (a UDP retransmission) writes nothing. True when a CDR was written.
+        Through a trusted proxy the client it names decides, when the message could be
+        parsed (refused by validation only); else the proxy, for whom it is only counted.
         """
-        ip, port = malformed.flow.remote
+        flow = malformed.flow
+        message = malformed.message
+        if self.proxies is not None and isinstance(message, Request):
+            flow = self.proxies.flow_of(message, flow)
+            if flow.client == UNIDENTIFIED:
+                flow = malformed.flow
+        ip, port = flow.origin
         guard = self.guard
         if not guard.is_account_address(ip, port) or malformed.method != "INVITE":
             guard.refusals.note(ip, "malformed", guard.clock())
@@ -739,7 +747,7 @@ class Pipeline:
             detail += "; not answered: no Via to answer to"
         refused = reply(refuse(EndReason.INVALID_REQUEST, detail, status=malformed.status))
         invite = RefusedInvite.salvaged(malformed)
-        self.account_refusal(invite, malformed.flow, refused, time.time())
+        self.account_refusal(invite, flow, refused, time.time())
         return True
 
 

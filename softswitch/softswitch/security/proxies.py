@@ -17,9 +17,12 @@ Vias, it would be IP-authorised as that someone.
 
 Only a source listed as trusted is believed: from any other source these fields are not
 read at all. A request from a trusted proxy without the field is the proxy's own (an
-OPTIONS probe). One with a field that is not an address, or with the field more than once
-(a proxy that appends its own without removing the client's), names nobody for sure: it is
-``UNIDENTIFIED``, and refused.
+OPTIONS probe), unless it is an INVITE or a REGISTER: those are always a customer's, and a
+proxy that names none (misconfigured, or a request it did not mean to forward) must not get
+the proxy's own standing, which a registration made through the proxy would otherwise lend
+it. Those, and requests with a field that is not an address or with the field more than
+once (a proxy that appends its own without removing the client's), name nobody for sure:
+``UNIDENTIFIED``, refused.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ CLIENT_IP: Final = "X-AUTH-IP"
 CLIENT_PORT: Final = "X-AUTH-PORT"
 #: The client of a request whose proxy named it ambiguously or wrongly: refused.
 UNIDENTIFIED: Final = ("", 0)
+#: Requests always placed for a client: from a proxy they must name one.
+_CLIENTS_ONLY: Final = frozenset({"INVITE", "REGISTER"})
 #: Sources remembered (trusted or not) before the cache starts over.
 _CACHE_MAX = 65536
 
@@ -55,9 +60,11 @@ def client_address(request: Request) -> tuple[str, int] | None:
     if len(ips) != 1 or len(ports) > 1:
         return UNIDENTIFIED
     try:
-        ip = str(ipaddress.ip_address(ips[0].strip().strip("[]")))
+        address = ipaddress.ip_address(ips[0].strip().strip("[]"))
     except ValueError:
         return UNIDENTIFIED
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:192.0.2.7 is 192.0.2.7
+    ip = str(mapped or address)
     if not ports:
         return ip, 0
     port = ports[0].strip()
@@ -98,7 +105,10 @@ class TrustedProxies:
         proxy or the request is the proxy's own."""
         if not self._rules or not self.trusts(*remote):
             return None
-        return client_address(request)
+        client = client_address(request)
+        if client is None and request.method in _CLIENTS_ONLY:
+            return UNIDENTIFIED
+        return client
 
     def flow_of(self, request: Request, flow: Flow) -> Flow:
         """``flow`` with the client behind a trusted proxy filled in (unchanged otherwise)."""

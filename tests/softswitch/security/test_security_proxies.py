@@ -9,6 +9,7 @@ the client, and the balancer itself is never counted or blocked for its customer
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from pathlib import Path
 
@@ -17,14 +18,14 @@ import pytest
 from kept_cdrs import Sink
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import build_snapshot
-from softswitch.config import IpRule, load_config
+from softswitch.config import ConfigError, IpRule, load_config
 from softswitch.proxy.engine import Reply
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.security.proxies import UNIDENTIFIED, TrustedProxies, client_address
 from softswitch.sip import Request, parse_message
-from softswitch.sip.digest import DigestAuthenticator
+from softswitch.sip.digest import DigestAuthenticator, build_authorization
 from softswitch.sip.uri import parse_uri
-from softswitch.transport import Flow, Transport
+from softswitch.transport import Flow, Malformed, Transport
 
 BALANCER = ("198.51.100.10", 5060)
 LOCAL = ("127.0.0.1", 5060)
@@ -121,6 +122,7 @@ def through_balancer(client: str, port: int | None = None, **kw: str) -> Request
         (["x-auth-ip:203.0.113.7"], ("203.0.113.7", 0)),  # no port: 0, matches no port rule
         (["X-AUTH-IP: [2001:db8::7]", "X-AUTH-PORT: 5070"], ("2001:db8::7", 5070)),
         (["X-AUTH-IP: 2001:DB8::7"], ("2001:db8::7", 0)),
+        (["X-AUTH-IP: ::ffff:203.0.113.7"], ("203.0.113.7", 0)),  # one address, one key
         ([], None),  # the proxy's own request
         # named wrongly or twice (a proxy that appended its own and kept the client's)
         (["X-AUTH-IP: 203.0.113.66", "X-AUTH-IP: 203.0.113.7"], UNIDENTIFIED),
@@ -156,7 +158,7 @@ def test_the_vias_are_never_read_for_the_client() -> None:
     """The client's Via says 203.0.113.250 in a received the client may have written
     itself (a proxy adds one only when the sent-by is not the source)."""
     proxies = rules("198.51.100.10")
-    assert proxies.client_of(invite(), BALANCER) is None
+    assert proxies.client_of(invite(), BALANCER) == UNIDENTIFIED
     flow = proxies.flow_of(through_balancer("203.0.113.7"), Flow(Transport.UDP, LOCAL, BALANCER))
     assert flow.remote == BALANCER
     assert flow.origin == ("203.0.113.7", 0)
@@ -165,13 +167,17 @@ def test_the_vias_are_never_read_for_the_client() -> None:
 # -- the pipeline: who the call is, who is counted -------------------------------------------
 
 
-@pytest.fixture
-def pipeline(tmp_path: Path) -> Pipeline:
+def make_pipeline(tmp_path: Path, config: str = CONFIG) -> Pipeline:
     (tmp_path / "sell.csv").write_text("prefix,rate\n44,0.10\n")
-    (tmp_path / "switch.toml").write_text(CONFIG)
+    (tmp_path / "switch.toml").write_text(config)
     snapshot = build_snapshot(load_config(tmp_path / "switch.toml"))
     nonces = DigestAuthenticator(realm="test", secret=b"0123456789abcdef0123")
     return Pipeline(snapshot, LiveState(), nonces, Sink())
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Pipeline:
+    return make_pipeline(tmp_path)
 
 
 def status(pipeline: Pipeline, request: Request, remote: tuple[str, int]) -> int | str | None:
@@ -247,3 +253,128 @@ def test_a_refused_calls_cdr_names_the_client_behind_the_balancer(pipeline: Pipe
     sink = pipeline.cdrs
     assert isinstance(sink, Sink)
     assert [r.source for r in sink.records] == ["203.0.113.7:40000"]
+
+
+# -- the proxy's own standing, reloads, digest, malformed requests ---------------------------
+
+
+def test_the_balancer_itself_is_never_counted_or_blocked(pipeline: Pipeline) -> None:
+    guard = pipeline.guard
+    assert all(guard.packet(BALANCER) for _ in range(50))  # pike_rate = 5
+    assert not guard.blocks.is_blocked(BALANCER[0], guard.clock())
+
+
+def test_the_balancers_own_ping_is_answered_but_its_own_invite_refused(
+    pipeline: Pipeline,
+) -> None:
+    """A proxy's OPTIONS probe names no client and is the proxy's; an INVITE (or REGISTER)
+    is always someone's call, so one naming nobody is refused, never the proxy's own."""
+    ping = parse_message(
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKping\r\n"
+        b"Max-Forwards: 70\r\nFrom: <sip:lb@198.51.100.10>;tag=p\r\nTo: <sip:127.0.0.1>\r\n"
+        b"Call-ID: ping\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(ping, Request)
+    flow = pipeline.origin(ping, Flow(Transport.UDP, LOCAL, BALANCER))
+    assert flow.client is None
+    assert pipeline.screen(ping, flow) is None
+    assert status(pipeline, invite(), BALANCER) == 403
+
+
+def test_a_known_client_behind_the_balancer_is_not_counted_by_pike(pipeline: Pipeline) -> None:
+    for i in range(10):  # pike_rate = 5
+        pipeline.origin(
+            through_balancer("203.0.113.7", call_id=f"k{i}"), Flow(Transport.UDP, LOCAL, BALANCER)
+        )
+    assert not pipeline.guard.blocks.is_blocked("203.0.113.7", pipeline.guard.clock())
+
+
+def test_a_stranger_is_dropped_when_direct_and_answered_through_the_balancer(
+    tmp_path: Path,
+) -> None:
+    config = CONFIG.replace("[security]", '[security]\nunknown_source = "drop"').replace(
+        'username = "pbx"\npassword = "secret"', 'ips = ["192.0.2.99"]'
+    )
+    p = make_pipeline(tmp_path, config)
+    stranger = ("203.0.113.99", 5060)
+    assert status(p, invite(), stranger) == "dropped"
+    assert status(p, through_balancer(stranger[0]), BALANCER) == 403
+
+
+def test_a_reload_changes_who_is_trusted(pipeline: Pipeline, tmp_path: Path) -> None:
+    assert status(pipeline, through_balancer("203.0.113.7", call_id="r1"), BALANCER) is None
+    (tmp_path / "switch.toml").write_text(
+        CONFIG.replace('"198.51.100.10", "198.51.100.32/28"', '"198.51.100.32/28"')
+    )
+    pipeline.use(build_snapshot(load_config(tmp_path / "switch.toml")))
+    # the balancer is a stranger now, whatever it names
+    assert status(pipeline, through_balancer("203.0.113.7", call_id="r2"), BALANCER) == 407
+
+
+def test_digest_behind_the_balancer_makes_the_client_known_not_the_balancer(
+    pipeline: Pipeline,
+) -> None:
+    client = "203.0.113.99"
+    request = through_balancer(client, call_id="d1")
+    flow = pipeline.origin(request, Flow(Transport.UDP, LOCAL, BALANCER))
+    screen = pipeline.screen(request, flow)
+    assert screen is not None
+    assert screen.status == 407
+    challenge = dict(screen.headers)["Proxy-Authenticate"]
+    auth = build_authorization(
+        challenge,
+        method="INVITE",
+        uri="sip:441234567@127.0.0.1",
+        username="pbx",
+        password="secret",
+    )
+    guard = pipeline.guard
+    assert not guard.is_customer(client, 0, guard.clock())
+    assert status(pipeline, through_balancer(client, call_id="d2", auth=auth), BALANCER) is None
+    assert guard.is_customer(client, 0, guard.clock())
+    assert not guard.is_customer(BALANCER[0], BALANCER[1], guard.clock())
+
+
+def test_a_malformed_invite_through_the_balancer_is_the_clients(pipeline: Pipeline) -> None:
+    """Refused by validation (a CSeq of another method), so parsed: the client it names
+    gets the refused call's CDR, as if it had sent it directly."""
+    request = through_balancer("203.0.113.7", 40000)
+    data = bytes(request).replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE")
+    bad = parse_message(data)
+    assert isinstance(bad, Request)
+    flow = Flow(Transport.UDP, LOCAL, BALANCER)
+    malformed = Malformed(flow, 400, "CSeq method mismatch", True, True, bad, (), data)
+    assert pipeline.malformed(malformed)
+    sink = pipeline.cdrs
+    assert isinstance(sink, Sink)
+    assert [r.source for r in sink.records] == [
+        "203.0.113.7:40000"
+    ]  # as a direct one's: no account
+
+
+@pytest.mark.parametrize(
+    ("proxies", "ips", "problem"),
+    [
+        ('["0.0.0.0/0"]', '["192.0.2.1"]', "server.trusted_proxies[0]: 0.0.0.0/0 trusts every"),
+        ('["::/0"]', '["192.0.2.1"]', "server.trusted_proxies[0]: ::/0 trusts every"),
+        ('["10.0.0.0/24"]', '["10.0.0.7"]', "accounts[0].ips: 10.0.0.7/32 is within"),
+        ('["10.0.0.7:5060"]', '["10.0.0.7:5060"]', "accounts[0].ips: 10.0.0.7/32:5060 is within"),
+    ],
+)
+def test_proxies_that_would_swallow_customers_are_refused(
+    tmp_path: Path, proxies: str, ips: str, problem: str
+) -> None:
+    config = CONFIG.replace(
+        'trusted_proxies = ["198.51.100.10", "198.51.100.32/28"]', f"trusted_proxies = {proxies}"
+    ).replace('ips = ["203.0.113.7"]', f"ips = {ips}")
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        make_pipeline(tmp_path, config)
+
+
+def test_an_account_beside_a_proxy_on_another_port_loads(tmp_path: Path) -> None:
+    config = CONFIG.replace(
+        'trusted_proxies = ["198.51.100.10", "198.51.100.32/28"]',
+        'trusted_proxies = ["10.0.0.7:5080"]',
+    ).replace('ips = ["203.0.113.7"]', 'ips = ["10.0.0.7:5060", "10.0.0.0/24"]')
+    make_pipeline(tmp_path, config)
