@@ -33,8 +33,8 @@ from loopback_ports import LOCAL, free_port
 
 __all__ = ["Balancer", "kamailio_binary", "running_balancer"]
 
-#: The balancer's script. ``remove_hf`` first: a client's own X-AUTH-IP must never reach
-#: the switch as if the balancer had written it.
+#: The balancer's script. ``remove_hf`` first, for every request: a client's own X-AUTH-IP
+#: must never reach the switch as if the balancer had written it.
 CONFIG = """#!KAMAILIO
 debug=2
 log_stderror=yes
@@ -58,6 +58,11 @@ loadmodule "dispatcher.so"
 modparam("dispatcher", "list_file", "{list_file}")
 
 request_route {{
+    # Every request, in-dialog ones too: a client can send a To tag and a Route naming the
+    # switch, and the in-dialog branch below would forward its own X-AUTH-IP otherwise.
+    remove_hf("X-AUTH-IP");
+    remove_hf("X-AUTH-PORT");
+    append_hf("X-AUTH-IP: $si\\r\\nX-AUTH-PORT: $sp\\r\\n");
     if (!mf_process_maxfwd_header("10")) {{
         sl_send_reply("483", "Too Many Hops");
         exit;
@@ -81,9 +86,6 @@ request_route {{
         }}
         exit;
     }}
-    remove_hf("X-AUTH-IP");
-    remove_hf("X-AUTH-PORT");
-    append_hf("X-AUTH-IP: $si\\r\\nX-AUTH-PORT: $sp\\r\\n");
     if (!ds_select_dst("1", "4")) {{
         sl_send_reply("503", "No Node");
         exit;

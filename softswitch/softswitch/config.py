@@ -1237,11 +1237,12 @@ class ServerConfig(_Section):
         lines = [
             _line(
                 ("trusted_proxies", i),
-                f"{rule} trusts every address: any sender could name any account's address",
+                f"{rule} is wider than an IPv4 /8 or an IPv6 /32: it trusts strangers, and"
+                " any of them could name any account's address",
                 str(rule),
             )
             for i, rule in enumerate(obj.trusted_proxies)
-            if rule.network.prefixlen == 0
+            if _too_wide(rule.network)
         ]
         if obj.registrar_min_expires > obj.registrar_max_expires:
             reason = (
@@ -2574,6 +2575,19 @@ def _cross_references(
                     " are taken as a proxy's, forwarded for the client it names",
                 )
     return lines
+
+
+#: IPv4 addresses written as IPv6 (``::ffff:192.0.2.1``): judged by their IPv4 width.
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _too_wide(network: IPNetwork) -> bool:
+    """Wider than any pool of balancers: an IPv4 /8, an IPv6 /32 (mapped IPv4 as IPv4)."""
+    if network.version == 4:
+        return network.prefixlen < 8
+    if network.subnet_of(_MAPPED) or _MAPPED.subnet_of(network):  # type: ignore[arg-type]
+        return network.prefixlen < 96 + 8
+    return network.prefixlen < 32
 
 
 def _rule_within(inner: IpRule, outer: IpRule) -> bool:

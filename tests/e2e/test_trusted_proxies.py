@@ -7,11 +7,15 @@ customer it forwards for below it, and the customer's address in ``X-AUTH-IP`` a
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from callflow_harness import LOCAL
 from callflow_net import Account, Carrier, Net, ok
 
 from kamailio_tool import running_balancer
+from softswitch.sip import Response, parse_message
+from softswitch.sip.digest import build_authorization
 
 pytestmark = pytest.mark.e2e
 
@@ -82,3 +86,57 @@ def test_two_nodes_behind_kamailio_judge_each_customer_by_its_own_address(
     assert {r["status"] for r in rows} == {200}
     customer_port = customer.port
     assert {r["source"] for r in rows} == {f"{CLIENT}:{customer_port}"}, balancer.log()
+
+
+def test_a_forged_x_auth_ip_in_a_dialog_shaped_register_is_stripped_by_kamailio(
+    net: Net,
+) -> None:
+    """A REGISTER is never in a dialog for the switch, whatever its To says, so a client can
+    send one with a To tag and a Route naming a node: Kamailio relays it by its in-dialog
+    branch. The script strips the client's X-AUTH-IP on every request, so the node judges
+    the REGISTER by where it came from (127.0.0.9), not by the address it names (the only one
+    the account lists): the right password gets 403, not a registration."""
+    intruder = "127.0.0.9"
+    account = Account(
+        id="ipbound", ips=(CLIENT,), username="pbx", password="secret", extra=("register = true",)
+    )
+    with running_balancer([f"{LOCAL}:{net.port}"]) as balancer:
+        net.start_switch(
+            [Carrier("gw1")], [account], server=f'trusted_proxies = ["{balancer.address}"]'
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((intruder, 0))
+            sock.settimeout(5)
+            port = sock.getsockname()[1]
+            uri = f"sip:{LOCAL}:{net.port}"
+
+            def register(cseq: int, auth: str = "") -> Response:
+                lines = [
+                    f"REGISTER {uri} SIP/2.0",
+                    f"Via: SIP/2.0/UDP {intruder}:{port};branch=z9hG4bKforge{cseq}",
+                    f"Route: <sip:{LOCAL}:{net.port};lr>",
+                    "Max-Forwards: 70",
+                    f"From: <sip:pbx@{LOCAL}>;tag=f1",
+                    f"To: <sip:pbx@{LOCAL}>;tag=forged",
+                    "Call-ID: forged-register",
+                    f"CSeq: {cseq} REGISTER",
+                    f"Contact: <sip:pbx@{intruder}:{port}>",
+                    f"X-AUTH-IP: {CLIENT}",
+                    *([f"Authorization: {auth}"] if auth else []),
+                    "Content-Length: 0",
+                ]
+                sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (LOCAL, balancer.port))
+                answer = parse_message(sock.recv(65536))
+                assert isinstance(answer, Response)
+                return answer
+
+            challenge = register(1)
+            assert challenge.status == 401, (challenge, balancer.log())
+            value = challenge.headers.get("WWW-Authenticate")
+            assert value is not None
+            auth = build_authorization(
+                value, method="REGISTER", uri=uri, username="pbx", password="secret"
+            )
+            refused = register(2, auth)
+    assert refused.status == 403, (refused, net.switch_log())
+    assert f"does not list {intruder}:{port} in its ips" in net.switch_log()

@@ -71,27 +71,41 @@ class Dispatch(Hunting, InDialogRelay, ExpressLane):
         if isinstance(message, Response):
             self._stray_response(message)
             return
-        flow = self.policy.origin(message, flow)
         method = message.method
         if method == "ACK":
             call, from_caller = self._find_dialog(message)
             self._relay_ack(message, call, from_caller)
-        elif method == "CANCEL":
+            return
+        if method == "CANCEL":
             invite_tx = self.transactions.match_cancel(message)
-            if invite_tx is not None or not self._screened(message, flow):
-                self._on_cancel(message, flow, now, invite_tx)
-        elif method == "REGISTER" and self.registrar is not None and self.registrar.active():
+            if invite_tx is None:
+                unscreened = self._unscreened(message, flow)
+                if unscreened is None:
+                    return
+                flow = unscreened
+            self._on_cancel(message, flow, now, invite_tx)
+            return
+        if method == "REGISTER" and self.registrar is not None and self.registrar.active():
             # Before the To-tag test: a REGISTER is never in a dialog, whatever its To says
             # (some clients keep the tag of the last 200 in their refreshes).
-            if not self._screened(message, flow):
-                self._on_register(message, flow, now)
-        elif message.to_tag is not None:
-            call, from_caller = self._find_dialog(message)
-            if call is not None or not self._screened(message, flow):
-                self._in_dialog(message, flow, now, call, from_caller)
-        elif self._screened(message, flow):
+            unscreened = self._unscreened(message, flow)
+            if unscreened is not None:
+                self._on_register(message, unscreened, now)
             return
-        elif method == "INVITE":
+        if message.to_tag is not None:
+            call, from_caller = self._find_dialog(message)
+            if call is None:
+                unscreened = self._unscreened(message, flow)
+                if unscreened is None:
+                    return
+                flow = unscreened
+            self._in_dialog(message, flow, now, call, from_caller)
+            return
+        unscreened = self._unscreened(message, flow)
+        if unscreened is None:
+            return
+        flow = unscreened
+        if method == "INVITE":
             self._on_invite(message, flow, now)
         elif method == "OPTIONS":
             self._answer_options(message, flow, now)
@@ -118,6 +132,14 @@ class Dispatch(Hunting, InDialogRelay, ExpressLane):
             return call, True
         call = self._dialogs.get((call_id, request.to_tag or ""))
         return call, False
+
+    def _unscreened(self, request: Request, flow: Flow) -> Flow | None:
+        """A request that belongs to no call in progress, as who sent it (the client behind
+        a trusted proxy, ``CallPolicy.origin``), or None when the screen answered it once
+        or dropped it. Only these are asked who sent them: a call's own requests and ACKs
+        need no identity, and are not counted for one."""
+        flow = self.policy.origin(request, flow)
+        return None if self._screened(request, flow) else flow
 
     def _screened(self, request: Request, flow: Flow) -> bool:
         """A request that belongs to no call in progress, from a source the policy will not

@@ -20,14 +20,15 @@ read at all. A request from a trusted proxy without the field is the proxy's own
 OPTIONS probe), unless it is an INVITE or a REGISTER: those are always a customer's, and a
 proxy that names none (misconfigured, or a request it did not mean to forward) must not get
 the proxy's own standing, which a registration made through the proxy would otherwise lend
-it. Those, and requests with a field that is not an address or with the field more than
-once (a proxy that appends its own without removing the client's), name nobody for sure:
-``UNIDENTIFIED``, refused.
+it. Those, requests with a field that is not an address or with the field more than once
+(a proxy that appends its own without removing the client's), and requests that name a
+trusted proxy as the client, name nobody for sure: ``UNIDENTIFIED``, refused.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -42,6 +43,7 @@ CLIENT_IP: Final = "X-AUTH-IP"
 CLIENT_PORT: Final = "X-AUTH-PORT"
 #: The client of a request whose proxy named it ambiguously or wrongly: refused.
 UNIDENTIFIED: Final = ("", 0)
+_PORT: Final = re.compile("[0-9]{1,5}")
 #: Requests always placed for a client: from a proxy they must name one.
 _CLIENTS_ONLY: Final = frozenset({"INVITE", "REGISTER"})
 #: Sources remembered (trusted or not) before the cache starts over.
@@ -68,7 +70,7 @@ def client_address(request: Request) -> tuple[str, int] | None:
     if not ports:
         return ip, 0
     port = ports[0].strip()
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if _PORT.fullmatch(port) is None or not 0 < int(port) < 65536:  # ASCII digits only
         return UNIDENTIFIED
     return ip, int(port)
 
@@ -106,7 +108,11 @@ class TrustedProxies:
         if not self._rules or not self.trusts(*remote):
             return None
         client = client_address(request)
-        if client is None and request.method in _CLIENTS_ONLY:
+        if client is None:
+            return UNIDENTIFIED if request.method in _CLIENTS_ONLY else None
+        if client != UNIDENTIFIED and self.trusts(*client):
+            # A proxy named as the client would lend its own standing (a registration
+            # made through it, say) to whoever wrote the field.
             return UNIDENTIFIED
         return client
 

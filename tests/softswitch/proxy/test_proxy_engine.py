@@ -74,8 +74,11 @@ class Policy:
     gateways: list[int]
     calls: list[Call] = field(default_factory=list)
     refused_malformed: list[Malformed] = field(default_factory=list)
+    #: The methods of the requests asked who sent them (``origin``).
+    asked: list[str] = field(default_factory=list)
 
     def origin(self, request: Request, flow: Flow) -> Flow:
+        self.asked.append(request.method)
         return flow
 
     def screen(self, request: Request, flow: Flow) -> Screen | None:
@@ -341,6 +344,9 @@ def test_in_dialog_requests_follow_the_record_routed_path(
         await w.gw1.expect(lambda m: isinstance(m, Response) and m.headers.get("CSeq") == "2 BYE")
         (call,) = w.policy.calls
         assert (call.end_reason, call.hangup_side) == (EndReason.NORMAL_CLEARING, "callee")
+        # Only the call's first request was asked who sent it: a call's own requests need
+        # no identity (behind a trusted proxy they would count for pike, or name anyone).
+        assert w.policy.asked == ["INVITE"]
 
     world(body)
 

@@ -546,26 +546,30 @@ def test_through_a_trusted_balancer_the_client_registers_and_is_judged(tmp_path:
     world = World(tmp_path, config)
 
     def through_balancer(client: str, password: str, cseq: int) -> Response:
-        def forwarded(request: Request) -> Response:
+        def forwarded(request: Request) -> Flow:
             request.headers.prepend("Via", "SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKlb")
             request.headers.add("X-AUTH-IP", client)
             flow = world.pipeline.origin(
                 request, Flow(Transport.UDP, ("127.0.0.1", 5060), BALANCER)
             )
             assert flow.remote == BALANCER
-            return world.registrar.register(request, flow, time.time())
+            return flow
 
         contact = "<sip:pbx@10.1.1.5:5060>"
-        challenge = forwarded(register(contact, via_host=f"{client}:5060", cseq=cseq))
-        assert challenge.status == 401
-        value = challenge.headers.get("WWW-Authenticate")
-        assert value is not None
+        # Without credentials, as from any address not known yet: the screen's stateless
+        # 401 (the balancer is known; its client is not)
+        first = register(contact, via_host=f"{client}:5060", cseq=cseq)
+        screen = world.pipeline.screen(first, forwarded(first))
+        assert screen is not None
+        assert screen.status == 401
+        value = dict(screen.headers)["WWW-Authenticate"]
         auth = build_authorization(
             value, method="REGISTER", uri="sip:127.0.0.1:5060", username="pbx", password=password
         )
-        return forwarded(
-            register(contact, via_host=f"{client}:5060", cseq=cseq + 1, authorization=auth)
-        )
+        second = register(contact, via_host=f"{client}:5060", cseq=cseq + 1, authorization=auth)
+        flow = forwarded(second)
+        assert world.pipeline.screen(second, flow) is None  # credentials: on to the registrar
+        return world.registrar.register(second, flow, time.time())
 
     try:
         assert through_balancer("203.0.113.7", "secret", 1).status == 200

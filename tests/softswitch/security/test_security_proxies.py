@@ -19,11 +19,14 @@ from kept_cdrs import Sink
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import build_snapshot
 from softswitch.config import ConfigError, IpRule, load_config
+from softswitch.management.calls import call_view
+from softswitch.proxy.calls import Admission, Call
 from softswitch.proxy.engine import Reply
 from softswitch.proxy.pipeline import Pipeline
 from softswitch.security.proxies import UNIDENTIFIED, TrustedProxies, client_address
 from softswitch.sip import Request, parse_message
 from softswitch.sip.digest import DigestAuthenticator, build_authorization
+from softswitch.sip.transaction import ServerTransaction
 from softswitch.sip.uri import parse_uri
 from softswitch.transport import Flow, Malformed, Transport
 
@@ -129,6 +132,9 @@ def through_balancer(client: str, port: int | None = None, **kw: str) -> Request
         (["X-AUTH-IP: 203.0.113.66, 203.0.113.7"], UNIDENTIFIED),
         (["X-AUTH-IP: pbx.example.net"], UNIDENTIFIED),
         (["X-AUTH-IP: 203.0.113.7", "X-AUTH-PORT: 0"], UNIDENTIFIED),
+        (["X-AUTH-IP: 203.0.113.7", "X-AUTH-PORT: \u00b2"], UNIDENTIFIED),  # "²".isdigit()
+        (["X-AUTH-IP: 203.0.113.7", "X-AUTH-PORT: \u0661\u0662\u0663"], UNIDENTIFIED),
+        (["X-AUTH-IP: 203.0.113.7", "X-AUTH-PORT: 65536"], UNIDENTIFIED),
         (["X-AUTH-IP: 203.0.113.7", "X-AUTH-PORT: 5060", "X-AUTH-PORT: 5061"], UNIDENTIFIED),
         (["X-AUTH-PORT: 5060"], None),
     ],
@@ -280,6 +286,38 @@ def test_the_balancers_own_ping_is_answered_but_its_own_invite_refused(
     assert flow.client is None
     assert pipeline.screen(ping, flow) is None
     assert status(pipeline, invite(), BALANCER) == 403
+    register = parse_message(
+        bytes(ping).replace(b"OPTIONS sip:", b"REGISTER sip:").replace(b"1 OPTIONS", b"1 REGISTER")
+    )
+    assert isinstance(register, Request)
+    flow = pipeline.origin(register, Flow(Transport.UDP, LOCAL, BALANCER))
+    screen = pipeline.screen(register, flow)
+    assert screen is not None
+    assert screen.status == 403
+
+
+def test_a_client_named_as_a_trusted_proxy_is_nobody(pipeline: Pipeline) -> None:
+    """A proxy's address as the client would lend the proxy's standing to whoever wrote
+    the field (a registration made through the proxy is at the proxy's address)."""
+    proxies = pipeline.proxies
+    assert proxies is not None
+    for named in ("198.51.100.10", "198.51.100.40"):  # the balancer, one of the /28
+        assert proxies.client_of(through_balancer(named), BALANCER) == UNIDENTIFIED
+    assert status(pipeline, through_balancer("198.51.100.10"), BALANCER) == 403
+
+
+def test_the_live_calls_view_shows_the_client(pipeline: Pipeline) -> None:
+    request = through_balancer("203.0.113.7", 40000)
+    call = Call(
+        call_id="c1",
+        invite=request,
+        caller_flow=pipeline.origin(request, Flow(Transport.UDP, LOCAL, BALANCER)),
+        server_tx=ServerTransaction(request, reliable=False),
+        admission=Admission("behind", "441234567", "441234567", 60.0, 3, 10.0),
+        invite_at=0.0,
+        started_mono=0.0,
+    )
+    assert call_view(call, 1.0)["source"] == "203.0.113.7:40000"
 
 
 def test_a_known_client_behind_the_balancer_is_not_counted_by_pike(pipeline: Pipeline) -> None:
@@ -356,10 +394,14 @@ def test_a_malformed_invite_through_the_balancer_is_the_clients(pipeline: Pipeli
 @pytest.mark.parametrize(
     ("proxies", "ips", "problem"),
     [
-        ('["0.0.0.0/0"]', '["192.0.2.1"]', "server.trusted_proxies[0]: 0.0.0.0/0 trusts every"),
-        ('["::/0"]', '["192.0.2.1"]', "server.trusted_proxies[0]: ::/0 trusts every"),
+        ('["0.0.0.0/0"]', '["192.0.2.1"]', "server.trusted_proxies[0]: 0.0.0.0/0 is wider"),
+        ('["::/0"]', '["192.0.2.1"]', "server.trusted_proxies[0]: ::/0 is wider"),
         ('["10.0.0.0/24"]', '["10.0.0.7"]', "accounts[0].ips: 10.0.0.7/32 is within"),
         ('["10.0.0.7:5060"]', '["10.0.0.7:5060"]', "accounts[0].ips: 10.0.0.7/32:5060 is within"),
+        # halves of everything, the IPv4-mapped space: as wide as everything, nearly
+        ('["0.0.0.0/1", "128.0.0.0/1"]', '["192.0.2.1"]', "server.trusted_proxies[0]: 0.0.0.0/1"),
+        ('["::ffff:0:0/96"]', '["192.0.2.1"]', "server.trusted_proxies[0]: ::ffff:0:0/96"),
+        ('["2001:db8::/31"]', '["192.0.2.1"]', "server.trusted_proxies[0]: 2001:db8::/31"),
     ],
 )
 def test_proxies_that_would_swallow_customers_are_refused(
@@ -378,3 +420,36 @@ def test_an_account_beside_a_proxy_on_another_port_loads(tmp_path: Path) -> None
         'trusted_proxies = ["10.0.0.7:5080"]',
     ).replace('ips = ["203.0.113.7"]', 'ips = ["10.0.0.7:5060", "10.0.0.0/24"]')
     make_pipeline(tmp_path, config)
+    widest = CONFIG.replace(
+        'trusted_proxies = ["198.51.100.10", "198.51.100.32/28"]',
+        'trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "::ffff:10.0.0.0/104"]',
+    )
+    make_pipeline(tmp_path, widest)
+
+
+def test_a_register_from_a_client_blocked_behind_the_balancer_is_refused(tmp_path: Path) -> None:
+    """The REGISTER screen asks about the client too: a client pike blocked behind the
+    balancer gets 403, not the challenge every REGISTER without credentials gets."""
+    config = CONFIG.replace('password = "secret"', 'password = "secret"\nregister = true')
+    p = make_pipeline(tmp_path, config)
+    for i in range(6):  # pike_rate = 5: blocked at the sixth
+        status(p, through_balancer("203.0.113.66", call_id=f"s{i}"), BALANCER)
+    register = parse_message(
+        b"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bKreg\r\n"
+        b"Via: SIP/2.0/UDP 203.0.113.66:5060;branch=z9hG4bKc\r\n"
+        b"X-AUTH-IP: 203.0.113.66\r\n"
+        b"Max-Forwards: 69\r\nFrom: <sip:pbx@127.0.0.1>;tag=r\r\nTo: <sip:pbx@127.0.0.1>\r\n"
+        b"Call-ID: reg\r\nCSeq: 1 REGISTER\r\nContact: <sip:pbx@203.0.113.66>\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(register, Request)
+    flow = p.origin(register, Flow(Transport.UDP, LOCAL, BALANCER))
+    screen = p.screen(register, flow)
+    assert screen is not None
+    assert screen.status == 403
+    unblocked = register.headers
+    unblocked.set("X-AUTH-IP", "203.0.113.67")
+    screen = p.screen(register, p.origin(register, Flow(Transport.UDP, LOCAL, BALANCER)))
+    assert screen is not None
+    assert screen.status == 401  # anyone else: challenged
