@@ -229,7 +229,8 @@ class Pipeline:
         sent the request (``Flow.origin``); for a client behind a trusted proxy, a drop is
         answered 403 instead."""
         if flow.client == UNIDENTIFIED:
-            # The proxy named its client twice or wrongly: nobody's request for sure.
+            # The proxy named its client twice, wrongly or not at all (an INVITE or a
+            # REGISTER), or named a proxy: nobody's request for sure.
             self.guard.refusals.note(flow.remote[0], "proxy_client_unknown", time.monotonic())
             return Screen(403, "proxy_client_unknown")
         screen = self._screen(request, flow)

@@ -56,9 +56,8 @@ class Reply:
 class CallPolicy(Protocol):
     """What the engine asks the pipeline; ``proxy.pipeline.Pipeline`` implements it.
 
-    ``origin`` names the client behind a trusted proxy, before
-    anything else asks who sent it; ``screen`` a request from outside any call, before the
-    switch keeps state for it;
+    ``origin`` names who sent a request from outside any call (the client behind a trusted
+    proxy) and ``screen`` judges it, before the switch keeps state for it;
     ``admit`` a new INVITE (the authorise, normalise and limits stages); ``next_target`` for
     each branch (route and select); ``release_target`` when a branch ends; ``exhausted`` when
     no gateway is left; ``answered`` when a gateway's 2xx connects the call (its durable

@@ -98,8 +98,8 @@ class SourceGuard:
         """Take a new ``[security]`` and known sources (start and each reload).
 
         ``proxies`` tells a trusted proxy's address (``[server] trusted_proxies``): known,
-        so never counted or blocked itself; the engine screens the clients behind it
-        (``packet`` and ``screen`` with the client's address).
+        so never counted or blocked itself; the clients behind it are counted by
+        ``forwarded`` and judged by ``screen`` with their own address.
 
         Counters, blocks and trusted addresses carry over; a changed pike rate applies from
         the next window.

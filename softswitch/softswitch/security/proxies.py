@@ -7,7 +7,8 @@ passwords would get the balancer blocked for all of them. The balancer knows the
 address (the source of the packet it received) and writes it into the request it forwards,
 in the header fields FreeSWITCH reads from its trusted proxies: ``X-AUTH-IP`` (and
 ``X-AUTH-PORT``), e.g. in Kamailio ``remove_hf("X-AUTH-IP"); append_hf("X-AUTH-IP:
-$si\\r\\n")``.
+$si\\r\\n")`` first thing for every request (in-dialog ones too: a client can shape a
+REGISTER as one).
 
 Why a header the proxy writes and not the Vias: the client's own Via reaches the switch as
 the client wrote it, with a ``received`` added by the proxy only when the sent-by did not
@@ -81,9 +82,6 @@ class TrustedProxies:
     def __init__(self, rules: Sequence[IpRule]) -> None:
         self._rules = tuple(rules)
         self._cache: dict[tuple[str, int], bool] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._rules)
 
     def trusts(self, ip: str, port: int) -> bool:
         """Whether ``(ip, port)`` is a trusted proxy's (cached per address)."""
