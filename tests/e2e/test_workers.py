@@ -961,16 +961,22 @@ def _final(sock: socket.socket, request: bytes, to: Address) -> Response:
     return response
 
 
+def _digest_workers(net: Net) -> tuple[int, Sipp]:
+    """Two workers on own ports from the returned base, one digest account (alice, secret,
+    no address), and a carrier that refuses its one call 486: the digest nonce tests."""
+    gw = Carrier("gw1")
+    customer = Account(ips=(), username="alice", password="secret")
+    base, own_ports = _own_ports(2)
+    net.start_switch([gw], [customer], workers=2, server=own_ports)
+    return base, net.carrier(gw, "uas_reject", fill={"STATUS": "486 Busy Here"}, calls=1)
+
+
 def test_a_captured_invite_replayed_to_another_worker_gets_stale_not_a_call(net: Net) -> None:
     """Each worker signs its digest nonces with a secret of its own, since it alone counts
     the nonce's uses: an INVITE with right credentials, captured and sent again with another
     Call-ID (which the steering gives to either worker), is answered ``stale=true`` by the
     other worker as by the one that issued it (a nonce count seen), and places no call."""
-    gw = Carrier("gw1")
-    customer = Account(ips=(), username="alice", password="secret")
-    base, own_ports = _own_ports(2)
-    net.start_switch([gw], [customer], workers=2, server=own_ports)
-    carrier = net.carrier(gw, "uas_reject", fill={"STATUS": "486 Busy Here"}, calls=1)
+    base, carrier = _digest_workers(net)
     uri = f"sip:{NUMBER}@{LOCAL}:{net.port}"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((LOCAL, 0))
@@ -1003,11 +1009,7 @@ def test_a_restarted_worker_draws_a_new_nonce_secret(net: Net) -> None:
     replacement is ``stale=true`` and no call (the replacement's nonce counts start empty,
     so with the old secret a captured, never used challenge would be a fresh call there);
     the client's retry with the replacement's own nonce is then a call."""
-    gw = Carrier("gw1")
-    customer = Account(ips=(), username="alice", password="secret")
-    base, own_ports = _own_ports(2)
-    net.start_switch([gw], [customer], workers=2, server=own_ports)
-    carrier = net.carrier(gw, "uas_reject", fill={"STATUS": "486 Busy Here"}, calls=1)
+    base, carrier = _digest_workers(net)
     uri = f"sip:{NUMBER}@{LOCAL}:{net.port}"
     worker1 = (LOCAL, base + 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
