@@ -44,7 +44,7 @@ tcp_children=1
 disable_tcp=yes
 listen=udp:{host}:{port}
 
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+mpath="{modules}"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "maxfwd.so"
@@ -106,6 +106,19 @@ def kamailio_binary() -> str:
     return path
 
 
+def _module_dir(binary: str) -> str:
+    """Where the package put Kamailio's modules: Debian's multiarch folder (the machine's
+    own triplet, not a hard-coded x86_64), or a source build's lib/kamailio/modules beside
+    its sbin."""
+    prefix = Path(binary).resolve().parent.parent
+    found = sorted(prefix.glob("lib/*/kamailio/modules/dispatcher.so")) + sorted(
+        prefix.glob("lib*/kamailio/modules/dispatcher.so")
+    )
+    if not found:
+        pytest.fail(f"no kamailio modules (dispatcher.so) under {prefix}/lib*: is kamailio whole?")
+    return f"{found[0].parent}/"
+
+
 @dataclass
 class Balancer:
     """A running Kamailio: where it listens, its process and its log."""
@@ -158,7 +171,9 @@ def running_balancer(nodes: Sequence[str], *, start_timeout: float = 10.0) -> It
         list_file.write_text("".join(f"1 sip:{node}\n" for node in nodes))
         port = free_port()
         config = root / "kamailio.cfg"
-        config.write_text(CONFIG.format(host=LOCAL, port=port, list_file=list_file))
+        config.write_text(
+            CONFIG.format(host=LOCAL, port=port, list_file=list_file, modules=_module_dir(binary))
+        )
         log_path = root / "kamailio.log"
         command = [
             binary,
