@@ -56,6 +56,8 @@ class Net:
     sell: str = SELL
     #: More sell decks for the accounts, by id (CSV, written as ``{id}.csv``).
     decks: dict[str, str] = field(default_factory=dict)
+    #: ``[server] database`` of the configs written (a ``postgresql://`` URL, say).
+    database: str = "cdr.sqlite"
 
     def write_config(
         self,
@@ -71,20 +73,20 @@ class Net:
         tail: str = "",
         workers: int | None = 1,
         server: str = "",
-        database: str = "cdr.sqlite",
+        database: str | None = None,
     ) -> Path:
         """The switch's TOML. ``management`` is ``[management]``'s body: off unless a test
         asks (the default 127.0.0.1:8080 may be another program's). ``route_extra``: more
         lines for the route (``quality = {...}``); ``tail``: more tables at the end
         (``[[alarms]]``); ``server``: more ``[server]`` lines; ``database``: ``[server]
-        database`` (a ``postgresql://`` URL, say). ``workers``: ``[server]
+        database``, ``Net.database`` unless given. ``workers``: ``[server]
         workers``; one process unless a test asks for more (the tests read one process's logs
         and its Record-Route port), None: the default, one per core
         (``tests/e2e/test_workers.py``)."""
         lines = [
             "[server]",
             f'listen = ["udp:{LOCAL}:{self.port}", "tcp:{LOCAL}:{self.port}"]',
-            f'database = "{database}"',
+            f'database = "{self.database if database is None else database}"',
             'realm = "e2e"',
             "drain_timeout = 2",
             'digest_algorithms = ["MD5"]',

@@ -46,11 +46,12 @@ def start_node(net: Net, carrier: Carrier, database: str, management: str) -> Sw
     net.sell = CONNECT_FEE_DECK
     prepaid = Account(extra=('billing = "prepaid"',))
     config = net.write_config(
-        [carrier], [prepaid], billing="sync_interval = 300", management=management
+        [carrier],
+        [prepaid],
+        billing="sync_interval = 300",
+        management=management,
+        database=database,
     )
-    text = config.read_text()
-    assert 'database = "cdr.sqlite"' in text
-    config.write_text(text.replace('database = "cdr.sqlite"', f'database = "{database}"'))
     net.switch = Switch(config, net.workdir / "cdr.sqlite", net.port, net.workdir / "switch.log")
     return net.switch.start()
 

@@ -15,7 +15,6 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -35,24 +34,10 @@ __all__ = ["postgres"]
 pytestmark = pytest.mark.e2e
 
 
-def on_postgres(net: Net, url: str) -> None:
-    """``net``'s configurations name ``url`` as the database (rather than cdr.sqlite)."""
-    write = net.write_config
-
-    def write_config(*args: Any, **kwargs: Any) -> Path:
-        path = write(*args, **kwargs)
-        text = path.read_text()
-        assert 'database = "cdr.sqlite"' in text
-        path.write_text(text.replace('database = "cdr.sqlite"', f'database = "{url}"'))
-        return path
-
-    net.write_config = write_config  # type: ignore[method-assign]
-
-
 def test_a_call_through_the_switch_lands_its_cdr_in_postgres(net: Net, postgres: Postgres) -> None:
     url = postgres.database()
     assert migrate(url) == list(range(1, latest_version(url) + 1))
-    on_postgres(net, url)
+    net.database = url
     gw = Carrier("gw1")
     net.start_switch([gw], [Account()])
     carrier = net.carrier(gw, "uas_answer")
@@ -96,7 +81,7 @@ def run_until_refused(config: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_switch_refuses_an_unmigrated_database(net: Net, postgres: Postgres) -> None:
     url = postgres.database()
-    on_postgres(net, url)
+    net.database = url
     result = run_until_refused(net.write_config([Carrier("gw1")], [Account()]))
     assert result.returncode == 2, result.stderr
     assert f"schema version 0, this switch needs {latest_version(url)};" in result.stderr
@@ -132,7 +117,7 @@ def test_a_prepaid_account_is_metered_from_the_postgres_ledger(
 ) -> None:
     url = postgres.database()
     migrate(url)
-    on_postgres(net, url)
+    net.database = url
     with connect(url) as conn:
         at = dt.datetime.now(dt.UTC)
         ledger.book(conn, ledger.Booking("paid", "topup", to_nanos(Decimal("1")), "setup", at))

@@ -12,8 +12,6 @@ for its unregister."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 from callflow_harness import SCENARIOS, Sipp, free_port
@@ -30,19 +28,6 @@ __all__ = ["postgres"]
 pytestmark = pytest.mark.e2e
 
 LOCAL = "127.0.0.1"
-
-
-def on_postgres(net: Net, url: str) -> None:
-    """``net``'s configurations name ``url`` as the database (rather than cdr.sqlite)."""
-    write = net.write_config
-
-    def write_config(*args: Any, **kwargs: Any) -> Path:
-        path = write(*args, **kwargs)
-        text = path.read_text()
-        path.write_text(text.replace('database = "cdr.sqlite"', f'database = "{url}"'))
-        return path
-
-    net.write_config = write_config  # type: ignore[method-assign]
 
 
 def phone(a: Net, b: Net, call_id: str) -> Sipp:
@@ -96,7 +81,7 @@ def test_a_phone_registered_through_one_node_is_called_through_another(
     migrate(url)
     backup = Carrier("backup")
     for node in (net, second):
-        on_postgres(node, url)
+        node.database = url
         node.start_switch([backup], [Account(), PBX], route=["to_pbx", "backup"], tail=TO_PBX)
     carrier = second.carrier(backup, "uas_answer")
 
