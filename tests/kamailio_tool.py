@@ -4,10 +4,15 @@
 does what docs/deployment.md tells an operator to: the dispatcher module spreads new
 requests over ``nodes`` (round robin, algorithm 4), each forwarded statefully (``tm``) with
 the client's address named in ``X-AUTH-IP``/``X-AUTH-PORT`` after removing any the client
-sent. It does not record-route itself: a call's later requests follow the Record-Route of
-the node that took it (``loose_route``), through the balancer when the client sends them
-there, as SIPp does. It returns once Kamailio listens and stops it (SIGTERM,
-then SIGKILL) afterwards.
+sent. A REGISTER gets a ``Path`` naming the balancer with the client's address
+(``add_path_received``, RFC 3327): a node's call to that client comes back to the balancer
+with the Path as its Route, and the balancer relays it to the client (``loose_route``, the
+path module's ``use_received``); a node's request is told from a client's by its source
+(``ds_is_from_list``) and gets no ``X-AUTH-IP``. The balancer record-routes only those
+calls to registered clients; a client's call follows the Record-Route of the node that took
+it (``loose_route``), through the balancer when the client sends its later requests there,
+as SIPp does. It returns once Kamailio listens and stops it (SIGTERM, then SIGKILL)
+afterwards.
 
 A missing binary fails the test under CI (the test command installs the package) and skips
 it elsewhere, like ``redis_tool`` and ``postgres_tool``.
@@ -54,19 +59,40 @@ loadmodule "rr.so"
 loadmodule "pv.so"
 loadmodule "xlog.so"
 loadmodule "dispatcher.so"
+loadmodule "path.so"
 
 modparam("dispatcher", "list_file", "{list_file}")
+modparam("path", "use_received", 1)
 
 request_route {{
-    # Every request, in-dialog ones too: a client can send a To tag and a Route naming the
-    # switch, and the in-dialog branch below would forward its own X-AUTH-IP otherwise.
+    # Every request first, in-dialog ones too: a client can send a To tag and a Route naming
+    # the switch, and the in-dialog branch below would forward its own X-AUTH-IP otherwise.
     remove_hf("X-AUTH-IP");
     remove_hf("X-AUTH-PORT");
-    append_hf("X-AUTH-IP: $si\\r\\nX-AUTH-PORT: $sp\\r\\n");
     if (!mf_process_maxfwd_header("10")) {{
         sl_send_reply("483", "Too Many Hops");
         exit;
     }}
+    if (ds_is_from_list("1")) {{
+        # A node's request to a client registered through here: its Route is the Path
+        # this balancer wrote, whose received= names the client's address. loose_route()
+        # answers -3 for such a pre-loaded Route (an initial request), having set $du.
+        # It record-routes that call: the client may sit behind a NAT that only the address
+        # in received= gets through, so the call's later requests come this way too.
+        $var(routed) = loose_route();
+        if ($var(routed) == -3 && is_method("INVITE")) {{
+            record_route();
+        }}
+        if ($var(routed) > 0 || $var(routed) == -3) {{
+            t_relay();
+        }} else if (is_method("CANCEL|ACK") && t_check_trans()) {{
+            t_relay();
+        }} else {{
+            sl_send_reply("404", "Not Here");
+        }}
+        exit;
+    }}
+    append_hf("X-AUTH-IP: $si\\r\\nX-AUTH-PORT: $sp\\r\\n");
     if (is_method("CANCEL")) {{
         if (t_check_trans()) {{
             t_relay();
@@ -85,6 +111,9 @@ request_route {{
             sl_send_reply("404", "Not Here");
         }}
         exit;
+    }}
+    if (is_method("REGISTER")) {{
+        add_path_received();
     }}
     if (!ds_select_dst("1", "4")) {{
         sl_send_reply("503", "No Node");

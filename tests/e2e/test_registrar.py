@@ -34,8 +34,10 @@ def phone(
     expires: int = 60,
     number: str = NUMBER,
     pause_ms: int = 0,
+    to_port: int | None = None,
 ) -> Sipp:
-    """A registering phone (SIPp client with -au/-ap) on a port of its own."""
+    """A registering phone (SIPp client with -au/-ap) on a port of its own, registering at
+    the switch (or at ``to_port``: a balancer in front of it)."""
     port = free_port()
     host = contact_host or f"{LOCAL}:{port}"
     fill = {
@@ -53,7 +55,7 @@ def phone(
         port=port,
     )
     net.sipps.append(sipp)
-    return sipp.start(f"{LOCAL}:{net.port}")
+    return sipp.start(f"{LOCAL}:{net.port if to_port is None else to_port}")
 
 
 def customer_call(net: Net, call_id: str, label: str, *, port: int | None = None) -> Sipp:

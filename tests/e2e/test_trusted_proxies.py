@@ -11,7 +11,8 @@ import socket
 
 import pytest
 from callflow_harness import LOCAL
-from callflow_net import Account, Carrier, Net, ok
+from callflow_net import NUMBER, Account, Carrier, Net, attempts, ok
+from test_registrar import PBX, TO_PBX, phone, wait_registered
 
 from kamailio_tool import running_balancer
 from softswitch.sip import Response, parse_message
@@ -140,3 +141,38 @@ def test_a_forged_x_auth_ip_in_a_dialog_shaped_register_is_stripped_by_kamailio(
             refused = register(2, auth)
     assert refused.status == 403, (refused, net.switch_log())
     assert f"does not list {intruder}:{port} in its ips" in net.switch_log()
+
+
+def test_a_phone_registered_through_kamailio_is_called_through_it_by_its_path(net: Net) -> None:
+    """RFC 3327 behind a balancer: Kamailio adds a Path naming itself and the phone's address
+    (``add_path_received``) to the phone's REGISTER; the node keeps it with the binding and
+    sends the call for the phone to Kamailio with that Path as its Route, and Kamailio relays
+    it to the phone. Before, the node sent it to the REGISTER's source, the balancer, whose
+    dispatcher took it for a client's new call and handed it back to a node."""
+    with running_balancer([f"{LOCAL}:{net.port}"]) as balancer:
+        trust = f'trusted_proxies = ["{balancer.address}"]'
+        customer = Account(id="behind", ips=(CLIENT,))
+        net.start_switch([], [customer, PBX], route=["to_pbx"], tail=TO_PBX, server=trust)
+        call_id = "path-through-kamailio"
+        pbx = phone(net, "reg_answer_unregister", "phone", call_id, to_port=balancer.port)
+        (row,) = wait_registered(net, 1)
+        assert (row["source_ip"], row["source_port"]) == (LOCAL, balancer.port)
+        assert row["path"] == (
+            f"<sip:{LOCAL}:{balancer.port};lr;received=sip:{LOCAL}:{pbx.port}>"
+        ), balancer.log()
+        caller = net.customer(
+            "uac_call", args=["-cid_str", call_id, "-i", CLIENT], port=balancer.port
+        )
+        ok(net, caller)
+        ok(net, pbx)  # it answered, then unregistered through the balancer
+        wait_registered(net, 0)
+    invite = pbx.messages().split(f"INVITE sip:{NUMBER}@{LOCAL}:{pbx.port} SIP/2.0", 1)[1]
+    head = invite.split("\n\n")[0].splitlines()
+    vias = [line for line in head if line.startswith("Via:")]
+    assert f"{LOCAL}:{balancer.port}" in vias[0], invite  # relayed by Kamailio ...
+    assert f"{LOCAL}:{net.port}" in vias[1], invite  # ... from the node
+    assert not [line for line in head if line.startswith("Route:")]  # its entry consumed
+    assert "BYE sip:" in pbx.messages()  # the call's end came the same way
+    (cdr,) = net.cdrs()
+    assert cdr["account_id"] == "behind"
+    assert attempts(cdr) == [("to_pbx", 200, "answered")]

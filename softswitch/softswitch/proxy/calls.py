@@ -62,6 +62,9 @@ class Target:
     #: Header fields that replace the caller's in this branch's INVITE (From and
     #: P-Asserted-Identity with the caller-ID the ``cli`` rules gave, ``call.cli``).
     replace_headers: tuple[tuple[str, str], ...] = ()
+    #: A Route set the branch's INVITE starts with (a registered contact's Path, RFC 3327:
+    #: ``address`` is then its first hop), "" for none.
+    route: str = ""
 
 
 @dataclass(slots=True)

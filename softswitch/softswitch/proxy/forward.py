@@ -129,6 +129,7 @@ def prepare_branch(
     is_ours: Callable[[str, int], bool],
     realm: str | None = None,
     replace_headers: Iterable[tuple[str, str]] = (),
+    route: str = "",
 ) -> Request:
     """The INVITE for one gateway (16.6): new Request-URI, our Via and Record-Route on top.
 
@@ -136,13 +137,16 @@ def prepare_branch(
     entries when the legs use different transports or sockets (RFC 5658 double
     record-routing), so each peer reaches us the way it reached us before.
     ``replace_headers``: fields that replace the caller's of the same name, where they
-    were (the caller-ID a gateway gets, ``call.cli.header_edits``).
+    were (the caller-ID a gateway gets, ``call.cli.header_edits``). ``route``: a Route set
+    that goes first (a registered contact's Path, RFC 3327 5.3; 16.6 step 6 pre-loads it).
     """
     out = copy_request(request)
     out.uri = uri
     for name, value in replace_headers:
         out.headers.set(name, value)
     _strip_own_routes(out, is_ours)
+    if route:
+        out.headers.prepend("Route", route)
     _decrement_max_forwards(out)
     _remove_own_credentials(out, realm)
     for hop in reversed(list(record_route)):

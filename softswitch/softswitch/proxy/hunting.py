@@ -207,6 +207,7 @@ class Hunting(MediaSteps):
             is_ours=self.is_ours,
             realm=call.admission.realm,
             replace_headers=target.replace_headers,
+            route=target.route,
         )
 
     # -- fail over: the branch's timers and answers ----------------------------------------

@@ -499,9 +499,10 @@ class Pipeline:
         self, call: Call, context: CallContext, gateway: Gateway, media: MediaPolicy
     ) -> list[Target]:
         """One target per live contact of the gateway's account, in the order they are
-        tried (``Registrations.contacts``): each reached where its binding says (the
-        REGISTER's source address when NAT'd), with the number sent in the contact's URI
-        and the caller-ID as for any gateway."""
+        tried (``Registrations.contacts``): each reached where its binding says (the first
+        hop of its Path, with the Path as the Route set; else the REGISTER's source address
+        when NAT'd), with the number sent in the contact's URI and the caller-ID as for any
+        gateway."""
         registrations = self.registrations
         account = context.snapshot.accounts.get(gateway.registered or "")
         if registrations is None or account is None or not account.register:
@@ -532,6 +533,7 @@ class Pipeline:
                     ),
                     media=media,
                     replace_headers=edits,
+                    route=binding.route,
                 )
             )
         return targets

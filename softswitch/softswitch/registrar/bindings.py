@@ -5,7 +5,11 @@ the REGISTER that set it (a reordered REGISTER must not undo a newer one, 10.3 s
 the address the REGISTER came from. That address is how the contact is reached when it sits
 behind a NAT (RFC 3581): the Contact then names an address the switch cannot reach, while
 the source address and port are the NAT's mapping, which the client keeps open by
-re-registering (:attr:`Binding.destination`).
+re-registering (:attr:`Binding.destination`). A REGISTER that came through proxies which
+asked to stay on the way to the contact (``Path``, RFC 3327: a SIP balancer in front of
+several nodes, an edge proxy at the customer's NAT) leaves their Path with the binding: calls
+to the contact then go to its first hop with the Path as their Route set, and the proxies
+take them on from there (:attr:`Binding.route`).
 
 :class:`Registrations` is the in-memory index the call path reads: an account's live
 contacts in the order they are tried (q-value, then the most recently registered), and the
@@ -28,7 +32,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
-from softswitch.sip import SipParseError, SipURI, parse_uri
+from softswitch.sip import SipParseError, SipURI, parse_name_addr, parse_uri
+from softswitch.sip.headers import split_commas
 from softswitch.transport import Address, Transport
 
 __all__ = ["Binding", "Registrations", "reached_behind_nat"]
@@ -59,6 +64,9 @@ class Binding:
     #: The fingerprint of the account's credentials its REGISTER passed
     #: (``registrar.credentials``); "" for one read from the table before it was judged.
     credentials: str = ""
+    #: The REGISTER's Path (RFC 3327) as one field value, its entries in order
+    #: (``<sip:lb.example;lr>, <sip:edge.example;lr>``); "" when it came with none.
+    path: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,11 +99,21 @@ class Binding:
         return dataclasses.replace(uri, user=user, password=None, headers={})
 
     @property
+    def route(self) -> str:
+        """The Route set of a call to this contact (RFC 3327 5.3): the Path it registered
+        with, in the same order; "" for none."""
+        return self.path
+
+    @property
     def destination(self) -> tuple[Transport, Address] | None:
-        """Where a call to this contact is sent: the REGISTER's source when NAT'd, else the
-        Contact's host and port (5060 when it names none); None when the Contact's host is
-        a name (never the case for a NAT'd one, whose source is always an address)."""
+        """Where a call to this contact is sent: the first hop of its Path when it has one
+        (over that URI's ``transport``, else the REGISTER's), else the REGISTER's source
+        when NAT'd, else the Contact's host and port (5060 when they name none); None when
+        the host to send to is a name (never the case for a NAT'd one, whose source is
+        always an address)."""
         transport = Transport.TCP if self.transport == "tcp" else Transport.UDP
+        if self.path:
+            return _first_hop(self.path, transport)
         if self.nat:
             return transport, (self.source_ip, self.source_port)
         try:
@@ -106,6 +124,19 @@ class Binding:
             return None
         host = uri.host.strip("[]")
         return transport, (host, uri.port or 5060)
+
+
+def _first_hop(path: str, transport: Transport) -> tuple[Transport, Address] | None:
+    try:
+        uri = parse_name_addr(split_commas(path)[0]).uri
+    except (SipParseError, IndexError):
+        return None
+    if not isinstance(uri, SipURI) or _ip(uri.host) is None:
+        return None
+    named = (uri.param("transport") or "").lower()
+    if named in ("tcp", "udp"):
+        transport = Transport.TCP if named == "tcp" else Transport.UDP
+    return transport, (uri.host.strip("[]"), uri.port or 5060)
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

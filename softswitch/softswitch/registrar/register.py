@@ -19,6 +19,10 @@ Choices where RFC 3261 leaves room:
 * At most ``max_contacts`` live contacts per account; more is ``403``.
 * A contact that must be reached behind a NAT is decided here, once, at registration
   (``bindings.reached_behind_nat``).
+* A ``Path`` (RFC 3327) is kept with every contact the REGISTER puts, whether or not the
+  client said ``Supported: path`` (the proxies that wrote it asked to be on the way; the
+  client's support only decides whether the 200 echoes it, 5.3); each entry must be a
+  name-addr with a ``sip:`` URI, or the REGISTER is ``400``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from softswitch.sip import NameAddr, Request, SipParseError, SipURI
+from softswitch.sip import NameAddr, Request, SipParseError, SipURI, parse_name_addr
 
 from .bindings import Binding, reached_behind_nat
 from .store import storable
@@ -72,11 +76,16 @@ class Accepted:
     put: tuple[Binding, ...]
     removed: tuple[Binding, ...]
     current: tuple[Binding, ...]
+    #: The Path the 200 echoes (the request's, when it said ``Supported: path``), or "".
+    path: str = ""
 
     def headers(self, now: float) -> list[tuple[str, str]]:
         """The 200's header fields: one Contact per live binding with the seconds it has
-        left (10.3 step 8), and the Date (a client may correct its clock by it)."""
+        left (10.3 step 8), the Path stored when the client supports it (RFC 3327 5.3),
+        and the Date (a client may correct its clock by it)."""
         out = [("Contact", _contact_value(b, now)) for b in self.current]
+        if self.path:
+            out.append(("Path", self.path))
         out.append(("Date", formatdate(now, usegmt=True)))
         return out
 
@@ -151,6 +160,9 @@ def decide(
         return Refused(400, f"Invalid Contact: {e.reason}"[:100])
     if any(str(na.uri) == "*" for na in contacts):
         return Refused(400, "Contact: * must be alone")
+    path = _path(request)
+    if path is None:
+        return Refused(400, "Invalid Path")
 
     via = request.top_via
     asked_rport = via is not None and via.rport is not None
@@ -201,10 +213,33 @@ def decide(
             registered_at=now if old is None else max(now, old.registered_at),
             user_agent=user_agent,
             credentials=credentials,
+            path=path,
         )
     after = {c: b for c, b in live.items() if c not in removed}
     after.update(put)
     if len(after) > limits.max_contacts and len(put) > 0:
         return Refused(403, f"More than {limits.max_contacts} contacts")
     current = sorted(after.values(), key=lambda b: (-b.q, -b.registered_at))
-    return Accepted(tuple(put.values()), tuple(removed.values()), tuple(current))
+    echo = path if path and _supports_path(request) else ""
+    return Accepted(tuple(put.values()), tuple(removed.values()), tuple(current), echo)
+
+
+def _path(request: Request) -> str | None:
+    """The REGISTER's Path entries as one field value, each written anew from its parse
+    (so the table, the notices and the Route of a call hold one spelling); "" for none,
+    None when an entry is not a name-addr with a ``sip:`` URI or cannot be stored."""
+    entries: list[str] = []
+    for value in request.headers.get_all("Path"):
+        try:
+            entry = parse_name_addr(value)
+        except SipParseError:
+            return None
+        if not isinstance(entry.uri, SipURI) or entry.uri.scheme.lower() != "sip":
+            return None
+        entries.append(str(entry))
+    text = ", ".join(entries)
+    return text if storable(text) == text else None
+
+
+def _supports_path(request: Request) -> bool:
+    return any(option.strip().lower() == "path" for option in request.headers.get_all("Supported"))

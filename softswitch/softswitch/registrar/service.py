@@ -282,7 +282,11 @@ class Registrar:
                 binding.source_port,
                 binding.transport,
                 binding.expires_at,
-                " (NAT: reached at the source)" if binding.nat else "",
+                f" (reached through Path {binding.path})"
+                if binding.path
+                else " (NAT: reached at the source)"
+                if binding.nat
+                else "",
             )
         if self.writer is not None:
             # Other writers share the table (workers, or nodes on one PostgreSQL): a

@@ -73,6 +73,7 @@ __all__ = [
     "BindingWriter",
     "add_credentials_column",
     "add_expiry_index",
+    "add_path_column",
     "binding_of",
     "binding_of_notice",
     "gone_notice",
@@ -85,7 +86,8 @@ logger = logging.getLogger("softswitch.registrar")
 
 #: The table as schema migration 1 makes it; migration 3 adds ``credentials`` (the
 #: fingerprint of the credentials a binding's REGISTER passed, ``registrar.credentials``),
-#: migration 4 an index on ``expires_at`` (:data:`EXPIRY_INDEX`).
+#: migration 4 an index on ``expires_at`` (:data:`EXPIRY_INDEX`), migration 5 ``path`` (the
+#: REGISTER's Path, RFC 3327).
 REGISTRATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS registrations (
     account_id    TEXT    NOT NULL,
@@ -123,6 +125,7 @@ BINDING_COLUMNS = (
     "registered_at",
     "user_agent",
     "credentials",
+    "path",
 )
 #: Every row's binding fields (``binding_of`` reads them back): the read at a start, and the
 #: other nodes' listeners' (``node_sync``).
@@ -202,6 +205,7 @@ def _connect(database: Database) -> Any:
     conn.executescript(REGISTRATIONS_SCHEMA)  # cdr.SCHEMA has it; a bare file may not
     add_credentials_column(conn)
     add_expiry_index(conn)
+    add_path_column(conn)
     return conn
 
 
@@ -211,6 +215,14 @@ def add_credentials_column(conn: sqlite3.Connection) -> None:
     have = {row[1] for row in conn.execute("PRAGMA table_info(registrations)")}
     if "credentials" not in have:
         conn.execute("ALTER TABLE registrations ADD COLUMN credentials TEXT NOT NULL DEFAULT ''")
+
+
+def add_path_column(conn: sqlite3.Connection) -> None:
+    """Schema migration 5 on SQLite (``store.migrations``), and what a bare file the writer
+    opens gets too: ``registrations.path``, "" in the rows before it (no Path)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(registrations)")}
+    if "path" not in have:
+        conn.execute("ALTER TABLE registrations ADD COLUMN path TEXT NOT NULL DEFAULT ''")
 
 
 def add_expiry_index(conn: sqlite3.Connection) -> None:
@@ -235,6 +247,7 @@ def _row(binding: Binding, *, postgres: bool = False) -> tuple[object, ...]:
         b.registered_at,
         b.user_agent,
         b.credentials,
+        b.path,
     )
 
 
@@ -293,6 +306,7 @@ def binding_of(row: Sequence[Any]) -> Binding:
         registered_at=float(r[10]),
         user_agent=r[11],
         credentials=r[12] or "",
+        path=r[13] or "",
     )
 
 
@@ -493,8 +507,11 @@ def _write(
 
 def put_notice(binding: Binding) -> list[object]:
     """The notice of a binding the table took: every field, the fingerprint included (a
-    tombstone is one, registered and expiring at its unregister)."""
-    return ["put", [getattr(binding, name) for name in _FIELDS]]
+    tombstone is one, registered and expiring at its unregister). A binding without a Path
+    leaves that last field out: a node of the version before it (upgraded one at a time)
+    still reads the notices of the bindings it could have made itself."""
+    fields = [getattr(binding, name) for name in _FIELDS]
+    return ["put", fields if binding.path else fields[:-1]]
 
 
 #: What each field of a ``put`` notice must be, as JSON gives it back (a number may come as
@@ -513,14 +530,17 @@ _NOTICE_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "registered_at": (int, float),
     "user_agent": (str,),
     "credentials": (str,),
+    "path": (str,),
 }
 
 
 def binding_of_notice(values: object) -> Binding:
     """The binding a ``put`` notice carries; ValueError when it is not one (any role that
     may connect may send a notice: nothing in it is taken on trust, not even its shape)."""
-    if not isinstance(values, list) or len(values) != len(_FIELDS):
+    if not isinstance(values, list) or len(values) not in (len(_FIELDS) - 1, len(_FIELDS)):
         raise ValueError("not a binding's fields")
+    if len(values) < len(_FIELDS):  # no Path (``put_notice``)
+        values = [*values, ""]
     for name, value in zip(_FIELDS, values, strict=True):
         kinds = _NOTICE_TYPES[name]
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):

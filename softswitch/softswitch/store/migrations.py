@@ -14,7 +14,8 @@ migration once. Version 1 is the schema the switch wrote before migrations exist
 Version 2 adds ``cdrs.caller_id`` (the caller-ID the switch routed on), NULL in older rows.
 Version 3 adds ``registrations.credentials`` (the fingerprint of the credentials a binding's
 REGISTER passed), "" in older rows. Version 4 adds the index ``registrations_expires_at``
-(the keepers' purge of the rows expired long ago reads those only).
+(the keepers' purge of the rows expired long ago reads those only). Version 5 adds
+``registrations.path`` (the Path, RFC 3327, a binding's REGISTER came with), "" in older rows.
 
 Who runs them: the SQLite store migrates its own file when it opens it (the embedded default
 needs no setup). Against PostgreSQL the switch never changes the schema: a database shared by
@@ -36,7 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from softswitch.registrar.store import EXPIRY_INDEX, add_credentials_column, add_expiry_index
+from softswitch.registrar.store import (
+    EXPIRY_INDEX,
+    add_credentials_column,
+    add_expiry_index,
+    add_path_column,
+)
 
 from . import postgres_schema, sqlite_schema
 from .errors import StoreError
@@ -81,6 +87,10 @@ _CREDENTIALS = "registrations.credentials: the fingerprint a binding's REGISTER 
 #: (``registrar.store.EXPIRY_INDEX``), so that each node's keeper's purge, once a minute,
 #: and the read at a start find the rows expired long ago without reading the whole table.
 _EXPIRY_INDEX = "registrations_expires_at: an index on registrations.expires_at (the purge)"
+#: Migration 5, both dialects: ``registrations.path``, the Path (RFC 3327) a binding's
+#: REGISTER came with, the Route set of the calls to it (a balancer in front of the nodes);
+#: "" in the rows written before it.
+_PATH = "registrations.path: the Path a binding's REGISTER came with (RFC 3327)"
 
 # -- SQLite ----------------------------------------------------------------------------
 
@@ -127,6 +137,10 @@ def _sqlite_expiry_index(conn: sqlite3.Connection) -> None:
     add_expiry_index(conn)
 
 
+def _sqlite_path(conn: sqlite3.Connection) -> None:
+    add_path_column(conn)
+
+
 SQLITE: tuple[Migration, ...] = (
     Migration(
         1,
@@ -137,6 +151,7 @@ SQLITE: tuple[Migration, ...] = (
     Migration(2, _CALLER_ID, _sqlite_caller_id),
     Migration(3, _CREDENTIALS, _sqlite_credentials),
     Migration(4, _EXPIRY_INDEX, _sqlite_expiry_index),
+    Migration(5, _PATH, _sqlite_path),
 )
 
 
@@ -174,6 +189,10 @@ def _postgres_expiry_index(conn: Any) -> None:
     conn.execute(EXPIRY_INDEX)
 
 
+def _postgres_path(conn: Any) -> None:
+    conn.execute("ALTER TABLE registrations ADD COLUMN IF NOT EXISTS path text NOT NULL DEFAULT ''")
+
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(
         1, "baseline: cdrs, switch_runs, open_calls, ledger, registrations", _postgres_baseline
@@ -181,6 +200,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(2, _CALLER_ID, _postgres_caller_id),
     Migration(3, _CREDENTIALS, _postgres_credentials),
     Migration(4, _EXPIRY_INDEX, _postgres_expiry_index),
+    Migration(5, _PATH, _postgres_path),
 )
 
 

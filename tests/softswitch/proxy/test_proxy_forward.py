@@ -86,6 +86,30 @@ def test_branch_request_rewrites_and_leaves_the_original_alone() -> None:
     assert len(original.via) == 1
 
 
+def test_a_branch_with_a_route_set_starts_with_it_after_our_own_entry_is_consumed() -> None:
+    """A registered contact's Path (RFC 3327) is the branch's pre-loaded Route set (16.6
+    step 6), ahead of any Route the caller sent beyond us."""
+    original = invite("Route: <sip:127.0.0.1:5060;lr>", "Route: <sip:192.0.2.77;lr>")
+    path = "<sip:198.51.100.1:5070;lr;received=sip:203.0.113.9:61000>, <sip:198.51.100.2;lr>"
+    out = prepare_branch(
+        original,
+        uri=SipURI(user="441234567", host="10.1.1.1", port=5060),
+        via=Via.new("UDP", "127.0.0.1", 5060, branch="z9hG4bKbranch1"),
+        record_route=[Hop(Transport.UDP, *US)],
+        is_ours=ours,
+        route=path,
+    )
+    assert out.headers.get_all("Route") == [
+        "<sip:198.51.100.1:5070;lr;received=sip:203.0.113.9:61000>",
+        "<sip:198.51.100.2;lr>",
+        "<sip:192.0.2.77;lr>",
+    ]
+    assert original.headers.get_all("Route") == [
+        "<sip:127.0.0.1:5060;lr>",
+        "<sip:192.0.2.77;lr>",
+    ]
+
+
 @pytest.mark.parametrize(
     ("received", "sent"),
     [("70", 69), ("0", 0), ("2147483649", 2**31), ("4294967296", 2**31), ("9999999999", 2**31)],

@@ -92,8 +92,10 @@ def register(
     via_host: str = "192.168.1.20:5060",
     authorization: str | None = None,
     uri: str = "sip:127.0.0.1:5060",
+    extra: tuple[str, ...] = (),
 ) -> Request:
-    """A REGISTER for ``user``'s address of record with these Contact values."""
+    """A REGISTER for ``user``'s address of record with these Contact values; ``extra``:
+    more header lines (``Path: ...``)."""
     lines = [
         f"REGISTER {uri} SIP/2.0",
         f"Via: SIP/2.0/UDP {via_host};branch=z9hG4bK{call_id}{cseq}" + (";rport" if rport else ""),
@@ -108,6 +110,7 @@ def register(
         lines.append(f"Expires: {expires}")
     if authorization is not None:
         lines.append(f"Authorization: {authorization}")
+    lines += extra
     lines.append("Content-Length: 0")
     message = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
     assert isinstance(message, Request)
@@ -124,6 +127,7 @@ def binding(
     source: tuple[str, int] = ("192.0.2.50", 5060),
     nat: bool = False,
     transport: str = "udp",
+    path: str = "",
 ) -> Binding:
     return Binding(
         account_id=account_id,
@@ -137,6 +141,7 @@ def binding(
         source_port=source[1],
         nat=nat,
         registered_at=registered_at,
+        path=path,
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from registrar_support import binding
 
 from softswitch.cdr import CdrStore
@@ -60,6 +62,24 @@ def test_where_a_contact_is_reached_and_its_request_uri() -> None:
     assert default_port.destination == (Transport.UDP, ("2001:db8::1", 5060))
 
 
+def test_a_contact_registered_with_a_path_is_reached_at_its_first_hop() -> None:
+    """RFC 3327 5.3: whatever the Contact or the NAT says, the call goes to the Path's first
+    proxy (over its URI's transport, else the REGISTER's), which takes it on; the Request-URI
+    is the contact's still."""
+    path = "<sip:198.51.100.1:5070;lr;received=sip:203.0.113.9:61000>, <sip:198.51.100.2;lr>"
+    natted = binding("sip:pbx@10.1.1.1:5060", nat=True, source=("198.51.100.1", 5070), path=path)
+    assert natted.destination == (Transport.UDP, ("198.51.100.1", 5070))
+    assert natted.route == path
+    assert str(natted.request_uri("441")) == "sip:441@10.1.1.1:5060"
+    over_tcp = binding("sip:pbx@10.1.1.1", path="<sip:[2001:db8::7];transport=TCP;lr>")
+    assert over_tcp.destination == (Transport.TCP, ("2001:db8::7", 5060))
+    as_registered = binding("sip:pbx@10.1.1.1", transport="tcp", path="<sip:198.51.100.1;lr>")
+    assert as_registered.destination == (Transport.TCP, ("198.51.100.1", 5060))
+    named = binding("sip:pbx@192.0.2.50", path="<sip:lb.example.com;lr>")
+    assert named.destination is None  # no resolver on the call path: skipped, as a named contact
+    assert binding().route == ""
+
+
 def test_the_writer_keeps_the_latest_change_and_load_drops_the_expired(tmp_path: Path) -> None:
     db = tmp_path / "switch.sqlite"
     writer = BindingWriter(db)
@@ -89,3 +109,26 @@ def test_the_cdr_store_creates_the_table_in_the_switch_database(tmp_path: Path) 
         columns = [row[1] for row in conn.execute("PRAGMA table_info(registrations)")]
     assert columns[:3] == ["account_id", "contact", "expires_at"]
     assert load(db, 0.0) == []
+
+
+def test_a_notice_carries_the_path_and_one_without_is_the_older_nodes_shape() -> None:
+    """Nodes are upgraded one at a time: a binding without a Path is announced in the shape
+    the version before it reads (no path field), and a notice in that shape is read as a
+    binding without a Path; one with a Path carries it."""
+    from softswitch.registrar.store import binding_of_notice, put_notice
+
+    plain = binding()
+    kind, fields = put_notice(plain)
+    assert kind == "put"
+    assert isinstance(fields, list)
+    assert len(fields) == 13  # account_id ... credentials, as before the Path
+    assert binding_of_notice(json.loads(json.dumps(fields))) == plain
+    pathed = binding(path="<sip:198.51.100.1:5070;lr>")
+    _, fields = put_notice(pathed)
+    assert isinstance(fields, list)
+    assert fields[-1] == "<sip:198.51.100.1:5070;lr>"
+    assert binding_of_notice(json.loads(json.dumps(fields))) == pathed
+    with pytest.raises(ValueError, match="path: int"):
+        binding_of_notice([*fields[:-1], 7])
+    with pytest.raises(ValueError, match="not a binding's fields"):
+        binding_of_notice(fields[:-2])

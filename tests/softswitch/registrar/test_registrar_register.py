@@ -207,3 +207,54 @@ def test_a_refresh_after_the_clock_stepped_back_is_registered_no_earlier_than_it
         decide(register("<sip:pbx@203.0.113.7:5060>", expires=120), "pbx", {}, SOURCE, NOW, LIMITS)
     )
     assert fresh.put[0].registered_at == NOW
+
+
+#: What a balancer writes in front of the switch (Kamailio's ``add_path_received``), and a
+#: second proxy nearer the client.
+BALANCER = "<sip:198.51.100.1:5060;lr;received=sip:203.0.113.7:40000>"
+EDGE = '"edge" <sip:edge@198.51.100.2;lr>'
+
+
+def test_a_path_is_kept_with_every_contact_and_echoed_only_to_a_client_that_supports_it() -> None:
+    request = register(
+        "<sip:pbx@203.0.113.7>",
+        "<sip:pbx2@203.0.113.7>",
+        extra=(f"Path: {BALANCER}", f"Path: {EDGE}"),
+    )
+    out = accepted(decide(request, "pbx", {}, SOURCE, NOW, LIMITS))
+    expected = f"{BALANCER}, {EDGE}"  # one field value, in the order received
+    assert [b.path for b in out.put] == [expected, expected]
+    assert [b.route for b in out.put] == [expected, expected]
+    assert "Path" not in dict(out.headers(NOW))  # no Supported: path, no echo (RFC 3327 5.3)
+    supported = register(
+        "<sip:pbx@203.0.113.7>", extra=(f"Path: {BALANCER}, {EDGE}", "Supported: timer, path")
+    )
+    out = accepted(decide(supported, "pbx", {}, SOURCE, NOW, LIMITS))
+    assert out.put[0].path == expected
+    assert dict(out.headers(NOW))["Path"] == expected
+
+
+def test_a_refresh_without_a_path_drops_the_one_registered_before() -> None:
+    first = accepted(
+        decide(register("<sip:pbx@203.0.113.7>", extra=(f"Path: {BALANCER}",)), "pbx", {},
+               SOURCE, NOW, LIMITS)
+    )  # fmt: skip
+    existing = {b.contact: b for b in first.put}
+    again = register("<sip:pbx@203.0.113.7>", cseq=2)  # now straight to the switch
+    out = accepted(decide(again, "pbx", existing, SOURCE, NOW + 10, LIMITS))
+    assert out.put[0].path == ""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "garbage <",
+        "<tel:+441234>",  # not a route anywhere
+        "<sips:198.51.100.1;lr>",  # the switch speaks no TLS
+        f"{BALANCER}, <sip:bad@>",  # one bad entry refuses the whole request
+    ],
+)
+def test_a_path_that_is_no_route_is_400_and_changes_nothing(path: str) -> None:
+    request = register("<sip:pbx@203.0.113.7>", extra=(f"Path: {path}",))
+    out = refused(decide(request, "pbx", {}, SOURCE, NOW, LIMITS))
+    assert (out.status, out.reason) == (400, "Invalid Path")

@@ -17,6 +17,7 @@ import pytest
 from postgres_tool import Postgres
 from softswitch.cdr import CdrStore
 from softswitch.commands import add_subcommands, dispatch
+from softswitch.registrar.store import BINDING_COLUMNS
 from softswitch.store import migrations
 from softswitch.store.errors import StoreError
 from softswitch.store.migrate_command import migrate_command
@@ -57,10 +58,10 @@ def schema_of(db: Path) -> dict[str, str]:
 
 def test_a_fresh_sqlite_file_gets_every_version_once(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "cdr.sqlite"
-    assert migrate(db) == [1, 2, 3, 4]
+    assert migrate(db) == [1, 2, 3, 4, 5]
     assert migrate(db) == []
-    assert current_version(db) == 4
-    assert sqlite_rows(db, "SELECT version FROM schema_version") == [(1,), (2,), (3,), (4,)]
+    assert current_version(db) == 5
+    assert sqlite_rows(db, "SELECT version FROM schema_version") == [(1,), (2,), (3,), (4,), (5,)]
     assert sqlite_rows(db, "PRAGMA user_version") == [(3,)]  # what older switches read
 
 
@@ -73,7 +74,7 @@ def test_a_file_made_before_migrations_is_adopted_as_version_1_unchanged(
     cdrs = sqlite_rows(db, "SELECT * FROM cdrs ORDER BY id")
     ledger = sqlite_rows(db, "SELECT * FROM ledger ORDER BY id")
     assert current_version(db) == 0
-    assert [m.version for m in pending(db)] == [1, 2, 3, 4]
+    assert [m.version for m in pending(db)] == [1, 2, 3, 4, 5]
     with monkeypatch.context() as m:  # this code as it was at version 1
         m.setattr(migrations, "SQLITE", migrations.SQLITE[:1])
         migrate(fresh)
@@ -82,7 +83,7 @@ def test_a_file_made_before_migrations_is_adopted_as_version_1_unchanged(
     assert schema_of(db) == before == schema_of(fresh)
     assert sqlite_rows(db, "SELECT * FROM cdrs ORDER BY id") == cdrs
     assert sqlite_rows(db, "SELECT * FROM ledger ORDER BY id") == ledger
-    assert migrate(db) == [2, 3, 4]
+    assert migrate(db) == [2, 3, 4, 5]
     assert migrate(db) == []
 
 
@@ -104,12 +105,12 @@ def test_a_version_1_file_upgrades_to_version_2_with_its_cdrs_kept(
     conn.commit()
     conn.close()
     assert current_version(db) == 1
-    assert [m.version for m in pending(db)] == [2, 3, 4]
+    assert [m.version for m in pending(db)] == [2, 3, 4, 5]
     with CdrStore(db) as store:  # the store migrates its own file
         new = replace(store.query()[0], call_id="new-1", caller_id="442079460000")
         store.write(new).result(timeout=30)
         rows = {r.call_id: r for r in store.query()}
-    assert current_version(db) == 4
+    assert current_version(db) == 5
     assert rows["old-1"].caller_id is None
     assert rows["new-1"].caller_id == "442079460000"
     columns = [r[1] for r in sqlite_rows(db, "PRAGMA table_info(cdrs)")]
@@ -134,7 +135,7 @@ def test_a_version_2_file_upgrades_to_version_3_with_its_registrations_kept(
     )
     conn.commit()
     conn.close()
-    assert migrate(db) == [3, 4]
+    assert migrate(db) == [3, 4, 5]
     new = Binding("pbx", "sip:new@192.0.2.2", 9e9, 1.0, "c2", 1, "udp", "192.0.2.2", 5060,
                   False, 2000.0, "new phone", credentials="fp-1")  # fmt: skip
     writer = BindingWriter(db)
@@ -144,6 +145,10 @@ def test_a_version_2_file_upgrades_to_version_3_with_its_registrations_kept(
     rows = {b.contact: b for b in load(db, 3000.0)}
     assert rows["sip:old@192.0.2.1"].credentials == ""
     assert rows["sip:new@192.0.2.2"] == new
+
+
+#: The registrations' columns at version 3 and 4 (version 5 adds ``path``).
+V3_SELECT = "SELECT " + ", ".join(BINDING_COLUMNS[:13]) + " FROM registrations ORDER BY contact"
 
 
 def registrations_v3() -> list[object]:
@@ -173,18 +178,18 @@ def test_a_version_3_file_upgrades_to_version_4_with_its_registrations_kept(
     conn = sqlite3.connect(db)
     conn.executemany(
         "INSERT INTO registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [_row(b) for b in registrations_v3()],
+        [_row(b)[:13] for b in registrations_v3()],  # no path yet
     )
     conn.commit()
     conn.close()
-    rows = sqlite_rows(db, "SELECT * FROM registrations ORDER BY contact")
+    rows = sqlite_rows(db, V3_SELECT)
     assert "registrations_expires_at" not in schema_of(db)
-    assert migrate(db) == [4]
-    assert current_version(db) == 4
+    assert migrate(db) == [4, 5]
+    assert current_version(db) == 5
     assert schema_of(db)["registrations_expires_at"] == (
         "CREATE INDEX registrations_expires_at ON registrations (expires_at)"
     )
-    assert sqlite_rows(db, "SELECT * FROM registrations ORDER BY contact") == rows
+    assert sqlite_rows(db, V3_SELECT) == rows
     purge_plan = f"EXPLAIN QUERY PLAN {_PURGE.replace('?', '1700.0')}"
     plan = " ".join(str(r[-1]) for r in sqlite_rows(db, purge_plan))
     assert "INDEX registrations_expires_at (expires_at<?)" in plan
@@ -196,20 +201,24 @@ def test_a_version_3_postgres_database_upgrades_to_version_4_with_its_registrati
     postgres: Postgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from softswitch.registrar import load
-    from softswitch.registrar.store import _UPSERT_PG, _row
+    from softswitch.registrar.store import _row
 
     url = postgres.database()
     with monkeypatch.context() as m:  # this code as it was at version 3
         m.setattr(migrations, "POSTGRES", migrations.POSTGRES[:3])
         assert migrate(url) == [1, 2, 3]
     with psycopg.connect(url) as conn:
-        conn.cursor().executemany(_UPSERT_PG, [_row(b, postgres=True) for b in registrations_v3()])
-    select = "SELECT * FROM registrations ORDER BY contact"
+        conn.cursor().executemany(
+            f"INSERT INTO registrations ({', '.join(BINDING_COLUMNS[:13])})"
+            f" VALUES ({', '.join(['%s'] * 13)})",
+            [_row(b, postgres=True)[:13] for b in registrations_v3()],  # no path yet
+        )
+    select = V3_SELECT
     with psycopg.connect(url) as conn:
         rows = conn.execute(select).fetchall()
-    with pytest.raises(SchemaError, match="schema version 3, this switch needs 4"):
+    with pytest.raises(SchemaError, match="schema version 3, this switch needs 5"):
         migrations.require_current(url)  # a node of this code refuses it until migrated
-    assert migrate(url) == [4]
+    assert migrate(url) == [4, 5]
     migrations.require_current(url)
     with psycopg.connect(url) as conn:
         indexes = conn.execute(
@@ -222,6 +231,71 @@ def test_a_version_3_postgres_database_upgrades_to_version_4_with_its_registrati
     ]
     assert load(url, 2000.0) == registrations_v3()[:1]
     assert migrate(url) == []
+
+
+#: A binding registered through a balancer that wrote a Path (RFC 3327).
+PATHED = (
+    "pbx", "sip:pathed@192.0.2.3", 9e9, 1.0, "c3", 1, "udp", "192.0.2.9", 5060, False,
+    2000.0, "phone",
+)  # fmt: skip
+
+
+def test_a_version_4_file_upgrades_to_version_5_and_keeps_a_bindings_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 5 adds ``registrations.path``: "" (no Path) in the rows before, the Path a
+    REGISTER came with after, read back as written."""
+    from softswitch.registrar import Binding, BindingWriter, load
+    from softswitch.registrar.store import _row
+
+    db = tmp_path / "cdr.sqlite"
+    with monkeypatch.context() as m:  # this code as it was at version 4
+        m.setattr(migrations, "SQLITE", migrations.SQLITE[:4])
+        assert migrate(db) == [1, 2, 3, 4]
+    conn = sqlite3.connect(db)
+    conn.executemany(
+        f"INSERT INTO registrations VALUES ({', '.join('?' * 13)})",
+        [_row(b)[:13] for b in registrations_v3()],
+    )
+    conn.commit()
+    conn.close()
+    rows = sqlite_rows(db, V3_SELECT)
+    assert migrate(db) == [5]
+    assert sqlite_rows(db, V3_SELECT) == rows
+    assert sqlite_rows(db, "SELECT DISTINCT path FROM registrations") == [("",)]
+    pathed = Binding(*PATHED, path="<sip:192.0.2.9:5070;lr;received=sip:192.0.2.3:5062>")
+    writer = BindingWriter(db)
+    writer.put([pathed])
+    assert writer.flush()
+    writer.close()
+    assert load(db, 2000.0) == [registrations_v3()[0], pathed]
+
+
+def test_a_version_4_postgres_database_upgrades_to_version_5_and_keeps_a_bindings_path(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from softswitch.registrar import Binding, BindingWriter, load
+    from softswitch.registrar.store import _row
+
+    url = postgres.database()
+    with monkeypatch.context() as m:  # this code as it was at version 4
+        m.setattr(migrations, "POSTGRES", migrations.POSTGRES[:4])
+        assert migrate(url) == [1, 2, 3, 4]
+    with psycopg.connect(url) as conn:
+        conn.cursor().executemany(
+            f"INSERT INTO registrations ({', '.join(BINDING_COLUMNS[:13])})"
+            f" VALUES ({', '.join(['%s'] * 13)})",
+            [_row(b, postgres=True)[:13] for b in registrations_v3()],
+        )
+    with pytest.raises(SchemaError, match="schema version 4, this switch needs 5"):
+        migrations.require_current(url)
+    assert migrate(url) == [5]
+    pathed = Binding(*PATHED, path="<sip:192.0.2.9:5070;lr>, <sip:192.0.2.10;lr>")
+    writer = BindingWriter(url)
+    writer.put([pathed])
+    assert writer.flush()
+    writer.close()
+    assert load(url, 2000.0) == [registrations_v3()[0], pathed]
 
 
 def test_the_store_opens_a_file_made_before_migrations_and_recovers_its_dead_run(
@@ -239,7 +313,7 @@ def test_the_store_opens_a_file_made_before_migrations_and_recovers_its_dead_run
     # Ended at the dead run's last heartbeat: 58 s after the answer at 12:00:02.
     assert up.end_at == dt.datetime(2026, 3, 1, 12, 1, tzinfo=dt.UTC)
     assert up.billsec == 58
-    assert current_version(db) == 4
+    assert current_version(db) == 5
     debits = sqlite_rows(db, "SELECT reference, amount FROM ledger ORDER BY id")
     assert debits[0] == ("done-1", -100000000)
     assert debits[1][0] == "up-1"
@@ -263,7 +337,7 @@ def test_a_version_2_legacy_file_gets_the_missing_tables_and_columns(tmp_path: P
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()
-    assert migrate(db) == [1, 2, 3, 4]
+    assert migrate(db) == [1, 2, 3, 4, 5]
     columns = [r[1] for r in sqlite_rows(db, "PRAGMA table_info(open_calls)")]
     assert columns[-3:] == ["billed_account", "billed_until", "reserved"]
     tables = {r[0] for r in sqlite_rows(db, "SELECT name FROM sqlite_master")}
@@ -287,11 +361,11 @@ CREATE TABLE cdrs (
 
 def test_a_dry_run_changes_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "none.sqlite"
-    assert migrate(missing, dry_run=True) == [1, 2, 3, 4]
+    assert migrate(missing, dry_run=True) == [1, 2, 3, 4, 5]
     assert not missing.exists()
     db = legacy_file(tmp_path)
     before = schema_of(db)
-    assert migrate(db, dry_run=True) == [1, 2, 3, 4]
+    assert migrate(db, dry_run=True) == [1, 2, 3, 4, 5]
     assert schema_of(db) == before
     assert current_version(db) == 0
 
@@ -303,7 +377,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.execute("INSERT INTO schema_version VALUES (99, 'from the future', 'x')")
     conn.commit()
     conn.close()
-    with pytest.raises(SchemaError, match="schema version 99 is newer than this switch's 4"):
+    with pytest.raises(SchemaError, match="schema version 99 is newer than this switch's 5"):
         migrate(db)
     with pytest.raises(SchemaError, match="version 99"):
         CdrStore(db)
@@ -323,11 +397,11 @@ def pg_tables(url: str) -> set[str]:
 def test_a_fresh_postgres_database_gets_every_version_once(postgres: Postgres) -> None:
     url = postgres.database()
     assert current_version(url) == 0
-    assert migrate(url, dry_run=True) == [1, 2, 3, 4]
+    assert migrate(url, dry_run=True) == [1, 2, 3, 4, 5]
     assert pg_tables(url) == set()  # the dry run created nothing, not even schema_version
-    assert migrate(url) == [1, 2, 3, 4]
+    assert migrate(url) == [1, 2, 3, 4, 5]
     assert migrate(url) == []
-    assert current_version(url) == 4
+    assert current_version(url) == 5
     assert pg_tables(url) == {
         "cdrs",
         "switch_runs",
@@ -383,25 +457,25 @@ def test_two_migrators_at_once_apply_each_migration_once(postgres: Postgres) -> 
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(results) == [[], [1, 2, 3, 4]]
+    assert sorted(results) == [[], [1, 2, 3, 4, 5]]
 
 
 def test_the_postgres_store_refuses_an_unmigrated_database(postgres: Postgres) -> None:
     url = postgres.database()
     with pytest.raises(StoreError, match="softswitch migrate") as refused:
         open_cdr_store(url)
-    assert "schema version 0, this switch needs 4" in str(refused.value)
+    assert "schema version 0, this switch needs 5" in str(refused.value)
     assert pg_tables(url) == set()  # the switch never migrates a shared database itself
 
 
 def test_a_newer_postgres_schema_is_refused(postgres: Postgres) -> None:
     url = postgres.database()
     migrate(url)
+    assert migrations.latest_version(url) == 5
     with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO schema_version (version, description) VALUES (5, 'next')")
-    with pytest.raises(SchemaError, match="newer than this switch's 4"):
+        conn.execute("INSERT INTO schema_version (version, description) VALUES (6, 'next')")
+    with pytest.raises(SchemaError, match="newer than this switch's 5"):
         open_cdr_store(url)
-    assert migrations.latest_version(url) == 4
 
 
 def test_migrate_command_dry_run_then_apply(postgres: Postgres, tmp_path: Path) -> None:
@@ -412,12 +486,13 @@ def test_migrate_command_dry_run_then_apply(postgres: Postgres, tmp_path: Path) 
     assert "would apply 2: cdrs.caller_id" in out.getvalue()
     assert "would apply 3: registrations.credentials" in out.getvalue()
     assert "would apply 4: registrations_expires_at" in out.getvalue()
+    assert "would apply 5: registrations.path" in out.getvalue()
     assert "dry run: nothing changed" in out.getvalue()
     assert current_version(url) == 0
     out = io.StringIO()
     assert migrate_command(None, url, out=out, err=err) == 0
     assert "applied 1: baseline" in out.getvalue()
-    assert "at version 4 (4 migration(s) applied)" in out.getvalue()
+    assert "at version 5 (5 migration(s) applied)" in out.getvalue()
     out = io.StringIO()
     assert migrate_command(None, url, out=out, err=err) == 0
     assert "(0 migration(s) applied)" in out.getvalue()
@@ -435,7 +510,7 @@ def test_migrate_command_reads_the_configuration(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "cdr.sqlite").exists()
     out = io.StringIO()
     assert migrate_command(str(tmp_path / "switch.toml"), None, out=out) == 0
-    assert current_version(tmp_path / "state" / "cdr.sqlite") == 4
+    assert current_version(tmp_path / "state" / "cdr.sqlite") == 5
 
 
 def test_migrate_command_names_an_unreachable_database() -> None:
