@@ -12,7 +12,9 @@ when the branch ends).
 
 The failure policy is the one ``softswitch.cluster`` recommends for these limits: when Redis
 does not answer (down, a timeout, not connected yet), the call goes on under the node's own
-limits, which it has passed already. One WARNING says so when an outage starts and one when
+limits, which it has passed already; once connected, its slot is counted in the node's book
+all the same and written at the lease's next renewal, so the other nodes count it once Redis
+answers again. One WARNING says so when an outage starts and one when
 it ends, whatever the number of calls in between; ``errors`` counts every failed question
 and ``up`` says whether the last one was answered (both in ``/metrics``). Refusing every
 call because the counter store is down would turn a Redis outage into a switch outage.
@@ -58,8 +60,10 @@ class Verdict(enum.Enum):
 
     #: Admitted and one slot held: :meth:`SharedLimits.release` it at the call's end.
     HELD = "held"
-    #: Admitted, nothing held: no ``max_calls`` to count, or Redis unavailable (the node's
-    #: own limits, passed already, are the only ones).
+    #: Admitted, nothing held: no ``max_calls`` to count, or not connected to Redis yet
+    #: (the node's own limits, passed already, are the only ones). A call admitted while a
+    #: connected Redis does not answer is ``HELD``: counted in the node's book, written at
+    #: the next renewal.
     ADMITTED = "admitted"
     #: Every live node together holds ``max_calls`` of the account's calls already.
     MAX_CALLS = "max_calls"
@@ -203,6 +207,11 @@ class SharedLimits:
             self._failed(e)
             if held:
                 # The call goes on under the node's limits; its slot is still counted.
+                return Verdict.HELD
+            if max_calls is not None:
+                # The call goes on under the node's limits, and counts across nodes from the
+                # next renewal on (else it would stay unseen by them for its whole life).
+                state.hold_unverified(key)
                 return Verdict.HELD
             return Verdict.ADMITTED
         self._answered()

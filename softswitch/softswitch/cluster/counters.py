@@ -80,6 +80,13 @@ class LeasedCounters:
                 await lease.regain()  # our lease is gone: take it, then try again
         raise SharedStateError(f"node {lease.node_id}: its lease was lost again at once")
 
+    def hold_unverified(self, key: str, amount: int = 1) -> None:
+        """Count ``amount`` on ``key`` in this node's book without asking Redis (which did
+        not answer: a call admitted under the node's own limits); the next renewal writes
+        it, so every node counts the call from then on. Pair it with a :meth:`release`."""
+        check_count("amount", amount, minimum=1)
+        self._book.add_unsure(key, amount)
+
     async def release(self, key: str, amount: int = 1) -> None:
         """Give back ``amount`` held on ``key`` by this node. More than it holds is logged
         and only what it holds is released. The node's own book drops it first, so when

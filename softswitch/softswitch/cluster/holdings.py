@@ -1,13 +1,18 @@
 """What this node holds on each counter, as the node itself knows it.
 
 The node's own book is the truth and Redis mirrors it: a call admitted here is held here
-until this node releases it. The mirror can go wrong in two ways, and both are repaired from
-this book by the lease's renewal (``leases``):
+until this node releases it. The mirror can go wrong in three ways, and all are repaired from
+this book by the lease's renewal (``leases``), which writes the node's field on every key it
+has held on (0 where it holds nothing now, which deletes the field):
 
 * the node lost its lease (a pause longer than the lease, a Redis restart without data):
   another node's admission deleted this node's fields, so all of them are written again;
 * a call to Redis failed or timed out: the script may or may not have run, so that key is
-  *unsure* and its field is written again.
+  *unsure* and its field is written again (a call admitted meanwhile under the node's own
+  limits is added here unsure, ``add_unsure``, and so written too);
+* Redis came back with older data while the lease key survived (a snapshot, a lagging
+  replica): writes it acknowledged are gone without an error, and only writing every key
+  again finds them.
 
 Every write of this node's field is an absolute value computed from this book (the
 acquire and release scripts as much as a repair), and writes on one key are serialised by a
@@ -45,6 +50,10 @@ class Holdings:
     def __init__(self) -> None:
         self._keys: dict[str, _Key] = {}
         self._unsure: set[str] = set()
+        #: Every key this node has held something on: a whole repair writes each (0 deletes
+        #: the field), so a release that Redis lost (restored from older data) is undone.
+        #: As many as the accounts and gateways the node has had calls for.
+        self._touched: set[str] = set()
 
     def held(self, key: str) -> int:
         entry = self._keys.get(key)
@@ -77,6 +86,13 @@ class Holdings:
 
     def add(self, key: str, amount: int) -> None:
         self._keys.setdefault(key, _Key()).held += amount
+        self._touched.add(key)
+
+    def add_unsure(self, key: str, amount: int) -> None:
+        """Count ``amount`` that Redis was not told of (it did not answer) and mark the key
+        unsure: the next renewal writes the node's whole holding there."""
+        self.add(key, amount)
+        self._unsure.add(key)
 
     def remove(self, key: str, amount: int) -> None:
         entry = self._keys.get(key)
@@ -91,7 +107,8 @@ class Holdings:
     @contextlib.asynccontextmanager
     async def repairing(self, *, everything: bool) -> AsyncIterator[Snapshot]:
         """The keys a repair should write now, locked until the block ends: the unsure ones
-        (and, with ``everything``, every key held). A key whose operation is the calling
+        (and, with ``everything``, every key this node has held on, 0 where it holds
+        nothing now). A key whose operation is the calling
         task's own (a regain from inside an acquire) is included as it is. From inside an
         operation, keys locked by another task are left out and stay unsure (waiting could
         deadlock two regains); from outside one (the renewal), their locks are awaited, in
@@ -101,6 +118,7 @@ class Holdings:
         wanted = set(self._unsure)
         if everything:
             wanted.update(k for k, e in self._keys.items() if e.held)
+            wanted.update(self._touched)
         taken: list[_Key] = []
         snapshot: Snapshot = {}
         try:

@@ -122,8 +122,12 @@ class NodeLease:
         return True
 
     async def renew(self) -> None:
-        """One renewal; repairs unsure keys, and everything if the lease was lost."""
-        async with self._book.repairing(everything=False) as snapshot:
+        """One renewal: the lease, and this node's field on every key it has held on,
+        written from its own book (``Holdings.repairing``). Not only the unsure keys: a
+        Redis that came back with older data (a restart from its last snapshot, a failover
+        to a lagging replica) while the lease key survived has lost acquires or releases
+        that no error reported, and would count this node's calls wrong until they end."""
+        async with self._book.repairing(everything=True) as snapshot:
             code = await self._write("renew", snapshot)
         if code < 0:
             self._taken()

@@ -121,6 +121,11 @@ class SharedState:
         ``limit``; False changes nothing. Pair each True with a :meth:`release`."""
         return await self._counters.acquire(key, amount, limit=limit)
 
+    def hold_unverified(self, key: str, amount: int = 1) -> None:
+        """Count ``amount`` on ``key`` as this node's without asking Redis (it did not
+        answer); written at the next renewal. Pair it with a :meth:`release`."""
+        self._counters.hold_unverified(key, amount)
+
     async def release(self, key: str, amount: int = 1) -> None:
         """Give back what an :meth:`acquire` took (never below zero; more is logged)."""
         await self._counters.release(key, amount)

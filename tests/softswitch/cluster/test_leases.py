@@ -100,6 +100,48 @@ def test_lease_loss_is_noticed_by_renewal_and_by_acquire(
     assert len(lost) == 2
 
 
+def test_a_redis_back_with_older_data_is_repaired_by_the_renewal_in_both_directions(
+    url: str, prefix: str
+) -> None:
+    """What a Redis restored from an older snapshot (or a failover to a lagging replica)
+    looks like while the lease key survived: acquires and releases it acknowledged are gone,
+    and no error said so. The renewal writes the node's field on every key it has held on
+    from its own book, so both heal within a renewal: a lost acquire (other nodes would
+    admit past ``max_calls`` and spend the credit again) and a lost release (a phantom hold
+    refusing calls that fit)."""
+
+    async def main() -> None:
+        async with nodes(url, prefix, "a", "b", lease=1.0) as (a, b), raw(url) as client:
+            assert await a.acquire("account:x", 3, limit=3)
+            assert await a.acquire("credit:x", 500, limit=500)
+            assert await a.acquire("account:y", 2, limit=5)
+            await a.release("account:y", 2)
+            field = a.field
+            # The restore point: before a's acquires on x, before its release on y.
+            await client.hdel(f"{prefix}:hold:account:x", field)
+            await client.hdel(f"{prefix}:hold:credit:x", field)
+            await client.hset(f"{prefix}:hold:account:y", field, "2")
+            assert await client.get(f"{prefix}:node:a") is not None  # the lease survived
+            assert await b.total("account:x") == 0
+            assert await b.total("account:y") == 2
+
+            async def healed() -> bool:
+                return (
+                    await b.total("account:x") == 3
+                    and await b.total("credit:x") == 500
+                    and await b.total("account:y") == 0
+                )
+
+            await eventually(healed, "a's renewal to write its book over the older data")
+            assert not await b.acquire("account:x", 1, limit=3)
+            assert not await b.acquire("credit:x", 1, limit=500)
+            assert a.lease_losses == 0  # no lease was lost: only data
+            await a.release("account:x", 3)
+            await a.release("credit:x", 500)
+
+    asyncio.run(main())
+
+
 def test_a_node_id_held_by_a_live_process_is_refused(url: str, prefix: str) -> None:
     async def main() -> None:
         async with nodes(url, prefix, "n1", lease=0.5):

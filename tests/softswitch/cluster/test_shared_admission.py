@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cluster_support import eventually
 from prometheus_client import CollectorRegistry, generate_latest
 
 from loopback_ports import free_port
@@ -389,16 +390,59 @@ def test_redis_down_falls_back_to_the_nodes_limits_and_warns_once(
                 assert await limits.admit("cust", 1, 1) is Verdict.HELD
                 assert await limits.admit("cust", 1, 1) is Verdict.MAX_CALLS
                 limits.release("cust")
-                # Redis stops answering mid-run: the next call falls back, warned once more.
+                # Redis stops answering mid-run: the next call falls back, warned once more,
+                # and is held in the node's book (written when Redis answers again).
                 redis.pause()
-                assert await limits.admit("cust", 1, None) is Verdict.ADMITTED
+                assert await limits.admit("cust", 1, None) is Verdict.HELD
                 down = [r for r in caplog.records if "unavailable" in r.getMessage()]
                 assert len(down) == 2
+                limits.release("cust")
             finally:
                 redis.resume()
                 await limits.close()
 
     caplog.set_level(logging.WARNING, logger="softswitch.cluster")
+    asyncio.run(main())
+
+
+def test_calls_admitted_while_redis_did_not_answer_count_across_nodes_once_it_does(
+    prefix: str,
+) -> None:
+    """A node that admits calls under its own limits while Redis does not answer counts them
+    in its book; the lease's renewal writes them once Redis answers again, so another node
+    is refused the account's ``max_calls`` for as long as those calls are up (they were
+    invisible to every other node for their whole life before)."""
+
+    async def main() -> None:
+        with running_redis() as redis:
+            a = SharedLimits(redis.url, "a", lease=1.5, prefix=prefix, timeout=0.2)
+            b = SharedLimits(redis.url, "b", lease=1.5, prefix=prefix, timeout=0.2)
+            await a.start()
+            await b.start()
+            try:
+                redis.pause()
+                try:
+                    verdicts = [await a.admit("cust", 2, None) for _ in range(2)]
+                finally:
+                    redis.resume()
+                assert verdicts == [Verdict.HELD, Verdict.HELD]
+                assert a.state is not None
+                state = a.state
+
+                async def counted() -> bool:
+                    return await state.total("account:cust") == 2
+
+                await eventually(counted, "the calls admitted in the outage written")
+                assert await b.admit("cust", 2, None) is Verdict.MAX_CALLS
+                a.release("cust")
+                a.release("cust")
+                await a.settle()
+                assert await b.admit("cust", 2, None) is Verdict.HELD
+                b.release("cust")
+            finally:
+                await a.close()
+                await b.close()
+
     asyncio.run(main())
 
 
