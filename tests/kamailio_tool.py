@@ -60,28 +60,35 @@ loadmodule "pv.so"
 loadmodule "xlog.so"
 loadmodule "dispatcher.so"
 loadmodule "path.so"
+loadmodule "nathelper.so"
 
 modparam("dispatcher", "list_file", "{list_file}")
 modparam("path", "use_received", 1)
 
 request_route {{
     # Every request first, in-dialog ones too: a client can send a To tag and a Route naming
-    # the switch, and the in-dialog branch below would forward its own X-AUTH-IP otherwise.
+    # the switch, and the in-dialog branch below would forward its own X-AUTH-IP otherwise;
+    # and a client's own Path would tell the switch where to send an account's calls.
     remove_hf("X-AUTH-IP");
     remove_hf("X-AUTH-PORT");
+    remove_hf("Path");
     if (!mf_process_maxfwd_header("10")) {{
         sl_send_reply("483", "Too Many Hops");
         exit;
     }}
-    if (ds_is_from_list("1")) {{
+    # A node's request, told by its address alone (mode 3: any port, any protocol): a node
+    # with several workers sends from each worker's own port, not the one listed here.
+    if (ds_is_from_list("1", "3")) {{
         # A node's request to a client registered through here: its Route is the Path
         # this balancer wrote, whose received= names the client's address. loose_route()
         # answers -3 for such a pre-loaded Route (an initial request), having set $du.
-        # It record-routes that call: the client may sit behind a NAT that only the address
-        # in received= gets through, so the call's later requests come this way too.
+        # The call is record-routed, and the client's Contact in its answers fixed to the
+        # address they came from: a client behind a NAT is reached only there, by the
+        # call's later requests too.
         $var(routed) = loose_route();
         if ($var(routed) == -3 && is_method("INVITE")) {{
             record_route();
+            t_on_reply("FROM_CLIENT");
         }}
         if ($var(routed) > 0 || $var(routed) == -3) {{
             t_relay();
@@ -99,7 +106,11 @@ request_route {{
         }}
         exit;
     }}
-    if (has_totag()) {{
+    if (is_method("REGISTER")) {{
+        # Never by the in-dialog branch (a To tag would take it past add_path), and always
+        # with this balancer's Path: a client's own was removed above.
+        add_path_received();
+    }} else if (has_totag()) {{
         # the node's Record-Route says where the dialog lives
         if (loose_route()) {{
             t_relay();
@@ -112,15 +123,18 @@ request_route {{
         }}
         exit;
     }}
-    if (is_method("REGISTER")) {{
-        add_path_received();
-    }}
     if (!ds_select_dst("1", "4")) {{
         sl_send_reply("503", "No Node");
         exit;
     }}
     xlog("L_INFO", "$rm $ci from $si:$sp to $du\\n");
     t_relay();
+}}
+
+onreply_route[FROM_CLIENT] {{
+    if (nat_uac_test("19")) {{
+        fix_nated_contact();
+    }}
 }}
 """
 

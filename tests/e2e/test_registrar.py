@@ -35,9 +35,10 @@ def phone(
     number: str = NUMBER,
     pause_ms: int = 0,
     to_port: int | None = None,
+    local_ip: str | None = None,
 ) -> Sipp:
-    """A registering phone (SIPp client with -au/-ap) on a port of its own, registering at
-    the switch (or at ``to_port``: a balancer in front of it)."""
+    """A registering phone (SIPp client with -au/-ap) on a port of its own (at
+    ``local_ip``), registering at the switch (or at ``to_port``: a balancer in front of it)."""
     port = free_port()
     host = contact_host or f"{LOCAL}:{port}"
     fill = {
@@ -50,7 +51,17 @@ def phone(
         net.workdir,
         label,
         scenario(name, net.workdir, **fill),
-        args=["-au", "pbx", "-ap", PASSWORD, "-s", number, "-cid_str", call_id],
+        args=[
+            "-au",
+            "pbx",
+            "-ap",
+            PASSWORD,
+            "-s",
+            number,
+            "-cid_str",
+            call_id,
+            *(["-i", local_ip] if local_ip else []),
+        ],
         timeout=20.0,
         port=port,
     )

@@ -8,11 +8,13 @@ customer it forwards for below it, and the customer's address in ``X-AUTH-IP`` a
 from __future__ import annotations
 
 import socket
+import time
+from typing import Any
 
 import pytest
 from callflow_harness import LOCAL
 from callflow_net import NUMBER, Account, Carrier, Net, attempts, ok
-from test_registrar import PBX, TO_PBX, phone, wait_registered
+from test_registrar import PASSWORD, PBX, TO_PBX, phone, registrations, wait_registered
 
 from kamailio_tool import running_balancer
 from softswitch.sip import Response, parse_message
@@ -145,34 +147,133 @@ def test_a_forged_x_auth_ip_in_a_dialog_shaped_register_is_stripped_by_kamailio(
 
 def test_a_phone_registered_through_kamailio_is_called_through_it_by_its_path(net: Net) -> None:
     """RFC 3327 behind a balancer: Kamailio adds a Path naming itself and the phone's address
-    (``add_path_received``) to the phone's REGISTER; the node keeps it with the binding and
-    sends the call for the phone to Kamailio with that Path as its Route, and Kamailio relays
-    it to the phone. Before, the node sent it to the REGISTER's source, the balancer, whose
-    dispatcher took it for a client's new call and handed it back to a node."""
+    (``add_path_received``) to the phone's REGISTER; the node (two workers, each sending
+    from a port of its own) keeps it with the binding and sends the call for the phone to
+    Kamailio with that Path as its Route, and Kamailio relays it to the phone. The phone sits
+    behind a NAT: its Contact names 10.9.9.9, which nothing reaches; only the address it
+    sent from does, and the call's ACK and BYE get there too. Before, the node sent the call
+    to the REGISTER's source, the balancer, whose dispatcher took it for a client's new call
+    and handed it back to a node."""
+    phone_ip = "127.0.0.8"
     with running_balancer([f"{LOCAL}:{net.port}"]) as balancer:
         trust = f'trusted_proxies = ["{balancer.address}"]'
         customer = Account(id="behind", ips=(CLIENT,))
-        net.start_switch([], [customer, PBX], route=["to_pbx"], tail=TO_PBX, server=trust)
+        net.start_switch(
+            [], [customer, PBX], route=["to_pbx"], tail=TO_PBX, server=trust, workers=2
+        )
         call_id = "path-through-kamailio"
-        pbx = phone(net, "reg_answer_unregister", "phone", call_id, to_port=balancer.port)
+        pbx = phone(
+            net,
+            "reg_answer_unregister",
+            "phone",
+            call_id,
+            contact_host="10.9.9.9:5060",
+            to_port=balancer.port,
+            local_ip=phone_ip,
+        )
         (row,) = wait_registered(net, 1)
         assert (row["source_ip"], row["source_port"]) == (LOCAL, balancer.port)
         assert row["path"] == (
-            f"<sip:{LOCAL}:{balancer.port};lr;received=sip:{LOCAL}:{pbx.port}>"
+            f"<sip:{LOCAL}:{balancer.port};lr;received=sip:{phone_ip}:{pbx.port}>"
         ), balancer.log()
         caller = net.customer(
             "uac_call", args=["-cid_str", call_id, "-i", CLIENT], port=balancer.port
         )
         ok(net, caller)
-        ok(net, pbx)  # it answered, then unregistered through the balancer
-        wait_registered(net, 0)
-    invite = pbx.messages().split(f"INVITE sip:{NUMBER}@{LOCAL}:{pbx.port} SIP/2.0", 1)[1]
+        ok(net, pbx)  # it answered, got the ACK and the BYE, then unregistered
+        deadline = time.monotonic() + 5
+        while (live := [r for r in registrations(net) if r["expires_at"] > time.time()]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert live == []  # (two workers leave the unregister's tombstone in the table)
+    invite = pbx.messages().split(f"INVITE sip:{NUMBER}@10.9.9.9:5060 SIP/2.0", 1)[1]
     head = invite.split("\n\n")[0].splitlines()
     vias = [line for line in head if line.startswith("Via:")]
     assert f"{LOCAL}:{balancer.port}" in vias[0], invite  # relayed by Kamailio ...
-    assert f"{LOCAL}:{net.port}" in vias[1], invite  # ... from the node
+    assert f"{LOCAL}:{net.port}" not in vias[1], invite  # ... from a worker's own port
     assert not [line for line in head if line.startswith("Route:")]  # its entry consumed
-    assert "BYE sip:" in pbx.messages()  # the call's end came the same way
     (cdr,) = net.cdrs()
     assert cdr["account_id"] == "behind"
     assert attempts(cdr) == [("to_pbx", 200, "answered")]
+
+
+def test_a_clients_own_path_never_reaches_the_switch_through_kamailio(net: Net) -> None:
+    """A Path tells the switch where to send an account's calls. A client that writes its
+    own (dressed as the balancer's, with a received= naming a victim, and a second entry
+    naming the victim), in a plain REGISTER or in one shaped as in a dialog to slip past
+    add_path, gets only the balancer's Path stored, with its own address; sent straight to
+    the node, its Path is ignored (the node believes no Path but a trusted proxy's)."""
+    intruder, victim = "127.0.0.9", "127.0.0.5:5999"
+    with running_balancer([f"{LOCAL}:{net.port}"]) as balancer:
+        trust = f'trusted_proxies = ["{balancer.address}"]'
+        net.start_switch([Carrier("gw1")], [Account(id="behind", ips=(CLIENT,)), PBX], server=trust)
+        forged = f"<sip:{LOCAL}:{balancer.port};lr;received=sip:{victim}>, <sip:{victim};lr>"
+        uri = f"sip:{LOCAL}:{net.port}"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((intruder, 0))
+            sock.settimeout(5)
+            port = sock.getsockname()[1]
+            for label, to_tag, target in (
+                ("plain", "", balancer.port),
+                ("dialog-shaped", ";tag=forged", balancer.port),
+                ("direct", "", net.port),
+            ):
+                call_id = f"own-path-{label}"
+
+                def register(
+                    cseq: int,
+                    auth: str = "",
+                    *,
+                    label: str = label,
+                    to_tag: str = to_tag,
+                    call_id: str = call_id,
+                    target: int = target,
+                ) -> Response:
+                    lines = [
+                        f"REGISTER {uri} SIP/2.0",
+                        f"Via: SIP/2.0/UDP {intruder}:{port};branch=z9hG4bK{label}{cseq}",
+                        *([f"Route: <sip:{LOCAL}:{net.port};lr>"] if to_tag else []),
+                        "Max-Forwards: 70",
+                        f"From: <sip:pbx@{LOCAL}>;tag=f1",
+                        f"To: <sip:pbx@{LOCAL}>{to_tag}",
+                        f"Call-ID: {call_id}",
+                        f"CSeq: {cseq} REGISTER",
+                        f"Contact: <sip:pbx@{intruder}:{port}>",
+                        f"Path: {forged}",
+                        *([f"Authorization: {auth}"] if auth else []),
+                        "Content-Length: 0",
+                    ]
+                    sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (LOCAL, target))
+                    answer = parse_message(sock.recv(65536))
+                    assert isinstance(answer, Response)
+                    return answer
+
+                challenge = register(1)
+                assert challenge.status == 401, (label, challenge, balancer.log())
+                value = challenge.headers.get("WWW-Authenticate")
+                assert value is not None
+                auth = build_authorization(
+                    value, method="REGISTER", uri=uri, username="pbx", password=PASSWORD
+                )
+                answer = register(2, auth)
+                assert answer.status == 200, (label, answer, net.switch_log())
+                row = registered_by(net, call_id)
+                if target == net.port:
+                    assert row["path"] == "", label
+                    assert row["source_ip"] == intruder, label
+                else:
+                    assert row["path"] == (
+                        f"<sip:{LOCAL}:{balancer.port};lr;received=sip:{intruder}:{port}>"
+                    ), (label, balancer.log())
+
+
+def registered_by(net: Net, call_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The stored binding the REGISTER of ``call_id`` made, once it is written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [r for r in registrations(net) if r["call_id"] == call_id]
+        if rows or time.monotonic() > deadline:
+            assert rows, (call_id, registrations(net))
+            return rows[0]
+        time.sleep(0.05)

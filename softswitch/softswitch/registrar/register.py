@@ -19,14 +19,20 @@ Choices where RFC 3261 leaves room:
 * At most ``max_contacts`` live contacts per account; more is ``403``.
 * A contact that must be reached behind a NAT is decided here, once, at registration
   (``bindings.reached_behind_nat``).
-* A ``Path`` (RFC 3327) is kept with every contact the REGISTER puts, whether or not the
-  client said ``Supported: path`` (the proxies that wrote it asked to be on the way; the
-  client's support only decides whether the 200 echoes it, 5.3); each entry must be a
-  name-addr with a ``sip:`` URI, or the REGISTER is ``400``.
+* A ``Path`` (RFC 3327) is believed only from a trusted proxy (``[server]
+  trusted_proxies``), whose own address must be its first hop: a Path names where the
+  switch sends the account's calls, past the NAT rule, so from anyone else (a client, an
+  untrusted proxy) it is ignored and the contact is reached as without one. A believed Path
+  is kept with every contact the REGISTER puts, whether or not the client said ``Supported:
+  path`` (the proxies that wrote it asked to be on the way; the client's support only
+  decides whether the 200 echoes it, 5.3). Each entry must be a name-addr with a ``sip:``
+  URI that routes loosely (``lr``) over UDP or TCP, or the REGISTER is ``400``; a first hop
+  other than the proxy is ``403``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -124,13 +130,15 @@ def decide(
     *,
     user_agent: str = "",
     credentials: str = "",
+    path_from: str | None = None,
 ) -> Accepted | Refused:
     """What an authenticated REGISTER for ``account_id`` does to its bindings.
 
     ``existing`` is the account's bindings by contact (expired ones may be among them: they
     count as absent). ``now`` is wall-clock seconds. ``credentials`` is the fingerprint of
     the account's credentials the request passed (``registrar.credentials``), carried by
-    the bindings it puts.
+    the bindings it puts. ``path_from``: the trusted proxy the REGISTER came from, the only
+    source whose Path is believed (None: the Path is ignored).
     """
     call_id = request.call_id or ""
     cseq = request.cseq
@@ -160,9 +168,9 @@ def decide(
         return Refused(400, f"Invalid Contact: {e.reason}"[:100])
     if any(str(na.uri) == "*" for na in contacts):
         return Refused(400, "Contact: * must be alone")
-    path = _path(request)
-    if path is None:
-        return Refused(400, "Invalid Path")
+    path = "" if path_from is None else _path(request, path_from)
+    if isinstance(path, Refused):
+        return path
 
     via = request.top_via
     asked_rport = via is not None and via.rport is not None
@@ -224,21 +232,42 @@ def decide(
     return Accepted(tuple(put.values()), tuple(removed.values()), tuple(current), echo)
 
 
-def _path(request: Request) -> str | None:
+def _path(request: Request, proxy: str) -> str | Refused:
     """The REGISTER's Path entries as one field value, each written anew from its parse
-    (so the table, the notices and the Route of a call hold one spelling); "" for none,
-    None when an entry is not a name-addr with a ``sip:`` URI or cannot be stored."""
-    entries: list[str] = []
+    (so the table, the notices and the Route of a call hold one spelling); "" for none.
+    Refused: an entry that is no loose route the switch can follow (not a name-addr with a
+    ``sip:`` URI carrying ``lr``, a transport other than UDP or TCP, not storable), or a
+    first hop other than ``proxy``, the trusted proxy that sent it."""
+    entries: list[NameAddr] = []
     for value in request.headers.get_all("Path"):
         try:
             entry = parse_name_addr(value)
         except SipParseError:
-            return None
-        if not isinstance(entry.uri, SipURI) or entry.uri.scheme.lower() != "sip":
-            return None
-        entries.append(str(entry))
-    text = ", ".join(entries)
-    return text if storable(text) == text else None
+            return Refused(400, "Invalid Path")
+        uri = entry.uri
+        if (
+            not isinstance(uri, SipURI)
+            or uri.scheme.lower() != "sip"
+            or "lr" not in {name.lower() for name in uri.params}
+            or (uri.param("transport") or "udp").lower() not in ("udp", "tcp")
+        ):
+            return Refused(400, "Invalid Path")
+        entries.append(entry)
+    if not entries:
+        return ""
+    first = entries[0].uri
+    assert isinstance(first, SipURI)
+    if _address(first.host) != _address(proxy):
+        return Refused(403, "Path not from the proxy")
+    text = ", ".join(str(entry) for entry in entries)
+    return text if storable(text) == text else Refused(400, "Invalid Path")
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 def _supports_path(request: Request) -> bool:

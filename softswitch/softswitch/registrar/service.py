@@ -256,6 +256,8 @@ class Registrar:
                 limits,
                 user_agent=storable((request.headers.get("User-Agent") or "")[:200]),
                 credentials=fingerprint(expected) or "",
+                # A Path is believed from a trusted proxy only (it names where calls go).
+                path_from=None if flow.client is None else flow.remote[0],
             )
             if isinstance(outcome, Accepted):
                 self.apply(outcome, now)

@@ -210,9 +210,10 @@ def test_a_refresh_after_the_clock_stepped_back_is_registered_no_earlier_than_it
 
 
 #: What a balancer writes in front of the switch (Kamailio's ``add_path_received``), and a
-#: second proxy nearer the client.
+#: second proxy nearer the client. The REGISTER comes from the balancer, a trusted proxy.
 BALANCER = "<sip:198.51.100.1:5060;lr;received=sip:203.0.113.7:40000>"
 EDGE = '"edge" <sip:edge@198.51.100.2;lr>'
+PROXY = "198.51.100.1"
 
 
 def test_a_path_is_kept_with_every_contact_and_echoed_only_to_a_client_that_supports_it() -> None:
@@ -221,7 +222,7 @@ def test_a_path_is_kept_with_every_contact_and_echoed_only_to_a_client_that_supp
         "<sip:pbx2@203.0.113.7>",
         extra=(f"Path: {BALANCER}", f"Path: {EDGE}"),
     )
-    out = accepted(decide(request, "pbx", {}, SOURCE, NOW, LIMITS))
+    out = accepted(decide(request, "pbx", {}, SOURCE, NOW, LIMITS, path_from=PROXY))
     expected = f"{BALANCER}, {EDGE}"  # one field value, in the order received
     assert [b.path for b in out.put] == [expected, expected]
     assert [b.route for b in out.put] == [expected, expected]
@@ -229,19 +230,41 @@ def test_a_path_is_kept_with_every_contact_and_echoed_only_to_a_client_that_supp
     supported = register(
         "<sip:pbx@203.0.113.7>", extra=(f"Path: {BALANCER}, {EDGE}", "Supported: timer, path")
     )
-    out = accepted(decide(supported, "pbx", {}, SOURCE, NOW, LIMITS))
+    out = accepted(decide(supported, "pbx", {}, SOURCE, NOW, LIMITS, path_from=PROXY))
     assert out.put[0].path == expected
     assert dict(out.headers(NOW))["Path"] == expected
+
+
+def test_a_path_from_a_source_that_is_no_trusted_proxy_is_ignored() -> None:
+    """A Path names where the account's calls are sent, past the rule that sends a NAT'd
+    contact's calls to the REGISTER's source: from the client itself (or a proxy the switch
+    does not trust) it would let a registrant aim the switch's INVITEs at any address."""
+    victim = "<sip:192.0.2.99:5060;lr>"
+    request = register("<sip:pbx@10.1.1.1>", extra=(f"Path: {victim}",))
+    out = accepted(decide(request, "pbx", {}, SOURCE, NOW, LIMITS))
+    (b,) = out.put
+    assert b.path == ""
+    assert b.nat  # reached at the REGISTER's source, as without a Path
+    assert "Path" not in dict(out.headers(NOW))
+
+
+def test_a_path_whose_first_hop_is_not_the_proxy_that_sent_it_is_403() -> None:
+    """The trusted proxy writes its own entry first; a Path that starts elsewhere was not
+    written by it (a client's own, passed on), and nothing of it is taken."""
+    request = register("<sip:pbx@203.0.113.7>", extra=(f"Path: {EDGE}, {BALANCER}",))
+    out = refused(decide(request, "pbx", {}, SOURCE, NOW, LIMITS, path_from=PROXY))
+    assert (out.status, out.reason) == (403, "Path not from the proxy")
 
 
 def test_a_refresh_without_a_path_drops_the_one_registered_before() -> None:
     first = accepted(
         decide(register("<sip:pbx@203.0.113.7>", extra=(f"Path: {BALANCER}",)), "pbx", {},
-               SOURCE, NOW, LIMITS)
+               SOURCE, NOW, LIMITS, path_from=PROXY)
     )  # fmt: skip
+    assert first.put[0].path == BALANCER
     existing = {b.contact: b for b in first.put}
     again = register("<sip:pbx@203.0.113.7>", cseq=2)  # now straight to the switch
-    out = accepted(decide(again, "pbx", existing, SOURCE, NOW + 10, LIMITS))
+    out = accepted(decide(again, "pbx", existing, SOURCE, NOW + 10, LIMITS, path_from=PROXY))
     assert out.put[0].path == ""
 
 
@@ -251,10 +274,13 @@ def test_a_refresh_without_a_path_drops_the_one_registered_before() -> None:
         "garbage <",
         "<tel:+441234>",  # not a route anywhere
         "<sips:198.51.100.1;lr>",  # the switch speaks no TLS
+        "<sip:198.51.100.1;lr;transport=tls>",  # nor over TLS or SCTP by a sip: URI
+        "<sip:198.51.100.1>",  # a strict router: the switch routes loosely only
+        "sip:198.51.100.1;lr",  # a bare URI: its ;lr is the field's, not the URI's
         f"{BALANCER}, <sip:bad@>",  # one bad entry refuses the whole request
     ],
 )
-def test_a_path_that_is_no_route_is_400_and_changes_nothing(path: str) -> None:
+def test_a_path_that_is_no_loose_route_is_400_and_changes_nothing(path: str) -> None:
     request = register("<sip:pbx@203.0.113.7>", extra=(f"Path: {path}",))
-    out = refused(decide(request, "pbx", {}, SOURCE, NOW, LIMITS))
+    out = refused(decide(request, "pbx", {}, SOURCE, NOW, LIMITS, path_from=PROXY))
     assert (out.status, out.reason) == (400, "Invalid Path")
