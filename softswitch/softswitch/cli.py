@@ -22,6 +22,7 @@ from softswitch import config as _config
 from softswitch.commands import add_subcommands, dispatch
 from softswitch.store.errors import StoreError
 from softswitch.transport import Transport, loop_factory
+from softswitch.workers import MAX_WORKERS
 
 if TYPE_CHECKING:
     from softswitch.workers.seat import Seat
@@ -116,9 +117,10 @@ def run_switch(args: argparse.Namespace) -> int:
 
 def worker_count(config: _config.Config, flag: int | None) -> int:
     """Worker processes for this run: ``--workers``, else ``[server] workers``, else one per
-    core. Every configuration can run on several: limits, credit and registered contacts
-    are shared between them (docs/deployment.md)."""
-    return flag or config.server.workers or os.cpu_count() or 1
+    core; at most ``MAX_WORKERS`` (256: ``--workers`` and the file refuse more). Every
+    configuration can run on several: limits, credit and registered contacts are shared
+    between them (docs/deployment.md)."""
+    return flag or config.server.workers or min(os.cpu_count() or 1, MAX_WORKERS)
 
 
 def _supervise(
@@ -156,6 +158,10 @@ def _workers_option(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_WORKERS} (the most workers a switch runs), got {text!r}"
+        )
     return value
 
 
@@ -183,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers",
         type=_workers_option,
         metavar="N",
-        help="worker processes sharing the listen addresses (default: [server] workers of"
-        " the configuration, else one per core; 1: a single process)",
+        help="worker processes sharing the listen addresses, at most"
+        f" {MAX_WORKERS} (default: [server] workers of the configuration, else one per core;"
+        " 1: a single process)",
     )
     run.add_argument(
         "--log-level",

@@ -38,9 +38,9 @@ hold is checked against a balance that shows every debit whose hold is gone. A r
 cannot happen refuses a new call but not a slice: the call goes on with what its own book
 holds and asks again at its next timer (as with Redis down), so for that slice the
 processes together may exceed the credit by one slice. A worker started after a dead one
-takes over the credit its predecessor held once its start-up recovery has debited the dead
-run's calls (``recover_then_take_over``). A starting process counts as unsettled only
-dead runs' open calls (``load``): a live run's are its own.
+takes over the credit its predecessor held (only that: not its own calls') once its
+start-up recovery has debited the dead run's calls (``recover_then_take_over``). A starting
+process counts as unsettled only dead runs' open calls (``load``): a live run's are its own.
 """
 
 from __future__ import annotations
@@ -198,7 +198,9 @@ class CreditMeter:
         across workers, the credit this worker's dead predecessor held taken over
         (``take_over``: let go and counted as released only once its debits are in the
         ledger). Recovery failed: logged, and retried every ``retry`` seconds in a task
-        until it succeeds; the predecessor's credit stays held meanwhile (fail closed)."""
+        until it succeeds; the predecessor's credit stays held meanwhile (fail closed), and
+        the calls this worker takes meanwhile hold theirs beside it: the late take-over
+        lets go only what the predecessor left."""
         shared = self.shared
         holder = shared if _immediate(shared) else None
         if await self._recover_once(recover, holder, loud=True):

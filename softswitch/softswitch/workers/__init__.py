@@ -18,3 +18,11 @@ the modules read in the order of a start:
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["MAX_WORKERS"]
+
+#: The most worker processes a switch runs (``--workers``, ``[server] workers``, one per
+#: core): a worker says it listens with one byte, its index (``seat.Seat.ready``).
+MAX_WORKERS: Final = 256

@@ -27,11 +27,15 @@ every debit whose hold is gone.
 Each worker's holds are a column of their own (nano-units, a signed 64-bit integer). When a
 worker dies its column stays as it was: its answered calls are debited only by recovery
 (its replacement's start, or the primary's periodic sweep), and debits its writer committed
-may not have been let go yet. The replacement, once its start-up recovery has committed the
-dead run's debits, takes the column over (:meth:`WorkerCredit.take_over`): zeroes it and
-counts it all as released, in one step under the lock, so every other worker reads the
-ledger before a hold that it could change. Shared memory always answers, so
-:meth:`WorkerCredit.hold` is never None (Redis's "unavailable").
+may not have been let go yet. The replacement reads what the column holds per account as it
+starts (:class:`WorkerCredit` is made before the worker takes any call) and, once its
+start-up recovery has committed the dead run's debits, takes exactly that over
+(:meth:`WorkerCredit.take_over`): subtracts it from the column and counts it as released, in
+one step under the lock, so every other worker reads the ledger before a hold that it could
+change. Only what the dead run left is let go: when recovery fails and is retried, the
+replacement takes calls meanwhile on that same column, and their holds and kept debits stay
+(the column is never zeroed). Shared memory always answers, so :meth:`WorkerCredit.hold` is
+never None (Redis's "unavailable").
 
 Amounts and funds above :data:`MAX_HELD` nano-units (about 4.6 billion in the account's
 currency) are counted as that much: every column and every sum then stays far inside 64 bits.
@@ -91,6 +95,14 @@ class WorkerCredit:
         self._kept: dict[str, int] = {}
         #: Questions not answered: always 0 (the interface's; shared memory answers).
         self.errors = 0
+        #: Per account slot (its key's digest): what a dead predecessor left in this
+        #: worker's column, read now, before this worker takes any call (``take_over``).
+        self._inherited: dict[bytes, int] = {}
+        with table.lock:
+            for slot in table.used():
+                had = slot.worker_amount(worker)
+                if had:
+                    self._inherited[slot.key] = had
 
     @classmethod
     def of(cls, state: SharedState, worker: int) -> WorkerCredit:
@@ -203,20 +215,24 @@ class WorkerCredit:
             return out
 
     def take_over(self) -> int:
-        """This worker's column as a dead predecessor left it, let go: zeroed and counted
-        as released, per account, in one step under the lock (nano-units, every account's
-        together). Call it once the dead run's calls are settled in the ledger (start-up
-        recovery committed): every other worker then reads the ledger before a hold those
-        debits could change, so the credit is never free before its debits show. An
-        account the ``released`` table has no room for keeps its column (logged)."""
+        """What a dead predecessor left in this worker's column (read when this object was
+        made, before the worker took any call), let go: subtracted from the column and
+        counted as released, per account, in one step under the lock (nano-units, every
+        account's together); the holds and kept debits of this worker's own calls stay.
+        Call it once the dead run's calls are settled in the ledger (start-up recovery
+        committed): every other worker then reads the ledger before a hold those debits
+        could change, so the credit is never free before its debits show. An account the
+        ``released`` table has no room for keeps its share held (logged, and tried again
+        at a later call); what was let go is never let go twice."""
         table = self._table
         let_go = 0
         with table.lock:
-            for slot in list(table.used()):
-                had = slot.worker_amount(self._worker)
-                if had == 0:
+            for key, had in list(self._inherited.items()):
+                slot = table.find_digest(key)
+                if slot is None:  # a slot holding an amount is never freed: nothing left
+                    del self._inherited[key]
                     continue
-                released = self._released.find_digest(slot.key, create=True)
+                released = self._released.find_digest(key, create=True)
                 if released is None:
                     logger.error(
                         "no room to count a dead worker's %d nano-units of credit as"
@@ -225,10 +241,11 @@ class WorkerCredit:
                         self._worker,
                     )
                     continue
-                slot.zero_amount(self._worker)
+                slot.add_amount(self._worker, -had)
                 if had > 0:
                     released.add_total(self._worker, had)
                 let_go += had
+                del self._inherited[key]
         return let_go
 
     def release(self, key: Hashable) -> None:
@@ -243,8 +260,8 @@ class WorkerCredit:
             slot = table.find(credit_key(entry.account_id))
             mine = 0 if slot is None else slot.worker_amount(self._worker)
             if slot is None or mine < entry.held:
-                # Only a bug gets here: this worker's column is its own, zeroed only by
-                # its replacement (``take_over``), after this process is dead.
+                # Only a bug gets here: this worker's column is its own; its replacement
+                # takes over (``take_over``) only what it held when this process died.
                 logger.error(
                     "account %s: releasing %d nano-units of credit, the worker holds %d",
                     entry.account_id,

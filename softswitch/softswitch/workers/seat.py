@@ -31,7 +31,8 @@ class Seat:
     sockets: WorkerSockets
     #: Every worker's own addresses (the siblings' too: they are ours, see ``add_ours``).
     own_addresses: tuple[tuple[Transport, Address], ...]
-    #: Write end of the supervisor's pipe: one byte, this worker's index, once it listens.
+    #: Write end of the supervisor's pipe: one byte, this worker's index, once it listens
+    #: (hence at most ``MAX_WORKERS`` workers, 256).
     ready_fd: int
     #: The statistics channel (``workers.statistics``): the primary's end, the others' end.
     stats_inbox: socket.socket
@@ -89,4 +90,4 @@ class Seat:
 
     def ready(self) -> None:
         """Tell the supervisor this worker takes calls."""
-        os.write(self.ready_fd, bytes([self.index % 256]))
+        os.write(self.ready_fd, bytes([self.index]))  # below MAX_WORKERS: one byte

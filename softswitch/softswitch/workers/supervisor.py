@@ -20,9 +20,15 @@ Afterwards:
   held for billed accounts stays held until the new one has recovered its calls (their
   debits in the ledger) and takes it over (``workers.credit.WorkerCredit.take_over``); if
   the supervisor stops instead, every worker stops and the shared memory goes with them.
-* SIGHUP is passed to every worker (each reloads as one process does);
+* SIGHUP is passed to every worker (each reloads as one process does). A worker restarted
+  but not listening yet (it ignores SIGHUP until it can reload), or dead and waiting for its
+  restart, may have read the configuration the others ran before this reload: it is passed
+  the SIGHUP once it listens. The supervisor reads the file's ``[server] drain_timeout``
+  then too (a file that does not load changes nothing, logged);
 * SIGTERM / SIGINT are passed to every worker (each drains as one process does); the
-  supervisor exits 0 once all have exited (after ``drain_timeout`` + 30 s it kills those left).
+  supervisor exits 0 once all have exited (after ``drain_timeout`` + 30 s it kills those left:
+  the file's as of the last reload, or the workers' own when longer, a reload they refused
+  leaving them on theirs).
 * a supervisor that is killed (``kill -9``) takes its workers with it (``PR_SET_PDEATHSIG``).
 
 Signals are taken with ``sigtimedwait`` (blocked, never handled asynchronously), so the
@@ -49,6 +55,7 @@ from softswitch.config import Config, ConfigError, load_config
 from softswitch.store.errors import StoreError
 from softswitch.store.opening import describe_database
 
+from . import MAX_WORKERS
 from .handoff import handoff_channels
 from .live import SharedState
 from .peers import peer_channels
@@ -69,6 +76,8 @@ _BACKOFF_FIRST: Final = 0.5
 _BACKOFF_MAX: Final = 30.0
 #: A worker that lived this long before dying is restarted after the first back-off.
 _STABLE_AFTER: Final = 60.0
+#: Seconds beyond ``drain_timeout`` a stopping worker has before it is killed.
+KILL_GRACE: Final = 30.0
 
 Runner = Callable[[Config, Path | None, Sequence[str] | None, Seat], int]
 
@@ -87,6 +96,8 @@ class Supervisor:
         listen: Sequence[str] | None = None,
         steering_key: SteeringKey | None = None,
     ) -> None:
+        if workers > MAX_WORKERS:
+            raise ValueError(f"at most {MAX_WORKERS} workers, got {workers}")
         self.config = config
         self.config_path = config_path
         self.listen = list(listen or config.server.listen)
@@ -107,8 +118,13 @@ class Supervisor:
         self._handoff: list[tuple[socket.socket, socket.socket]] = []
         #: SIGTERM/SIGINT came during the start: stop the started workers, exit 0.
         self._stop_asked = False
-        #: SIGHUP came during the start: passed on once every worker listens.
-        self._hup_queued = False
+        #: Workers forked and not listening yet (each says so with a byte on the pipe).
+        self._starting: set[int] = set()
+        #: Workers owed a SIGHUP once they listen: a reload came during the start (every
+        #: worker, once all listen), or while the worker was starting again or waiting to.
+        self._hup_queued: set[int] = set()
+        #: ``[server] drain_timeout`` of the file as of the last reload (the start's first).
+        self._drain_timeout = config.server.drain_timeout
         #: The Call-ID hash's key of the listen groups' programs and of every worker's
         #: hand-off (through its ``Seat``), for the supervisor's whole life: a restarted
         #: worker is forked from it and hashes as the kernel does. A new random one per
@@ -151,6 +167,8 @@ class Supervisor:
             self._announce()
             if self._hup_queued:
                 logger.warning("reload asked during the start: passing SIGHUP to the workers")
+                self._hup_queued.clear()
+                self.reread_config()
                 self._signal_all(signal.SIGHUP)
             self._supervise()
             return 0
@@ -213,6 +231,7 @@ class Supervisor:
                         stream.flush()
                 os._exit(code)
         self._pids[pid] = index
+        self._starting.add(index)
         self._started[index] = time.monotonic()
         logger.info("worker %d started (pid %d)", index, pid)
 
@@ -252,6 +271,7 @@ class Supervisor:
             if readable:
                 for byte in os.read(self._ready_r, 256):
                     waiting.discard(byte)
+                    self._starting.discard(byte)
             for pid, status in self._reap():
                 index = self._pids.pop(pid)
                 if os.WIFEXITED(status):
@@ -264,7 +284,7 @@ class Supervisor:
                 return False
             info = signal.sigtimedwait(_SIGNALS - {signal.SIGCHLD}, 0)
             if info is not None and info.si_signo == signal.SIGHUP:
-                self._hup_queued = True
+                self._hup_queued.update(range(self.workers))
             elif info is not None:
                 self._stop_asked = True
                 return False
@@ -276,24 +296,75 @@ class Supervisor:
             if self._due:
                 wait = max(0.0, min(self._due.values()) - time.monotonic())
             info = signal.sigtimedwait(_SIGNALS, min(wait, 1.0))
-            if info is not None:
-                if info.si_signo in (signal.SIGTERM, signal.SIGINT):
-                    self._stop_all()
-                    return
-                if info.si_signo == signal.SIGHUP:
-                    logger.warning("reload: passing SIGHUP to %d workers", len(self._pids))
-                    self._signal_all(signal.SIGHUP)
+            if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                self._stop_all()
+                return
             self._drain_ready()
+            # Deaths first: a worker that died is restarted later, and owed the reload.
             for pid, status in self._reap():
                 self._died(pid, status)
+            if info is not None and info.si_signo == signal.SIGHUP:
+                self._reload()
             now = time.monotonic()
             for index, when in list(self._due.items()):
                 if when <= now:
                     del self._due[index]
                     self._spawn(index)
 
+    def _reload(self) -> None:
+        """SIGHUP: to every worker that listens; owed to those starting again or waiting
+        to (each may have read the configuration the others ran before this reload, and
+        one starting ignores SIGHUP until it can reload), passed once each listens."""
+        self.reread_config()
+        late = self._starting | set(self._due)
+        self._hup_queued.update(late)
+        now = sorted(pid for pid, index in self._pids.items() if index not in late)
+        if late:
+            logger.warning(
+                "reload: passing SIGHUP to workers (pids %s); workers %s get it once they"
+                " listen (restarting)",
+                now,
+                sorted(late),
+            )
+        else:
+            logger.warning("reload: passing SIGHUP to workers (pids %s)", now)
+        for pid in now:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+    def reread_config(self) -> None:
+        """The file's ``[server] drain_timeout`` for the stop's deadline (a reload: the
+        workers drain for the reloaded value); a file that does not load keeps the value."""
+        if self.config_path is None:
+            return
+        try:
+            drain_timeout = load_config(self.config_path).server.drain_timeout
+        except (ConfigError, OSError) as exc:
+            logger.error(
+                "reload: the configuration does not load; the supervisor keeps"
+                " drain_timeout %g s for the stop's deadline:\n%s",
+                self._drain_timeout,
+                exc,
+            )
+            return
+        self._drain_timeout = drain_timeout
+
+    def kill_after(self) -> float:
+        """Seconds a stop gives the workers before it kills those left: ``KILL_GRACE``
+        beyond the longest ``drain_timeout`` they may drain for, the file's as of the last
+        reload or what they run (their last reload accepted, else the start's)."""
+        running: Config | bool | None = None
+        if self._shared is not None:
+            try:
+                running = self._shared.running.read()
+            except Exception:  # a record that does not read: the start's then
+                logger.exception("the configuration the workers run does not read")
+        ran = running if isinstance(running, Config) else self.config
+        return max(self._drain_timeout, ran.server.drain_timeout) + KILL_GRACE
+
     def _died(self, pid: int, status: int) -> None:
         index = self._pids.pop(pid)
+        self._starting.discard(index)
         assert self._shared is not None
         released = self._shared.release_worker(index)
         lived = time.monotonic() - self._started.get(index, 0.0)
@@ -320,10 +391,10 @@ class Supervisor:
         if self._pids:
             logger.warning("stopping: %d workers draining", len(self._pids))
         self._signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + self.config.server.drain_timeout + 30.0
+        deadline = time.monotonic() + self.kill_after()
         while self._pids:
             if time.monotonic() > deadline:
-                logger.error("workers %s still running: killing them", sorted(self._pids))
+                logger.error("workers (pids %s) still running: killing them", sorted(self._pids))
                 self._signal_all(signal.SIGKILL)
                 deadline = float("inf")
             info = signal.sigtimedwait(_SIGNALS, 0.2)
@@ -340,9 +411,25 @@ class Supervisor:
                 os.kill(pid, sig)
 
     def _drain_ready(self) -> None:
-        """Read the bytes of restarted workers that came up (nothing waits for them)."""
+        """Read the bytes of restarted workers that came up (nothing waits for them); pass
+        each the SIGHUP it is owed."""
         while select.select([self._ready_r], [], [], 0)[0]:
-            os.read(self._ready_r, 256)
+            for index in os.read(self._ready_r, 256):
+                if index not in self._starting:
+                    continue
+                self._starting.discard(index)
+                if index in self._hup_queued:
+                    self._hup_queued.discard(index)
+                    pid = self.pids.get(index)
+                    if pid is not None:
+                        logger.warning(
+                            "reload asked while worker %d started: passing SIGHUP to it"
+                            " now it listens (pid %d)",
+                            index,
+                            pid,
+                        )
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGHUP)
 
     def _reap(self) -> list[tuple[int, int]]:
         out = []
