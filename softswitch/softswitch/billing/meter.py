@@ -620,7 +620,11 @@ class CreditMeter:
         """Refused (the other processes' calls hold the rest of the credit), the call is cut
         now, as when its own credit runs out. Not decided (Redis down; across workers the
         ledger not read, without waiting for a read in progress), it goes on with what it
-        holds, and the slice is asked for again at its next timer."""
+        holds, and the slice is asked for again at its next timer. A call that ended before
+        this task's first step asks for nothing: its end gave back what it held, and a hold
+        taken now would never be given back."""
+        if key not in self._calls:
+            return
         if _immediate(shared):
             verdict = self._hold_now(shared, key, account_id, more, wait=False)
         else:

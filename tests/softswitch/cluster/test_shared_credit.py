@@ -272,3 +272,40 @@ def test_a_meter_refuses_a_billed_call_503_when_redis_is_not_connected(tmp_path:
             store.close()
 
     asyncio.run(main())
+
+
+def test_a_slice_asked_for_after_its_call_ended_holds_nothing(
+    url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The answer takes the call's first slice and asks for it across nodes in a task; a
+    call ended before that task's first step (an operator's hang-up, the media timeout:
+    any end queued earlier in the same turn of the loop) must not have the slice held after
+    its end, where nothing would ever give it back (the node's lease would keep it counted
+    on every node until the node restarts)."""
+
+    async def main() -> None:
+        async with nodes(url, prefix, "a", "b") as (a, b):
+            store = open_cdr_store(tmp_path / "cdr.sqlite")
+            meter = CreditMeter(store, None, None)
+            meter.book.configure({"acme": Terms("prepaid", credit_limit=n("1"))})
+            shared = credit_of(a)
+            meter.shared = shared
+            try:
+                rate = uk_rate()
+                call = a_call("ended-before-its-slice")
+                assert meter.admit(call, "acme", rate, 3600)
+                assert await meter.admit_across(call) is None
+                call.answer_at = time.time()
+                meter.answered(call, call, rate)  # the slice's task is queued ...
+                call.end_at = time.time()
+                meter.ended(call, call, Decimal("0.01"), 1)  # ... and the call ends first
+                await asyncio.sleep(0.2)
+                await shared.settle()
+                assert shared.claimed(call) == 0
+                assert a.held(credit_key("acme")) == 0
+                assert await b.total(credit_key("acme")) == 0
+            finally:
+                await meter.close()
+                store.close()
+
+    asyncio.run(main())
