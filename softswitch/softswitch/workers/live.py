@@ -160,7 +160,10 @@ class SharedState:
 
     def forget_absent(self, config: Config) -> int:
         """Free the slots of ids ``config`` no longer has and no worker counts a call for
-        (a reload removed them); how many. Their flags (down, disabled) go with them."""
+        (a reload removed them); how many. Their flags (down, disabled) go with them. The
+        tables are then rebuilt without the tombstones the frees left (once per reload,
+        O(slots)): :meth:`refusal` counts live ids only, and a table whose live entries and
+        tombstones filled it would refuse the new ids of a configuration it accepted."""
         wanted = _digests(_keys(config))
         freed = 0
         with self.lock:
@@ -173,6 +176,9 @@ class SharedState:
             for slot in list(self.credit.used()):
                 if slot.key not in billed and slot.amount() == 0:
                     self.credit.delete(slot)
+            for compact in (table, self.credit):
+                if compact.tombstones:
+                    compact.rebuild(list(compact.used()))
         return freed
 
     def release_worker(self, worker: int) -> int:
