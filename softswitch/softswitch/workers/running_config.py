@@ -10,7 +10,10 @@ the supervisor hands the latest record to a worker it restarts.
 What is recorded is the parsed file; the rate decks it names are read again by the new
 worker as they are on disk then (``softswitch.proxy.server`` builds its snapshot at start).
 A configuration whose pickle exceeds :data:`SIZE` is not recorded: a restart then reads the
-file as it is, and says so in the log.
+file as it is, and says so in the log. A record is marked as being written before its bytes
+change and carries a CRC-32 of them once written, so a worker killed half-way through a
+record (its lock is taken over) leaves one that reads as "read the file", never a pickle
+cut short that every later restart would fail on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import mmap
 import pickle
 import struct
+import zlib
 from typing import Final
 
 from softswitch.config import Config
@@ -31,9 +35,12 @@ logger = logging.getLogger("softswitch.workers")
 
 #: Bytes kept for the pickled configuration (the mapping's pages are used only as filled).
 SIZE: Final = 16 * 1024 * 1024
-_HEADER = struct.Struct("<q")
+#: The record's length (or a mark below) and the CRC-32 of its bytes.
+_HEADER = struct.Struct("<qI")
 #: The header's length when the latest configuration did not fit.
 _TOO_LARGE: Final = -1
+#: The header's length while a record is being written.
+_WRITING: Final = -2
 
 
 class RunningConfig:
@@ -48,7 +55,7 @@ class RunningConfig:
         data = pickle.dumps(config, pickle.HIGHEST_PROTOCOL)
         with self._lock:
             if len(data) > SIZE:
-                _HEADER.pack_into(self._memory, 0, _TOO_LARGE)
+                _HEADER.pack_into(self._memory, 0, _TOO_LARGE, 0)
                 logger.warning(
                     "the configuration (%d bytes pickled) exceeds %d: a restarted worker"
                     " will read the file as it is then",
@@ -56,19 +63,30 @@ class RunningConfig:
                     SIZE,
                 )
                 return
+            _HEADER.pack_into(self._memory, 0, _WRITING, 0)
             self._memory[_HEADER.size : _HEADER.size + len(data)] = data
-            _HEADER.pack_into(self._memory, 0, len(data))
+            _HEADER.pack_into(self._memory, 0, len(data), zlib.crc32(data))
 
     def read(self) -> Config | bool | None:
         """The latest recorded configuration; None when no reload was recorded (the start's
-        is the one), False when the latest did not fit (read the file)."""
+        is the one), False when there is none to use (read the file): the latest did not
+        fit, or its writer died half-way (logged)."""
         with self._lock:
-            (length,) = _HEADER.unpack_from(self._memory, 0)
+            length, crc = _HEADER.unpack_from(self._memory, 0)
             if length == _TOO_LARGE:
                 return False
             if length == 0:
                 return None
-            data = bytes(self._memory[_HEADER.size : _HEADER.size + length])
+            if length == _WRITING or not 0 < length <= SIZE:
+                data = None
+            else:
+                data = bytes(self._memory[_HEADER.size : _HEADER.size + length])
+        if data is None or zlib.crc32(data) != crc:
+            logger.error(
+                "the configuration the workers run was not recorded whole (a worker died"
+                " writing it): a restarted worker reads the file as it is"
+            )
+            return False
         config = pickle.loads(data)
         if not isinstance(config, Config):
             raise TypeError(f"the recorded configuration is a {type(config).__name__}")
