@@ -318,7 +318,7 @@ def test_credit_is_never_overspent_across_two_nodes(
                 async def ask() -> int:
                     state = await SharedState.connect(redis.url, "e2e-credit-observer")
                     try:
-                        return await state.total("credit:customer")
+                        return await state.total("credit:customer", linger=True)
                     finally:
                         await state.close()
 
@@ -328,6 +328,16 @@ def test_credit_is_never_overspent_across_two_nodes(
             while credit_held() and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert credit_held() == 0  # every call's end gave its credit back
+            # Each node's credit holds would outlive its 10 s lease by its grace, were it
+            # killed: (3 + 1) heartbeats of 5 s, its 30 s ledger reads, a lease (60 s),
+            # renewed with the lease every 3.3 s.
+            client = redis_client.Redis.from_url(redis.url)
+            try:
+                graces = [client.pttl(k) for k in client.keys("softswitch:seen:*")]
+            finally:
+                client.close()
+            assert len(graces) == 2, graces
+            assert all(50_000 < ttl <= 60_000 for ttl in graces), graces
         finally:
             first_node.stop()
             second_node.stop()

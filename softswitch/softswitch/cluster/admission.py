@@ -90,10 +90,12 @@ class SharedLimits:
         prefix: str = "softswitch",
         timeout: float = 1.0,
         reconnect: float = RECONNECT_INTERVAL,
+        grace: float = 0.0,
     ) -> None:
         self.url = url
         self.node_id = node_id
         self._lease = lease
+        self._grace = grace
         self._prefix = prefix
         self._timeout = timeout
         self._reconnect = reconnect
@@ -136,6 +138,7 @@ class SharedLimits:
             lease=self._lease,
             prefix=self._prefix,
             timeout=self._timeout,
+            grace=self._grace,
         )
         self._answered()
 

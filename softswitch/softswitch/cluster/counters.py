@@ -49,9 +49,11 @@ class LeasedCounters:
         """What this node holds on ``key`` (its own book; no Redis call)."""
         return self._book.held(key)
 
-    async def acquire(self, key: str, amount: int = 1, *, limit: int) -> bool:
+    async def acquire(self, key: str, amount: int = 1, *, limit: int, linger: bool = False) -> bool:
         """Hold ``amount`` more on ``key`` if the live nodes' total stays within ``limit``
-        (True); else change nothing (False)."""
+        (True); else change nothing (False). ``linger``: dead nodes' holdings count for
+        their grace too (``leases``: credit, whose dead holder's calls are not settled
+        yet); use it for every acquire of the key."""
         check_count("amount", amount, minimum=1)
         check_count("limit", limit, minimum=0)
         lease = self._lease
@@ -66,6 +68,7 @@ class LeasedCounters:
                     lease.incarnation,
                     self._book.held(key) + amount,
                     limit,
+                    self._keys.seen_prefix if linger else "",
                 ]
                 try:
                     code, _total = await self._link.run(ACQUIRE, keys, args)
@@ -131,6 +134,10 @@ class LeasedCounters:
                 extra={"event": "release_short", "key": key},
             )
 
-    async def total(self, key: str) -> int:
-        """What all live nodes hold on ``key`` now."""
-        return int(await self._link.run(TOTAL, [self._keys.hold(key)], [self._keys.node_prefix]))
+    async def total(self, key: str, *, linger: bool = False) -> int:
+        """What all live nodes hold on ``key`` now (``linger``: and the dead ones within
+        their grace, as ``acquire`` counts them)."""
+        seen = self._keys.seen_prefix if linger else ""
+        return int(
+            await self._link.run(TOTAL, [self._keys.hold(key)], [self._keys.node_prefix, seen])
+        )

@@ -7,6 +7,12 @@ credit limit, before any reservation). So the reservations of every node togethe
 exceed what the account has: the first increment at admission, each later slice as the call
 goes on, all of it given back at the call's end (:meth:`SharedCredit.release`).
 
+A node that dies keeps its holds counted for its lease's grace (``leases``), past its
+lease: its calls are debited only when another node's recovery settles its run, and until
+those debits show in the ledger its reserved credit must stay counted, or another node
+would spend it again. Between the debits and the grace's end it is counted twice (fail
+closed: a call that would fit may be refused for those seconds).
+
 The failure policy is the one ``softswitch.cluster`` recommends for credit: fail closed.
 When Redis does not answer, :meth:`SharedCredit.hold` says so (None) and the caller refuses
 the new call (a node that cannot see the other nodes' reservations cannot know the balance
@@ -98,7 +104,9 @@ class SharedCredit:
                 self._failed("not connected")
                 return None
             try:
-                ok = await state.acquire(credit_key(entry.account_id), amount, limit=funds)
+                ok = await state.acquire(
+                    credit_key(entry.account_id), amount, limit=funds, linger=True
+                )
             except SharedStateError as e:
                 self._failed(str(e))
                 return None

@@ -4,6 +4,8 @@
 key                                 type       holds
 ==================================  =========  ============================================
 ``<prefix>:node:<node_id>``         string     the node's lease: its incarnation, PX expiry
+``<prefix>:seen:<node>#<inc>``      string     renewed with the lease, PX ``grace``: a dead
+                                               incarnation's credit holds count until then
 ``<prefix>:hold:<key>``             hash       ``<node_id>#<incarnation>`` -> amount held
 ``<prefix>:rate:<key>``             zset       one member per admission, scored in µs
 ``<prefix>:authfail:<ip>``          zset       one member per failed authentication
@@ -41,6 +43,15 @@ class Keys:
 
     def node(self, node_id: str) -> str:
         return self.node_prefix + node_id
+
+    @property
+    def seen_prefix(self) -> str:
+        """What a holder's field (``<node_id>#<incarnation>``) is appended to for the key
+        that outlives its lease by the grace (the scripts build it too)."""
+        return f"{self.prefix}:seen:"
+
+    def seen(self, field: str) -> str:
+        return self.seen_prefix + field
 
     def hold(self, key: str) -> str:
         return f"{self.prefix}:hold:{key}"

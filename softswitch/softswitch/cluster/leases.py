@@ -13,6 +13,12 @@ task renews it every ``lease / 3``. Hash fields are ``<node_id>#<incarnation>``,
   at once, else it waits at connect for the old key to expire, at most ``lease``;
 * two live processes started with one id cannot both hold the lease: the second one's
   connect fails with ``SharedStateConfigError`` once it has waited a lease for it;
+* credit holds (``LeasedCounters.acquire(..., linger=True)``) outlive the lease by a
+  ``grace``: each renewal also sets ``<prefix>:seen:<node_id>#<incarnation>`` to expire
+  ``grace`` seconds later, and a dead holder's credit field counts while that key lives. A
+  dead node's calls are debited only once another node's recovery finds its run dead and
+  settles it; until then its reserved credit must stay counted somewhere, or another node
+  would spend it again. A clean stop deletes the key with the lease;
 * a node that loses its lease while alive (paused longer than ``lease``: a stopped process,
   a frozen VM, Redis unreachable for that long, Redis restarted without its data) notices
   at its next renewal or admission, logs a WARNING (``event=lease_lost``) and takes the
@@ -42,16 +48,32 @@ logger = logging.getLogger("softswitch.cluster")
 
 
 class NodeLease:
-    def __init__(self, link: Link, keys: Keys, node_id: str, lease: float, book: Holdings):
+    def __init__(
+        self,
+        link: Link,
+        keys: Keys,
+        node_id: str,
+        lease: float,
+        book: Holdings,
+        *,
+        grace: float = 0.0,
+    ):
         if not node_id or any(c.isspace() for c in node_id):
             raise SharedStateConfigError(f"node id {node_id!r}: empty or has spaces")
         if not 0.3 <= lease <= 3600:
             raise SharedStateConfigError(f"lease {lease!r}: must be 0.3 to 3600 seconds")
+        if grace and not lease <= grace <= 3600:
+            raise SharedStateConfigError(
+                f"grace {grace!r}: must be 0 (none) or from the lease ({lease}) to 3600 seconds"
+            )
         self.node_id = node_id
         self.incarnation = new_incarnation()
         self.field = f"{node_id}#{self.incarnation}"
         self.key = keys.node(node_id)
+        self.seen_key = keys.seen(self.field)
         self.lease = lease
+        #: Seconds this incarnation's credit holds count after its last renewal (0: none).
+        self.grace = grace
         self.losses = 0
         """How many times this node found its lease gone and took it again."""
         self._link = link
@@ -68,12 +90,13 @@ class NodeLease:
         return asyncio.get_running_loop().time()
 
     async def _write(self, mode: str, snapshot: Snapshot) -> int:
-        keys = [self.key, *(self._keys.hold(k) for k in snapshot)]
+        keys = [self.key, self.seen_key, *(self._keys.hold(k) for k in snapshot)]
         args: list[str | int] = [
             self.incarnation,
             max(1, round(self.lease * 1000)),
             self.field,
             mode,
+            max(0, round(self.grace * 1000)),
         ]
         args.extend(snapshot.values())
         code = int(await self._link.run(LEASE, keys, args))
@@ -196,5 +219,5 @@ class NodeLease:
     async def leave(self) -> None:
         """A clean stop: the lease and this node's fields go at once."""
         held = set(self._book.items()) | self._book.unsure
-        keys = [self.key, *(self._keys.hold(k) for k in sorted(held))]
+        keys = [self.key, self.seen_key, *(self._keys.hold(k) for k in sorted(held))]
         await self._link.run(LEAVE, keys, [self.incarnation, self.field], always=True)

@@ -61,9 +61,11 @@ local function int(x) return string.format('%.0f', x) end
 """
 
 # Sum of what the live nodes hold in a hash, deleting the fields of the dead ones. ``own`` is
-# the calling node's field, already known alive ('' to check every field).
+# the calling node's field, already known alive ('' to check every field). ``seen_prefix``
+# ('' for none): a field whose lease is gone still counts while its ``seen`` key lives (the
+# grace a node's credit holds outlive it by, until its calls are settled in the ledger).
 _LIVE_TOTAL = """
-local function live_total(hold, node_prefix, own)
+local function live_total(hold, node_prefix, own, seen_prefix)
   local fields = redis.call('HGETALL', hold)
   local total = 0
   for i = 1, #fields, 2 do
@@ -75,6 +77,9 @@ local function live_total(hold, node_prefix, own)
         local lease = redis.call('GET', node_prefix .. string.sub(name, 1, at - 1))
         alive = lease == string.sub(name, at + 1)
       end
+    end
+    if not alive and seen_prefix ~= '' then
+      alive = redis.call('EXISTS', seen_prefix .. name) == 1
     end
     if alive then
       total = total + tonumber(fields[i + 1])
@@ -91,10 +96,11 @@ ACQUIRE = Script(
     _LIVE_TOTAL
     + """
 -- KEYS: hold hash, own lease key. ARGV: node key prefix, own field, incarnation, this
--- node's holding after the acquire (absolute: its book plus the amount), limit
+-- node's holding after the acquire (absolute: its book plus the amount), limit, seen key
+-- prefix ('' unless dead holders count for their grace)
 -- -> {1, total after} admitted, {0, total} refused, {-1, 0} this node's lease is not held
 if redis.call('GET', KEYS[2]) ~= ARGV[3] then return {-1, 0} end
-local total = live_total(KEYS[1], ARGV[1], ARGV[2])
+local total = live_total(KEYS[1], ARGV[1], ARGV[2], ARGV[6])
 local others = total - tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
 if others + tonumber(ARGV[4]) > tonumber(ARGV[5]) then return {0, total} end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
@@ -126,24 +132,26 @@ TOTAL = Script(
     "total",
     _LIVE_TOTAL
     + """
--- KEYS: hold hash. ARGV: node key prefix. -> what the live nodes hold
-return live_total(KEYS[1], ARGV[1], '')
+-- KEYS: hold hash. ARGV: node key prefix, seen key prefix ('' for none).
+-- -> what the live nodes hold (and the dead ones within their grace)
+return live_total(KEYS[1], ARGV[1], '', ARGV[2])
 """,
 )
 
 LEASE = Script(
     "lease",
     """
--- KEYS: own lease key, then hold hashes to set this node's field in.
--- ARGV: incarnation, lease ms, own field, mode ('renew' or 'claim'), then one amount per hash
--- (0 deletes the field).
+-- KEYS: own lease key, own seen key, then hold hashes to set this node's field in.
+-- ARGV: incarnation, lease ms, own field, mode ('renew' or 'claim'), grace ms ('0': none),
+-- then one amount per hash (0 deletes the field).
 -- -> 1 the lease was held and is renewed; 0 it was gone ('claim': now taken again with the
 -- amounts; 'renew': nothing done); -1 another process holds this node id.
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then return -1 end
 if not current and ARGV[4] == 'renew' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 2, #KEYS do
+if ARGV[5] ~= '0' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[5]) end
+for i = 3, #KEYS do
   if ARGV[i + 3] == '0' then
     redis.call('HDEL', KEYS[i], ARGV[3])
   else
@@ -158,9 +166,11 @@ return 0
 LEAVE = Script(
     "leave",
     """
--- KEYS: own lease key, then hold hashes. ARGV: incarnation, own field.
+-- KEYS: own lease key, own seen key, then hold hashes (the lease key alone: a dead
+-- holder's lease dropped, its seen key left to run out). ARGV: incarnation, own field.
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-for i = 2, #KEYS do redis.call('HDEL', KEYS[i], ARGV[2]) end
+if #KEYS >= 2 then redis.call('DEL', KEYS[2]) end
+for i = 3, #KEYS do redis.call('HDEL', KEYS[i], ARGV[2]) end
 return 0
 """,
 )

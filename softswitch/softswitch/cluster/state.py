@@ -45,8 +45,13 @@ class SharedState:
         lease: float = 10.0,
         prefix: str = "softswitch",
         timeout: float = 1.0,
+        grace: float = 0.0,
     ) -> SharedState:
         """Connect, take this node's lease and start renewing it.
+
+        ``grace``: seconds its credit holds (``acquire(..., linger=True)``) still count after
+        its last renewal, should it die (0: none; else at least ``lease``): long enough for
+        another node to settle its calls in the ledger and the others to read the debits.
 
         ``timeout``: seconds any one Redis call may take before it raises
         ``SharedStateUnavailableError``. Raises ``SharedStateConfigError`` for a bad URL or an id
@@ -58,7 +63,7 @@ class SharedState:
         book = Holdings()
         link = Link(url, timeout=timeout, name=f"softswitch-{node_id}")
         try:
-            node = NodeLease(link, keys, node_id, lease, book)
+            node = NodeLease(link, keys, node_id, lease, book, grace=grace)
             await link.command("PING")
             await node.claim()
         except BaseException:
@@ -116,10 +121,11 @@ class SharedState:
 
     # -- leased counters ---------------------------------------------------------------
 
-    async def acquire(self, key: str, amount: int = 1, *, limit: int) -> bool:
+    async def acquire(self, key: str, amount: int = 1, *, limit: int, linger: bool = False) -> bool:
         """Hold ``amount`` on ``key`` if every live node's holdings plus it stay within
-        ``limit``; False changes nothing. Pair each True with a :meth:`release`."""
-        return await self._counters.acquire(key, amount, limit=limit)
+        ``limit``; False changes nothing. Pair each True with a :meth:`release`.
+        ``linger``: a dead node's holdings on the key count for its grace (credit)."""
+        return await self._counters.acquire(key, amount, limit=limit, linger=linger)
 
     def hold_unverified(self, key: str, amount: int = 1) -> None:
         """Count ``amount`` on ``key`` as this node's without asking Redis (it did not
@@ -130,9 +136,10 @@ class SharedState:
         """Give back what an :meth:`acquire` took (never below zero; more is logged)."""
         await self._counters.release(key, amount)
 
-    async def total(self, key: str) -> int:
-        """What every live node holds on ``key``."""
-        return await self._counters.total(key)
+    async def total(self, key: str, *, linger: bool = False) -> int:
+        """What every live node holds on ``key`` (``linger``: and the dead ones within their
+        grace)."""
+        return await self._counters.total(key, linger=linger)
 
     def held(self, key: str) -> int:
         """What this node holds on ``key`` (no Redis call)."""

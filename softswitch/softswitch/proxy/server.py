@@ -57,6 +57,7 @@ from softswitch.registrar.node_sync import NodeSync
 from softswitch.stats import Statistics
 from softswitch.stats.prometheus import Metrics
 from softswitch.store.opening import describe_database, open_cdr_store
+from softswitch.store.recovery import STALE_HEARTBEATS
 from softswitch.store.sweep import RecoverySweep
 from softswitch.transport import Limits, Transport
 from softswitch.workers.statistics import ForwardingStatistics
@@ -296,6 +297,16 @@ class Switch:
         # The management API last: it shows (and may change) a switch that takes calls.
         await self.management.start(self.config.management)
 
+    def _credit_grace(self, lease: float = 10.0) -> float:
+        """Seconds this node's credit holds in Redis count after its last renewal, should it
+        die: until another node's sweep finds its run dead (its heartbeat
+        ``STALE_HEARTBEATS`` intervals old, then the next sweep, one more interval), settles
+        its calls in the ledger, and every node has read those debits (``sync_interval``),
+        plus a lease of slack."""
+        heartbeat = self.cdrs.heartbeat_interval
+        settled = (STALE_HEARTBEATS + 1) * heartbeat + self.config.billing.sync_interval
+        return settled + lease
+
     async def _share_limits(self, listen: Sequence[str]) -> None:
         """With ``[server] shared_state``: this process's client of the limits every node
         shares, before any call is taken. Each worker of several is a client of its own
@@ -311,7 +322,7 @@ class Switch:
         node_id = server.node_id or default_node_id(listen)
         if self.seat is not None:
             node_id = f"{node_id}/{self.seat.index}"
-        shared = SharedLimits(server.shared_state, node_id)
+        shared = SharedLimits(server.shared_state, node_id, grace=self._credit_grace())
         try:
             await shared.start()
         except SharedStateConfigError as e:  # an id in use, a password Redis refuses

@@ -1,8 +1,9 @@
 """A switch node in a process of its own, for the cluster tests (run with ``python PATH``).
 
-    cluster_node.py hold URL PREFIX NODE LEASE KEY AMOUNT
+    cluster_node.py hold URL PREFIX NODE LEASE KEY AMOUNT [GRACE]
         take AMOUNT on KEY, print "held", then keep the lease until a line (or EOF) on
-        stdin; then release, close and exit 0.
+        stdin; then release, close and exit 0. With GRACE (seconds), the node's holdings on
+        KEY outlive its lease by that much (a credit key's, ``linger``).
     cluster_node.py fill URL PREFIX NODE KEY LIMIT ATTEMPTS
         print "ready", wait for a line, try ATTEMPTS acquires of 1 without releasing, print
         {"acquired": n}, wait for a line, release everything, close.
@@ -40,9 +41,14 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def hold(url: str, prefix: str, node: str, lease: str, key: str, amount: str) -> int:
-    state = await SharedState.connect(url, node, lease=float(lease), prefix=prefix)
-    assert await state.acquire(key, int(amount), limit=2**53 - 1)
+async def hold(
+    url: str, prefix: str, node: str, lease: str, key: str, amount: str, grace: str = "0"
+) -> int:
+    linger = float(grace) > 0
+    state = await SharedState.connect(
+        url, node, lease=float(lease), prefix=prefix, grace=float(grace)
+    )
+    assert await state.acquire(key, int(amount), limit=2**53 - 1, linger=linger)
     say("held")
     await line()
     await state.release(key, int(amount))
