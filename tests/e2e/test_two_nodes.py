@@ -318,7 +318,7 @@ def test_credit_is_never_overspent_across_two_nodes(
                 async def ask() -> int:
                     state = await SharedState.connect(redis.url, "e2e-credit-observer")
                     try:
-                        return await state.total("credit:customer", linger=True)
+                        return await state.total("credit:customer")
                     finally:
                         await state.close()
 

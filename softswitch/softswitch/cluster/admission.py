@@ -158,6 +158,13 @@ class SharedLimits:
             except SharedStateError as e:
                 self._failed(e)
 
+    def set_grace(self, grace: float) -> None:
+        """The credit holds' grace from the next renewal on (``SharedState.set_grace``); kept
+        for a connection made later."""
+        self._grace = grace
+        if self._state is not None:
+            self._state.set_grace(grace)
+
     async def admit(self, account_id: str, max_calls: int | None, max_cps: int | None) -> Verdict:
         """The account's call against every node's: see :class:`Verdict`. Never raises for
         Redis's sake (the failure policy)."""

@@ -20,7 +20,7 @@ import logging
 from .connection import Link
 from .errors import SharedStateConfigError, SharedStateError
 from .holdings import Holdings
-from .keys import Keys
+from .keys import Keys, lingers
 from .leases import NodeLease
 from .scripts import ACQUIRE, MAX_AMOUNT, RELEASE, TOTAL
 
@@ -49,11 +49,10 @@ class LeasedCounters:
         """What this node holds on ``key`` (its own book; no Redis call)."""
         return self._book.held(key)
 
-    async def acquire(self, key: str, amount: int = 1, *, limit: int, linger: bool = False) -> bool:
+    async def acquire(self, key: str, amount: int = 1, *, limit: int) -> bool:
         """Hold ``amount`` more on ``key`` if the live nodes' total stays within ``limit``
-        (True); else change nothing (False). ``linger``: dead nodes' holdings count for
-        their grace too (``leases``: credit, whose dead holder's calls are not settled
-        yet); use it for every acquire of the key."""
+        (True); else change nothing (False). On a credit key (``keys.lingers``) dead nodes'
+        holdings count for their grace too (``leases``: their calls are not settled yet)."""
         check_count("amount", amount, minimum=1)
         check_count("limit", limit, minimum=0)
         lease = self._lease
@@ -68,7 +67,7 @@ class LeasedCounters:
                     lease.incarnation,
                     self._book.held(key) + amount,
                     limit,
-                    self._keys.seen_prefix if linger else "",
+                    self._keys.seen_prefix if lingers(key) else "",
                 ]
                 try:
                     code, _total = await self._link.run(ACQUIRE, keys, args)
@@ -134,10 +133,10 @@ class LeasedCounters:
                 extra={"event": "release_short", "key": key},
             )
 
-    async def total(self, key: str, *, linger: bool = False) -> int:
-        """What all live nodes hold on ``key`` now (``linger``: and the dead ones within
+    async def total(self, key: str) -> int:
+        """What all live nodes hold on ``key`` now (on a credit key, and the dead ones within
         their grace, as ``acquire`` counts them)."""
-        seen = self._keys.seen_prefix if linger else ""
+        seen = self._keys.seen_prefix if lingers(key) else ""
         return int(
             await self._link.run(TOTAL, [self._keys.hold(key)], [self._keys.node_prefix, seen])
         )

@@ -30,6 +30,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from .errors import SharedStateError
+from .keys import CREDIT_PREFIX
 from .scripts import MAX_AMOUNT
 from .state import SharedState
 
@@ -40,7 +41,7 @@ logger = logging.getLogger("softswitch.cluster")
 
 def credit_key(account_id: str) -> str:
     """The shared counter of an account's reserved credit, in nano-units."""
-    return f"credit:{account_id}"
+    return CREDIT_PREFIX + account_id
 
 
 @dataclass(slots=True)
@@ -104,9 +105,7 @@ class SharedCredit:
                 self._failed("not connected")
                 return None
             try:
-                ok = await state.acquire(
-                    credit_key(entry.account_id), amount, limit=funds, linger=True
-                )
+                ok = await state.acquire(credit_key(entry.account_id), amount, limit=funds)
             except SharedStateError as e:
                 self._failed(str(e))
                 return None

@@ -25,7 +25,17 @@ from dataclasses import dataclass
 
 from .errors import SharedStateConfigError
 
-__all__ = ["Keys"]
+__all__ = ["CREDIT_PREFIX", "Keys", "lingers"]
+
+#: The counters of billed accounts' credit (``credit:<account>``). Their dead holders count
+#: for their grace after their lease (``leases``): the key decides it, never the caller, so
+#: no script run on such a key deletes a field its grace still counts.
+CREDIT_PREFIX = "credit:"
+
+
+def lingers(key: str) -> bool:
+    """Whether a dead holder's field on ``key`` counts for its grace (credit)."""
+    return key.startswith(CREDIT_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ task renews it every ``lease / 3``. Hash fields are ``<node_id>#<incarnation>``,
   at once, else it waits at connect for the old key to expire, at most ``lease``;
 * two live processes started with one id cannot both hold the lease: the second one's
   connect fails with ``SharedStateConfigError`` once it has waited a lease for it;
-* credit holds (``LeasedCounters.acquire(..., linger=True)``) outlive the lease by a
+* credit holds (``credit:<account>`` keys, ``keys.lingers``) outlive the lease by a
   ``grace``: each renewal also sets ``<prefix>:seen:<node_id>#<incarnation>`` to expire
   ``grace`` seconds later, and a dead holder's credit field counts while that key lives. A
   dead node's calls are debited only once another node's recovery finds its run dead and
@@ -42,7 +42,10 @@ from .incarnations import dead_here, new_incarnation
 from .keys import Keys
 from .scripts import LEASE, LEAVE
 
-__all__ = ["NodeLease"]
+__all__ = ["MAX_GRACE", "NodeLease"]
+
+#: The longest grace a node's credit holds may outlive its lease by (an hour).
+MAX_GRACE = 3600.0
 
 logger = logging.getLogger("softswitch.cluster")
 
@@ -62,10 +65,6 @@ class NodeLease:
             raise SharedStateConfigError(f"node id {node_id!r}: empty or has spaces")
         if not 0.3 <= lease <= 3600:
             raise SharedStateConfigError(f"lease {lease!r}: must be 0.3 to 3600 seconds")
-        if grace and not lease <= grace <= 3600:
-            raise SharedStateConfigError(
-                f"grace {grace!r}: must be 0 (none) or from the lease ({lease}) to 3600 seconds"
-            )
         self.node_id = node_id
         self.incarnation = new_incarnation()
         self.field = f"{node_id}#{self.incarnation}"
@@ -73,7 +72,8 @@ class NodeLease:
         self.seen_key = keys.seen(self.field)
         self.lease = lease
         #: Seconds this incarnation's credit holds count after its last renewal (0: none).
-        self.grace = grace
+        self.grace = 0.0
+        self.set_grace(grace)
         self.losses = 0
         """How many times this node found its lease gone and took it again."""
         self._link = link
@@ -81,6 +81,15 @@ class NodeLease:
         self._book = book
         self._renewed_at: float | None = None
         self._failing = False
+
+    def set_grace(self, grace: float) -> None:
+        """The grace of the renewals from now on: 0 (none) or from the lease to an hour."""
+        if grace and not self.lease <= grace <= MAX_GRACE:
+            raise SharedStateConfigError(
+                f"grace {grace!r}: must be 0 (none) or from the lease ({self.lease}) to"
+                f" {MAX_GRACE:g} seconds"
+            )
+        self.grace = grace
 
     @property
     def period(self) -> float:

@@ -49,9 +49,10 @@ class SharedState:
     ) -> SharedState:
         """Connect, take this node's lease and start renewing it.
 
-        ``grace``: seconds its credit holds (``acquire(..., linger=True)``) still count after
-        its last renewal, should it die (0: none; else at least ``lease``): long enough for
-        another node to settle its calls in the ledger and the others to read the debits.
+        ``grace``: seconds its credit holds (``credit:<account>`` keys) still count after its
+        last renewal, should it die (0: none; else at least ``lease``, at most an hour):
+        long enough for another node to settle its calls in the ledger and the others to
+        read the debits. :meth:`set_grace` changes it (a reload).
 
         ``timeout``: seconds any one Redis call may take before it raises
         ``SharedStateUnavailableError``. Raises ``SharedStateConfigError`` for a bad URL or an id
@@ -104,6 +105,10 @@ class SharedState:
         """This node's field in the counters' hashes: ``<node_id>#<incarnation>``."""
         return self._lease.field
 
+    def set_grace(self, grace: float) -> None:
+        """The grace from the next renewal on (a reload changed what it is made of)."""
+        self._lease.set_grace(grace)
+
     @property
     def lease_losses(self) -> int:
         """Times this node found its lease gone and took it again (logged as a WARNING)."""
@@ -121,11 +126,11 @@ class SharedState:
 
     # -- leased counters ---------------------------------------------------------------
 
-    async def acquire(self, key: str, amount: int = 1, *, limit: int, linger: bool = False) -> bool:
+    async def acquire(self, key: str, amount: int = 1, *, limit: int) -> bool:
         """Hold ``amount`` on ``key`` if every live node's holdings plus it stay within
-        ``limit``; False changes nothing. Pair each True with a :meth:`release`.
-        ``linger``: a dead node's holdings on the key count for its grace (credit)."""
-        return await self._counters.acquire(key, amount, limit=limit, linger=linger)
+        ``limit``; False changes nothing. Pair each True with a :meth:`release`. On a
+        credit key (``credit:<account>``) a dead node's holdings count for its grace."""
+        return await self._counters.acquire(key, amount, limit=limit)
 
     def hold_unverified(self, key: str, amount: int = 1) -> None:
         """Count ``amount`` on ``key`` as this node's without asking Redis (it did not
@@ -136,10 +141,10 @@ class SharedState:
         """Give back what an :meth:`acquire` took (never below zero; more is logged)."""
         await self._counters.release(key, amount)
 
-    async def total(self, key: str, *, linger: bool = False) -> int:
-        """What every live node holds on ``key`` (``linger``: and the dead ones within their
-        grace)."""
-        return await self._counters.total(key, linger=linger)
+    async def total(self, key: str) -> int:
+        """What every live node holds on ``key`` (on a credit key, and the dead ones within
+        their grace)."""
+        return await self._counters.total(key)
 
     def held(self, key: str) -> int:
         """What this node holds on ``key`` (no Redis call)."""

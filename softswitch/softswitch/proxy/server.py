@@ -301,11 +301,14 @@ class Switch:
         """Seconds this node's credit holds in Redis count after its last renewal, should it
         die: until another node's sweep finds its run dead (its heartbeat
         ``STALE_HEARTBEATS`` intervals old, then the next sweep, one more interval), settles
-        its calls in the ledger, and every node has read those debits (``sync_interval``),
-        plus a lease of slack."""
+        its calls in the ledger, and every node has read those debits (``sync_interval``:
+        this node's stands for every node's, so give them one), plus a lease of slack; at
+        most an hour (a ``sync_interval`` that long reads debits later than it covers)."""
+        from softswitch.cluster.leases import MAX_GRACE  # with the rest of cluster: lazily
+
         heartbeat = self.cdrs.heartbeat_interval
         settled = (STALE_HEARTBEATS + 1) * heartbeat + self.config.billing.sync_interval
-        return settled + lease
+        return min(settled + lease, MAX_GRACE)
 
     async def _share_limits(self, listen: Sequence[str]) -> None:
         """With ``[server] shared_state``: this process's client of the limits every node
@@ -404,6 +407,8 @@ class Switch:
         # re-trusts the addresses of the bindings left.
         self.registrar.forget_changed(self.pipeline.snapshot, snapshot)
         self.pipeline.use(snapshot)  # the one assignment calls see
+        if self.shared is not None:  # [billing] sync_interval is part of the grace
+            self.shared.set_grace(self._credit_grace())
         if self.seat is not None:  # the slots of ids the configuration no longer has
             self.seat.shared.forget_absent(config)
             self.seat.shared.running.record(config)  # what a restarted worker will run

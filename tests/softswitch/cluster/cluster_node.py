@@ -3,7 +3,7 @@
     cluster_node.py hold URL PREFIX NODE LEASE KEY AMOUNT [GRACE]
         take AMOUNT on KEY, print "held", then keep the lease until a line (or EOF) on
         stdin; then release, close and exit 0. With GRACE (seconds), the node's holdings on
-        KEY outlive its lease by that much (a credit key's, ``linger``).
+        a credit KEY outlive its lease by that much.
     cluster_node.py fill URL PREFIX NODE KEY LIMIT ATTEMPTS
         print "ready", wait for a line, try ATTEMPTS acquires of 1 without releasing, print
         {"acquired": n}, wait for a line, release everything, close.
@@ -44,11 +44,10 @@ def say(text: str) -> None:
 async def hold(
     url: str, prefix: str, node: str, lease: str, key: str, amount: str, grace: str = "0"
 ) -> int:
-    linger = float(grace) > 0
     state = await SharedState.connect(
         url, node, lease=float(lease), prefix=prefix, grace=float(grace)
     )
-    assert await state.acquire(key, int(amount), limit=2**53 - 1, linger=linger)
+    assert await state.acquire(key, int(amount), limit=2**53 - 1)
     say("held")
     await line()
     await state.release(key, int(amount))

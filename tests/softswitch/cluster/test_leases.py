@@ -60,7 +60,7 @@ def test_a_killed_nodes_credit_holds_count_until_its_grace_ends(
             nodes(url, prefix, "survivor", lease=0.5) as (survivor,),
         ):
             assert await p.read() == "held"
-            assert await survivor.total("credit:acme", linger=True) == 600
+            assert await survivor.total("credit:acme") == 600
             p.signal(signal.SIGKILL)
             assert await p.finish() == -signal.SIGKILL
             await asyncio.sleep(1.5)  # three leases: its lease key is gone ...
@@ -69,7 +69,7 @@ def test_a_killed_nodes_credit_holds_count_until_its_grace_ends(
             # ... and its credit still counted by the survivor's meter: 600 + 500 > 1000
             credit = SharedCredit(lambda: survivor)
             assert await credit.hold("call-1", "acme", 500, 1000) is False
-            assert await survivor.total("credit:acme", linger=True) == 600
+            assert await survivor.total("credit:acme") == 600
 
             async def room_again() -> bool:
                 return bool(await credit.hold("call-2", "acme", 500, 1000))
@@ -92,7 +92,7 @@ def test_a_clean_stop_lets_its_credit_go_at_once(url: str, prefix: str) -> None:
     async def main() -> None:
         async with nodes(url, prefix, "survivor") as (survivor,):
             leaving = await SharedState.connect(url, "leaving", prefix=prefix, grace=30.0)
-            assert await leaving.acquire("credit:acme", 600, limit=1000, linger=True)
+            assert await leaving.acquire("credit:acme", 600, limit=1000)
             async with raw(url) as client:
                 ttl = await client.pttl(f"{prefix}:seen:{leaving.field}")
             assert 10_000 < ttl <= 30_000  # renewed with the lease, for the grace
@@ -100,7 +100,7 @@ def test_a_clean_stop_lets_its_credit_go_at_once(url: str, prefix: str) -> None:
             await leaving.close()
             async with raw(url) as client:
                 assert await client.exists(f"{prefix}:seen:{leaving.field}") == 0
-            assert await survivor.acquire("credit:acme", 1000, limit=1000, linger=True)
+            assert await survivor.acquire("credit:acme", 1000, limit=1000)
             await survivor.release("credit:acme", 1000)
 
     asyncio.run(main())
