@@ -21,7 +21,7 @@ import pytest
 
 from loopback_ports import LOCAL, free_port
 from softswitch.cli import worker_count
-from softswitch.config import Config, demo_config
+from softswitch.config import Config, demo_config, load_config
 from softswitch.workers.seat import Seat
 from softswitch.workers.steering import SteeringKey, call_id_owner
 from softswitch.workers.supervisor import Supervisor
@@ -92,11 +92,22 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
 class Running:
     """A supervisor in a child process, with the shared state it made readable here."""
 
-    def __init__(self, tmp_path: Path, runner: Runner, workers: int = 2) -> None:
-        config = demo_config(tmp_path / "state")
+    def __init__(
+        self, tmp_path: Path, runner: Runner, workers: int = 2, config_path: Path | None = None
+    ) -> None:
+        """``config_path``: the file the supervisor reads (at a reload too), else the demo
+        configuration."""
+        config = (
+            demo_config(tmp_path / "state") if config_path is None else load_config(config_path)
+        )
         port = free_port()
         self.supervisor = Supervisor(
-            config, workers=workers, run=runner, listen=[f"udp:{LOCAL}:{port}"], steering_key=KEY
+            config,
+            workers=workers,
+            run=runner,
+            config_path=config_path,
+            listen=[f"udp:{LOCAL}:{port}"],
+            steering_key=KEY,
         )
         #: What the supervisor prints ("softswitch: ready ..." once every worker is up).
         self.out = tmp_path / "supervisor.out"

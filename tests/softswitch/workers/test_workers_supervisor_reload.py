@@ -6,7 +6,6 @@ its workers stand-ins for the switch."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -17,9 +16,8 @@ from pathlib import Path
 from types import FrameType
 
 import pytest
-from test_supervisor import KEY, Runner, Running, files, wait_until
+from test_supervisor import Runner, Running, files, wait_until
 
-from loopback_ports import LOCAL, free_port
 from softswitch.config import DEMO_DIR, Config, load_config
 from softswitch.workers import supervisor as supervisor_module
 from softswitch.workers.live import SharedState
@@ -172,37 +170,18 @@ def test_the_kill_deadline_follows_a_reloaded_drain_timeout(
     events = tmp_path / "events"
     events.mkdir()
     folder = tmp_path / "conf"
-    path = config_file(folder, 0.2)
-    config = load_config(path)
-    supervisor = Supervisor(
-        config,
-        workers=2,
-        run=slow_drain(events, 2.0),
-        config_path=path,
-        listen=[f"udp:{LOCAL}:{free_port()}"],
-        steering_key=KEY,
-    )
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = supervisor.run()
-        finally:
-            os._exit(code)
+    running = Running(tmp_path, slow_drain(events, 2.0), config_path=config_file(folder, 0.2))
     try:
         wait_until(lambda: set(files(events, "start")) == {0, 1}, "two workers started")
         time.sleep(0.3)  # "softswitch: ready" (the supervisor's start over)
         config_file(folder, 4)
-        os.kill(pid, signal.SIGHUP)
+        os.kill(running.pid, signal.SIGHUP)
         wait_until(lambda: set(files(events, "hup")) == {0, 1}, "SIGHUP to both workers")
-        os.kill(pid, signal.SIGTERM)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        os.kill(running.pid, signal.SIGTERM)
+        assert running.wait() == 0
         assert set(files(events, "term")) == {0, 1}, "a draining worker was killed"
     finally:
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        running.stop()
 
 
 def test_the_drain_timeout_read_at_a_reload_and_what_the_workers_run(
