@@ -36,7 +36,7 @@ from softswitch.sip import SipParseError, SipURI, parse_name_addr, parse_uri
 from softswitch.sip.headers import split_commas
 from softswitch.transport import Address, Transport
 
-__all__ = ["Binding", "Registrations", "reached_behind_nat"]
+__all__ = ["Binding", "Registrations", "host_ip", "reached_behind_nat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ def _first_hop(path: str, transport: Transport) -> tuple[Transport, Address] | N
         uri = parse_name_addr(split_commas(path)[0]).uri
     except (SipParseError, IndexError):
         return None
-    if not isinstance(uri, SipURI) or _ip(uri.host) is None:
+    if not isinstance(uri, SipURI) or host_ip(uri.host) is None:
         return None
     named = (uri.param("transport") or "").lower()
     if named in ("tcp", "udp"):
@@ -139,7 +139,8 @@ def _first_hop(path: str, transport: Transport) -> tuple[Transport, Address] | N
     return transport, (uri.host.strip("[]"), uri.port or 5060)
 
 
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address (IPv6 brackets or not); None for a name."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -158,8 +159,8 @@ def reached_behind_nat(contact_host: str, source_ip: str, asked_rport: bool) -> 
     """
     if asked_rport:
         return True
-    ip = _ip(contact_host)
-    return ip is None or ip != _ip(source_ip)
+    ip = host_ip(contact_host)
+    return ip is None or ip != host_ip(source_ip)
 
 
 class Registrations:

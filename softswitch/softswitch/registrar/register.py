@@ -32,14 +32,13 @@ Choices where RFC 3261 leaves room:
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 
 from softswitch.sip import NameAddr, Request, SipParseError, SipURI, parse_name_addr
 
-from .bindings import Binding, reached_behind_nat
+from .bindings import Binding, host_ip, reached_behind_nat
 from .store import storable
 
 __all__ = ["MAX_CONTACTS", "Accepted", "Limits", "Refused", "Source", "decide"]
@@ -257,17 +256,10 @@ def _path(request: Request, proxy: str) -> str | Refused:
         return ""
     first = entries[0].uri
     assert isinstance(first, SipURI)
-    if _address(first.host) != _address(proxy):
+    if host_ip(first.host) != host_ip(proxy):
         return Refused(403, "Path not from the proxy")
     text = ", ".join(str(entry) for entry in entries)
     return text if storable(text) == text else Refused(400, "Invalid Path")
-
-
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
 
 
 def _supports_path(request: Request) -> bool:
