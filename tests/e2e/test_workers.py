@@ -56,6 +56,21 @@ def workers_of_calls(net: Net) -> dict[str, set[int]]:
     return out
 
 
+def calls_until_both_workers(net: Net, *, transport: str = "u1", label: str = "c") -> int:
+    """Calls of 100 ms, one after the other, until each of two workers has taken one (the
+    kernel picks by Call-ID), at most 16: how many were placed."""
+    placed = 0
+    while placed < 16:
+        customer = net.customer(
+            "uac_call", args=["-d", "100"], transport=transport, label=f"{label}{placed}"
+        )
+        placed += 1
+        ok(net, customer)
+        if {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}:
+            break
+    return placed
+
+
 def worker_pids(net: Net) -> dict[int, int]:
     """Worker index -> pid, the latest start of each."""
     return {int(m.group(1)): int(m.group(2)) for m in _STARTED.finditer(net.switch_log())}
@@ -75,14 +90,7 @@ def test_calls_through_two_workers_spread_and_land_once(net: Net) -> None:
     gw = Carrier("gw1")
     net.start_switch([gw], [Account()], workers=2)
     carrier = net.carrier(gw, "uas_answer", calls=16)
-    placed = 0
-    while placed < 16:
-        customer = net.customer("uac_call", args=["-d", "100"], label=f"c{placed}")
-        placed += 1
-        ok(net, customer)
-        seen = {w for ws in workers_of_calls(net).values() for w in ws}
-        if seen == {0, 1}:
-            break
+    placed = calls_until_both_workers(net)
     rows = net.cdrs(placed)
     assert all(r["end_reason"] == "normal_clearing" for r in rows)
     assert len({r["call_id"] for r in rows}) == placed  # one CDR per call
@@ -293,13 +301,7 @@ def test_statistics_and_operator_overrides_hold_across_workers(net: Net) -> None
     gw = Carrier("gw1")
     api = start(net, [gw], [Account()], workers=2)
     carrier = net.carrier(gw, "uas_answer", calls=40)
-    placed = 0
-    while placed < 16:
-        customer = net.customer("uac_call", args=["-d", "100"], label=f"c{placed}")
-        placed += 1
-        ok(net, customer)
-        if {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}:
-            break
+    placed = calls_until_both_workers(net)
     assert {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}, net.explain()
     net.cdrs(placed)
     labels = {"account": "customer", "outcome": "normal_clearing"}
@@ -385,13 +387,7 @@ def test_tcp_calls_through_two_workers(net: Net) -> None:
     gw = Carrier("gw1", transport="tcp")
     net.start_switch([gw], [Account()], workers=2)
     carrier = net.carrier(gw, "uas_answer", calls=16)
-    placed = 0
-    while placed < 16:
-        customer = net.customer("uac_call", args=["-d", "100"], transport="t1", label=f"t{placed}")
-        placed += 1
-        ok(net, customer)
-        if {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}:
-            break
+    placed = calls_until_both_workers(net, transport="t1", label="t")
     calls = workers_of_calls(net)
     assert {w for ws in calls.values() for w in ws} == {0, 1}, net.explain()
     assert all(len(ws) == 1 for ws in calls.values()), calls

@@ -12,8 +12,8 @@ import signal
 import time
 
 import pytest
-from callflow_net import Account, Carrier, Net, ok
-from test_workers import wait_for, worker_pids, workers_of_calls
+from callflow_net import Account, Carrier, Net
+from test_workers import calls_until_both_workers, wait_for, worker_pids, workers_of_calls
 
 pytestmark = pytest.mark.e2e
 
@@ -59,13 +59,7 @@ def test_a_sighup_while_a_replacement_starts_reaches_it_and_its_calls_follow(net
     # Calls through either worker now go to gw2.
     c1 = net.carrier(gw1, "uas_answer", calls=20)
     c2 = net.carrier(gw2, "uas_answer", calls=20)
-    placed = 0
-    while placed < 16:
-        customer = net.customer("uac_call", args=["-d", "100"], label=f"c{placed}")
-        placed += 1
-        ok(net, customer)
-        if {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}:
-            break
+    placed = calls_until_both_workers(net)
     time.sleep(0.5)
     rows = net.cdrs(placed)
     assert {w for ws in workers_of_calls(net).values() for w in ws} == {0, 1}, net.explain()
