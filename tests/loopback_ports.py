@@ -8,7 +8,9 @@ could give the same port to two servers started close together.
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 
 __all__ = ["LOCAL", "bindable", "free_port"]
 
@@ -28,22 +30,39 @@ def bindable(port: int) -> bool:
     return True
 
 
-#: Where blocks of ports come from: below Linux's ephemeral range (32768-60999), so the
-#: single ports the system hands out (``bind(0)``) never fragment it.
+def _ephemeral_range() -> range:
+    """The ports Linux gives to outgoing connections and ``bind(0)`` (32768-60999 by default)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+_EPHEMERAL = _ephemeral_range()
+
+#: Where ports come from: outside the ephemeral range. A port picked there could be given,
+#: between the check and the server's own bind, to an outgoing connection of any process as
+#: its local port (a CI run failed on that: redis-server found its port taken). Single ports
+#: walk one range from a random start, blocks (an rtpengine's RTP ports) take the first free
+#: run of another, so a long run is still found late in a session.
+_SINGLES = range(10000, 20000)
 _BLOCKS = range(20000, 32768)
+_next_single = random.randrange(len(_SINGLES))
 
 
 def free_port(span: int = 1) -> int:
-    """A port free for UDP and TCP (with ``span - 1`` free neighbours), never handed out twice.
-
-    Single ports come from the system (``bind(0)``); a block (an rtpengine's RTP ports) is
-    the first free run below the ephemeral range: by the end of a session the single ports
-    handed out are scattered over the ephemeral range, and a random pick there would rarely
-    find a long free run.
-    """
+    """A port free for UDP and TCP (with ``span - 1`` free neighbours), never handed out twice."""
     if span > 1:
         return _free_block(span)
-    for _ in range(500):
+    global _next_single
+    for _ in range(len(_SINGLES)):
+        port = _SINGLES[_next_single % len(_SINGLES)]
+        _next_single += 1
+        if port not in _handed_out and port not in _EPHEMERAL and bindable(port):
+            _handed_out.add(port)
+            return port
+    for _ in range(500):  # an ephemeral range covering ours: take the system's pick
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind((LOCAL, 0))
             port = int(probe.getsockname()[1])
@@ -57,7 +76,9 @@ def _free_block(span: int) -> int:
     base = _BLOCKS.start
     while base + span <= _BLOCKS.stop:
         ports = range(base, base + span)
-        taken = next((p for p in ports if p in _handed_out or not bindable(p)), None)
+        taken = next(
+            (p for p in ports if p in _handed_out or p in _EPHEMERAL or not bindable(p)), None
+        )
         if taken is None:
             _handed_out.update(ports)
             return base

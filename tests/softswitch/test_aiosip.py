@@ -15,6 +15,7 @@ from typing import cast
 
 import pytest
 
+from loopback_ports import free_port
 from softswitch import aiosip, sip
 from softswitch.sip import parse_message
 from softswitch.sip.timers import TimerConfig
@@ -352,15 +353,9 @@ UAS_EXAMPLE = _readme_example("### A UAS that answers OPTIONS")
 UAC_EXAMPLE = _readme_example("### A UAC that sends one")
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((LOCAL, 0))
-        return int(probe.getsockname()[1])
-
-
 def test_readme_examples_talk_to_each_other(tmp_path: Path) -> None:
     """The README's UAS and UAC, verbatim but for the port, run as a user would run them."""
-    port = str(_free_udp_port())
+    port = str(free_port())
     uas = tmp_path / "uas.py"
     uac = tmp_path / "uac.py"
     uas.write_text(UAS_EXAMPLE.replace("5080", port))

@@ -14,19 +14,13 @@ from pathlib import Path
 import pytest
 
 import softswitch
+from loopback_ports import free_port
 from softswitch.aiosip import Application
 from softswitch.call.snapshot import build_snapshot
 from softswitch.cli import parse_listen
 from softswitch.config import demo_config, load_config
 from softswitch.proxy.server import Switch
 from softswitch.transport import Transport
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_listen_addresses() -> None:
@@ -45,7 +39,7 @@ def test_run_without_config_starts_the_demo_switch(tmp_path: Path) -> None:
     """The README's first command: the embedded demo answers OPTIONS and runs INVITEs
     through the call flow (here an INVITE without a number: refused 484 with a Reason, and
     a CDR written under the state folder)."""
-    port = free_udp_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
