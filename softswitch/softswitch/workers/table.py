@@ -26,7 +26,8 @@ Every read-modify-write happens under :class:`ProcessLock`: a POSIX record lock
 (``lockf``) on a file only these processes hold, which the kernel releases when its holder
 dies. A ``multiprocessing.Lock`` would stay taken for ever if ``kill -9`` hit a worker inside
 a critical section; a record lock cannot. What such a worker was writing may be left half
-done (a counter of that worker, which the supervisor zeroes anyway, or one ring entry).
+done (a counter of that worker, which the supervisor zeroes anyway, or one ring entry),
+except a rebuild of the whole table, which the next holder of the lock finishes.
 
 The record lock is taken and given back *without letting go of the GIL* (libc's ``lockf``
 through a ``ctypes.PyDLL`` function, where ``fcntl.lockf`` lets go around the system call):
@@ -107,6 +108,11 @@ class ProcessLock:
         self._fd = fd
         self._threads = threading.Lock()
         self._pid = _pid
+        #: Shared: 1 + the index in ``_tables`` of a table whose new image is being copied
+        #: in (``SharedTable.rebuild``), 0 when none is. A holder that finds it set took
+        #: the lock from one that died in the copy, and finishes the copy first.
+        self._copying = mmap.mmap(-1, 1)
+        self._tables: list[SharedTable] = []
 
     def __enter__(self) -> None:
         if self._pid != _pid:
@@ -120,6 +126,8 @@ class ProcessLock:
         except BaseException:
             self._threads.release()
             raise
+        if self._copying[0]:
+            self._tables[self._copying[0] - 1].finish_copy()
 
     def __exit__(
         self,
@@ -134,6 +142,18 @@ class ProcessLock:
 
     def close(self) -> None:
         os.close(self._fd)
+
+    def register(self, table: SharedTable) -> int:
+        """``table`` is guarded by this lock: its number for :meth:`copying`. Before the fork,
+        so every process numbers the tables alike."""
+        if len(self._tables) >= 255:
+            raise ValueError("at most 255 tables share one lock")
+        self._tables.append(table)
+        return len(self._tables)
+
+    def copying(self, table: int) -> None:
+        """Table number ``table`` (0: none) is having its new image copied in."""
+        self._copying[0] = table
 
 
 # ``lockf``'s commands (<unistd.h>): the same on Linux, the BSDs and macOS.
@@ -392,6 +412,10 @@ class SharedTable:
         self._ring_base = self.amounts_base + (8 * workers if amounts else 0)
         self.slot_size = self._ring_base + 8 * ring
         self.memory = mmap.mmap(-1, _HEADER.size + slots * self.slot_size)
+        #: Where :meth:`rebuild` lays out the new table before copying it over ``memory``
+        #: (its pages cost nothing until a rebuild touches them).
+        self._image = mmap.mmap(-1, len(self.memory))
+        self._number = lock.register(self)
 
     def ring_offset(self, slot_offset: int, index: int) -> int:
         return slot_offset + self._ring_base + 8 * index
@@ -512,23 +536,38 @@ class SharedTable:
 
     def rebuild(self, keep: list[Slot]) -> None:
         """Rebuild the table with only the ``keep`` slots (of this table) and no tombstones.
-        O(slots): for a table that has no room, and at most once per slots/8 insertions."""
-        raws = [bytes(self.memory[s.offset : s.offset + self.slot_size]) for s in keep]
+        O(slots): for a table that has no room, and at most once per slots/8 insertions.
+
+        Crash-safe: the new table is laid out apart (``_image``), then copied over the live
+        one with the lock's *copying* mark set. A process killed while laying it out leaves
+        the table as it was; one killed in the copy leaves the mark, and the next holder of
+        the lock finishes the copy (:meth:`finish_copy`) before doing anything else. Laid
+        out in place, as it was, a kill between clearing the slots and putting the kept ones
+        back lost every entry not yet back (the other workers' calls and blocks)."""
+        mm, image = self.memory, self._image
+        raws = [bytes(mm[s.offset : s.offset + self.slot_size]) for s in keep]
         blocked = sum(s.until != 0.0 for s in keep)
-        mm = self.memory
         for index in range(self.slots):  # the states only: a slot is zeroed when taken
-            mm[self._offset(index)] = _EMPTY
+            image[self._offset(index)] = _EMPTY
         for raw in raws:
             start = int.from_bytes(raw[_KEY : _KEY + 8], "little") % self.slots
             for step in range(self.slots):
                 offset = self._offset((start + step) % self.slots)
-                if mm[offset] == _EMPTY:
-                    mm[offset : offset + self.slot_size] = raw
+                if image[offset] == _EMPTY:
+                    image[offset : offset + self.slot_size] = raw
                     break
-        _Q.pack_into(mm, 0, len(raws))
-        _Q.pack_into(mm, 8, blocked)
-        _Q.pack_into(mm, 16, 0)
-        self._next_generation()
+        _HEADER.pack_into(image, 0, len(raws), blocked, 0, self.generation + 1)
+        self.lock.copying(self._number)
+        self.finish_copy()
+
+    def finish_copy(self) -> None:
+        """Copy the laid-out image over the table and clear the lock's mark: what a
+        :meth:`rebuild` does last, and what the next holder of the lock does for one whose
+        process died in it (a copy done twice gives the same table)."""
+        start = _HEADER.size  # the header last: the generation moves once slots have
+        self.memory[start:] = self._image[start:]
+        self.memory[:start] = self._image[:start]
+        self.lock.copying(0)
 
     def zero_worker(self, worker: int) -> int:
         """Release every call counted for ``worker`` (it died); how many there were."""
