@@ -4,7 +4,8 @@
 to 127.0.0.1 on a port from ``loopback_ports``, with persistence off (``--save ""``,
 ``--appendonly no``), logging to a file there; it returns once the server answers PING and
 stops it (SIGTERM, then SIGKILL) afterwards. ``Redis.pause()``/``resume()`` stop and continue
-the process (SIGSTOP/SIGCONT), for tests of a Redis that does not answer.
+the process (SIGSTOP/SIGCONT), for tests of a Redis that does not answer;
+``Redis.crash_and_restart()`` kills it and starts it again from its last ``SAVE``.
 
 The ``redis_server`` fixture is one server for the whole session (tests keep apart by key
 prefix); a test that stops its Redis starts its own with ``running_redis()``.
@@ -58,11 +59,13 @@ def ping(port: int, timeout: float = 0.2) -> bool:
 
 @dataclass
 class Redis:
-    """A running redis-server: its port, process and log."""
+    """A running redis-server: its port, process and log, and how it was started."""
 
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    command: list[str]
+    root: Path
 
     @property
     def url(self) -> str:
@@ -92,14 +95,44 @@ class Redis:
                 self.process.wait()
         return self.process.returncode
 
+    def wait_ready(self, start_timeout: float = 10.0) -> None:
+        """Return once the server answers PING; fail the test with its log if it exits or
+        does not answer within ``start_timeout`` seconds."""
+        deadline = time.monotonic() + start_timeout
+        while not ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(
+                    f"redis-server did not answer PING (exit code {self.process.returncode}):\n"
+                    f"{' '.join(self.command)}\n{self.log()[-3000:]}"
+                )
+            time.sleep(0.05)
+
+    def crash_and_restart(self) -> None:
+        """SIGKILL (nothing saved on the way down), then start again on the same port and
+        folder: it loads the ``dump.rdb`` of the last ``SAVE``, as a crashed Redis comes back
+        with its last snapshot."""
+        self.resume()
+        self.process.kill()
+        self.process.wait()
+        self.process = _spawn(self.command, self.root, self.log_path)
+        self.wait_ready()
+
+
+def _spawn(command: list[str], root: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=root
+        )
+
 
 @contextlib.contextmanager
 def running_redis(*, start_timeout: float = 10.0) -> Iterator[Redis]:
-    """A redis-server on 127.0.0.1 without persistence, for the ``with`` block."""
+    """A redis-server on 127.0.0.1 without persistence (but ``SAVE`` on demand), for the
+    ``with`` block."""
     binary = redis_binary()
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="redis-")))
-        log_path = root / "redis.log"
         port = free_port()
         command = [
             binary,
@@ -111,21 +144,10 @@ def running_redis(*, start_timeout: float = 10.0) -> Iterator[Redis]:
             "--daemonize", "no",
             "--logfile", "",
         ]  # fmt: skip
-        log_file = stack.enter_context(log_path.open("wb"))
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, cwd=root
-        )
-        server = Redis(process, port, log_path)
+        log_path = root / "redis.log"
+        server = Redis(_spawn(command, root, log_path), port, log_path, command, root)
         stack.callback(server.stop)
-        deadline = time.monotonic() + start_timeout
-        while not ping(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                pytest.fail(
-                    f"redis-server did not answer PING (exit code {process.returncode}):\n"
-                    f"{' '.join(command)}\n{server.log()[-3000:]}"
-                )
-            time.sleep(0.05)
+        server.wait_ready(start_timeout)
         yield server
 
 

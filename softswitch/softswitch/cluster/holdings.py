@@ -2,8 +2,9 @@
 
 The node's own book is the truth and Redis mirrors it: a call admitted here is held here
 until this node releases it. The mirror can go wrong in three ways, and all are repaired from
-this book by the lease's renewal (``leases``), which writes the node's field on every key it
-has held on (0 where it holds nothing now, which deletes the field):
+this book by the lease's renewal (``leases``), which writes the node's field on the keys it
+holds on, the unsure ones, and, when Redis may have gone back to older data, on every key it
+has ever held on (0 where it holds nothing now, which deletes the field):
 
 * the node lost its lease (a pause longer than the lease, a Redis restart without data):
   another node's admission deleted this node's fields, so all of them are written again;
@@ -12,7 +13,11 @@ has held on (0 where it holds nothing now, which deletes the field):
   limits is added here unsure, ``add_unsure``, and so written too);
 * Redis came back with older data while the lease key survived (a snapshot, a lagging
   replica): writes it acknowledged are gone without an error, and only writing every key
-  again finds them.
+  again finds them. The renewal does that when Redis's ``run_id`` changed (a restart, a
+  failover); otherwise it writes the next :data:`SWEEP` keys held on in turn, so a key
+  changed behind the node's back (an operator's edit, a restore the ``run_id`` did not show)
+  is put right within a sweep too, at a bounded cost per renewal. Writing every key at every
+  renewal held the event loop 48 ms per renewal in this book alone for 20,000 keys.
 
 Every write of this node's field is an absolute value computed from this book (the
 acquire and release scripts as much as a repair), and writes on one key are serialised by a
@@ -26,11 +31,16 @@ wire) stay unsure, and the next renewal waits for their lock, so a busy key conv
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Final
 
-__all__ = ["Holdings", "Snapshot"]
+__all__ = ["SWEEP", "Holdings", "Snapshot"]
+
+#: Keys held on (and no longer) written again by each renewal in turn (``repairing``).
+SWEEP: Final = 256
 
 
 @dataclass(slots=True)
@@ -54,6 +64,8 @@ class Holdings:
         #: the field), so a release that Redis lost (restored from older data) is undone.
         #: As many as the accounts and gateways the node has had calls for.
         self._touched: set[str] = set()
+        #: The same keys, in the order the renewals' sweep writes them.
+        self._sweep: collections.deque[str] = collections.deque()
 
     def held(self, key: str) -> int:
         entry = self._keys.get(key)
@@ -86,7 +98,9 @@ class Holdings:
 
     def add(self, key: str, amount: int) -> None:
         self._keys.setdefault(key, _Key()).held += amount
-        self._touched.add(key)
+        if key not in self._touched:
+            self._touched.add(key)
+            self._sweep.append(key)
 
     def add_unsure(self, key: str, amount: int) -> None:
         """Count ``amount`` that Redis was not told of (it did not answer) and mark the key
@@ -105,10 +119,11 @@ class Holdings:
         self._unsure.add(key)
 
     @contextlib.asynccontextmanager
-    async def repairing(self, *, everything: bool) -> AsyncIterator[Snapshot]:
-        """The keys a repair should write now, locked until the block ends: the unsure ones
-        (and, with ``everything``, every key this node has held on, 0 where it holds
-        nothing now). A key whose operation is the calling
+    async def repairing(self, *, everything: bool, sweep: int = 0) -> AsyncIterator[Snapshot]:
+        """The keys a repair should write now, locked until the block ends: the unsure ones;
+        with ``everything``, every key this node has held on (0 where it holds nothing now);
+        with ``sweep`` instead, the keys it holds on and the next ``sweep`` keys it has held
+        on, in turn (a renewal's share). A key whose operation is the calling
         task's own (a regain from inside an acquire) is included as it is. From inside an
         operation, keys locked by another task are left out and stay unsure (waiting could
         deadlock two regains); from outside one (the renewal), their locks are awaited, in
@@ -116,9 +131,16 @@ class Holdings:
         me = asyncio.current_task()
         inside = any(e.owner is me for e in self._keys.values())
         wanted = set(self._unsure)
-        if everything:
+        if everything or sweep:
             wanted.update(k for k, e in self._keys.items() if e.held)
+        if everything:
             wanted.update(self._touched)
+        elif sweep:
+            turn = self._sweep
+            for _ in range(min(sweep, len(turn))):
+                key = turn.popleft()
+                turn.append(key)
+                wanted.add(key)
         taken: list[_Key] = []
         snapshot: Snapshot = {}
         try:

@@ -36,8 +36,8 @@ import logging
 from typing import NoReturn
 
 from .connection import Link
-from .errors import SharedStateConfigError, SharedStateError
-from .holdings import Holdings, Snapshot
+from .errors import SharedStateConfigError, SharedStateError, SharedStateUnavailableError
+from .holdings import SWEEP, Holdings, Snapshot
 from .incarnations import dead_here, new_incarnation
 from .keys import Keys
 from .scripts import LEASE, LEAVE
@@ -81,6 +81,9 @@ class NodeLease:
         self._book = book
         self._renewed_at: float | None = None
         self._failing = False
+        #: The ``run_id`` of the Redis that the last renewal writing every key wrote to.
+        self._server: str | None = None
+        self._info_refused = False
 
     def set_grace(self, grace: float) -> None:
         """The grace of the renewals from now on: 0 (none) or from the lease to an hour."""
@@ -154,17 +157,46 @@ class NodeLease:
         return True
 
     async def renew(self) -> None:
-        """One renewal: the lease, and this node's field on every key it has held on,
-        written from its own book (``Holdings.repairing``). Not only the unsure keys: a
-        Redis that came back with older data (a restart from its last snapshot, a failover
-        to a lagging replica) while the lease key survived has lost acquires or releases
-        that no error reported, and would count this node's calls wrong until they end."""
-        async with self._book.repairing(everything=True) as snapshot:
+        """One renewal: the lease, and this node's field written from its own book
+        (``Holdings.repairing``) on the keys it holds on, the unsure ones and a sweep's share
+        of the rest. On every key it has ever held on when Redis's ``run_id`` is not the one
+        of the last such write: a Redis that came back with older data (a restart from its
+        last snapshot, a failover to a lagging replica) while the lease key survived has
+        lost acquires or releases that no error reported, and would count this node's calls
+        wrong until they end. A Redis that will not say its ``run_id`` gets every key at
+        every renewal."""
+        server = await self._server_id()
+        everything = server is None or server != self._server
+        repair = self._book.repairing(everything=everything, sweep=SWEEP)
+        async with repair as snapshot:
             code = await self._write("renew", snapshot)
+        if code == 1 and everything:
+            self._server = server
         if code < 0:
             self._taken()
         if code == 0:
             await self.regain()
+
+    async def _server_id(self) -> str | None:
+        """The ``run_id`` of the Redis answering (new at each start of a server, so a restart
+        or a failover changes it); None when it will not say (INFO not allowed)."""
+        try:
+            info = await self._link.command("INFO", "server")
+        except SharedStateUnavailableError:
+            raise
+        except SharedStateError as e:
+            if not self._info_refused:
+                self._info_refused = True
+                logger.info(
+                    "shared state: node %s cannot read Redis's run_id (%s): every renewal"
+                    " writes every counter this node has held on",
+                    self.node_id,
+                    e,
+                    extra={"event": "run_id_unknown", "node_id": self.node_id},
+                )
+            return None
+        run_id = info.get("run_id") if isinstance(info, dict) else None
+        return run_id if isinstance(run_id, str) and run_id else None
 
     async def regain(self) -> None:
         """The lease is not ours in Redis (expired, or Redis lost it): take it again and

@@ -78,3 +78,35 @@ def test_an_unsure_key_holding_nothing_is_repaired_to_nothing() -> None:
         assert book.items() == {}
 
     asyncio.run(main())
+
+
+def test_a_renewal_writes_what_is_held_and_the_rest_a_sweep_at_a_time() -> None:
+    """Every key ever held on is written in turn, ``sweep`` keys per renewal, on top of what
+    is held now and what is unsure: a renewal's cost stays bounded however many accounts a
+    node has ever had calls for, and a key changed behind its back is still put right."""
+
+    async def main() -> None:
+        book = Holdings()
+        for n in range(10):
+            book.add(f"k{n}", 1)
+            book.remove(f"k{n}", 1)
+        book.add("k3", 2)  # held again: written every time, and still once in the sweep
+        book.add("live", 1)
+        book.mark_unsure("lost")
+        seen: set[str] = set()
+        for _ in range(3):
+            async with book.repairing(everything=False, sweep=4) as snapshot:
+                book.repaired(snapshot)
+            assert snapshot["live"] == 1  # held: every time
+            assert snapshot["k3"] == 2
+            others = set(snapshot) - {"live", "k3", "lost"}
+            assert len(others) <= 4
+            assert all(snapshot[k] == 0 for k in others)
+            seen |= set(snapshot)
+        # Eleven keys held on, four per renewal: all of them in three renewals.
+        assert seen == {f"k{n}" for n in range(10)} | {"live", "lost"}
+        assert book.unsure == frozenset()
+        async with book.repairing(everything=True) as snapshot:
+            assert set(snapshot) == {f"k{n}" for n in range(10)} | {"live"}
+
+    asyncio.run(main())

@@ -11,7 +11,8 @@ import pytest
 from cluster_support import eventually, nodes, raw
 from node_process import node_process
 
-from softswitch.cluster import SharedState, SharedStateConfigError
+from redis_tool import running_redis
+from softswitch.cluster import SharedState, SharedStateConfigError, leases
 from softswitch.cluster.credit import SharedCredit
 
 
@@ -170,10 +171,11 @@ def test_a_redis_back_with_older_data_is_repaired_by_the_renewal_in_both_directi
 ) -> None:
     """What a Redis restored from an older snapshot (or a failover to a lagging replica)
     looks like while the lease key survived: acquires and releases it acknowledged are gone,
-    and no error said so. The renewal writes the node's field on every key it has held on
-    from its own book, so both heal within a renewal: a lost acquire (other nodes would
-    admit past ``max_calls`` and spend the credit again) and a lost release (a phantom hold
-    refusing calls that fit)."""
+    and no error said so, here without a restart (the keys edited in place, so the
+    ``run_id`` stays). The renewal writes the node's field from its own book on the keys it
+    holds on and on a sweep's share of those it held on (all three here), so both heal
+    within a renewal: a lost acquire (other nodes would admit past ``max_calls`` and spend
+    the credit again) and a lost release (a phantom hold refusing calls that fit)."""
 
     async def main() -> None:
         async with nodes(url, prefix, "a", "b", lease=1.0) as (a, b), raw(url) as client:
@@ -337,3 +339,114 @@ def test_a_stopped_process_still_holds_its_id(url: str, prefix: str, tmp_path: P
                 assert await client.get(f"{prefix}:node:w2") == holder
 
     asyncio.run(main())
+
+
+def test_a_redis_restarted_from_an_older_snapshot_gets_every_key_at_the_next_renewal(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real restart from a ``SAVE`` made before a release and an acquire, with the lease
+    key still alive in it: the node sees a new ``run_id`` and writes every key it has ever
+    held on at its next renewal, not a sweep's share (one key per renewal here, so the
+    sweep alone would take a minute and a half to reach the lost release)."""
+    monkeypatch.setattr(leases, "SWEEP", 1)
+
+    async def main() -> None:
+        with running_redis() as server:
+            async with nodes(server.url, prefix, "a", "b", lease=9.0) as (a, b):
+                for n in range(30):  # keys a has held on before: ahead of y in the sweep
+                    assert await a.acquire(f"account:k{n}", 1, limit=5)
+                    await a.release(f"account:k{n}")
+                assert await a.acquire("account:y", 2, limit=5)
+                async with raw(server.url) as client:
+                    await client.save()
+                await a.release("account:y", 2)
+                assert await a.acquire("account:x", 3, limit=3)
+                server.crash_and_restart()
+                async with raw(server.url) as client:  # the snapshot, lease key alive
+                    assert await client.hget(f"{prefix}:hold:account:y", a.field) == "2"
+                    assert await client.hget(f"{prefix}:hold:account:x", a.field) is None
+                    assert await client.get(f"{prefix}:node:a") is not None
+
+                async def healed() -> bool:
+                    return await b.total("account:y") == 0 and await b.total("account:x") == 3
+
+                await eventually(healed, "a's renewal to write every key after the restart")
+                assert a.lease_losses == 0  # the run_id told it, not a lost lease
+                await a.release("account:x", 3)
+
+    asyncio.run(main())
+
+
+def test_a_redis_that_will_not_say_its_run_id_gets_every_key_at_every_renewal(
+    url: str, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL user without INFO: the node cannot tell a restart, so it writes every key it
+    has held on at each renewal (the cost the sweep saves, for the safety it keeps), and
+    says so once."""
+    written: list[int] = []
+    original = leases.NodeLease._write
+
+    async def counting(self: leases.NodeLease, mode: str, snapshot: dict[str, int]) -> int:
+        if mode == "renew":
+            written.append(len(snapshot))
+        return await original(self, mode, snapshot)
+
+    monkeypatch.setattr(leases.NodeLease, "_write", counting)
+    monkeypatch.setattr(leases, "SWEEP", 2)
+    user = f"no-info-{prefix}"
+
+    async def main() -> None:
+        async with raw(url) as client:
+            await client.execute_command(
+                "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-info"
+            )
+            try:
+                limited = url.replace("redis://", f"redis://{user}:pw@")
+                async with nodes(limited, prefix, "a", lease=0.6) as (a,):
+                    for n in range(8):
+                        assert await a.acquire(f"account:k{n}", 1, limit=5)
+                        await a.release(f"account:k{n}")
+                    written.clear()
+                    await eventually(lambda: _after(written, 2), "two renewals")
+            finally:
+                await client.execute_command("ACL", "DELUSER", user)
+
+    with caplog.at_level(logging.INFO, logger="softswitch.cluster"):
+        asyncio.run(main())
+    assert written[:2] == [8, 8]
+    said = [r for r in caplog.records if "cannot read Redis's run_id" in r.getMessage()]
+    assert len(said) == 1
+
+
+def test_a_renewal_without_a_restart_writes_a_sweep_not_every_key(
+    url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[int] = []
+    original = leases.NodeLease._write
+
+    async def counting(self: leases.NodeLease, mode: str, snapshot: dict[str, int]) -> int:
+        if mode == "renew":
+            written.append(len(snapshot))
+        return await original(self, mode, snapshot)
+
+    monkeypatch.setattr(leases.NodeLease, "_write", counting)
+    monkeypatch.setattr(leases, "SWEEP", 2)
+
+    async def main() -> None:
+        async with nodes(url, prefix, "a", lease=0.6) as (a,):
+            # A run's first renewal writes everything: it has not seen this Redis yet.
+            await eventually(lambda: _after(written, 1), "the first renewal")
+            for n in range(8):
+                assert await a.acquire(f"account:k{n}", 1, limit=5)
+                await a.release(f"account:k{n}")
+            assert await a.acquire("account:held", 1, limit=5)
+            written.clear()
+            await eventually(lambda: _after(written, 2), "two renewals")
+            await a.release("account:held")
+
+    asyncio.run(main())
+    assert written[:2] == [3, 3]  # the key held, and two of the nine in turn
+
+
+async def _after(written: list[int], count: int) -> bool:
+    return len(written) >= count
