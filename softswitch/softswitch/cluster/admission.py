@@ -12,12 +12,13 @@ when the branch ends).
 
 The failure policy is the one ``softswitch.cluster`` recommends for these limits: when Redis
 does not answer (down, a timeout, not connected yet), the call goes on under the node's own
-limits, which it has passed already; once connected, its slot is counted in the node's book
-all the same and written at the lease's next renewal, so the other nodes count it once Redis
-answers again. One WARNING says so when an outage starts and one when
-it ends, whatever the number of calls in between; ``errors`` counts every failed question
-and ``up`` says whether the last one was answered (both in ``/metrics``). Refusing every
-call because the counter store is down would turn a Redis outage into a switch outage.
+limits, which it has passed already; its slot is counted in the node's book all the same
+and written at the lease's next renewal (or the first one, for a node that could not
+connect yet), so the other nodes count it once Redis answers again. One WARNING says so
+when an outage starts and one when it ends, whatever the number of calls in between;
+``errors`` counts every failed question and ``up`` says whether the last one was answered
+(both in ``/metrics``). Refusing every call because the counter store is down would turn a
+Redis outage into a switch outage.
 
 A question once sent is never abandoned half-way: a cancelled :meth:`admit` (the switch
 stopping) lets its Redis calls finish and gives back a slot they took, so no slot is left
@@ -35,6 +36,7 @@ from .block_mirror import SharedBlocks
 from .config import redact
 from .credit import SharedCredit
 from .errors import SharedStateConfigError, SharedStateError
+from .holdings import Holdings
 from .state import SharedState
 
 __all__ = ["SharedLimits", "Verdict", "account_key", "gateway_key"]
@@ -60,10 +62,9 @@ class Verdict(enum.Enum):
 
     #: Admitted and one slot held: :meth:`SharedLimits.release` it at the call's end.
     HELD = "held"
-    #: Admitted, nothing held: no ``max_calls`` to count, or not connected to Redis yet
-    #: (the node's own limits, passed already, are the only ones). A call admitted while a
-    #: connected Redis does not answer is ``HELD``: counted in the node's book, written at
-    #: the next renewal.
+    #: Admitted, nothing held: no ``max_calls`` to count. A call admitted while Redis does
+    #: not answer (or before the node could connect) is ``HELD``: counted in the node's
+    #: book, written at the next renewal.
     ADMITTED = "admitted"
     #: Every live node together holds ``max_calls`` of the account's calls already.
     MAX_CALLS = "max_calls"
@@ -100,6 +101,9 @@ class SharedLimits:
         self._timeout = timeout
         self._reconnect = reconnect
         self._state: SharedState | None = None
+        #: What this node holds, kept from the start: calls admitted before the first
+        #: connection are counted here and written by the first renewal.
+        self._book = Holdings()
         self._connecting: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[object]] = set()
         #: The last question to Redis was answered (False until connected).
@@ -139,6 +143,7 @@ class SharedLimits:
             prefix=self._prefix,
             timeout=self._timeout,
             grace=self._grace,
+            book=self._book,
         )
         self._answered()
 
@@ -198,7 +203,10 @@ class SharedLimits:
     async def _check(self, key: str, max_calls: int | None, max_cps: int | None) -> Verdict:
         state = self._state
         if state is None:
-            return Verdict.ADMITTED
+            if max_calls is None:
+                return Verdict.ADMITTED
+            self._book.add_unsure(key, 1)  # written by the first renewal, if still held
+            return Verdict.HELD
         held = False
         try:
             if max_calls is not None:
@@ -243,7 +251,9 @@ class SharedLimits:
 
     def _release_key(self, key: str) -> None:
         state = self._state
-        if state is None:
+        if state is None:  # held before the first connection: in the book only
+            if self._book.held(key):
+                self._book.remove(key, 1)
             return
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
             self._release(state, key)

@@ -46,6 +46,7 @@ class SharedState:
         prefix: str = "softswitch",
         timeout: float = 1.0,
         grace: float = 0.0,
+        book: Holdings | None = None,
     ) -> SharedState:
         """Connect, take this node's lease and start renewing it.
 
@@ -57,11 +58,14 @@ class SharedState:
         ``timeout``: seconds any one Redis call may take before it raises
         ``SharedStateUnavailableError``. Raises ``SharedStateConfigError`` for a bad URL or an id
         another live process holds, ``SharedStateUnavailableError`` when Redis does not answer.
+
+        ``book``: what this node held before it could connect (``Holdings.add_unsure``: calls
+        admitted on its own limits meanwhile); the first renewal writes it.
         """
         if not 0 < timeout <= 60:
             raise SharedStateConfigError(f"timeout {timeout!r}: must be over 0, at most 60 s")
         keys = Keys(prefix)
-        book = Holdings()
+        book = Holdings() if book is None else book
         link = Link(url, timeout=timeout, name=f"softswitch-{node_id}")
         try:
             node = NodeLease(link, keys, node_id, lease, book, grace=grace)

@@ -369,8 +369,11 @@ def test_redis_down_falls_back_to_the_nodes_limits_and_warns_once(
             try:
                 await limits.start()  # no exception: the node starts on its own limits
                 assert limits.state is None
-                assert await limits.admit("cust", 1, 1) is Verdict.ADMITTED
-                assert await limits.admit("cust", 1, 1) is Verdict.ADMITTED
+                # Held in the node's book (written once it connects, if still up).
+                assert await limits.admit("cust", 1, 1) is Verdict.HELD
+                limits.release("cust")
+                assert await limits.admit("cust", 1, 1) is Verdict.HELD
+                limits.release("cust")
                 assert not limits.up
                 assert limits.errors >= 1
                 registry = CollectorRegistry()
@@ -437,6 +440,51 @@ def test_calls_admitted_while_redis_did_not_answer_count_across_nodes_once_it_do
                 a.release("cust")
                 a.release("cust")
                 await a.settle()
+                assert await b.admit("cust", 2, None) is Verdict.HELD
+                b.release("cust")
+            finally:
+                await a.close()
+                await b.close()
+
+    asyncio.run(main())
+
+
+def test_calls_admitted_before_the_first_connection_count_across_nodes_once_it_is_made(
+    prefix: str,
+) -> None:
+    """A node started while Redis does not answer admits on its own limits and keeps those
+    calls in its book; once it connects, its first renewal writes them, so another node is
+    refused the account's ``max_calls`` while they are up. A call that ended before the
+    connection is not written at all."""
+
+    async def main() -> None:
+        with running_redis() as redis:
+            b = SharedLimits(redis.url, "b", lease=1.5, prefix=prefix, timeout=0.2)
+            await b.start()
+            a = SharedLimits(redis.url, "a", lease=1.5, prefix=prefix, timeout=0.2, reconnect=0.1)
+            redis.pause()
+            try:
+                await a.start()
+                assert a.state is None
+                verdicts = [await a.admit("cust", 3, None) for _ in range(3)]
+                a.release("cust")  # one of them ends before Redis answers
+            finally:
+                redis.resume()
+            try:
+                assert verdicts == [Verdict.HELD] * 3
+                while a.state is None:
+                    await asyncio.sleep(0.05)
+                state = a.state
+
+                async def counted() -> bool:
+                    return await state.total("account:cust") == 2
+
+                await eventually(counted, "the calls admitted before connecting written")
+                assert await b.admit("cust", 2, None) is Verdict.MAX_CALLS
+                a.release("cust")
+                a.release("cust")
+                await a.settle()
+                assert await state.total("account:cust") == 0
                 assert await b.admit("cust", 2, None) is Verdict.HELD
                 b.release("cust")
             finally:
