@@ -9,6 +9,8 @@
   configuration is valid, swap the snapshot in one assignment (calls in progress keep the
   one they started with) and restart the prober; when not, log every problem and keep
   running on the old one. Listen addresses and the database are not changed by a reload.
+  A SIGHUP during a reload makes it run once more when it ends (it may have read the file
+  before the edit that SIGHUP is for).
 
 The management HTTP API (``softswitch.management``, ``[management]``) runs in the same event
 loop from the moment the switch listens until it stops; it reads and changes this object's
@@ -207,7 +209,9 @@ class Switch:
         self._answerer = None if seat is None else seat.answerer(self._answer_primary)
         #: The requests another worker owns, handed to it (``workers.handoff``).
         self._handoff = None if seat is None else seat.handoff()
-        self._peer_reload: asyncio.Task[object] | None = None
+        #: The primary's asks to the other workers to reload, until answered.
+        self._peer_reloads: set[asyncio.Task[object]] = set()
+        self._reload_again = False
 
     def _seat_registrations(self, seat: Seat) -> Registrations:
         """A worker's registered contacts, kept in step with the other workers' through
@@ -456,16 +460,32 @@ class Switch:
         return None
 
     def request_reload(self, *, others: bool = True) -> asyncio.Task[bool]:
-        """Start a reload (SIGHUP, the management API) unless one runs; the one running.
+        """Start a reload (SIGHUP, the management API), or have the one running run again
+        once it ends; the task whose verdict is the last run's.
 
         The primary of several workers asks the others to reload too (``others``), unless
         the supervisor's SIGHUP reached every worker already."""
+        loop = asyncio.get_running_loop()
         if self._reloading is None or self._reloading.done():
-            loop = asyncio.get_running_loop()
-            self._reloading = loop.create_task(self.reload())
-            if others and self.peers is not None:
-                self._peer_reload = loop.create_task(self.peers.ask_all({"op": "reload"}))
+            self._reloading = loop.create_task(self._reload_until_current())
+        else:
+            # The one running may have read the file before the edit this ask is for (two
+            # edits and two SIGHUPs a second apart): it runs once more when it ends, for
+            # every ask that came meanwhile.
+            self._reload_again = True
+        if others and self.peers is not None:
+            asked = loop.create_task(self.peers.ask_all({"op": "reload"}))
+            self._peer_reloads.add(asked)
+            asked.add_done_callback(self._peer_reloads.discard)
         return self._reloading
+
+    async def _reload_until_current(self) -> bool:
+        """:meth:`reload` until no ask came while it ran; the last one's verdict."""
+        while True:
+            self._reload_again = False
+            done = await self.reload()
+            if not self._reload_again:
+                return done
 
     def _answer_primary(self, question: dict[str, Any]) -> dict[str, Any]:
         """A non-primary worker's answer to the primary: reload, or a live-call question."""
