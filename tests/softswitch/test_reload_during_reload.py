@@ -101,3 +101,56 @@ def test_asks_during_a_reload_make_one_more_reload_not_one_each(
     asyncio.run(main())
     assert loads == ["first", "last"]
     assert switch.config.server.realm == "last"
+
+
+class _Seat:
+    """What ``_on_sighup`` uses of a worker's seat: its answer to the supervisor."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+
+    def reloaded(self) -> None:
+        self.answered += 1
+
+
+def test_a_worker_answers_each_sighup_once_its_reload_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each SIGHUP a worker takes is answered (``workers.reload_acks``) when the reload it
+    asked for is over, two SIGHUPs during one reload included, and not before: the
+    supervisor owes the replacement of a worker that died with one unanswered a SIGHUP."""
+    path = tmp_path / "switch.toml"
+    database = tmp_path / "cdr.sqlite"
+    path.write_text(CONFIG.format(database=database, realm="first"))
+    config = load_config(path)
+    switch = Switch(config, build_snapshot(config), path)
+    read = threading.Event()
+    go_on = threading.Event()
+    original = server_module._load
+
+    def slow_load(where: Path) -> object:
+        loaded = original(where)
+        read.set()
+        assert go_on.wait(10)
+        return loaded
+
+    monkeypatch.setattr(server_module, "_load", slow_load)
+    seat = _Seat()
+
+    async def main() -> None:
+        try:
+            server_module._on_sighup(switch, seat)  # type: ignore[arg-type]
+            await asyncio.to_thread(read.wait, 10)
+            server_module._on_sighup(switch, seat)  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)
+            assert seat.answered == 0
+            go_on.set()
+            task = switch.reloading
+            assert task is not None
+            await task
+            await asyncio.sleep(0)  # the done callbacks
+            assert seat.answered == 2
+        finally:
+            await switch.stop(0)
+
+    asyncio.run(main())

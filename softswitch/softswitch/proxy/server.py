@@ -564,6 +564,12 @@ def transport_limits(config: Config) -> Limits:
     )
 
 
+def _on_sighup(switch: Switch, seat: Seat | None) -> None:
+    reloading = switch.request_reload(others=seat is None)
+    if seat is not None:
+        reloading.add_done_callback(lambda _: seat.reloaded())
+
+
 def _load(path: Path) -> tuple[Config, Snapshot]:
     config = load_config(path)
     return config, build_snapshot(config)
@@ -595,9 +601,9 @@ async def serve(
     try:
         for sig in stop_signals:
             loop.add_signal_handler(sig, stop.set)
-        # Several workers: the supervisor passes SIGHUP to each, none asks the others.
-        reload = functools.partial(switch.request_reload, others=seat is None)
-        loop.add_signal_handler(signal.SIGHUP, reload)
+        # Several workers: the supervisor passes SIGHUP to each, none asks the others, and
+        # each says when the reload a SIGHUP started is over (``workers.reload_acks``).
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, switch, seat)
         await switch.start(listen or config.server.listen)
         if seat is not None:
             seat.ready()  # the supervisor says "ready" when every worker has

@@ -37,6 +37,7 @@ from softswitch.security.pike import Blocklist
 
 from .credit import credit_key
 from .registrations import BindingJournal
+from .reload_acks import ReloadAcks
 from .running_config import RunningConfig
 from .table import ProcessLock, SharedTable, Slot, digest
 
@@ -94,6 +95,8 @@ class SharedState:
         self.bindings = BindingJournal(self.lock)
         #: What the workers run since their last reload, for a restarted one.
         self.running = RunningConfig(self.lock)
+        #: SIGHUPs each worker has finished reloading for (the supervisor's check).
+        self.reload_acks = ReloadAcks(workers)
 
     @classmethod
     def for_config(cls, config: Config, *, workers: int) -> SharedState:

@@ -91,3 +91,7 @@ class Seat:
     def ready(self) -> None:
         """Tell the supervisor this worker takes calls."""
         os.write(self.ready_fd, bytes([self.index]))  # below MAX_WORKERS: one byte
+
+    def reloaded(self) -> None:
+        """Tell the supervisor the reload one SIGHUP started is over (``reload_acks``)."""
+        self.shared.reload_acks.add(self.index)

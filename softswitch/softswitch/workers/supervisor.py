@@ -23,7 +23,8 @@ Afterwards:
 * SIGHUP is passed to every worker (each reloads as one process does). A worker restarted
   but not listening yet (it ignores SIGHUP until it can reload), or dead and waiting for its
   restart, may have read the configuration the others ran before this reload: it is passed
-  the SIGHUP once it listens. The supervisor reads the file's ``[server] drain_timeout``
+  the SIGHUP once it listens; so is the replacement of a worker that died before its
+  reload was over (``reload_acks``). The supervisor reads the file's ``[server] drain_timeout``
   then too (a file that does not load changes nothing, logged);
 * SIGTERM / SIGINT are passed to every worker (each drains as one process does); the
   supervisor exits 0 once all have exited (after ``drain_timeout`` + 30 s it kills those left:
@@ -123,6 +124,8 @@ class Supervisor:
         #: Workers owed a SIGHUP once they listen: a reload came during the start (every
         #: worker, once all listen), or while the worker was starting again or waiting to.
         self._hup_queued: set[int] = set()
+        #: SIGHUPs passed to each worker's current run (``reload_acks`` counts the answered).
+        self._hups_sent: dict[int, int] = {}
         #: ``[server] drain_timeout`` of the file as of the last reload (the start's first).
         self._drain_timeout = config.server.drain_timeout
         #: The Call-ID hash's key of the listen groups' programs and of every worker's
@@ -169,6 +172,8 @@ class Supervisor:
                 logger.warning("reload asked during the start: passing SIGHUP to the workers")
                 self._hup_queued.clear()
                 self.reread_config()
+                for index in self._pids.values():
+                    self._hups_sent[index] = self._hups_sent.get(index, 0) + 1
                 self._signal_all(signal.SIGHUP)
             self._supervise()
             return 0
@@ -216,6 +221,8 @@ class Supervisor:
             tuple(self._peers),
             tuple(self._handoff),
         )
+        self._shared.reload_acks.reset(index)
+        self._hups_sent[index] = 0
         supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
@@ -319,6 +326,9 @@ class Supervisor:
         late = self._starting | set(self._due)
         self._hup_queued.update(late)
         now = sorted(pid for pid, index in self._pids.items() if index not in late)
+        for pid in now:
+            index = self._pids[pid]
+            self._hups_sent[index] = self._hups_sent.get(index, 0) + 1
         if late:
             logger.warning(
                 "reload: passing SIGHUP to workers (pids %s); workers %s get it once they"
@@ -383,6 +393,16 @@ class Supervisor:
             delay,
         )
         self._due[index] = time.monotonic() + delay
+        unanswered = self._hups_sent.get(index, 0) - self._shared.reload_acks.done(index)
+        if unanswered > 0:
+            # It may have died before reading the file, and before any worker recorded the
+            # reloaded configuration its replacement would start on.
+            self._hup_queued.add(index)
+            logger.warning(
+                "worker %d died before its reload was over: its replacement gets SIGHUP"
+                " once it listens",
+                index,
+            )
         worker_died(self._stats[1], index)  # the primary drops its calls from the levels
 
     def _stop_all(self) -> None:
@@ -422,6 +442,7 @@ class Supervisor:
                     self._hup_queued.discard(index)
                     pid = self.pids.get(index)
                     if pid is not None:
+                        self._hups_sent[index] = self._hups_sent.get(index, 0) + 1
                         logger.warning(
                             "reload asked while worker %d started: passing SIGHUP to it"
                             " now it listens (pid %d)",

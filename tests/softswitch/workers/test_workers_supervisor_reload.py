@@ -116,6 +116,73 @@ def test_a_sighup_while_a_dead_worker_waits_to_restart_reaches_its_replacement(
         running.stop()
 
 
+def dies_in_its_reload(events: Path) -> Runner:
+    """A worker that records its start and each SIGHUP, and says when each SIGHUP's reload
+    is over (``Seat.reloaded``), as the switch does. The first run of worker 1 dies inside
+    its first reload instead, before it says so (``exit-in-reload`` present), or right
+    after it said so (absent): a crash on the way out of a good reload."""
+
+    def run(config: Config, path: Path | None, listen: Sequence[str] | None, seat: Seat) -> int:
+        pid = os.getpid()
+        first_run = seat.index == 1 and not any(events.glob("start-1-*"))
+        (events / f"start-{seat.index}-{pid}").touch()
+        stopping: list[int] = []
+
+        def hup(signum: int, frame: FrameType | None) -> None:
+            (events / f"hup-{seat.index}-{pid}-{time.monotonic_ns()}").touch()
+            if first_run and (events / "exit-in-reload").exists():
+                os._exit(3)
+            seat.reloaded()
+            if first_run:
+                os._exit(3)
+
+        def term(signum: int, frame: FrameType | None) -> None:
+            stopping.append(signum)
+
+        signal.signal(signal.SIGHUP, hup)
+        signal.signal(signal.SIGTERM, term)
+        seat.ready()
+        while not stopping:
+            signal.pause()
+        return 0
+
+    return run
+
+
+@pytest.mark.parametrize("in_reload", [True, False])
+def test_a_worker_that_dies_inside_its_reload_has_its_replacement_reloaded(
+    tmp_path: Path, in_reload: bool
+) -> None:
+    """The SIGHUP reached worker 1 while it listened, and it died before its reload was over:
+    it may have died before it read the file, and its replacement may start before the
+    other workers recorded the reloaded configuration, so the replacement is passed a
+    SIGHUP once it listens. A worker that died after its reload was over is not: its
+    replacement reads what the reload recorded, and a reload it was not asked for would
+    take edits of the file the operator has not signalled yet."""
+    events = tmp_path / "events"
+    events.mkdir()
+    if in_reload:
+        (events / "exit-in-reload").touch()
+    running = Running(tmp_path, dies_in_its_reload(events))
+    try:
+        wait_until(running.ready, "the supervisor's start over")
+        first = {i: pids[0] for i, pids in files(events, "start").items()}
+        os.kill(running.pid, signal.SIGHUP)
+        wait_until(lambda: len(files(events, "start").get(1, [])) == 2, "worker 1 restarted")
+        (new,) = set(files(events, "start")[1]) - {first[1]}
+        if in_reload:
+            wait_until(lambda: hups(events).get(new) == 1, "SIGHUP to the replacement", 5.0)
+        else:
+            time.sleep(1.0)  # the replacement listens at once: a SIGHUP would have come
+            assert new not in hups(events)
+        assert hups(events).get(first[0]) == 1
+        assert hups(events).get(first[1]) == 1
+        os.kill(running.pid, signal.SIGTERM)
+        assert running.wait() == 0
+    finally:
+        running.stop()
+
+
 # -- the kill deadline of a stop after a reload -------------------------------------------
 
 
