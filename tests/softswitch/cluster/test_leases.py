@@ -383,16 +383,7 @@ def test_a_redis_that_will_not_say_its_run_id_gets_every_key_at_every_renewal(
     """An ACL user without INFO: the node cannot tell a restart, so it writes every key it
     has held on at each renewal (the cost the sweep saves, for the safety it keeps), and
     says so once."""
-    written: list[int] = []
-    original = leases.NodeLease._write
-
-    async def counting(self: leases.NodeLease, mode: str, snapshot: dict[str, int]) -> int:
-        if mode == "renew":
-            written.append(len(snapshot))
-        return await original(self, mode, snapshot)
-
-    monkeypatch.setattr(leases.NodeLease, "_write", counting)
-    monkeypatch.setattr(leases, "SWEEP", 2)
+    written = renewals_written(monkeypatch, sweep=2)
     user = f"no-info-{prefix}"
 
     async def main() -> None:
@@ -421,16 +412,7 @@ def test_a_redis_that_will_not_say_its_run_id_gets_every_key_at_every_renewal(
 def test_a_renewal_without_a_restart_writes_a_sweep_not_every_key(
     url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written: list[int] = []
-    original = leases.NodeLease._write
-
-    async def counting(self: leases.NodeLease, mode: str, snapshot: dict[str, int]) -> int:
-        if mode == "renew":
-            written.append(len(snapshot))
-        return await original(self, mode, snapshot)
-
-    monkeypatch.setattr(leases.NodeLease, "_write", counting)
-    monkeypatch.setattr(leases, "SWEEP", 2)
+    written = renewals_written(monkeypatch, sweep=2)
 
     async def main() -> None:
         async with nodes(url, prefix, "a", lease=0.6) as (a,):
@@ -446,6 +428,22 @@ def test_a_renewal_without_a_restart_writes_a_sweep_not_every_key(
 
     asyncio.run(main())
     assert written[:2] == [3, 3]  # the key held, and two of the nine in turn
+
+
+def renewals_written(monkeypatch: pytest.MonkeyPatch, *, sweep: int) -> list[int]:
+    """How many keys each renewal writes from now on (appended as they run), with
+    ``SWEEP`` set to ``sweep``."""
+    written: list[int] = []
+    original = leases.NodeLease._write
+
+    async def counting(self: leases.NodeLease, mode: str, snapshot: dict[str, int]) -> int:
+        if mode == "renew":
+            written.append(len(snapshot))
+        return await original(self, mode, snapshot)
+
+    monkeypatch.setattr(leases.NodeLease, "_write", counting)
+    monkeypatch.setattr(leases, "SWEEP", sweep)
+    return written
 
 
 async def _after(written: list[int], count: int) -> bool:

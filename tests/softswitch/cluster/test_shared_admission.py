@@ -408,6 +408,26 @@ def test_redis_down_falls_back_to_the_nodes_limits_and_warns_once(
     asyncio.run(main())
 
 
+async def two_calls_count_until_they_end(a: SharedLimits, b: SharedLimits, when: str) -> None:
+    """``a`` holds two calls of ``cust`` that Redis was not told of (``when``): its renewal
+    writes them, so ``b`` is refused a ``max_calls`` of 2 until they end, and admitted
+    after."""
+    state = a.state
+    assert state is not None
+
+    async def counted() -> bool:
+        return await state.total("account:cust") == 2
+
+    await eventually(counted, f"the calls {when} written")
+    assert await b.admit("cust", 2, None) is Verdict.MAX_CALLS
+    a.release("cust")
+    a.release("cust")
+    await a.settle()
+    assert await state.total("account:cust") == 0
+    assert await b.admit("cust", 2, None) is Verdict.HELD
+    b.release("cust")
+
+
 def test_calls_admitted_while_redis_did_not_answer_count_across_nodes_once_it_does(
     prefix: str,
 ) -> None:
@@ -429,19 +449,7 @@ def test_calls_admitted_while_redis_did_not_answer_count_across_nodes_once_it_do
                 finally:
                     redis.resume()
                 assert verdicts == [Verdict.HELD, Verdict.HELD]
-                assert a.state is not None
-                state = a.state
-
-                async def counted() -> bool:
-                    return await state.total("account:cust") == 2
-
-                await eventually(counted, "the calls admitted in the outage written")
-                assert await b.admit("cust", 2, None) is Verdict.MAX_CALLS
-                a.release("cust")
-                a.release("cust")
-                await a.settle()
-                assert await b.admit("cust", 2, None) is Verdict.HELD
-                b.release("cust")
+                await two_calls_count_until_they_end(a, b, "admitted in the outage")
             finally:
                 await a.close()
                 await b.close()
@@ -474,19 +482,7 @@ def test_calls_admitted_before_the_first_connection_count_across_nodes_once_it_i
                 assert verdicts == [Verdict.HELD] * 3
                 while a.state is None:
                     await asyncio.sleep(0.05)
-                state = a.state
-
-                async def counted() -> bool:
-                    return await state.total("account:cust") == 2
-
-                await eventually(counted, "the calls admitted before connecting written")
-                assert await b.admit("cust", 2, None) is Verdict.MAX_CALLS
-                a.release("cust")
-                a.release("cust")
-                await a.settle()
-                assert await state.total("account:cust") == 0
-                assert await b.admit("cust", 2, None) is Verdict.HELD
-                b.release("cust")
+                await two_calls_count_until_they_end(a, b, "admitted before connecting")
             finally:
                 await a.close()
                 await b.close()
