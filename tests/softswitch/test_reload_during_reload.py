@@ -108,38 +108,47 @@ def test_asks_during_a_reload_make_one_more_reload_not_one_each(
 
 
 class _Seat:
-    """What ``_on_sighup`` uses of a worker's seat: its answer to the supervisor."""
+    """What ``_on_sighup`` uses of a worker's seat: the SIGHUPs the supervisor asked so
+    far, and the answer to them."""
 
     def __init__(self) -> None:
-        self.answered = 0
+        self.asked = 0
+        self.answered: list[int] = []
 
-    def reloaded(self) -> None:
-        self.answered += 1
+    def reload_asked(self) -> int:
+        return self.asked
+
+    def reloaded(self, upto: int) -> None:
+        self.answered.append(upto)
 
 
 def test_a_worker_answers_each_sighup_once_its_reload_is_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each SIGHUP a worker takes is answered when the reload it asked for is over, two
-    SIGHUPs during one reload included, and not before: the supervisor owes the
-    replacement of a worker that died with one unanswered a SIGHUP."""
+    """A SIGHUP is answered with the number the supervisor had asked when its handler ran,
+    once the reload it asked for is over (two SIGHUPs during one reload: once it has run
+    again for the second), and not before: the supervisor owes the replacement of a worker
+    that died with one unanswered a SIGHUP."""
     rig = SlowFirstReload(tmp_path, monkeypatch)
     switch = rig.switch
     seat = _Seat()
 
     async def main() -> None:
         try:
+            seat.asked = 1
             server_module._on_sighup(switch, seat)  # type: ignore[arg-type]
             await rig.first_read()
+            seat.asked = 2
             server_module._on_sighup(switch, seat)  # type: ignore[arg-type]
             await asyncio.sleep(0.05)
-            assert seat.answered == 0
+            assert seat.answered == []
             rig.go_on()
             task = switch.reloading
             assert task is not None
             await task
             await asyncio.sleep(0)  # the done callbacks
-            assert seat.answered == 2
+            assert sorted(seat.answered) == [1, 2]
+            assert rig.loads == ["first", "first"]  # the second ask's own run
         finally:
             await switch.stop(0)
 

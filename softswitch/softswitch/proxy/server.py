@@ -565,9 +565,11 @@ def transport_limits(config: Config) -> Limits:
 
 
 def _on_sighup(switch: Switch, seat: Seat | None) -> None:
-    reloading = switch.request_reload(others=seat is None)
-    if seat is not None:
-        reloading.add_done_callback(lambda _: seat.reloaded())
+    if seat is None:
+        switch.request_reload()
+        return
+    upto = seat.reload_asked()  # before the reload reads the file
+    switch.request_reload(others=False).add_done_callback(lambda _: seat.reloaded(upto))
 
 
 def _load(path: Path) -> tuple[Config, Snapshot]:

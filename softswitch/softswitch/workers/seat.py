@@ -92,6 +92,11 @@ class Seat:
         """Tell the supervisor this worker takes calls."""
         os.write(self.ready_fd, bytes([self.index]))  # below MAX_WORKERS: one byte
 
-    def reloaded(self) -> None:
-        """Tell the supervisor the reload one SIGHUP started is over (``reload_acks``)."""
-        self.shared.reload_acks.add(self.index)
+    def reload_asked(self) -> int:
+        """The SIGHUPs the supervisor asked of this worker so far (``reload_acks``): read by
+        the SIGHUP handler, answered by :meth:`reloaded` once the reload is over."""
+        return self.shared.reload_acks.asked(self.index)
+
+    def reloaded(self, upto: int) -> None:
+        """Tell the supervisor the reload started when ``upto`` SIGHUPs were asked is over."""
+        self.shared.reload_acks.answer(self.index, upto)

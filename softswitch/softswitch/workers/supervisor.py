@@ -124,8 +124,6 @@ class Supervisor:
         #: Workers owed a SIGHUP once they listen: a reload came during the start (every
         #: worker, once all listen), or while the worker was starting again or waiting to.
         self._hup_queued: set[int] = set()
-        #: SIGHUPs passed to each worker's current run (``reload_acks`` counts the answered).
-        self._hups_sent: dict[int, int] = {}
         #: ``[server] drain_timeout`` of the file as of the last reload (the start's first).
         self._drain_timeout = config.server.drain_timeout
         #: The Call-ID hash's key of the listen groups' programs and of every worker's
@@ -173,7 +171,7 @@ class Supervisor:
                 self._hup_queued.clear()
                 self.reread_config()
                 for index in self._pids.values():
-                    self._hups_sent[index] = self._hups_sent.get(index, 0) + 1
+                    self._shared.reload_acks.ask(index)
                 self._signal_all(signal.SIGHUP)
             self._supervise()
             return 0
@@ -222,7 +220,6 @@ class Supervisor:
             tuple(self._handoff),
         )
         self._shared.reload_acks.reset(index)
-        self._hups_sent[index] = 0
         supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
@@ -326,9 +323,9 @@ class Supervisor:
         late = self._starting | set(self._due)
         self._hup_queued.update(late)
         now = sorted(pid for pid, index in self._pids.items() if index not in late)
+        assert self._shared is not None
         for pid in now:
-            index = self._pids[pid]
-            self._hups_sent[index] = self._hups_sent.get(index, 0) + 1
+            self._shared.reload_acks.ask(self._pids[pid])
         if late:
             logger.warning(
                 "reload: passing SIGHUP to workers (pids %s); workers %s get it once they"
@@ -393,8 +390,7 @@ class Supervisor:
             delay,
         )
         self._due[index] = time.monotonic() + delay
-        unanswered = self._hups_sent.get(index, 0) - self._shared.reload_acks.done(index)
-        if unanswered > 0:
+        if self._shared.reload_acks.unanswered(index):
             # It may have died before reading the file, and before any worker recorded the
             # reloaded configuration its replacement would start on.
             self._hup_queued.add(index)
@@ -442,7 +438,8 @@ class Supervisor:
                     self._hup_queued.discard(index)
                     pid = self.pids.get(index)
                     if pid is not None:
-                        self._hups_sent[index] = self._hups_sent.get(index, 0) + 1
+                        assert self._shared is not None
+                        self._shared.reload_acks.ask(index)
                         logger.warning(
                             "reload asked while worker %d started: passing SIGHUP to it"
                             " now it listens (pid %d)",

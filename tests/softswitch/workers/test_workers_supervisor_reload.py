@@ -129,10 +129,11 @@ def dies_in_its_reload(events: Path) -> Runner:
         stopping: list[int] = []
 
         def hup(signum: int, frame: FrameType | None) -> None:
+            upto = seat.reload_asked()
             (events / f"hup-{seat.index}-{pid}-{time.monotonic_ns()}").touch()
             if first_run and (events / "exit-in-reload").exists():
                 os._exit(3)
-            seat.reloaded()
+            seat.reloaded(upto)
             if first_run:
                 os._exit(3)
 
