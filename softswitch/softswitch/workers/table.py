@@ -27,7 +27,8 @@ Every read-modify-write happens under :class:`ProcessLock`: a POSIX record lock
 dies. A ``multiprocessing.Lock`` would stay taken for ever if ``kill -9`` hit a worker inside
 a critical section; a record lock cannot. What such a worker was writing may be left half
 done (a counter of that worker, which the supervisor zeroes anyway, or one ring entry),
-except a rebuild of the whole table, which the next holder of the lock finishes.
+except a rebuild of the whole table, which the next holder of the lock finishes from its
+redo log.
 
 The record lock is taken and given back *without letting go of the GIL* (libc's ``lockf``
 through a ``ctypes.PyDLL`` function, where ``fcntl.lockf`` lets go around the system call):
@@ -108,10 +109,10 @@ class ProcessLock:
         self._fd = fd
         self._threads = threading.Lock()
         self._pid = _pid
-        #: Shared: 1 + the index in ``_tables`` of a table whose new image is being copied
-        #: in (``SharedTable.rebuild``), 0 when none is. A holder that finds it set took
-        #: the lock from one that died in the copy, and finishes the copy first.
-        self._copying = mmap.mmap(-1, 1)
+        #: Shared: the number (``register``) of a table whose rebuild is being applied
+        #: (``SharedTable.rebuild``), 0 when none is. A holder that finds it set took the
+        #: lock from a process that died applying it, and finishes it first.
+        self._applying = mmap.mmap(-1, 1)
         self._tables: list[SharedTable] = []
 
     def __enter__(self) -> None:
@@ -126,8 +127,12 @@ class ProcessLock:
         except BaseException:
             self._threads.release()
             raise
-        if self._copying[0]:
-            self._tables[self._copying[0] - 1].finish_copy()
+        if self._applying[0]:
+            try:
+                self._tables[self._applying[0] - 1].apply_rebuild()
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
 
     def __exit__(
         self,
@@ -144,16 +149,18 @@ class ProcessLock:
         os.close(self._fd)
 
     def register(self, table: SharedTable) -> int:
-        """``table`` is guarded by this lock: its number for :meth:`copying`. Before the fork,
-        so every process numbers the tables alike."""
+        """``table`` is guarded by this lock: its number for :meth:`applying`. Before the
+        fork (as every table is made), so every process numbers the tables alike."""
+        if self._pid != _pid:
+            raise RuntimeError("a table must be made before the fork, by the lock's maker")
         if len(self._tables) >= 255:
             raise ValueError("at most 255 tables share one lock")
         self._tables.append(table)
         return len(self._tables)
 
-    def copying(self, table: int) -> None:
-        """Table number ``table`` (0: none) is having its new image copied in."""
-        self._copying[0] = table
+    def applying(self, table: int) -> None:
+        """Table number ``table`` (0: none) is having a rebuild applied."""
+        self._applying[0] = table
 
 
 # ``lockf``'s commands (<unistd.h>): the same on Linux, the BSDs and macOS.
@@ -412,9 +419,10 @@ class SharedTable:
         self._ring_base = self.amounts_base + (8 * workers if amounts else 0)
         self.slot_size = self._ring_base + 8 * ring
         self.memory = mmap.mmap(-1, _HEADER.size + slots * self.slot_size)
-        #: Where :meth:`rebuild` lays out the new table before copying it over ``memory``
-        #: (its pages cost nothing until a rebuild touches them).
-        self._image = mmap.mmap(-1, len(self.memory))
+        #: :meth:`rebuild`'s redo log: the header to write, then each kept slot's new index
+        #: and bytes; room for :attr:`capacity` slots (its pages cost nothing until a
+        #: rebuild writes them).
+        self._redo = mmap.mmap(-1, _HEADER.size + self.capacity * (8 + self.slot_size))
         self._number = lock.register(self)
 
     def ring_offset(self, slot_offset: int, index: int) -> int:
@@ -538,36 +546,50 @@ class SharedTable:
         """Rebuild the table with only the ``keep`` slots (of this table) and no tombstones.
         O(slots): for a table that has no room, and at most once per slots/8 insertions.
 
-        Crash-safe: the new table is laid out apart (``_image``), then copied over the live
-        one with the lock's *copying* mark set. A process killed while laying it out leaves
-        the table as it was; one killed in the copy leaves the mark, and the next holder of
-        the lock finishes the copy (:meth:`finish_copy`) before doing anything else. Laid
-        out in place, as it was, a kill between clearing the slots and putting the kept ones
-        back lost every entry not yet back (the other workers' calls and blocks)."""
-        mm, image = self.memory, self._image
-        raws = [bytes(mm[s.offset : s.offset + self.slot_size]) for s in keep]
+        Crash-safe, through a redo log: the kept slots are copied to ``_redo`` with the
+        index each gets in the new layout, then the lock's *applying* mark is set and the
+        log applied (:meth:`apply_rebuild`). A process killed before the mark leaves the
+        table as it was; one killed after leaves the mark, and the next holder of the lock
+        applies the log again before doing anything else. Done in place with nothing kept
+        apart, as it was, a kill between clearing the slots and putting the kept ones back
+        lost every entry not yet back (the other workers' calls and blocks). The kept
+        slots are copied twice, as before (out, then back): the rings make them large."""
+        if len(keep) > self.capacity:
+            raise ValueError(f"{len(keep)} slots kept, the table holds {self.capacity}")
+        mm, redo, size = memoryview(self.memory), memoryview(self._redo), self.slot_size
+        taken: set[int] = set()
+        at = _HEADER.size
+        for slot in keep:
+            raw = mm[slot.offset : slot.offset + size]
+            index = int.from_bytes(raw[_KEY : _KEY + 8], "little") % self.slots
+            while index in taken:
+                index = (index + 1) % self.slots
+            taken.add(index)
+            _Q.pack_into(redo, at, index)
+            redo[at + 8 : at + 8 + size] = raw
+            at += 8 + size
         blocked = sum(s.until != 0.0 for s in keep)
-        for index in range(self.slots):  # the states only: a slot is zeroed when taken
-            image[self._offset(index)] = _EMPTY
-        for raw in raws:
-            start = int.from_bytes(raw[_KEY : _KEY + 8], "little") % self.slots
-            for step in range(self.slots):
-                offset = self._offset((start + step) % self.slots)
-                if image[offset] == _EMPTY:
-                    image[offset : offset + self.slot_size] = raw
-                    break
-        _HEADER.pack_into(image, 0, len(raws), blocked, 0, self.generation + 1)
-        self.lock.copying(self._number)
-        self.finish_copy()
+        _HEADER.pack_into(redo, 0, len(keep), blocked, 0, self.generation + 1)
+        self.lock.applying(self._number)
+        self.apply_rebuild()
 
-    def finish_copy(self) -> None:
-        """Copy the laid-out image over the table and clear the lock's mark: what a
-        :meth:`rebuild` does last, and what the next holder of the lock does for one whose
-        process died in it (a copy done twice gives the same table)."""
-        start = _HEADER.size  # the header last: the generation moves once slots have
-        self.memory[start:] = self._image[start:]
-        self.memory[:start] = self._image[:start]
-        self.lock.copying(0)
+    def apply_rebuild(self) -> None:
+        """Apply :meth:`rebuild`'s redo log and clear the lock's mark: the slots emptied
+        (their states: a slot is zeroed when taken), the kept ones written at their new
+        index, the header last (the generation moves once every slot is in place). What a
+        rebuild does last, and what the next holder of the lock does for a process that
+        died in it: applying the log twice gives the same table."""
+        mm, redo, size = memoryview(self.memory), memoryview(self._redo), self.slot_size
+        kept, blocked, tombstones, generation = _HEADER.unpack_from(redo, 0)
+        for index in range(self.slots):
+            mm[self._offset(index)] = _EMPTY
+        at = _HEADER.size
+        for _ in range(kept):
+            offset = self._offset(int(_Q.unpack_from(redo, at)[0]))
+            mm[offset : offset + size] = redo[at + 8 : at + 8 + size]
+            at += 8 + size
+        _HEADER.pack_into(mm, 0, kept, blocked, tombstones, generation)
+        self.lock.applying(0)
 
     def zero_worker(self, worker: int) -> int:
         """Release every call counted for ``worker`` (it died); how many there were."""
