@@ -109,6 +109,10 @@ class LeasedCounters:
                 amount = held
                 if not amount:
                     return
+            # An unsure key's field may not hold what the book does (a call admitted while
+            # Redis did not answer, or before the node connected, not written yet): a
+            # release finding less there is what is expected, not a lost lease.
+            unsure = self._book.is_unsure(key)
             self._book.remove(key, amount)
             try:
                 short = int(
@@ -121,7 +125,7 @@ class LeasedCounters:
             except SharedStateError:
                 self._book.mark_unsure(key)
                 raise
-        if short:
+        if short and not unsure:
             # Our field had been deleted (the lease expired meanwhile): nothing to undo.
             logger.warning(
                 "shared state: release of %d on %s found %d of it already gone in Redis"

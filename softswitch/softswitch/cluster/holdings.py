@@ -13,9 +13,10 @@ has ever held on (0 where it holds nothing now, which deletes the field):
   limits is added here unsure, ``add_unsure``, and so written too);
 * Redis came back with older data while the lease key survived (a snapshot, a lagging
   replica): writes it acknowledged are gone without an error, and only writing every key
-  again finds them. The renewal does that when Redis's ``run_id`` changed (a restart, a
-  failover); otherwise it writes the next :data:`SWEEP` keys held on in turn, so a key
-  changed behind the node's back (an operator's edit, a restore the ``run_id`` did not show)
+  again finds them. The renewal does that when Redis's ``run_id`` or ``master_replid``
+  changed (a restart, a failover, a resync: ``leases.NodeLease._server_id``); otherwise it
+  writes the next :data:`SWEEP` keys held on in turn, so a key changed behind the node's
+  back (an operator's edit, a ``DEBUG RELOAD``, a restore neither identifier shows)
   is put right within a sweep too, at a bounded cost per renewal. Writing every key at every
   renewal held the event loop 48 ms per renewal in this book alone for 20,000 keys.
 
@@ -114,6 +115,9 @@ class Holdings:
             raise ValueError(f"removing {amount} from {key!r}, which holds {self.held(key)}")
         entry.held -= amount
         self._forget_if_empty(key)
+
+    def is_unsure(self, key: str) -> bool:
+        return key in self._unsure
 
     def mark_unsure(self, key: str) -> None:
         self._unsure.add(key)

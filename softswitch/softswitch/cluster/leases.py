@@ -81,7 +81,7 @@ class NodeLease:
         self._book = book
         self._renewed_at: float | None = None
         self._failing = False
-        #: The ``run_id`` of the Redis that the last renewal writing every key wrote to.
+        #: Who held the data (``_server_id``) when the last renewal writing every key ran.
         self._server: str | None = None
         self._info_refused = False
 
@@ -163,8 +163,8 @@ class NodeLease:
         of the last such write: a Redis that came back with older data (a restart from its
         last snapshot, a failover to a lagging replica) while the lease key survived has
         lost acquires or releases that no error reported, and would count this node's calls
-        wrong until they end. A Redis that will not say its ``run_id`` gets every key at
-        every renewal."""
+        wrong until they end (:meth:`_server_id` says how that is seen). A Redis that will not
+        say gets every key at every renewal."""
         server = await self._server_id()
         everything = server is None or server != self._server
         repair = self._book.repairing(everything=everything, sweep=SWEEP)
@@ -178,10 +178,14 @@ class NodeLease:
             await self.regain()
 
     async def _server_id(self) -> str | None:
-        """The ``run_id`` of the Redis answering (new at each start of a server, so a restart
-        or a failover changes it); None when it will not say (INFO not allowed)."""
+        """Who holds the data: the ``run_id`` of the Redis answering (new at each start of a
+        server, so a restart or a failover to another server changes it) and its
+        ``master_replid`` (new when a replica is promoted, and taken from its master when a
+        server resyncs as a replica: a failover and a failback to the same process, which
+        then serves the copy it resynced, keep the ``run_id`` but not this); None when it
+        will not say (INFO not allowed)."""
         try:
-            info = await self._link.command("INFO", "server")
+            info = await self._link.command("INFO")
         except SharedStateUnavailableError:
             raise
         except SharedStateError as e:
@@ -195,8 +199,12 @@ class NodeLease:
                     extra={"event": "run_id_unknown", "node_id": self.node_id},
                 )
             return None
-        run_id = info.get("run_id") if isinstance(info, dict) else None
-        return run_id if isinstance(run_id, str) and run_id else None
+        if not isinstance(info, dict):
+            return None
+        run_id, replid = info.get("run_id"), info.get("master_replid")
+        if not isinstance(run_id, str) or not run_id:
+            return None
+        return f"{run_id}/{replid}"
 
     async def regain(self) -> None:
         """The lease is not ours in Redis (expired, or Redis lost it): take it again and
