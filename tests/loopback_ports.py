@@ -41,6 +41,15 @@ def _ephemeral_range() -> range:
 
 _EPHEMERAL = _ephemeral_range()
 
+
+def _avoided(port: int, ports: range) -> bool:
+    """Whether ``port`` of ``ports`` is one to avoid: in the ephemeral range, unless that
+    covers all of ``ports`` (a host with ``ip_local_port_range`` 1024-65535), where only
+    the checks against what is bound are left."""
+    covered = _EPHEMERAL.start <= ports.start and ports.stop <= _EPHEMERAL.stop
+    return not covered and port in _EPHEMERAL
+
+
 #: Where ports come from: outside the ephemeral range. A port picked there could be given,
 #: between the check and the server's own bind, to an outgoing connection of any process as
 #: its local port (a CI run failed on that: redis-server found its port taken). Single ports
@@ -59,7 +68,7 @@ def free_port(span: int = 1) -> int:
     for _ in range(len(_SINGLES)):
         port = _SINGLES[_next_single % len(_SINGLES)]
         _next_single += 1
-        if port not in _handed_out and port not in _EPHEMERAL and bindable(port):
+        if port not in _handed_out and not _avoided(port, _SINGLES) and bindable(port):
             _handed_out.add(port)
             return port
     for _ in range(500):  # an ephemeral range covering ours: take the system's pick
@@ -77,7 +86,8 @@ def _free_block(span: int) -> int:
     while base + span <= _BLOCKS.stop:
         ports = range(base, base + span)
         taken = next(
-            (p for p in ports if p in _handed_out or p in _EPHEMERAL or not bindable(p)), None
+            (p for p in ports if p in _handed_out or _avoided(p, _BLOCKS) or not bindable(p)),
+            None,
         )
         if taken is None:
             _handed_out.update(ports)
