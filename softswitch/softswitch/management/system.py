@@ -2,8 +2,9 @@
 
 ``POST /api/reload`` is SIGHUP's reload (``Switch.reload``): the file and every deck read
 off the event loop, swapped in at once when all is valid, refused whole (with every problem)
-when not. One reload at a time: a reload already running (a SIGHUP's) is waited for, then
-the file is read again, so the answer always reflects the file as it was when asked.
+when not. One reload at a time: the answer is the verdict of the first reload that starts
+after the ask (``Switch.request_reload``), so it always reflects the file as it was when
+asked, whatever reload (a SIGHUP's) was running.
 Operators' run-time overrides (disabled gateways and accounts) survive it.
 """
 
@@ -26,9 +27,6 @@ async def reload(request: web.Request) -> web.StreamResponse:
     switch = switch_of(request)
     if switch.config_path is None:
         raise ApiError(409, "the embedded demo has no configuration file to reload")
-    running = switch.reloading
-    if running is not None:
-        await asyncio.shield(running)
     logger.warning("reload asked by an operator (management API, from %s)", request.remote)
     ok = await asyncio.shield(switch.request_reload())
     if not ok:

@@ -9,8 +9,8 @@
   configuration is valid, swap the snapshot in one assignment (calls in progress keep the
   one they started with) and restart the prober; when not, log every problem and keep
   running on the old one. Listen addresses and the database are not changed by a reload.
-  A SIGHUP during a reload makes it run once more when it ends (it may have read the file
-  before the edit that SIGHUP is for).
+  A SIGHUP during a reload is answered by the next one, which starts when it ends (the
+  running one may have read the file before the edit that SIGHUP is for).
 
 The management HTTP API (``softswitch.management``, ``[management]``) runs in the same event
 loop from the moment the switch listens until it stops; it reads and changes this object's
@@ -31,6 +31,7 @@ the primary worker only, and the supervisor hears "ready" from each worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -201,7 +202,7 @@ class Switch:
         #: connected in :meth:`start`, read at start only.
         self.shared: SharedLimits | None = None
         self.prober = Prober(self.engine.options, self.live.mark_gateway)
-        self._reloading: asyncio.Task[bool] | None = None
+        self._reloading: asyncio.Task[None] | None = None
         #: Why the last reload was refused (every problem, one per line); None after a good one.
         self.reload_error: str | None = None
         self.management = ManagementServer(self)
@@ -211,7 +212,9 @@ class Switch:
         self._handoff = None if seat is None else seat.handoff()
         #: The primary's asks to the other workers to reload, until answered.
         self._peer_reloads: set[asyncio.Task[object]] = set()
-        self._reload_again = False
+        #: Reload asks not answered yet, for the next run (``request_reload``).
+        self._reload_asks: list[tuple[asyncio.Future[bool], bool]] = []
+        self._reloads_stopped = False
 
     def _seat_registrations(self, seat: Seat) -> Registrations:
         """A worker's registered contacts, kept in step with the other workers' through
@@ -459,33 +462,60 @@ class Switch:
             )
         return None
 
-    def request_reload(self, *, others: bool = True) -> asyncio.Task[bool]:
-        """Start a reload (SIGHUP, the management API), or have the one running run again
-        once it ends; the task whose verdict is the last run's.
+    def request_reload(self, *, others: bool = True) -> asyncio.Future[bool]:
+        """Ask for a reload (SIGHUP, the management API): the verdict of the first reload
+        that starts after this ask, so it has read the file as it is now.
 
-        The primary of several workers asks the others to reload too (``others``), unless
-        the supervisor's SIGHUP reached every worker already."""
+        One reload runs at a time. An ask while one runs waits for the next, which every
+        ask made meanwhile shares: two SIGHUPs after two edits end on the second edit (the
+        running reload may have read the file before it), and a stream of asks never
+        leaves one waiting for more than the running reload and its own. The primary of
+        several workers asks the others to reload too (``others``), once per reload it
+        runs, unless the supervisor's SIGHUP reached every worker already."""
         loop = asyncio.get_running_loop()
+        verdict: asyncio.Future[bool] = loop.create_future()
+        if self._reloads_stopped:
+            verdict.set_result(False)
+            return verdict
+        self._reload_asks.append((verdict, others))
         if self._reloading is None or self._reloading.done():
-            self._reloading = loop.create_task(self._reload_until_current())
-        else:
-            # The one running may have read the file before the edit this ask is for (two
-            # edits and two SIGHUPs a second apart): it runs once more when it ends, for
-            # every ask that came meanwhile.
-            self._reload_again = True
-        if others and self.peers is not None:
-            asked = loop.create_task(self.peers.ask_all({"op": "reload"}))
-            self._peer_reloads.add(asked)
-            asked.add_done_callback(self._peer_reloads.discard)
-        return self._reloading
+            self._reloading = loop.create_task(self._run_reloads())
+        return verdict
 
-    async def _reload_until_current(self) -> bool:
-        """:meth:`reload` until no ask came while it ran; the last one's verdict."""
-        while True:
-            self._reload_again = False
-            done = await self.reload()
-            if not self._reload_again:
-                return done
+    async def _run_reloads(self) -> None:
+        """:meth:`reload` for the asks queued, each run answering those made before it
+        started, until none is left (or the switch stops)."""
+        while self._reload_asks and not self._reloads_stopped:
+            asks, self._reload_asks = self._reload_asks, []
+            if self.peers is not None and any(others for _, others in asks):
+                asked = asyncio.get_running_loop().create_task(
+                    self.peers.ask_all({"op": "reload"})
+                )
+                self._peer_reloads.add(asked)
+                asked.add_done_callback(self._peer_reloads.discard)
+            try:
+                done = await self.reload()
+            except BaseException:
+                for verdict, _ in asks:
+                    verdict.cancel()
+                raise
+            for verdict, _ in asks:
+                if not verdict.done():
+                    verdict.set_result(done)
+
+    async def _stop_reloads(self) -> None:
+        """No reload after the stop (a reload running is cancelled: its load, in a thread,
+        ends on its own; its swap never happens), and the asks waiting are cancelled: a run
+        after the stop restarted the prober of a closed engine (helper-86)."""
+        self._reloads_stopped = True
+        running = self._reloading
+        if running is not None and not running.done():
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        for verdict, _ in self._reload_asks:
+            verdict.cancel()
+        self._reload_asks.clear()
 
     def _answer_primary(self, question: dict[str, Any]) -> dict[str, Any]:
         """A non-primary worker's answer to the primary: reload, or a live-call question."""
@@ -495,8 +525,8 @@ class Switch:
         return self._answer_calls(question)
 
     @property
-    def reloading(self) -> asyncio.Task[bool] | None:
-        """The reload in progress, if any."""
+    def reloading(self) -> asyncio.Task[None] | None:
+        """The reloads in progress (the one running and those asked meanwhile), if any."""
         task = self._reloading
         return None if task is None or task.done() else task
 
@@ -505,6 +535,7 @@ class Switch:
         await self.engine.drain(grace)
         # The API stays up while calls drain (an operator watches them, or hangs one up).
         await self.management.stop()
+        await self._stop_reloads()
         await self._alarm_runner.stop()
         await self.prober.stop()
         if self._handoff is not None:  # nothing handed is taken once the sockets close

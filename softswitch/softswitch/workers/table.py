@@ -109,6 +109,8 @@ class ProcessLock:
         self._fd = fd
         self._threads = threading.Lock()
         self._pid = _pid
+        #: The process that made it: the only one that may :meth:`register` tables.
+        self._maker = _pid
         #: Shared: the number (``register``) of a table whose rebuild is being applied
         #: (``SharedTable.rebuild``), 0 when none is. A holder that finds it set took the
         #: lock from a process that died applying it, and finishes it first.
@@ -151,7 +153,7 @@ class ProcessLock:
     def register(self, table: SharedTable) -> int:
         """``table`` is guarded by this lock: its number for :meth:`applying`. Before the
         fork (as every table is made), so every process numbers the tables alike."""
-        if self._pid != _pid:
+        if self._maker != _pid:
             raise RuntimeError("a table must be made before the fork, by the lock's maker")
         if len(self._tables) >= 255:
             raise ValueError("at most 255 tables share one lock")

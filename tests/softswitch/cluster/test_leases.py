@@ -388,7 +388,7 @@ def test_a_failover_and_a_failback_to_the_same_redis_get_every_key_at_the_next_r
     promoted again (the failback). Its ``run_id`` stays; its ``master_replid`` does not, and
     the node writes every key at its next renewal, not one key per renewal (helper-85's
     scenario: the lost release of y stayed for minutes)."""
-    monkeypatch.setattr(leases, "SWEEP", 1)
+    written = renewals_written(monkeypatch, sweep=1)
 
     async def main() -> None:
         with running_redis() as first, running_redis() as second:
@@ -397,12 +397,16 @@ def test_a_failover_and_a_failback_to_the_same_redis_get_every_key_at_the_next_r
                     assert await a.acquire(f"account:k{n}", 1, limit=5)
                     await a.release(f"account:k{n}")
                 assert await a.acquire("account:y", 2, limit=5)
-                await first_renewal(a)
                 async with raw(first.url) as old, raw(second.url) as spare:
                     for server in (old, spare):  # a master waits 5 s for more replicas
                         await server.config_set("repl-diskless-sync-delay", 0)
                     run_id = (await old.info("server"))["run_id"]
                     await replicate(spare, first.port)  # the spare's copy: y held
+                    # The first replica changed the first's master_replid: a renewal that
+                    # starts after it has seen that (from here on only the failover's
+                    # resync changes it again).
+                    after = len(written) + 2
+                    await eventually(lambda: _after(written, after), "a renewal since")
                     await spare.execute_command("REPLICAOF", "NO", "ONE")
                     await a.release("account:y", 2)  # acknowledged by the first only
                     await replicate(old, second.port)  # failover: the first resyncs
