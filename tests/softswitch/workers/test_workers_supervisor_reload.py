@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -36,22 +36,29 @@ def hup_after_start(events: Path) -> Runner:
         (events / f"start-{seat.index}-{pid}").touch()
         while restarted and not (events / "go").exists():
             time.sleep(0.01)
-        stopping: list[int] = []
 
         def hup(signum: int, frame: FrameType | None) -> None:
             (events / f"hup-{seat.index}-{pid}-{time.monotonic_ns()}").touch()
 
-        def term(signum: int, frame: FrameType | None) -> None:
-            stopping.append(signum)
-
-        signal.signal(signal.SIGHUP, hup)
-        signal.signal(signal.SIGTERM, term)
-        seat.ready()
-        while not stopping:
-            signal.pause()
-        return 0
+        return listen_until_sigterm(seat, hup)
 
     return run
+
+
+def listen_until_sigterm(seat: Seat, hup: Callable[[int, FrameType | None], None]) -> int:
+    """A stand-in worker's life once started: ``hup`` on SIGHUP, "ready" to the supervisor,
+    then wait for its SIGTERM; 0."""
+    stopping: list[int] = []
+
+    def term(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGHUP, hup)
+    signal.signal(signal.SIGTERM, term)
+    seat.ready()
+    while not stopping:
+        signal.pause()
+    return 0
 
 
 def hups(events: Path) -> dict[int, int]:
@@ -126,7 +133,6 @@ def dies_in_its_reload(events: Path) -> Runner:
         pid = os.getpid()
         first_run = seat.index == 1 and not any(events.glob("start-1-*"))
         (events / f"start-{seat.index}-{pid}").touch()
-        stopping: list[int] = []
 
         def hup(signum: int, frame: FrameType | None) -> None:
             upto = seat.reload_asked()
@@ -137,15 +143,7 @@ def dies_in_its_reload(events: Path) -> Runner:
             if first_run:
                 os._exit(3)
 
-        def term(signum: int, frame: FrameType | None) -> None:
-            stopping.append(signum)
-
-        signal.signal(signal.SIGHUP, hup)
-        signal.signal(signal.SIGTERM, term)
-        seat.ready()
-        while not stopping:
-            signal.pause()
-        return 0
+        return listen_until_sigterm(seat, hup)
 
     return run
 
