@@ -6,6 +6,7 @@ SIGHUP once the reload it asked for is over (``workers.reload_acks``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 
@@ -248,3 +249,62 @@ def test_a_stop_ends_the_reloads_and_none_runs_after_it(
     assert rig.loads == 1
     assert switch.config.server.realm == "first"
     assert not switch.prober._tasks
+
+
+def test_a_reload_that_fails_answers_its_asks_with_the_error_and_the_next_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a refused file (that is ``ConfigError``, answered False) but a bug in a reload:
+    logged, its asks get the exception (the management API answers 500), and an ask made
+    while it ran still gets its own run (it was left queued with nobody to run it,
+    helper-87)."""
+    rig = GatedReloads(tmp_path, monkeypatch)
+    switch = rig.switch
+    failing = server_module._load
+
+    def fails_first(where: Path) -> object:
+        loaded = failing(where)
+        if rig.loads == 1:
+            raise RuntimeError("a bug in the reload")
+        return loaded
+
+    monkeypatch.setattr(server_module, "_load", fails_first)
+
+    async def main() -> None:
+        try:
+            first = switch.request_reload()
+            await rig.next_started()
+            second = switch.request_reload()
+            rig.release_all()
+            with pytest.raises(RuntimeError, match="a bug in the reload"):
+                await first
+            assert await asyncio.wait_for(second, 10) is True
+        finally:
+            await switch.stop(0)
+
+    with caplog.at_level(logging.ERROR, logger="softswitch.proxy.server"):
+        asyncio.run(main())
+    assert rig.loads == 2
+    assert [r for r in caplog.records if r.getMessage() == "reload failed" and r.exc_info]
+
+
+def test_a_sighup_whose_reload_the_stop_cancelled_is_not_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker stopped (SIGTERM alone: the supervisor restarts it) while its reload ran
+    never reloaded: the SIGHUP stays unanswered, so its replacement is passed one."""
+    rig = GatedReloads(tmp_path, monkeypatch)
+    switch = rig.switch
+    seat = _Seat()
+
+    async def main() -> None:
+        seat.asked = 1
+        server_module._on_sighup(switch, seat)  # type: ignore[arg-type]
+        await rig.next_started()
+        stopping = asyncio.create_task(switch.stop(0))
+        await asyncio.sleep(0.1)
+        rig.release_all()
+        await stopping
+
+    asyncio.run(main())
+    assert seat.answered == []

@@ -495,10 +495,18 @@ class Switch:
                 asked.add_done_callback(self._peer_reloads.discard)
             try:
                 done = await self.reload()
-            except BaseException:
+            except asyncio.CancelledError:
                 for verdict, _ in asks:
                     verdict.cancel()
                 raise
+            except Exception as exc:  # a bug: logged, its asks answered with it, and the
+                # asks made meanwhile still get their run (helper-87)
+                logger.exception("reload failed")
+                for verdict, _ in asks:
+                    if not verdict.done():
+                        verdict.set_exception(exc)
+                        verdict.exception()  # a SIGHUP's ask is not awaited: no second log
+                continue
             for verdict, _ in asks:
                 if not verdict.done():
                     verdict.set_result(done)
@@ -600,7 +608,16 @@ def _on_sighup(switch: Switch, seat: Seat | None) -> None:
         switch.request_reload()
         return
     upto = seat.reload_asked()  # before the reload reads the file
-    switch.request_reload(others=False).add_done_callback(lambda _: seat.reloaded(upto))
+
+    def over(verdict: asyncio.Future[bool]) -> None:
+        if not verdict.cancelled():  # cancelled: the worker stops before reloading
+            seat.reloaded(upto)
+
+    switch.request_reload(others=False).add_done_callback(over)
+
+
+def _sighup_while_stopping() -> None:
+    logger.warning("reload asked while stopping: ignored")
 
 
 def _load(path: Path) -> tuple[Config, Snapshot]:
@@ -652,8 +669,11 @@ async def serve(
         logger.warning("stopping: draining %d calls", switch.engine.active_calls)
     finally:
         try:
-            for sig in (*stop_signals, signal.SIGHUP):
+            for sig in stop_signals:
                 loop.remove_signal_handler(sig)
+            # Not SIGHUP's default (it ends the process: a reload during the drain dropped
+            # the calls being drained; helper-87): logged and ignored.
+            loop.add_signal_handler(signal.SIGHUP, _sighup_while_stopping)
             await switch.stop(switch.config.server.drain_timeout)
         finally:
             restore_collector()

@@ -13,6 +13,7 @@ import pytest
 from management_support import NUMBER, World, answer, request, run, status
 
 from softswitch.commands import parse_time, show_route
+from softswitch.proxy import server as server_module
 from softswitch.sip import Request, Response
 
 LASTS = "until enabled again or the switch restarts (a SIGHUP reload keeps it)"
@@ -274,6 +275,32 @@ def test_a_reload_of_a_broken_file_is_refused_with_its_problems(tmp_path: Path) 
         (problem,) = refused["problems"]
         assert "routes[0].strategy" in problem
         w.config.write_text(good)
+        assert (await w.post("/api/reload"))[0] == 200
+
+    run(tmp_path, body)
+
+
+def test_a_reload_that_fails_on_a_bug_answers_500_and_the_next_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a refused file but a bug in the reload: 500 with the API's error body (the
+    connection was dropped while the reload's error was handed on as a cancellation,
+    helper-87), and the next reload is not held up by it."""
+    original = server_module._load
+    calls: list[int] = []
+
+    def fails_once(where: Path) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the reload")
+        return original(where)
+
+    monkeypatch.setattr(server_module, "_load", fails_once)
+
+    async def body(w: World) -> None:
+        code, failed = await w.post("/api/reload")
+        assert code == 500
+        assert failed["error"].startswith("internal error")
         assert (await w.post("/api/reload"))[0] == 200
 
     run(tmp_path, body)
