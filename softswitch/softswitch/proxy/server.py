@@ -488,9 +488,7 @@ class Switch:
         while self._reload_asks and not self._reloads_stopped:
             asks, self._reload_asks = self._reload_asks, []
             if self.peers is not None and any(others for _, others in asks):
-                asked = asyncio.get_running_loop().create_task(
-                    self.peers.ask_all({"op": "reload"})
-                )
+                asked = asyncio.get_running_loop().create_task(self.peers.ask_all({"op": "reload"}))
                 self._peer_reloads.add(asked)
                 asked.add_done_callback(self._peer_reloads.discard)
             try:
