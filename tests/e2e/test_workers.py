@@ -379,6 +379,8 @@ def test_reload_from_the_api_reaches_every_worker(net: Net) -> None:
         net,
     )
     assert len(re.findall(r"configuration reloaded", net.switch_log())) == 2
+    # Through the supervisor, as a SIGHUP: numbered, and passed to a worker restarting.
+    assert "reload: passing SIGHUP to workers" in net.switch_log()
 
 
 def test_tcp_calls_through_two_workers(net: Net) -> None:

@@ -4,7 +4,9 @@
 off the event loop, swapped in at once when all is valid, refused whole (with every problem)
 when not. One reload at a time: the answer is the verdict of the first reload that starts
 after the ask (``Switch.request_reload``), so it always reflects the file as it was when
-asked, whatever reload (a SIGHUP's) was running.
+asked, whatever reload (a SIGHUP's) was running. With several workers it is a SIGHUP to
+the supervisor (``Switch.reload_everywhere``), which every worker gets as an operator's,
+and the answer is this worker's verdict.
 Operators' run-time overrides (disabled gateways and accounts) survive it.
 """
 
@@ -28,7 +30,7 @@ async def reload(request: web.Request) -> web.StreamResponse:
     if switch.config_path is None:
         raise ApiError(409, "the embedded demo has no configuration file to reload")
     logger.warning("reload asked by an operator (management API, from %s)", request.remote)
-    ok = await asyncio.shield(switch.request_reload())
+    ok = await asyncio.shield(switch.reload_everywhere())
     if not ok:
         problems = (switch.reload_error or "see the switch's log").splitlines()
         raise ApiError(409, "reload refused: the running configuration is kept", problems=problems)

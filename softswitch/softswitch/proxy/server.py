@@ -40,7 +40,7 @@ import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from softswitch import __version__
 from softswitch.alarms import AlarmRunner, Alarms
@@ -210,10 +210,10 @@ class Switch:
         self._answerer = None if seat is None else seat.answerer(self._answer_primary)
         #: The requests another worker owns, handed to it (``workers.handoff``).
         self._handoff = None if seat is None else seat.handoff()
-        #: The primary's asks to the other workers to reload, until answered.
-        self._peer_reloads: set[asyncio.Task[object]] = set()
         #: Reload asks not answered yet, for the next run (``request_reload``).
-        self._reload_asks: list[tuple[asyncio.Future[bool], bool]] = []
+        self._reload_asks: list[asyncio.Future[bool]] = []
+        #: The management API's reloads asked of the supervisor, waiting for its SIGHUP.
+        self._relayed: list[asyncio.Future[bool]] = []
         self._reloads_stopped = False
 
     def _seat_registrations(self, seat: Seat) -> Registrations:
@@ -462,24 +462,57 @@ class Switch:
             )
         return None
 
-    def request_reload(self, *, others: bool = True) -> asyncio.Future[bool]:
-        """Ask for a reload (SIGHUP, the management API): the verdict of the first reload
-        that starts after this ask, so it has read the file as it is now.
+    def request_reload(self) -> asyncio.Future[bool]:
+        """Ask this process for a reload (its SIGHUP): the verdict of the first reload that
+        starts after this ask, so it has read the file as it is now.
 
         One reload runs at a time. An ask while one runs waits for the next, which every
         ask made meanwhile shares: two SIGHUPs after two edits end on the second edit (the
         running reload may have read the file before it), and a stream of asks never
-        leaves one waiting for more than the running reload and its own. The primary of
-        several workers asks the others to reload too (``others``), once per reload it
-        runs, unless the supervisor's SIGHUP reached every worker already."""
+        leaves one waiting for more than the running reload and its own."""
         loop = asyncio.get_running_loop()
         verdict: asyncio.Future[bool] = loop.create_future()
         if self._reloads_stopped:
             verdict.set_result(False)
             return verdict
-        self._reload_asks.append((verdict, others))
+        self._reload_asks.append(verdict)
         if self._reloading is None or self._reloading.done():
             self._reloading = loop.create_task(self._run_reloads())
+        return verdict
+
+    def reload_everywhere(self) -> asyncio.Future[bool]:
+        """A reload of every worker (the management API): this one's verdict.
+
+        One process: :meth:`request_reload`. Several workers: a SIGHUP to the supervisor,
+        which passes it on as it does an operator's (numbered, ``workers.reload_acks``; to
+        a worker restarting, once it listens; its own stop deadline read again), and this
+        worker's verdict is that of the reload its SIGHUP starts. A supervisor that does not
+        pass it on within :data:`RELOAD_RELAY_TIMEOUT` (stopping) leaves this worker to
+        reload on its own."""
+        seat = self.seat
+        if seat is None or seat.supervisor is None:
+            return self.request_reload()
+        loop = asyncio.get_running_loop()
+        verdict: asyncio.Future[bool] = loop.create_future()
+        self._relayed.append(verdict)
+
+        def not_relayed() -> None:
+            if verdict in self._relayed:
+                self._relayed.remove(verdict)
+                logger.warning("the supervisor did not pass the reload on: reloading here")
+                _chain(self.request_reload(), verdict)
+
+        loop.call_later(RELOAD_RELAY_TIMEOUT, not_relayed)
+        os.kill(seat.supervisor, signal.SIGHUP)
+        return verdict
+
+    def sighup(self) -> asyncio.Future[bool]:
+        """This process's SIGHUP: a reload, whose verdict also answers the management API's
+        asks the supervisor relayed here (:meth:`reload_everywhere`)."""
+        verdict = self.request_reload()
+        relayed, self._relayed = self._relayed, []
+        for waiting in relayed:
+            _chain(verdict, waiting)
         return verdict
 
     async def _run_reloads(self) -> None:
@@ -487,25 +520,21 @@ class Switch:
         started, until none is left (or the switch stops)."""
         while self._reload_asks and not self._reloads_stopped:
             asks, self._reload_asks = self._reload_asks, []
-            if self.peers is not None and any(others for _, others in asks):
-                asked = asyncio.get_running_loop().create_task(self.peers.ask_all({"op": "reload"}))
-                self._peer_reloads.add(asked)
-                asked.add_done_callback(self._peer_reloads.discard)
             try:
                 done = await self.reload()
             except asyncio.CancelledError:
-                for verdict, _ in asks:
+                for verdict in asks:
                     verdict.cancel()
                 raise
             except Exception as exc:  # a bug: logged, its asks answered with it, and the
                 # asks made meanwhile still get their run (helper-87)
                 logger.exception("reload failed")
-                for verdict, _ in asks:
+                for verdict in asks:
                     if not verdict.done():
                         verdict.set_exception(exc)
                         verdict.exception()  # a SIGHUP's ask is not awaited: no second log
                 continue
-            for verdict, _ in asks:
+            for verdict in asks:
                 if not verdict.done():
                     verdict.set_result(done)
 
@@ -519,15 +548,13 @@ class Switch:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
-        for verdict, _ in self._reload_asks:
+        for verdict in [*self._reload_asks, *self._relayed]:
             verdict.cancel()
         self._reload_asks.clear()
+        self._relayed.clear()
 
     def _answer_primary(self, question: dict[str, Any]) -> dict[str, Any]:
-        """A non-primary worker's answer to the primary: reload, or a live-call question."""
-        if question.get("op") == "reload":
-            self.request_reload(others=False)
-            return {"reloading": True}
+        """A non-primary worker's answer to the primary: a live-call question."""
         return self._answer_calls(question)
 
     @property
@@ -603,7 +630,7 @@ def transport_limits(config: Config) -> Limits:
 
 def _on_sighup(switch: Switch, seat: Seat | None) -> None:
     if seat is None:
-        switch.request_reload()
+        switch.sighup()
         return
     upto = seat.reload_asked()  # before the reload reads the file
 
@@ -611,7 +638,28 @@ def _on_sighup(switch: Switch, seat: Seat | None) -> None:
         if not verdict.cancelled():  # cancelled: the worker stops before reloading
             seat.reloaded(upto)
 
-    switch.request_reload(others=False).add_done_callback(over)
+    switch.sighup().add_done_callback(over)
+
+
+def _chain(source: asyncio.Future[bool], target: asyncio.Future[bool]) -> None:
+    """``target`` gets ``source``'s outcome."""
+
+    def copy(done: asyncio.Future[bool]) -> None:
+        if target.done():
+            return
+        if done.cancelled():
+            target.cancel()
+        elif done.exception() is not None:
+            target.set_exception(done.exception())  # type: ignore[arg-type]
+            target.exception()
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)
+
+
+#: Seconds the management API's reload waits for the supervisor to pass its SIGHUP on.
+RELOAD_RELAY_TIMEOUT: Final = 5.0
 
 
 def _sighup_while_stopping() -> None:

@@ -42,6 +42,9 @@ class Seat:
     #: (the sending end, the receiving end) of worker i's hand-off channel, for every
     #: worker (``workers.handoff``); empty: no hand-off (a test's seat).
     handoff_ends: tuple[tuple[socket.socket, socket.socket], ...] = ()
+    #: The supervisor's pid, for a reload of every worker asked here (the management API):
+    #: a SIGHUP to it (None: a test's seat, no supervisor).
+    supervisor: int | None = None
 
     @property
     def primary(self) -> bool:

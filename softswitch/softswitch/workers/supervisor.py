@@ -218,6 +218,7 @@ class Supervisor:
             self._stats[1],
             tuple(self._peers),
             tuple(self._handoff),
+            os.getpid(),
         )
         self._shared.reload_acks.reset(index)
         supervisor = os.getpid()
