@@ -40,7 +40,7 @@ import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from softswitch import __version__
 from softswitch.alarms import AlarmRunner, Alarms
@@ -207,7 +207,7 @@ class Switch:
         self.reload_error: str | None = None
         self.management = ManagementServer(self)
         self._answer_calls = answer_peer(self.engine)
-        self._answerer = None if seat is None else seat.answerer(self._answer_primary)
+        self._answerer = None if seat is None else seat.answerer(self._answer_calls)
         #: The requests another worker owns, handed to it (``workers.handoff``).
         self._handoff = None if seat is None else seat.handoff()
         #: Reload asks not answered yet, for the next run (``request_reload``).
@@ -552,10 +552,6 @@ class Switch:
             verdict.cancel()
         self._reload_asks.clear()
         self._relayed.clear()
-
-    def _answer_primary(self, question: dict[str, Any]) -> dict[str, Any]:
-        """A non-primary worker's answer to the primary: a live-call question."""
-        return self._answer_calls(question)
 
     @property
     def reloading(self) -> asyncio.Task[None] | None:
