@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 
+from ..cancelling import cancel_and_wait
 from .state import Alarms
 
 __all__ = ["AlarmRunner"]
@@ -45,9 +46,7 @@ class AlarmRunner:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

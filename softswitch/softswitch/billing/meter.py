@@ -67,6 +67,7 @@ from softswitch.store.postgres_connect import connect as connect_postgres
 from softswitch.store.postgres_connect import is_postgres_url
 from softswitch.store.recovery import run_is_alive
 
+from ..cancelling import cancel_and_wait
 from . import ledger
 from .credit import CreditBook, Decision, Tariff, Terms
 from .holds import CreditHolds, ImmediateCreditHolds, later_released
@@ -245,9 +246,7 @@ class CreditMeter:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         for handle in self._timers.values():
             handle.cancel()

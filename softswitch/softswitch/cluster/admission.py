@@ -28,10 +28,10 @@ counted on a live node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 
+from ..cancelling import cancel_and_wait
 from .block_mirror import SharedBlocks
 from .config import redact
 from .credit import SharedCredit
@@ -301,9 +301,7 @@ class SharedLimits:
         """Let the questions and releases in flight finish, then give back the lease and
         whatever this node still holds."""
         if self._connecting is not None:
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+            await cancel_and_wait(self._connecting)
             self._connecting = None
         await self.settle()
         await self.credit.settle()

@@ -17,11 +17,11 @@ An operator's ``unblock`` lifts the node's own block; the block in Redis runs it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from ..cancelling import cancel_and_wait
 from .errors import SharedStateError
 from .state import SharedState
 
@@ -134,9 +134,7 @@ class SharedBlocks:
     async def close(self) -> None:
         """Stop mirroring; let the notes in flight finish (each bounded by the timeout)."""
         if self._mirror is not None:
-            self._mirror.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._mirror
+            await cancel_and_wait(self._mirror)
             self._mirror = None
         while self._pending:
             await asyncio.wait(list(self._pending))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from ..cancelling import cancel_and_wait
 from .blocks import AuthBlocks
 from .connection import Link
 from .counters import LeasedCounters
@@ -89,9 +89,7 @@ class SharedState:
         """Stop renewing; give back the lease and whatever this node still holds, so it
         stops counting at once (if Redis is unreachable, it stops within the lease)."""
         if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            await cancel_and_wait(self._keeper)
             self._keeper = None
         try:
             await self._lease.leave()

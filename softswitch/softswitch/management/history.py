@@ -28,7 +28,6 @@ A point:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import math
@@ -40,6 +39,7 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from ..cancelling import cancel_and_wait
 from .errors import ApiError, json_response
 from .table import INTEGER, NUMBER, STRING, TIME, Endpoint, Param, array, nullable, obj, query_time
 
@@ -163,9 +163,7 @@ class History:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 #: The switch's history, kept in the application (``app[HISTORY]``; absent: no statistics).

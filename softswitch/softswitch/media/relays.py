@@ -13,12 +13,12 @@ moves a call, since the relay alone holds that call's ports and state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from softswitch.cancelling import cancel_and_wait
 from softswitch.media.ng import NgClient, NgError
 
 __all__ = ["Relay", "RelayPool", "RelaySpec"]
@@ -181,9 +181,7 @@ class RelayPool:
     async def close(self) -> None:
         """Stop pinging and close every client."""
         if self._pinger is not None:
-            self._pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pinger
+            await cancel_and_wait(self._pinger)
             self._pinger = None
         for relay in self._relays.values():
             relay.client.close()

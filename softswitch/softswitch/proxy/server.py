@@ -31,7 +31,6 @@ the primary worker only, and the supervisor hears "ready" from each worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -49,6 +48,7 @@ from softswitch.call.authorise import make_authenticator
 from softswitch.call.billing import deck_cost
 from softswitch.call.live import LiveState
 from softswitch.call.snapshot import Snapshot, build_snapshot
+from softswitch.cancelling import cancel_and_wait
 from softswitch.config import Config, ConfigError, ConfigProblem, is_loopback, load_config
 from softswitch.management import ManagementServer
 from softswitch.management.calls import answer_peer
@@ -545,9 +545,7 @@ class Switch:
         self._reloads_stopped = True
         running = self._reloading
         if running is not None and not running.done():
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+            await cancel_and_wait(running)
         for verdict in [*self._reload_asks, *self._relayed]:
             verdict.cancel()
         self._reload_asks.clear()

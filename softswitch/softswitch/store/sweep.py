@@ -17,11 +17,11 @@ interval tries again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from ..cancelling import cancel_and_wait
 from .records import Rater, RecoveredRun
 
 __all__ = ["Recoverable", "RecoverySweep"]
@@ -63,9 +63,7 @@ class RecoverySweep:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def sweep(self) -> list[RecoveredRun]:

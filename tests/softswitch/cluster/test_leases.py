@@ -462,8 +462,8 @@ def test_a_redis_that_will_not_say_its_run_id_gets_every_key_at_every_renewal(
             )
             try:
                 limited = url.replace("redis://", f"redis://{user}:pw@")
-                # One CI run hung here for 15 minutes (cause not found, see the issue's
-                # note): bounded, so a hang fails with the place it waited in.
+                # One CI run hung here: close() waited for ever for a renewal that lost its
+                # cancel (softswitch.cancelling). Bounded, so a hang would fail instead.
                 async with asyncio.timeout(60), nodes(limited, prefix, "a", lease=0.6) as (a,):
                     for n in range(8):
                         assert await a.acquire(f"account:k{n}", 1, limit=5)
