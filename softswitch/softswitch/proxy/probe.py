@@ -64,8 +64,12 @@ class Prober:
             await asyncio.wait(tasks, timeout=1.0)
 
     async def _run(self, target: ProbeTarget) -> None:
+        # A reload's cancel can be lost (``softswitch.cancelling``: Python 3.11's wait_for,
+        # under ``ask``, drops one landing as the answer came): a probe that is no longer
+        # its gateway's ends here rather than probing the old address for ever.
+        me = asyncio.current_task()
         up: bool | None = None
-        while True:
+        while self._tasks.get(target.gateway_id) is me:
             try:
                 timeout = min(target.interval, 2.0)
                 status = await self._ask(target.transport, target.address, timeout)
@@ -74,6 +78,8 @@ class Prober:
             except Exception:
                 logger.exception("probe of %s failed", target.gateway_id)
                 status = None
+            if self._tasks.get(target.gateway_id) is not me:
+                return  # replaced while it asked: its answer may be the old address's
             now_up = isinstance(status, int) and not (status == 408 or 500 <= status < 600)
             if now_up != up:
                 logger.warning(
