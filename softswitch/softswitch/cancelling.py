@@ -26,9 +26,22 @@ AGAIN_AFTER: Final = 0.05
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and return once it has ended, re-raising what it raised other than
     its cancellation. The caller's own cancellation is not swallowed (a bare
-    ``with suppress(CancelledError): await task`` would take it for the task's)."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=AGAIN_AFTER)
+    ``with suppress(CancelledError): await task`` would take it for the task's); the task is
+    then still cancelled every ``AGAIN_AFTER`` seconds until it ends."""
+    try:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=AGAIN_AFTER)
+    except asyncio.CancelledError:
+        # The caller gives up waiting, not stopping: the task is still cancelled again
+        # until it ends, or a lost cancel would leave it running for good.
+        _cancel_until_done(task)
+        raise
     if not task.cancelled():
         task.result()
+
+
+def _cancel_until_done(task: asyncio.Task[Any]) -> None:
+    if not task.done():
+        task.cancel()
+        task.get_loop().call_later(AGAIN_AFTER, _cancel_until_done, task)

@@ -76,6 +76,30 @@ def test_the_callers_own_cancellation_is_not_swallowed() -> None:
     asyncio.run(main())
 
 
+def test_a_task_that_lost_the_cancel_still_ends_when_the_closer_is_cancelled() -> None:
+    """The closer gives up waiting (cancelled) while the task has dropped its cancel: the
+    task is still cancelled again until it ends, instead of running on for good."""
+
+    async def main() -> None:
+        ended: list[str] = []
+        task = asyncio.create_task(_loses_one_cancel(ended))
+        await asyncio.sleep(0)
+        closing = asyncio.create_task(cancel_and_wait(task))
+        await asyncio.sleep(0)  # the first cancel sent, and lost
+        closing.cancel()
+        await asyncio.wait([closing], timeout=1)
+        assert closing.cancelled()
+        await asyncio.wait([task], timeout=2)
+        stuck = not task.done()
+        while not task.done():  # a failure must not hang the loop's shutdown
+            task.cancel()
+            await asyncio.sleep(0.01)
+        assert not stuck
+        assert ended == ["ended"]
+
+    asyncio.run(main())
+
+
 def test_the_tasks_own_error_is_raised() -> None:
     async def main() -> None:
         async def fails_on_cancel() -> None:

@@ -155,8 +155,12 @@ class Holdings:
                         self._unsure.add(key)
                         continue
                     entry.users += 1
+                    try:
+                        await entry.lock.acquire()
+                    except BaseException:  # cancelled waiting: the lock is another's
+                        entry.users -= 1
+                        raise
                     taken.append(entry)
-                    await entry.lock.acquire()
                 snapshot[key] = entry.held
             yield snapshot
         finally:

@@ -56,7 +56,8 @@ def test_a_node_closes_when_its_renewal_lost_the_cancel(
     monkeypatch.setattr(leases.NodeLease, "renew", renewal_that_loses_the_cancel)
 
     async def main() -> None:
-        state = await SharedState.connect(url, "a", lease=0.3, prefix=prefix)
+        # A lease long enough that its key outlives the test unless close() gives it back.
+        state = await SharedState.connect(url, "a", lease=3.0, prefix=prefix)
         await asyncio.wait_for(entered.wait(), 5)
         closing = asyncio.create_task(state.close())
         done, _ = await asyncio.wait([closing], timeout=5)

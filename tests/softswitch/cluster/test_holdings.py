@@ -110,3 +110,46 @@ def test_a_renewal_writes_what_is_held_and_the_rest_a_sweep_at_a_time() -> None:
             assert set(snapshot) == {f"k{n}" for n in range(10)} | {"live"}
 
     asyncio.run(main())
+
+
+def test_a_renewal_cancelled_waiting_for_a_key_leaves_that_keys_lock_to_its_holder() -> None:
+    """The renewal, waiting for a key an acquire has on the wire, is cancelled (a stop):
+    it must not release the lock it never got, or a third operation gets in beside the
+    acquire, and the renewal's cancel turns into "Lock is not acquired"."""
+
+    async def main() -> None:
+        book = Holdings()
+        book.add("k", 1)
+        in_operation, finish, third_in = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def operation() -> None:
+            async with book.operation("k"):
+                in_operation.set()
+                await finish.wait()
+
+        async def renewal() -> None:
+            async with book.repairing(everything=True):
+                await asyncio.sleep(3600)
+
+        async def third() -> None:
+            async with book.operation("k"):
+                third_in.set()
+
+        first = asyncio.create_task(operation())
+        await in_operation.wait()
+        renewing = asyncio.create_task(renewal())
+        await asyncio.sleep(0.01)  # waiting for k's lock
+        other = asyncio.create_task(third())
+        await asyncio.sleep(0.01)
+        renewing.cancel()
+        await asyncio.wait([renewing])
+        await asyncio.sleep(0.01)
+        assert renewing.cancelled()  # not a RuntimeError
+        assert not third_in.is_set()  # k is still the first operation's
+        finish.set()
+        await asyncio.wait([first, other], timeout=1)
+        assert third_in.is_set()
+        first.result()
+        assert book.held("k") == 1
+
+    asyncio.run(asyncio.wait_for(main(), 5))
