@@ -8,6 +8,7 @@ import contextlib
 
 import pytest
 
+from forced_stop import ends_within
 from softswitch.cancelling import cancel_and_wait
 
 
@@ -29,12 +30,7 @@ def test_a_task_that_lost_the_cancel_is_cancelled_again() -> None:
         task = asyncio.create_task(_loses_one_cancel(ended))
         await asyncio.sleep(0)
         stopping = asyncio.create_task(cancel_and_wait(task))
-        done, _ = await asyncio.wait([stopping], timeout=5)
-        for left in (stopping, task):  # a failure must not hang the loop's shutdown
-            while not left.done():
-                left.cancel()
-                await asyncio.sleep(0.01)
-        assert done
+        assert await ends_within(stopping, 5.0, task)
         assert task.cancelled()
         assert ended == ["ended"]
 
@@ -89,12 +85,7 @@ def test_a_task_that_lost_the_cancel_still_ends_when_the_closer_is_cancelled() -
         closing.cancel()
         await asyncio.wait([closing], timeout=1)
         assert closing.cancelled()
-        await asyncio.wait([task], timeout=2)
-        stuck = not task.done()
-        while not task.done():  # a failure must not hang the loop's shutdown
-            task.cancel()
-            await asyncio.sleep(0.01)
-        assert not stuck
+        assert await ends_within(task, 2.0)
         assert ended == ["ended"]
 
     asyncio.run(main())

@@ -11,6 +11,7 @@ import random
 import pytest
 from cluster_support import raw
 
+from forced_stop import ends_within
 from softswitch.cancelling import cancel_and_wait
 from softswitch.cluster import SharedState, leases
 from softswitch.cluster.connection import Link
@@ -33,7 +34,8 @@ def test_a_task_looping_on_redis_calls_stops_at_every_cancel(url: str) -> None:
             for _ in range(100):
                 task = asyncio.create_task(pinging())
                 await asyncio.sleep(rng.uniform(0, 0.01))
-                assert await stops_within(task, 2.0), "the loop went on after its cancel"
+                stopping = asyncio.create_task(cancel_and_wait(task))
+                assert await ends_within(stopping, 2.0, task), "the loop went on after its cancel"
         finally:
             await link.close()
 
@@ -60,26 +62,9 @@ def test_a_node_closes_when_its_renewal_lost_the_cancel(
         state = await SharedState.connect(url, "a", lease=3.0, prefix=prefix)
         await asyncio.wait_for(entered.wait(), 5)
         closing = asyncio.create_task(state.close())
-        done, _ = await asyncio.wait([closing], timeout=5)
         keeper = state._keeper
-        for task in (closing, keeper):  # a failure must not hang the loop's shutdown too
-            while task is not None and not task.done():
-                task.cancel()
-                await asyncio.sleep(0.01)
-        assert done, "close() waited for the renewal for 5 s"
+        assert await ends_within(closing, 5.0, keeper), "close() waited for the renewal for 5 s"
         async with raw(url) as client:
             assert await client.exists(f"{prefix}:node:a") == 0
 
     asyncio.run(main())
-
-
-async def stops_within(task: asyncio.Task[None], seconds: float) -> bool:
-    """Whether ``cancel_and_wait`` ends ``task`` within ``seconds``. If not, the task is
-    cancelled until it ends, so the failure does not also hang the test's loop."""
-    stopping = asyncio.create_task(cancel_and_wait(task))
-    done, _ = await asyncio.wait([stopping], timeout=seconds)
-    for left in (stopping, task):
-        while not left.done():
-            left.cancel()
-            await asyncio.sleep(0.01)
-    return bool(done)
