@@ -207,6 +207,7 @@ class Supervisor:
         assert self._shared is not None
         own = tuple(a for group in self._sockets for a in group.own_addresses())
         group = self._sockets[index]
+        supervisor = os.getpid()
         seat = Seat(
             index,
             self.workers,
@@ -218,10 +219,9 @@ class Supervisor:
             self._stats[1],
             tuple(self._peers),
             tuple(self._handoff),
-            os.getpid(),
+            supervisor,
         )
         self._shared.reload_acks.reset(index)
-        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             _die_with(supervisor)
