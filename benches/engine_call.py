@@ -95,7 +95,7 @@ async def _run_in(
         process_start = time.process_time()
         for n in range(calls + concurrent):
             if n < calls:
-                call = ScriptedCall(f"{n}-bench@127.0.0.1", (LOCAL, port), n)
+                call = ScriptedCall(f"{n}-bench@127.0.0.1", (LOCAL, port), n, carrier=gw)
                 out = feed(call.invite(), CALLER)
                 sent_to(out, CALLER, b"SIP/2.0 100")
                 call.carrier_invite = sent_to(out, gw, b"INVITE ")

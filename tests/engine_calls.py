@@ -37,7 +37,8 @@ SDP_CARRIER = (
     b"v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     b"m=audio 40266 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 )
-CARRIER_CONTACT = b"<sip:carrier@127.0.0.1:38514;transport=UDP>"
+#: Where the captured call's carrier listened: a scripted carrier's Contact, unless told.
+CARRIER = (LOCAL, 38514)
 
 Sent = list[tuple[bytes, tuple[str, int]]]
 
@@ -68,10 +69,18 @@ class ScriptedCall:
     """One call's SIPp side: what the caller and the carrier send, from what they received."""
 
     def __init__(
-        self, call_id: str, switch: tuple[str, int], n: int = 0, tags: int | None = None
+        self,
+        call_id: str,
+        switch: tuple[str, int],
+        n: int = 0,
+        tags: int | None = None,
+        carrier: tuple[str, int] = CARRIER,
     ) -> None:
-        """``n`` numbers the caller's branches, ``tags`` (``n`` when None) the tags."""
+        """``n`` numbers the caller's branches, ``tags`` (``n`` when None) the tags;
+        ``carrier`` is the carrier's address, its Contact (as SIPp's, the address it answers
+        from: the gateway's) and the Request-URI of the caller's requests in the dialog."""
         self.n = n
+        self.contact = b"sip:carrier@%s:%d;transport=UDP" % (carrier[0].encode(), carrier[1])
         self.switch = f"{switch[0]}:{switch[1]}".encode()
         self.call_id = call_id.encode()
         tag = n if tags is None else tags
@@ -106,7 +115,7 @@ class ScriptedCall:
             only(lines, b"call-id:"),
             only(lines, b"cseq:"),
             *every(lines, b"record-route:"),
-            b"Contact: " + CARRIER_CONTACT,
+            b"Contact: <" + self.contact + b">",
         ]
         if body:
             head.append(b"Content-Type: application/sdp")
@@ -124,7 +133,7 @@ class ScriptedCall:
         """The caller's ``method`` in the dialog, along its route set."""
         return b"\r\n".join(
             [
-                method + b" sip:carrier@127.0.0.1:38514;transport=UDP SIP/2.0",
+                method + b" " + self.contact + b" SIP/2.0",
                 b"Via: SIP/2.0/UDP 127.0.0.1:45061;branch=z9hG4bK-%d-%s"
                 % (self.n, branch.encode()),
                 *self.route,
@@ -156,10 +165,12 @@ class Rig:
     tables, channels and sockets ``softswitch run --workers`` gives each worker, with no
     sibling running (so no request is handed on: each call's every message comes here)."""
 
-    def __init__(self, config: Path, port: int, *, workers: int = 1) -> None:
+    def __init__(self, config: Path, port: int, *, workers: int = 1, host: str = LOCAL) -> None:
+        """``host``: the listen address (``0.0.0.0``: a wildcard listener, one process)."""
         loaded = load_config(config)
         self.config = loaded
         self.port = port
+        self.host = host
         self._closing: list[Callable[[], None]] = []
         seat = None if workers < 2 else self._seat(loaded, workers)
         self.switch = Switch(loaded, build_snapshot(loaded), config, seat)
@@ -178,7 +189,7 @@ class Rig:
 
     async def __aenter__(self) -> Rig:
         quiet_collector(self.config.server.gc_threshold)  # as ``softswitch run`` does
-        await self.switch.start([f"udp:{LOCAL}:{self.port}"])
+        await self.switch.start([f"udp:{self.host}:{self.port}"])
         self.transport = self.switch.engine.transport
         endpoints = list(self.transport._udp.values())
         for endpoint in endpoints:

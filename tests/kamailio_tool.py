@@ -36,7 +36,7 @@ import pytest
 
 from loopback_ports import LOCAL, free_port
 
-__all__ = ["Balancer", "kamailio_binary", "running_balancer"]
+__all__ = ["FRONT_DOOR", "Balancer", "kamailio_binary", "running_balancer"]
 
 #: The balancer's script. ``remove_hf`` first, for every request: a client's own X-AUTH-IP
 #: must never reach the switch as if the balancer had written it.
@@ -139,6 +139,67 @@ onreply_route[FROM_CLIENT] {{
 """
 
 
+#: A carrier's front door (``running_balancer(gateways, script=FRONT_DOOR)``): it spreads
+#: INVITEs over the carrier's media gateways and stays out of their dialogs (no
+#: Record-Route), so the gateway that answers is reached at its Contact. A request in a
+#: dialog is handled as Kamailio's default script does (``route[WITHINDLG]``): it follows its
+#: Route, an ACK of a transaction still held goes on, anything else is not ours (404).
+FRONT_DOOR = """#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=1
+tcp_children=1
+disable_tcp=yes
+listen=udp:{host}:{port}
+
+mpath="{modules}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "dispatcher.so"
+
+modparam("dispatcher", "list_file", "{list_file}")
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            t_relay();
+        }} else if (is_method("ACK")) {{
+            if (t_check_trans()) {{
+                t_relay();
+            }}
+        }} else {{
+            xlog("L_INFO", "not here: $rm $ci from $si:$sp\n");
+            sl_send_reply("404", "Not here");
+        }}
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    if (!ds_select_dst("1", "4")) {{
+        sl_send_reply("503", "No Gateway");
+        exit;
+    }}
+    xlog("L_INFO", "$rm $ci from $si:$sp to $du\n");
+    t_relay();
+}}
+"""
+
+
 def kamailio_binary() -> str:
     """Kamailio (in /usr/sbin, off a user's PATH); fail under CI, skip elsewhere."""
     path = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin")
@@ -205,8 +266,11 @@ def _listening(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_balancer(nodes: Sequence[str], *, start_timeout: float = 10.0) -> Iterator[Balancer]:
-    """Kamailio's dispatcher over ``nodes`` (``host:port`` each), for the ``with`` block."""
+def running_balancer(
+    nodes: Sequence[str], *, script: str = CONFIG, start_timeout: float = 10.0
+) -> Iterator[Balancer]:
+    """Kamailio's dispatcher over ``nodes`` (``host:port`` each), for the ``with`` block;
+    ``script``: the switch's balancer (``CONFIG``) or a carrier's ``FRONT_DOOR``."""
     binary = kamailio_binary()
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kamailio-")))
@@ -215,7 +279,7 @@ def running_balancer(nodes: Sequence[str], *, start_timeout: float = 10.0) -> It
         port = free_port()
         config = root / "kamailio.cfg"
         config.write_text(
-            CONFIG.format(host=LOCAL, port=port, list_file=list_file, modules=_module_dir(binary))
+            script.format(host=LOCAL, port=port, list_file=list_file, modules=_module_dir(binary))
         )
         log_path = root / "kamailio.log"
         command = [

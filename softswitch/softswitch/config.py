@@ -1792,6 +1792,12 @@ class Gateway(_Section):
     transcode: _Flag = False
     #: Caller-ID rules applied to what this gateway receives, after the account's.
     cli: Annotated[tuple[CliRule, ...], _Tables()] = ()
+    #: Where a call's later requests (ACK, BYE, re-INVITE ...) go: ``contact``, the
+    #: callee's Record-Route or Contact where safe (``proxy.dialog_target``); ``address``,
+    #: the gateway's address, always.
+    dialog_target: Annotated[
+        Literal["contact", "address"], _Choice(("contact", "address"), listed=True)
+    ] = "contact"
 
     _FILE_KEYS: ClassVar[frozenset[str] | None] = frozenset(
         {
@@ -1816,6 +1822,7 @@ class Gateway(_Section):
             "media_timeout",
             "transcode",
             "cli",
+            "dialog_target",
         }
     )
     #: ``address = "registered:ACCOUNT"``: the account whose registered contacts the calls
@@ -1842,6 +1849,12 @@ class Gateway(_Section):
             if obj.probe:
                 reason = "a registered: gateway is not probed (its contacts come and go)"
                 lines.append(_line(("probe",), reason, obj.probe))
+            if "dialog_target" in raw and reading.base_dir is not None:
+                reason = (
+                    "not used with a registered: address (a contact's calls always go where"
+                    " it registered from)"
+                )
+                lines.append(_line(("dialog_target",), reason, raw["dialog_target"]))
         if obj is None or not obj.transcode:
             return lines
         if obj.media != "relay":

@@ -1,12 +1,16 @@
 """Interop cases real carriers and customers produce every day, end to end with SIPp:
 reliable provisional responses with PRACK (RFC 3262), early dialogs, upstream digest
-challenges, and a 2xx that is never ACKed.
+challenges, a 2xx that is never ACKed, and a carrier whose front door (a real Kamailio) stays
+out of the dialog.
 """
 
 from __future__ import annotations
 
 import pytest
 from callflow_net import NUMBER, Account, Carrier, Net, ok
+
+from kamailio_tool import FRONT_DOOR, running_balancer
+from loopback_ports import LOCAL
 
 pytestmark = pytest.mark.e2e
 
@@ -131,3 +135,22 @@ def test_no_answer_fails_over_when_the_gateway_says_so(net: Net) -> None:
         ("gw1", "no_answer"),
         ("gw2", "answered"),
     ]
+
+
+def test_a_carriers_front_door_that_stays_out_of_the_dialog(net: Net) -> None:
+    """The gateway is a carrier's Kamailio balancing INVITEs over its media gateways without
+    record-routing (Kamailio's default in-dialog handling: 404 for a request that is not its
+    own). The media gateway's 200 names itself in its Contact: the caller's ACK and BYE go
+    there, not to the front door, and the call is torn down at the carrier too."""
+    media_gateway = Carrier("gw1")
+    with running_balancer([f"{LOCAL}:{media_gateway.port}"], script=FRONT_DOOR) as door:
+        net.start_switch([Carrier("gw1", port=door.port)], [Account()])
+        carrier = net.carrier(media_gateway, "uas_answer")
+        customer = net.customer("uac_call", args=["-d", "200"])
+        ok(net, customer, carrier)
+        (cdr,) = net.cdrs()
+        assert cdr["end_reason"] == "normal_clearing"
+        assert cdr["hangup_side"] == "caller"
+        log = door.log()
+    assert f"INVITE {cdr['call_id']} from {LOCAL}:{net.port}" in log, log
+    assert "not here" not in log, log

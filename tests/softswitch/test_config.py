@@ -405,6 +405,19 @@ def test_bad_security_values_are_named(tmp_path: Path) -> None:
     ]
 
 
+def test_a_gateways_dialog_target_is_contact_or_address(tmp_path: Path) -> None:
+    """Where a call's later requests go (``proxy.dialog_target``): the callee's Contact or
+    Record-Route by default, the gateway's address when asked; anything else is named."""
+    assert load_config(write(tmp_path, MINIMAL)).gateway("gw").dialog_target == "contact"
+    gateway = 'address = "198.51.100.1:5060"'
+    chosen = MINIMAL.replace(gateway, gateway + '\ndialog_target = "address"')
+    assert load_config(write(tmp_path, chosen)).gateway("gw").dialog_target == "address"
+    bad = chosen.replace('"address"', '"route"')
+    assert problems(tmp_path, bad) == [
+        "gateways[0].dialog_target: must be one of 'contact', 'address', got 'route'"
+    ]
+
+
 # -- the sections as pydantic models ------------------------------------------------------
 
 

@@ -65,6 +65,9 @@ class Target:
     #: A Route set the branch's INVITE starts with (a registered contact's Path, RFC 3327:
     #: ``address`` is then its first hop), "" for none.
     route: str = ""
+    #: The dialog's later requests follow the callee's Record-Route or Contact where safe
+    #: (``dialog_target``); False: they go to ``address`` (a registered contact's, always).
+    follow_contact: bool = False
 
 
 @dataclass(slots=True)

@@ -4,35 +4,29 @@ A proxy normally only relays; a switch also hangs up (maximum duration, shutdown
 end a call a carrier answered after the switch had moved on. Those requests are built here,
 as pure functions of what the call remembered, so the header rules are visible in one
 place: From/To/Call-ID of the dialog as each side knows it, a CSeq above any the side has
-seen from its peer, and the route set from us to that side (Record-Route entries other than
-our own, RFC 3261 12.1.2 and 16.12).
+seen from its peer, and the route set from us to that side (the Record-Route entries the
+callee's side added above those of the INVITE we sent, RFC 3261 12.1.2 and 16.12).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from softswitch.sip import NameAddr, Request, SipURI, Via
+from softswitch.sip import NameAddr, Request, Via
 from softswitch.sip.headers import Headers
 from softswitch.transport import Flow
 
 from .calls import Call
+from .dialog_target import beyond_us
 
 __all__ = ["build_request", "late_answer_requests", "routes_beyond_us", "teardown_requests"]
 
-IsOurs = Callable[[str, int], bool]
 
-
-def routes_beyond_us(record_route: Iterable[NameAddr], is_ours: IsOurs) -> tuple[str, ...]:
-    """The route set from us towards the callee: Record-Route of its 2xx, ours removed,
+def routes_beyond_us(record_route: Sequence[NameAddr], sent: Sequence[NameAddr]) -> tuple[str, ...]:
+    """The route set from us towards the callee: the callee's part of its 2xx's
+    Record-Route (above that of the INVITE we ``sent``: ``dialog_target.beyond_us``),
     walked outwards (reversed, as a UAC does)."""
-    beyond = []
-    for entry in record_route:
-        uri = entry.uri
-        if isinstance(uri, SipURI) and is_ours(uri.host.strip("[]"), uri.port or 5060):
-            continue
-        beyond.append(str(entry))
-    return tuple(reversed(beyond))
+    return tuple(str(entry) for entry in reversed(beyond_us(record_route, sent)))
 
 
 def build_request(

@@ -30,6 +30,7 @@ from softswitch.transport import Flow, Transport
 from . import forward
 from .calls import Attempt, Branch, Call, Phase, Target
 from .core import log_call, logger
+from .dialog_target import dialog_flow
 from .dialogs import late_answer_requests, routes_beyond_us
 from .ending import stop_setup_timer
 from .failover import best_final_status, should_fail_over
@@ -342,9 +343,19 @@ class Hunting(MediaSteps):
                 del self._dialogs[call.key]
         self._hunt(call)
 
+    def _callee_flow(self, branch: Branch, response: Response) -> Flow | None:
+        """Where the dialog's requests to the callee go: the branch's flow, or the next hop
+        its answer names (``dialog_target``)."""
+        flow, sent = branch.flow, branch.request
+        if flow is None or sent is None or not branch.target.follow_contact:
+            return flow
+        return dialog_flow(
+            flow, response.contact, response.record_route, sent.record_route, self.is_ours
+        )
+
     def _kill_late_answer(self, branch: Branch, response: Response) -> None:
         """A gateway we gave up on answered after all: ACK it and hang up at once."""
-        flow = branch.flow
+        flow = self._callee_flow(branch, response)
         request = branch.request
         if flow is None or request is None:
             return
@@ -356,7 +367,7 @@ class Hunting(MediaSteps):
         )
         contact = response.contact
         target = str(contact[0].uri if contact else request.uri)
-        routes = routes_beyond_us(response.record_route, self.is_ours)
+        routes = routes_beyond_us(response.record_route, request.record_route)
         ack, bye = late_answer_requests(
             request,
             response.headers.get("To") or "",
@@ -379,7 +390,7 @@ class Hunting(MediaSteps):
         call.callee_tag = to_tag
         # Where to relay is all an early dialog needs: the callee's Contact and route set are
         # read from the 2xx (our own BYEs need them only then), not from every 18x.
-        call.callee_flow = branch.flow
+        call.callee_flow = self._callee_flow(branch, response)
         self._dialogs[call.key] = call
 
     def _answered(self, branch: Branch, response: Response) -> None:
@@ -398,8 +409,13 @@ class Hunting(MediaSteps):
         call.callee_contact = (
             str(contact[0].uri) if contact else str(branch.request.uri if branch.request else "")
         )
-        call.callee_routes = routes_beyond_us(response.record_route, self.is_ours)
-        call.callee_flow = branch.flow
+        sent = branch.request.record_route if branch.request is not None else []
+        call.callee_routes = routes_beyond_us(response.record_route, sent)
+        call.callee_flow = self._callee_flow(branch, response)
+        if call.callee_flow is not branch.flow and call.callee_flow is not None:
+            # The media gateway behind a carrier's front door: its 200s and BYEs are the
+            # carrier's (``SourceGuard.peer``).
+            self.policy.dialog_peer(call.callee_flow.remote)
         if call.invite.cseq is not None:
             call.caller_cseq = max(call.caller_cseq, call.invite.cseq.seq)
         self._dialogs[call.key] = call

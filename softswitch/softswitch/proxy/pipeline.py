@@ -72,7 +72,7 @@ from softswitch.sip import Request, escape
 from softswitch.sip.digest import DigestAuthenticator
 from softswitch.stats import Statistics
 from softswitch.stats.events import ended_of, refused_of, started_of
-from softswitch.transport import Flow, Malformed, Transport
+from softswitch.transport import Address, Flow, Malformed, Transport
 
 from .accounting import (
     CdrMemo,
@@ -485,6 +485,7 @@ class Pipeline:
                 ),
                 media=media,
                 replace_headers=edits,
+                follow_contact=gateway.dialog_target == "contact",
             )
         if not call.attempts:
             detail = ", ".join(f"{g}: {why}" for g, why in context.skipped)
@@ -575,6 +576,10 @@ class Pipeline:
         if target.gateway_id in context.shared_gateways and self.shared is not None:
             context.shared_gateways.discard(target.gateway_id)
             self.shared.release_gateway(target.gateway_id)
+
+    def dialog_peer(self, address: Address) -> None:
+        """A gateway's answer sent its dialog to ``address``: the carrier's (``guard.peer``)."""
+        self.guard.peer(address[0])
 
     # -- fail over: every candidate failed ------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from softswitch.call.refusal import EndReason, Refusal
 from softswitch.security import Screen
 from softswitch.sip import Request
-from softswitch.transport import Flow, Malformed
+from softswitch.transport import Address, Flow, Malformed
 
 from .calls import Admission, Call, Target
 
@@ -61,8 +61,10 @@ class CallPolicy(Protocol):
     ``admit`` a new INVITE (the authorise, normalise and limits stages); ``next_target`` for
     each branch (route and select); ``release_target`` when a branch ends; ``exhausted`` when
     no gateway is left; ``answered`` when a gateway's 2xx connects the call (its durable
-    call-start mark, so a crash of the switch still ends in a CDR); ``account`` when a call
-    ends and ``account_refusal`` when one never started (the account stage). ``malformed``
+    call-start mark, so a crash of the switch still ends in a CDR); ``dialog_peer`` when a
+    gateway's answer sends the dialog to another address (``proxy.dialog_target``);
+    ``account`` when a call ends and ``account_refusal`` when one never started (the account
+    stage). ``malformed``
     gets what the transport refused before any of that (True when it wrote a CDR).
     """
 
@@ -79,6 +81,8 @@ class CallPolicy(Protocol):
     def exhausted(self, call: Call, status: int) -> Reply: ...
 
     def answered(self, call: Call) -> None: ...
+
+    def dialog_peer(self, address: Address) -> None: ...
 
     def account(self, call: Call) -> None: ...
 

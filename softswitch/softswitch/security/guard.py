@@ -45,6 +45,9 @@ logger = logging.getLogger("softswitch.security")
 TRUST_TIME = 3600.0
 #: (ip, port) -> known, cached between reloads; cleared when it grows past this.
 _KNOWN_CACHE_MAX = 65536
+#: Dialog peers kept at most (``SourceGuard.peer``): far more media gateways than carriers
+#: have, and a gateway naming a new address in every answer cannot grow the table.
+_PEERS_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ class SourceGuard:
         self.clock = clock
         self.blocks = blocks if blocks is not None else Blocklist()
         self._trusted: dict[str, float] = {}
+        #: Where gateways' answers sent their dialogs (``peer``), until when.
+        self._peers: dict[str, float] = {}
         self.pike = Pike(security.pike_rate, security.pike_window)
         #: How many processes one source's packets are spread over (``share_pike``).
         self.pike_share = 1
@@ -113,6 +118,7 @@ class SourceGuard:
         # Addresses that passed digest are trusted under the old accounts: a reload that
         # removes or disables an account (or changes its password) must not keep them.
         self._trusted = {}
+        self._peers = {}
         self._gateways = gateways
         self._proxies = proxies
         self._customer_cache: dict[tuple[str, int], bool] = {}
@@ -153,11 +159,28 @@ class SourceGuard:
         return bool(self._trusted) and self._trusted.get(ip, float("-inf")) > now
 
     def is_known(self, ip: str, port: int, now: float) -> bool:
-        """A customer's address, a gateway's or a trusted proxy's."""
+        """A customer's address, a gateway's, a trusted proxy's or a gateway's dialog peer."""
         if ip in self._gateways or self.is_customer(ip, port, now):
             return True
         proxies = self._proxies
-        return proxies is not None and proxies(ip, port)
+        return (proxies is not None and proxies(ip, port)) or self._is_peer(ip, now)
+
+    def _is_peer(self, ip: str, now: float) -> bool:
+        return bool(self._peers) and self._peers.get(ip, float("-inf")) > now
+
+    def peer(self, ip: str) -> None:
+        """A gateway's 2xx sent its dialog to ``ip`` (``proxy.dialog_target``: the media
+        gateway behind a carrier's front door). Its packets are the carrier's (the 200s for
+        the BYEs sent there, its own BYEs): known like a gateway's address for
+        ``TRUST_TIME`` after its last answered call, so pike never blocks a carrier for
+        hanging up calls. It places no calls: it is not a customer. A reload forgets them
+        (the gateway that named one may be gone); the next answered call names it again.
+        At most ``_PEERS_MAX``: the least recently named goes first."""
+        peers = self._peers
+        peers.pop(ip, None)  # to the end: the order is that of the last naming
+        if len(peers) >= _PEERS_MAX:
+            del peers[next(iter(peers))]
+        peers[ip] = self.clock() + TRUST_TIME
 
     def trust(self, ip: str) -> None:
         """``ip`` passed digest authentication: a customer's for ``TRUST_TIME``."""
@@ -237,7 +260,12 @@ class SourceGuard:
         now = self.clock()
         customer = self.is_customer(ip, port, now)
         proxies = self._proxies
-        known = customer or ip in self._gateways or (proxies is not None and proxies(ip, port))
+        known = (
+            customer
+            or ip in self._gateways
+            or (proxies is not None and proxies(ip, port))
+            or self._is_peer(ip, now)
+        )
         if not known and len(self.blocks) and self.blocks.is_blocked(ip, now):
             return self._refused(
                 ip,

@@ -17,7 +17,7 @@ import aiohttp
 from softswitch.call.snapshot import build_snapshot
 from softswitch.config import load_config
 from softswitch.proxy.server import Switch
-from softswitch.sip import Request, Response, parse_message
+from softswitch.sip import Request, Response, SipURI, parse_message
 
 LOCAL = "127.0.0.1"
 NUMBER = "441234567"
@@ -203,7 +203,11 @@ def _token(text: str) -> str:
 
 
 def answer(request: Request, status_line: str, tag: str = "gw") -> str:
-    """A response to ``request`` as its recipient writes it (all Vias, a To tag)."""
+    """A response to ``request`` as its recipient writes it (all Vias, a To tag, and a
+    Contact naming where the request reached it, as a gateway's does: the call's later
+    requests go there)."""
+    uri = request.uri
+    where = f"{uri.host}:{uri.port or 5060}" if isinstance(uri, SipURI) else f"{LOCAL}:1"
     lines = [f"Via: {v}" for v in request.headers.get_all("Via")]
     lines += [f"Record-Route: {r}" for r in request.headers.get_all("Record-Route")]
     to = request.headers.get("To") or ""
@@ -216,7 +220,7 @@ From: {request.headers.get("From")}
 To: {to}
 Call-ID: {request.call_id}
 CSeq: {request.headers.get("CSeq")}
-Contact: <sip:{tag}@{LOCAL}:1>
+Contact: <sip:{tag}@{where}>
 Content-Length: 0
 
 """

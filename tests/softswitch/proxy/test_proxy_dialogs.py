@@ -36,7 +36,8 @@ def test_routes_beyond_us_drop_our_entries_and_walk_outwards() -> None:
         parse_name_addr("<sip:192.0.2.2;lr>"),
         parse_name_addr("<sip:127.0.0.1:5060;lr>"),
     ]
-    assert routes_beyond_us(record_route, ours) == ("<sip:192.0.2.2;lr>", "<sip:192.0.2.1;lr>")
+    sent = [parse_name_addr("<sip:127.0.0.1:5060;lr>")]
+    assert routes_beyond_us(record_route, sent) == ("<sip:192.0.2.2;lr>", "<sip:192.0.2.1;lr>")
 
 
 def test_teardown_byes_speak_for_the_other_side() -> None:

@@ -104,6 +104,9 @@ class Policy:
     def answered(self, call: Call) -> None:
         pass
 
+    def dialog_peer(self, address: tuple[str, int]) -> None:
+        pass
+
     def account(self, call: Call) -> None:
         self.calls.append(call)
 

@@ -353,7 +353,8 @@ def test_config_refuses_what_a_registrar_cannot_use(tmp_path: Path) -> None:
     bad = (
         CONFIG.replace("registrar_max_expires = 600", "registrar_max_expires = 10")
         .replace(
-            'address = "registered:pbx"', 'address = "registered:pbx"\ntransport = "tcp"\nprobe = 5'
+            'address = "registered:pbx"',
+            'address = "registered:pbx"\ntransport = "tcp"\nprobe = 5\ndialog_target = "contact"',
         )
         .replace(
             'id = "plain"\nusername = "plain"\npassword = "secret"',
@@ -371,6 +372,7 @@ def test_config_refuses_what_a_registrar_cannot_use(tmp_path: Path) -> None:
     assert "accounts[2].register: needs username and password" in text
     assert "gateways[0].transport: not used with a registered: address" in text
     assert "gateways[0].probe: a registered: gateway is not probed" in text
+    assert "gateways[0].dialog_target: not used with a registered: address" in text
 
 
 # -- what a registration may not do (the review's findings) ----------------------------------

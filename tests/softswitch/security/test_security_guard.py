@@ -8,6 +8,7 @@ import pytest
 
 from softswitch.config import SecurityConfig
 from softswitch.security import SourceGuard
+from softswitch.security import guard as guard_module
 from softswitch.sip import Request, parse_message
 
 CUSTOMER = ("198.51.100.10", 5060)
@@ -161,6 +162,43 @@ def test_an_address_that_passed_digest_is_a_customer_for_an_hour() -> None:
     assert bye is None
     clock.now += 3601
     assert not guard.is_customer(*STRANGER, clock.now)
+
+
+def test_a_gateways_dialog_peer_is_known_for_an_hour_but_places_no_calls() -> None:
+    """The media gateway a carrier's answer named (``proxy.dialog_target``): its 200s and
+    BYEs are never counted by pike; it is no customer; a reload forgets it."""
+    clock = Clock()
+    guard = make_guard(clock, pike_rate=5)
+    guard.peer(STRANGER[0])
+    assert all(guard.packet(STRANGER) for _ in range(100))
+    assert len(guard.pike) == 0
+    bye = guard.screen(request("BYE"), STRANGER, has_credentials=no_credentials, challenge=None)
+    assert bye is None
+    invite = guard.screen(request(), STRANGER, has_credentials=no_credentials, challenge=None)
+    assert invite is not None
+    assert invite.status == 403
+    assert not guard.is_customer(*STRANGER, clock.now)
+    clock.now += 3601
+    assert not guard.is_known(*STRANGER, clock.now)
+    guard.peer(STRANGER[0])
+    guard.configure(guard.security, lambda ip, port: ip == CUSTOMER[0], frozenset({GATEWAY[0]}))
+    assert not guard.is_known(*STRANGER, clock.now)
+
+
+def test_dialog_peers_are_bounded_the_least_recently_named_going_first() -> None:
+    guard = make_guard(Clock())
+    first, second = "192.0.2.1", "192.0.2.2"
+    guard.peer(first)
+    guard.peer(second)
+    for n in range(guard_module._PEERS_MAX - 2):
+        guard.peer(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}")
+    guard.peer(first)  # named again: the most recent now
+    guard.peer("203.0.113.1")  # one over: the least recently named goes
+    now = guard.clock()
+    assert guard.is_known(first, 5060, now)
+    assert not guard.is_known(second, 5060, now)
+    assert guard.is_known("203.0.113.1", 5060, now)
+    assert len(guard._peers) == guard_module._PEERS_MAX
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,149 @@
+"""Where a call's later requests to a carrier go: the dialog's next hop, or the gateway.
+
+RFC 3261 12.2.1.1: a request inside a dialog goes to the first entry of the route set
+(the callee's Record-Route beyond us) or, without one, to the remote target (the callee's
+Contact). A carrier's front door that balances INVITEs over its media gateways without
+record-routing (Kamailio's dispatcher, many SBC clusters) answers from a gateway whose
+Contact is that gateway; the ACK and BYE sent back to the front door get a 404 or are
+dropped (Kamailio's default script), so the carrier never hears the caller hang up.
+
+The switch therefore follows the callee's Contact or Record-Route (``dialog_target =
+"contact"``, the default) where that is safe to do on the call path, and otherwise keeps
+the flow the INVITE used, which is also what ``dialog_target = "address"`` always does:
+
+* UDP, to an IP address of the same family: no name to resolve and no connection to open
+  while the ACK waits. A TCP call keeps its connection (the carrier's own, which it
+  expects the dialog on); a host name or ``sips:`` keeps the gateway's address.
+* In the gateway's own scope: a private (RFC 1918, RFC 6598), loopback or link-local target
+  while the gateway's address is none of those is the inside of a NAT the carrier forgot to
+  fix, reachable only through its address; and a public target of a gateway reached over a
+  private network (an interconnect, a VPN) may not be reachable from here at all. Either
+  way the same socket must reach it, and one bound to a private address may not.
+* A host: not "any" (``0.0.0.0`` reaches this machine), multicast, broadcast or reserved,
+  nor an IPv4 address written as IPv6.
+* Never one of our own addresses (a loop): the exact listener, or a wildcard listener on
+  one of this machine's addresses (``machine_address``), not every host on our port.
+
+Only where to send changes; what is sent (the Request-URI the caller wrote, our Route
+entries removed) stays as ``forward.prepare_in_dialog`` makes it. The target comes from the
+carrier's answer, never from a caller's Request-URI: a customer cannot make the switch send
+to a host of its choosing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+
+from softswitch.sip import NameAddr, SipURI
+from softswitch.transport import Flow, Transport
+
+__all__ = ["beyond_us", "dialog_flow"]
+
+IsOurs = Callable[[str, int], bool]
+
+#: Addresses reached only from inside a network (RFC 1918, shared CGN space RFC 6598,
+#: loopback, link-local, IPv6 unique-local): a Contact of these behind a gateway address
+#: outside them is a NAT's inside.
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def dialog_flow(
+    flow: Flow,
+    contact: Sequence[NameAddr],
+    record_route: Sequence[NameAddr],
+    sent: Sequence[NameAddr],
+    is_ours: IsOurs,
+) -> Flow:
+    """The flow a dialog's requests to the callee go out on, given the flow of the INVITE,
+    the Record-Route of the INVITE we sent (``sent``: ours on top, the caller's side below)
+    and the callee's answer (its ``Contact`` and ``Record-Route``, in received order)."""
+    hop = _next_hop(contact, record_route, sent)
+    if hop is None or flow.transport is not Transport.UDP:
+        return flow
+    uri = hop
+    if uri.scheme.lower() != "sip" or uri.transport not in (None, "udp"):
+        return flow
+    host = (uri.maddr or uri.host).strip("[]")
+    port = uri.port or 5060
+    if port == flow.remote[1] and host == flow.remote[0]:
+        return flow  # the usual answer: the gateway's own address (no address parsing)
+    try:
+        address = ipaddress.ip_address(host)
+        remote = ipaddress.ip_address(flow.remote[0])
+    except ValueError:
+        return flow
+    if address.version != remote.version or _unusable(address) or _local(address) != _local(remote):
+        return flow
+    target = (str(address), port)
+    if target == flow.remote or is_ours(*target):
+        return flow
+    return Flow(Transport.UDP, flow.local, target)
+
+
+def beyond_us(record_route: Sequence[NameAddr], sent: Sequence[NameAddr]) -> list[NameAddr]:
+    """The callee's part of a response's Record-Route, in received order: the entries above
+    those of the INVITE we sent (``sent``: ours, and the caller's side below them). Each
+    proxy tops the list, so what the callee's side added comes first.
+
+    Told apart by what we sent, not by our addresses: an entry of ours may name a socket we
+    do not listen on (an IPv4 gateway reached from an IPv6 listener), and with a wildcard
+    listener a carrier's proxy on our port number would pass for us."""
+    if not sent:
+        return list(record_route)
+    ours = {_hop_key(entry) for entry in sent}
+    beyond: list[NameAddr] = []
+    for entry in record_route:
+        if _hop_key(entry) in ours:
+            return beyond
+        beyond.append(entry)
+    return beyond
+
+
+def _hop_key(entry: NameAddr) -> object:
+    """What names a route entry's hop: a SIP URI's host and port, else the URI's text."""
+    uri = entry.uri
+    if isinstance(uri, SipURI):
+        return (uri.host.strip("[]").lower(), uri.port or 5060)
+    return str(uri)
+
+
+def _local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address in network for network in _LOCAL_NETWORKS)
+
+
+def _unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """No host to send a dialog to: "any" (which reaches this machine), "this network",
+    multicast, broadcast and the reserved ranges, and an IPv4 address in IPv6 form (whose
+    scope the rules above would not see)."""
+    if address.is_unspecified or address.is_multicast or address.is_reserved:
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        return address.ipv4_mapped is not None
+    return address in _THIS_NETWORK
+
+
+def _next_hop(
+    contact: Sequence[NameAddr], record_route: Sequence[NameAddr], sent: Sequence[NameAddr]
+) -> SipURI | None:
+    """The route set's first hop from us (the nearest of the callee's Record-Route
+    entries), else the first Contact; None when that is not a SIP URI."""
+    beyond = beyond_us(record_route, sent)
+    uri = beyond[-1].uri if beyond else contact[0].uri if contact else None
+    return uri if isinstance(uri, SipURI) else None
