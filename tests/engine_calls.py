@@ -65,6 +65,52 @@ def sent_to(out: Sent, dest: tuple[str, int], what: bytes) -> bytes:
     raise AssertionError(f"call not relayed: expected {what!r} to {dest}, got {out!r}")
 
 
+def one_carrier_config(
+    tmp_path: Path, port: int, gateway: tuple[str, int], gateway_extra: str = ""
+) -> Path:
+    """A switch on ``LOCAL:port`` with one customer (``LOCAL``) and one carrier at
+    ``gateway`` for 44 (``gateway_extra``: more lines for its table); the file's path."""
+    (tmp_path / "sell.csv").write_text("prefix,rate\n44,0.100000\n")
+    (tmp_path / "buy.csv").write_text("prefix,rate\n44,0.010000\n")
+    path = tmp_path / "switch.toml"
+    path.write_text(
+        f"""
+[server]
+listen = ["udp:{LOCAL}:{port}"]
+database = "{tmp_path / "cdr.sqlite"}"
+
+[management]
+listen = "off"
+
+[[rate_decks]]
+id = "sell"
+file = "sell.csv"
+
+[[rate_decks]]
+id = "buy"
+file = "buy.csv"
+
+[[accounts]]
+id = "customer"
+ips = ["{LOCAL}"]
+rate_deck = "sell"
+routing_plan = "main"
+
+[[gateways]]
+id = "carrier"
+address = "{gateway[0]}:{gateway[1]}"
+rate_deck = "buy"
+{gateway_extra}
+
+[[routes]]
+plan = "main"
+prefix = "44"
+gateways = ["carrier"]
+"""
+    )
+    return path
+
+
 class ScriptedCall:
     """One call's SIPp side: what the caller and the carrier send, from what they received."""
 

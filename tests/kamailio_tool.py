@@ -38,9 +38,8 @@ from loopback_ports import LOCAL, free_port
 
 __all__ = ["FRONT_DOOR", "Balancer", "kamailio_binary", "running_balancer"]
 
-#: The balancer's script. ``remove_hf`` first, for every request: a client's own X-AUTH-IP
-#: must never reach the switch as if the balancer had written it.
-CONFIG = """#!KAMAILIO
+#: What both scripts start with: one worker on ``{host}:{port}`` (UDP), the modules both use.
+_PREAMBLE = """#!KAMAILIO
 debug=2
 log_stderror=yes
 fork=yes
@@ -59,7 +58,13 @@ loadmodule "rr.so"
 loadmodule "pv.so"
 loadmodule "xlog.so"
 loadmodule "dispatcher.so"
-loadmodule "path.so"
+"""
+
+#: The balancer's script. ``remove_hf`` first, for every request: a client's own X-AUTH-IP
+#: must never reach the switch as if the balancer had written it.
+CONFIG = (
+    _PREAMBLE
+    + """loadmodule "path.so"
 loadmodule "nathelper.so"
 
 modparam("dispatcher", "list_file", "{list_file}")
@@ -137,6 +142,7 @@ onreply_route[FROM_CLIENT] {{
     }}
 }}
 """
+)
 
 
 #: A carrier's front door (``running_balancer(gateways, script=FRONT_DOOR)``): it spreads
@@ -144,26 +150,9 @@ onreply_route[FROM_CLIENT] {{
 #: Record-Route), so the gateway that answers is reached at its Contact. A request in a
 #: dialog is handled as Kamailio's default script does (``route[WITHINDLG]``): it follows its
 #: Route, an ACK of a transaction still held goes on, anything else is not ours (404).
-FRONT_DOOR = """#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=yes
-children=1
-tcp_children=1
-disable_tcp=yes
-listen=udp:{host}:{port}
-
-mpath="{modules}"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "maxfwd.so"
-loadmodule "textops.so"
-loadmodule "siputils.so"
-loadmodule "rr.so"
-loadmodule "pv.so"
-loadmodule "xlog.so"
-loadmodule "dispatcher.so"
-
+FRONT_DOOR = (
+    _PREAMBLE
+    + """
 modparam("dispatcher", "list_file", "{list_file}")
 
 request_route {{
@@ -198,6 +187,7 @@ request_route {{
     t_relay();
 }}
 """
+)
 
 
 def kamailio_binary() -> str:

@@ -11,58 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from engine_calls import CALLER, LOCAL, Rig, ScriptedCall, bye_answer, header_lines, sent_to
+from engine_calls import (
+    CALLER,
+    LOCAL,
+    Rig,
+    ScriptedCall,
+    bye_answer,
+    header_lines,
+    one_carrier_config,
+    sent_to,
+)
 from loopback_ports import free_port
 from softswitch.call.refusal import EndReason
 from softswitch.proxy.calls import Call, Phase
-
-
-def write_config(
-    tmp_path: Path,
-    port: int,
-    gateway_port: int,
-    gateway_extra: str = "",
-    gateway_host: str = LOCAL,
-) -> Path:
-    (tmp_path / "sell.csv").write_text("prefix,rate\n44,0.100000\n")
-    (tmp_path / "buy.csv").write_text("prefix,rate\n44,0.010000\n")
-    path = tmp_path / "switch.toml"
-    path.write_text(
-        f"""
-[server]
-listen = ["udp:{LOCAL}:{port}"]
-database = "{tmp_path / "cdr.sqlite"}"
-
-[management]
-listen = "off"
-
-[[rate_decks]]
-id = "sell"
-file = "sell.csv"
-
-[[rate_decks]]
-id = "buy"
-file = "buy.csv"
-
-[[accounts]]
-id = "customer"
-ips = ["{LOCAL}"]
-rate_deck = "sell"
-routing_plan = "main"
-
-[[gateways]]
-id = "carrier"
-address = "{gateway_host}:{gateway_port}"
-rate_deck = "buy"
-{gateway_extra}
-
-[[routes]]
-plan = "main"
-prefix = "44"
-gateways = ["carrier"]
-"""
-    )
-    return path
 
 
 def only_to(out: list[tuple[bytes, tuple[str, int]]], what: bytes) -> tuple[str, int]:
@@ -78,7 +39,7 @@ def test_the_callers_ack_and_bye_go_where_the_carrier_answered_from(
     # The media gateway on an address no account or gateway has (127/8 is all loopback).
     port, gateway, answering = free_port(), (LOCAL, free_port()), ("127.0.0.2", free_port())
     extra = "" if follows else 'dialog_target = "address"'
-    config = write_config(tmp_path, port, gateway[1], extra)
+    config = one_carrier_config(tmp_path, port, gateway, extra)
     expected = answering if follows else gateway
 
     async def main() -> None:
@@ -101,7 +62,7 @@ def test_the_callers_ack_and_bye_go_where_the_carrier_answered_from(
 
 def test_the_switchs_own_bye_goes_where_the_carrier_answered_from(tmp_path: Path) -> None:
     port, gateway, answering = free_port(), (LOCAL, free_port()), (LOCAL, free_port())
-    config = write_config(tmp_path, port, gateway[1])
+    config = one_carrier_config(tmp_path, port, gateway)
 
     async def main() -> None:
         async with Rig(config, port) as rig:
@@ -147,7 +108,7 @@ def test_a_wildcard_listener_tells_a_carrier_proxy_on_its_port_from_itself(
     it, with its Route kept."""
     port, answering = free_port(), ("192.0.2.20", 5080)
     proxy = ("192.0.2.7", port)  # a public carrier, on our port number
-    config = write_config(tmp_path, port, proxy[1], gateway_host=proxy[0])
+    config = one_carrier_config(tmp_path, port, proxy)
 
     async def main() -> None:
         async with Rig(config, port, host="0.0.0.0") as rig:
@@ -175,7 +136,7 @@ def test_a_wildcard_listener_is_itself_on_its_machines_addresses_and_names_only(
     naming this machine on our port is (482); a Route naming the switch by a name (a
     phone's outbound proxy) is still ours, stripped before the carrier gets the INVITE."""
     port, gateway = free_port(), ("192.0.2.7", free_port())
-    config = write_config(tmp_path, port, gateway[1], gateway_host=gateway[0])
+    config = one_carrier_config(tmp_path, port, gateway)
 
     def via_below(invite: bytes, host: bytes) -> bytes:
         via = b"Via: SIP/2.0/UDP %s:%d;branch=z9hG4bKphone" % (host, port)

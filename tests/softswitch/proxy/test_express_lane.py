@@ -32,54 +32,22 @@ from pathlib import Path
 
 import pytest
 
-from engine_calls import CALLER, LOCAL, Rig, ScriptedCall, bye_answer, header_lines, sent_to
+from engine_calls import (
+    CALLER,
+    LOCAL,
+    Rig,
+    ScriptedCall,
+    bye_answer,
+    header_lines,
+    one_carrier_config,
+    sent_to,
+)
 from loopback_ports import free_port
 from softswitch.proxy import core
 from softswitch.proxy.calls import Call, Phase
 from softswitch.transport import Flow
 
 Edit = Callable[[list[bytes], int], list[bytes]]
-
-
-def write_config(tmp_path: Path, port: int, gateway_port: int) -> Path:
-    (tmp_path / "sell.csv").write_text("prefix,rate\n44,0.100000\n")
-    (tmp_path / "buy.csv").write_text("prefix,rate\n44,0.010000\n")
-    path = tmp_path / "switch.toml"
-    path.write_text(
-        f"""
-[server]
-listen = ["udp:{LOCAL}:{port}"]
-database = "{tmp_path / "cdr.sqlite"}"
-
-[management]
-listen = "off"
-
-[[rate_decks]]
-id = "sell"
-file = "sell.csv"
-
-[[rate_decks]]
-id = "buy"
-file = "buy.csv"
-
-[[accounts]]
-id = "customer"
-ips = ["{LOCAL}"]
-rate_deck = "sell"
-routing_plan = "main"
-
-[[gateways]]
-id = "carrier"
-address = "{LOCAL}:{gateway_port}"
-rate_deck = "buy"
-
-[[routes]]
-plan = "main"
-prefix = "44"
-gateways = ["carrier"]
-"""
-    )
-    return path
 
 
 def _field(lines: list[bytes], name: bytes) -> int:
@@ -229,7 +197,7 @@ def test_the_lane_sends_what_the_full_path_sends(
     the same datagrams to the same places, the same log records, the same counters, the same
     ACK timers (each call's re-armed before the round)."""
     port, gateway = free_port(), (LOCAL, free_port())
-    config = write_config(tmp_path, port, gateway[1])
+    config = one_carrier_config(tmp_path, port, gateway)
     records = Records()
     logging.getLogger("softswitch").addHandler(records)
 
@@ -329,7 +297,7 @@ def test_the_lane_sends_what_the_full_path_sends(
 
 def test_the_lane_takes_the_captured_ack_and_stops_the_ack_timer(tmp_path: Path) -> None:
     port, gateway = free_port(), (LOCAL, free_port())
-    config = write_config(tmp_path, port, gateway[1])
+    config = one_carrier_config(tmp_path, port, gateway)
 
     async def main() -> None:
         async with Rig(config, port) as rig:
