@@ -1,19 +1,20 @@
 """Whether an IP address is one of this machine's: what a wildcard listener answers on.
 
 A switch listening on ``0.0.0.0:5060`` writes a concrete address in its Via and
-Record-Route (the one the kernel routes each peer from), so a header naming it by address
-carries one of the machine's. Counting every host on port 5060 as ours would take a phone's
-Via behind a customer's proxy for a loop (482), strip a carrier proxy's Route from the
-dialog's requests, and take a carrier's media gateway for the switch.
+Record-Route (the one the kernel routes each peer from, ``TransportLayer.sent_by``), so a
+header naming it by address carries one of the machine's. Counting every host on port 5060
+as ours would take a phone's Via behind a customer's proxy for a loop (482), strip a carrier
+proxy's Route from the dialog's requests, and take a carrier's media gateway for the switch.
 
-The test is the kernel's own: a UDP socket can be bound to the address. With
-``net.ipv4.ip_nonlocal_bind`` (or its IPv6 twin) set, as some failover setups do, every
-address binds and counts as this machine's, as every host did before.
+An address the switch wrote is ours for good (``note_own``): no test, no budget. Any other
+is tested the kernel's way, by binding a UDP socket to it. With ``net.ipv4.ip_nonlocal_bind``
+(or its IPv6 twin) set, as some failover setups do, every address binds and counts as this
+machine's, as every host did before.
 
 The hosts asked about come from headers anyone can write, so a flood of new ones must not
-cost much nor push out the answers that matter: this machine's addresses are kept for good
-(there are few), others in a table cleared when full, and at most ``PROBES_PER_SECOND``
-bind tests run each second (beyond that an unknown host is not ours, and asked again later).
+cost much nor push out the answers that matter: at most ``PROBES_PER_SECOND`` bind tests run
+each second (beyond that an unknown host is not ours, and is asked again later), and the
+tables of tested hosts are bounded and cleared when full, never the addresses we wrote.
 """
 
 from __future__ import annotations
@@ -23,28 +24,52 @@ import ipaddress
 import socket
 import time
 
-__all__ = ["PROBES_PER_SECOND", "is_machine_address"]
+__all__ = ["PROBES_PER_SECOND", "is_machine_address", "note_own", "wildcard_answers"]
 
 PROBES_PER_SECOND = 200
-_NOT_MINE_MAX = 4096
+_TABLE_MAX = 4096
+#: Bind errors that say nothing about the address (asked again next time).
+_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EAGAIN})
 
-_mine: set[str] = set()
-_not_mine: set[str] = set()
+_own: set[str] = set()  # addresses the switch wrote in a Via or Record-Route
+_mine: set[str] = set()  # tested: this machine's
+_not_mine: set[str] = set()  # tested: not this machine's, or not an address
 _window = [0.0, 0]  # the current second, and bind tests run in it
+
+
+def note_own(host: str) -> None:
+    """``host`` is an address the switch writes as its own (a wildcard listener's route
+    source): ours without a test, whatever a flood of other hosts does to the budget."""
+    if host not in _own and len(_own) < _TABLE_MAX:
+        _own.add(host)
+
+
+def wildcard_answers(host: str) -> bool:
+    """Whether a wildcard listener answers as ``host``: one of this machine's addresses, or a
+    host name (the switch resolves no names, so a Route naming it by name is taken as it)."""
+    if host in _own or host in _mine:
+        return True
+    if host in _not_mine:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a name (a bad address text never names a socket of ours either way)
+    return is_machine_address(host)
 
 
 def is_machine_address(host: str) -> bool:
     """Whether ``host`` (an IP address as text; a name is never one) is this machine's."""
-    if host in _mine:
+    if host in _own or host in _mine:
         return True
     if host in _not_mine:
         return False
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return _not(host)
+        return _keep(_not_mine, host, False)
     if address.is_unspecified or address.is_multicast:
-        return _not(host)
+        return _keep(_not_mine, host, False)
     now = time.monotonic()
     if now - _window[0] >= 1.0:
         _window[0], _window[1] = now, 0
@@ -56,15 +81,12 @@ def is_machine_address(host: str) -> bool:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             probe.bind((str(address), 0))
     except OSError as exc:
-        # Only "not an address here" is an answer; running out of descriptors or buffers
-        # says nothing about the address, so it is asked again next time.
-        return _not(host) if exc.errno == errno.EADDRNOTAVAIL else False
-    _mine.add(host)
-    return True
+        return False if exc.errno in _TRANSIENT else _keep(_not_mine, host, False)
+    return _keep(_mine, host, True)
 
 
-def _not(host: str) -> bool:
-    if len(_not_mine) >= _NOT_MINE_MAX:
-        _not_mine.clear()
-    _not_mine.add(host)
-    return False
+def _keep(table: set[str], host: str, answer: bool) -> bool:
+    if len(table) >= _TABLE_MAX:
+        table.clear()
+    table.add(host)
+    return answer

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, cast
 
+from softswitch.machine_address import note_own
 from softswitch.sip import (
     Request,
     Response,
@@ -803,6 +804,7 @@ class TransportLayer:
                     break
         if _is_unspecified(host):
             host = _route_source(flow.remote)
+            note_own(host)  # what we write is ours (``machine_address``)
         return (host, port)
 
     # -- shutdown ------------------------------------------------------------------------

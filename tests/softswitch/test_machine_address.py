@@ -8,13 +8,13 @@ import socket
 import pytest
 
 from softswitch import machine_address
-from softswitch.machine_address import is_machine_address
+from softswitch.machine_address import is_machine_address, note_own
 
 
 def test_loopback_is_this_machine_and_documentation_hosts_are_not() -> None:
     assert is_machine_address("127.0.0.1")
     assert is_machine_address("127.0.0.2")  # all of 127/8 is loopback on Linux
-    assert not is_machine_address("192.0.2.7")  # TEST-NET-1: never a real host's
+    assert not is_machine_address("198.18.0.7")  # RFC 2544 benchmarking: no real host
     assert not is_machine_address("2001:db8::7")
 
 
@@ -37,6 +37,7 @@ def test_ipv6_loopback_when_the_machine_has_ipv6() -> None:
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """The module's tables empty, and restored after."""
+    monkeypatch.setattr(machine_address, "_own", set())
     monkeypatch.setattr(machine_address, "_mine", set())
     monkeypatch.setattr(machine_address, "_not_mine", set())
     monkeypatch.setattr(machine_address, "_window", [0.0, 0])
@@ -59,12 +60,30 @@ def test_a_flood_of_new_hosts_costs_at_most_the_probes_of_a_second() -> None:
 
     machine_address.socket.socket = Counting  # type: ignore[misc]
     try:
-        answers = [is_machine_address(f"192.0.{n >> 8}.{n & 255}") for n in range(5000)]
+        for n in range(5000):  # RFC 2544's benchmarking range
+            is_machine_address(f"198.18.{n >> 8}.{n & 255}")
     finally:
         machine_address.socket.socket = real_socket  # type: ignore[misc]
-    assert not any(answers)
     assert probes <= machine_address.PROBES_PER_SECOND
     assert is_machine_address("127.0.0.1")  # kept: no bind test needed, none allowed now
+
+
+@pytest.mark.usefixtures("fresh")
+def test_what_the_switch_wrote_is_its_own_whatever_the_budget() -> None:
+    machine_address._window[1] = machine_address.PROBES_PER_SECOND  # spent
+    machine_address._window[0] = 1e18  # in the current second, for good
+    assert not is_machine_address("127.0.0.5")  # over the budget: not ours, for now
+    note_own("127.0.0.5")
+    assert is_machine_address("127.0.0.5")
+    assert machine_address.wildcard_answers("127.0.0.5")
+
+
+@pytest.mark.usefixtures("fresh")
+def test_a_wildcard_listener_answers_as_any_name_and_its_addresses_only() -> None:
+    assert machine_address.wildcard_answers("switch.example")
+    assert machine_address.wildcard_answers("8x8.example")  # a name may start with a digit
+    assert machine_address.wildcard_answers("127.0.0.1")
+    assert not machine_address.wildcard_answers("198.18.0.1")
 
 
 @pytest.mark.usefixtures("fresh")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from softswitch.machine_address import is_machine_address
+from softswitch.machine_address import wildcard_answers
 from softswitch.sip import Request, Response, Via, make_branch
 from softswitch.sip.transaction import (
     ClientTransaction,
@@ -121,8 +121,7 @@ class EngineCore:
         name (the switch resolves no names: a Route naming it by name is taken as ours)."""
         for listen_host, listen_port in self._ours:
             if listen_port == port and (
-                listen_host == host
-                or (listen_host in ("0.0.0.0", "::") and _wildcard_answers(host))
+                listen_host == host or (listen_host in ("0.0.0.0", "::") and wildcard_answers(host))
             ):
                 return True
         return False
@@ -180,10 +179,3 @@ class EngineCore:
 _VIA_HEADS_MAX = 256
 #: A branch value no Via of ours ends with otherwise: marks where ``_our_via``'s head ends.
 _BRANCH_MARK = "z9hG4bK-mark-of-the-head"
-
-
-def _wildcard_answers(host: str) -> bool:
-    """A host a wildcard listener answers as: one of this machine's addresses, or a name."""
-    if host[:1].isdigit() or ":" in host:  # an IP address (a name starts with a letter)
-        return is_machine_address(host)
-    return True

@@ -69,12 +69,14 @@ def dialog_flow(
     contact: Sequence[NameAddr],
     record_route: Sequence[NameAddr],
     sent: Sequence[NameAddr],
+    ours: int,
     is_ours: IsOurs,
 ) -> Flow:
     """The flow a dialog's requests to the callee go out on, given the flow of the INVITE,
-    the Record-Route of the INVITE we sent (``sent``: ours on top, the caller's side below)
-    and the callee's answer (its ``Contact`` and ``Record-Route``, in received order)."""
-    hop = _next_hop(contact, record_route, sent)
+    the Record-Route of the INVITE we sent (``sent``: our ``ours`` entries on top, the
+    caller's side below) and the callee's answer (its ``Contact`` and ``Record-Route``, in
+    received order)."""
+    hop = _next_hop(contact, record_route, sent, ours)
     if hop is None or flow.transport is not Transport.UDP:
         return flow
     uri = hop
@@ -97,23 +99,27 @@ def dialog_flow(
     return Flow(Transport.UDP, flow.local, target)
 
 
-def beyond_us(record_route: Sequence[NameAddr], sent: Sequence[NameAddr]) -> list[NameAddr]:
+def beyond_us(
+    record_route: Sequence[NameAddr], sent: Sequence[NameAddr], ours: int
+) -> list[NameAddr]:
     """The callee's part of a response's Record-Route, in received order: the entries above
-    those of the INVITE we sent (``sent``: ours, and the caller's side below them). Each
-    proxy tops the list, so what the callee's side added comes first.
+    those of the INVITE we sent (``sent``, whose first ``ours`` are the switch's own and the
+    rest the caller's side). Each proxy tops the list, so the callee's side comes first and
+    ``sent`` ends it, as it was; a callee that changed those, told by our own entries.
 
-    Told apart by what we sent, not by our addresses: an entry of ours may name a socket we
-    do not listen on (an IPv4 gateway reached from an IPv6 listener), and with a wildcard
-    listener a carrier's proxy on our port number would pass for us."""
-    if not sent:
-        return list(record_route)
-    ours = {_hop_key(entry) for entry in sent}
-    beyond: list[NameAddr] = []
-    for entry in record_route:
-        if _hop_key(entry) in ours:
-            return beyond
-        beyond.append(entry)
-    return beyond
+    Told by what we sent, not by our addresses: an entry of ours may name a socket we do
+    not listen on (an IPv4 gateway reached from an IPv6 listener), and with a wildcard
+    listener a carrier's proxy on our port number would pass for us. Not by any entry we
+    sent either: one proxy record-routing both sides of the switch is on both."""
+    keys = [_hop_key(entry) for entry in record_route]
+    n = len(sent)
+    if n and keys[len(keys) - n :] == [_hop_key(entry) for entry in sent]:
+        return list(record_route[: len(keys) - n])
+    own = {_hop_key(entry) for entry in sent[:ours]}
+    for i, key in enumerate(keys):
+        if key in own:
+            return list(record_route[:i])
+    return list(record_route)
 
 
 def _hop_key(entry: NameAddr) -> object:
@@ -140,10 +146,13 @@ def _unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def _next_hop(
-    contact: Sequence[NameAddr], record_route: Sequence[NameAddr], sent: Sequence[NameAddr]
+    contact: Sequence[NameAddr],
+    record_route: Sequence[NameAddr],
+    sent: Sequence[NameAddr],
+    ours: int,
 ) -> SipURI | None:
     """The route set's first hop from us (the nearest of the callee's Record-Route
     entries), else the first Contact; None when that is not a SIP URI."""
-    beyond = beyond_us(record_route, sent)
+    beyond = beyond_us(record_route, sent, ours)
     uri = beyond[-1].uri if beyond else contact[0].uri if contact else None
     return uri if isinstance(uri, SipURI) else None

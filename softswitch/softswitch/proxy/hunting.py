@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from softswitch.call.refusal import EndReason, q850_for_status, refuse
-from softswitch.sip import Request, Response, SipURI, parse_uri
+from softswitch.sip import NameAddr, Request, Response, SipURI, parse_uri
 from softswitch.transport import Flow, Transport
 
 from . import forward
@@ -346,12 +346,11 @@ class Hunting(MediaSteps):
     def _callee_flow(self, branch: Branch, response: Response) -> Flow | None:
         """Where the dialog's requests to the callee go: the branch's flow, or the next hop
         its answer names (``dialog_target``)."""
-        flow, sent = branch.flow, branch.request
-        if flow is None or sent is None or not branch.target.follow_contact:
+        flow = branch.flow
+        if flow is None or branch.request is None or not branch.target.follow_contact:
             return flow
-        return dialog_flow(
-            flow, response.contact, response.record_route, sent.record_route, self.is_ours
-        )
+        sent, ours = _sent_record_route(branch)
+        return dialog_flow(flow, response.contact, response.record_route, sent, ours, self.is_ours)
 
     def _kill_late_answer(self, branch: Branch, response: Response) -> None:
         """A gateway we gave up on answered after all: ACK it and hang up at once."""
@@ -367,7 +366,7 @@ class Hunting(MediaSteps):
         )
         contact = response.contact
         target = str(contact[0].uri if contact else request.uri)
-        routes = routes_beyond_us(response.record_route, request.record_route)
+        routes = routes_beyond_us(response.record_route, *_sent_record_route(branch))
         ack, bye = late_answer_requests(
             request,
             response.headers.get("To") or "",
@@ -409,8 +408,7 @@ class Hunting(MediaSteps):
         call.callee_contact = (
             str(contact[0].uri) if contact else str(branch.request.uri if branch.request else "")
         )
-        sent = branch.request.record_route if branch.request is not None else []
-        call.callee_routes = routes_beyond_us(response.record_route, sent)
+        call.callee_routes = routes_beyond_us(response.record_route, *_sent_record_route(branch))
         call.callee_flow = self._callee_flow(branch, response)
         if call.callee_flow is not branch.flow and call.callee_flow is not None:
             # The media gateway behind a carrier's front door: its 200s and BYEs are the
@@ -468,6 +466,15 @@ def _hop(transport: Transport, host: str, port: int) -> Hop:
 
 
 @functools.lru_cache(maxsize=256)
+def _sent_record_route(branch: Branch) -> tuple[list[NameAddr], int]:
+    """The Record-Route of the INVITE the branch sent, and how many of its first entries are
+    ours (the rest are the caller's INVITE's)."""
+    if branch.request is None:
+        return [], 0
+    sent = branch.request.record_route
+    return sent, max(0, len(sent) - len(branch.call.invite.record_route))
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

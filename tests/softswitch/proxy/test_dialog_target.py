@@ -24,11 +24,16 @@ def addrs(*values: str) -> list[NameAddr]:
 
 
 def to(
-    contact: str, *record_route: str, flow: Flow = GATEWAY, sent: tuple[str, ...] = (OUR_ROUTE,)
+    contact: str,
+    *record_route: str,
+    flow: Flow = GATEWAY,
+    sent: tuple[str, ...] = (OUR_ROUTE,),
+    mine: int = 1,
 ) -> Flow:
-    """Where the dialog goes when the INVITE we sent had ``sent`` as its Record-Route."""
+    """Where the dialog goes when the INVITE we sent had ``sent`` as its Record-Route, its
+    first ``mine`` entries ours."""
     contacts = addrs(contact) if contact else []
-    return dialog_flow(flow, contacts, addrs(*record_route), addrs(*sent), ours)
+    return dialog_flow(flow, contacts, addrs(*record_route), addrs(*sent), mine, ours)
 
 
 def test_a_contact_on_the_gateways_own_address_keeps_its_flow() -> None:
@@ -81,18 +86,34 @@ def test_our_entries_are_those_of_the_invite_we_sent_not_our_listeners() -> None
 def test_routes_beyond_us_leave_out_the_callers_side() -> None:
     record_route = addrs("<sip:203.0.113.31;lr>", "<sip:203.0.113.30;lr>", OUR_ROUTE, "<sip:a;lr>")
     sent = addrs(OUR_ROUTE, "<sip:a;lr>")
-    assert [str(e) for e in beyond_us(record_route, sent)] == [
+    assert [str(e) for e in beyond_us(record_route, sent, 1)] == [
         "<sip:203.0.113.31;lr>",
         "<sip:203.0.113.30;lr>",
     ]
-    assert routes_beyond_us(record_route, sent) == (
+    assert routes_beyond_us(record_route, sent, 1) == (
         "<sip:203.0.113.30;lr>",
         "<sip:203.0.113.31;lr>",
     )
     # Our entry as the carrier wrote it back, in another case: still ours.
-    assert beyond_us(addrs("<sip:203.0.113.30;lr>", "<SIP:198.51.100.1;LR>"), sent[:1]) == addrs(
+    assert beyond_us(addrs("<sip:203.0.113.30;lr>", "<SIP:198.51.100.1;LR>"), sent[:1], 1) == addrs(
         "<sip:203.0.113.30;lr>"
     )
+
+
+def test_one_proxy_on_both_sides_of_the_switch_is_still_the_callees_next_hop() -> None:
+    """An edge proxy that record-routes the customer's INVITE to us and our INVITE to the
+    carrier: its entry is below ours (the caller's side) and above it (the callee's)."""
+    edge = "<sip:192.0.2.50;lr>"
+    record_route = addrs(edge, OUR_ROUTE, edge)
+    assert beyond_us(record_route, addrs(OUR_ROUTE, edge), 1) == addrs(edge)
+    hop = to("<sip:carrier@203.0.113.20:5070>", edge, OUR_ROUTE, edge, sent=(OUR_ROUTE, edge))
+    assert hop.remote == ("192.0.2.50", 5060)
+    # Two entries of ours (RFC 5658: legs on different sockets) are both ours.
+    second = "<sip:198.51.100.1:5080;lr>"
+    both = addrs(edge, OUR_ROUTE, second, edge)
+    assert beyond_us(both, addrs(OUR_ROUTE, second, edge), 2) == addrs(edge)
+    # A carrier that dropped the caller's side from its answer: told by our own entry.
+    assert beyond_us(addrs(edge, OUR_ROUTE), addrs(OUR_ROUTE, edge), 1) == addrs(edge)
 
 
 @pytest.mark.parametrize(

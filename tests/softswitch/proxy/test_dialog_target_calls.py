@@ -106,8 +106,8 @@ def test_a_wildcard_listener_tells_a_carrier_proxy_on_its_port_from_itself(
     """Listening on 0.0.0.0 with the carrier's proxy on the same port number (5060 for both
     in real life): the proxy's Record-Route entry is not ours, so the dialog goes through
     it, with its Route kept."""
-    port, answering = free_port(), ("192.0.2.20", 5080)
-    proxy = ("192.0.2.7", port)  # a public carrier, on our port number
+    port, answering = free_port(), ("198.18.0.20", 5080)
+    proxy = ("198.18.0.7", port)  # a public carrier, on our port number
     config = one_carrier_config(tmp_path, port, proxy)
 
     async def main() -> None:
@@ -135,7 +135,7 @@ def test_a_wildcard_listener_is_itself_on_its_machines_addresses_and_names_only(
     number (a phone behind the customer's proxy, both on 5060 in real life) is no loop, one
     naming this machine on our port is (482); a Route naming the switch by a name (a
     phone's outbound proxy) is still ours, stripped before the carrier gets the INVITE."""
-    port, gateway = free_port(), ("192.0.2.7", free_port())
+    port, gateway = free_port(), ("198.18.0.7", free_port())
     config = one_carrier_config(tmp_path, port, gateway)
 
     def via_below(invite: bytes, host: bytes) -> bytes:
@@ -145,7 +145,7 @@ def test_a_wildcard_listener_is_itself_on_its_machines_addresses_and_names_only(
     async def main() -> None:
         async with Rig(config, port, host="0.0.0.0") as rig:
             phone = ScriptedCall("behind-a-proxy@127.0.0.1", (LOCAL, port), n=4)
-            out = rig.feed(via_below(phone.invite(), b"192.0.2.5"), CALLER)
+            out = rig.feed(via_below(phone.invite(), b"198.18.0.5"), CALLER)
             sent_to(out, CALLER, b"SIP/2.0 100")
             sent_to(out, gateway, b"INVITE ")
 

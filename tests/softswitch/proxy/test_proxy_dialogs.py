@@ -37,7 +37,7 @@ def test_routes_beyond_us_drop_our_entries_and_walk_outwards() -> None:
         parse_name_addr("<sip:127.0.0.1:5060;lr>"),
     ]
     sent = [parse_name_addr("<sip:127.0.0.1:5060;lr>")]
-    assert routes_beyond_us(record_route, sent) == ("<sip:192.0.2.2;lr>", "<sip:192.0.2.1;lr>")
+    assert routes_beyond_us(record_route, sent, 1) == ("<sip:192.0.2.2;lr>", "<sip:192.0.2.1;lr>")
 
 
 def test_teardown_byes_speak_for_the_other_side() -> None:
