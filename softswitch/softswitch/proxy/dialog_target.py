@@ -65,21 +65,16 @@ _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 
 def dialog_flow(
-    flow: Flow,
-    contact: Sequence[NameAddr],
-    record_route: Sequence[NameAddr],
-    sent: Sequence[NameAddr],
-    ours: int,
-    is_ours: IsOurs,
+    flow: Flow, contact: Sequence[NameAddr], beyond: Sequence[NameAddr], is_ours: IsOurs
 ) -> Flow:
-    """The flow a dialog's requests to the callee go out on, given the flow of the INVITE,
-    the Record-Route of the INVITE we sent (``sent``: our ``ours`` entries on top, the
-    caller's side below) and the callee's answer (its ``Contact`` and ``Record-Route``, in
-    received order)."""
-    hop = _next_hop(contact, record_route, sent, ours)
-    if hop is None or flow.transport is not Transport.UDP:
+    """The flow a dialog's requests to the callee go out on, given the flow of the INVITE
+    and the callee's answer: its ``Contact`` and the callee's part of its Record-Route
+    (``beyond``, from ``beyond_us``)."""
+    if flow.transport is not Transport.UDP:
         return flow
-    uri = hop
+    uri = beyond[-1].uri if beyond else contact[0].uri if contact else None
+    if not isinstance(uri, SipURI):
+        return flow
     if uri.scheme.lower() != "sip" or uri.transport not in (None, "udp"):
         return flow
     host = (uri.maddr or uri.host).strip("[]")
@@ -143,16 +138,3 @@ def _unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
         return address.ipv4_mapped is not None
     return address in _THIS_NETWORK
-
-
-def _next_hop(
-    contact: Sequence[NameAddr],
-    record_route: Sequence[NameAddr],
-    sent: Sequence[NameAddr],
-    ours: int,
-) -> SipURI | None:
-    """The route set's first hop from us (the nearest of the callee's Record-Route
-    entries), else the first Contact; None when that is not a SIP URI."""
-    beyond = beyond_us(record_route, sent, ours)
-    uri = beyond[-1].uri if beyond else contact[0].uri if contact else None
-    return uri if isinstance(uri, SipURI) else None

@@ -17,18 +17,14 @@ from softswitch.sip.headers import Headers
 from softswitch.transport import Flow
 
 from .calls import Call
-from .dialog_target import beyond_us
 
 __all__ = ["build_request", "late_answer_requests", "routes_beyond_us", "teardown_requests"]
 
 
-def routes_beyond_us(
-    record_route: Sequence[NameAddr], sent: Sequence[NameAddr], ours: int
-) -> tuple[str, ...]:
+def routes_beyond_us(beyond: Sequence[NameAddr]) -> tuple[str, ...]:
     """The route set from us towards the callee: the callee's part of its 2xx's
-    Record-Route (above that of the INVITE we ``sent``, whose first ``ours`` entries are
-    ours: ``dialog_target.beyond_us``), walked outwards (reversed, as a UAC does)."""
-    return tuple(str(entry) for entry in reversed(beyond_us(record_route, sent, ours)))
+    Record-Route (``dialog_target.beyond_us``), walked outwards (reversed, as a UAC does)."""
+    return tuple(str(entry) for entry in reversed(beyond))
 
 
 def build_request(

@@ -30,7 +30,7 @@ from softswitch.transport import Flow, Transport
 from . import forward
 from .calls import Attempt, Branch, Call, Phase, Target
 from .core import log_call, logger
-from .dialog_target import dialog_flow
+from .dialog_target import beyond_us, dialog_flow
 from .dialogs import late_answer_requests, routes_beyond_us
 from .ending import stop_setup_timer
 from .failover import best_final_status, should_fail_over
@@ -343,18 +343,33 @@ class Hunting(MediaSteps):
                 del self._dialogs[call.key]
         self._hunt(call)
 
-    def _callee_flow(self, branch: Branch, response: Response) -> Flow | None:
+    def _callee_side(self, branch: Branch, response: Response) -> list[NameAddr]:
+        """The callee's part of the answer's Record-Route (``dialog_target.beyond_us``)."""
+        request = branch.request
+        if request is None:
+            return []
+        if response.headers.get_all("record-route") == request.headers.get_all("record-route"):
+            return []  # the usual: nobody on the callee's side record-routed (no parsing)
+        sent = request.record_route
+        ours = max(0, len(sent) - len(branch.call.invite.record_route))
+        return beyond_us(response.record_route, sent, ours)
+
+    def _callee_flow(
+        self, branch: Branch, response: Response, beyond: list[NameAddr] | None = None
+    ) -> Flow | None:
         """Where the dialog's requests to the callee go: the branch's flow, or the next hop
-        its answer names (``dialog_target``)."""
+        its answer names (``dialog_target``); ``beyond``: its ``_callee_side``, if known."""
         flow = branch.flow
-        if flow is None or branch.request is None or not branch.target.follow_contact:
+        if flow is None or not branch.target.follow_contact or flow.transport is not Transport.UDP:
             return flow
-        sent, ours = _sent_record_route(branch)
-        return dialog_flow(flow, response.contact, response.record_route, sent, ours, self.is_ours)
+        if beyond is None:
+            beyond = self._callee_side(branch, response)
+        return dialog_flow(flow, response.contact, beyond, self.is_ours)
 
     def _kill_late_answer(self, branch: Branch, response: Response) -> None:
         """A gateway we gave up on answered after all: ACK it and hang up at once."""
-        flow = self._callee_flow(branch, response)
+        beyond = self._callee_side(branch, response)
+        flow = self._callee_flow(branch, response, beyond)
         request = branch.request
         if flow is None or request is None:
             return
@@ -366,7 +381,7 @@ class Hunting(MediaSteps):
         )
         contact = response.contact
         target = str(contact[0].uri if contact else request.uri)
-        routes = routes_beyond_us(response.record_route, *_sent_record_route(branch))
+        routes = routes_beyond_us(beyond)
         ack, bye = late_answer_requests(
             request,
             response.headers.get("To") or "",
@@ -408,8 +423,9 @@ class Hunting(MediaSteps):
         call.callee_contact = (
             str(contact[0].uri) if contact else str(branch.request.uri if branch.request else "")
         )
-        call.callee_routes = routes_beyond_us(response.record_route, *_sent_record_route(branch))
-        call.callee_flow = self._callee_flow(branch, response)
+        beyond = self._callee_side(branch, response)
+        call.callee_routes = routes_beyond_us(beyond)
+        call.callee_flow = self._callee_flow(branch, response, beyond)
         if call.callee_flow is not branch.flow and call.callee_flow is not None:
             # The media gateway behind a carrier's front door: its 200s and BYEs are the
             # carrier's (``SourceGuard.peer``).
@@ -466,15 +482,6 @@ def _hop(transport: Transport, host: str, port: int) -> Hop:
 
 
 @functools.lru_cache(maxsize=256)
-def _sent_record_route(branch: Branch) -> tuple[list[NameAddr], int]:
-    """The Record-Route of the INVITE the branch sent, and how many of its first entries are
-    ours (the rest are the caller's INVITE's)."""
-    if branch.request is None:
-        return [], 0
-    sent = branch.request.record_route
-    return sent, max(0, len(sent) - len(branch.call.invite.record_route))
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -33,7 +33,8 @@ def to(
     """Where the dialog goes when the INVITE we sent had ``sent`` as its Record-Route, its
     first ``mine`` entries ours."""
     contacts = addrs(contact) if contact else []
-    return dialog_flow(flow, contacts, addrs(*record_route), addrs(*sent), mine, ours)
+    beyond = beyond_us(addrs(*record_route), addrs(*sent), mine)
+    return dialog_flow(flow, contacts, beyond, ours)
 
 
 def test_a_contact_on_the_gateways_own_address_keeps_its_flow() -> None:
@@ -90,7 +91,7 @@ def test_routes_beyond_us_leave_out_the_callers_side() -> None:
         "<sip:203.0.113.31;lr>",
         "<sip:203.0.113.30;lr>",
     ]
-    assert routes_beyond_us(record_route, sent, 1) == (
+    assert routes_beyond_us(beyond_us(record_route, sent, 1)) == (
         "<sip:203.0.113.30;lr>",
         "<sip:203.0.113.31;lr>",
     )

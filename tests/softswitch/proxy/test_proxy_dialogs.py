@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from softswitch.proxy.calls import Admission, Call
+from softswitch.proxy.dialog_target import beyond_us
 from softswitch.proxy.dialogs import routes_beyond_us, teardown_requests
 from softswitch.sip import Request, Via, parse_message, parse_name_addr
 from softswitch.sip.transaction import ServerTransaction
@@ -37,7 +38,8 @@ def test_routes_beyond_us_drop_our_entries_and_walk_outwards() -> None:
         parse_name_addr("<sip:127.0.0.1:5060;lr>"),
     ]
     sent = [parse_name_addr("<sip:127.0.0.1:5060;lr>")]
-    assert routes_beyond_us(record_route, sent, 1) == ("<sip:192.0.2.2;lr>", "<sip:192.0.2.1;lr>")
+    beyond = beyond_us(record_route, sent, 1)
+    assert routes_beyond_us(beyond) == ("<sip:192.0.2.2;lr>", "<sip:192.0.2.1;lr>")
 
 
 def test_teardown_byes_speak_for_the_other_side() -> None:
