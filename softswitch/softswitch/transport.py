@@ -804,7 +804,7 @@ class TransportLayer:
                     break
         if _is_unspecified(host):
             host = _route_source(flow.remote)
-            note_own(host)  # what we write is ours (``machine_address``)
+        note_own(host)  # what we write is ours (``machine_address``), TCP's local address too
         return (host, port)
 
     # -- shutdown ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from softswitch import machine_address
 from softswitch.machine_address import is_machine_address, note_own
+from softswitch.transport import Flow, Transport, TransportLayer
 
 
 def test_loopback_is_this_machine_and_documentation_hosts_are_not() -> None:
@@ -98,3 +99,15 @@ def test_running_out_of_descriptors_is_no_answer_about_the_address(
         assert not is_machine_address("127.0.0.1")
     assert machine_address._mine == machine_address._not_mine == set()
     assert is_machine_address("127.0.0.1")  # asked again, not remembered as "not ours"
+
+
+@pytest.mark.usefixtures("fresh")
+def test_every_address_the_transport_writes_as_ours_is_noted_tcp_too() -> None:
+    """A TCP flow's local address is the connection's own, never a wildcard: what
+    ``sent_by`` gives for it is ours without a bind test, as a wildcard's route source is."""
+    layer = TransportLayer(lambda message, flow: None)
+    tcp = Flow(Transport.TCP, ("127.0.0.7", 41000), ("127.0.0.9", 5060))
+    assert layer.sent_by(tcp)[0] == "127.0.0.7"
+    udp = Flow(Transport.UDP, ("0.0.0.0", 5060), ("127.0.0.9", 5060))
+    source = layer.sent_by(udp)[0]
+    assert machine_address._own == {"127.0.0.7", source}

@@ -14,13 +14,13 @@ the flow the INVITE used, which is also what ``dialog_target = "address"`` alway
 * UDP, to an IP address of the same family: no name to resolve and no connection to open
   while the ACK waits. A TCP call keeps its connection (the carrier's own, which it
   expects the dialog on); a host name or ``sips:`` keeps the gateway's address.
-* In the gateway's own scope: a private (RFC 1918, RFC 6598), loopback or link-local target
-  while the gateway's address is none of those is the inside of a NAT the carrier forgot to
-  fix, reachable only through its address; and a public target of a gateway reached over a
-  private network (an interconnect, a VPN) may not be reachable from here at all. Either
-  way the same socket must reach it, and one bound to a private address may not.
-* A host: not "any" (``0.0.0.0`` reaches this machine), multicast, broadcast or reserved,
-  nor an IPv4 address written as IPv6.
+* In the gateway's own scope (loopback, RFC 6598 shared, private, public): a private target
+  behind a public gateway is the inside of a NAT the carrier forgot to fix, reachable only
+  through its address; a public target of a gateway reached over a private network (an
+  interconnect, a VPN) may not be reachable from here at all; a loopback one behind any
+  other gateway is this machine. And the same socket must reach it.
+* A host: not "any" (``0.0.0.0`` reaches this machine), multicast, broadcast, reserved or
+  link-local (no interface named), nor an IPv4 address written as IPv6.
 * Never one of our own addresses (a loop): the exact listener, or a wildcard listener on
   one of this machine's addresses (``machine_address``), not every host on our port.
 
@@ -42,21 +42,14 @@ __all__ = ["beyond_us", "dialog_flow"]
 
 IsOurs = Callable[[str, int], bool]
 
-#: Addresses reached only from inside a network (RFC 1918, shared CGN space RFC 6598,
-#: loopback, link-local, IPv6 unique-local): a Contact of these behind a gateway address
-#: outside them is a NAT's inside.
-_LOCAL_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
+#: Address scopes: a dialog's target must be in its gateway's (``_scope``). Loopback and
+#: link-local are IPv4's and IPv6's unusable ones (``_unusable``) except these.
+_SCOPES = tuple(
+    (scope, tuple(ipaddress.ip_network(n) for n in networks))
+    for scope, networks in (
+        ("loopback", ("127.0.0.0/8",)),
+        ("shared", ("100.64.0.0/10",)),  # RFC 6598: a carrier-grade NAT's inside
+        ("private", ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")),
     )
 )
 
@@ -86,7 +79,7 @@ def dialog_flow(
         remote = ipaddress.ip_address(flow.remote[0])
     except ValueError:
         return flow
-    if address.version != remote.version or _unusable(address) or _local(address) != _local(remote):
+    if address.version != remote.version or _unusable(address) or _scope(address) != _scope(remote):
         return flow
     target = (str(address), port)
     if target == flow.remote or is_ours(*target):
@@ -125,8 +118,13 @@ def _hop_key(entry: NameAddr) -> object:
     return str(uri)
 
 
-def _local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return any(address in network for network in _LOCAL_NETWORKS)
+def _scope(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Where an address is reached from: its own machine, a NAT's inside, a private network,
+    or anywhere ("public")."""
+    for scope, networks in _SCOPES:
+        if any(address in network for network in networks):
+            return scope
+    return "public"
 
 
 def _unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -134,6 +132,8 @@ def _unusable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     multicast, broadcast and the reserved ranges, and an IPv4 address in IPv6 form (whose
     scope the rules above would not see)."""
     if address.is_unspecified or address.is_multicast or address.is_reserved:
+        return True
+    if address.is_link_local:  # needs an interface to be sent to, which a URI does not say
         return True
     if isinstance(address, ipaddress.IPv6Address):
         return address.ipv4_mapped is not None

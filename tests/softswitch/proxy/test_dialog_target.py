@@ -147,6 +147,21 @@ def test_a_gateway_on_a_private_network_keeps_its_address_for_a_public_contact()
     assert to("<sip:carrier@203.0.113.20:5070>", flow=lan) is lan
 
 
+def test_each_scope_keeps_to_itself() -> None:
+    """Loopback is this machine whatever network the gateway is on, an RFC 6598 address is
+    a carrier-grade NAT's inside, and a link-local one needs an interface no URI names."""
+    lan = Flow(Transport.UDP, ("10.0.0.1", 5060), ("10.20.0.5", 5060))
+    assert to("<sip:carrier@127.0.0.1:5080>", flow=lan) is lan
+    assert to("<sip:carrier@100.64.1.1:5080>", flow=lan) is lan
+    assert to("<sip:carrier@169.254.1.1:5080>", flow=lan) is lan
+    shared = Flow(Transport.UDP, ("100.64.0.1", 5060), ("100.64.1.1", 5060))
+    assert to("<sip:carrier@192.168.1.10:5080>", flow=shared) is shared
+    assert to("<sip:carrier@100.64.1.2:5080>", flow=shared).remote == ("100.64.1.2", 5080)
+    v6 = Flow(Transport.UDP, ("fd00::1", 5060), ("fd00::5", 5060))
+    assert to("<sip:carrier@[fe80::1]:5080>", flow=v6) is v6
+    assert to("<sip:carrier@[fd00::6]:5080>", flow=v6).remote == ("fd00::6", 5080)
+
+
 def test_ipv6_forms_of_other_scopes_keep_the_gateways_address() -> None:
     v6 = Flow(Transport.UDP, ("2001:db8::1", 5060), ("2001:db8::10", 5060))
     for contact in ("[::ffff:10.0.0.1]", "[::ffff:203.0.113.20]", "[::]", "[::1]", "[fe80::1]"):
