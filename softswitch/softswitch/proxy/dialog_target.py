@@ -26,8 +26,9 @@ the flow the INVITE used, which is also what ``dialog_target = "address"`` alway
 
 Only where to send changes; what is sent (the Request-URI the caller wrote, our Route
 entries removed) stays as ``forward.prepare_in_dialog`` makes it. The target comes from the
-carrier's answer, never from a caller's Request-URI: a customer cannot make the switch send
-to a host of its choosing.
+carrier's answer, never from a caller's Request-URI: a caller cannot make the switch send
+to a host of its choosing (a gateway can, as RFC 3261 intends: ``"address"`` is for one not
+trusted with that).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ __all__ = ["beyond_us", "dialog_flow"]
 
 IsOurs = Callable[[str, int], bool]
 
-#: Address scopes: a dialog's target must be in its gateway's (``_scope``). Loopback and
-#: link-local are IPv4's and IPv6's unusable ones (``_unusable``) except these.
+#: The scopes a dialog's target must share with its gateway's address (``_scope``); any
+#: other address is "public". IPv6 loopback and link-local addresses of either family are
+#: never a target (``_unusable``).
 _SCOPES = tuple(
     (scope, tuple(ipaddress.ip_network(n) for n in networks))
     for scope, networks in (

@@ -402,8 +402,8 @@ class Hunting(MediaSteps):
         so the current branch's dialog replaces any earlier one (no forking)."""
         call = branch.call
         call.callee_tag = to_tag
-        # Where to relay is all an early dialog needs: the callee's Contact and route set are
-        # read from the 2xx (our own BYEs need them only then), not from every 18x.
+        # Where to relay is all an early dialog needs (where this 18x says: ``_callee_flow``);
+        # the Contact and route set our own BYEs use are read from the 2xx, which they follow.
         call.callee_flow = self._callee_flow(branch, response)
         self._dialogs[call.key] = call
 
