@@ -33,7 +33,7 @@ _TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
 
 _own: set[str] = set()  # addresses the switch wrote in a Via or Record-Route
 _mine: set[str] = set()  # tested: this machine's
-_not_mine: set[str] = set()  # tested: not this machine's, or not an address
+_not_mine: set[str] = set()  # tested: not this machine's
 _window = [0.0, 0]  # the current second, and bind tests run in it
 
 
@@ -47,27 +47,41 @@ def note_own(host: str) -> None:
 def wildcard_answers(host: str) -> bool:
     """Whether a wildcard listener answers as ``host``: one of this machine's addresses, or a
     host name (the switch resolves no names, so a Route naming it by name is taken as it)."""
-    if host in _own or host in _mine:
-        return True
-    if host in _not_mine:
-        return False
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return True  # a name (a bad address text never names a socket of ours either way)
-    return is_machine_address(host)
+    known = _known(host)
+    if known is not None:
+        return known
+    address = _address(host)
+    return True if address is None else _probe(host, address)
 
 
 def is_machine_address(host: str) -> bool:
     """Whether ``host`` (an IP address as text; a name is never one) is this machine's."""
+    known = _known(host)
+    if known is not None:
+        return known
+    address = _address(host)
+    return False if address is None else _probe(host, address)
+
+
+def _known(host: str) -> bool | None:
+    """The answer kept for an address, or None (never kept for a name: names are unbounded,
+    and whether one is ours depends on who asks)."""
     if host in _own or host in _mine:
         return True
     if host in _not_mine:
         return False
+    return None
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return _keep(_not_mine, host, False)
+        return None
+
+
+def _probe(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """The kernel's answer for an address not asked about before, within the budget."""
     if address.is_unspecified or address.is_multicast:
         return _keep(_not_mine, host, False)
     now = time.monotonic()

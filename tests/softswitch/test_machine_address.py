@@ -111,3 +111,9 @@ def test_every_address_the_transport_writes_as_ours_is_noted_tcp_too() -> None:
     udp = Flow(Transport.UDP, ("0.0.0.0", 5060), ("127.0.0.9", 5060))
     source = layer.sent_by(udp)[0]
     assert machine_address._own == {"127.0.0.7", source}
+
+
+@pytest.mark.usefixtures("fresh")
+def test_a_name_asked_about_as_an_address_stays_a_name_for_a_wildcard_listener() -> None:
+    assert not is_machine_address("switch.example")
+    assert machine_address.wildcard_answers("switch.example")

@@ -64,8 +64,8 @@ class CallPolicy(Protocol):
     call-start mark, so a crash of the switch still ends in a CDR); ``dialog_peer`` when a
     gateway's answer sends the dialog to another address (``proxy.dialog_target``);
     ``account`` when a call ends and ``account_refusal`` when one never started (the account
-    stage). ``malformed``
-    gets what the transport refused before any of that (True when it wrote a CDR).
+    stage). ``malformed`` gets what the transport refused before any of that (True when it
+    wrote a CDR).
     """
 
     def origin(self, request: Request, flow: Flow) -> Flow: ...
